@@ -1,0 +1,9 @@
+//! `session-vault-daemon`: the Session Vault daemon (`vaultd`), its admin CLI (`vaultctl`)
+//! and the encrypted vault engine they stand on.
+//!
+//! - [`vault`]: crypto and storage engine (keyslots, KDF, record encryption, SQLite schema,
+//!   group commit). Depends on `session-vault-proto` for the data model only.
+//!
+//! The binaries in `src/bin/` stay thin: they parse arguments and call this library.
+
+pub mod vault;

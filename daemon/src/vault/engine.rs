@@ -1,0 +1,851 @@
+//! The vault state machine and its operations, run on the storage thread.
+//!
+//! [`Engine`] owns the [`Store`] and the [`VaultState`]; every method is synchronous and is
+//! called only by the storage thread ([`super::worker`]), which wraps writes in savepoints
+//! and group-commits them. Argon2 never runs here: keyslots are opened by the caller off the
+//! runtime and the resulting DEK is handed in ([`Engine::install_keys`]).
+//!
+//! Record layout (all sealed with [`Keys::seal`], keyed by blind indexes):
+//! - `sessions.record`: [`SessionRecord`] (home DC, self user, extras, ACL);
+//! - `dc_options`: one [`DcOption`] per DC id;
+//! - `peers`: one [`Peer`] per (kind, id), with blinded username and phone columns;
+//! - `state`: the scalar update state ([`ScalarState`]);
+//! - `channels`: one [`ChannelState`] per channel, in write order;
+//! - `sent_files`: Telethon's [`SentFile`] cache.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use session_vault_proto::model::{
+    ChannelState, DcOption, Peer, PeerKey, PeerKind, SelfUser, SentFile, SessionAcl, SessionData,
+    SessionExtras, SessionSummary, UpdateStateChange, UpdatesState,
+};
+use zeroize::Zeroizing;
+
+use super::crypto::{Keys, Keyslot, RecordPlace, SecretKey, VAULT_ID_LEN};
+use super::error::{Result, VaultError};
+use super::store::{Header, Index, Row, Store, Table};
+
+/// Internal id of a session: stable across renames, never reused after a delete.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SessionId(pub i64);
+
+/// Which state the vault is in, without the keys (for status reports).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StateKind {
+    /// No keyslot yet.
+    Uninitialized,
+    /// Keys wiped; every session request is refused with `Locked`.
+    Locked,
+    /// Keys in memory.
+    Unlocked,
+}
+
+impl StateKind {
+    /// Lower-case name used by status output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StateKind::Uninitialized => "uninitialized",
+            StateKind::Locked => "locked",
+            StateKind::Unlocked => "unlocked",
+        }
+    }
+}
+
+/// The vault's state; locking replaces `Unlocked`, whose keys zeroize on drop.
+pub enum VaultState {
+    /// No keyslot yet.
+    Uninitialized,
+    /// Initialized, keys not in memory.
+    Locked(Header),
+    /// Keys in memory, sessions indexed by name.
+    Unlocked(Box<Unlocked>),
+}
+
+/// What exists only while the vault is unlocked.
+pub struct Unlocked {
+    keys: Keys,
+    by_name: HashMap<String, SessionId>,
+    names: HashMap<SessionId, String>,
+    last_touch: HashMap<SessionId, i64>,
+    header: Header,
+}
+
+/// The sealed per-session record.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    /// Home DC id.
+    pub home_dc: i32,
+    /// Logged-in account, where known.
+    pub self_user: Option<SelfUser>,
+    /// Telethon/Pyrogram extras.
+    pub extras: SessionExtras,
+    /// Who may use the session.
+    pub acl: SessionAcl,
+}
+
+/// The scalar part of the update state.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ScalarState {
+    pts: i32,
+    qts: i32,
+    date: i32,
+    seq: i32,
+}
+
+const STATE_UPDATES: &[u8] = b"updates";
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<Zeroizing<Vec<u8>>> {
+    rmp_serde::to_vec_named(value)
+        .map(Zeroizing::new)
+        .map_err(|e| VaultError::Invalid(format!("cannot encode record: {e}")))
+}
+
+fn decode<T: DeserializeOwned>(place: &RecordPlace<'_>, bytes: &[u8]) -> Result<T> {
+    rmp_serde::from_slice(bytes).map_err(|_| VaultError::Corrupt {
+        table: place.table,
+        session_id: place.session_id,
+        row: String::new(),
+        reason: "record decrypted but does not decode",
+    })
+}
+
+/// Checks a session name: 1..=128 characters, no control characters, no surrounding spaces.
+pub fn validate_name(name: &str) -> Result<()> {
+    if name.is_empty() || name.chars().count() > 128 {
+        return Err(VaultError::Invalid(
+            "a session name must be 1 to 128 characters long".into(),
+        ));
+    }
+    if name.chars().any(char::is_control) || name.trim() != name {
+        return Err(VaultError::Invalid(
+            "a session name may not contain control characters or surrounding spaces".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Lower-cases a username and strips a leading `@`, for case-insensitive lookups.
+pub fn normalize_username(username: &str) -> String {
+    username.trim_start_matches('@').to_lowercase()
+}
+
+/// Keeps the digits of a phone number, for lookups that ignore `+`, spaces and dashes.
+pub fn normalize_phone(phone: &str) -> String {
+    phone.chars().filter(char::is_ascii_digit).collect()
+}
+
+fn kind_byte(kind: PeerKind) -> u8 {
+    match kind {
+        PeerKind::User => 1,
+        PeerKind::Chat => 2,
+        PeerKind::Channel => 3,
+    }
+}
+
+/// The vault engine. Generic over its [`Store`]; SQLite is the default.
+pub struct Engine<S: Store> {
+    store: S,
+    state: VaultState,
+}
+
+impl<S: Store> Engine<S> {
+    /// Wraps an opened store; the vault starts `Uninitialized` or `Locked`.
+    pub fn new(mut store: S) -> Result<Self> {
+        let state = match store.header()? {
+            None => VaultState::Uninitialized,
+            Some(h) => VaultState::Locked(h),
+        };
+        Ok(Engine { store, state })
+    }
+
+    /// The store, for the storage thread's transaction control.
+    pub fn store(&mut self) -> &mut S {
+        &mut self.store
+    }
+
+    /// The current state.
+    pub fn state(&self) -> StateKind {
+        match self.state {
+            VaultState::Uninitialized => StateKind::Uninitialized,
+            VaultState::Locked(_) => StateKind::Locked,
+            VaultState::Unlocked(_) => StateKind::Unlocked,
+        }
+    }
+
+    /// Number of sessions, when unlocked.
+    pub fn session_count(&self) -> Option<usize> {
+        match &self.state {
+            VaultState::Unlocked(u) => Some(u.by_name.len()),
+            _ => None,
+        }
+    }
+
+    /// The vault id and keyslots, for the caller to open off the runtime.
+    pub fn keyslots(&mut self) -> Result<([u8; VAULT_ID_LEN], Vec<Keyslot>)> {
+        let header = match &self.state {
+            VaultState::Uninitialized => return Err(VaultError::Uninitialized),
+            VaultState::Locked(h) => h.clone(),
+            VaultState::Unlocked(u) => u.header.clone(),
+        };
+        Ok((header.vault_id, self.store.keyslots()?))
+    }
+
+    /// Writes the header and the first keyslot, and unlocks with `dek`. Durable write.
+    pub fn initialize(&mut self, header: Header, slot: Keyslot, dek: SecretKey) -> Result<()> {
+        if !matches!(self.state, VaultState::Uninitialized) {
+            return Err(VaultError::AlreadyInitialized);
+        }
+        self.store.put_header(&header)?;
+        self.store.put_keyslot(&slot)?;
+        let keys = Keys::derive(header.vault_id, dek);
+        self.state = VaultState::Unlocked(Box::new(Unlocked {
+            keys,
+            by_name: HashMap::new(),
+            names: HashMap::new(),
+            last_touch: HashMap::new(),
+            header,
+        }));
+        Ok(())
+    }
+
+    /// Installs the DEK a keyslot opened to, and indexes the sessions.
+    pub fn install_keys(&mut self, dek: SecretKey) -> Result<()> {
+        let header = match &self.state {
+            VaultState::Uninitialized => return Err(VaultError::Uninitialized),
+            VaultState::Locked(h) => h.clone(),
+            // Already unlocked: the caller proved the passphrase; keep the keys we have.
+            VaultState::Unlocked(_) => return Ok(()),
+        };
+        let keys = Keys::derive(header.vault_id, dek);
+        let mut unlocked = Unlocked {
+            keys,
+            by_name: HashMap::new(),
+            names: HashMap::new(),
+            last_touch: HashMap::new(),
+            header,
+        };
+        Self::index_sessions(&mut self.store, &mut unlocked)?;
+        self.state = VaultState::Unlocked(Box::new(unlocked));
+        Ok(())
+    }
+
+    fn index_sessions(store: &mut S, u: &mut Unlocked) -> Result<()> {
+        u.by_name.clear();
+        u.names.clear();
+        for row in store.sessions()? {
+            u.by_name.insert(row.name.clone(), SessionId(row.id));
+            u.names.insert(SessionId(row.id), row.name);
+        }
+        Ok(())
+    }
+
+    /// Re-reads what the engine caches from the store, after a rolled-back transaction.
+    pub fn resync(&mut self) -> Result<()> {
+        if let VaultState::Unlocked(u) = &mut self.state {
+            u.last_touch.clear();
+            Self::index_sessions(&mut self.store, u)?;
+        } else if let Some(h) = self.store.header()? {
+            self.state = VaultState::Locked(h);
+        }
+        Ok(())
+    }
+
+    /// Wipes the keys. Idempotent; refused while uninitialized.
+    pub fn lock(&mut self) -> Result<()> {
+        let header = match &self.state {
+            VaultState::Uninitialized => return Err(VaultError::Uninitialized),
+            VaultState::Locked(_) => return Ok(()),
+            VaultState::Unlocked(u) => u.header.clone(),
+        };
+        // Dropping the Unlocked value zeroizes the DEK and both subkeys.
+        self.state = VaultState::Locked(header);
+        Ok(())
+    }
+
+    /// Replaces (or adds) a keyslot. Durable write. The caller proved a passphrase by opening
+    /// a keyslot to get the DEK this one wraps, so the vault may be locked.
+    pub fn put_keyslot(&mut self, slot: &Keyslot) -> Result<()> {
+        if matches!(self.state, VaultState::Uninitialized) {
+            return Err(VaultError::Uninitialized);
+        }
+        self.store.put_keyslot(slot)
+    }
+
+    /// The DEK, to seal a new keyslot with (passphrase change).
+    pub fn with_dek<T>(&self, f: impl FnOnce(&SecretKey) -> T) -> Result<T> {
+        match &self.state {
+            VaultState::Unlocked(u) => Ok(f(u.keys.dek())),
+            VaultState::Locked(_) => Err(VaultError::Locked),
+            VaultState::Uninitialized => Err(VaultError::Uninitialized),
+        }
+    }
+
+    fn unlocked(&self) -> Result<&Unlocked> {
+        match &self.state {
+            VaultState::Unlocked(u) => Ok(u),
+            VaultState::Locked(_) => Err(VaultError::Locked),
+            VaultState::Uninitialized => Err(VaultError::Uninitialized),
+        }
+    }
+
+    fn unlocked_mut(&mut self) -> Result<&mut Unlocked> {
+        match &mut self.state {
+            VaultState::Unlocked(u) => Ok(u),
+            VaultState::Locked(_) => Err(VaultError::Locked),
+            VaultState::Uninitialized => Err(VaultError::Uninitialized),
+        }
+    }
+
+    fn live(&self, sid: SessionId) -> Result<&Unlocked> {
+        let u = self.unlocked()?;
+        if u.names.contains_key(&sid) {
+            Ok(u)
+        } else {
+            Err(VaultError::NoSuchSession {
+                name: format!("#{}", sid.0),
+            })
+        }
+    }
+
+    // ---- sessions -------------------------------------------------------------------------
+
+    /// Resolves a name to the session's id.
+    pub fn open_session(&self, name: &str) -> Result<SessionId> {
+        self.unlocked()?
+            .by_name
+            .get(name)
+            .copied()
+            .ok_or_else(|| VaultError::NoSuchSession { name: name.into() })
+    }
+
+    /// The current name of a session.
+    pub fn session_name(&self, sid: SessionId) -> Result<String> {
+        Ok(self.live(sid)?.names[&sid].clone())
+    }
+
+    /// Creates a session holding what grammers' `SessionData::default()` holds. Durable.
+    pub fn create_session(&mut self, name: &str, acl: SessionAcl) -> Result<SessionId> {
+        self.import(name, &SessionData::default(), false, acl)
+    }
+
+    /// Stores `data` as session `name` in the current transaction (all or nothing with it).
+    /// With `replace`, an existing session of that name is deleted first. Durable.
+    pub fn import(
+        &mut self,
+        name: &str,
+        data: &SessionData,
+        replace: bool,
+        acl: SessionAcl,
+    ) -> Result<SessionId> {
+        validate_name(name)?;
+        if let Some(&old) = self.unlocked()?.by_name.get(name) {
+            if !replace {
+                return Err(VaultError::NameTaken { name: name.into() });
+            }
+            self.store.delete_session(old.0)?;
+            let u = self.unlocked_mut()?;
+            u.by_name.remove(name);
+            u.names.remove(&old);
+        }
+        let t = now();
+        let sid = SessionId(self.store.insert_session(name, t)?);
+        {
+            let u = self.unlocked_mut()?;
+            u.by_name.insert(name.to_owned(), sid);
+            u.names.insert(sid, name.to_owned());
+        }
+        let record = SessionRecord {
+            home_dc: data.home_dc,
+            self_user: data.self_user,
+            extras: data.extras.clone(),
+            acl,
+        };
+        self.put_session_record(sid, &record)?;
+        for dc in &data.dc_options {
+            self.set_dc_option(sid, dc)?;
+        }
+        self.cache_peers(sid, &data.peers)?;
+        self.set_update_state(sid, &UpdateStateChange::All(data.updates_state.clone()))?;
+        for f in &data.sent_files {
+            self.put_sent_file(sid, f)?;
+        }
+        Ok(sid)
+    }
+
+    /// Everything a session holds.
+    pub fn export(&mut self, sid: SessionId) -> Result<SessionData> {
+        let record = self.session_record(sid)?;
+        Ok(SessionData {
+            home_dc: record.home_dc,
+            dc_options: self.dc_options(sid)?,
+            self_user: record.self_user,
+            peers: self.peers(sid)?,
+            updates_state: self.updates_state(sid)?,
+            sent_files: self.sent_files(sid)?,
+            extras: record.extras,
+        })
+    }
+
+    /// Renames a session. Durable.
+    pub fn rename_session(&mut self, old: &str, new: &str) -> Result<()> {
+        validate_name(new)?;
+        let sid = self.open_session(old)?;
+        if old == new {
+            return Ok(());
+        }
+        if self.unlocked()?.by_name.contains_key(new) {
+            return Err(VaultError::NameTaken { name: new.into() });
+        }
+        self.store.rename_session(sid.0, new)?;
+        let u = self.unlocked_mut()?;
+        u.by_name.remove(old);
+        u.by_name.insert(new.to_owned(), sid);
+        u.names.insert(sid, new.to_owned());
+        Ok(())
+    }
+
+    /// Deletes a session and all its rows. Durable.
+    pub fn delete_session(&mut self, name: &str) -> Result<()> {
+        let sid = self.open_session(name)?;
+        self.store.delete_session(sid.0)?;
+        let u = self.unlocked_mut()?;
+        u.by_name.remove(name);
+        u.names.remove(&sid);
+        u.last_touch.remove(&sid);
+        Ok(())
+    }
+
+    /// A summary of every session, by name.
+    pub fn list_sessions(&mut self) -> Result<Vec<SessionSummary>> {
+        self.unlocked()?;
+        let rows = self.store.sessions()?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            let sid = SessionId(row.id);
+            let record = self.open_session_record(sid, &row.record)?;
+            let has_auth_key = self
+                .dc_option(sid, record.home_dc)?
+                .is_some_and(|dc| dc.auth_key.is_some());
+            out.push(SessionSummary {
+                name: row.name,
+                created_at: row.created_at,
+                updated_at: row.updated_at,
+                home_dc: record.home_dc,
+                has_auth_key,
+                user_id: record.self_user.map(|u| u.id),
+                peer_count: self.store.count(Table::Peers, row.id)?,
+                owner_uid: record.acl.owner_uid,
+            });
+        }
+        Ok(out)
+    }
+
+    fn session_place(sid: SessionId) -> RecordPlace<'static> {
+        RecordPlace {
+            table: "sessions",
+            session_id: sid.0,
+            row: b"record",
+        }
+    }
+
+    fn open_session_record(&self, sid: SessionId, sealed: &[u8]) -> Result<SessionRecord> {
+        let place = Self::session_place(sid);
+        let plain = self.unlocked()?.keys.open(&place, sealed)?;
+        decode(&place, &plain)
+    }
+
+    /// The sealed session record (home DC, self user, extras, ACL).
+    pub fn session_record(&mut self, sid: SessionId) -> Result<SessionRecord> {
+        self.live(sid)?;
+        let row = self
+            .store
+            .session(sid.0)?
+            .ok_or_else(|| VaultError::NoSuchSession {
+                name: format!("#{}", sid.0),
+            })?;
+        self.open_session_record(sid, &row.record)
+    }
+
+    fn put_session_record(&mut self, sid: SessionId, record: &SessionRecord) -> Result<()> {
+        let sealed = self
+            .live(sid)?
+            .keys
+            .seal(&Self::session_place(sid), &encode(record)?)?;
+        let t = now();
+        self.store.put_session_record(sid.0, &sealed, t)?;
+        self.unlocked_mut()?.last_touch.insert(sid, t);
+        Ok(())
+    }
+
+    fn update_record(&mut self, sid: SessionId, f: impl FnOnce(&mut SessionRecord)) -> Result<()> {
+        let mut record = self.session_record(sid)?;
+        let before = record.clone();
+        f(&mut record);
+        if record != before {
+            self.put_session_record(sid, &record)?;
+        }
+        Ok(())
+    }
+
+    /// Bumps `updated_at` at most once a second per session.
+    fn touch(&mut self, sid: SessionId) -> Result<()> {
+        let t = now();
+        let u = self.unlocked_mut()?;
+        if u.last_touch.get(&sid) != Some(&t) {
+            u.last_touch.insert(sid, t);
+            self.store.touch_session(sid.0, t)?;
+        }
+        Ok(())
+    }
+
+    // ---- home DC, extras, ACL ---------------------------------------------------------------
+
+    /// The home DC id.
+    pub fn home_dc(&mut self, sid: SessionId) -> Result<i32> {
+        Ok(self.session_record(sid)?.home_dc)
+    }
+
+    /// Sets the home DC id. Durable.
+    pub fn set_home_dc(&mut self, sid: SessionId, dc: i32) -> Result<()> {
+        self.update_record(sid, |r| r.home_dc = dc)
+    }
+
+    /// Sets Telethon/Pyrogram extras. Durable.
+    pub fn set_extras(&mut self, sid: SessionId, extras: SessionExtras) -> Result<()> {
+        self.update_record(sid, |r| r.extras = extras)
+    }
+
+    /// Replaces the session's ACL. Durable.
+    pub fn set_acl(&mut self, sid: SessionId, acl: SessionAcl) -> Result<()> {
+        self.update_record(sid, |r| r.acl = acl)
+    }
+
+    /// The logged-in account.
+    pub fn self_user(&mut self, sid: SessionId) -> Result<Option<SelfUser>> {
+        Ok(self.session_record(sid)?.self_user)
+    }
+
+    // ---- generic rows -------------------------------------------------------------------------
+
+    fn row_key(&self, sid: SessionId, table: Table, key: &[u8]) -> Result<[u8; 16]> {
+        Ok(self.live(sid)?.keys.blind(table.name(), sid.0, "key", key))
+    }
+
+    fn seal_row<T: Serialize>(
+        &self,
+        sid: SessionId,
+        table: Table,
+        key: &[u8],
+        v: &T,
+    ) -> Result<Row> {
+        let place = RecordPlace {
+            table: table.name(),
+            session_id: sid.0,
+            row: key,
+        };
+        let value = self.live(sid)?.keys.seal(&place, &encode(v)?)?;
+        Ok(Row {
+            key: key.to_vec(),
+            value,
+        })
+    }
+
+    fn open_row<T: DeserializeOwned>(&self, sid: SessionId, table: Table, row: &Row) -> Result<T> {
+        let place = RecordPlace {
+            table: table.name(),
+            session_id: sid.0,
+            row: &row.key,
+        };
+        let plain = self.live(sid)?.keys.open(&place, &row.value)?;
+        decode(&place, &plain)
+    }
+
+    fn get_row<T: DeserializeOwned>(
+        &mut self,
+        sid: SessionId,
+        table: Table,
+        key: &[u8],
+    ) -> Result<Option<T>> {
+        let k = self.row_key(sid, table, key)?;
+        match self.store.get(table, sid.0, &k)? {
+            None => Ok(None),
+            Some(value) => self
+                .open_row(
+                    sid,
+                    table,
+                    &Row {
+                        key: k.to_vec(),
+                        value,
+                    },
+                )
+                .map(Some),
+        }
+    }
+
+    fn scan_rows<T: DeserializeOwned>(&mut self, sid: SessionId, table: Table) -> Result<Vec<T>> {
+        self.live(sid)?;
+        let rows = self.store.scan(table, sid.0)?;
+        rows.iter().map(|r| self.open_row(sid, table, r)).collect()
+    }
+
+    // ---- DC options ---------------------------------------------------------------------------
+
+    /// Every DC option, by id.
+    pub fn dc_options(&mut self, sid: SessionId) -> Result<Vec<DcOption>> {
+        let mut v: Vec<DcOption> = self.scan_rows(sid, Table::DcOptions)?;
+        v.sort_by_key(|d| d.id);
+        Ok(v)
+    }
+
+    /// One DC option.
+    pub fn dc_option(&mut self, sid: SessionId, dc_id: i32) -> Result<Option<DcOption>> {
+        self.get_row(sid, Table::DcOptions, &dc_id.to_be_bytes())
+    }
+
+    /// Inserts or replaces a DC option (auth key included). Durable.
+    pub fn set_dc_option(&mut self, sid: SessionId, dc: &DcOption) -> Result<()> {
+        let k = self.row_key(sid, Table::DcOptions, &dc.id.to_be_bytes())?;
+        let row = self.seal_row(sid, Table::DcOptions, &k, dc)?;
+        self.store
+            .put(Table::DcOptions, sid.0, &row, [None, None])?;
+        self.touch(sid)
+    }
+
+    // ---- peers --------------------------------------------------------------------------------
+
+    fn peer_key_bytes(key: PeerKey) -> [u8; 9] {
+        let mut b = [0u8; 9];
+        b[0] = kind_byte(key.kind);
+        b[1..].copy_from_slice(&key.id.to_be_bytes());
+        b
+    }
+
+    /// A cached peer by identity.
+    pub fn peer(&mut self, sid: SessionId, key: PeerKey) -> Result<Option<Peer>> {
+        self.get_row(sid, Table::Peers, &Self::peer_key_bytes(key))
+    }
+
+    /// The logged-in user's cached peer (grammers' `PeerId::self_user()`).
+    pub fn self_peer(&mut self, sid: SessionId) -> Result<Option<Peer>> {
+        match self.self_user(sid)? {
+            None => Ok(None),
+            Some(me) => self.peer(
+                sid,
+                PeerKey {
+                    kind: PeerKind::User,
+                    id: me.id,
+                },
+            ),
+        }
+    }
+
+    fn find_peer(
+        &mut self,
+        sid: SessionId,
+        index: Index,
+        field: &str,
+        value: &str,
+    ) -> Result<Option<Peer>> {
+        if value.is_empty() {
+            return Ok(None);
+        }
+        let blind = self
+            .live(sid)?
+            .keys
+            .blind("peers", sid.0, field, value.as_bytes());
+        match self.store.find(Table::Peers, sid.0, index, &blind)? {
+            None => Ok(None),
+            Some(row) => self.open_row(sid, Table::Peers, &row).map(Some),
+        }
+    }
+
+    /// A cached peer by username, case-insensitively (a leading `@` is ignored).
+    pub fn peer_by_username(&mut self, sid: SessionId, username: &str) -> Result<Option<Peer>> {
+        self.find_peer(
+            sid,
+            Index::Username,
+            "username",
+            &normalize_username(username),
+        )
+    }
+
+    /// A cached peer by phone number (only its digits count).
+    pub fn peer_by_phone(&mut self, sid: SessionId, phone: &str) -> Result<Option<Peer>> {
+        self.find_peer(sid, Index::Phone, "phone", &normalize_phone(phone))
+    }
+
+    /// Every cached peer, oldest first.
+    pub fn peers(&mut self, sid: SessionId) -> Result<Vec<Peer>> {
+        self.scan_rows(sid, Table::Peers)
+    }
+
+    /// Caches peers, merging each into what is cached by `PeerInfo::extend_info` rules.
+    /// A peer with `is_self == Some(true)` becomes the session's self user. Cache class.
+    pub fn cache_peers(&mut self, sid: SessionId, peers: &[Peer]) -> Result<()> {
+        let mut new_self = None;
+        for peer in peers {
+            let old = self.peer(sid, peer.key())?;
+            let merged = match &old {
+                Some(old) => {
+                    let mut merged = old.clone();
+                    merged.merge_from(peer);
+                    merged
+                }
+                None => peer.clone(),
+            };
+            // An unchanged peer costs a read, not a write (bots re-cache the same peers often).
+            if old.as_ref() != Some(&merged) {
+                self.write_peer(sid, &merged)?;
+            }
+            if merged.kind == PeerKind::User && merged.is_self == Some(true) {
+                new_self = Some(SelfUser {
+                    id: merged.id,
+                    bot: merged.bot.unwrap_or(false),
+                });
+            }
+        }
+        if let Some(me) = new_self {
+            self.update_record(sid, |r| r.self_user = Some(me))?;
+        }
+        self.touch(sid)
+    }
+
+    fn write_peer(&mut self, sid: SessionId, peer: &Peer) -> Result<()> {
+        let u = self.live(sid)?;
+        let k = u
+            .keys
+            .blind("peers", sid.0, "key", &Self::peer_key_bytes(peer.key()));
+        let uname = peer
+            .username
+            .as_deref()
+            .map(normalize_username)
+            .filter(|s| !s.is_empty())
+            .map(|s| u.keys.blind("peers", sid.0, "username", s.as_bytes()));
+        let phone = peer
+            .phone
+            .as_deref()
+            .map(normalize_phone)
+            .filter(|s| !s.is_empty())
+            .map(|s| u.keys.blind("peers", sid.0, "phone", s.as_bytes()));
+        let row = self.seal_row(sid, Table::Peers, &k, peer)?;
+        self.store.put(
+            Table::Peers,
+            sid.0,
+            &row,
+            [
+                uname.as_ref().map(|b| &b[..]),
+                phone.as_ref().map(|b| &b[..]),
+            ],
+        )
+    }
+
+    // ---- update state -------------------------------------------------------------------------
+
+    /// The full update state, channels in write order.
+    pub fn updates_state(&mut self, sid: SessionId) -> Result<UpdatesState> {
+        let s: ScalarState = self
+            .get_row(sid, Table::State, STATE_UPDATES)?
+            .unwrap_or_default();
+        Ok(UpdatesState {
+            pts: s.pts,
+            qts: s.qts,
+            date: s.date,
+            seq: s.seq,
+            channels: self.scan_rows(sid, Table::Channels)?,
+        })
+    }
+
+    fn put_scalar(&mut self, sid: SessionId, s: &ScalarState) -> Result<()> {
+        let k = self.row_key(sid, Table::State, STATE_UPDATES)?;
+        let row = self.seal_row(sid, Table::State, &k, s)?;
+        self.store.put(Table::State, sid.0, &row, [None, None])
+    }
+
+    fn put_channel(&mut self, sid: SessionId, c: &ChannelState) -> Result<()> {
+        let k = self.row_key(sid, Table::Channels, &c.id.to_be_bytes())?;
+        let row = self.seal_row(sid, Table::Channels, &k, c)?;
+        self.store.put_last(Table::Channels, sid.0, &row)
+    }
+
+    /// Applies an update-state change exactly as grammers' `MemorySession` does. Cache class.
+    pub fn set_update_state(&mut self, sid: SessionId, change: &UpdateStateChange) -> Result<()> {
+        match change {
+            UpdateStateChange::All(all) => {
+                let s = ScalarState {
+                    pts: all.pts,
+                    qts: all.qts,
+                    date: all.date,
+                    seq: all.seq,
+                };
+                self.put_scalar(sid, &s)?;
+                self.store.clear(Table::Channels, sid.0)?;
+                for c in &all.channels {
+                    self.put_channel(sid, c)?;
+                }
+            }
+            &UpdateStateChange::Primary { pts, date, seq } => {
+                let mut s: ScalarState = self
+                    .get_row(sid, Table::State, STATE_UPDATES)?
+                    .unwrap_or_default();
+                (s.pts, s.date, s.seq) = (pts, date, seq);
+                self.put_scalar(sid, &s)?;
+            }
+            &UpdateStateChange::Secondary { qts } => {
+                let mut s: ScalarState = self
+                    .get_row(sid, Table::State, STATE_UPDATES)?
+                    .unwrap_or_default();
+                s.qts = qts;
+                self.put_scalar(sid, &s)?;
+            }
+            &UpdateStateChange::Channel { id, pts } => {
+                self.put_channel(sid, &ChannelState { id, pts })?;
+            }
+        }
+        self.touch(sid)
+    }
+
+    // ---- Telethon sent files ------------------------------------------------------------------
+
+    fn sent_file_key(md5: &[u8], size: i64, file_type: i32) -> Vec<u8> {
+        let mut k = Vec::with_capacity(md5.len() + 12);
+        k.extend_from_slice(&size.to_be_bytes());
+        k.extend_from_slice(&file_type.to_be_bytes());
+        k.extend_from_slice(md5);
+        k
+    }
+
+    /// Caches a sent file (Telethon's `sent_files`). Cache class.
+    pub fn put_sent_file(&mut self, sid: SessionId, f: &SentFile) -> Result<()> {
+        let raw = Self::sent_file_key(&f.md5_digest, f.file_size, f.file_type);
+        let k = self.row_key(sid, Table::SentFiles, &raw)?;
+        let row = self.seal_row(sid, Table::SentFiles, &k, f)?;
+        self.store
+            .put(Table::SentFiles, sid.0, &row, [None, None])?;
+        self.touch(sid)
+    }
+
+    /// A sent file by (md5, size, type).
+    pub fn sent_file(
+        &mut self,
+        sid: SessionId,
+        md5: &[u8],
+        size: i64,
+        file_type: i32,
+    ) -> Result<Option<SentFile>> {
+        let raw = Self::sent_file_key(md5, size, file_type);
+        self.get_row(sid, Table::SentFiles, &raw)
+    }
+
+    /// Every cached sent file.
+    pub fn sent_files(&mut self, sid: SessionId) -> Result<Vec<SentFile>> {
+        self.scan_rows(sid, Table::SentFiles)
+    }
+}

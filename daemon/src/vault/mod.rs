@@ -1,0 +1,404 @@
+//! The vault engine: crypto and storage for encrypted Telegram sessions.
+//!
+//! [`Vault`] is the handle the daemon (and tests) use. It talks to one storage thread that
+//! owns the SQLite connection ([`worker`]); async callers never block the runtime on SQLite,
+//! and Argon2 runs in `spawn_blocking`, never on the storage thread or a runtime worker.
+//!
+//! Layers, each depending only on those below it:
+//! - [`crypto`]: KDF, keyslots, record sealing, blind indexes (RustCrypto crates only);
+//! - [`store`]: the backend trait over encrypted rows; [`sqlite`] its embedded implementation;
+//! - [`engine`]: the state machine (`Uninitialized` → `Unlocked` ⇄ `Locked`) and the data
+//!   model operations;
+//! - [`worker`]: the storage thread and group commit with two durability classes.
+//!
+//! Durability: writes of auth keys, home DC, DC options, session create/rename/delete,
+//! extras, ACLs and keyslots are **durable** (answered after fsync); peer caching, update
+//! state and the sent-file cache are **cache** class (answered when applied, committed within
+//! [`VaultConfig::flush_interval`], 100 ms by default).
+
+pub mod crypto;
+pub mod engine;
+pub mod error;
+pub mod sqlite;
+pub mod store;
+pub mod worker;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use session_vault_proto::model::{
+    DcOption, Peer, PeerKey, SentFile, SessionAcl, SessionData, SessionExtras, SessionSummary,
+    UpdateStateChange, UpdatesState,
+};
+use zeroize::Zeroizing;
+
+pub use crypto::KdfParams;
+pub use engine::{SessionId, StateKind};
+pub use error::{Result, StorageErrorKind, VaultError};
+
+use crypto::{Keyslot, SecretKey, VAULT_ID_LEN};
+use engine::Engine;
+use sqlite::SqliteStore;
+use store::Header;
+use worker::{Class, Job, SqliteEngine};
+
+/// Tunables of a vault.
+#[derive(Clone, Debug)]
+pub struct VaultConfig {
+    /// How long a cache-class write may stay uncommitted. Default 100 ms.
+    pub flush_interval: Duration,
+}
+
+impl Default for VaultConfig {
+    fn default() -> Self {
+        VaultConfig {
+            flush_interval: Duration::from_millis(100),
+        }
+    }
+}
+
+/// What `status` reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VaultStatus {
+    /// Uninitialized, locked or unlocked.
+    pub state: StateKind,
+    /// Number of sessions (known only while unlocked).
+    pub sessions: Option<usize>,
+}
+
+/// A handle to an open vault. Cheap to clone; every clone talks to the same storage thread,
+/// which flushes and exits once the last handle is gone (or at [`Vault::close`]).
+#[derive(Clone)]
+pub struct Vault {
+    tx: mpsc::Sender<Job>,
+    path: Arc<PathBuf>,
+}
+
+impl std::fmt::Debug for Vault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Vault").field("path", &self.path).finish()
+    }
+}
+
+impl Vault {
+    /// Opens (creating if missing) the vault file at `path`: `Uninitialized` for a new file,
+    /// `Locked` otherwise. Starts the storage thread.
+    pub fn open(path: &Path, config: VaultConfig) -> Result<Vault> {
+        let store = SqliteStore::open(path)?;
+        let engine = Engine::new(store)?;
+        let (tx, rx) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("vault-storage".into())
+            .spawn(move || worker::run(engine, rx, config.flush_interval))
+            .map_err(|e| VaultError::Storage {
+                kind: StorageErrorKind::Other,
+                message: format!("cannot start the storage thread: {e}"),
+            })?;
+        Ok(Vault {
+            tx,
+            path: Arc::new(path.to_owned()),
+        })
+    }
+
+    /// Creates a vault at `path` protected by `passphrase`, and leaves it unlocked.
+    pub async fn create(
+        path: &Path,
+        passphrase: &[u8],
+        kdf: KdfParams,
+        config: VaultConfig,
+    ) -> Result<Vault> {
+        let vault = Vault::open(path, config)?;
+        vault.init(passphrase, kdf).await?;
+        Ok(vault)
+    }
+
+    /// The vault file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    async fn call<T: Send + 'static>(
+        &self,
+        class: Class,
+        f: impl FnOnce(&mut SqliteEngine) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job = Job {
+            class,
+            run: Box::new(move |engine| {
+                let result = engine.and_then(f);
+                let ok = result.is_ok();
+                let done: worker::Completion = Box::new(move |commit_err| {
+                    let answer = match commit_err {
+                        Some(e) => Err(e),
+                        None => result,
+                    };
+                    // The caller may have stopped waiting (dropped future); nothing to do then.
+                    let _ = tx.send(answer);
+                });
+                (ok, done)
+            }),
+        };
+        self.tx.send(job).map_err(|_| VaultError::Closed)?;
+        rx.await.map_err(|_| VaultError::Closed)?
+    }
+
+    /// Flushes pending writes and stops the storage thread (once every clone is dropped).
+    pub async fn close(self) -> Result<()> {
+        self.call(Class::Barrier, |_| Ok(())).await
+    }
+
+    /// State and session count.
+    pub async fn status(&self) -> Result<VaultStatus> {
+        self.call(Class::Read, |e| {
+            Ok(VaultStatus {
+                state: e.state(),
+                sessions: e.session_count(),
+            })
+        })
+        .await
+    }
+
+    /// Initializes an empty vault: random vault id and DEK, keyslot 0 for `passphrase`.
+    /// Runs Argon2 in `spawn_blocking`. Leaves the vault unlocked.
+    pub async fn init(&self, passphrase: &[u8], kdf: KdfParams) -> Result<()> {
+        if self.status().await?.state != StateKind::Uninitialized {
+            return Err(VaultError::AlreadyInitialized);
+        }
+        let pass = Zeroizing::new(passphrase.to_vec());
+        let (header, slot, dek) = blocking(move || {
+            let mut vault_id = [0u8; VAULT_ID_LEN];
+            crypto::fill_random(&mut vault_id)?;
+            let dek = SecretKey::random()?;
+            let slot = Keyslot::seal(&vault_id, 0, "passphrase", kdf, &pass, &dek)?;
+            let created_at = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or(0);
+            Ok((
+                Header {
+                    vault_id,
+                    created_at,
+                },
+                slot,
+                dek,
+            ))
+        })
+        .await?;
+        self.call(Class::Durable, move |e| e.initialize(header, slot, dek))
+            .await
+    }
+
+    /// Opens a keyslot with `passphrase` off the runtime; returns its number and the DEK.
+    async fn open_keyslot(&self, passphrase: &[u8]) -> Result<(u32, SecretKey)> {
+        let (vault_id, slots) = self.call(Class::Read, |e| e.keyslots()).await?;
+        let pass = Zeroizing::new(passphrase.to_vec());
+        blocking(move || {
+            let mut err = VaultError::BadPassphrase;
+            for slot in &slots {
+                match slot.open(&vault_id, &pass) {
+                    Ok(dek) => return Ok((slot.slot, dek)),
+                    // A damaged slot says more than "wrong passphrase": report it if no slot opens.
+                    Err(e @ VaultError::Corrupt { .. }) => err = e,
+                    Err(VaultError::BadPassphrase) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Err(err)
+        })
+        .await
+    }
+
+    /// Unlocks with `passphrase` (Argon2 off the runtime). On an unlocked vault it only
+    /// checks the passphrase. `BadPassphrase` changes nothing.
+    pub async fn unlock(&self, passphrase: &[u8]) -> Result<()> {
+        let (_, dek) = self.open_keyslot(passphrase).await?;
+        self.call(Class::Barrier, move |e| e.install_keys(dek))
+            .await
+    }
+
+    /// Commits pending writes and wipes the keys.
+    pub async fn lock(&self) -> Result<()> {
+        self.call(Class::Barrier, |e| e.lock()).await
+    }
+
+    /// Rewrites the keyslot `old` opens so that `new` opens it instead (fresh salt, `kdf`
+    /// parameters). The data is not touched: the DEK stays the same.
+    pub async fn change_passphrase(&self, old: &[u8], new: &[u8], kdf: KdfParams) -> Result<()> {
+        if new.is_empty() {
+            return Err(VaultError::WeakPassphrase("the passphrase is empty"));
+        }
+        let (slot_no, dek) = self.open_keyslot(old).await?;
+        let (vault_id, _) = self.call(Class::Read, |e| e.keyslots()).await?;
+        let pass = Zeroizing::new(new.to_vec());
+        let slot =
+            blocking(move || Keyslot::seal(&vault_id, slot_no, "passphrase", kdf, &pass, &dek))
+                .await?;
+        self.call(Class::Durable, move |e| e.put_keyslot(&slot))
+            .await
+    }
+
+    // ---- sessions -------------------------------------------------------------------------
+
+    /// Creates an empty session (grammers' defaults). Durable.
+    pub async fn create_session(&self, name: &str, acl: SessionAcl) -> Result<SessionId> {
+        let name = name.to_owned();
+        self.call(Class::Durable, move |e| e.create_session(&name, acl))
+            .await
+    }
+
+    /// Stores a whole session in one durable transaction. Durable.
+    pub async fn import(
+        &self,
+        name: &str,
+        data: SessionData,
+        replace: bool,
+        acl: SessionAcl,
+    ) -> Result<SessionId> {
+        let name = name.to_owned();
+        self.call(Class::Durable, move |e| {
+            e.import(&name, &data, replace, acl)
+        })
+        .await
+    }
+
+    /// Everything a session holds.
+    pub async fn export(&self, sid: SessionId) -> Result<SessionData> {
+        self.call(Class::Read, move |e| e.export(sid)).await
+    }
+
+    /// Resolves a session name.
+    pub async fn open_session(&self, name: &str) -> Result<SessionId> {
+        let name = name.to_owned();
+        self.call(Class::Read, move |e| e.open_session(&name)).await
+    }
+
+    /// Summaries of every session.
+    pub async fn list_sessions(&self) -> Result<Vec<SessionSummary>> {
+        self.call(Class::Read, |e| e.list_sessions()).await
+    }
+
+    /// Renames a session. Durable.
+    pub async fn rename_session(&self, old: &str, new: &str) -> Result<()> {
+        let (old, new) = (old.to_owned(), new.to_owned());
+        self.call(Class::Durable, move |e| e.rename_session(&old, &new))
+            .await
+    }
+
+    /// Deletes a session. Durable.
+    pub async fn delete_session(&self, name: &str) -> Result<()> {
+        let name = name.to_owned();
+        self.call(Class::Durable, move |e| e.delete_session(&name))
+            .await
+    }
+
+    /// The session's record: home DC, self user, extras, ACL.
+    pub async fn session_record(&self, sid: SessionId) -> Result<engine::SessionRecord> {
+        self.call(Class::Read, move |e| e.session_record(sid)).await
+    }
+
+    /// Sets the home DC. Durable.
+    pub async fn set_home_dc(&self, sid: SessionId, dc: i32) -> Result<()> {
+        self.call(Class::Durable, move |e| e.set_home_dc(sid, dc))
+            .await
+    }
+
+    /// Sets Telethon/Pyrogram extras. Durable.
+    pub async fn set_extras(&self, sid: SessionId, extras: SessionExtras) -> Result<()> {
+        self.call(Class::Durable, move |e| e.set_extras(sid, extras))
+            .await
+    }
+
+    /// Replaces a session's ACL. Durable.
+    pub async fn set_acl(&self, sid: SessionId, acl: SessionAcl) -> Result<()> {
+        self.call(Class::Durable, move |e| e.set_acl(sid, acl))
+            .await
+    }
+
+    /// All DC options.
+    pub async fn dc_options(&self, sid: SessionId) -> Result<Vec<DcOption>> {
+        self.call(Class::Read, move |e| e.dc_options(sid)).await
+    }
+
+    /// Sets one DC option (auth key included). Durable.
+    pub async fn set_dc_option(&self, sid: SessionId, dc: DcOption) -> Result<()> {
+        self.call(Class::Durable, move |e| e.set_dc_option(sid, &dc))
+            .await
+    }
+
+    /// A peer by identity.
+    pub async fn peer(&self, sid: SessionId, key: PeerKey) -> Result<Option<Peer>> {
+        self.call(Class::Read, move |e| e.peer(sid, key)).await
+    }
+
+    /// The self user's peer.
+    pub async fn self_peer(&self, sid: SessionId) -> Result<Option<Peer>> {
+        self.call(Class::Read, move |e| e.self_peer(sid)).await
+    }
+
+    /// A peer by username (case-insensitive).
+    pub async fn peer_by_username(&self, sid: SessionId, username: &str) -> Result<Option<Peer>> {
+        let username = username.to_owned();
+        self.call(Class::Read, move |e| e.peer_by_username(sid, &username))
+            .await
+    }
+
+    /// A peer by phone.
+    pub async fn peer_by_phone(&self, sid: SessionId, phone: &str) -> Result<Option<Peer>> {
+        let phone = phone.to_owned();
+        self.call(Class::Read, move |e| e.peer_by_phone(sid, &phone))
+            .await
+    }
+
+    /// Caches a batch of peers (merging). Cache class.
+    pub async fn cache_peers(&self, sid: SessionId, peers: Vec<Peer>) -> Result<()> {
+        self.call(Class::Cache, move |e| e.cache_peers(sid, &peers))
+            .await
+    }
+
+    /// The full update state.
+    pub async fn updates_state(&self, sid: SessionId) -> Result<UpdatesState> {
+        self.call(Class::Read, move |e| e.updates_state(sid)).await
+    }
+
+    /// Applies an update-state change. Cache class.
+    pub async fn set_update_state(&self, sid: SessionId, change: UpdateStateChange) -> Result<()> {
+        self.call(Class::Cache, move |e| e.set_update_state(sid, &change))
+            .await
+    }
+
+    /// Caches a sent file. Cache class.
+    pub async fn put_sent_file(&self, sid: SessionId, file: SentFile) -> Result<()> {
+        self.call(Class::Cache, move |e| e.put_sent_file(sid, &file))
+            .await
+    }
+
+    /// A sent file by (md5, size, type).
+    pub async fn sent_file(
+        &self,
+        sid: SessionId,
+        md5: Vec<u8>,
+        size: i64,
+        file_type: i32,
+    ) -> Result<Option<SentFile>> {
+        self.call(Class::Read, move |e| {
+            e.sent_file(sid, &md5, size, file_type)
+        })
+        .await
+    }
+}
+
+/// Runs blocking work (Argon2) on tokio's blocking pool.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| VaultError::Storage {
+            kind: StorageErrorKind::Other,
+            message: format!("key derivation task failed: {e}"),
+        })?
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,457 @@
+//! The embedded SQLite backend of [`Store`]: schema, numbered migrations and pragmas.
+//!
+//! One connection, owned by the storage thread. WAL journal, `synchronous=FULL` (a commit
+//! returns once the WAL is fsynced), `secure_delete=ON` (freed pages are zeroed so that old
+//! ciphertext does not linger), `locking_mode=EXCLUSIVE` (a second process, e.g. a second
+//! `vaultd` on the same file, gets `busy` instead of sharing the file). The file is created
+//! mode 0600; SQLite gives its `-wal` file the same mode.
+
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::crypto::{KdfParams, Keyslot, VAULT_ID_LEN};
+use super::error::{Result, VaultError};
+use super::store::{Header, Index, Row, SessionRow, Store, Table};
+
+/// `PRAGMA application_id` of a Session Vault database ("SVLT").
+pub const APPLICATION_ID: i32 = 0x5356_4c54;
+
+/// The schema, one entry per version; `MIGRATIONS[n]` takes a database from version `n` to
+/// `n + 1`. Append only: a released step is never edited.
+pub const MIGRATIONS: &[&str] = &[
+    // 1: header, keyslots, sessions and the first per-session tables.
+    "CREATE TABLE meta (k TEXT PRIMARY KEY, v BLOB NOT NULL);
+     CREATE TABLE keyslots (
+         slot INTEGER PRIMARY KEY, kind TEXT NOT NULL,
+         m_cost INTEGER NOT NULL, t_cost INTEGER NOT NULL, p_cost INTEGER NOT NULL,
+         salt BLOB NOT NULL, wrapped BLOB NOT NULL, check_sum BLOB NOT NULL);
+     CREATE TABLE sessions (
+         id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL UNIQUE,
+         created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL, record BLOB NOT NULL);
+     CREATE TABLE dc_options (session INTEGER NOT NULL, k BLOB NOT NULL, v BLOB NOT NULL,
+         i1 BLOB, i2 BLOB, UNIQUE (session, k));
+     CREATE TABLE peers (session INTEGER NOT NULL, k BLOB NOT NULL, v BLOB NOT NULL,
+         i1 BLOB, i2 BLOB, UNIQUE (session, k));
+     CREATE TABLE state (session INTEGER NOT NULL, k BLOB NOT NULL, v BLOB NOT NULL,
+         i1 BLOB, i2 BLOB, UNIQUE (session, k));
+     CREATE TABLE channels (session INTEGER NOT NULL, k BLOB NOT NULL, v BLOB NOT NULL,
+         i1 BLOB, i2 BLOB, UNIQUE (session, k));",
+    // 2: Telethon's sent-file cache, and blind-index lookups of peers by username and phone.
+    "CREATE TABLE sent_files (session INTEGER NOT NULL, k BLOB NOT NULL, v BLOB NOT NULL,
+         i1 BLOB, i2 BLOB, UNIQUE (session, k));
+     CREATE INDEX peers_username ON peers (session, i1) WHERE i1 IS NOT NULL;
+     CREATE INDEX peers_phone ON peers (session, i2) WHERE i2 IS NOT NULL;",
+];
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
+
+/// Picks the SQL text for a table: `per_table!(t, "SELECT .. FROM ", " WHERE ..")`.
+macro_rules! per_table {
+    ($table:expr, $head:literal, $tail:literal) => {
+        match $table {
+            Table::DcOptions => concat!($head, "dc_options", $tail),
+            Table::Peers => concat!($head, "peers", $tail),
+            Table::State => concat!($head, "state", $tail),
+            Table::Channels => concat!($head, "channels", $tail),
+            Table::SentFiles => concat!($head, "sent_files", $tail),
+        }
+    };
+}
+
+/// A vault in one SQLite file.
+pub struct SqliteStore {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing, mode 0600) the vault file at `path`, checks that it is a
+    /// Session Vault database, and migrates it to [`SCHEMA_VERSION`]. A file that is not a
+    /// vault, or is newer than this build, is refused and left untouched.
+    pub fn open(path: &Path) -> Result<Self> {
+        Self::open_at_version(path, SCHEMA_VERSION)
+    }
+
+    /// [`SqliteStore::open`], migrating only up to `target` (tests build old versions with it).
+    #[doc(hidden)]
+    pub fn open_at_version(path: &Path, target: u32) -> Result<Self> {
+        create_private(path)?;
+        let not_a_vault = |reason: String| VaultError::NotAVault {
+            path: path.to_owned(),
+            reason,
+        };
+        let conn = Connection::open(path)?;
+        // The first read tells a damaged or foreign file apart before anything is written.
+        let (app_id, version, tables): (i32, u32, i64) = conn
+            .query_row(
+                "SELECT (SELECT application_id FROM pragma_application_id),
+                        (SELECT user_version FROM pragma_user_version),
+                        (SELECT count(*) FROM sqlite_master)",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .map_err(|e| match e.sqlite_error_code() {
+                Some(rusqlite::ErrorCode::NotADatabase) => not_a_vault(e.to_string()),
+                _ => e.into(),
+            })?;
+        if app_id != APPLICATION_ID && !(app_id == 0 && tables == 0) {
+            return Err(not_a_vault(format!(
+                "application id {app_id:#x} is not Session Vault's"
+            )));
+        }
+        if version > SCHEMA_VERSION {
+            return Err(VaultError::UnsupportedFormat {
+                found: version,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        conn.execute_batch(
+            "PRAGMA locking_mode = EXCLUSIVE;
+             PRAGMA journal_mode = WAL;
+             PRAGMA synchronous = FULL;
+             PRAGMA secure_delete = ON;
+             PRAGMA foreign_keys = OFF;",
+        )?;
+        conn.set_prepared_statement_cache_capacity(64);
+        let mut store = SqliteStore {
+            conn,
+            path: path.to_owned(),
+        };
+        store.migrate(version, target)?;
+        Ok(store)
+    }
+
+    /// The file this store lives in.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The schema version on disk.
+    pub fn schema_version(&self) -> Result<u32> {
+        Ok(self
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))?)
+    }
+
+    /// Applies every migration from `from` to `target`, each in its own transaction together
+    /// with the version bump, so a crash leaves the file at one numbered version or the next.
+    fn migrate(&mut self, from: u32, target: u32) -> Result<()> {
+        for v in from..target {
+            let tx = self.conn.transaction()?;
+            tx.execute_batch(MIGRATIONS[v as usize])?;
+            tx.execute_batch(&format!(
+                "PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = {};",
+                v + 1
+            ))?;
+            tx.commit()?;
+            tracing::info!(path = %self.path.display(), version = v + 1, "vault schema migrated");
+        }
+        Ok(())
+    }
+
+    fn meta(&mut self, k: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT v FROM meta WHERE k = ?1")?
+            .query_row([k], |r| r.get(0))
+            .optional()?)
+    }
+}
+
+/// Creates `path` with mode 0600 if it does not exist; never truncates an existing file.
+fn create_private(path: &Path) -> Result<()> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    match opts.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(VaultError::Storage {
+            kind: match e.kind() {
+                std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem => {
+                    super::error::StorageErrorKind::ReadOnly
+                }
+                _ => super::error::StorageErrorKind::Io,
+            },
+            message: format!("cannot create {}: {e}", path.display()),
+        }),
+    }
+}
+
+fn session_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SessionRow> {
+    Ok(SessionRow {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        created_at: r.get(2)?,
+        updated_at: r.get(3)?,
+        record: r.get(4)?,
+    })
+}
+
+impl Store for SqliteStore {
+    fn header(&mut self) -> Result<Option<Header>> {
+        let Some(id) = self.meta("vault_id")? else {
+            return Ok(None);
+        };
+        let vault_id: [u8; VAULT_ID_LEN] =
+            id.as_slice()
+                .try_into()
+                .map_err(|_| VaultError::NotAVault {
+                    path: self.path.clone(),
+                    reason: "vault id has the wrong length".into(),
+                })?;
+        let created = self.meta("created_at")?.unwrap_or_default();
+        let created_at = i64::from_be_bytes(created.try_into().unwrap_or([0; 8]));
+        Ok(Some(Header {
+            vault_id,
+            created_at,
+        }))
+    }
+
+    fn put_header(&mut self, header: &Header) -> Result<()> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("INSERT OR REPLACE INTO meta (k, v) VALUES (?1, ?2)")?;
+        stmt.execute(params!["vault_id", &header.vault_id[..]])?;
+        stmt.execute(params!["created_at", &header.created_at.to_be_bytes()[..]])?;
+        Ok(())
+    }
+
+    fn keyslots(&mut self) -> Result<Vec<Keyslot>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT slot, kind, m_cost, t_cost, p_cost, salt, wrapped, check_sum
+             FROM keyslots ORDER BY slot",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(Keyslot {
+                slot: r.get(0)?,
+                kind: r.get(1)?,
+                kdf: KdfParams {
+                    m_cost_kib: r.get(2)?,
+                    t_cost: r.get(3)?,
+                    p_cost: r.get(4)?,
+                },
+                salt: r.get(5)?,
+                wrapped: r.get(6)?,
+                check: r.get(7)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn put_keyslot(&mut self, s: &Keyslot) -> Result<()> {
+        self.conn
+            .prepare_cached(
+                "INSERT OR REPLACE INTO keyslots
+                 (slot, kind, m_cost, t_cost, p_cost, salt, wrapped, check_sum)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?
+            .execute(params![
+                s.slot,
+                s.kind,
+                s.kdf.m_cost_kib,
+                s.kdf.t_cost,
+                s.kdf.p_cost,
+                s.salt,
+                s.wrapped,
+                s.check
+            ])?;
+        Ok(())
+    }
+
+    fn begin(&mut self) -> Result<()> {
+        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        Ok(())
+    }
+
+    fn commit(&mut self) -> Result<()> {
+        self.conn.execute_batch("COMMIT")?;
+        Ok(())
+    }
+
+    fn rollback(&mut self) -> Result<()> {
+        if !self.conn.is_autocommit() {
+            self.conn.execute_batch("ROLLBACK")?;
+        }
+        Ok(())
+    }
+
+    fn savepoint(&mut self) -> Result<()> {
+        self.conn.execute_batch("SAVEPOINT op")?;
+        Ok(())
+    }
+
+    fn release(&mut self) -> Result<()> {
+        self.conn.execute_batch("RELEASE op")?;
+        Ok(())
+    }
+
+    fn rollback_to_savepoint(&mut self) -> Result<()> {
+        self.conn.execute_batch("ROLLBACK TO op; RELEASE op")?;
+        Ok(())
+    }
+
+    fn sessions(&mut self) -> Result<Vec<SessionRow>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, name, created_at, updated_at, record FROM sessions ORDER BY name",
+        )?;
+        let rows = stmt.query_map([], session_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn session(&mut self, id: i64) -> Result<Option<SessionRow>> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT id, name, created_at, updated_at, record FROM sessions WHERE id = ?1",
+            )?
+            .query_row([id], session_row)
+            .optional()?)
+    }
+
+    fn insert_session(&mut self, name: &str, now: i64) -> Result<i64> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO sessions (name, created_at, updated_at, record) VALUES (?1, ?2, ?2, x'')",
+            )?
+            .execute(params![name, now])?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    fn put_session_record(&mut self, id: i64, record: &[u8], now: i64) -> Result<()> {
+        self.conn
+            .prepare_cached("UPDATE sessions SET record = ?2, updated_at = ?3 WHERE id = ?1")?
+            .execute(params![id, record, now])?;
+        Ok(())
+    }
+
+    fn touch_session(&mut self, id: i64, now: i64) -> Result<()> {
+        self.conn
+            .prepare_cached("UPDATE sessions SET updated_at = ?2 WHERE id = ?1")?
+            .execute(params![id, now])?;
+        Ok(())
+    }
+
+    fn rename_session(&mut self, id: i64, name: &str) -> Result<()> {
+        self.conn
+            .prepare_cached("UPDATE sessions SET name = ?2 WHERE id = ?1")?
+            .execute(params![id, name])?;
+        Ok(())
+    }
+
+    fn delete_session(&mut self, id: i64) -> Result<()> {
+        for table in Table::ALL {
+            self.clear(table, id)?;
+        }
+        self.conn
+            .prepare_cached("DELETE FROM sessions WHERE id = ?1")?
+            .execute([id])?;
+        Ok(())
+    }
+
+    fn get(&mut self, table: Table, session: i64, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let sql = per_table!(table, "SELECT v FROM ", " WHERE session = ?1 AND k = ?2");
+        Ok(self
+            .conn
+            .prepare_cached(sql)?
+            .query_row(params![session, key], |r| r.get(0))
+            .optional()?)
+    }
+
+    fn put(
+        &mut self,
+        table: Table,
+        session: i64,
+        row: &Row,
+        idx: [Option<&[u8]>; 2],
+    ) -> Result<()> {
+        let sql = per_table!(
+            table,
+            "INSERT INTO ",
+            " (session, k, v, i1, i2) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (session, k) DO UPDATE SET v = excluded.v, i1 = excluded.i1, i2 = excluded.i2"
+        );
+        self.conn
+            .prepare_cached(sql)?
+            .execute(params![session, row.key, row.value, idx[0], idx[1]])?;
+        Ok(())
+    }
+
+    fn put_last(&mut self, table: Table, session: i64, row: &Row) -> Result<()> {
+        // REPLACE deletes the old row and inserts a new one with a larger rowid: the row moves
+        // to the end of the table's order, as grammers' MemorySession moves a channel.
+        let sql = per_table!(
+            table,
+            "INSERT OR REPLACE INTO ",
+            " (session, k, v) VALUES (?1, ?2, ?3)"
+        );
+        self.conn
+            .prepare_cached(sql)?
+            .execute(params![session, row.key, row.value])?;
+        Ok(())
+    }
+
+    fn scan(&mut self, table: Table, session: i64) -> Result<Vec<Row>> {
+        let sql = per_table!(
+            table,
+            "SELECT k, v FROM ",
+            " WHERE session = ?1 ORDER BY rowid"
+        );
+        let mut stmt = self.conn.prepare_cached(sql)?;
+        let rows = stmt.query_map([session], |r| {
+            Ok(Row {
+                key: r.get(0)?,
+                value: r.get(1)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn clear(&mut self, table: Table, session: i64) -> Result<()> {
+        let sql = per_table!(table, "DELETE FROM ", " WHERE session = ?1");
+        self.conn.prepare_cached(sql)?.execute([session])?;
+        Ok(())
+    }
+
+    fn find(
+        &mut self,
+        table: Table,
+        session: i64,
+        index: Index,
+        value: &[u8],
+    ) -> Result<Option<Row>> {
+        let sql = match index {
+            Index::Username => per_table!(
+                table,
+                "SELECT k, v FROM ",
+                " WHERE session = ?1 AND i1 = ?2"
+            ),
+            Index::Phone => per_table!(
+                table,
+                "SELECT k, v FROM ",
+                " WHERE session = ?1 AND i2 = ?2"
+            ),
+        };
+        Ok(self
+            .conn
+            .prepare_cached(sql)?
+            .query_row(params![session, value], |r| {
+                Ok(Row {
+                    key: r.get(0)?,
+                    value: r.get(1)?,
+                })
+            })
+            .optional()?)
+    }
+
+    fn count(&mut self, table: Table, session: i64) -> Result<u64> {
+        let sql = per_table!(table, "SELECT count(*) FROM ", " WHERE session = ?1");
+        Ok(self
+            .conn
+            .prepare_cached(sql)?
+            .query_row([session], |r| r.get::<_, i64>(0))? as u64)
+    }
+}

@@ -1,0 +1,162 @@
+//! The storage trait: what the engine needs from a database, in terms of encrypted rows.
+//!
+//! Everything passed through this trait is already sealed or blinded by the engine, except
+//! what DESIGN.md allows in plaintext (format version, vault id, keyslot KDF parameters and
+//! salts, session names, timestamps). A backend therefore never sees a secret, and a server
+//! database (PostgreSQL) can hold the same rows by implementing this trait; the crypto and
+//! the daemon stay untouched. [`super::sqlite::SqliteStore`] is the embedded default.
+//!
+//! Transactions: the engine calls [`Store::begin`] once, applies many operations each inside
+//! a savepoint, and [`Store::commit`]s them together (group commit). A commit returns only
+//! once the transaction is durable.
+
+use super::crypto::Keyslot;
+use super::error::Result;
+
+/// The per-session tables of encrypted rows. Every one has the same shape:
+/// `(session, key, value, index1, index2)`, unique on `(session, key)`, kept in insertion order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Table {
+    /// One row per DC option, keyed by the blinded DC id.
+    DcOptions,
+    /// One row per cached peer, keyed by the blinded peer identity; index1 is the blinded
+    /// username, index2 the blinded phone.
+    Peers,
+    /// Per-session singletons (update state), keyed by a fixed label.
+    State,
+    /// Per-channel update state, keyed by the blinded channel id; row order is write order.
+    Channels,
+    /// Telethon's sent-file cache, keyed by the blinded (md5, size, type).
+    SentFiles,
+}
+
+impl Table {
+    /// All tables, for deletes that must touch every one.
+    pub const ALL: [Table; 5] = [
+        Table::DcOptions,
+        Table::Peers,
+        Table::State,
+        Table::Channels,
+        Table::SentFiles,
+    ];
+
+    /// The table's name, in SQL and in record AADs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Table::DcOptions => "dc_options",
+            Table::Peers => "peers",
+            Table::State => "state",
+            Table::Channels => "channels",
+            Table::SentFiles => "sent_files",
+        }
+    }
+}
+
+/// A blinded secondary index column of [`Table::Peers`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Index {
+    /// Blinded lower-case username.
+    Username,
+    /// Blinded normalized phone.
+    Phone,
+}
+
+/// One encrypted row.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Row {
+    /// Blinded key.
+    pub key: Vec<u8>,
+    /// Sealed record.
+    pub value: Vec<u8>,
+}
+
+/// A session's plaintext bookkeeping and its sealed record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionRow {
+    /// Internal id, never reused (bound into every record's AAD).
+    pub id: i64,
+    /// Name (plaintext by design: it is how operators address sessions).
+    pub name: String,
+    /// Unix seconds of creation.
+    pub created_at: i64,
+    /// Unix seconds of the last write.
+    pub updated_at: i64,
+    /// Sealed session record (home DC, self user, extras, ACL).
+    pub record: Vec<u8>,
+}
+
+/// The plaintext header of a vault.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Header {
+    /// Random vault id, bound into every AAD.
+    pub vault_id: [u8; super::crypto::VAULT_ID_LEN],
+    /// Unix seconds of `init`.
+    pub created_at: i64,
+}
+
+/// A database that holds a vault's encrypted rows.
+pub trait Store: Send {
+    /// The header, or `None` while the vault is uninitialized.
+    fn header(&mut self) -> Result<Option<Header>>;
+    /// Writes the header (once, at `init`).
+    fn put_header(&mut self, header: &Header) -> Result<()>;
+    /// All keyslots, by slot number.
+    fn keyslots(&mut self) -> Result<Vec<Keyslot>>;
+    /// Inserts or replaces a keyslot.
+    fn put_keyslot(&mut self, slot: &Keyslot) -> Result<()>;
+
+    /// Opens the write transaction that a group of operations shares.
+    fn begin(&mut self) -> Result<()>;
+    /// Commits it; returns once it is durable.
+    fn commit(&mut self) -> Result<()>;
+    /// Abandons it.
+    fn rollback(&mut self) -> Result<()>;
+    /// Marks a point inside the transaction to roll one operation back to.
+    fn savepoint(&mut self) -> Result<()>;
+    /// Keeps what was done since the savepoint.
+    fn release(&mut self) -> Result<()>;
+    /// Undoes what was done since the savepoint.
+    fn rollback_to_savepoint(&mut self) -> Result<()>;
+
+    /// All sessions.
+    fn sessions(&mut self) -> Result<Vec<SessionRow>>;
+    /// One session by id.
+    fn session(&mut self, id: i64) -> Result<Option<SessionRow>>;
+    /// Creates a session row with an empty record and returns its new id.
+    fn insert_session(&mut self, name: &str, now: i64) -> Result<i64>;
+    /// Replaces a session's sealed record.
+    fn put_session_record(&mut self, id: i64, record: &[u8], now: i64) -> Result<()>;
+    /// Bumps a session's `updated_at`.
+    fn touch_session(&mut self, id: i64, now: i64) -> Result<()>;
+    /// Renames a session.
+    fn rename_session(&mut self, id: i64, name: &str) -> Result<()>;
+    /// Deletes a session and every row of it in every table.
+    fn delete_session(&mut self, id: i64) -> Result<()>;
+
+    /// One row by key.
+    fn get(&mut self, table: Table, session: i64, key: &[u8]) -> Result<Option<Vec<u8>>>;
+    /// Inserts or updates a row in place, with its index values.
+    fn put(
+        &mut self,
+        table: Table,
+        session: i64,
+        row: &Row,
+        indexes: [Option<&[u8]>; 2],
+    ) -> Result<()>;
+    /// Inserts a row as the newest one of the table (replacing any row with its key).
+    fn put_last(&mut self, table: Table, session: i64, row: &Row) -> Result<()>;
+    /// Every row of a session in a table, oldest first.
+    fn scan(&mut self, table: Table, session: i64) -> Result<Vec<Row>>;
+    /// Deletes every row of a session in a table.
+    fn clear(&mut self, table: Table, session: i64) -> Result<()>;
+    /// The row whose index column matches `value`, if any.
+    fn find(
+        &mut self,
+        table: Table,
+        session: i64,
+        index: Index,
+        value: &[u8],
+    ) -> Result<Option<Row>>;
+    /// Number of rows of a session in a table.
+    fn count(&mut self, table: Table, session: i64) -> Result<u64>;
+}
