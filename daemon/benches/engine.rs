@@ -1,0 +1,2 @@
+//! Engine benchmark (placeholder; filled in by the benchmark work).
+fn main() {}
