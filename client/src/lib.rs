@@ -1,4 +1,11 @@
-//! `session-vault-client`: a `grammers_session::Session` served by a Session Vault daemon.
+//! `session-vault-client`: talk to a Session Vault daemon.
 //!
-//! Depends on `session-vault-proto` only. The `VaultSession` type arrives with the client issue.
+//! - [`Connection`]: one local-socket connection carrying concurrent requests (request ids),
+//!   with the handshake done at connect. `vaultctl` and `VaultSession` stand on it.
+//!
+//! Depends on `session-vault-proto` only (plus the transport crate).
 #![deny(missing_docs)]
+
+mod connection;
+
+pub use connection::{ClientError, Connection};

@@ -1,0 +1,504 @@
+//! Requests, responses, events and errors: every message of the protocol, in one file.
+//!
+//! Each frame's payload is one MessagePack map with named fields ([`ClientFrame`] from the
+//! client, [`ServerFrame`] from the daemon). Enums are externally tagged with snake_case
+//! names: a variant with fields is a one-entry map `{"name": {fields…}}`, a variant without
+//! fields is the bare string `"name"`. `proto/PROTOCOL.md` is the written specification.
+//!
+//! Each request variant's doc line says which response it gets on success; any request may
+//! instead get [`Response::Error`].
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use zeroize::{Zeroize, ZeroizeOnDrop};
+
+use crate::model::{
+    DcOption, Peer, PeerKey, SentFile, SessionData, SessionExtras, SessionSummary,
+    UpdateStateChange, UpdatesState,
+};
+
+/// Protocol major version: bumped by hand on any incompatible change. A client and a daemon
+/// of different majors refuse each other in the handshake.
+pub const PROTOCOL_MAJOR: u16 = 1;
+/// Protocol minor version: bumped by hand when messages are added compatibly.
+pub const PROTOCOL_MINOR: u16 = 0;
+
+/// Request id reserved for server-pushed events.
+pub const EVENT_ID: u32 = 0;
+
+/// A passphrase in transit: zeroized on drop, redacted in `Debug`.
+#[derive(Clone, PartialEq, Eq, Zeroize, ZeroizeOnDrop)]
+pub struct Passphrase(Vec<u8>);
+
+impl Passphrase {
+    /// Wraps passphrase bytes (UTF-8 text as typed, without a trailing newline).
+    pub fn new(bytes: Vec<u8>) -> Self {
+        Passphrase(bytes)
+    }
+
+    /// Lends the bytes.
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Passphrase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Passphrase(<redacted>)")
+    }
+}
+
+impl Serialize for Passphrase {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Passphrase {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Passphrase;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("passphrase bytes or string")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Passphrase, E> {
+                Ok(Passphrase(v.to_vec()))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Passphrase, E> {
+                Ok(Passphrase(v.as_bytes().to_vec()))
+            }
+        }
+        d.deserialize_bytes(V)
+    }
+}
+
+/// Argon2id cost parameters a client may ask `init` or `passwd` to use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KdfSpec {
+    /// Memory in KiB.
+    pub m_cost_kib: u32,
+    /// Iterations.
+    pub t_cost: u32,
+    /// Lanes.
+    pub p_cost: u32,
+}
+
+/// One frame from the client: a request and the id its response will echo.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ClientFrame {
+    /// Chosen by the client, echoed in the response; 0 is reserved for events.
+    pub id: u32,
+    /// The request.
+    pub request: Request,
+}
+
+/// One frame from the daemon: a response to request `id`, or an event when `id` is 0.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ServerFrame {
+    /// The request id this answers, or [`EVENT_ID`].
+    pub id: u32,
+    /// The response or event.
+    pub response: Response,
+}
+
+/// How to name a peer in [`Request::GetPeer`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PeerQuery {
+    /// By kind and bare id.
+    Key(PeerKey),
+    /// The logged-in user (grammers' `PeerId::self_user()`).
+    SelfUser,
+    /// By username, case-insensitively, with or without `@`.
+    Username(String),
+    /// By phone number (digits compared).
+    Phone(String),
+}
+
+/// Everything a client can ask.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Request {
+    /// First frame on every connection. → [`Response::Welcome`].
+    Hello {
+        /// Client's [`PROTOCOL_MAJOR`].
+        protocol_major: u16,
+        /// Client's [`PROTOCOL_MINOR`].
+        protocol_minor: u16,
+        /// Free text naming the client (e.g. `vaultctl 0.1.0`), for logs.
+        client: String,
+    },
+    /// Daemon and vault state. → [`Response::Status`]. Anyone may ask.
+    Status,
+
+    // ---- admin requests (admin uids only) ----------------------------------------------
+    /// Initialize an empty vault and leave it unlocked. → [`Response::Ok`].
+    Init {
+        /// The passphrase of keyslot 0.
+        passphrase: Passphrase,
+        /// KDF cost; the daemon's default (strong) when absent.
+        kdf: Option<KdfSpec>,
+    },
+    /// Unlock. → [`Response::Ok`]; `BadPassphrase` with a retry delay when wrong.
+    Unlock {
+        /// The passphrase.
+        passphrase: Passphrase,
+    },
+    /// Flush and wipe the keys. → [`Response::Ok`].
+    Lock,
+    /// Rewrite the keyslot `old` opens for `new`. → [`Response::Ok`].
+    ChangePassphrase {
+        /// Current passphrase.
+        old: Passphrase,
+        /// New passphrase.
+        new: Passphrase,
+        /// KDF cost of the new keyslot; the daemon's default when absent.
+        kdf: Option<KdfSpec>,
+    },
+    /// Summaries of every session. → [`Response::Sessions`].
+    ListSessions,
+    /// Rename a session. → [`Response::Ok`].
+    RenameSession {
+        /// Current name.
+        old: String,
+        /// New name.
+        new: String,
+    },
+    /// Delete a session and everything in it. → [`Response::Ok`].
+    DeleteSession {
+        /// Name.
+        name: String,
+    },
+    /// Allow a uid or gid to use a session. → [`Response::Ok`].
+    Grant {
+        /// Session name.
+        name: String,
+        /// Uid to allow.
+        uid: Option<u32>,
+        /// Gid to allow.
+        gid: Option<u32>,
+    },
+    /// Withdraw a grant. → [`Response::Ok`].
+    Revoke {
+        /// Session name.
+        name: String,
+        /// Uid to remove.
+        uid: Option<u32>,
+        /// Gid to remove.
+        gid: Option<u32>,
+    },
+    /// Store a whole session in one durable transaction. → [`Response::Ok`].
+    ImportSession {
+        /// Name to store it under.
+        name: String,
+        /// The session.
+        data: SessionData,
+        /// Replace an existing session of that name (else `NameTaken`).
+        replace: bool,
+        /// Owner uid; the requesting uid when absent.
+        owner_uid: Option<u32>,
+    },
+    /// Everything a session holds. → [`Response::SessionData`].
+    ExportSession {
+        /// Name.
+        name: String,
+    },
+
+    // ---- session requests (owner, granted uids/gids, or admins) -------------------------
+    /// Open a session on this connection. → [`Response::Opened`].
+    ///
+    /// With `exclusive`, the connection holds the session's lease until it closes the
+    /// session or disconnects; another exclusive open gets `SessionBusy`.
+    OpenSession {
+        /// Name.
+        name: String,
+        /// Take the lease.
+        exclusive: bool,
+        /// Create the session (owned by the requesting uid) if it does not exist.
+        create_if_missing: bool,
+    },
+    /// Close a handle (and free its lease). → [`Response::Ok`].
+    CloseSession {
+        /// Handle from `Opened`.
+        handle: u32,
+    },
+    /// → [`Response::HomeDc`].
+    GetHomeDc {
+        /// Session handle.
+        handle: u32,
+    },
+    /// Durable. → [`Response::Ok`].
+    SetHomeDc {
+        /// Session handle.
+        handle: u32,
+        /// New home DC.
+        dc_id: i32,
+    },
+    /// → [`Response::DcOptions`].
+    GetDcOptions {
+        /// Session handle.
+        handle: u32,
+    },
+    /// Durable (auth keys live here). → [`Response::Ok`].
+    SetDcOption {
+        /// Session handle.
+        handle: u32,
+        /// The option.
+        option: DcOption,
+    },
+    /// → [`Response::Peer`].
+    GetPeer {
+        /// Session handle.
+        handle: u32,
+        /// Which peer.
+        query: PeerQuery,
+    },
+    /// Cache class; merges like grammers' `extend_info`. → [`Response::Ok`].
+    CachePeers {
+        /// Session handle.
+        handle: u32,
+        /// Peers to merge in.
+        peers: Vec<Peer>,
+    },
+    /// → [`Response::UpdatesState`].
+    GetUpdatesState {
+        /// Session handle.
+        handle: u32,
+    },
+    /// Cache class. → [`Response::Ok`].
+    SetUpdateState {
+        /// Session handle.
+        handle: u32,
+        /// The change.
+        change: UpdateStateChange,
+    },
+    /// → [`Response::Extras`].
+    GetExtras {
+        /// Session handle.
+        handle: u32,
+    },
+    /// Durable. → [`Response::Ok`].
+    SetExtras {
+        /// Session handle.
+        handle: u32,
+        /// New extras.
+        extras: SessionExtras,
+    },
+    /// → [`Response::SentFile`].
+    GetSentFile {
+        /// Session handle.
+        handle: u32,
+        /// MD5 of the file.
+        md5_digest: Vec<u8>,
+        /// Size in bytes.
+        file_size: i64,
+        /// Telethon's type code.
+        file_type: i32,
+    },
+    /// Cache class. → [`Response::Ok`].
+    PutSentFile {
+        /// Session handle.
+        handle: u32,
+        /// The entry.
+        file: SentFile,
+    },
+    /// Everything the open session holds. → [`Response::SessionData`].
+    Export {
+        /// Session handle.
+        handle: u32,
+    },
+    /// Replace everything the open session holds, in one durable transaction.
+    /// → [`Response::Ok`].
+    Import {
+        /// Session handle.
+        handle: u32,
+        /// The new contents.
+        data: SessionData,
+    },
+}
+
+/// The vault's state as the wire names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VaultState {
+    /// No keyslot yet: `init` it.
+    Uninitialized,
+    /// Keys wiped.
+    Locked,
+    /// Serving sessions.
+    Unlocked,
+}
+
+impl VaultState {
+    /// Lower-case name (`uninitialized`, `locked`, `unlocked`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VaultState::Uninitialized => "uninitialized",
+            VaultState::Locked => "locked",
+            VaultState::Unlocked => "unlocked",
+        }
+    }
+}
+
+/// Daemon and vault state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusInfo {
+    /// Vault state.
+    pub state: VaultState,
+    /// Path of the vault file.
+    pub vault_path: String,
+    /// Number of sessions, when unlocked.
+    pub sessions: Option<u64>,
+    /// Seconds since the daemon started.
+    pub uptime_secs: u64,
+    /// Daemon version.
+    pub version: String,
+    /// Daemon pid.
+    pub pid: u32,
+    /// Open client connections.
+    pub connections: u64,
+}
+
+/// A session as `list` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionListing {
+    /// What the vault knows.
+    pub summary: SessionSummary,
+    /// Pid of the process holding the lease, if the session is open exclusively.
+    pub lease_holder_pid: Option<u32>,
+}
+
+/// What the daemon answers.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Response {
+    /// Handshake accepted.
+    Welcome {
+        /// Daemon's [`PROTOCOL_MAJOR`].
+        protocol_major: u16,
+        /// Daemon's [`PROTOCOL_MINOR`].
+        protocol_minor: u16,
+        /// Free text naming the daemon (`vaultd 0.1.0`).
+        server: String,
+        /// Vault state at the time of the handshake.
+        vault_state: VaultState,
+    },
+    /// Done, nothing to return.
+    Ok,
+    /// To [`Request::Status`].
+    Status(StatusInfo),
+    /// To [`Request::ListSessions`].
+    Sessions(Vec<SessionListing>),
+    /// To [`Request::OpenSession`]: a handle, and what grammers needs synchronously.
+    Opened {
+        /// Handle for later session requests on this connection.
+        handle: u32,
+        /// Whether the session was created by this open.
+        created: bool,
+        /// Home DC.
+        home_dc: i32,
+        /// DC options.
+        dc_options: Vec<DcOption>,
+    },
+    /// To [`Request::GetHomeDc`].
+    HomeDc(i32),
+    /// To [`Request::GetDcOptions`].
+    DcOptions(Vec<DcOption>),
+    /// To [`Request::GetPeer`].
+    Peer(Option<Peer>),
+    /// To [`Request::GetUpdatesState`].
+    UpdatesState(UpdatesState),
+    /// To [`Request::GetExtras`].
+    Extras(SessionExtras),
+    /// To [`Request::GetSentFile`].
+    SentFile(Option<SentFile>),
+    /// To [`Request::Export`] and [`Request::ExportSession`].
+    SessionData(SessionData),
+    /// The request failed.
+    Error(WireError),
+    /// Pushed by the daemon with id 0.
+    Event(Event),
+}
+
+/// Server-pushed events (frames with id 0).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Event {
+    /// The vault was locked; session requests now get `Locked`.
+    Locked,
+    /// The vault was unlocked.
+    Unlocked,
+    /// The daemon is shutting down; reconnect later.
+    ShuttingDown,
+}
+
+/// A typed error and a message a person can read.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireError {
+    /// What went wrong, for code to match on.
+    pub code: ErrorCode,
+    /// What went wrong, for a person; never holds a secret.
+    pub message: String,
+}
+
+/// Error codes a client can match on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The vault is locked.
+    Locked,
+    /// The vault has not been initialized.
+    Uninitialized,
+    /// `init` on an initialized vault.
+    AlreadyInitialized,
+    /// No session by that name (or the handle is not open).
+    NoSuchSession,
+    /// A session by that name exists.
+    NameTaken,
+    /// Another connection holds the session's lease.
+    SessionBusy {
+        /// Pid of the lease holder, where known.
+        holder_pid: Option<u32>,
+    },
+    /// The requesting uid may not do this.
+    PermissionDenied,
+    /// Wrong passphrase; no attempt is accepted before `retry_after_ms` passed.
+    BadPassphrase {
+        /// Milliseconds until the next attempt is considered.
+        retry_after_ms: u64,
+    },
+    /// The new passphrase is unacceptable (e.g. empty).
+    WeakPassphrase,
+    /// The request is malformed or names something invalid.
+    InvalidRequest,
+    /// A frame above the size limit; the connection is closed.
+    FrameTooLarge {
+        /// The limit in bytes.
+        limit: u32,
+    },
+    /// Protocol major versions differ; the connection is closed.
+    ProtocolMismatch {
+        /// The daemon's major version.
+        server_major: u16,
+    },
+    /// A record failed authentication: tampered with or damaged.
+    Corrupt,
+    /// The storage failed (disk full, read-only, I/O).
+    Storage,
+    /// The request is known but not supported here.
+    Unsupported,
+    /// The daemon is shutting down.
+    ShuttingDown,
+    /// A bug or an unexpected condition in the daemon.
+    Internal,
+}
+
+impl fmt::Display for WireError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for WireError {}
