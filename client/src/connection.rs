@@ -13,8 +13,8 @@ use interprocess::local_socket::GenericFilePath;
 use interprocess::local_socket::tokio::{Stream, prelude::*};
 use session_vault_proto::codec::{self, FrameError};
 use session_vault_proto::message::{
-    ClientFrame, EVENT_ID, Event, PROTOCOL_MAJOR, PROTOCOL_MINOR, Request, Response,
-    ServerFrame, VaultState, WireError,
+    ClientFrame, EVENT_ID, Event, PROTOCOL_MAJOR, PROTOCOL_MINOR, Request, Response, ServerFrame,
+    VaultState, WireError,
 };
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{broadcast, oneshot};
@@ -108,10 +108,9 @@ impl Connection {
             },
         };
         codec::write_message(&mut writer, &hello).await?;
-        let welcome: ServerFrame =
-            codec::read_message(&mut reader, codec::DEFAULT_MAX_FRAME)
-                .await?
-                .ok_or(ClientError::Disconnected)?;
+        let welcome: ServerFrame = codec::read_message(&mut reader, codec::DEFAULT_MAX_FRAME)
+            .await?
+            .ok_or(ClientError::Disconnected)?;
         let (server, vault_state) = match welcome.response {
             Response::Welcome {
                 server,

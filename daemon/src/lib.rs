@@ -4,6 +4,11 @@
 //! - [`vault`]: crypto and storage engine (keyslots, KDF, record encryption, SQLite schema,
 //!   group commit). Depends on `session-vault-proto` for the data model only.
 //!
+//! - [`server`]: the `vaultd` server (socket, connections, authorization, dispatch).
+//! - [`hardening`]: process hardening (core dumps off).
+//!
 //! The binaries in `src/bin/` stay thin: they parse arguments and call this library.
 
+pub mod hardening;
+pub mod server;
 pub mod vault;

@@ -3,15 +3,29 @@
 //! Generic over `AsyncRead`/`AsyncWrite`, so the transport (Unix socket, named pipe) lives
 //! elsewhere. The length is checked against the limit before anything is allocated; a clean
 //! EOF between frames is `Ok(None)`, an EOF inside a frame is an error. Payload buffers are
-//! zeroized when dropped, since frames carry passphrases and auth keys.
+//! zeroized when dropped, since frames carry passphrases and auth keys; encoding grows its
+//! buffer by hand so that no unzeroized copy is left behind by a reallocation.
+//!
+//! Decoding is strict and bounded: a payload is exactly one MessagePack value (trailing bytes
+//! are an error), nesting deeper than [`MAX_DEPTH`] is refused before it can exhaust a
+//! task's stack, and a decode error's text never quotes a value from the payload (a
+//! misplaced passphrase must not reach a log line through an error message).
 
-use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use zeroize::Zeroizing;
 
 /// Default largest payload accepted: 1 MiB.
 pub const DEFAULT_MAX_FRAME: u32 = 1 << 20;
+
+/// Deepest nesting of arrays and maps [`decode_payload`] accepts. The deepest real message
+/// (an import's IPv6 address: frame → request → variant → data → DC list → DC option →
+/// address → octets) nests 8 levels.
+pub const MAX_DEPTH: usize = 32;
+
+/// Longest decode error text kept, in bytes (an unknown variant name can be long).
+const MAX_ERROR_TEXT: usize = 256;
 
 /// Why a frame could not be read, written, encoded or decoded.
 #[derive(Debug, thiserror::Error)]
@@ -73,18 +87,100 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
 
 /// Encodes `message` as one frame (length prefix included).
 pub fn encode_frame<T: Serialize>(message: &T) -> Result<Zeroizing<Vec<u8>>, FrameError> {
-    let mut buf = Zeroizing::new(vec![0u8; 4]);
-    rmp_serde::encode::write_named(&mut *buf, message)
+    let mut out = ZeroizingWriter(Zeroizing::new(Vec::with_capacity(256)));
+    out.0.extend_from_slice(&[0u8; 4]);
+    rmp_serde::encode::write_named(&mut out, message)
         .map_err(|e| FrameError::Encode(e.to_string()))?;
+    let mut buf = out.0;
     let len = u32::try_from(buf.len() - 4)
         .map_err(|_| FrameError::Encode("message larger than 4 GiB".into()))?;
     buf[..4].copy_from_slice(&len.to_be_bytes());
     Ok(buf)
 }
 
-/// Decodes a payload read by [`read_frame`].
+/// A growable buffer that never leaves an unzeroized copy behind: when it needs room it
+/// moves into a larger allocation itself and zeroizes the old one (`Vec`'s own growth would
+/// free the old allocation with the bytes still in it).
+struct ZeroizingWriter(Zeroizing<Vec<u8>>);
+
+impl std::io::Write for ZeroizingWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        let needed = self.0.len().saturating_add(data.len());
+        if needed > self.0.capacity() {
+            let mut bigger = Zeroizing::new(Vec::with_capacity(needed.max(self.0.capacity() * 2)));
+            bigger.extend_from_slice(&self.0);
+            // The old buffer is zeroized (whole capacity) as it is dropped here.
+            self.0 = bigger;
+        }
+        self.0.extend_from_slice(data);
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Decodes a payload read by [`read_frame`]: exactly one MessagePack value, nested at most
+/// [`MAX_DEPTH`] deep.
 pub fn decode_payload<T: DeserializeOwned>(payload: &[u8]) -> Result<T, FrameError> {
-    rmp_serde::from_slice(payload).map_err(|e| FrameError::Decode(e.to_string()))
+    let mut de = rmp_serde::Deserializer::from_read_ref(payload);
+    de.set_max_depth(MAX_DEPTH + 1);
+    let value = T::deserialize(&mut de).map_err(|e| FrameError::Decode(redact(&e.to_string())))?;
+    // Whatever follows the value must be nothing: reading another value must fail at its
+    // very first byte (its marker) with an end of input.
+    match serde::de::IgnoredAny::deserialize(&mut de) {
+        Err(rmp_serde::decode::Error::InvalidMarkerRead(e))
+            if e.kind() == std::io::ErrorKind::UnexpectedEof =>
+        {
+            Ok(value)
+        }
+        _ => Err(FrameError::Decode(
+            "trailing bytes after the message".into(),
+        )),
+    }
+}
+
+/// Strips the payload's values out of a decode error text, keeping their kind.
+///
+/// serde words a type or value mismatch as ``invalid type: string "…", expected …`` or
+/// ``invalid value: integer `…`, expected …``: the quoted part is what the peer sent, which
+/// may be a secret sent in the wrong place. It becomes `invalid type: string, expected …`.
+/// The text is also capped at [`MAX_ERROR_TEXT`] bytes.
+fn redact(text: &str) -> String {
+    let mut out = String::with_capacity(text.len().min(MAX_ERROR_TEXT));
+    let mut rest = text;
+    loop {
+        let found = ["invalid type: ", "invalid value: "]
+            .iter()
+            .filter_map(|p| rest.find(p).map(|at| (at, p.len())))
+            .min();
+        let Some((at, plen)) = found else {
+            out.push_str(rest);
+            break;
+        };
+        out.push_str(&rest[..at + plen]);
+        let unexpected = &rest[at + plen..];
+        // The expected part comes from our own types; the unexpected part may contain
+        // anything, ", expected " included, so the last occurrence is the real one.
+        let end = unexpected.rfind(", expected ").unwrap_or(unexpected.len());
+        let shown = &unexpected[..end];
+        let kind = shown
+            .find(['`', '"'])
+            .map_or(shown, |quote| &shown[..quote])
+            .trim_end();
+        out.push_str(kind);
+        rest = &unexpected[end..];
+    }
+    if out.len() > MAX_ERROR_TEXT {
+        let mut cut = MAX_ERROR_TEXT;
+        while !out.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        out.truncate(cut);
+        out.push('…');
+    }
+    out
 }
 
 /// Writes `message` as one frame and flushes.

@@ -1,1 +1,70 @@
-fn main() {}
+//! `vaultd`: the Session Vault daemon. Parses arguments, sets up logging and the runtime,
+//! and hands over to `session_vault_daemon::server::run`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use session_vault_daemon::server::{self, config};
+
+/// Session Vault daemon: serves encrypted Telegram sessions over a local socket.
+#[derive(Parser, Debug)]
+#[command(version, about, long_about = None)]
+struct Args {
+    /// TOML configuration file.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Socket path (default: $SESSION_VAULT_SOCKET, then the user or system default).
+    #[arg(long, value_name = "PATH")]
+    socket: Option<PathBuf>,
+    /// Directory holding vault.db (default: $XDG_DATA_HOME/session-vault or /var/lib/session-vault).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Uid allowed to send admin requests (repeatable; default: the daemon's uid and root).
+    #[arg(long = "admin-uid", value_name = "UID")]
+    admin_uids: Vec<u32>,
+    /// Longest time a cache-class write (peers, update state) stays uncommitted, in ms.
+    #[arg(long, value_name = "MS")]
+    flush_interval_ms: Option<u64>,
+    /// Largest request frame accepted, in bytes.
+    #[arg(long, value_name = "BYTES")]
+    max_frame_bytes: Option<u32>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("VAULTD_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr)
+        .init();
+    session_vault_daemon::hardening::disable_core_dumps();
+    let overrides = config::Overrides {
+        config: args.config,
+        socket: args.socket,
+        data_dir: args.data_dir,
+        admin_uids: args.admin_uids,
+        flush_interval_ms: args.flush_interval_ms,
+        max_frame_bytes: args.max_frame_bytes,
+        unlock_credential: None,
+    };
+    let result = config::Config::resolve(overrides)
+        .map_err(anyhow::Error::from)
+        .and_then(|cfg| {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(server::run(cfg))
+        });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vaultd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

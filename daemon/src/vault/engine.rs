@@ -362,6 +362,25 @@ impl<S: Store> Engine<S> {
             u.by_name.insert(name.to_owned(), sid);
             u.names.insert(sid, name.to_owned());
         }
+        self.write_contents(sid, data, acl)?;
+        Ok(sid)
+    }
+
+    /// Replaces everything session `sid` holds with `data`, keeping its name and ACL. Durable.
+    pub fn replace_contents(&mut self, sid: SessionId, data: &SessionData) -> Result<()> {
+        let acl = self.session_record(sid)?.acl;
+        for table in Table::ALL {
+            self.store.clear(table, sid.0)?;
+        }
+        self.write_contents(sid, data, acl)
+    }
+
+    fn write_contents(
+        &mut self,
+        sid: SessionId,
+        data: &SessionData,
+        acl: SessionAcl,
+    ) -> Result<()> {
         let record = SessionRecord {
             home_dc: data.home_dc,
             self_user: data.self_user,
@@ -377,7 +396,7 @@ impl<S: Store> Engine<S> {
         for f in &data.sent_files {
             self.put_sent_file(sid, f)?;
         }
-        Ok(sid)
+        Ok(())
     }
 
     /// Everything a session holds.

@@ -264,6 +264,12 @@ impl Vault {
         .await
     }
 
+    /// Replaces everything a session holds, keeping its name and ACL. Durable.
+    pub async fn replace_contents(&self, sid: SessionId, data: SessionData) -> Result<()> {
+        self.call(Class::Durable, move |e| e.replace_contents(sid, &data))
+            .await
+    }
+
     /// Everything a session holds.
     pub async fn export(&self, sid: SessionId) -> Result<SessionData> {
         self.call(Class::Read, move |e| e.export(sid)).await

@@ -1,0 +1,177 @@
+//! Reads and writes on an open session handle: home DC, DC options, peers, update state,
+//! extras, sent files, whole-session import/export.
+
+use session_vault_proto::message::{ErrorCode, PeerQuery, Response, WireError};
+use session_vault_proto::model::{
+    DcOption, Peer, SentFile, SessionData, SessionExtras, UpdateStateChange,
+};
+
+use crate::server::conn::Conn;
+use crate::server::errors::wire;
+use crate::vault::SessionId;
+
+fn sid(conn: &Conn, handle: u32) -> Result<SessionId, WireError> {
+    conn.handle(handle).map(|h| h.sid).ok_or_else(|| {
+        wire(
+            ErrorCode::NoSuchSession,
+            format!("no open session handle {handle}"),
+        )
+    })
+}
+
+/// `get_home_dc`.
+pub async fn get_home_dc(conn: &Conn, handle: u32) -> Result<Response, WireError> {
+    let s = sid(conn, handle)?;
+    Ok(Response::HomeDc(
+        conn.daemon.vault.session_record(s).await?.home_dc,
+    ))
+}
+
+/// `set_home_dc` (durable).
+pub async fn set_home_dc(conn: &Conn, handle: u32, dc: i32) -> Result<Response, WireError> {
+    conn.daemon
+        .vault
+        .set_home_dc(sid(conn, handle)?, dc)
+        .await?;
+    Ok(Response::Ok)
+}
+
+/// `get_dc_options`.
+pub async fn get_dc_options(conn: &Conn, handle: u32) -> Result<Response, WireError> {
+    Ok(Response::DcOptions(
+        conn.daemon.vault.dc_options(sid(conn, handle)?).await?,
+    ))
+}
+
+/// `set_dc_option` (durable).
+pub async fn set_dc_option(
+    conn: &Conn,
+    handle: u32,
+    option: DcOption,
+) -> Result<Response, WireError> {
+    conn.daemon
+        .vault
+        .set_dc_option(sid(conn, handle)?, option)
+        .await?;
+    Ok(Response::Ok)
+}
+
+/// `get_peer`.
+pub async fn get_peer(conn: &Conn, handle: u32, query: PeerQuery) -> Result<Response, WireError> {
+    let s = sid(conn, handle)?;
+    let v = &conn.daemon.vault;
+    let peer = match query {
+        PeerQuery::Key(key) => v.peer(s, key).await?,
+        PeerQuery::SelfUser => v.self_peer(s).await?,
+        PeerQuery::Username(u) => v.peer_by_username(s, &u).await?,
+        PeerQuery::Phone(p) => v.peer_by_phone(s, &p).await?,
+    };
+    Ok(Response::Peer(peer))
+}
+
+/// `cache_peers` (cache class).
+pub async fn cache_peers(
+    conn: &Conn,
+    handle: u32,
+    peers: Vec<Peer>,
+) -> Result<Response, WireError> {
+    conn.daemon
+        .vault
+        .cache_peers(sid(conn, handle)?, peers)
+        .await?;
+    Ok(Response::Ok)
+}
+
+/// `get_updates_state`.
+pub async fn get_updates_state(conn: &Conn, handle: u32) -> Result<Response, WireError> {
+    Ok(Response::UpdatesState(
+        conn.daemon.vault.updates_state(sid(conn, handle)?).await?,
+    ))
+}
+
+/// `set_update_state` (cache class).
+pub async fn set_update_state(
+    conn: &Conn,
+    handle: u32,
+    change: UpdateStateChange,
+) -> Result<Response, WireError> {
+    conn.daemon
+        .vault
+        .set_update_state(sid(conn, handle)?, change)
+        .await?;
+    Ok(Response::Ok)
+}
+
+/// `get_extras`.
+pub async fn get_extras(conn: &Conn, handle: u32) -> Result<Response, WireError> {
+    let s = sid(conn, handle)?;
+    Ok(Response::Extras(
+        conn.daemon.vault.session_record(s).await?.extras,
+    ))
+}
+
+/// `set_extras` (durable).
+pub async fn set_extras(
+    conn: &Conn,
+    handle: u32,
+    extras: SessionExtras,
+) -> Result<Response, WireError> {
+    conn.daemon
+        .vault
+        .set_extras(sid(conn, handle)?, extras)
+        .await?;
+    Ok(Response::Ok)
+}
+
+/// `get_sent_file`.
+pub async fn get_sent_file(
+    conn: &Conn,
+    handle: u32,
+    md5: Vec<u8>,
+    size: i64,
+    file_type: i32,
+) -> Result<Response, WireError> {
+    let s = sid(conn, handle)?;
+    Ok(Response::SentFile(
+        conn.daemon.vault.sent_file(s, md5, size, file_type).await?,
+    ))
+}
+
+/// `put_sent_file` (cache class).
+pub async fn put_sent_file(
+    conn: &Conn,
+    handle: u32,
+    file: SentFile,
+) -> Result<Response, WireError> {
+    conn.daemon
+        .vault
+        .put_sent_file(sid(conn, handle)?, file)
+        .await?;
+    Ok(Response::Ok)
+}
+
+/// `export` of the open session.
+pub async fn export(conn: &Conn, handle: u32) -> Result<Response, WireError> {
+    Ok(Response::SessionData(
+        conn.daemon.vault.export(sid(conn, handle)?).await?,
+    ))
+}
+
+/// `import` into the open session: replaces everything it holds, in one durable
+/// transaction, keeping its name, owner and grants. Needs the session's lease.
+pub async fn import(conn: &Conn, handle: u32, data: SessionData) -> Result<Response, WireError> {
+    let h = conn.handle(handle).ok_or_else(|| {
+        wire(
+            ErrorCode::NoSuchSession,
+            format!("no open session handle {handle}"),
+        )
+    })?;
+    if !h.exclusive {
+        return Err(wire(
+            ErrorCode::InvalidRequest,
+            "import replaces the whole session: open it exclusively first",
+        ));
+    }
+    conn.daemon.vault.replace_contents(h.sid, data).await?;
+    Ok(Response::Ok)
+}

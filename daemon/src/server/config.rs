@@ -1,0 +1,227 @@
+//! Daemon configuration: a TOML file (`--config`), command-line flags and
+//! `SESSION_VAULT_SOCKET`, over the defaults of DESIGN.md.
+//!
+//! Precedence, highest first: flag, environment (socket only), file, default. Defaults: a
+//! system daemon (root) uses `/run/session-vault/vault.sock` and `/var/lib/session-vault`; a
+//! user daemon uses `$XDG_RUNTIME_DIR/session-vault/vault.sock` and
+//! `$XDG_DATA_HOME/session-vault` (or `~/.local/share/session-vault`).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use session_vault_proto::paths;
+
+/// The configuration file's contents; every key optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Socket path.
+    pub socket: Option<PathBuf>,
+    /// Directory holding `vault.db`.
+    pub data_dir: Option<PathBuf>,
+    /// Uids allowed to send admin requests (default: the daemon's uid and root).
+    pub admin_uids: Option<Vec<u32>>,
+    /// Longest time a cache-class write stays uncommitted, in ms (default 100).
+    pub flush_interval_ms: Option<u64>,
+    /// Largest request frame accepted, in bytes (default 1 MiB).
+    pub max_frame_bytes: Option<u32>,
+    /// Name of a systemd credential holding the passphrase for unattended unlock.
+    pub unlock_credential: Option<String>,
+}
+
+/// Values given on the command line (each overrides the file).
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    /// `--config`.
+    pub config: Option<PathBuf>,
+    /// `--socket`.
+    pub socket: Option<PathBuf>,
+    /// `--data-dir`.
+    pub data_dir: Option<PathBuf>,
+    /// `--admin-uid`, repeatable.
+    pub admin_uids: Vec<u32>,
+    /// `--flush-interval-ms`.
+    pub flush_interval_ms: Option<u64>,
+    /// `--max-frame-bytes`.
+    pub max_frame_bytes: Option<u32>,
+    /// `--unlock-credential`.
+    pub unlock_credential: Option<String>,
+}
+
+/// The resolved configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Socket path.
+    pub socket: PathBuf,
+    /// Directory holding `vault.db`.
+    pub data_dir: PathBuf,
+    /// Uids allowed to send admin requests.
+    pub admin_uids: Vec<u32>,
+    /// Flush interval of cache-class writes.
+    pub flush_interval: Duration,
+    /// Largest request frame accepted.
+    pub max_frame: u32,
+    /// systemd credential name for unattended unlock.
+    pub unlock_credential: Option<String>,
+}
+
+/// Why the configuration could not be resolved.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema.
+    #[error("invalid config file {}: {message}", path.display())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message.
+        message: String,
+    },
+    /// No default exists for a value (e.g. no `XDG_RUNTIME_DIR` for a user daemon).
+    #[error("{0}")]
+    Missing(String),
+}
+
+impl Config {
+    /// The vault database file.
+    pub fn vault_path(&self) -> PathBuf {
+        self.data_dir.join("vault.db")
+    }
+
+    /// Resolves flags, environment, file and defaults.
+    pub fn resolve(o: Overrides) -> Result<Config, ConfigError> {
+        let file = match &o.config {
+            Some(path) => load(path)?,
+            None => FileConfig::default(),
+        };
+        let euid = current_euid();
+        let system = euid == 0;
+        let env_socket = std::env::var_os(paths::SOCKET_ENV)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from);
+        let socket = match o.socket.or(env_socket).or(file.socket) {
+            Some(s) => s,
+            None if system => PathBuf::from(paths::SYSTEM_SOCKET),
+            None => paths::user_socket_path().ok_or_else(|| {
+                ConfigError::Missing(
+                    "no socket path: pass --socket PATH, set SESSION_VAULT_SOCKET, or set XDG_RUNTIME_DIR"
+                        .into(),
+                )
+            })?,
+        };
+        let data_dir = match o.data_dir.or(file.data_dir) {
+            Some(d) => d,
+            None if system => PathBuf::from("/var/lib/session-vault"),
+            None => user_data_dir().ok_or_else(|| {
+                ConfigError::Missing(
+                    "no data directory: pass --data-dir DIR, or set XDG_DATA_HOME or HOME".into(),
+                )
+            })?,
+        };
+        let admin_uids = if !o.admin_uids.is_empty() {
+            o.admin_uids
+        } else if let Some(uids) = file.admin_uids {
+            uids
+        } else if system {
+            vec![0]
+        } else {
+            vec![euid, 0]
+        };
+        Ok(Config {
+            socket,
+            data_dir,
+            admin_uids,
+            flush_interval: Duration::from_millis(
+                o.flush_interval_ms
+                    .or(file.flush_interval_ms)
+                    .unwrap_or(100),
+            ),
+            max_frame: o
+                .max_frame_bytes
+                .or(file.max_frame_bytes)
+                .unwrap_or(session_vault_proto::DEFAULT_MAX_FRAME),
+            unlock_credential: o.unlock_credential.or(file.unlock_credential),
+        })
+    }
+}
+
+fn load(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })
+}
+
+fn user_data_dir() -> Option<PathBuf> {
+    if let Some(d) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
+        return Some(PathBuf::from(d).join("session-vault"));
+    }
+    std::env::var_os("HOME")
+        .filter(|d| !d.is_empty())
+        .map(|h| PathBuf::from(h).join(".local/share/session-vault"))
+}
+
+/// The daemon's effective uid (0 where uids do not exist).
+pub fn current_euid() -> u32 {
+    #[cfg(unix)]
+    {
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        unsafe { libc::geteuid() }
+    }
+    #[cfg(not(unix))]
+    {
+        0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_file_and_file_overrides_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("vaultd.toml");
+        std::fs::write(
+            &cfg,
+            "socket = \"/tmp/from-file.sock\"\ndata_dir = \"/tmp/file-data\"\nflush_interval_ms = 7\nadmin_uids = [42]\n",
+        )
+        .unwrap();
+        let c = Config::resolve(Overrides {
+            config: Some(cfg.clone()),
+            socket: Some("/tmp/flag.sock".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(c.socket, PathBuf::from("/tmp/flag.sock"));
+        assert_eq!(c.data_dir, PathBuf::from("/tmp/file-data"));
+        assert_eq!(c.flush_interval, Duration::from_millis(7));
+        assert_eq!(c.admin_uids, vec![42]);
+        assert_eq!(c.vault_path(), PathBuf::from("/tmp/file-data/vault.db"));
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("vaultd.toml");
+        std::fs::write(&cfg, "sockett = \"/x\"\n").unwrap();
+        let err = Config::resolve(Overrides {
+            config: Some(cfg),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(matches!(err, ConfigError::Parse { .. }), "{err}");
+    }
+}

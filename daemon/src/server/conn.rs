@@ -1,0 +1,342 @@
+//! One client connection: handshake, the frame loop, concurrent requests, clean teardown.
+//!
+//! The reader reads frames one at a time (check-then-parse, length bounded before
+//! allocation) and spawns a task per request; responses go through a bounded channel to a
+//! single writer. At most [`MAX_IN_FLIGHT`] requests run at once per connection, so a client
+//! that never reads its responses stalls only itself: its tasks wait on the full channel, the
+//! reader waits for a permit, and the kernel's socket buffer pushes back on the client.
+//!
+//! A malformed frame (undecodable payload, unknown request) is answered with
+//! `invalid_request` and the connection goes on, since the framing is intact; a frame over
+//! the size limit is answered with `frame_too_large` (id 0) and the connection is closed, as
+//! is one truncated mid-frame. A client that connects and says nothing is dropped after
+//! [`HANDSHAKE_TIMEOUT`]; it never holds up anyone else.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use interprocess::local_socket::tokio::Stream;
+use serde::Deserialize;
+use session_vault_proto::codec::{self, FrameError};
+use session_vault_proto::message::{
+    ClientFrame, EVENT_ID, ErrorCode, PROTOCOL_MAJOR, PROTOCOL_MINOR, Request, Response,
+    ServerFrame, VaultState,
+};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::{Semaphore, broadcast, mpsc};
+use tokio::task::JoinSet;
+use zeroize::Zeroizing;
+
+use super::Daemon;
+use super::cmd;
+use super::errors::wire;
+use super::transport::PeerInfo;
+use crate::vault::{SessionId, StateKind};
+
+/// Requests of one connection running at once.
+pub const MAX_IN_FLIGHT: usize = 64;
+/// How long a new connection may take to send `Hello`.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A session opened on this connection.
+#[derive(Debug, Clone, Copy)]
+pub struct Handle {
+    /// The session.
+    pub sid: SessionId,
+    /// Whether it holds the lease.
+    pub exclusive: bool,
+}
+
+/// What request handlers know of their connection.
+pub struct Conn {
+    /// Connection id (for leases and logs).
+    pub id: u64,
+    /// The peer's credentials.
+    pub peer: PeerInfo,
+    /// The daemon.
+    pub daemon: Arc<Daemon>,
+    handles: Mutex<HashMap<u32, Handle>>,
+    next_handle: AtomicU32,
+}
+
+impl Conn {
+    fn handles(&self) -> std::sync::MutexGuard<'_, HashMap<u32, Handle>> {
+        // Only map operations happen under this lock; nothing can panic while it is held.
+        self.handles
+            .lock()
+            .expect("handle table lock is never poisoned")
+    }
+
+    /// Registers an open session and returns its handle.
+    pub fn add_handle(&self, handle: Handle) -> u32 {
+        let h = self.next_handle.fetch_add(1, Ordering::Relaxed);
+        self.handles().insert(h, handle);
+        h
+    }
+
+    /// The session behind a handle.
+    pub fn handle(&self, h: u32) -> Option<Handle> {
+        self.handles().get(&h).copied()
+    }
+
+    /// Forgets a handle.
+    pub fn remove_handle(&self, h: u32) -> Option<Handle> {
+        self.handles().remove(&h)
+    }
+
+    /// Whether the peer is an admin.
+    pub fn is_admin(&self) -> bool {
+        self.daemon.config.admin_uids.contains(&self.peer.uid)
+    }
+}
+
+/// Maps the engine's state to the wire's.
+pub fn wire_state(s: StateKind) -> VaultState {
+    match s {
+        StateKind::Uninitialized => VaultState::Uninitialized,
+        StateKind::Locked => VaultState::Locked,
+        StateKind::Unlocked => VaultState::Unlocked,
+    }
+}
+
+#[derive(Deserialize)]
+struct IdOnly {
+    id: u32,
+}
+
+fn frame(id: u32, response: Response) -> Option<Zeroizing<Vec<u8>>> {
+    match codec::encode_frame(&ServerFrame { id, response }) {
+        Ok(f) => Some(f),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot encode a response");
+            codec::encode_frame(&ServerFrame {
+                id,
+                response: Response::Error(wire(ErrorCode::Internal, "cannot encode the response")),
+            })
+            .ok()
+        }
+    }
+}
+
+struct Counted(Arc<Daemon>);
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Serves one connection until it closes or `stop` fires.
+pub async fn serve(
+    daemon: Arc<Daemon>,
+    stream: Stream,
+    peer: PeerInfo,
+    mut stop: broadcast::Receiver<()>,
+) {
+    daemon.connections.fetch_add(1, Ordering::Relaxed);
+    let _counted = Counted(Arc::clone(&daemon));
+    let id = daemon.next_conn_id();
+    let stream = Arc::new(stream);
+    let limit = daemon.config.max_frame;
+    tracing::debug!(conn = id, uid = peer.uid, pid = ?peer.pid, "connection opened");
+
+    // ---- handshake ----
+    let mut reader = &*stream;
+    let first = tokio::select! {
+        r = tokio::time::timeout(HANDSHAKE_TIMEOUT, codec::read_frame(&mut reader, limit)) => r,
+        _ = stop.recv() => return,
+    };
+    let mut writer = &*stream;
+    let hello = match first {
+        Err(_) => {
+            tracing::debug!(conn = id, "no hello within {HANDSHAKE_TIMEOUT:?}; closing");
+            return;
+        }
+        Ok(Ok(Some(payload))) => codec::decode_payload::<ClientFrame>(&payload),
+        Ok(Ok(None)) => return,
+        Ok(Err(FrameError::TooLarge { limit, .. })) => {
+            let resp = Response::Error(wire(
+                ErrorCode::FrameTooLarge { limit },
+                format!("frame exceeds the limit of {limit} bytes"),
+            ));
+            if let Some(f) = frame(EVENT_ID, resp) {
+                let _ = writer.write_all(&f).await;
+            }
+            return;
+        }
+        Ok(Err(_)) => return,
+    };
+    let (hello_id, major) = match hello {
+        Ok(ClientFrame {
+            id,
+            request:
+                Request::Hello {
+                    protocol_major,
+                    client,
+                    ..
+                },
+        }) => {
+            tracing::debug!(conn = id, client = %client, "hello");
+            (id, protocol_major)
+        }
+        Ok(ClientFrame { id, .. }) => {
+            if let Some(f) = frame(
+                id,
+                Response::Error(wire(
+                    ErrorCode::InvalidRequest,
+                    "the first request must be hello",
+                )),
+            ) {
+                let _ = writer.write_all(&f).await;
+            }
+            return;
+        }
+        Err(e) => {
+            if let Some(f) = frame(
+                EVENT_ID,
+                Response::Error(wire(
+                    ErrorCode::InvalidRequest,
+                    format!("malformed hello: {e}"),
+                )),
+            ) {
+                let _ = writer.write_all(&f).await;
+            }
+            return;
+        }
+    };
+    if major != PROTOCOL_MAJOR {
+        let resp = Response::Error(wire(
+            ErrorCode::ProtocolMismatch {
+                server_major: PROTOCOL_MAJOR,
+            },
+            format!(
+                "protocol version mismatch: client speaks {major}.x, this daemon speaks {PROTOCOL_MAJOR}.x"
+            ),
+        ));
+        if let Some(f) = frame(hello_id, resp) {
+            let _ = writer.write_all(&f).await;
+        }
+        return;
+    }
+    let state = daemon
+        .vault
+        .status()
+        .await
+        .map(|s| wire_state(s.state))
+        .unwrap_or(VaultState::Locked);
+    let welcome = Response::Welcome {
+        protocol_major: PROTOCOL_MAJOR,
+        protocol_minor: PROTOCOL_MINOR,
+        server: format!("vaultd {}", env!("CARGO_PKG_VERSION")),
+        vault_state: state,
+    };
+    match frame(hello_id, welcome) {
+        Some(f) if writer.write_all(&f).await.is_ok() => {}
+        _ => return,
+    }
+
+    // ---- request loop ----
+    let conn = Arc::new(Conn {
+        id,
+        peer,
+        daemon: Arc::clone(&daemon),
+        handles: Mutex::new(HashMap::new()),
+        next_handle: AtomicU32::new(1),
+    });
+    let (out_tx, mut out_rx) = mpsc::channel::<Zeroizing<Vec<u8>>>(MAX_IN_FLIGHT);
+    let write_stream = Arc::clone(&stream);
+    let writer_task = tokio::spawn(async move {
+        let mut w = &*write_stream;
+        while let Some(buf) = out_rx.recv().await {
+            if w.write_all(&buf).await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut events = daemon.events.subscribe();
+    let event_tx = out_tx.clone();
+    let events_task = tokio::spawn(async move {
+        loop {
+            match events.recv().await {
+                Ok(ev) => {
+                    let Some(f) = frame(EVENT_ID, Response::Event(ev)) else {
+                        continue;
+                    };
+                    if event_tx.send(f).await.is_err() {
+                        break;
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(broadcast::error::RecvError::Closed) => break,
+            }
+        }
+    });
+
+    let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    let mut tasks = JoinSet::new();
+    loop {
+        // read_frame is not cancel-safe; the only other branch ends the loop, so a frame cut
+        // short by it is never resumed.
+        let read = tokio::select! {
+            r = codec::read_frame(&mut reader, limit) => r,
+            _ = stop.recv() => break,
+        };
+        let payload = match read {
+            Ok(Some(p)) => p,
+            Ok(None) => break,
+            Err(FrameError::TooLarge { len, limit }) => {
+                tracing::warn!(conn = id, len, limit, "frame over the limit; closing");
+                let resp = Response::Error(wire(
+                    ErrorCode::FrameTooLarge { limit },
+                    format!("frame of {len} bytes exceeds the limit of {limit} bytes"),
+                ));
+                if let Some(f) = frame(EVENT_ID, resp) {
+                    let _ = out_tx.send(f).await;
+                }
+                break;
+            }
+            Err(e) => {
+                tracing::debug!(conn = id, error = %e, "connection ended");
+                break;
+            }
+        };
+        let request = match codec::decode_payload::<ClientFrame>(&payload) {
+            Ok(f) => f,
+            Err(e) => {
+                let rid = codec::decode_payload::<IdOnly>(&payload).map_or(EVENT_ID, |f| f.id);
+                let resp = Response::Error(wire(
+                    ErrorCode::InvalidRequest,
+                    format!("malformed or unknown request: {e}"),
+                ));
+                if let Some(f) = frame(rid, resp) {
+                    if out_tx.send(f).await.is_err() {
+                        break;
+                    }
+                }
+                continue;
+            }
+        };
+        let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
+            break;
+        };
+        let c = Arc::clone(&conn);
+        let out = out_tx.clone();
+        tasks.spawn(async move {
+            let response = cmd::dispatch(&c, request.request).await;
+            if let Some(f) = frame(request.id, response) {
+                // The writer is gone only if the client is gone.
+                let _ = out.send(f).await;
+            }
+            drop(permit);
+        });
+        while tasks.try_join_next().is_some() {}
+    }
+    // Finish what is in flight, then close.
+    while tasks.join_next().await.is_some() {}
+    daemon.leases.release_all(id);
+    events_task.abort();
+    drop(out_tx);
+    let _ = tokio::time::timeout(Duration::from_secs(5), writer_task).await;
+    tracing::debug!(conn = id, "connection closed");
+}

@@ -1,0 +1,190 @@
+//! The `vaultd` server: socket listener, connections, authorization, dispatch, shutdown.
+//!
+//! - [`transport`]: the local socket and peer credentials (the only platform-specific code);
+//! - [`conn`]: one task per connection: handshake, frame loop, bounded in-flight requests;
+//! - [`cmd`]: one module per kind of request, dispatched from one `match`;
+//! - [`leases`]: exclusive session leases tied to connections;
+//! - [`throttle`]: daemon-wide throttling of passphrase attempts;
+//! - [`config`]: TOML file, flags, environment, defaults.
+//!
+//! Shutdown is a protocol (mini-redis style): SIGTERM/SIGINT broadcasts stop; the accept loop
+//! ends, every connection stops reading, finishes its in-flight requests and closes; then the
+//! vault flushes, the keys are wiped, the socket file is removed, and `run` returns.
+
+pub mod cmd;
+pub mod config;
+pub mod conn;
+pub mod errors;
+pub mod leases;
+pub mod throttle;
+pub mod transport;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use session_vault_proto::message::Event;
+use tokio::sync::{broadcast, mpsc};
+
+use crate::vault::{Vault, VaultConfig};
+use config::Config;
+
+/// How long shutdown waits for connections to finish their in-flight requests.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// State shared by every connection.
+pub struct Daemon {
+    /// The daemon's configuration.
+    pub config: Config,
+    /// The vault.
+    pub vault: Vault,
+    /// Exclusive session leases.
+    pub leases: leases::Leases,
+    /// Passphrase-attempt throttle.
+    pub throttle: throttle::Throttle,
+    /// Pushed events (lock, unlock, shutdown) to every connection.
+    pub events: broadcast::Sender<Event>,
+    /// When the daemon started.
+    pub started: Instant,
+    /// Open connections.
+    pub connections: AtomicU64,
+    next_conn_id: AtomicU64,
+}
+
+impl Daemon {
+    /// Opens the vault named by `config` (creating the data directory, mode 0700).
+    pub fn open(config: Config) -> anyhow::Result<Arc<Daemon>> {
+        use anyhow::Context;
+        if !config.data_dir.exists() {
+            let mut b = std::fs::DirBuilder::new();
+            b.recursive(true);
+            #[cfg(unix)]
+            std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+            b.create(&config.data_dir).with_context(|| {
+                format!("cannot create data directory {}", config.data_dir.display())
+            })?;
+        }
+        let vault_path = config.vault_path();
+        let vault = Vault::open(
+            &vault_path,
+            VaultConfig {
+                flush_interval: config.flush_interval,
+            },
+        )
+        .with_context(|| format!("cannot open the vault {}", vault_path.display()))?;
+        let (events, _) = broadcast::channel(64);
+        Ok(Arc::new(Daemon {
+            config,
+            vault,
+            leases: leases::Leases::default(),
+            throttle: throttle::Throttle::default(),
+            events,
+            started: Instant::now(),
+            connections: AtomicU64::new(0),
+            next_conn_id: AtomicU64::new(1),
+        }))
+    }
+
+    /// A fresh connection id.
+    pub fn next_conn_id(&self) -> u64 {
+        self.next_conn_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Tells every connection about an event.
+    pub fn publish(&self, event: Event) {
+        // No connection listening is fine.
+        let _ = self.events.send(event);
+    }
+}
+
+/// Serves `listener` until `stop` fires, then shuts down as described in the module docs.
+pub async fn serve(
+    daemon: Arc<Daemon>,
+    listener: transport::Listener,
+    mut stop: broadcast::Receiver<()>,
+) -> anyhow::Result<()> {
+    let (stop_conns, _) = broadcast::channel::<()>(1);
+    // Each connection task holds a clone; when all are dropped, every connection has ended.
+    let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let d = Arc::clone(&daemon);
+                    let s = stop_conns.subscribe();
+                    let done = done_tx.clone();
+                    tokio::spawn(async move {
+                        conn::serve(d, stream, peer, s).await;
+                        drop(done);
+                    });
+                }
+                Err(e) => {
+                    // A peer that vanished between connect and accept, or no peer creds:
+                    // that connection is lost, the listener goes on.
+                    tracing::warn!(error = %e, "accept failed");
+                }
+            },
+            _ = stop.recv() => break,
+        }
+    }
+    tracing::info!("shutting down: no new connections; finishing in-flight requests");
+    daemon.publish(Event::ShuttingDown);
+    let _ = stop_conns.send(());
+    drop(done_tx);
+    drop(listener);
+    if tokio::time::timeout(DRAIN_TIMEOUT, done_rx.recv())
+        .await
+        .is_err()
+    {
+        tracing::warn!("some connections did not finish within {DRAIN_TIMEOUT:?}");
+    }
+    // Commit whatever is pending, then wipe the keys.
+    match daemon.vault.lock().await {
+        Ok(()) | Err(crate::vault::VaultError::Uninitialized) => {}
+        Err(e) => tracing::error!(error = %e, "final flush failed"),
+    }
+    tracing::info!("vault flushed and keys wiped; bye");
+    Ok(())
+}
+
+/// Runs the daemon with `config` until SIGTERM or SIGINT: binds the socket, opens the vault,
+/// serves, shuts down cleanly.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let daemon = Daemon::open(config)?;
+    let listener = transport::bind(&daemon.config.socket)?;
+    let state = daemon.vault.status().await?.state;
+    tracing::info!(
+        socket = %daemon.config.socket.display(),
+        vault = %daemon.vault.path().display(),
+        state = state.as_str(),
+        "vaultd listening"
+    );
+    let (stop_tx, stop_rx) = broadcast::channel(1);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        let _ = stop_tx.send(());
+    });
+    serve(daemon, listener, stop_rx).await
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            tracing::error!("cannot install signal handlers; stop the daemon with SIGKILL");
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+            _ = int.recv() => tracing::info!("SIGINT received"),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
