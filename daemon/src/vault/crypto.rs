@@ -29,13 +29,43 @@ pub const BLIND_LEN: usize = 16;
 /// Length of the vault id.
 pub const VAULT_ID_LEN: usize = 16;
 
-/// A 32-byte secret key: heap-allocated, zeroized on drop, never printed.
+/// Locks the pages holding `value` in RAM (`mlock`) so that they are never swapped out.
+/// Best effort: where the OS refuses (e.g. `RLIMIT_MEMLOCK` reached) the key still works
+/// and stays zeroized on drop. Pages are not unlocked again: they may hold other keys, and
+/// `mlock` does not count references.
+pub fn lock_in_memory<T: ?Sized>(value: &T) {
+    #[cfg(unix)]
+    {
+        let len = std::mem::size_of_val(value);
+        if len == 0 {
+            return;
+        }
+        let ptr = value as *const T as *const u8 as *const libc::c_void;
+        // SAFETY: mlock only changes the residency of the pages spanning [ptr, ptr+len), which
+        // belong to the live object `value`; it reads and writes no memory.
+        let rc = unsafe { libc::mlock(ptr, len) };
+        if rc != 0 {
+            tracing::debug!(error = %std::io::Error::last_os_error(), "mlock of key memory refused");
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = value;
+}
+
+/// A 32-byte secret key: heap-allocated, locked in RAM where allowed, zeroized on drop,
+/// never printed.
 pub struct SecretKey(Box<[u8; 32]>);
 
 impl SecretKey {
+    fn zeroed() -> Self {
+        let key = SecretKey(Box::new([0u8; 32]));
+        lock_in_memory(&*key.0);
+        key
+    }
+
     /// A fresh key from the OS's CSPRNG.
     pub fn random() -> Result<Self> {
-        let mut key = SecretKey(Box::new([0u8; 32]));
+        let mut key = Self::zeroed();
         fill_random(&mut key.0[..])?;
         Ok(key)
     }
@@ -46,7 +76,7 @@ impl SecretKey {
     }
 
     fn from_slice(bytes: &[u8]) -> Option<Self> {
-        let mut key = SecretKey(Box::new([0u8; 32]));
+        let mut key = Self::zeroed();
         if bytes.len() != 32 {
             return None;
         }
@@ -214,7 +244,7 @@ impl Keyslot {
 
 /// Argon2id(passphrase, salt) → 32-byte KEK. Blocking.
 fn derive_kek(kdf: &KdfParams, passphrase: &[u8], salt: &[u8]) -> Result<SecretKey> {
-    let mut kek = SecretKey(Box::new([0u8; 32]));
+    let mut kek = SecretKey::zeroed();
     kdf.argon2()?
         .hash_password_into(passphrase, salt, &mut kek.0[..])
         .map_err(|e| VaultError::Invalid(format!("key derivation failed: {e}")))?;
@@ -297,8 +327,8 @@ impl std::fmt::Debug for Keys {
 }
 
 impl Keys {
-    /// Derives the subkeys of `dek` for the vault `vault_id`.
-    pub fn derive(vault_id: [u8; VAULT_ID_LEN], dek: SecretKey) -> Self {
+    /// Derives the subkeys of `dek` for the vault `vault_id`, boxed and locked in RAM.
+    pub fn derive(vault_id: [u8; VAULT_ID_LEN], dek: SecretKey) -> Box<Self> {
         let hk = hkdf::Hkdf::<Sha256>::new(Some(&vault_id), dek.expose());
         let mut record_key = Zeroizing::new([0u8; 32]);
         let mut index_key = Zeroizing::new([0u8; 32]);
@@ -310,12 +340,14 @@ impl Keys {
         let record = XChaCha20Poly1305::new((&*record_key).into());
         let index = <Hmac<Sha256> as Mac>::new_from_slice(&index_key[..])
             .expect("HMAC accepts keys of any length");
-        Keys {
+        let keys = Box::new(Keys {
             vault_id,
             dek,
             record,
             index,
-        }
+        });
+        lock_in_memory(&*keys);
+        keys
     }
 
     /// The DEK, to wrap into a new keyslot.

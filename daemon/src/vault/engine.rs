@@ -64,7 +64,7 @@ pub enum VaultState {
 
 /// What exists only while the vault is unlocked.
 pub struct Unlocked {
-    keys: Keys,
+    keys: Box<Keys>,
     by_name: HashMap<String, SessionId>,
     names: HashMap<SessionId, String>,
     last_touch: HashMap<SessionId, i64>,
