@@ -29,6 +29,10 @@ struct Args {
     /// Largest request frame accepted, in bytes.
     #[arg(long, value_name = "BYTES")]
     max_frame_bytes: Option<u32>,
+    /// Unlock at start with the passphrase in $CREDENTIALS_DIRECTORY/NAME (a systemd
+    /// credential, e.g. from LoadCredentialEncrypted=). On failure the daemon stays locked.
+    #[arg(long, value_name = "NAME")]
+    unlock_credential: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -50,7 +54,7 @@ fn main() -> ExitCode {
         admin_uids: args.admin_uids,
         flush_interval_ms: args.flush_interval_ms,
         max_frame_bytes: args.max_frame_bytes,
-        unlock_credential: None,
+        unlock_credential: args.unlock_credential,
     };
     let result = config::Config::resolve(overrides)
         .map_err(anyhow::Error::from)

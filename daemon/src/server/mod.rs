@@ -5,7 +5,8 @@
 //! - [`cmd`]: one module per kind of request, dispatched from one `match`;
 //! - [`leases`]: exclusive session leases tied to connections;
 //! - [`throttle`]: daemon-wide throttling of passphrase attempts;
-//! - [`config`]: TOML file, flags, environment, defaults.
+//! - [`config`]: TOML file, flags, environment, defaults;
+//! - [`systemd`]: readiness/status notifications, socket activation, credential unlock.
 //!
 //! Shutdown is a protocol (mini-redis style): SIGTERM/SIGINT broadcasts stop; the accept loop
 //! ends, every connection stops reading, finishes its in-flight requests and closes; then the
@@ -16,6 +17,7 @@ pub mod config;
 pub mod conn;
 pub mod errors;
 pub mod leases;
+pub mod systemd;
 pub mod throttle;
 pub mod transport;
 
@@ -90,6 +92,22 @@ impl Daemon {
         self.next_conn_id.fetch_add(1, Ordering::Relaxed)
     }
 
+    /// One line for systemd's `STATUS=`: the state and, when unlocked, the session count.
+    pub async fn status_line(&self) -> String {
+        match self.vault.status().await {
+            Ok(s) => match s.sessions {
+                Some(n) => format!("{}; {n} sessions", s.state.as_str()),
+                None => s.state.as_str().to_owned(),
+            },
+            Err(e) => format!("error: {e}"),
+        }
+    }
+
+    /// Refreshes systemd's `STATUS=` after the session count changed.
+    pub async fn sessions_changed(&self) {
+        systemd::notify_status(&self.status_line().await);
+    }
+
     /// Tells every connection about an event.
     pub fn publish(&self, event: Event) {
         // No connection listening is fine.
@@ -128,6 +146,7 @@ pub async fn serve(
         }
     }
     tracing::info!("shutting down: no new connections; finishing in-flight requests");
+    systemd::notify_stopping();
     daemon.publish(Event::ShuttingDown);
     let _ = stop_conns.send(());
     drop(done_tx);
@@ -147,11 +166,27 @@ pub async fn serve(
     Ok(())
 }
 
-/// Runs the daemon with `config` until SIGTERM or SIGINT: binds the socket, opens the vault,
-/// serves, shuts down cleanly.
+/// Runs the daemon with `config` until SIGTERM or SIGINT: takes the socket systemd passed in
+/// or binds its own, opens the vault, unlocks it from a credential if configured, notifies
+/// readiness, serves, shuts down cleanly.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let daemon = Daemon::open(config)?;
+    #[cfg(unix)]
+    let listener = match systemd::inherited_listener()? {
+        Some(fd) => {
+            let mut l = transport::from_inherited_fd(fd)?;
+            // systemd owns the socket file: leave it for the next activation.
+            l.keep_socket_file();
+            tracing::info!("using the socket passed in by systemd");
+            l
+        }
+        None => transport::bind(&daemon.config.socket)?,
+    };
+    #[cfg(not(unix))]
     let listener = transport::bind(&daemon.config.socket)?;
+    if let Some(name) = daemon.config.unlock_credential.clone() {
+        unlock_from_credential(&daemon, &name).await;
+    }
     let state = daemon.vault.status().await?.state;
     tracing::info!(
         socket = %daemon.config.socket.display(),
@@ -159,12 +194,43 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         state = state.as_str(),
         "vaultd listening"
     );
+    systemd::notify_ready(&daemon.status_line().await);
     let (stop_tx, stop_rx) = broadcast::channel(1);
     tokio::spawn(async move {
         wait_for_signal().await;
         let _ = stop_tx.send(());
     });
-    serve(daemon, listener, stop_rx).await
+    let status_daemon = Arc::clone(&daemon);
+    let mut events = daemon.events.subscribe();
+    let status_task = tokio::spawn(async move {
+        while let Ok(ev) = events.recv().await {
+            if ev != Event::ShuttingDown {
+                systemd::notify_status(&status_daemon.status_line().await);
+            }
+        }
+    });
+    let result = serve(daemon, listener, stop_rx).await;
+    status_task.abort();
+    result
+}
+
+/// Unattended unlock: the passphrase from a systemd credential. Any failure leaves the
+/// daemon running and locked, with one clear log line; it never exits (no restart loop).
+async fn unlock_from_credential(daemon: &Daemon, name: &str) {
+    let passphrase = match systemd::read_credential(name) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::error!("unattended unlock skipped: {e}; the vault stays locked");
+            return;
+        }
+    };
+    match daemon.vault.unlock(&passphrase).await {
+        Ok(()) => tracing::info!(credential = name, "vault unlocked from systemd credential"),
+        Err(e) => tracing::error!(
+            credential = name,
+            "unattended unlock failed: {e}; the vault stays locked (run `vaultctl unlock`)"
+        ),
+    }
 }
 
 async fn wait_for_signal() {

@@ -432,7 +432,7 @@ impl Keys {
 mod tests {
     use super::*;
 
-    fn keys() -> Keys {
+    fn keys() -> Box<Keys> {
         Keys::derive([7u8; VAULT_ID_LEN], SecretKey::random().unwrap())
     }
 

@@ -43,6 +43,7 @@ pub async fn delete(conn: &Conn, name: String) -> Result<Response, WireError> {
         ));
     }
     d.vault.delete_session(&name).await?;
+    d.sessions_changed().await;
     tracing::info!(uid = conn.peer.uid, name = %name, "session deleted");
     Ok(Response::Ok)
 }
@@ -102,6 +103,7 @@ pub async fn import(
         ..SessionAcl::default()
     };
     d.vault.import(&name, data, replace, acl).await?;
+    d.sessions_changed().await;
     tracing::info!(uid = conn.peer.uid, name = %name, "session imported");
     Ok(Response::Ok)
 }

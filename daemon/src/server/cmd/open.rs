@@ -34,7 +34,10 @@ pub async fn open(
                 ..SessionAcl::default()
             };
             match d.vault.create_session(&name, acl).await {
-                Ok(sid) => (sid, true),
+                Ok(sid) => {
+                    d.sessions_changed().await;
+                    (sid, true)
+                }
                 // Another client created it between our lookup and our create.
                 Err(VaultError::NameTaken { .. }) => (d.vault.open_session(&name).await?, false),
                 Err(e) => return Err(e.into()),

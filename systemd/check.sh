@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Checks the unit files: `systemd-analyze verify` on every unit (system and user), and the
+# service's `systemd-analyze security` exposure against the target (<= 1.5).
+# Usage: systemd/check.sh PATH-TO-VAULTD
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+vaultd="$(realpath "$1")"
+tmp="$(mktemp -d)"
+trap 'rm -rf "$tmp"' EXIT
+mkdir -p "$tmp/system" "$tmp/user" "$tmp/runtime"
+cp "$here"/session-vault.service "$here"/session-vault.socket "$tmp/system/"
+cp "$here"/user/session-vault.service "$here"/user/session-vault.socket "$tmp/user/"
+# The units name the installed binary; point them at the one just built.
+sed -i "s#/usr/bin/vaultd#$vaultd#" "$tmp/system/session-vault.service"
+sed -i "s#%h/.cargo/bin/vaultd#$vaultd#" "$tmp/user/session-vault.service"
+systemd-analyze verify "$tmp/system/session-vault.service" "$tmp/system/session-vault.socket"
+XDG_RUNTIME_DIR="$tmp/runtime" systemd-analyze --user verify \
+    "$tmp/user/session-vault.service" "$tmp/user/session-vault.socket"
+exposure="$(systemd-analyze security --offline=true "$here/session-vault.service" \
+    | sed -n 's/.*Overall exposure level for session-vault.service: \([0-9.]*\).*/\1/p')"
+echo "systemd units verified; session-vault.service exposure: $exposure (target <= 1.5)"
+awk -v e="$exposure" 'BEGIN { exit !(e != "" && e <= 1.5) }'
