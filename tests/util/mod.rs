@@ -1,0 +1,433 @@
+//! Helpers of the integration tests: a temp dir per test, a `vaultd` guard that kills its
+//! daemon on drop, `vaultctl` runs, and a raw protocol client.
+//!
+//! Readiness is awaited (the daemon's "vaultd listening" log line), never slept for.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use session_vault_client::{ClientError, Connection};
+use session_vault_proto::message::{ErrorCode, KdfSpec, Passphrase, Request, Response, StatusInfo};
+
+pub mod child;
+pub mod raw;
+
+/// The passphrase tests use.
+pub const PASS: &str = "correct horse battery staple";
+
+/// Cheap KDF flags for `vaultctl init`/`passwd` (tests only; the default stays strong).
+pub const CHEAP_KDF: [&str; 6] = [
+    "--kdf-memory-kib",
+    "64",
+    "--kdf-iterations",
+    "1",
+    "--kdf-parallelism",
+    "1",
+];
+
+/// The same cheap KDF, as the protocol's `init` takes it.
+pub const CHEAP_KDF_SPEC: KdfSpec = KdfSpec {
+    m_cost_kib: 64,
+    t_cost: 1,
+    p_cost: 1,
+};
+
+/// The uid (and gid) of an unprivileged other user for authorization tests: `nobody`.
+pub const OTHER_UID: u32 = 65534;
+
+/// A temp dir with short paths (a Unix socket path must fit in ~108 bytes).
+pub struct Env {
+    pub dir: tempfile::TempDir,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        let dir = tempfile::Builder::new()
+            .prefix("sv")
+            .tempdir_in("/tmp")
+            .expect("temp dir");
+        Env { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.path().join("s.sock")
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.path().join("data")
+    }
+
+    pub fn vault_db(&self) -> PathBuf {
+        self.data_dir().join("vault.db")
+    }
+
+    /// Writes `text` to a 0600 file in the temp dir and returns its path.
+    pub fn secret_file(&self, name: &str, text: &str) -> PathBuf {
+        use std::os::unix::fs::OpenOptionsExt;
+        let p = self.path().join(name);
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&p)
+            .expect("secret file");
+        writeln!(f, "{text}").expect("write secret file");
+        p
+    }
+
+    /// Starts `vaultd` on this env's socket and data dir.
+    pub fn start(&self) -> Daemon {
+        self.start_with(&[])
+    }
+
+    /// Starts `vaultd` with extra arguments.
+    pub fn start_with(&self, extra: &[&str]) -> Daemon {
+        Daemon::start(self, extra)
+    }
+
+    /// Runs `vaultctl --socket S args…` with no stdin.
+    pub fn ctl(&self, args: &[&str]) -> Output {
+        self.ctl_cmd(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run vaultctl")
+    }
+
+    /// A `vaultctl` command with the socket set and a clean environment.
+    pub fn ctl_cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_vaultctl"));
+        c.env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .arg("--socket")
+            .arg(self.socket())
+            .args(args);
+        c
+    }
+
+    /// `vaultctl init` with the test passphrase and the cheap KDF; asserts success.
+    pub fn init(&self) {
+        let pf = self.secret_file("pass", PASS);
+        let mut args = vec!["init", "--passphrase-file", pf.to_str().unwrap()];
+        args.extend(CHEAP_KDF);
+        let out = self.ctl(&args);
+        assert_success(&out, "vaultctl init");
+    }
+
+    /// `vaultctl unlock` with `passphrase`.
+    pub fn unlock(&self, passphrase: &str) -> Output {
+        let pf = self.secret_file("unlock-pass", passphrase);
+        self.ctl(&["unlock", "--passphrase-file", pf.to_str().unwrap()])
+    }
+
+    /// A protocol connection as this process's uid.
+    pub async fn connect(&self) -> Connection {
+        Connection::connect(&self.socket(), "integration-test")
+            .await
+            .expect("connect to vaultd")
+    }
+}
+
+/// Asserts a command succeeded, showing its output otherwise.
+pub fn assert_success(out: &Output, what: &str) {
+    assert!(
+        out.status.success(),
+        "{what} failed ({:?})\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Stdout as text.
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Stderr as text.
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A running `vaultd`; killed on drop.
+pub struct Daemon {
+    pub child: Child,
+    log: Arc<Mutex<String>>,
+}
+
+impl Daemon {
+    fn start(env: &Env, extra: &[&str]) -> Daemon {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_vaultd"))
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("VAULTD_LOG", "info")
+            .arg("--socket")
+            .arg(env.socket())
+            .arg("--data-dir")
+            .arg(env.data_dir())
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn vaultd");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let sink = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if line.contains("vaultd listening") {
+                    let _ = ready_tx.send(true);
+                }
+                let mut l = sink.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+            let _ = ready_tx.send(false);
+        });
+        let mut d = Daemon { child, log };
+        match ready_rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(true) => d,
+            _ => {
+                let _ = d.child.kill();
+                let _ = d.child.wait();
+                panic!("vaultd did not become ready; log:\n{}", d.log());
+            }
+        }
+    }
+
+    /// Starts a daemon expected to fail; returns its exit status and log.
+    pub fn start_failing(env: &Env, extra: &[&str]) -> (std::process::ExitStatus, String) {
+        let out = Command::new(env!("CARGO_BIN_EXE_vaultd"))
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .arg("--socket")
+            .arg(env.socket())
+            .arg("--data-dir")
+            .arg(env.data_dir())
+            .args(extra)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run vaultd");
+        (out.status, String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+
+    /// Everything the daemon logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGTERM, then wait for exit (at most 30 s); returns the exit status.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(st) = self.child.try_wait().expect("wait vaultd") {
+                return st;
+            }
+            assert!(std::time::Instant::now() < deadline, "vaultd did not exit after SIGTERM");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// SIGKILL and reap.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// ---- protocol-level helpers ---------------------------------------------------------------
+
+impl Env {
+    /// `init` over the protocol (cheap KDF, [`PASS`]); asserts success. Protocol-level tests
+    /// use this rather than `vaultctl`, so that they test the daemon alone.
+    pub async fn init_proto(&self, c: &Connection) {
+        let r = c
+            .call(Request::Init {
+                passphrase: passphrase(PASS),
+                kdf: Some(CHEAP_KDF_SPEC),
+            })
+            .await;
+        assert!(matches!(r, Ok(Response::Ok)), "init: {r:?}");
+    }
+
+    /// Starts `vaultd` (with `extra` flags), connects and initializes the vault over the
+    /// protocol: the usual start of a protocol-level test.
+    pub async fn start_initialized(&self, extra: &[&str]) -> (Daemon, Connection) {
+        let d = self.start_with(extra);
+        let c = self.connect().await;
+        self.init_proto(&c).await;
+        (d, c)
+    }
+
+    /// Lets every uid reach the socket (dir 0755, socket 0666), so that a test for another
+    /// uid exercises the daemon's own authorization rather than the file modes.
+    pub fn open_socket_to_everyone(&self) {
+        use std::os::unix::fs::PermissionsExt;
+        let set = |p: &Path, mode| {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))
+                .unwrap_or_else(|e| panic!("chmod {mode:o} {}: {e}", p.display()))
+        };
+        set(self.path(), 0o755);
+        set(&self.socket(), 0o666);
+    }
+
+    /// Asserts that a fresh client gets a `status` answer, and returns it with the time the
+    /// connect, handshake and request took.
+    pub async fn assert_serving(&self) -> (StatusInfo, Duration) {
+        let t = std::time::Instant::now();
+        let c = tokio::time::timeout(Duration::from_secs(10), self.connect())
+            .await
+            .expect("a new client connects within 10 s");
+        let r = tokio::time::timeout(Duration::from_secs(10), c.call(Request::Status))
+            .await
+            .expect("status answers within 10 s");
+        let elapsed = t.elapsed();
+        match r {
+            Ok(Response::Status(s)) => (s, elapsed),
+            other => panic!("status: {other:?}"),
+        }
+    }
+}
+
+/// A passphrase for a request.
+pub fn passphrase(text: &str) -> Passphrase {
+    Passphrase::new(text.as_bytes().to_vec())
+}
+
+/// The error code of a request that must have failed with a daemon error.
+#[track_caller]
+pub fn err_code(r: Result<Response, ClientError>) -> ErrorCode {
+    match r {
+        Err(ClientError::Daemon(e)) => {
+            assert!(!e.message.is_empty(), "error {:?} has no message", e.code);
+            e.code
+        }
+        other => panic!("expected a daemon error, got {other:?}"),
+    }
+}
+
+/// The handle of an `Opened` response.
+#[track_caller]
+pub fn opened(r: Result<Response, ClientError>) -> u32 {
+    match r {
+        Ok(Response::Opened { handle, .. }) => handle,
+        other => panic!("expected opened, got {other:?}"),
+    }
+}
+
+/// Opens (creating) session `name` on `c`; returns the handle.
+pub async fn open_session(c: &Connection, name: &str, exclusive: bool) -> u32 {
+    opened(
+        c.call(Request::OpenSession {
+            name: name.into(),
+            exclusive,
+            create_if_missing: true,
+        })
+        .await,
+    )
+}
+
+/// Polls `cond` every 10 ms until it holds; panics with `what` after `limit`.
+pub fn poll_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + limit;
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Async [`poll_until`]: polls `cond` every 10 ms until it holds.
+pub async fn poll_until_async<F, Fut>(limit: Duration, what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    while !cond().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Whether `setpriv` (util-linux) is there to run a command as another uid, and we are root.
+pub fn can_switch_uid() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    root && Command::new("setpriv")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Prefixes `cmd` so that it runs as [`OTHER_UID`] with no supplementary groups.
+pub fn as_other_uid(program: &Path) -> Command {
+    let mut c = Command::new("setpriv");
+    c.args([
+        "--reuid",
+        &OTHER_UID.to_string(),
+        "--regid",
+        &OTHER_UID.to_string(),
+        "--clear-groups",
+    ])
+    .arg(program);
+    c
+}
+
+/// A path to `program` that [`OTHER_UID`] can execute: the program itself when every
+/// directory above it is searchable by others, else a copy in `env`'s temp dir (made 0755).
+pub fn executable_by_others(env: &Env, program: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(env.path(), std::fs::Permissions::from_mode(0o755))
+        .expect("chmod 0755 the temp dir");
+    let reachable = program.ancestors().skip(1).all(|dir| {
+        dir.as_os_str().is_empty()
+            || std::fs::metadata(dir).is_ok_and(|m| m.permissions().mode() & 0o001 != 0)
+    });
+    let runnable = std::fs::metadata(program).is_ok_and(|m| m.permissions().mode() & 0o005 == 0o005);
+    if reachable && runnable {
+        return program.to_owned();
+    }
+    let copy = env.path().join(program.file_name().expect("program has a file name"));
+    if !copy.exists() {
+        std::fs::copy(program, &copy).expect("copy program for another uid");
+        std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755))
+            .expect("chmod program copy");
+    }
+    copy
+}
