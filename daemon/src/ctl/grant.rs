@@ -1,0 +1,39 @@
+//! `vaultctl grant`: allow a uid or a gid to use a session.
+
+use std::io::Write;
+
+use session_vault_proto::message::Request;
+
+use super::output::sanitize;
+use super::{CtlError, DaemonClient, Grantee};
+
+/// Allow a uid or a gid to use a session
+///
+/// Besides the admins, a session may be used by its owner (the uid that created it) and by
+/// the uids and the members of the gids granted access. Give exactly one of --uid or --gid.
+#[derive(Debug, clap::Args)]
+#[command(verbatim_doc_comment)]
+pub struct Args {
+    /// The session
+    pub name: String,
+    #[command(flatten)]
+    pub who: Grantee,
+}
+
+pub(super) fn run(args: Args, daemon: &DaemonClient, out: &mut dyn Write) -> Result<(), CtlError> {
+    let message = format!(
+        "Granted {} access to session \"{}\".",
+        args.who,
+        sanitize(&args.name)
+    );
+    daemon.call_ok(
+        Request::Grant {
+            name: args.name,
+            uid: args.who.uid,
+            gid: args.who.gid,
+        },
+        "grant",
+    )?;
+    writeln!(out, "{message}")?;
+    Ok(())
+}

@@ -1,0 +1,45 @@
+//! `vaultctl unlock`: unlock the vault with its passphrase.
+
+use std::io::Write;
+
+use session_vault_proto::message::{ErrorCode, Request, VaultState};
+
+use super::prompt::{self, PASSPHRASE, PassphraseArgs};
+use super::{CtlError, DaemonClient, PASSPHRASE_HELP};
+
+/// Unlock the vault with its passphrase
+///
+/// The daemon derives the key from the passphrase (Argon2id), which takes a moment. Wrong
+/// passphrases are throttled daemon-wide: after a failure, vaultctl says how long to wait
+/// before the next attempt. Unlocking an unlocked vault succeeds without asking.
+#[derive(Debug, clap::Args)]
+#[command(verbatim_doc_comment)]
+#[command(after_long_help = PASSPHRASE_HELP)]
+pub struct Args {
+    #[command(flatten)]
+    pub passphrase: PassphraseArgs,
+}
+
+pub(super) fn run(args: Args, daemon: &DaemonClient, out: &mut dyn Write) -> Result<(), CtlError> {
+    let pending = prompt::prepare(
+        &args.passphrase.source(),
+        PASSPHRASE,
+        false,
+        prompt::stdin_is_terminal(),
+    )?;
+    let link = daemon.connect()?;
+    match link.vault_state() {
+        VaultState::Unlocked => {
+            writeln!(out, "The vault is already unlocked.")?;
+            return Ok(());
+        }
+        VaultState::Uninitialized => {
+            return Err(link.state_error(ErrorCode::Uninitialized, "the vault is not initialized"));
+        }
+        VaultState::Locked => {}
+    }
+    let passphrase = pending.resolve_on_terminal()?;
+    link.call_ok(Request::Unlock { passphrase }, "unlock")?;
+    writeln!(out, "The vault is unlocked.")?;
+    Ok(())
+}
