@@ -24,8 +24,9 @@ pub const DEFAULT_MAX_FRAME: u32 = 1 << 20;
 /// address → octets) nests 8 levels.
 pub const MAX_DEPTH: usize = 32;
 
-/// Longest decode error text kept, in bytes (an unknown variant name can be long).
-const MAX_ERROR_TEXT: usize = 256;
+/// Longest decode error text kept, in bytes: room for serde's list of every request name,
+/// but not for a megabyte of unknown variant name echoed back and logged.
+const MAX_ERROR_TEXT: usize = 1024;
 
 /// Why a frame could not be read, written, encoded or decoded.
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,248 @@
+//! Framing edge cases: EOF between and inside frames, the size limit, empty and malformed
+//! payloads, trailing bytes, nesting depth.
+
+use std::time::{Duration, Instant};
+
+use session_vault_proto::codec::{
+    DEFAULT_MAX_FRAME, FrameError, MAX_DEPTH, decode_payload, encode_frame, read_frame,
+};
+use session_vault_proto::message::{ClientFrame, Request, ServerFrame};
+use tokio::io::AsyncWriteExt;
+
+use crate::alloc::largest_allocation;
+
+async fn read_all(bytes: &[u8], limit: u32) -> Result<Option<Vec<u8>>, FrameError> {
+    let mut reader = bytes;
+    read_frame(&mut reader, limit)
+        .await
+        .map(|p| p.map(|p| p.to_vec()))
+}
+
+fn status_frame() -> Vec<u8> {
+    encode_frame(&ClientFrame {
+        id: 2,
+        request: Request::Status,
+    })
+    .expect("encodes")
+    .to_vec()
+}
+
+#[tokio::test]
+async fn clean_eof_before_a_frame_is_none() {
+    assert!(
+        read_all(b"", DEFAULT_MAX_FRAME)
+            .await
+            .expect("ok")
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn eof_inside_the_header_is_truncated() {
+    for cut in 1..4 {
+        let frame = status_frame();
+        let r = read_all(&frame[..cut], DEFAULT_MAX_FRAME).await;
+        assert!(
+            matches!(r, Err(FrameError::Truncated)),
+            "cut at {cut}: {r:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn eof_inside_the_payload_is_truncated() {
+    let frame = status_frame();
+    for cut in 4..frame.len() {
+        let r = read_all(&frame[..cut], DEFAULT_MAX_FRAME).await;
+        assert!(
+            matches!(r, Err(FrameError::Truncated)),
+            "cut at {cut}: {r:?}"
+        );
+    }
+    assert!(
+        read_all(&frame, DEFAULT_MAX_FRAME)
+            .await
+            .expect("whole")
+            .is_some()
+    );
+}
+
+#[tokio::test]
+async fn eof_after_whole_frames_is_clean() {
+    let mut bytes = status_frame();
+    bytes.extend(status_frame());
+    let mut reader = &bytes[..];
+    for _ in 0..2 {
+        let p = read_frame(&mut reader, DEFAULT_MAX_FRAME)
+            .await
+            .expect("reads");
+        let f: ClientFrame = decode_payload(&p.expect("a frame")).expect("decodes");
+        assert!(matches!(f.request, Request::Status));
+    }
+    assert!(
+        read_frame(&mut reader, DEFAULT_MAX_FRAME)
+            .await
+            .expect("eof")
+            .is_none()
+    );
+}
+
+/// The peer announces 4 GiB and sends nothing more (its end stays open): the limit is
+/// enforced from the header alone, at once, without allocating the announced size.
+#[tokio::test(flavor = "current_thread")]
+async fn an_oversized_frame_is_refused_from_its_header_without_allocating() {
+    let (mut peer, mut ours) = tokio::io::duplex(64);
+    peer.write_all(&u32::MAX.to_be_bytes())
+        .await
+        .expect("writes header");
+    let started = Instant::now();
+    let (r, largest) = largest_allocation(|| {
+        // The read completes without awaiting anything that is not already buffered, so
+        // polling it once on this thread is enough (and keeps the recording on this thread).
+        futures_lite_block_on(read_frame(&mut ours, DEFAULT_MAX_FRAME))
+    });
+    assert!(
+        matches!(
+            r,
+            Err(FrameError::TooLarge {
+                len: u32::MAX,
+                limit: DEFAULT_MAX_FRAME
+            })
+        ),
+        "{r:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(1));
+    assert!(
+        largest < 4096,
+        "allocated {largest} bytes for a refused frame"
+    );
+    drop(peer);
+}
+
+#[tokio::test]
+async fn the_limit_is_inclusive() {
+    let frame = status_frame();
+    let len = (frame.len() - 4) as u32;
+    assert!(read_all(&frame, len).await.expect("at the limit").is_some());
+    let r = read_all(&frame, len - 1).await;
+    assert!(
+        matches!(r, Err(FrameError::TooLarge { len: l, limit }) if l == len && limit == len - 1),
+        "{r:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_zero_length_payload_is_a_decode_error_not_a_panic() {
+    let p = read_all(&[0, 0, 0, 0], DEFAULT_MAX_FRAME)
+        .await
+        .expect("an empty frame is a frame")
+        .expect("not EOF");
+    assert!(p.is_empty());
+    assert!(matches!(
+        decode_payload::<ClientFrame>(&p),
+        Err(FrameError::Decode(_))
+    ));
+    assert!(matches!(
+        decode_payload::<ServerFrame>(&p),
+        Err(FrameError::Decode(_))
+    ));
+}
+
+#[test]
+fn trailing_bytes_after_the_message_are_refused() {
+    let frame = status_frame();
+    let payload = &frame[4..];
+    assert!(decode_payload::<ClientFrame>(payload).is_ok());
+    for extra in [&[0xc0][..], &[0x01], &[0xd9], &[0x82, 0xa2]] {
+        let mut p = payload.to_vec();
+        p.extend_from_slice(extra);
+        let r = decode_payload::<ClientFrame>(&p);
+        assert!(matches!(r, Err(FrameError::Decode(_))), "{extra:?}: {r:?}");
+    }
+}
+
+#[test]
+fn a_truncated_payload_is_a_decode_error() {
+    let frame = status_frame();
+    let payload = &frame[4..];
+    for cut in 0..payload.len() {
+        let r = decode_payload::<ClientFrame>(&payload[..cut]);
+        assert!(
+            matches!(r, Err(FrameError::Decode(_))),
+            "cut at {cut}: {r:?}"
+        );
+    }
+}
+
+/// `{"id": 1, "request": "status", "x": [[[…nil…]]]}` with `arrays` nested arrays in the
+/// ignored field: the frame map plus the arrays make `arrays + 1` levels.
+fn nested(arrays: usize) -> Vec<u8> {
+    let mut p = vec![0x83, 0xa2, b'i', b'd', 0x01, 0xa7];
+    p.extend_from_slice(b"request");
+    p.push(0xa6);
+    p.extend_from_slice(b"status");
+    p.extend_from_slice(&[0xa1, b'x']);
+    p.extend(std::iter::repeat_n(0x91, arrays));
+    p.push(0xc0);
+    p
+}
+
+#[test]
+fn nesting_is_bounded_by_max_depth() {
+    let ok = decode_payload::<ClientFrame>(&nested(MAX_DEPTH - 1));
+    assert!(ok.is_ok(), "{ok:?}");
+    let deep = decode_payload::<ClientFrame>(&nested(MAX_DEPTH));
+    assert!(matches!(deep, Err(FrameError::Decode(_))), "{deep:?}");
+}
+
+/// Before the depth bound, about a thousand nested arrays (a 1 KB frame, from any local
+/// user, before the handshake) overflowed a 2 MiB stack, a tokio worker's, in a debug build
+/// and aborted the whole daemon. Now even 100 000 levels fail early on a 256 KiB stack.
+#[test]
+fn deep_nesting_cannot_overflow_the_stack() {
+    let payload = nested(100_000);
+    let result = std::thread::Builder::new()
+        .stack_size(256 << 10)
+        .spawn(move || {
+            (
+                decode_payload::<ClientFrame>(&payload).is_err(),
+                decode_payload::<ServerFrame>(&payload).is_err(),
+            )
+        })
+        .expect("spawns")
+        .join()
+        .expect("no stack overflow");
+    assert_eq!(result, (true, true));
+}
+
+/// Decoding garbage reports a decode error whose text is bounded.
+#[test]
+fn decode_error_texts_are_bounded() {
+    let long = "x".repeat(100_000);
+    let mut p = vec![0x82, 0xa2, b'i', b'd', 0x01, 0xa7];
+    p.extend_from_slice(b"request");
+    p.push(0xda);
+    p.extend_from_slice(&(long.len() as u16).to_be_bytes());
+    p.extend_from_slice(long.as_bytes());
+    match decode_payload::<ClientFrame>(&p) {
+        Err(FrameError::Decode(text)) => {
+            assert!(text.starts_with("unknown variant"), "{text}");
+            assert!(text.len() <= 1024 + '…'.len_utf8(), "{} bytes", text.len());
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Polls a future to completion on this thread (no runtime needed for a read that only
+/// touches already-buffered data).
+fn futures_lite_block_on<F: std::future::Future>(f: F) -> F::Output {
+    use std::task::{Context, Poll, Waker};
+    let mut f = std::pin::pin!(f);
+    let mut cx = Context::from_waker(Waker::noop());
+    for _ in 0..1000 {
+        if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+    }
+    panic!("the read did not complete from buffered data");
+}
