@@ -1,6 +1,15 @@
 //! Engine tests: round trips, passphrases, tampering, plaintext scans, crash consistency,
-//! migrations. Each test works on its own temp dir with the cheap test KDF.
+//! migrations, durability classes and operation semantics. Each test works on its own temp
+//! dir with the cheap test KDF ([`crate::vault::KdfParams::insecure_fast_for_tests`], asked
+//! for by name).
 
 mod support;
 
+mod crash;
+mod durability;
+mod migrations;
+mod passphrase;
+mod plaintext;
 mod roundtrip;
+mod semantics;
+mod tamper;

@@ -1,0 +1,377 @@
+//! The two durability classes, checked on crash images (a copy of the database and its WAL
+//! taken while the vault is open: what a power cut or SIGKILL would leave), not only by a
+//! clean close.
+//!
+//! - cache class (`cache_peers`, `set_update_state`): visible to reads at once; committed
+//!   by the flush timer within `flush_interval`, or by the next durable write or barrier;
+//! - durable class (session create/import/rename/delete, home DC, DC options, extras, ACL,
+//!   keyslots): on disk when the call returns.
+//!
+//! Also: an operation that fails is rolled back whole, on disk and in the engine's session
+//! index (a storage fault is injected with an SQLite trigger).
+//!
+//! Semantics of the same operations (update state, peer merging, rename, delete) are in
+//! [`super::semantics`].
+
+use std::time::{Duration, Instant};
+
+use session_vault_proto::model::{
+    DcOption, Peer, PeerKind, SessionAcl, SessionExtras, UpdateStateChange, UpdatesState,
+};
+
+use super::support::*;
+use crate::vault::{SessionId, Vault, VaultError};
+
+/// An unlocked vault over a crash image of `t` taken now (keep the dir alive while using it).
+async fn crash_now(t: &TestDir, pass: &[u8]) -> (TestDir, Vault) {
+    let image = crash_image(t);
+    let vault = open(&image);
+    vault.unlock(pass).await.expect("unlock the crash image");
+    (image, vault)
+}
+
+fn peer(id: i64, tag: &str) -> Peer {
+    let mut p = Peer::new(PeerKind::User, id);
+    p.access_hash = Some(id.wrapping_mul(7919));
+    p.username = Some(format!("user_{tag}"));
+    p
+}
+
+fn state(pts: i32) -> UpdatesState {
+    UpdatesState {
+        pts,
+        qts: pts + 1,
+        date: pts + 2,
+        seq: pts + 3,
+        channels: vec![session_vault_proto::model::ChannelState {
+            id: 1_000_000 + pts as i64,
+            pts: pts + 4,
+        }],
+    }
+}
+
+async fn peer_in(vault: &Vault, name: &str, p: &Peer) -> Option<Peer> {
+    let sid = vault.open_session(name).await.expect("session");
+    vault.peer(sid, p.key()).await.expect("peer lookup")
+}
+
+#[tokio::test]
+async fn cache_writes_are_visible_at_once_and_durable_within_the_flush_interval() {
+    let t = TestDir::new();
+    let vault = create_with(&t, flush_every(20)).await;
+    let sid = vault
+        .create_session("acct", SessionAcl::default())
+        .await
+        .unwrap();
+    let (a, b) = (peer(11_111_111, "a"), peer(22_222_222, "b"));
+    vault
+        .cache_peers(sid, vec![a.clone(), b.clone()])
+        .await
+        .unwrap();
+    vault
+        .set_update_state(sid, UpdateStateChange::All(state(100)))
+        .await
+        .unwrap();
+    // Visible at once, through the same storage thread.
+    assert_eq!(vault.peer(sid, a.key()).await.unwrap().as_ref(), Some(&a));
+    assert_eq!(vault.updates_state(sid).await.unwrap(), state(100));
+    let by_name = vault.peer_by_username(sid, "USER_B").await.unwrap();
+    assert_eq!(by_name.as_ref(), Some(&b));
+
+    // A little longer than the flush interval: committed without any close or barrier.
+    // Polled for up to 2 s more, so that a slow fsync on a loaded machine does not fail the
+    // test (a timer that never fires still does).
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let (_image, crashed) = loop {
+        let (image, crashed) = crash_now(&t, PASS).await;
+        if peer_in(&crashed, "acct", &b).await.is_some() || Instant::now() > deadline {
+            break (image, crashed);
+        }
+        close(crashed).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(peer_in(&crashed, "acct", &a).await.as_ref(), Some(&a));
+    assert_eq!(peer_in(&crashed, "acct", &b).await.as_ref(), Some(&b));
+    let csid = crashed.open_session("acct").await.unwrap();
+    assert_eq!(crashed.updates_state(csid).await.unwrap(), state(100));
+    close(crashed).await;
+
+    // And after a clean close and reopen.
+    close(vault).await;
+    let vault = open_with(&t, flush_every(20));
+    vault.unlock(PASS).await.unwrap();
+    assert_eq!(peer_in(&vault, "acct", &b).await.as_ref(), Some(&b));
+    let sid = vault.open_session("acct").await.unwrap();
+    assert_eq!(vault.updates_state(sid).await.unwrap(), state(100));
+    close(vault).await;
+}
+
+#[tokio::test]
+async fn cache_writes_wait_for_the_timer_or_ride_along_with_a_durable_commit() {
+    // A flush interval far longer than the test: only durable writes and barriers commit.
+    let t = TestDir::new();
+    let vault = create_with(&t, flush_every(60_000)).await;
+    let sid = vault
+        .create_session("acct", SessionAcl::default())
+        .await
+        .unwrap();
+    let p = peer(33_333_333, "c");
+    vault.cache_peers(sid, vec![p.clone()]).await.unwrap();
+    assert_eq!(vault.peer(sid, p.key()).await.unwrap().as_ref(), Some(&p));
+
+    // Not committed yet: group commit batches cache-class writes instead of an fsync each.
+    // (This also shows the crash image tells committed from uncommitted.)
+    let (_image, crashed) = crash_now(&t, PASS).await;
+    assert_eq!(peer_in(&crashed, "acct", &p).await, None);
+    close(crashed).await;
+
+    // A durable write commits the open transaction, which carries the cache write with it.
+    vault.set_home_dc(sid, 5).await.unwrap();
+    let (_image, crashed) = crash_now(&t, PASS).await;
+    assert_eq!(peer_in(&crashed, "acct", &p).await.as_ref(), Some(&p));
+    let csid = crashed.open_session("acct").await.unwrap();
+    assert_eq!(crashed.session_record(csid).await.unwrap().home_dc, 5);
+    close(crashed).await;
+
+    // A barrier (lock) commits too.
+    vault
+        .set_update_state(sid, UpdateStateChange::Secondary { qts: 4242 })
+        .await
+        .unwrap();
+    vault.lock().await.unwrap();
+    let (_image, crashed) = crash_now(&t, PASS).await;
+    let csid = crashed.open_session("acct").await.unwrap();
+    assert_eq!(crashed.updates_state(csid).await.unwrap().qts, 4242);
+    close(crashed).await;
+
+    // close() commits what is pending.
+    vault.unlock(PASS).await.unwrap();
+    let q = peer(44_444_444, "d");
+    vault.cache_peers(sid, vec![q.clone()]).await.unwrap();
+    close(vault).await;
+    let vault = open(&t);
+    vault.unlock(PASS).await.unwrap();
+    assert_eq!(peer_in(&vault, "acct", &q).await.as_ref(), Some(&q));
+    close(vault).await;
+}
+
+/// Runs each durable write, takes a crash image right after it returns, and checks the write
+/// is in the image; then checks everything again after a clean reopen.
+#[tokio::test]
+async fn durable_writes_are_on_disk_when_they_return() {
+    const NEW_PASS: &[u8] = b"rotated passphrase";
+    let t = TestDir::new();
+    // A long flush interval, so that nothing but the durable commit can explain a write's
+    // presence in the image.
+    let vault = create_with(&t, flush_every(60_000)).await;
+
+    let sid = vault
+        .create_session("created", SessionAcl::default())
+        .await
+        .unwrap();
+    let (_i, c) = crash_now(&t, PASS).await;
+    assert!(c.open_session("created").await.is_ok(), "create_session");
+    close(c).await;
+
+    let imported = vault
+        .import("imported", full_session(1), false, SessionAcl::default())
+        .await
+        .unwrap();
+    let (_i, c) = crash_now(&t, PASS).await;
+    let csid = c.open_session("imported").await.unwrap();
+    let got = c.export(csid).await.unwrap();
+    assert_same(&normalized(got), &normalized(full_session(1)), "import");
+    close(c).await;
+
+    vault.set_home_dc(sid, 3).await.unwrap();
+    let (_i, c) = crash_now(&t, PASS).await;
+    let csid = c.open_session("created").await.unwrap();
+    assert_eq!(c.session_record(csid).await.unwrap().home_dc, 3);
+    close(c).await;
+
+    let dc = DcOption {
+        id: 3,
+        ipv4: Some("10.0.0.3:443".parse().unwrap()),
+        ipv6: None,
+        auth_key: Some(auth_key(3)),
+    };
+    vault.set_dc_option(sid, dc.clone()).await.unwrap();
+    let (_i, c) = crash_now(&t, PASS).await;
+    let csid = c.open_session("created").await.unwrap();
+    let dcs = c.dc_options(csid).await.unwrap();
+    assert_same(&dcs.iter().find(|d| d.id == 3), &Some(&dc), "set_dc_option");
+    close(c).await;
+
+    let extras = SessionExtras {
+        takeout_id: Some(987_654_321),
+        api_id: Some(4),
+        ..SessionExtras::default()
+    };
+    vault.set_extras(sid, extras.clone()).await.unwrap();
+    let acl = SessionAcl {
+        owner_uid: Some(1000),
+        uids: vec![1001],
+        gids: vec![50],
+    };
+    vault.set_acl(sid, acl.clone()).await.unwrap();
+    let (_i, c) = crash_now(&t, PASS).await;
+    let csid = c.open_session("created").await.unwrap();
+    let record = c.session_record(csid).await.unwrap();
+    assert_eq!(record.extras, extras, "set_extras");
+    assert_eq!(record.acl, acl, "set_acl");
+    close(c).await;
+
+    vault.rename_session("created", "renamed").await.unwrap();
+    let (_i, c) = crash_now(&t, PASS).await;
+    assert!(matches!(
+        c.open_session("created").await,
+        Err(VaultError::NoSuchSession { .. })
+    ));
+    assert_eq!(c.open_session("renamed").await.unwrap(), sid);
+    close(c).await;
+
+    vault.delete_session("imported").await.unwrap();
+    let (_i, c) = crash_now(&t, PASS).await;
+    assert!(matches!(
+        c.open_session("imported").await,
+        Err(VaultError::NoSuchSession { .. })
+    ));
+    close(c).await;
+
+    vault
+        .change_passphrase(PASS, NEW_PASS, fast_kdf())
+        .await
+        .unwrap();
+    let image = crash_image(&t);
+    let c = open(&image);
+    assert!(matches!(
+        c.unlock(PASS).await,
+        Err(VaultError::BadPassphrase)
+    ));
+    c.unlock(NEW_PASS)
+        .await
+        .expect("changed keyslot is on disk");
+    close(c).await;
+
+    // The same after a clean close and reopen.
+    close(vault).await;
+    let vault = open(&t);
+    vault.unlock(NEW_PASS).await.unwrap();
+    let record = vault.session_record(sid).await.unwrap();
+    assert_eq!(
+        (record.home_dc, record.extras, record.acl),
+        (3, extras, acl)
+    );
+    assert!(
+        vault.export(imported).await.is_err(),
+        "deleted stays deleted"
+    );
+    let names: Vec<String> = vault
+        .list_sessions()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    assert_eq!(names, ["renamed"]);
+    close(vault).await;
+}
+
+#[tokio::test]
+async fn a_refused_write_leaves_nothing_behind() {
+    // An operation that fails is rolled back to its savepoint; the group it shares a
+    // transaction with is not affected.
+    let t = TestDir::new();
+    let vault = create_with(&t, flush_every(60_000)).await;
+    let sid = vault
+        .import("acct", full_session(1), false, SessionAcl::default())
+        .await
+        .unwrap();
+    let p = peer(55_555_555, "e");
+    vault.cache_peers(sid, vec![p.clone()]).await.unwrap();
+    assert!(matches!(
+        vault
+            .import("acct", full_session(2), false, SessionAcl::default())
+            .await,
+        Err(VaultError::NameTaken { .. })
+    ));
+    assert!(matches!(
+        vault
+            .create_session(" bad name", SessionAcl::default())
+            .await,
+        Err(VaultError::Invalid(_))
+    ));
+    assert!(matches!(
+        vault.set_home_dc(SessionId(9_999), 1).await,
+        Err(VaultError::NoSuchSession { .. })
+    ));
+    close(vault).await;
+    let vault = open(&t);
+    vault.unlock(PASS).await.unwrap();
+    let mut want = full_session(1);
+    want.peers.push(p);
+    let got = vault.export(sid).await.unwrap();
+    assert_same(&normalized(got), &normalized(want), "acct");
+    assert_eq!(vault.list_sessions().await.unwrap().len(), 1);
+    close(vault).await;
+}
+
+#[tokio::test]
+#[ignore = "engine bug: a write that fails after changing the in-memory session index is \
+            rolled back on disk but not in memory (names point at sessions that do not exist)"]
+async fn a_write_that_fails_midway_leaves_the_session_index_as_on_disk() {
+    // Fault injection: a trigger fails every peer write of any session but the first one, as
+    // a full disk or an I/O error would half-way through an import.
+    let t = TestDir::new();
+    let vault = create(&t).await;
+    let first = vault
+        .import("a", full_session(1), false, SessionAcl::default())
+        .await
+        .unwrap();
+    close(vault).await;
+    raw(&t.db())
+        .execute_batch(&format!(
+            "CREATE TRIGGER inject_fault BEFORE INSERT ON peers WHEN NEW.session > {}
+             BEGIN SELECT RAISE(ABORT, 'injected fault'); END;",
+            first.0
+        ))
+        .unwrap();
+    let vault = open(&t);
+    vault.unlock(PASS).await.unwrap();
+
+    // A new session whose import fails: nothing of it remains, the name stays free.
+    let r = vault
+        .import("b", full_session(2), false, SessionAcl::default())
+        .await;
+    assert!(r.is_err(), "the injected fault fails the import");
+    let listed: Vec<String> = vault
+        .list_sessions()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    assert_eq!(listed, ["a"], "on disk: only the first session");
+    assert_eq!(vault.status().await.unwrap().sessions, Some(1));
+    assert!(
+        matches!(
+            vault.open_session("b").await,
+            Err(VaultError::NoSuchSession { .. })
+        ),
+        "the failed import's name resolves"
+    );
+    let r = vault.create_session("b", SessionAcl::default()).await;
+    assert!(r.is_ok(), "the name is free: {r:?}");
+
+    // A replacing import that fails keeps the replaced session, by its name.
+    let r = vault
+        .import("a", full_session(3), true, SessionAcl::default())
+        .await;
+    assert!(r.is_err(), "the injected fault fails the replacing import");
+    let sid = vault.open_session("a").await.unwrap();
+    assert_eq!(sid, first, "the name still points at the kept session");
+    let got = vault.export(sid).await.unwrap();
+    assert_same(&normalized(got), &normalized(full_session(1)), "kept data");
+    close(vault).await;
+}
