@@ -249,11 +249,16 @@ impl<S: Store> Engine<S> {
 
     /// Re-reads what the engine caches from the store, after a rolled-back transaction.
     pub fn resync(&mut self) -> Result<()> {
-        if let VaultState::Unlocked(u) = &mut self.state {
-            u.last_touch.clear();
-            Self::index_sessions(&mut self.store, u)?;
-        } else if let Some(h) = self.store.header()? {
-            self.state = VaultState::Locked(h);
+        match self.store.header()? {
+            // An `init` whose commit failed: the vault is uninitialized again.
+            None => self.state = VaultState::Uninitialized,
+            Some(h) => match &mut self.state {
+                VaultState::Unlocked(u) => {
+                    u.last_touch.clear();
+                    Self::index_sessions(&mut self.store, u)?;
+                }
+                _ => self.state = VaultState::Locked(h),
+            },
         }
         Ok(())
     }
@@ -423,12 +428,15 @@ impl<S: Store> Engine<S> {
         if self.unlocked()?.by_name.contains_key(new) {
             return Err(VaultError::NameTaken { name: new.into() });
         }
+        // The name is bound into the record's AAD: re-seal it under the new name, in the
+        // same transaction as the rename.
+        let record = self.session_record(sid)?;
         self.store.rename_session(sid.0, new)?;
         let u = self.unlocked_mut()?;
         u.by_name.remove(old);
         u.by_name.insert(new.to_owned(), sid);
         u.names.insert(sid, new.to_owned());
-        Ok(())
+        self.put_session_record(sid, &record)
     }
 
     /// Deletes a session and all its rows. Durable.
@@ -449,7 +457,7 @@ impl<S: Store> Engine<S> {
         let mut out = Vec::with_capacity(rows.len());
         for row in rows {
             let sid = SessionId(row.id);
-            let record = self.open_session_record(sid, &row.record)?;
+            let record = self.open_session_record(sid, &row.name, &row.record)?;
             let has_auth_key = self
                 .dc_option(sid, record.home_dc)?
                 .is_some_and(|dc| dc.auth_key.is_some());
@@ -467,16 +475,27 @@ impl<S: Store> Engine<S> {
         Ok(out)
     }
 
-    fn session_place(sid: SessionId) -> RecordPlace<'static> {
-        RecordPlace {
-            table: "sessions",
-            session_id: sid.0,
-            row: b"record",
-        }
+    /// The row key of a session record: its name is bound into the AAD, so that names
+    /// swapped or edited in the file make the record `Corrupt` instead of handing one
+    /// session's keys out under another's name.
+    fn session_row_key(name: &str) -> Vec<u8> {
+        let mut row = b"record\0".to_vec();
+        row.extend_from_slice(name.as_bytes());
+        row
     }
 
-    fn open_session_record(&self, sid: SessionId, sealed: &[u8]) -> Result<SessionRecord> {
-        let place = Self::session_place(sid);
+    fn open_session_record(
+        &self,
+        sid: SessionId,
+        name: &str,
+        sealed: &[u8],
+    ) -> Result<SessionRecord> {
+        let row = Self::session_row_key(name);
+        let place = RecordPlace {
+            table: "sessions",
+            session_id: sid.0,
+            row: &row,
+        };
         let plain = self.unlocked()?.keys.open(&place, sealed)?;
         decode(&place, &plain)
     }
@@ -490,14 +509,18 @@ impl<S: Store> Engine<S> {
             .ok_or_else(|| VaultError::NoSuchSession {
                 name: format!("#{}", sid.0),
             })?;
-        self.open_session_record(sid, &row.record)
+        self.open_session_record(sid, &row.name, &row.record)
     }
 
     fn put_session_record(&mut self, sid: SessionId, record: &SessionRecord) -> Result<()> {
-        let sealed = self
-            .live(sid)?
-            .keys
-            .seal(&Self::session_place(sid), &encode(record)?)?;
+        let u = self.live(sid)?;
+        let row = Self::session_row_key(&u.names[&sid]);
+        let place = RecordPlace {
+            table: "sessions",
+            session_id: sid.0,
+            row: &row,
+        };
+        let sealed = u.keys.seal(&place, &encode(record)?)?;
         let t = now();
         self.store.put_session_record(sid.0, &sealed, t)?;
         self.unlocked_mut()?.last_touch.insert(sid, t);
@@ -673,6 +696,8 @@ impl<S: Store> Engine<S> {
         field: &str,
         value: &str,
     ) -> Result<Option<Peer>> {
+        // Locked/unknown-session errors come before any shortcut.
+        self.live(sid)?;
         if value.is_empty() {
             return Ok(None);
         }

@@ -93,7 +93,9 @@ impl SqliteStore {
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
             .map_err(|e| match e.sqlite_error_code() {
-                Some(rusqlite::ErrorCode::NotADatabase) => not_a_vault(e.to_string()),
+                Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt) => {
+                    not_a_vault(e.to_string())
+                }
                 _ => e.into(),
             })?;
         if app_id != APPLICATION_ID && !(app_id == 0 && tables == 0) {
@@ -374,6 +376,26 @@ impl Store for SqliteStore {
             " (session, k, v, i1, i2) VALUES (?1, ?2, ?3, ?4, ?5)
              ON CONFLICT (session, k) DO UPDATE SET v = excluded.v, i1 = excluded.i1, i2 = excluded.i2"
         );
+        if let Some(i1) = idx[0] {
+            let sql = per_table!(
+                table,
+                "UPDATE ",
+                " SET i1 = NULL WHERE session = ?1 AND i1 = ?2 AND k <> ?3"
+            );
+            self.conn
+                .prepare_cached(sql)?
+                .execute(params![session, i1, row.key])?;
+        }
+        if let Some(i2) = idx[1] {
+            let sql = per_table!(
+                table,
+                "UPDATE ",
+                " SET i2 = NULL WHERE session = ?1 AND i2 = ?2 AND k <> ?3"
+            );
+            self.conn
+                .prepare_cached(sql)?
+                .execute(params![session, i2, row.key])?;
+        }
         self.conn
             .prepare_cached(sql)?
             .execute(params![session, row.key, row.value, idx[0], idx[1]])?;

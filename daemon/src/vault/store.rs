@@ -135,7 +135,9 @@ pub trait Store: Send {
 
     /// One row by key.
     fn get(&mut self, table: Table, session: i64, key: &[u8]) -> Result<Option<Vec<u8>>>;
-    /// Inserts or updates a row in place, with its index values.
+    /// Inserts or updates a row in place, with its index values. An index value names one
+    /// row per session: the row written takes it from any other row that had it (a username
+    /// that moved to another peer resolves to its new holder).
     fn put(
         &mut self,
         table: Table,

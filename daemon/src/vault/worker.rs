@@ -136,7 +136,11 @@ impl Worker {
                     return;
                 }
                 if !ok {
-                    // The job's own error is its answer; nothing of it was kept.
+                    // The job's own error is its answer; nothing of it was kept on disk, and
+                    // what it changed in the engine's memory is re-read from disk.
+                    if let Err(e) = self.engine.resync() {
+                        tracing::error!(error = %e, "vault could not re-read its state after a failed write");
+                    }
                     done(None);
                     return;
                 }

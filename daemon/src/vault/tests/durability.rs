@@ -318,8 +318,6 @@ async fn a_refused_write_leaves_nothing_behind() {
 }
 
 #[tokio::test]
-#[ignore = "engine bug: a write that fails after changing the in-memory session index is \
-            rolled back on disk but not in memory (names point at sessions that do not exist)"]
 async fn a_write_that_fails_midway_leaves_the_session_index_as_on_disk() {
     // Fault injection: a trigger fails every peer write of any session but the first one, as
     // a full disk or an I/O error would half-way through an import.

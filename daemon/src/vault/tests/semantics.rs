@@ -334,8 +334,6 @@ async fn a_peer_cached_as_self_becomes_the_self_user() {
 }
 
 #[tokio::test]
-#[ignore = "engine bug: a username that moved to another peer still resolves to its stale \
-            former holder (Telethon resolves to the newest and evicts the old)"]
 async fn a_username_moved_to_another_peer_resolves_to_the_new_holder() {
     let t = TestDir::new();
     let vault = create(&t).await;

@@ -444,8 +444,6 @@ async fn rows_moved_to_another_session_are_corrupt() {
 }
 
 #[tokio::test]
-#[ignore = "engine bug: session names are not authenticated; swapping two names in the file \
-            swaps the sessions undetected"]
 async fn swapped_session_names_are_detected() {
     let f = Fixture::new().await;
     let (_t, vault) = f
