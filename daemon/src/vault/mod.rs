@@ -72,13 +72,18 @@ pub struct VaultStatus {
 /// which flushes and exits once the last handle is gone (or at [`Vault::close`]).
 #[derive(Clone)]
 pub struct Vault {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     tx: mpsc::Sender<Job>,
-    path: Arc<PathBuf>,
+    thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+    path: PathBuf,
 }
 
 impl std::fmt::Debug for Vault {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Vault").field("path", &self.path).finish()
+        f.debug_struct("Vault").field("path", &self.inner.path).finish()
     }
 }
 
@@ -89,7 +94,7 @@ impl Vault {
         let store = SqliteStore::open(path)?;
         let engine = Engine::new(store)?;
         let (tx, rx) = mpsc::channel();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("vault-storage".into())
             .spawn(move || worker::run(engine, rx, config.flush_interval))
             .map_err(|e| VaultError::Storage {
@@ -97,8 +102,11 @@ impl Vault {
                 message: format!("cannot start the storage thread: {e}"),
             })?;
         Ok(Vault {
-            tx,
-            path: Arc::new(path.to_owned()),
+            inner: Arc::new(Inner {
+                tx,
+                thread: std::sync::Mutex::new(Some(thread)),
+                path: path.to_owned(),
+            }),
         })
     }
 
@@ -116,7 +124,7 @@ impl Vault {
 
     /// The vault file.
     pub fn path(&self) -> &Path {
-        &self.path
+        &self.inner.path
     }
 
     async fn call<T: Send + 'static>(
@@ -141,13 +149,28 @@ impl Vault {
                 (ok, done)
             }),
         };
-        self.tx.send(job).map_err(|_| VaultError::Closed)?;
+        self.inner.tx.send(job).map_err(|_| VaultError::Closed)?;
         rx.await.map_err(|_| VaultError::Closed)?
     }
 
-    /// Flushes pending writes and stops the storage thread (once every clone is dropped).
+    /// Flushes pending writes. When this is the last handle, also stops the storage thread
+    /// and waits until it has closed the database file (so it can be reopened at once);
+    /// otherwise the thread stops when the last clone is dropped.
     pub async fn close(self) -> Result<()> {
-        self.call(Class::Barrier, |_| Ok(())).await
+        self.call(Class::Barrier, |_| Ok(())).await?;
+        if let Ok(inner) = Arc::try_unwrap(self.inner) {
+            let Inner { tx, thread, .. } = inner;
+            drop(tx);
+            let handle = thread.into_inner().ok().flatten();
+            if let Some(h) = handle {
+                tokio::task::spawn_blocking(move || h.join())
+                    .await
+                    .ok()
+                    .and_then(|r| r.ok())
+                    .ok_or(VaultError::Closed)?;
+            }
+        }
+        Ok(())
     }
 
     /// State and session count.
