@@ -1,0 +1,355 @@
+//! The write-through cache an exclusive [`VaultSession`](crate::VaultSession) keeps.
+//!
+//! With the session's lease the client is its only writer, so whatever it read or wrote stays
+//! true until it writes again: peers (including "known absent" after the daemon answered
+//! `None`), which user is the session's self user, and the update state. Repeat reads are
+//! answered in-process; writes still go to the daemon and are mirrored here once it
+//! acknowledged them (writes are serialized by the session, so the mirror sees them in the
+//! daemon's order).
+//!
+//! Peers are bounded: two generations of at most `capacity / 2` entries each. A hit in the
+//! old generation is promoted; when the young one is full it becomes the old one and the old
+//! one is dropped. That approximates LRU at O(1) per operation, without a linked list.
+//!
+//! A read that missed goes to the daemon with a [`Ticket`]. Its answer fills the cache only if
+//! no write to the same slot was mirrored while it was in flight (its answer might predate
+//! that write) and the cache was not cleared meanwhile (after a reconnect).
+
+use std::collections::HashMap;
+
+use session_vault_proto::model::{Peer, PeerKey, PeerKind, UpdateStateChange, UpdatesState};
+
+use crate::convert::apply_change;
+
+/// What a read can be about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Slot {
+    /// One peer.
+    Peer(PeerKey),
+    /// `PeerId::self_user()`.
+    SelfUser,
+    /// The update state.
+    State,
+}
+
+/// A read in flight: what the cache looked like when it started.
+#[derive(Debug)]
+pub(crate) struct Ticket {
+    slot: Slot,
+    version: u64,
+    epoch: u64,
+}
+
+/// Which user the daemon considers the session's self user.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SelfUser {
+    /// Not known to the client.
+    Unknown,
+    /// The daemon knows of no self user.
+    None,
+    /// The daemon's self user has this id.
+    Id(i64),
+}
+
+/// A lookup's outcome.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Lookup<T> {
+    /// The cache knows the answer.
+    Hit(T),
+    /// Ask the daemon.
+    Miss,
+}
+
+/// Peers, self user and update state, as far as the client knows them.
+#[derive(Debug)]
+pub(crate) struct Cache {
+    half: usize,
+    young: HashMap<PeerKey, Option<Peer>>,
+    old: HashMap<PeerKey, Option<Peer>>,
+    self_user: SelfUser,
+    state: Option<UpdatesState>,
+    /// Reads in flight per slot: (readers, writes mirrored since the first of them started).
+    reads: HashMap<Slot, (usize, u64)>,
+    /// Bumped by [`Cache::clear`].
+    epoch: u64,
+}
+
+impl Cache {
+    /// An empty cache holding at most `capacity` peers (0 disables caching peers).
+    pub(crate) fn new(capacity: usize) -> Cache {
+        Cache {
+            half: capacity / 2,
+            young: HashMap::new(),
+            old: HashMap::new(),
+            self_user: SelfUser::Unknown,
+            state: None,
+            reads: HashMap::new(),
+            epoch: 0,
+        }
+    }
+
+    /// Forgets everything (after a reconnect, someone else may have written meanwhile) and
+    /// voids the tickets of reads in flight.
+    pub(crate) fn clear(&mut self) {
+        self.young.clear();
+        self.old.clear();
+        self.self_user = SelfUser::Unknown;
+        self.state = None;
+        self.epoch += 1;
+    }
+
+    /// Number of peers held (answers "known absent" included).
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.young.len() + self.old.len()
+    }
+
+    fn get(&mut self, key: PeerKey) -> Lookup<Option<Peer>> {
+        if let Some(v) = self.young.get(&key) {
+            return Lookup::Hit(v.clone());
+        }
+        match self.old.remove(&key) {
+            Some(v) => {
+                self.insert(key, v.clone());
+                Lookup::Hit(v)
+            }
+            None => Lookup::Miss,
+        }
+    }
+
+    fn insert(&mut self, key: PeerKey, value: Option<Peer>) {
+        if self.half == 0 {
+            return;
+        }
+        self.old.remove(&key);
+        if self.young.len() >= self.half && !self.young.contains_key(&key) {
+            self.old = std::mem::take(&mut self.young);
+        }
+        self.young.insert(key, value);
+    }
+
+    /// A peer, if the cache knows whether it exists.
+    pub(crate) fn peer(&mut self, key: PeerKey) -> Lookup<Option<Peer>> {
+        self.get(key)
+    }
+
+    /// The self user's peer as the daemon would answer it, if known.
+    pub(crate) fn self_peer(&mut self) -> Lookup<Option<Peer>> {
+        match self.self_user {
+            SelfUser::Unknown => Lookup::Miss,
+            SelfUser::None => Lookup::Hit(None),
+            SelfUser::Id(id) => self.get(PeerKey {
+                kind: PeerKind::User,
+                id,
+            }),
+        }
+    }
+
+    /// The update state, if known.
+    pub(crate) fn state(&self) -> Lookup<UpdatesState> {
+        match &self.state {
+            Some(s) => Lookup::Hit(s.clone()),
+            None => Lookup::Miss,
+        }
+    }
+
+    /// Starts a read of `slot` that missed.
+    pub(crate) fn begin(&mut self, slot: Slot) -> Ticket {
+        let entry = self.reads.entry(slot).or_insert((0, 0));
+        entry.0 += 1;
+        Ticket {
+            slot,
+            version: entry.1,
+            epoch: self.epoch,
+        }
+    }
+
+    /// Ends a read; `fill` runs (to store its answer) only if the answer is still current.
+    /// Call it on every ticket, failed reads included (with a `fill` that does nothing).
+    pub(crate) fn finish(&mut self, ticket: Ticket, fill: impl FnOnce(&mut Cache)) {
+        let Some(entry) = self.reads.get_mut(&ticket.slot) else {
+            return;
+        };
+        let current = entry.1 == ticket.version && self.epoch == ticket.epoch;
+        entry.0 -= 1;
+        if entry.0 == 0 {
+            self.reads.remove(&ticket.slot);
+        }
+        if current {
+            fill(self);
+        }
+    }
+
+    fn wrote(&mut self, slot: Slot) {
+        if let Some(entry) = self.reads.get_mut(&slot) {
+            entry.1 += 1;
+        }
+    }
+
+    /// Stores the daemon's answer for a peer (`None`: known absent).
+    pub(crate) fn fill_peer(&mut self, key: PeerKey, peer: Option<Peer>) {
+        self.insert(key, peer);
+    }
+
+    /// Stores the daemon's answer to a self-user query.
+    pub(crate) fn fill_self(&mut self, peer: Option<Peer>) {
+        match peer {
+            None => self.self_user = SelfUser::None,
+            Some(p) => {
+                self.self_user = SelfUser::Id(p.id);
+                self.insert(p.key(), Some(p));
+            }
+        }
+    }
+
+    /// Stores the daemon's update state.
+    pub(crate) fn fill_state(&mut self, state: UpdatesState) {
+        self.state = Some(state);
+    }
+
+    /// Mirrors an acknowledged `cache_peers`: each peer merges into what is known of it, in
+    /// order, by `extend_info` rules; a user whose merged info says `is_self` becomes the self
+    /// user (the daemon's rule). A peer the cache did not know stays unknown, since its merge
+    /// with what the daemon held is unknown, unless that cannot matter.
+    pub(crate) fn wrote_peers(&mut self, peers: &[Peer]) {
+        for p in peers {
+            let key = p.key();
+            let merged = match self.get(key) {
+                Lookup::Hit(Some(mut old)) => {
+                    old.merge_from(p);
+                    Some(old)
+                }
+                Lookup::Hit(None) => Some(p.clone()),
+                Lookup::Miss => None,
+            };
+            if p.kind == PeerKind::User {
+                let is_self = merged.as_ref().map_or(p.is_self, |m| m.is_self);
+                match (is_self, &merged) {
+                    (Some(true), _) => self.self_user = SelfUser::Id(p.id),
+                    // Unknown merge: the daemon's copy may say is_self.
+                    (None, None) => self.self_user = SelfUser::Unknown,
+                    _ => {}
+                }
+            }
+            if let Some(m) = merged {
+                self.insert(key, Some(m));
+            }
+            self.wrote(Slot::Peer(key));
+        }
+        self.wrote(Slot::SelfUser);
+    }
+
+    /// Forgets what a write that may or may not have been applied (it failed, or its caller
+    /// gave up on it) touched: those peers, the self user.
+    pub(crate) fn forget_peers(&mut self, peers: &[Peer]) {
+        for p in peers {
+            let key = p.key();
+            self.young.remove(&key);
+            self.old.remove(&key);
+            self.wrote(Slot::Peer(key));
+        }
+        self.self_user = SelfUser::Unknown;
+        self.wrote(Slot::SelfUser);
+    }
+
+    /// Forgets the update state (see [`Cache::forget_peers`]).
+    pub(crate) fn forget_state(&mut self) {
+        self.state = None;
+        self.wrote(Slot::State);
+    }
+
+    /// Mirrors an acknowledged `set_update_state`.
+    pub(crate) fn wrote_state(&mut self, change: &UpdateStateChange) {
+        match (&mut self.state, change) {
+            (Some(s), c) => apply_change(s, c),
+            (None, UpdateStateChange::All(_)) => {
+                let mut s = UpdatesState::default();
+                apply_change(&mut s, change);
+                self.state = Some(s);
+            }
+            (None, _) => {}
+        }
+        self.wrote(Slot::State);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(id: i64) -> Peer {
+        Peer::new(PeerKind::User, id)
+    }
+
+    #[test]
+    fn bounded_with_promotion() {
+        let mut c = Cache::new(4);
+        for id in 0..10 {
+            c.fill_peer(user(id).key(), None);
+            assert!(c.len() <= 4);
+        }
+        assert_eq!(c.peer(user(9).key()), Lookup::Hit(None));
+        assert_eq!(c.peer(user(0).key()), Lookup::Miss);
+        // 8 is old; a hit promotes it, so it survives the next rotation.
+        assert_eq!(c.peer(user(8).key()), Lookup::Hit(None));
+        c.fill_peer(user(20).key(), None);
+        c.fill_peer(user(21).key(), None);
+        assert_eq!(c.peer(user(8).key()), Lookup::Hit(None));
+    }
+
+    #[test]
+    fn write_during_read_voids_the_fill() {
+        let mut c = Cache::new(100);
+        let key = user(1).key();
+        let t = c.begin(Slot::Peer(key));
+        c.wrote_peers(&[Peer {
+            access_hash: Some(5),
+            ..user(1)
+        }]);
+        c.finish(t, |c| c.fill_peer(key, None));
+        assert_eq!(c.peer(key), Lookup::Miss);
+        let t = c.begin(Slot::Peer(key));
+        c.finish(t, |c| c.fill_peer(key, None));
+        assert_eq!(c.peer(key), Lookup::Hit(None));
+    }
+
+    #[test]
+    fn an_unacknowledged_write_is_forgotten() {
+        let mut c = Cache::new(100);
+        let key = user(1).key();
+        c.fill_peer(key, None);
+        c.fill_self(None);
+        c.fill_state(UpdatesState::default());
+        let t = c.begin(Slot::Peer(key));
+        c.forget_peers(&[user(1)]);
+        c.forget_state();
+        c.finish(t, |c| c.fill_peer(key, None));
+        assert_eq!(c.peer(key), Lookup::Miss);
+        assert_eq!(c.self_peer(), Lookup::Miss);
+        assert_eq!(c.state(), Lookup::Miss);
+    }
+
+    #[test]
+    fn merges_and_tracks_self() {
+        let mut c = Cache::new(100);
+        c.fill_self(None);
+        c.fill_peer(user(1).key(), None);
+        c.wrote_peers(&[Peer {
+            bot: Some(true),
+            ..user(1)
+        }]);
+        c.wrote_peers(&[Peer {
+            is_self: Some(true),
+            ..user(1)
+        }]);
+        let me = Peer {
+            bot: Some(true),
+            is_self: Some(true),
+            ..user(1)
+        };
+        assert_eq!(c.self_peer(), Lookup::Hit(Some(me)));
+        // A user the cache does not know, with is_self unknown: the daemon's copy decides.
+        c.wrote_peers(&[user(2)]);
+        assert_eq!(c.self_peer(), Lookup::Miss);
+    }
+}

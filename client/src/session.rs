@@ -1,0 +1,494 @@
+//! [`VaultSession`]: a grammers session served by the vault, and its builder.
+//!
+//! State kept in-process:
+//!
+//! - home DC and DC options, always: grammers asks for them synchronously on every request.
+//!   Filled from the daemon's `Opened` answer (again at every reconnect) and updated by this
+//!   session's writes once the daemon acknowledged them;
+//! - with an exclusive lease only, the [`Cache`] of peers, self user and update state.
+//!   Without the lease other writers may exist, so every read goes to the daemon.
+//!
+//! Every write is awaited until the daemon acknowledged it (durable ones: once on disk). The
+//! writes mirrored in-process are serialized (one in flight per session), so that the copies
+//! see them in the daemon's order; a mirrored write that fails, or whose future is dropped
+//! before the answer, makes the cache forget what it touched (the daemon may have applied
+//! it). Reads run concurrently on the one connection.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Mutex, RwLock};
+use std::time::Duration;
+
+use grammers_session::types::UpdatesState as GUpdatesState;
+use grammers_session::types::{DcOption as GDcOption, PeerId, PeerInfo, UpdateState};
+use session_vault_proto::message::{PeerQuery, Request, Response};
+use session_vault_proto::model::{Peer, PeerKey, UpdateStateChange};
+
+use crate::cache::{Cache, Lookup, Slot, Ticket};
+use crate::convert;
+use crate::error::VaultError;
+use crate::link::{Config, Linked, LockWait, Opened, open_link};
+
+/// Peers a session caches by default (exclusive sessions only).
+pub const DEFAULT_PEER_CACHE: usize = 100_000;
+/// How long a session tries to reconnect by default after losing the daemon.
+pub const DEFAULT_RECONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Peers per `cache_peers` request: keeps every frame far below the daemon's 1 MiB limit.
+pub(crate) const PEERS_PER_REQUEST: usize = 1_000;
+
+/// Options for opening a [`VaultSession`]; from [`VaultSession::builder`].
+#[derive(Debug, Clone)]
+pub struct VaultSessionBuilder {
+    name: String,
+    socket: Option<PathBuf>,
+    create_if_missing: bool,
+    exclusive: bool,
+    wait_for_unlock: Option<Duration>,
+    reconnect_timeout: Duration,
+    peer_cache: usize,
+    client_name: String,
+}
+
+impl VaultSessionBuilder {
+    /// The daemon's socket. Default: `$SESSION_VAULT_SOCKET`, else the user daemon's
+    /// `$XDG_RUNTIME_DIR/session-vault/vault.sock`, else `/run/session-vault/vault.sock`.
+    pub fn socket(mut self, path: impl Into<PathBuf>) -> Self {
+        self.socket = Some(path.into());
+        self
+    }
+
+    /// Create the session (owned by this process's uid, with a new session's contents: home
+    /// DC 2 and the five known DC options) if it does not exist. Default `false`:
+    /// [`VaultError::NoSuchSession`].
+    pub fn create_if_missing(mut self, yes: bool) -> Self {
+        self.create_if_missing = yes;
+        self
+    }
+
+    /// Hold the session's lease while connected (default `true`): another exclusive open
+    /// gets [`VaultError::SessionBusy`], and this session may cache what it reads.
+    /// Without it, several processes may share the session, and nothing but the DC options
+    /// is cached.
+    pub fn exclusive(mut self, yes: bool) -> Self {
+        self.exclusive = yes;
+        self
+    }
+
+    /// When the vault is locked, wait up to `limit` for it to be unlocked, then go on
+    /// (at connect and at every request). Default: fail at once with [`VaultError::Locked`].
+    /// A service started at boot, before an administrator unlocks the vault, wants this.
+    pub fn wait_for_unlock(mut self, limit: Duration) -> Self {
+        self.wait_for_unlock = Some(limit);
+        self
+    }
+
+    /// How long to keep trying to reconnect after the connection was lost (the daemon
+    /// restarted). Default [`DEFAULT_RECONNECT_TIMEOUT`]. A daemon that restarts comes back
+    /// locked: combine with [`wait_for_unlock`](Self::wait_for_unlock) unless the vault is
+    /// unlocked unattended.
+    pub fn reconnect_timeout(mut self, limit: Duration) -> Self {
+        self.reconnect_timeout = limit;
+        self
+    }
+
+    /// How many peers an exclusive session keeps in-process (default
+    /// [`DEFAULT_PEER_CACHE`]; 0 disables the peer cache).
+    pub fn peer_cache_capacity(mut self, peers: usize) -> Self {
+        self.peer_cache = peers;
+        self
+    }
+
+    /// How this program names itself in the daemon's logs.
+    pub fn client_name(mut self, name: impl Into<String>) -> Self {
+        self.client_name = name.into();
+        self
+    }
+
+    /// Connects to the daemon and opens the session.
+    ///
+    /// Fails at once if the daemon cannot be reached (no retry: a wrong path is reported
+    /// right away); waits for unlock only if [`wait_for_unlock`](Self::wait_for_unlock) was
+    /// given.
+    pub async fn connect(self) -> Result<VaultSession, VaultError> {
+        let config = Config {
+            socket: self
+                .socket
+                .unwrap_or_else(session_vault_proto::paths::default_socket_path),
+            name: self.name,
+            create_if_missing: self.create_if_missing,
+            exclusive: self.exclusive,
+            wait_for_unlock: self.wait_for_unlock,
+            reconnect_timeout: self.reconnect_timeout,
+            client_name: self.client_name,
+        };
+        let mut lock_wait = LockWait::new(config.wait_for_unlock);
+        let (link, opened) =
+            open_link(&config, 0, config.create_if_missing, &mut lock_wait).await?;
+        let cache = config
+            .exclusive
+            .then(|| Mutex::new(Cache::new(self.peer_cache)));
+        let session = VaultSession {
+            link: Linked::new(config, link),
+            dcs: RwLock::new(DcCache::default()),
+            cache,
+            writes: tokio::sync::Mutex::new(()),
+        };
+        session.dcs_from(&opened);
+        Ok(session)
+    }
+}
+
+/// Home DC and DC options, for grammers' synchronous reads.
+#[derive(Debug, Default)]
+struct DcCache {
+    home_dc: i32,
+    options: HashMap<i32, GDcOption>,
+}
+
+/// A grammers session whose contents live in the Session Vault.
+///
+/// Implements [`grammers_session::Session`]: give it to grammers wherever a `SqliteSession`
+/// went. One connection to the daemon carries every request of every task using the session;
+/// it reconnects (and re-opens the session, lease included) when the daemon restarts.
+///
+/// ```no_run
+/// # async fn f() -> Result<(), session_vault_client::VaultError> {
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use session_vault_client::VaultSession;
+///
+/// let session = Arc::new(
+///     VaultSession::builder("mybot")
+///         .create_if_missing(true)
+///         .wait_for_unlock(Duration::from_secs(600))
+///         .connect()
+///         .await?,
+/// );
+/// // grammers_mtsender::SenderPool::new(Arc::clone(&session), api_id) …
+/// # Ok(()) }
+/// ```
+pub struct VaultSession {
+    link: Linked,
+    dcs: RwLock<DcCache>,
+    /// `Some` with the lease only.
+    pub(crate) cache: Option<Mutex<Cache>>,
+    /// Serializes writes (see the module docs).
+    writes: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for VaultSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VaultSession")
+            .field("name", &self.link.config.name)
+            .field("socket", &self.link.config.socket)
+            .field("exclusive", &self.link.config.exclusive)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Ends a cache read on every path, cancellation included.
+struct ReadGuard<'a> {
+    cache: &'a Mutex<Cache>,
+    ticket: Option<Ticket>,
+}
+
+impl ReadGuard<'_> {
+    fn finish(mut self, fill: impl FnOnce(&mut Cache)) {
+        if let Some(t) = self.ticket.take() {
+            lock(self.cache).finish(t, fill);
+        }
+    }
+}
+
+impl Drop for ReadGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(t) = self.ticket.take() {
+            lock(self.cache).finish(t, |_| {});
+        }
+    }
+}
+
+/// Mirrors a write into the cache once the daemon acknowledged it; if it fails or its
+/// future is dropped before that (the daemon may have applied it anyway), forgets what it
+/// touched instead, so that the next read asks the daemon.
+pub(crate) struct WriteGuard<'a, F: Fn(&mut Cache)> {
+    cache: Option<&'a Mutex<Cache>>,
+    forget: F,
+}
+
+impl<'a, F: Fn(&mut Cache)> WriteGuard<'a, F> {
+    pub(crate) fn new(cache: Option<&'a Mutex<Cache>>, forget: F) -> Self {
+        WriteGuard { cache, forget }
+    }
+
+    /// The daemon acknowledged the write: mirror it.
+    pub(crate) fn done(mut self, mirror: impl FnOnce(&mut Cache)) {
+        if let Some(c) = self.cache.take() {
+            mirror(&mut lock(c));
+        }
+    }
+}
+
+impl<F: Fn(&mut Cache)> Drop for WriteGuard<'_, F> {
+    fn drop(&mut self) {
+        if let Some(c) = self.cache.take() {
+            (self.forget)(&mut lock(c));
+        }
+    }
+}
+
+fn lock(cache: &Mutex<Cache>) -> std::sync::MutexGuard<'_, Cache> {
+    // Only cache bookkeeping runs under this lock; none of it panics.
+    cache.lock().expect("cache lock is never poisoned")
+}
+
+pub(crate) fn unexpected(what: &str) -> VaultError {
+    VaultError::Protocol(format!("unexpected response to {what}"))
+}
+
+impl VaultSession {
+    /// Options for opening the session `name` (its name in the vault).
+    pub fn builder(name: impl Into<String>) -> VaultSessionBuilder {
+        VaultSessionBuilder {
+            name: name.into(),
+            socket: None,
+            create_if_missing: false,
+            exclusive: true,
+            wait_for_unlock: None,
+            reconnect_timeout: DEFAULT_RECONNECT_TIMEOUT,
+            peer_cache: DEFAULT_PEER_CACHE,
+            client_name: format!("session-vault-client {}", env!("CARGO_PKG_VERSION")),
+        }
+    }
+
+    /// Opens an existing session exclusively at the default socket: the one-line
+    /// replacement of `SqliteSession::open(path)`. Same as
+    /// `VaultSession::builder(name).connect()`.
+    pub async fn connect(name: impl Into<String>) -> Result<VaultSession, VaultError> {
+        VaultSession::builder(name).connect().await
+    }
+
+    /// The session's name in the vault.
+    pub fn name(&self) -> &str {
+        &self.link.config.name
+    }
+
+    pub(crate) fn dcs_from(&self, opened: &Opened) {
+        let mut d = self.dcs.write().expect("dc cache lock is never poisoned");
+        d.home_dc = opened.home_dc;
+        d.options = opened
+            .dc_options
+            .iter()
+            .map(|o| (o.id, convert::dc_option_from_wire(o)))
+            .collect();
+    }
+
+    /// Runs after every reconnect: the daemon's DC options are current again; whatever
+    /// else was cached may have been changed by another writer while the lease was free.
+    fn reopened(&self, opened: &Opened) {
+        self.dcs_from(opened);
+        if let Some(c) = &self.cache {
+            lock(c).clear();
+        }
+    }
+
+    /// Takes the write lock: always for the writes mirrored in the DC copy, and for peers and
+    /// update state when they are cached (without the cache, their order does not matter
+    /// here, and concurrent writes may be in flight together).
+    pub(crate) async fn serialize(&self, always: bool) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        if always || self.cache.is_some() {
+            Some(self.writes.lock().await)
+        } else {
+            None
+        }
+    }
+
+    pub(crate) async fn call(&self, make: impl Fn(u32) -> Request) -> Result<Response, VaultError> {
+        self.link.call(make, &|o| self.reopened(o)).await
+    }
+
+    pub(crate) async fn call_ok(
+        &self,
+        what: &str,
+        make: impl Fn(u32) -> Request,
+    ) -> Result<(), VaultError> {
+        match self.call(make).await? {
+            Response::Ok => Ok(()),
+            _ => Err(unexpected(what)),
+        }
+    }
+
+    /// The home DC (from the in-process copy).
+    pub(crate) fn home_dc(&self) -> i32 {
+        self.dcs
+            .read()
+            .expect("dc cache lock is never poisoned")
+            .home_dc
+    }
+
+    /// A DC option (from the in-process copy); a production DC the session has no option for
+    /// gets its statically known one, as grammers requires.
+    pub(crate) fn dc(&self, dc_id: i32) -> Option<GDcOption> {
+        let d = self.dcs.read().expect("dc cache lock is never poisoned");
+        d.options
+            .get(&dc_id)
+            .cloned()
+            .or_else(|| convert::known_dc_option(dc_id))
+    }
+
+    /// Sets the home DC (durable), then the in-process copy.
+    pub(crate) async fn set_home_dc(&self, dc_id: i32) -> Result<(), VaultError> {
+        let _serial = self.serialize(true).await;
+        self.call_ok("set_home_dc", |handle| Request::SetHomeDc { handle, dc_id })
+            .await?;
+        self.dcs
+            .write()
+            .expect("dc cache lock is never poisoned")
+            .home_dc = dc_id;
+        Ok(())
+    }
+
+    /// Sets a DC option, auth key included (durable), then the in-process copy.
+    pub(crate) async fn set_dc(&self, option: &GDcOption) -> Result<(), VaultError> {
+        let _serial = self.serialize(true).await;
+        let wire = convert::dc_option_to_wire(option);
+        self.call_ok("set_dc_option", |handle| Request::SetDcOption {
+            handle,
+            option: wire.clone(),
+        })
+        .await?;
+        self.dcs
+            .write()
+            .expect("dc cache lock is never poisoned")
+            .options
+            .insert(option.id, option.clone());
+        Ok(())
+    }
+
+    async fn get_peer(&self, query: PeerQuery) -> Result<Option<Peer>, VaultError> {
+        match self
+            .call(|handle| Request::GetPeer {
+                handle,
+                query: query.clone(),
+            })
+            .await?
+        {
+            Response::Peer(p) => Ok(p),
+            _ => Err(unexpected("get_peer")),
+        }
+    }
+
+    /// A cached peer by grammers id (`PeerId::self_user()`: the logged-in user).
+    pub(crate) async fn peer_info(&self, id: PeerId) -> Result<Option<PeerInfo>, VaultError> {
+        let peer = match convert::peer_key(id) {
+            Some(key) => self.peer_by_key(key).await?,
+            // The daemon keeps naming the user it last saw marked is_self; answer it only
+            // while its cached info still says so (grammers' SqliteSession looks for the
+            // is_self mark the same way).
+            None => self.self_peer().await?.filter(|p| p.is_self == Some(true)),
+        };
+        Ok(peer.as_ref().and_then(convert::peer_from_wire))
+    }
+
+    async fn peer_by_key(&self, key: PeerKey) -> Result<Option<Peer>, VaultError> {
+        let Some(cache) = &self.cache else {
+            return self.get_peer(PeerQuery::Key(key)).await;
+        };
+        let guard = {
+            let mut c = lock(cache);
+            if let Lookup::Hit(p) = c.peer(key) {
+                return Ok(p);
+            }
+            ReadGuard {
+                cache,
+                ticket: Some(c.begin(Slot::Peer(key))),
+            }
+        };
+        let p = self.get_peer(PeerQuery::Key(key)).await?;
+        guard.finish(|c| c.fill_peer(key, p.clone()));
+        Ok(p)
+    }
+
+    async fn self_peer(&self) -> Result<Option<Peer>, VaultError> {
+        let Some(cache) = &self.cache else {
+            return self.get_peer(PeerQuery::SelfUser).await;
+        };
+        let guard = {
+            let mut c = lock(cache);
+            if let Lookup::Hit(p) = c.self_peer() {
+                return Ok(p);
+            }
+            ReadGuard {
+                cache,
+                ticket: Some(c.begin(Slot::SelfUser)),
+            }
+        };
+        let p = self.get_peer(PeerQuery::SelfUser).await?;
+        guard.finish(|c| c.fill_self(p.clone()));
+        Ok(p)
+    }
+
+    /// Merges peers into the session (grammers' `extend_info` rules, applied by the
+    /// daemon), in batches of at most [`PEERS_PER_REQUEST`].
+    pub(crate) async fn cache_peer_infos(&self, infos: &[PeerInfo]) -> Result<(), VaultError> {
+        if infos.is_empty() {
+            return Ok(());
+        }
+        let peers: Vec<Peer> = infos.iter().map(convert::peer_to_wire).collect();
+        let _serial = self.serialize(false).await;
+        for batch in peers.chunks(PEERS_PER_REQUEST) {
+            let guard = WriteGuard::new(self.cache.as_ref(), |c| c.forget_peers(batch));
+            self.call_ok("cache_peers", |handle| Request::CachePeers {
+                handle,
+                peers: batch.to_vec(),
+            })
+            .await?;
+            guard.done(|c| c.wrote_peers(batch));
+        }
+        Ok(())
+    }
+
+    /// The whole update state.
+    pub(crate) async fn updates_state_now(&self) -> Result<GUpdatesState, VaultError> {
+        let fetch = || async {
+            match self
+                .call(|handle| Request::GetUpdatesState { handle })
+                .await?
+            {
+                Response::UpdatesState(s) => Ok(s),
+                _ => Err(unexpected("get_updates_state")),
+            }
+        };
+        let Some(cache) = &self.cache else {
+            return Ok(convert::state_from_wire(&fetch().await?));
+        };
+        let guard = {
+            let mut c = lock(cache);
+            if let Lookup::Hit(s) = c.state() {
+                return Ok(convert::state_from_wire(&s));
+            }
+            ReadGuard {
+                cache,
+                ticket: Some(c.begin(Slot::State)),
+            }
+        };
+        let s = fetch().await?;
+        let out = convert::state_from_wire(&s);
+        guard.finish(|c| c.fill_state(s));
+        Ok(out)
+    }
+
+    /// Applies an update-state change.
+    pub(crate) async fn set_state(&self, update: &UpdateState) -> Result<(), VaultError> {
+        let change: UpdateStateChange = convert::change_to_wire(update);
+        let _serial = self.serialize(false).await;
+        let guard = WriteGuard::new(self.cache.as_ref(), Cache::forget_state);
+        self.call_ok("set_update_state", |handle| Request::SetUpdateState {
+            handle,
+            change: change.clone(),
+        })
+        .await?;
+        guard.done(|c| c.wrote_state(&change));
+        Ok(())
+    }
+}
