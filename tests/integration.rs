@@ -3,6 +3,14 @@
 
 mod util;
 
+mod auth;
+mod bad_input;
+mod cli;
 mod client;
+mod errors;
+mod leases;
 mod lifecycle;
+mod load;
+mod shutdown;
+mod startup;
 mod systemd;

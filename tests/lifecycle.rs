@@ -15,25 +15,46 @@ fn full_lifecycle() {
     assert_eq!(status(&env)["state"], "uninitialized");
     env.init();
     assert_eq!(status(&env)["state"], "unlocked");
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         use session_vault_proto::message::{Request, Response};
         let c = env.connect().await;
         let r = c
-            .call(Request::OpenSession { name: "bot".into(), exclusive: true, create_if_missing: true })
+            .call(Request::OpenSession {
+                name: "bot".into(),
+                exclusive: true,
+                create_if_missing: true,
+            })
             .await
             .unwrap();
-        let Response::Opened { handle, created, home_dc, dc_options } = r else { panic!("{r:?}") };
+        let Response::Opened {
+            handle,
+            created,
+            home_dc,
+            dc_options,
+        } = r
+        else {
+            panic!("{r:?}")
+        };
         assert!(created);
         assert_eq!(home_dc, 2);
         assert_eq!(dc_options.len(), 5);
-        c.call(Request::SetHomeDc { handle, dc_id: 4 }).await.unwrap();
+        c.call(Request::SetHomeDc { handle, dc_id: 4 })
+            .await
+            .unwrap();
     });
     assert_success(&env.ctl(&["lock"]), "lock");
     assert_eq!(status(&env)["state"], "locked");
     let bad = env.unlock("wrong passphrase");
     assert_eq!(bad.status.code(), Some(1), "{}", stderr(&bad));
-    assert!(stderr(&bad).to_lowercase().contains("wrong passphrase"), "{}", stderr(&bad));
+    assert!(
+        stderr(&bad).to_lowercase().contains("wrong passphrase"),
+        "{}",
+        stderr(&bad)
+    );
     assert!(!stderr(&bad).contains("wrong passphrase\n\n"));
     assert_eq!(status(&env)["state"], "locked");
     assert_success(&env.unlock(PASS), "unlock");

@@ -1,5 +1,7 @@
 //! Helpers of the integration tests: a temp dir per test, a `vaultd` guard that kills its
-//! daemon on drop, `vaultctl` runs, and a raw protocol client.
+//! daemon on drop, `vaultctl` runs, protocol-level shortcuts (init, open, typed error
+//! codes), running as another uid (`setpriv`), a raw frame client ([`raw`]) and a protocol
+//! client in a process of its own ([`child`]).
 //!
 //! Readiness is awaited (the daemon's "vaultd listening" log line), never slept for.
 
@@ -167,12 +169,60 @@ pub struct Daemon {
 
 impl Daemon {
     fn start(env: &Env, extra: &[&str]) -> Daemon {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_vaultd"))
+        Daemon::start_on(env, &env.socket(), None, extra)
+    }
+
+    /// Starts `vaultd` on another socket path than `env.socket()`, with `umask` set (as
+    /// systemd's `UMask=` would) when given.
+    pub fn start_at(env: &Env, socket: &Path, umask: Option<u32>) -> Daemon {
+        Daemon::start_on(env, socket, umask, &[])
+    }
+
+    /// Starts `vaultd` with at most `max_fds` open files (`RLIMIT_NOFILE`, as systemd's
+    /// `LimitNOFILE=` would set it).
+    pub fn start_with_fd_limit(env: &Env, max_fds: u64) -> Daemon {
+        Daemon::spawn(env, &env.socket(), &[], move |cmd| {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setrlimit(2) is async-signal-safe and touches nothing but the child.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let lim = libc::rlimit {
+                        rlim_cur: max_fds as libc::rlim_t,
+                        rlim_max: max_fds as libc::rlim_t,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        })
+    }
+
+    fn start_on(env: &Env, socket: &Path, umask: Option<u32>, extra: &[&str]) -> Daemon {
+        Daemon::spawn(env, socket, extra, move |cmd| {
+            if let Some(mask) = umask {
+                use std::os::unix::process::CommandExt;
+                // SAFETY: umask(2) is async-signal-safe and touches nothing but the child.
+                unsafe {
+                    cmd.pre_exec(move || {
+                        libc::umask(mask as libc::mode_t);
+                        Ok(())
+                    });
+                }
+            }
+        })
+    }
+
+    fn spawn(env: &Env, socket: &Path, extra: &[&str], setup: impl FnOnce(&mut Command)) -> Daemon {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_vaultd"));
+        setup(&mut cmd);
+        let mut child = cmd
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("VAULTD_LOG", "info")
             .arg("--socket")
-            .arg(env.socket())
+            .arg(socket)
             .arg("--data-dir")
             .arg(env.data_dir())
             .args(extra)
@@ -210,18 +260,30 @@ impl Daemon {
 
     /// Starts a daemon expected to fail; returns its exit status and log.
     pub fn start_failing(env: &Env, extra: &[&str]) -> (std::process::ExitStatus, String) {
+        Daemon::start_failing_in(env, &env.data_dir(), extra)
+    }
+
+    /// [`Daemon::start_failing`] with another data directory.
+    pub fn start_failing_in(
+        env: &Env,
+        data_dir: &Path,
+        extra: &[&str],
+    ) -> (std::process::ExitStatus, String) {
         let out = Command::new(env!("CARGO_BIN_EXE_vaultd"))
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .arg("--socket")
             .arg(env.socket())
             .arg("--data-dir")
-            .arg(env.data_dir())
+            .arg(data_dir)
             .args(extra)
             .stdin(Stdio::null())
             .output()
             .expect("run vaultd");
-        (out.status, String::from_utf8_lossy(&out.stderr).into_owned())
+        (
+            out.status,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     }
 
     /// Everything the daemon logged so far.
@@ -234,6 +296,11 @@ impl Daemon {
     }
 
     /// SIGTERM, then wait for exit (at most 30 s); returns the exit status.
+    ///
+    /// Known daemon bug (see `shutdown::a_signal_right_after_readiness_is_a_clean_shutdown`):
+    /// vaultd logs its readiness before it installs its signal handlers, so a SIGTERM sent
+    /// the instant `start` returns may kill it by the default action. Tests that mean a
+    /// graceful shutdown exchange a request with the daemon first.
     pub fn terminate(mut self) -> std::process::ExitStatus {
         // SAFETY: kill(2) on our own child's pid.
         unsafe {
@@ -244,7 +311,10 @@ impl Daemon {
             if let Some(st) = self.child.try_wait().expect("wait vaultd") {
                 return st;
             }
-            assert!(std::time::Instant::now() < deadline, "vaultd did not exit after SIGTERM");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "vaultd did not exit after SIGTERM"
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
     }
@@ -367,22 +437,6 @@ pub fn poll_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
-/// Async [`poll_until`]: polls `cond` every 10 ms until it holds.
-pub async fn poll_until_async<F, Fut>(limit: Duration, what: &str, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + limit;
-    while !cond().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 /// Whether `setpriv` (util-linux) is there to run a command as another uid, and we are root.
 pub fn can_switch_uid() -> bool {
     // SAFETY: geteuid has no preconditions.
@@ -419,11 +473,14 @@ pub fn executable_by_others(env: &Env, program: &Path) -> PathBuf {
         dir.as_os_str().is_empty()
             || std::fs::metadata(dir).is_ok_and(|m| m.permissions().mode() & 0o001 != 0)
     });
-    let runnable = std::fs::metadata(program).is_ok_and(|m| m.permissions().mode() & 0o005 == 0o005);
+    let runnable =
+        std::fs::metadata(program).is_ok_and(|m| m.permissions().mode() & 0o005 == 0o005);
     if reachable && runnable {
         return program.to_owned();
     }
-    let copy = env.path().join(program.file_name().expect("program has a file name"));
+    let copy = env
+        .path()
+        .join(program.file_name().expect("program has a file name"));
     if !copy.exists() {
         std::fs::copy(program, &copy).expect("copy program for another uid");
         std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755))

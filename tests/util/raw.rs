@@ -88,7 +88,11 @@ impl Raw {
     pub async fn call(&mut self, id: u32, request: Request) -> Response {
         self.send_request(id, request).await;
         let f = self.recv().await.expect("a response, not EOF");
-        assert_eq!(f.id, id, "response id echoes the request id: {:?}", f.response);
+        assert_eq!(
+            f.id, id,
+            "response id echoes the request id: {:?}",
+            f.response
+        );
         f.response
     }
 
