@@ -378,9 +378,6 @@ async fn names_taken_by_rename_or_import_are_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "daemon bug: conn.rs subscribes a connection to events after writing its welcome, \
-            so a lock (or unlock) in between is neither in the welcome's vault_state nor \
-            pushed as an event: the client believes the old state indefinitely"]
 async fn every_state_change_after_the_welcome_is_pushed() {
     let env = Env::new();
     let (_d, c) = env.start_initialized(&[]).await;

@@ -154,9 +154,6 @@ async fn running_out_of_file_descriptors_is_survived() {
 }
 
 #[tokio::test]
-#[ignore = "daemon bug: accept() failing with EMFILE is retried at once in a loop (no \
-            backoff): a CPU core spins and ~90,000 `accept failed` warnings a second flood \
-            the log while the fds are short"]
 async fn running_out_of_file_descriptors_does_not_spin_or_flood_the_log() {
     let env = Env::new();
     let d = Daemon::start_with_fd_limit(&env, 64);

@@ -178,9 +178,6 @@ async fn sigint_is_a_clean_shutdown_too() {
 }
 
 #[test]
-#[ignore = "daemon bug: `vaultd listening` (readiness) is logged before the SIGTERM/SIGINT \
-            handlers are installed, so a signal right after readiness kills vaultd by the \
-            default action (no drain, no flush, no key wipe, stale socket left)"]
 fn a_signal_right_after_readiness_is_a_clean_shutdown() {
     for signal in [libc::SIGTERM, libc::SIGINT, libc::SIGTERM, libc::SIGINT] {
         let env = Env::new();
@@ -195,9 +192,6 @@ fn a_signal_right_after_readiness_is_a_clean_shutdown() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "daemon bug: a client that sends requests and never reads the answers holds \
-            SIGTERM for the whole 10 s DRAIN_TIMEOUT (conn.rs waits for a permit and for \
-            the blocked response sends without watching `stop`)"]
 async fn sigterm_does_not_wait_for_a_client_that_never_reads() {
     use session_vault_proto::codec;
     use session_vault_proto::message::ClientFrame;

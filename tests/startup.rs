@@ -47,8 +47,6 @@ async fn a_second_vaultd_on_the_same_socket_and_data_dir_fails_and_the_first_ser
 }
 
 #[tokio::test]
-#[ignore = "daemon bug: the vault is opened before the socket is checked, so a second vaultd \
-            on the same data dir waits 5 s on SQLite's lock and fails with 'database is locked'"]
 async fn a_second_vaultd_on_the_same_socket_and_data_dir_says_another_is_running() {
     let env = Env::new();
     let (first, _c) = env.start_initialized(&[]).await;
@@ -252,9 +250,6 @@ async fn the_vault_files_are_private() {
 }
 
 #[test]
-#[ignore = "daemon bug: the socket's 0660 (and its directory's 0750) are masked by the umask: \
-            0640 under umask 022, 0600 (dir 0700) under the systemd unit's UMask=0077, so \
-            the vault's group cannot connect"]
 fn the_socket_is_0660_in_a_0750_directory_whatever_the_umask() {
     for umask in [0o022, 0o077] {
         let env = Env::new();

@@ -37,6 +37,8 @@ use crate::vault::{SessionId, StateKind};
 
 /// Requests of one connection running at once.
 pub const MAX_IN_FLIGHT: usize = 64;
+/// How long answers may wait for a client that stopped reading, once the connection ends.
+pub const WRITE_GRACE: Duration = Duration::from_secs(1);
 /// How long a new connection may take to send `Hello`.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -219,6 +221,9 @@ pub async fn serve(
         }
         return;
     }
+    // Subscribe before the snapshot: a lock or unlock after it is then pushed, never lost
+    // between the Welcome's state and the first event.
+    let mut events = daemon.events.subscribe();
     let state = daemon
         .vault
         .status()
@@ -254,7 +259,6 @@ pub async fn serve(
             }
         }
     });
-    let mut events = daemon.events.subscribe();
     let event_tx = out_tx.clone();
     let events_task = tokio::spawn(async move {
         loop {
@@ -317,8 +321,12 @@ pub async fn serve(
                 continue;
             }
         };
-        let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
-            break;
+        let permit = tokio::select! {
+            p = Arc::clone(&permits).acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            _ = stop.recv() => break,
         };
         let c = Arc::clone(&conn);
         let out = out_tx.clone();
@@ -332,11 +340,22 @@ pub async fn serve(
         });
         while tasks.try_join_next().is_some() {}
     }
-    // Finish what is in flight, then close.
-    while tasks.join_next().await.is_some() {}
-    daemon.leases.release_all(id);
+    // Finish what is in flight, then close. The requests' work completes regardless; only
+    // delivering answers can stall, on a client that does not read: after a grace period the
+    // writer is aborted, which fails the stalled sends and lets the tasks end.
     events_task.abort();
     drop(out_tx);
-    let _ = tokio::time::timeout(Duration::from_secs(5), writer_task).await;
+    let writer_abort = writer_task.abort_handle();
+    let drained = tokio::time::timeout(WRITE_GRACE, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::debug!(conn = id, "client does not read its answers; dropping them");
+        writer_abort.abort();
+        while tasks.join_next().await.is_some() {}
+    }
+    daemon.leases.release_all(id);
+    let _ = tokio::time::timeout(WRITE_GRACE, writer_task).await;
     tracing::debug!(conn = id, "connection closed");
 }

@@ -15,6 +15,7 @@
 pub mod cmd;
 pub mod config;
 pub mod conn;
+pub mod datadir;
 pub mod errors;
 pub mod leases;
 pub mod systemd;
@@ -30,6 +31,11 @@ use tokio::sync::{broadcast, mpsc};
 
 use crate::vault::{Vault, VaultConfig};
 use config::Config;
+
+/// First pause after a failed `accept` (e.g. out of file descriptors); doubles per failure.
+const ACCEPT_BACKOFF_START: Duration = Duration::from_millis(5);
+/// Longest pause between `accept` attempts.
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// How long shutdown waits for connections to finish their in-flight requests.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -51,21 +57,14 @@ pub struct Daemon {
     /// Open connections.
     pub connections: AtomicU64,
     next_conn_id: AtomicU64,
+    _datadir_lock: datadir::DataDirLock,
 }
 
 impl Daemon {
-    /// Opens the vault named by `config` (creating the data directory, mode 0700).
-    pub fn open(config: Config) -> anyhow::Result<Arc<Daemon>> {
+    /// Opens the vault named by `config`; `lock` proves this process owns the data
+    /// directory (see [`datadir::DataDirLock`]) and is held for the daemon's lifetime.
+    pub fn open(config: Config, lock: datadir::DataDirLock) -> anyhow::Result<Arc<Daemon>> {
         use anyhow::Context;
-        if !config.data_dir.exists() {
-            let mut b = std::fs::DirBuilder::new();
-            b.recursive(true);
-            #[cfg(unix)]
-            std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
-            b.create(&config.data_dir).with_context(|| {
-                format!("cannot create data directory {}", config.data_dir.display())
-            })?;
-        }
         let vault_path = config.vault_path();
         let vault = Vault::open(
             &vault_path,
@@ -84,6 +83,7 @@ impl Daemon {
             started: Instant::now(),
             connections: AtomicU64::new(0),
             next_conn_id: AtomicU64::new(1),
+            _datadir_lock: lock,
         }))
     }
 
@@ -124,10 +124,12 @@ pub async fn serve(
     let (stop_conns, _) = broadcast::channel::<()>(1);
     // Each connection task holds a clone; when all are dropped, every connection has ended.
     let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
+    let mut accept_failures: u32 = 0;
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
+                    accept_failures = 0;
                     let d = Arc::clone(&daemon);
                     let s = stop_conns.subscribe();
                     let done = done_tx.clone();
@@ -137,9 +139,22 @@ pub async fn serve(
                     });
                 }
                 Err(e) => {
-                    // A peer that vanished between connect and accept, or no peer creds:
-                    // that connection is lost, the listener goes on.
-                    tracing::warn!(error = %e, "accept failed");
+                    // A peer that vanished between connect and accept, or no peer creds: that
+                    // connection is lost, the listener goes on. Out of file descriptors (or
+                    // memory), accept fails again at once: back off instead of spinning, and
+                    // say so once per back-off step, not once per failure.
+                    accept_failures += 1;
+                    let pause = ACCEPT_BACKOFF_START
+                        .saturating_mul(1 << accept_failures.min(7))
+                        .min(ACCEPT_BACKOFF_MAX);
+                    if accept_failures.is_power_of_two() {
+                        tracing::warn!(error = %e, failures = accept_failures, "accept failed; backing off {pause:?}");
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(pause) => {}
+                        _ = stop.recv() => break,
+                    }
+                    continue;
                 }
             },
             _ = stop.recv() => break,
@@ -170,7 +185,11 @@ pub async fn serve(
 /// or binds its own, opens the vault, unlocks it from a credential if configured, notifies
 /// readiness, serves, shuts down cleanly.
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    let daemon = Daemon::open(config)?;
+    // Signal handlers first: a SIGTERM arriving right after readiness is a clean shutdown.
+    let mut signals = Signals::install()?;
+    // Then the data directory's lock, then the socket, and only then the vault file: a second
+    // daemon is refused at once, by name, and creates nothing.
+    let lock = datadir::DataDirLock::acquire(&config.data_dir)?;
     #[cfg(unix)]
     let listener = match systemd::inherited_listener()? {
         Some(fd) => {
@@ -180,10 +199,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             tracing::info!("using the socket passed in by systemd");
             l
         }
-        None => transport::bind(&daemon.config.socket)?,
+        None => transport::bind(&config.socket)?,
     };
     #[cfg(not(unix))]
-    let listener = transport::bind(&daemon.config.socket)?;
+    let listener = transport::bind(&config.socket)?;
+    let daemon = Daemon::open(config, lock)?;
     if let Some(name) = daemon.config.unlock_credential.clone() {
         unlock_from_credential(&daemon, &name).await;
     }
@@ -197,7 +217,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     systemd::notify_ready(&daemon.status_line().await);
     let (stop_tx, stop_rx) = broadcast::channel(1);
     tokio::spawn(async move {
-        wait_for_signal().await;
+        signals.recv().await;
         let _ = stop_tx.send(());
     });
     let status_daemon = Arc::clone(&daemon);
@@ -233,24 +253,36 @@ async fn unlock_from_credential(daemon: &Daemon, name: &str) {
     }
 }
 
-async fn wait_for_signal() {
+/// SIGTERM and SIGINT, installed before the daemon says it is ready.
+struct Signals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let (Ok(mut term), Ok(mut int)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) else {
-            tracing::error!("cannot install signal handlers; stop the daemon with SIGKILL");
-            return std::future::pending().await;
-        };
-        tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM received"),
-            _ = int.recv() => tracing::info!("SIGINT received"),
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Signals> {
+        #[cfg(unix)]
+        {
+            use anyhow::Context;
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Signals {
+                term: signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
+                int: signal(SignalKind::interrupt()).context("cannot handle SIGINT")?,
+            })
         }
+        #[cfg(not(unix))]
+        Ok(Signals {})
     }
-    #[cfg(not(unix))]
-    {
+
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.term.recv() => tracing::info!("SIGTERM received"),
+            _ = self.int.recv() => tracing::info!("SIGINT received"),
+        }
+        #[cfg(not(unix))]
         let _ = tokio::signal::ctrl_c().await;
     }
 }

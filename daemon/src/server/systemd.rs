@@ -51,7 +51,9 @@ pub fn inherited_listener() -> std::io::Result<Option<std::os::fd::OwnedFd>> {
 #[derive(Debug, thiserror::Error)]
 pub enum CredentialError {
     /// `CREDENTIALS_DIRECTORY` is not set (not started by systemd with `LoadCredential*=`).
-    #[error("CREDENTIALS_DIRECTORY is not set: start vaultd from a unit with LoadCredentialEncrypted={0}:…")]
+    #[error(
+        "CREDENTIALS_DIRECTORY is not set: start vaultd from a unit with LoadCredentialEncrypted={0}:…"
+    )]
     NoDirectory(String),
     /// The name is not a plain file name.
     #[error("invalid credential name {0:?}")]
@@ -79,10 +81,12 @@ pub fn read_credential(name: &str) -> Result<Zeroizing<Vec<u8>>, CredentialError
         .filter(|d| !d.is_empty())
         .ok_or_else(|| CredentialError::NoDirectory(name.to_owned()))?;
     let path = PathBuf::from(dir).join(name);
-    let raw = Zeroizing::new(std::fs::read(&path).map_err(|source| CredentialError::Read {
-        path: path.clone(),
-        source,
-    })?);
+    let raw = Zeroizing::new(
+        std::fs::read(&path).map_err(|source| CredentialError::Read {
+            path: path.clone(),
+            source,
+        })?,
+    );
     let line = raw.split(|&b| b == b'\n').next().unwrap_or_default();
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     if line.is_empty() {
@@ -98,7 +102,10 @@ mod tests {
     #[test]
     fn credential_names_must_be_plain_file_names() {
         for bad in ["", "a/b", "..", "."] {
-            assert!(matches!(read_credential(bad), Err(CredentialError::BadName(_))), "{bad:?}");
+            assert!(
+                matches!(read_credential(bad), Err(CredentialError::BadName(_))),
+                "{bad:?}"
+            );
         }
     }
 }

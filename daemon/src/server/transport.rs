@@ -69,6 +69,9 @@ pub fn bind(path: &Path) -> Result<Listener, BindError> {
             #[cfg(unix)]
             std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o750);
             b.create(dir).map_err(io_err)?;
+            // The umask may have cleared bits of 0750: set the mode we mean.
+            #[cfg(unix)]
+            set_mode(dir, 0o750).map_err(io_err)?;
         }
     }
     remove_stale(path)?;
@@ -83,7 +86,17 @@ pub fn bind(path: &Path) -> Result<Listener, BindError> {
         io::ErrorKind::AddrInUse => BindError::InUse(path.to_owned()),
         _ => io_err(e),
     })?;
+    // Linux applies the umask at bind(2), after interprocess's fchmod: set 0660 on the path.
+    // Until then the socket is at most 0660 anyway, so no wider window opens.
+    #[cfg(unix)]
+    set_mode(path, 0o660).map_err(io_err)?;
     Ok(Listener { inner })
+}
+
+#[cfg(unix)]
+fn set_mode(path: &Path, mode: u32) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
 }
 
 /// Removes a socket file nobody listens on; refuses a live socket or a non-socket file.
