@@ -8,6 +8,7 @@ mod bad_input;
 mod cli;
 mod client;
 mod errors;
+mod import;
 mod leases;
 mod lifecycle;
 mod load;

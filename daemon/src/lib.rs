@@ -10,6 +10,7 @@
 //! The binaries in `src/bin/` stay thin: they parse arguments and call this library.
 
 pub mod ctl;
+pub mod formats;
 pub mod hardening;
 pub mod server;
 pub mod vault;

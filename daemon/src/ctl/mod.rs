@@ -25,7 +25,9 @@
 
 mod completions;
 mod error;
+mod export;
 mod grant;
+mod import;
 mod init;
 mod list;
 mod lock;
@@ -128,6 +130,8 @@ pub enum Command {
     Rename(rename::Args),
     Grant(grant::Args),
     Revoke(revoke::Args),
+    Import(import::Args),
+    Export(export::Args),
     Completions(completions::Args),
 }
 
@@ -229,6 +233,8 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CtlError> {
         Command::Rename(args) => rename::run(args, &daemon, out),
         Command::Grant(args) => grant::run(args, &daemon, out),
         Command::Revoke(args) => revoke::run(args, &daemon, out),
+        Command::Import(args) => import::run(args, &daemon, out),
+        Command::Export(args) => export::run(args, &daemon, out),
         Command::Completions(args) => completions::run(args, out),
     }
 }
@@ -237,6 +243,24 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CtlError> {
 impl From<io::Error> for CtlError {
     fn from(e: io::Error) -> Self {
         CtlError::Output(e)
+    }
+}
+
+/// How long the daemon may take to answer the handshake: it answers at once unless wedged
+/// (or what listens is not a vaultd).
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long one request may take: long enough for a throttled unlock (Argon2 after a 30 s
+/// delay, behind other attempts), short enough that a wedged daemon does not hang scripts.
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// A daemon that did not answer in time is as good as unreachable (exit 3).
+fn timed_out(socket: &Path, what: &str) -> ClientError {
+    ClientError::Unreachable {
+        path: socket.to_owned(),
+        source: io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("no answer to {what} in time; is a vaultd (and not something else) listening?"),
+        ),
     }
 }
 
@@ -258,7 +282,14 @@ impl DaemonClient {
             .build()
             .map_err(CtlError::Runtime)?;
         let conn = runtime
-            .block_on(Connection::connect(&self.socket, CLIENT_NAME))
+            .block_on(async {
+                tokio::time::timeout(
+                    HANDSHAKE_TIMEOUT,
+                    Connection::connect(&self.socket, CLIENT_NAME),
+                )
+                .await
+                .unwrap_or_else(|_| Err(timed_out(&self.socket, "the handshake")))
+            })
             .map_err(|e| CtlError::client(&self.socket, e))?;
         Ok(Link {
             conn,
@@ -290,7 +321,11 @@ impl Link {
     /// Sends `request` and waits for its response; a daemon error is an `Err`.
     pub(crate) fn call(&self, request: Request) -> Result<Response, CtlError> {
         self.runtime
-            .block_on(self.conn.call(request))
+            .block_on(async {
+                tokio::time::timeout(REQUEST_TIMEOUT, self.conn.call(request))
+                    .await
+                    .unwrap_or_else(|_| Err(timed_out(&self.socket, "a request")))
+            })
             .map_err(|e| CtlError::client(&self.socket, e))
     }
 

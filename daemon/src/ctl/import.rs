@@ -1,0 +1,420 @@
+//! `vaultctl import`: bring a Telethon, Pyrogram or grammers session into the vault.
+//!
+//! The source is read and parsed completely before anything is sent (a bad source is a
+//! usage error, exit 2, and the vault is untouched); the whole session then goes to the
+//! daemon in one `ImportSession` request, which it stores in one durable transaction (all or
+//! nothing). Large sessions are not split: a request above the daemon's frame limit (1 MiB by
+//! default) is refused by the daemon before it reads it, and vaultctl says so with the size
+//! and the `--max-frame-bytes` setting that would admit it — splitting would give up the
+//! all-or-nothing import. `--shred` overwrites and removes the source file only after the
+//! daemon confirmed the import.
+
+use std::io::{self, IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+
+use session_vault_client::ClientError;
+use session_vault_proto::codec::{self, DEFAULT_MAX_FRAME};
+use session_vault_proto::message::{ClientFrame, ErrorCode, Request};
+use session_vault_proto::model::{SelfUser, SessionData};
+use zeroize::Zeroizing;
+
+use super::output::sanitize;
+use super::{CtlError, DaemonClient};
+use crate::formats::{self, Format, Imported, Input};
+
+/// Largest session accepted on standard input.
+const MAX_STDIN_BYTES: u64 = 1 << 30;
+
+/// Rows above which a progress bar is shown (on a terminal only).
+const PROGRESS_THRESHOLD: u64 = 20_000;
+
+const AFTER_HELP: &str = "\
+Formats (--format; default auto: detected from the content, never from the file name):
+  telethon-sqlite   Telethon SQLiteSession file, schema v1 to v8 (Telethon 0.16 to 1.45)
+  telethon-string   Telethon StringSession (IPv4 or IPv6; with or without its = padding)
+  pyrogram-sqlite   Pyrogram session file, schema v1 to v3 (and forks' v4 to v7)
+  pyrogram-string   Pyrogram session string of 351, 356 or 362 characters
+  grammers-sqlite   grammers SqliteSession file (grammers-session 0.8 to 0.11)
+  grammers-tl       grammers binary TlSession file (grammers-session 0.4 to 0.8)
+
+SQLite files are opened read-only and immutable: the source is never modified, and no
+journal or WAL file is created beside it (except that --shred removes it afterwards).
+--shred overwrites the file with zeros, syncs and removes it once the import committed;
+on SSDs, copy-on-write filesystems (btrfs, ZFS) and with snapshots or backups this is best
+effort: old copies of the bytes may survive elsewhere on the device.
+
+A session string given as an argument stays in the shell history and shows in `ps`: pass -
+and paste it on standard input instead, e.g. `vaultctl import - --name bot`.
+
+Examples:
+  vaultctl import ~/bot/bot.session --name bot --shred
+  vaultctl import - --name worker < pyrogram-string.txt
+  vaultctl import old.session --name bot --format grammers-tl --replace";
+
+/// Import a Telethon, Pyrogram or grammers session (file or string) into the vault
+///
+/// Reads SOURCE, a session file, a session string or - (standard input), in the format its
+/// content shows (or --format), and stores it as session NAME in one durable transaction.
+/// Prints what was imported and what could not be mapped. Refuses to overwrite an existing
+/// session unless --replace. Needs an unlocked vault and an admin uid.
+#[derive(Debug, clap::Args)]
+#[command(verbatim_doc_comment, after_long_help = AFTER_HELP)]
+pub struct Args {
+    /// A session file, a session string, or - to read either from standard input
+    #[arg(value_name = "SOURCE")]
+    pub source: String,
+    /// The name to store the session under
+    #[arg(long, value_name = "NAME")]
+    pub name: String,
+    /// The source's format
+    #[arg(long, value_enum, default_value_t = ImportFormat::Auto)]
+    pub format: ImportFormat,
+    /// After the import committed, overwrite the source file with zeros and remove it
+    /// (best effort on SSDs and copy-on-write filesystems)
+    #[arg(long)]
+    pub shred: bool,
+    /// The logged-in user's id, for formats that do not record it (Telethon strings)
+    #[arg(long, value_name = "ID", value_parser = clap::value_parser!(i64).range(1..))]
+    pub self_id: Option<i64>,
+    /// Replace an existing session of that name
+    #[arg(long)]
+    pub replace: bool,
+}
+
+/// `--format` of `import`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ImportFormat {
+    /// Detect from the content
+    Auto,
+    /// Telethon SQLiteSession file
+    TelethonSqlite,
+    /// Telethon StringSession
+    TelethonString,
+    /// Pyrogram session file
+    PyrogramSqlite,
+    /// Pyrogram session string
+    PyrogramString,
+    /// grammers SqliteSession file
+    GrammersSqlite,
+    /// grammers TlSession file
+    GrammersTl,
+}
+
+impl ImportFormat {
+    fn format(self) -> Option<Format> {
+        match self {
+            ImportFormat::Auto => None,
+            ImportFormat::TelethonSqlite => Some(Format::TelethonSqlite),
+            ImportFormat::TelethonString => Some(Format::TelethonString),
+            ImportFormat::PyrogramSqlite => Some(Format::PyrogramSqlite),
+            ImportFormat::PyrogramString => Some(Format::PyrogramString),
+            ImportFormat::GrammersSqlite => Some(Format::GrammersSqlite),
+            ImportFormat::GrammersTl => Some(Format::GrammersTl),
+        }
+    }
+}
+
+/// Where the session comes from.
+enum Source {
+    File(PathBuf),
+    Stdin(Zeroizing<Vec<u8>>),
+    Argument(Zeroizing<String>),
+}
+
+pub(super) fn run(args: Args, daemon: &DaemonClient, out: &mut dyn Write) -> Result<(), CtlError> {
+    let source = source(&args)?;
+    let mut imported = parse(&source, args.format.format())?;
+    if let Some(id) = args.self_id {
+        apply_self_id(&mut imported, id);
+    }
+    let name = args.name.clone();
+    let frame = ClientFrame {
+        id: 0,
+        request: Request::ImportSession {
+            name: args.name,
+            data: imported.data,
+            replace: args.replace,
+            owner_uid: None,
+        },
+    };
+    // The exact size of the frame the client will write (the id's encoding aside).
+    let payload = codec::encode_frame(&frame)
+        .map(|f| f.len().saturating_sub(4))
+        .map_err(|e| CtlError::usage(format!("the session cannot be encoded: {e}")))?;
+    if payload > DEFAULT_MAX_FRAME as usize {
+        eprintln!(
+            "vaultctl: note: the import request is {} ({payload} bytes), above vaultd's default \
+             frame limit of 1 MiB; it goes through only if vaultd runs with --max-frame-bytes \
+             {} or more",
+            human_size(payload),
+            suggested_limit(payload)
+        );
+    }
+    let ClientFrame {
+        request: Request::ImportSession { data, .. },
+        ..
+    } = &frame
+    else {
+        unreachable!("built just above as an ImportSession")
+    };
+    let summary = Summary::of(data);
+    let link = daemon.connect()?;
+    let result = link.call_ok(frame.request, "import");
+    if let Err(e) = result {
+        return Err(too_large(e, payload, &link));
+    }
+    let shown = sanitize(&name);
+    writeln!(
+        out,
+        "Imported session \"{shown}\" from a {} ({}{}).",
+        imported.format.describe(),
+        imported.format.name(),
+        imported
+            .version
+            .map(|v| format!(", {v}"))
+            .unwrap_or_default()
+    )?;
+    summary.write(out)?;
+    if !imported.notes.is_empty() {
+        writeln!(out, "  not mapped:")?;
+        for note in &imported.notes {
+            writeln!(out, "    - {}", sanitize(note))?;
+        }
+    }
+    if args.shred {
+        if let Source::File(path) = &source {
+            shred(path).map_err(|e| {
+                CtlError::Aborted(format!(
+                    "the session was imported, but {} could not be shredded: {e}",
+                    path.display()
+                ))
+            })?;
+            writeln!(
+                out,
+                "Shredded {} (overwritten with zeros, synced and removed; best effort on SSDs \
+                 and copy-on-write filesystems).",
+                path.display()
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// Reads SOURCE: stdin, a file, or the argument itself (with a warning).
+fn source(args: &Args) -> Result<Source, CtlError> {
+    if args.source == "-" {
+        if args.shred {
+            return Err(CtlError::usage(
+                "--shred removes a source file; standard input is not one",
+            ));
+        }
+        let mut buf = Zeroizing::new(Vec::new());
+        io::stdin()
+            .lock()
+            .take(MAX_STDIN_BYTES + 1)
+            .read_to_end(&mut buf)
+            .map_err(|source| CtlError::Input {
+                what: "session",
+                from: "standard input".into(),
+                source,
+            })?;
+        if buf.len() as u64 > MAX_STDIN_BYTES {
+            return Err(CtlError::usage(
+                "standard input holds more than 1 GiB: not a session",
+            ));
+        }
+        return Ok(Source::Stdin(buf));
+    }
+    let path = Path::new(&args.source);
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_file() => return Ok(Source::File(path.to_owned())),
+        Ok(_) => {
+            return Err(CtlError::usage(format!(
+                "{} is not a regular file",
+                path.display()
+            )));
+        }
+        Err(_) => {}
+    }
+    let looks_like_path = args.source.contains('/')
+        || args.source.ends_with(".session")
+        || args.source.ends_with(".sqlite");
+    if looks_like_path {
+        return Err(CtlError::usage(format!("no such file: {}", args.source)));
+    }
+    if args.shred {
+        return Err(CtlError::usage(
+            "--shred removes a source file; a string is not one",
+        ));
+    }
+    eprintln!(
+        "vaultctl: warning: a session string given as an argument stays in the shell history \
+         and shows in `ps`; next time pass - and give it on standard input"
+    );
+    Ok(Source::Argument(Zeroizing::new(args.source.clone())))
+}
+
+fn parse(source: &Source, format: Option<Format>) -> Result<Imported, CtlError> {
+    // A progress bar for large files, on a terminal only.
+    let tty = io::stderr().is_terminal();
+    let mut bar: Option<indicatif::ProgressBar> = None;
+    let input = match source {
+        Source::File(p) => Input::Path(p),
+        Source::Stdin(b) => Input::Bytes(b),
+        Source::Argument(s) => Input::Bytes(s.as_bytes()),
+    };
+    let result = {
+        let mut progress = |done: u64, total: u64| {
+            if tty && total >= PROGRESS_THRESHOLD {
+                bar.get_or_insert_with(|| new_bar(total)).set_position(done);
+            }
+        };
+        formats::import(input, format, &mut progress)
+    };
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    result.map_err(|e| {
+        let tried = e.format.map_or_else(
+            || "auto-detection".to_owned(),
+            |f| format!("--format {}", f.name()),
+        );
+        CtlError::usage_with_hint(
+            format!("cannot import the session: {e}"),
+            format!(
+                "tried {tried}; nothing was sent to the vault. `vaultctl import --help` lists \
+                 the formats"
+            ),
+        )
+    })
+}
+
+fn apply_self_id(imported: &mut Imported, id: i64) {
+    let data = &mut imported.data;
+    match data.self_user {
+        Some(u) if u.id != id => {
+            imported.notes.push(format!(
+                "the session names user {} as its own; --self-id {id} replaced it",
+                u.id
+            ));
+            data.self_user = Some(SelfUser { id, bot: u.bot });
+        }
+        Some(_) => {}
+        None => data.self_user = Some(SelfUser { id, bot: false }),
+    }
+    imported
+        .notes
+        .retain(|n| !n.contains("(pass --self-id to record it)"));
+}
+
+/// Turns the daemon dropping an over-limit request into a message that says why.
+fn too_large(e: CtlError, payload: usize, link: &super::Link) -> CtlError {
+    let dropped = match &e {
+        CtlError::Client { source, .. } => {
+            matches!(source, ClientError::Disconnected | ClientError::Frame(_))
+        }
+        _ => false,
+    };
+    if !dropped || payload <= DEFAULT_MAX_FRAME as usize {
+        return e;
+    }
+    link.state_error(
+        ErrorCode::FrameTooLarge {
+            limit: DEFAULT_MAX_FRAME,
+        },
+        &format!(
+            "the daemon closed the connection on the import request of {} ({payload} bytes): \
+             it exceeds the daemon's frame limit. Nothing was imported. Restart vaultd with \
+             --max-frame-bytes {} (or more), then import again",
+            human_size(payload),
+            suggested_limit(payload)
+        ),
+    )
+}
+
+/// A frame limit with room to spare: the next MiB above `payload` plus 1 MiB.
+fn suggested_limit(payload: usize) -> usize {
+    (payload / (1 << 20) + 2) << 20
+}
+
+fn human_size(n: usize) -> String {
+    if n >= 1 << 20 {
+        format!("{:.1} MiB", n as f64 / (1u64 << 20) as f64)
+    } else {
+        format!("{:.1} KiB", n as f64 / 1024.0)
+    }
+}
+
+/// Overwrites `path` with zeros, syncs, and removes it.
+fn shred(path: &Path) -> io::Result<()> {
+    let len = std::fs::metadata(path)?.len();
+    formats::sqlite_io::overwrite_with_zeros(path, len)?;
+    std::fs::remove_file(path)?;
+    // Make the removal itself durable.
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::File::open(dir).and_then(|d| d.sync_all()).ok();
+    }
+    Ok(())
+}
+
+/// What the summary shows, taken before the data moves into the request.
+struct Summary {
+    home_dc: i32,
+    home_address: Option<String>,
+    user: Option<SelfUser>,
+    peers: usize,
+    state: String,
+}
+
+impl Summary {
+    fn of(data: &SessionData) -> Summary {
+        let home = data.dc_options.iter().find(|d| d.id == data.home_dc);
+        let u = &data.updates_state;
+        Summary {
+            home_dc: data.home_dc,
+            home_address: home.and_then(|d| {
+                d.ipv4
+                    .map(|a| a.to_string())
+                    .or_else(|| d.ipv6.map(|a| a.to_string()))
+            }),
+            user: data.self_user,
+            peers: data.peers.len(),
+            state: format!(
+                "pts {}, qts {}, seq {}, {} channel(s)",
+                u.pts,
+                u.qts,
+                u.seq,
+                u.channels.len()
+            ),
+        }
+    }
+
+    fn write(&self, out: &mut dyn Write) -> io::Result<()> {
+        match &self.home_address {
+            Some(a) => writeln!(out, "  home DC:      {} ({a})", self.home_dc)?,
+            None => writeln!(out, "  home DC:      {}", self.home_dc)?,
+        }
+        match self.user {
+            Some(u) => writeln!(
+                out,
+                "  user id:      {}{}",
+                u.id,
+                if u.bot { " (bot)" } else { "" }
+            )?,
+            None => writeln!(out, "  user id:      unknown")?,
+        }
+        writeln!(out, "  peers:        {}", self.peers)?;
+        writeln!(out, "  update state: {}", self.state)
+    }
+}
+
+/// An `indicatif` bar on stderr for `total` rows.
+fn new_bar(total: u64) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(total);
+    if let Ok(style) =
+        indicatif::ProgressStyle::with_template("reading {bar:40} {pos}/{len} rows ({eta})")
+    {
+        bar.set_style(style);
+    }
+    bar
+}

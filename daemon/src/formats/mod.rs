@@ -1,0 +1,489 @@
+//! Session formats of other Telegram libraries: read them into a [`SessionData`], and write a
+//! [`SessionData`] back out in them. Used by `vaultctl import`/`export`, and by bots that
+//! import in code.
+//!
+//! | [`Format`] | read | write | versions (checked against the libraries' source) |
+//! | --- | --- | --- | --- |
+//! | `telethon-sqlite` | yes | yes (schema v8) | Telethon `SQLiteSession` schema v1–v8 (0.16 … 1.45) |
+//! | `telethon-string` | yes | yes | Telethon `StringSession` version `1`, IPv4 and IPv6, padded or not |
+//! | `pyrogram-sqlite` | yes | no | Pyrogram `FileStorage` schema v1–v3 (1.0 … 2.0.106); forks' v4–v7 by column |
+//! | `pyrogram-string` | yes | yes (362) | Pyrogram session strings of 351, 356 and 362 characters |
+//! | `grammers-sqlite` | yes | yes | grammers-session `SqliteSession` `user_version` 1 (0.8 … 0.11) |
+//! | `grammers-tl` | yes | no | grammers-session binary TL session (0.4 … 0.8) |
+//!
+//! Reading never modifies the input: SQLite files are opened read-only and immutable (no
+//! journal, WAL or lock files are created; see [`sqlite_io`]), and a SQLite image given as
+//! bytes is copied to a private 0600 temporary file that is overwritten and removed after.
+//! What a format holds that the vault cannot (or what the vault needs that the format lacks)
+//! is listed in [`Imported::notes`] rather than dropped silently.
+//!
+//! Depends on `session-vault-proto` (the data model), `rusqlite` and `base64`; nothing here
+//! talks to the daemon or touches the vault.
+
+mod grammers;
+mod grammers_tl;
+mod pyrogram;
+pub mod sqlite_io;
+mod telethon;
+mod telethon_string;
+
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddrV4, SocketAddrV6};
+use std::path::Path;
+
+use session_vault_proto::model::{DcOption, PeerKind, SessionData, known_dc_options};
+use zeroize::Zeroizing;
+
+pub use sqlite_io::SqliteSource;
+
+/// A session format of another library.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Format {
+    /// Telethon's `SQLiteSession` file (`*.session`).
+    TelethonSqlite,
+    /// Telethon's `StringSession`.
+    TelethonString,
+    /// Pyrogram's `FileStorage` file (`*.session`).
+    PyrogramSqlite,
+    /// Pyrogram's session string (`export_session_string`).
+    PyrogramString,
+    /// grammers-session's `SqliteSession` file.
+    GrammersSqlite,
+    /// grammers-session's older binary `TlSession` file.
+    GrammersTl,
+}
+
+impl Format {
+    /// Every format, in the order `--help` lists them.
+    pub const ALL: [Format; 6] = [
+        Format::TelethonSqlite,
+        Format::TelethonString,
+        Format::PyrogramSqlite,
+        Format::PyrogramString,
+        Format::GrammersSqlite,
+        Format::GrammersTl,
+    ];
+
+    /// The name used on the command line (`telethon-sqlite`, …).
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::TelethonSqlite => "telethon-sqlite",
+            Format::TelethonString => "telethon-string",
+            Format::PyrogramSqlite => "pyrogram-sqlite",
+            Format::PyrogramString => "pyrogram-string",
+            Format::GrammersSqlite => "grammers-sqlite",
+            Format::GrammersTl => "grammers-tl",
+        }
+    }
+
+    /// What it is, for a person.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Format::TelethonSqlite => "Telethon SQLite session file",
+            Format::TelethonString => "Telethon session string",
+            Format::PyrogramSqlite => "Pyrogram SQLite session file",
+            Format::PyrogramString => "Pyrogram session string",
+            Format::GrammersSqlite => "grammers SqliteSession file",
+            Format::GrammersTl => "grammers TlSession file",
+        }
+    }
+
+    /// The format named `name` on the command line.
+    pub fn from_name(name: &str) -> Option<Format> {
+        Format::ALL.into_iter().find(|f| f.name() == name)
+    }
+
+    /// Whether this format is a string (else a file).
+    pub fn is_string(self) -> bool {
+        matches!(self, Format::TelethonString | Format::PyrogramString)
+    }
+
+    /// Whether [`export_string`] or [`export_file`] can write this format.
+    pub fn can_export(self) -> bool {
+        !matches!(self, Format::PyrogramSqlite | Format::GrammersTl)
+    }
+}
+
+impl fmt::Display for Format {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What kind of problem an input has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The input is not in the format (or in none this version knows).
+    NotThisFormat,
+    /// The input is in the format but damaged, truncated or inconsistent.
+    Malformed,
+    /// A version of the format newer (or other) than this importer knows.
+    UnsupportedVersion,
+    /// The session holds no auth key: it was never logged in, or was logged out.
+    NoAuthKey,
+    /// The input or a temporary file could not be read or written.
+    Io,
+}
+
+/// Why an input could not be read (or a session not written) in a format.
+///
+/// The message names the format it tried and what was wrong; it never quotes a secret.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", self.message())]
+pub struct FormatError {
+    /// The format tried; `None` when none could be recognized.
+    pub format: Option<Format>,
+    /// The kind of problem.
+    pub kind: ErrorKind,
+    /// What was wrong.
+    pub detail: String,
+}
+
+impl FormatError {
+    pub(crate) fn new(format: Format, kind: ErrorKind, detail: impl Into<String>) -> Self {
+        FormatError {
+            format: Some(format),
+            kind,
+            detail: detail.into(),
+        }
+    }
+
+    pub(crate) fn malformed(format: Format, detail: impl Into<String>) -> Self {
+        Self::new(format, ErrorKind::Malformed, detail)
+    }
+
+    pub(crate) fn no_auth_key(format: Format, detail: impl Into<String>) -> Self {
+        Self::new(format, ErrorKind::NoAuthKey, detail)
+    }
+
+    fn message(&self) -> String {
+        match self.format {
+            Some(f) => format!("{} ({}): {}", f.describe(), f.name(), self.detail),
+            None => format!("unrecognized session: {}", self.detail),
+        }
+    }
+}
+
+/// A session read from another library's format.
+#[derive(Debug)]
+pub struct Imported {
+    /// The session.
+    pub data: SessionData,
+    /// The format it was read from.
+    pub format: Format,
+    /// The format's version, where it has one (`schema v8`, `362 characters`, …).
+    pub version: Option<String>,
+    /// What could not be mapped, or was filled in from elsewhere, one sentence each.
+    pub notes: Vec<String>,
+}
+
+/// Progress of a long read: `done` of `total` rows.
+pub type Progress<'a> = &'a mut dyn FnMut(u64, u64);
+
+/// Where a session comes from.
+pub enum Input<'a> {
+    /// A file on disk (SQLite files are opened in place, read-only and immutable).
+    Path(&'a Path),
+    /// Bytes in memory: a string, or a whole file read from standard input.
+    Bytes(&'a [u8]),
+}
+
+/// Reads a session in `format`, or in the format its content shows when `format` is `None`.
+///
+/// Detection looks at the content only, never at a file name.
+pub fn import(
+    input: Input<'_>,
+    format: Option<Format>,
+    progress: Progress<'_>,
+) -> Result<Imported, FormatError> {
+    match input {
+        Input::Path(path) => {
+            let head = read_head(path)?;
+            if head.starts_with(sqlite_io::SQLITE_MAGIC) {
+                let db = SqliteSource::open_path(path).map_err(|e| io_error(format, path, e))?;
+                import_sqlite(&db, format, progress)
+            } else {
+                let bytes =
+                    Zeroizing::new(std::fs::read(path).map_err(|e| io_error(format, path, e))?);
+                import_bytes(&bytes, format, progress)
+            }
+        }
+        Input::Bytes(bytes) => import_bytes(bytes, format, progress),
+    }
+}
+
+fn import_bytes(
+    bytes: &[u8],
+    format: Option<Format>,
+    progress: Progress<'_>,
+) -> Result<Imported, FormatError> {
+    if bytes.starts_with(sqlite_io::SQLITE_MAGIC) {
+        let db = SqliteSource::from_bytes(bytes).map_err(|e| FormatError {
+            format,
+            kind: match e.kind() {
+                std::io::ErrorKind::InvalidData => ErrorKind::Malformed,
+                _ => ErrorKind::Io,
+            },
+            detail: e.to_string(),
+        })?;
+        return import_sqlite(&db, format, progress);
+    }
+    let format = match format {
+        Some(f) => f,
+        None => detect_non_sqlite(bytes)?,
+    };
+    match format {
+        Format::TelethonString => telethon_string::parse_string(text(bytes, format)?),
+        Format::PyrogramString => pyrogram::parse_string(text(bytes, format)?),
+        Format::GrammersTl => grammers_tl::parse_tl(bytes),
+        f => Err(FormatError::new(
+            f,
+            ErrorKind::NotThisFormat,
+            "not a SQLite database (its first bytes are not the SQLite header)",
+        )),
+    }
+}
+
+fn import_sqlite(
+    db: &SqliteSource,
+    format: Option<Format>,
+    progress: Progress<'_>,
+) -> Result<Imported, FormatError> {
+    let format = match format {
+        Some(f) => f,
+        None => detect_sqlite(db)?,
+    };
+    match format {
+        Format::TelethonSqlite => telethon::parse_sqlite(db, progress),
+        Format::PyrogramSqlite => pyrogram::parse_sqlite(db, progress),
+        Format::GrammersSqlite => grammers::parse_sqlite(db, progress),
+        f => Err(FormatError::new(
+            f,
+            ErrorKind::NotThisFormat,
+            "this is a SQLite database, not a string or a TL file",
+        )),
+    }
+}
+
+fn read_head(path: &Path) -> Result<Vec<u8>, FormatError> {
+    use std::io::Read;
+    let mut head = Vec::with_capacity(16);
+    std::fs::File::open(path)
+        .and_then(|f| f.take(16).read_to_end(&mut head))
+        .map_err(|e| io_error(None, path, e))?;
+    Ok(head)
+}
+
+fn io_error(format: Option<Format>, path: &Path, e: std::io::Error) -> FormatError {
+    FormatError {
+        format,
+        kind: match e.kind() {
+            std::io::ErrorKind::InvalidData => ErrorKind::Malformed,
+            _ => ErrorKind::Io,
+        },
+        detail: format!("cannot read {}: {e}", path.display()),
+    }
+}
+
+fn text(bytes: &[u8], format: Format) -> Result<&str, FormatError> {
+    std::str::from_utf8(bytes).map(str::trim).map_err(|_| {
+        FormatError::malformed(format, "a session string is text, and this is not UTF-8")
+    })
+}
+
+/// The format of a SQLite session, from its tables.
+fn detect_sqlite(db: &SqliteSource) -> Result<Format, FormatError> {
+    let unreadable = |e: rusqlite::Error| FormatError {
+        format: None,
+        kind: ErrorKind::Malformed,
+        detail: format!("the SQLite database cannot be read (truncated or corrupt?): {e}"),
+    };
+    let tables = db.tables().map_err(unreadable)?;
+    let has = |t: &str| tables.iter().any(|x| x == t);
+    if has("dc_option") || has("dc_home") || has("peer_info") {
+        return Ok(Format::GrammersSqlite);
+    }
+    if has("sessions") {
+        let cols = db.columns("sessions").map_err(unreadable)?;
+        if cols.iter().any(|c| c == "server_address") && has("entities") {
+            return Ok(Format::TelethonSqlite);
+        }
+        if has("peers") || cols.iter().any(|c| c == "is_bot") {
+            return Ok(Format::PyrogramSqlite);
+        }
+        if has("entities") || has("version") {
+            return Ok(Format::TelethonSqlite);
+        }
+    }
+    Err(FormatError {
+        format: None,
+        kind: ErrorKind::NotThisFormat,
+        detail: format!(
+            "a SQLite database, but not a Telethon, Pyrogram or grammers session (tables: {})",
+            if tables.is_empty() {
+                "none".to_owned()
+            } else {
+                tables.join(", ")
+            }
+        ),
+    })
+}
+
+/// The format of a string or binary session.
+fn detect_non_sqlite(bytes: &[u8]) -> Result<Format, FormatError> {
+    if bytes.starts_with(&grammers_tl::TL_SESSION_ID.to_le_bytes()) {
+        return Ok(Format::GrammersTl);
+    }
+    let unknown = |detail: String| FormatError {
+        format: None,
+        kind: ErrorKind::NotThisFormat,
+        detail,
+    };
+    let Ok(s) = std::str::from_utf8(bytes) else {
+        return Err(unknown(
+            "neither a SQLite database, a grammers TL session, nor a session string".into(),
+        ));
+    };
+    let s = s.trim();
+    let bare = s.trim_end_matches('=');
+    if !bare
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(unknown(
+            "not a session string: it holds characters outside URL-safe base64".into(),
+        ));
+    }
+    if s.starts_with('1') && telethon_string::STRING_LENGTHS.contains(&bare.len()) {
+        return Ok(Format::TelethonString);
+    }
+    if pyrogram::STRING_LENGTHS.contains(&bare.len()) {
+        return Ok(Format::PyrogramString);
+    }
+    Err(unknown(format!(
+        "a string of {} characters: Telethon strings have 353 or 369 (352 or 368 without \
+         padding) and start with 1, Pyrogram strings have 351, 356 or 362",
+        s.len()
+    )))
+}
+
+/// Writes `data` as a session string (`telethon-string`, `pyrogram-string`).
+///
+/// The second value lists what the format cannot carry (peers, update state, …).
+pub fn export_string(
+    data: &SessionData,
+    format: Format,
+) -> Result<(Zeroizing<String>, Vec<String>), FormatError> {
+    match format {
+        Format::TelethonString => telethon_string::export_string(data),
+        Format::PyrogramString => pyrogram::export_string(data),
+        f => Err(FormatError::new(
+            f,
+            ErrorKind::NotThisFormat,
+            "this format is a file, not a string: use export_file",
+        )),
+    }
+}
+
+/// Writes `data` as a session file (`telethon-sqlite`, `grammers-sqlite`) at `path`, which
+/// must not exist or be empty; it is created with mode 0600.
+///
+/// Returns what the format cannot carry.
+pub fn export_file(
+    data: &SessionData,
+    format: Format,
+    path: &Path,
+) -> Result<Vec<String>, FormatError> {
+    match format {
+        Format::TelethonSqlite => telethon::export_sqlite(data, path),
+        Format::GrammersSqlite => grammers::export_sqlite(data, path),
+        f if f.is_string() => Err(FormatError::new(
+            f,
+            ErrorKind::NotThisFormat,
+            "this format is a string, not a file: use export_string",
+        )),
+        f => Err(FormatError::new(
+            f,
+            ErrorKind::UnsupportedVersion,
+            "writing this format is not supported (it is read-only here)",
+        )),
+    }
+}
+
+// ---- helpers shared by the formats -------------------------------------------------------
+
+/// A marked ("Bot API") id to its kind and bare id, as Telethon's `resolve_id` and grammers'
+/// `PeerId::kind` read it; `None` for 0 and the empty-chat id.
+pub(crate) fn unmark(marked: i64) -> Option<(PeerKind, i64)> {
+    const CHANNEL_BASE: i64 = 1_000_000_000_000;
+    if marked > 0 {
+        Some((PeerKind::User, marked))
+    } else if (-999_999_999_999..=-1).contains(&marked) {
+        Some((PeerKind::Chat, -marked))
+    } else if marked < -CHANNEL_BASE {
+        marked
+            .checked_neg()
+            .map(|m| (PeerKind::Channel, m - CHANNEL_BASE))
+    } else {
+        None
+    }
+}
+
+/// A kind and bare id to the marked ("Bot API") id.
+pub(crate) fn mark(kind: PeerKind, id: i64) -> i64 {
+    match kind {
+        PeerKind::User => id,
+        PeerKind::Chat => -id,
+        PeerKind::Channel => -(1_000_000_000_000 + id),
+    }
+}
+
+/// Telegram's production DC table, with the home DC's entry set to `home` (its address and
+/// key), sorted by id.
+pub(crate) fn dc_table_with(home: DcOption) -> Vec<DcOption> {
+    let mut dcs: Vec<DcOption> = known_dc_options()
+        .into_iter()
+        .filter(|d| d.id != home.id)
+        .collect();
+    dcs.push(home);
+    dcs.sort_by_key(|d| d.id);
+    dcs
+}
+
+/// A DC option for one address (the other family left unknown).
+pub(crate) fn dc_at(id: i32, ip: IpAddr, port: u16) -> DcOption {
+    let (ipv4, ipv6) = match ip {
+        IpAddr::V4(a) => (Some(SocketAddrV4::new(a, port)), None),
+        IpAddr::V6(a) => (None, Some(SocketAddrV6::new(a, port, 0, 0))),
+    };
+    DcOption {
+        id,
+        ipv4,
+        ipv6,
+        auth_key: None,
+    }
+}
+
+/// The known production address of DC `id`, if it is one of the five.
+pub(crate) fn known_dc(id: i32) -> Option<DcOption> {
+    known_dc_options().into_iter().find(|d| d.id == id)
+}
+
+/// The home DC's option of `data`, with its auth key, or the error of a session without one.
+pub(crate) fn home_option(data: &SessionData, format: Format) -> Result<&DcOption, FormatError> {
+    data.dc_options
+        .iter()
+        .find(|d| d.id == data.home_dc && d.auth_key.is_some())
+        .ok_or_else(|| {
+            FormatError::no_auth_key(
+                format,
+                format!(
+                    "the session holds no auth key for its home DC {}: there is nothing to export",
+                    data.home_dc
+                ),
+            )
+        })
+}
