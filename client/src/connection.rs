@@ -57,6 +57,10 @@ impl ClientError {
     }
 }
 
+/// Largest response accepted from the daemon (an export of a session with a million peers
+/// fits). Bounded so that whatever listens at the socket cannot make us allocate gigabytes.
+pub const MAX_RESPONSE_FRAME: u32 = 256 << 20;
+
 type Pending = Arc<Mutex<HashMap<u32, oneshot::Sender<Response>>>>;
 
 struct Inner {
@@ -236,7 +240,7 @@ async fn read_loop(
 ) {
     let mut reader = &*stream;
     loop {
-        let frame: ServerFrame = match codec::read_message(&mut reader, u32::MAX / 2).await {
+        let frame: ServerFrame = match codec::read_message(&mut reader, MAX_RESPONSE_FRAME).await {
             Ok(Some(f)) => f,
             Ok(None) => break,
             Err(e) => {

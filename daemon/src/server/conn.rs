@@ -21,7 +21,7 @@ use interprocess::local_socket::tokio::Stream;
 use serde::Deserialize;
 use session_vault_proto::codec::{self, FrameError};
 use session_vault_proto::message::{
-    ClientFrame, EVENT_ID, ErrorCode, PROTOCOL_MAJOR, PROTOCOL_MINOR, Request, Response,
+    ClientFrame, EVENT_ID, ErrorCode, Event, PROTOCOL_MAJOR, PROTOCOL_MINOR, Request, Response,
     ServerFrame, VaultState,
 };
 use tokio::io::AsyncWriteExt;
@@ -278,13 +278,17 @@ pub async fn serve(
     });
 
     let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    let mut stopping = false;
     let mut tasks = JoinSet::new();
     loop {
         // read_frame is not cancel-safe; the only other branch ends the loop, so a frame cut
         // short by it is never resumed.
         let read = tokio::select! {
             r = codec::read_frame(&mut reader, limit) => r,
-            _ = stop.recv() => break,
+            _ = stop.recv() => {
+                stopping = true;
+                break;
+            }
         };
         let payload = match read {
             Ok(Some(p)) => p,
@@ -326,7 +330,10 @@ pub async fn serve(
                 Ok(p) => p,
                 Err(_) => break,
             },
-            _ = stop.recv() => break,
+            _ = stop.recv() => {
+                stopping = true;
+                break;
+            }
         };
         let c = Arc::clone(&conn);
         let out = out_tx.clone();
@@ -344,6 +351,13 @@ pub async fn serve(
     // delivering answers can stall, on a client that does not read: after a grace period the
     // writer is aborted, which fails the stalled sends and lets the tasks end.
     events_task.abort();
+    if stopping {
+        // Said here rather than through the broadcast, which the aborted task may not have
+        // forwarded yet: a client is always told before its connection closes.
+        if let Some(f) = frame(EVENT_ID, Response::Event(Event::ShuttingDown)) {
+            let _ = tokio::time::timeout(WRITE_GRACE, out_tx.send(f)).await;
+        }
+    }
     drop(out_tx);
     let writer_abort = writer_task.abort_handle();
     let drained = tokio::time::timeout(WRITE_GRACE, async {

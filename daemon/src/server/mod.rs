@@ -162,7 +162,7 @@ pub async fn serve(
     }
     tracing::info!("shutting down: no new connections; finishing in-flight requests");
     systemd::notify_stopping();
-    daemon.publish(Event::ShuttingDown);
+    // Each connection tells its client `shutting_down` as it stops.
     let _ = stop_conns.send(());
     drop(done_tx);
     drop(listener);

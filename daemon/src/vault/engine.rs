@@ -315,7 +315,7 @@ impl<S: Store> Engine<S> {
             Ok(u)
         } else {
             Err(VaultError::NoSuchSession {
-                name: format!("#{}", sid.0),
+                name: "(deleted while open)".into(),
             })
         }
     }
@@ -507,7 +507,7 @@ impl<S: Store> Engine<S> {
             .store
             .session(sid.0)?
             .ok_or_else(|| VaultError::NoSuchSession {
-                name: format!("#{}", sid.0),
+                name: "(deleted while open)".into(),
             })?;
         self.open_session_record(sid, &row.name, &row.record)
     }
