@@ -33,6 +33,7 @@ use session_vault_proto::model::{
 use zeroize::Zeroizing;
 
 use super::sqlite_io::SqliteSource;
+use super::telethon::auth_key_from;
 use super::telethon_string::lost_by_strings;
 use super::{
     ErrorKind, Format, FormatError, Imported, Progress, dc_table_with, home_option, known_dc,
@@ -121,21 +122,6 @@ fn home_dc(
     Ok(home)
 }
 
-fn auth_key(format: Format, key: &[u8]) -> Result<AuthKey, FormatError> {
-    if key.iter().all(|&b| b == 0) {
-        return Err(FormatError::no_auth_key(
-            format,
-            "the session holds no auth key: it was never logged in, or was logged out",
-        ));
-    }
-    AuthKey::from_slice(key).ok_or_else(|| {
-        FormatError::malformed(
-            format,
-            format!("the auth key is {} bytes long, not 256", key.len()),
-        )
-    })
-}
-
 pub(crate) fn parse_sqlite(
     db: &SqliteSource,
     progress: Progress<'_>,
@@ -206,7 +192,7 @@ pub(crate) fn parse_sqlite(
         })?;
     let (dc, api_id, test_mode, key, user_id, is_bot, address, port) = row;
     let test_mode = test_mode.unwrap_or(false);
-    let key = auth_key(F, key.as_deref().map_or(&[][..], |k| &k[..]))?;
+    let key = auth_key_from(key.as_deref().map_or(&[][..], |k| &k[..]), F)?;
     let mut home = home_dc(F, dc, test_mode, key)?;
     if let (Some(addr), Some(port)) = (address, port.and_then(|p| u16::try_from(p).ok())) {
         // kurigram ≥ v7 records the address it uses.
@@ -400,7 +386,7 @@ pub(crate) fn parse_string(s: &str) -> Result<Imported, FormatError> {
         _ => (raw[0], None, &raw[1..]),
     };
     let test_mode = rest[0] != 0;
-    let key = auth_key(FS, &rest[1..257])?;
+    let key = auth_key_from(&rest[1..257], FS)?;
     let user_id = match rest.len() - 257 {
         5 => u32::from_be_bytes(rest[257..261].try_into().expect("4 bytes")) as i64,
         9 => i64::from_be_bytes(rest[257..265].try_into().expect("8 bytes")),
