@@ -4,7 +4,9 @@
 //! returns once the WAL is fsynced), `secure_delete=ON` (freed pages are zeroed so that old
 //! ciphertext does not linger), `locking_mode=EXCLUSIVE` (a second process, e.g. a second
 //! `vaultd` on the same file, gets `busy` instead of sharing the file). The file is created
-//! mode 0600; SQLite gives its `-wal` file the same mode.
+//! mode 0600; SQLite gives its `-wal` file the same mode. `temp_store=MEMORY` keeps savepoint
+//! and sort spills (copies of database pages) off the disk and out of the hot path; a 32 MiB
+//! page cache keeps lookups in large vaults from going to `pread`.
 
 use std::path::{Path, PathBuf};
 
@@ -114,6 +116,8 @@ impl SqliteStore {
              PRAGMA journal_mode = WAL;
              PRAGMA synchronous = FULL;
              PRAGMA secure_delete = ON;
+             PRAGMA temp_store = MEMORY;
+             PRAGMA cache_size = -32768;
              PRAGMA foreign_keys = OFF;",
         )?;
         conn.set_prepared_statement_cache_capacity(64);
