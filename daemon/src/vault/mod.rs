@@ -83,7 +83,9 @@ struct Inner {
 
 impl std::fmt::Debug for Vault {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Vault").field("path", &self.inner.path).finish()
+        f.debug_struct("Vault")
+            .field("path", &self.inner.path)
+            .finish()
     }
 }
 
