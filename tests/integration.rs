@@ -12,6 +12,7 @@ mod import;
 mod leases;
 mod lifecycle;
 mod load;
+mod reliability;
 mod shutdown;
 mod startup;
 mod systemd;

@@ -28,6 +28,8 @@ mod telethon;
 mod telethon_string;
 
 #[cfg(test)]
+mod fuzz_tests;
+#[cfg(test)]
 mod tests;
 
 use std::fmt;
