@@ -1,0 +1,126 @@
+//! The hidden `load` subcommand: one workload against a daemon someone else started (under
+//! `perf` or `valgrind`, say). Initializes the vault with the cheap KDF if it is new,
+//! unlocks it if it is locked, stores the peers, runs for a while, prints what it did.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use session_vault_client::Connection;
+use session_vault_proto::message::{Passphrase, Request, VaultState};
+
+use crate::daemon::{CHEAP_KDF, PASS};
+use crate::stats::{Reservoir, Rng, fmt_ns, summarize_weighted};
+use crate::workload::{fill, open_vault, peer_id};
+
+/// What to run.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum Workload {
+    /// `peer` with the client cache off: every lookup is a daemon round trip.
+    ColdPeer,
+    /// The section-2 mix, client cache on.
+    Mix,
+    /// The section-2 mix, client cache off.
+    MixNocache,
+}
+
+/// Arguments of `load`.
+#[derive(clap::Args, Debug)]
+pub struct LoadArgs {
+    /// The daemon's socket.
+    #[arg(long)]
+    socket: PathBuf,
+    /// The workload.
+    #[arg(long, value_enum)]
+    workload: Workload,
+    /// How long to run, seconds.
+    #[arg(long, default_value_t = 10.0)]
+    secs: f64,
+    /// Peers stored in the session (the mix's working set).
+    #[arg(long, default_value_t = 1_000)]
+    peers: u64,
+    /// Concurrent tasks on the one session.
+    #[arg(long, default_value_t = 1)]
+    clients: usize,
+    /// The peers are already stored (by an earlier run): do not store them again.
+    #[arg(long)]
+    skip_fill: bool,
+}
+
+/// Runs `load`.
+pub async fn run(a: LoadArgs) -> Result<()> {
+    let c = Connection::connect(&a.socket, "session-vault-bench load").await?;
+    match c.vault_state_at_connect() {
+        VaultState::Uninitialized => {
+            c.call(Request::Init {
+                passphrase: Passphrase::new(PASS.as_bytes().to_vec()),
+                kdf: Some(CHEAP_KDF),
+            })
+            .await?;
+        }
+        VaultState::Locked => {
+            c.call(Request::Unlock {
+                passphrase: Passphrase::new(PASS.as_bytes().to_vec()),
+            })
+            .await?;
+        }
+        VaultState::Unlocked => {}
+    }
+    drop(c);
+    let cache = match a.workload {
+        Workload::Mix => session_vault_client::DEFAULT_PEER_CACHE,
+        Workload::ColdPeer | Workload::MixNocache => 0,
+    };
+    let s = Arc::new(open_vault(&a.socket, "load", cache).await?);
+    if !a.skip_fill {
+        fill(&*s, 0, a.peers, 1_000).await?;
+    }
+    let start = Instant::now();
+    let end = start + Duration::from_secs_f64(a.secs);
+    let mut tasks = Vec::new();
+    for k in 0..a.clients {
+        let s = Arc::clone(&s);
+        let peers = a.peers;
+        let workload = a.workload;
+        tasks.push(tokio::spawn(async move {
+            match workload {
+                Workload::ColdPeer => {
+                    let mut rng = Rng::new(k as u64);
+                    let mut r = Reservoir::new(100_000, k as u64);
+                    while Instant::now() < end {
+                        let t = Instant::now();
+                        let p = grammers_session::Session::peer(&*s, peer_id(rng.below(peers)))
+                            .await
+                            .expect("peer");
+                        assert!(p.is_some());
+                        r.push(t.elapsed().as_nanos() as u64);
+                    }
+                    let seen = r.seen();
+                    (seen, vec![r.into_weighted()])
+                }
+                Workload::Mix | Workload::MixNocache => {
+                    let st = crate::mix::client_loop(&*s, 1 + k as u64, peers, start, end).await;
+                    (st.ops, vec![st.peer, st.cache_peers, st.set_state])
+                }
+            }
+        }));
+    }
+    let mut ops = 0;
+    let mut samples = Vec::new();
+    for t in tasks {
+        let (n, s) = t.await?;
+        ops += n;
+        samples.extend(s);
+    }
+    let s = summarize_weighted(samples);
+    println!(
+        "{:?}: {ops} ops in {:.1} s ({:.0} ops/s), p50 {}, p99 {}",
+        a.workload,
+        a.secs,
+        ops as f64 / a.secs,
+        fmt_ns(s.p50),
+        fmt_ns(s.p99)
+    );
+    Ok(())
+}
