@@ -193,6 +193,9 @@ struct Tally {
     locked_errors: u64,
     reads: Vec<Duration>,
     writes: Vec<Duration>,
+    /// Answered operations that overlapped a locked window (their latency includes the
+    /// lock, the unlock and vaultctl's start): counted, not in the percentiles.
+    across_lock: u64,
 }
 
 /// Sends a request; a `locked` error inside a locked window is retried after a pause,
@@ -214,7 +217,9 @@ async fn call(
             Ok(resp) => {
                 let mut t = tally.lock().await;
                 t.ops += 1;
-                if is_write {
+                if windows.overlaps(t0, t1) {
+                    t.across_lock += 1;
+                } else if is_write {
                     t.writes.push(took);
                 } else {
                     t.reads.push(took);
@@ -391,7 +396,7 @@ async fn export_all(env: &Env, models: &[SessionModel], when: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sixty_four_clients_on_sixteen_sessions_through_lock_cycles() {
     const TEST: &str = "load/64-clients";
-    let ops: u64 = if long() { 20_000 } else { 150 };
+    let ops: u64 = if long() { 10_000 } else { 150 };
     let cycles = if long() { 20 } else { 2 };
     let mut rng = Rng::from_env(TEST);
     let env = Env::new();
@@ -483,15 +488,17 @@ async fn sixty_four_clients_on_sixteen_sessions_through_lock_cycles() {
     figure(
         TEST,
         &format!(
-            "{} clients on {SESSIONS} sessions, {all} operations ({} writes, {} reads) in \
+            "{} clients on {SESSIONS} sessions, {all} operations ({} writes, {} reads timed) in \
              {took:.1?} ({:.0} ops/s) with {cycles} vaultctl lock/unlock cycles; {} `locked` \
-             answers, all inside a locked window; read p50 {:?} p99 {:?} max {:?}; write p50 \
+             answers, all inside a locked window; outside the windows ({} operations \
+             overlapped one): read p50 {:?} p99 {:?} max {:?}; write p50 \
              {:?} p99 {:?} max {:?}; lost writes: 0, wrong answers: 0",
             SESSIONS * (1 + READERS_PER_SESSION),
             t.writes.len(),
             t.reads.len(),
             all as f64 / took.as_secs_f64(),
             t.locked_errors,
+            t.across_lock,
             percentile(&t.reads, 50),
             percentile(&t.reads, 99),
             t.reads.last().copied().unwrap_or_default(),
@@ -610,7 +617,8 @@ async fn a_thousand_idle_or_half_open_connections_do_not_stop_new_clients() {
         TEST,
         &format!(
             "{IDLE} idle/half-open connections (silent, after hello, mid-frame, half-closed) \
-             opened in {opened_in:.1?}; daemon reports {} connections; 20 new clients each \
+             opened in {opened_in:.1?}; daemon reports {} connections (it closes the half-closed \
+             ones at their EOF); 20 new clients each \
              connected, opened a session, wrote and read: median {:?}, max {:?}; vaultd RSS \
              {} KiB before, {} KiB with them (RLIMIT_NOFILE {limit})",
             status.connections,
