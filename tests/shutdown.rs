@@ -139,6 +139,13 @@ async fn sigterm_with_idle_clients_exits_promptly_and_cleanly() {
         t.elapsed()
     );
     assert!(!env.socket().exists());
+    // The database was closed, not abandoned: SQLite checkpointed and removed the WAL.
+    let wal = env.data_dir().join("vault.db-wal");
+    assert!(
+        !wal.exists(),
+        "{} left after a clean shutdown",
+        wal.display()
+    );
     // The vault is intact and starts locked.
     let _d = env.start();
     let (status, _) = env.assert_serving().await;

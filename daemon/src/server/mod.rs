@@ -177,6 +177,10 @@ pub async fn serve(
         Ok(()) | Err(crate::vault::VaultError::Uninitialized) => {}
         Err(e) => tracing::error!(error = %e, "final flush failed"),
     }
+    // Close the database: the WAL is checkpointed and removed, nothing is left to replay.
+    if let Err(e) = daemon.vault.shutdown().await {
+        tracing::error!(error = %e, "closing the vault failed");
+    }
     tracing::info!("vault flushed and keys wiped; bye");
     Ok(())
 }

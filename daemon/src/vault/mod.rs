@@ -175,6 +175,22 @@ impl Vault {
         Ok(())
     }
 
+    /// Flushes pending writes, stops the storage thread and waits until it has closed the
+    /// database (SQLite then checkpoints and removes the WAL). Every handle's later requests
+    /// fail with `Closed`. For daemon shutdown, where other clones may still exist.
+    pub async fn shutdown(&self) -> Result<()> {
+        self.call(Class::Stop, |_| Ok(())).await?;
+        let handle = self.inner.thread.lock().ok().and_then(|mut t| t.take());
+        if let Some(h) = handle {
+            tokio::task::spawn_blocking(move || h.join())
+                .await
+                .ok()
+                .and_then(|r| r.ok())
+                .ok_or(VaultError::Closed)?;
+        }
+        Ok(())
+    }
+
     /// State and session count.
     pub async fn status(&self) -> Result<VaultStatus> {
         self.call(Class::Read, |e| {

@@ -36,6 +36,9 @@ pub enum Class {
     Durable,
     /// Runs with no transaction open (pending writes are committed first).
     Barrier,
+    /// A barrier after which the thread stops: the connection closes (SQLite checkpoints and
+    /// removes the WAL) and every later job fails with `Closed`.
+    Stop,
 }
 
 /// Delivers a job's answer; gets the commit's error, if its commit failed.
@@ -62,6 +65,8 @@ struct Worker {
     dirty_since: Option<Instant>,
     /// Durable writers waiting for the next commit.
     waiting: Vec<Completion>,
+    /// A `Stop` job ran: leave the loop, closing the database.
+    stopping: bool,
 }
 
 /// The storage thread's main loop; returns when every sender is gone.
@@ -72,8 +77,9 @@ pub fn run(engine: SqliteEngine, rx: Receiver<Job>, flush_interval: Duration) {
         in_txn: false,
         dirty_since: None,
         waiting: Vec::new(),
+        stopping: false,
     };
-    loop {
+    while !w.stopping {
         let first = match w.dirty_since {
             Some(since) => {
                 let left = (since + w.flush_interval).saturating_duration_since(Instant::now());
@@ -92,6 +98,9 @@ pub fn run(engine: SqliteEngine, rx: Receiver<Job>, flush_interval: Duration) {
             w.apply(job);
             // Group commit: take everything that queued up meanwhile into the same transaction.
             for job in rx.try_iter().take(4096) {
+                if w.stopping {
+                    break;
+                }
                 w.apply(job);
             }
         }
@@ -112,10 +121,11 @@ impl Worker {
                 let (_, done) = (job.run)(Ok(&mut self.engine));
                 done(None);
             }
-            Class::Barrier => {
+            Class::Barrier | Class::Stop => {
                 self.commit();
                 let (_, done) = (job.run)(Ok(&mut self.engine));
                 done(None);
+                self.stopping |= job.class == Class::Stop;
             }
             Class::Cache | Class::Durable => {
                 if let Err(e) = self.begin_op() {
