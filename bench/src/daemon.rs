@@ -191,6 +191,22 @@ impl Vaultd {
         (field("VmRSS:"), field("VmHWM:"))
     }
 
+    /// After [`stop`](Self::stop): checkpoints what vaultd left in vault.db-wal into
+    /// vault.db (`wal_checkpoint(TRUNCATE)`, which changes no content) and returns the sizes.
+    pub async fn checkpointed_disk(&self) -> Result<DiskSize> {
+        anyhow::ensure!(self.child.is_none(), "vaultd is still running");
+        let db = libsql::Builder::new_local(self.data_dir.join("vault.db"))
+            .build()
+            .await?;
+        let conn = db.connect()?;
+        let mut rows = conn.query("PRAGMA wal_checkpoint(TRUNCATE)", ()).await?;
+        while rows.next().await?.is_some() {}
+        drop(rows);
+        drop(conn);
+        drop(db);
+        Ok(self.disk())
+    }
+
     /// Sizes of vault.db and vault.db-wal now.
     pub fn disk(&self) -> DiskSize {
         DiskSize {

@@ -275,6 +275,7 @@ pub struct Floor {
     _tokio_server: Server,
     blocking: std::os::unix::net::UnixStream,
     tokio: tokio::net::UnixStream,
+    hop: std::sync::mpsc::Sender<tokio::sync::oneshot::Sender<u64>>,
 }
 
 impl Floor {
@@ -284,20 +285,29 @@ impl Floor {
         let t = Server::start(dir, "tokio")?;
         let blocking = std::os::unix::net::UnixStream::connect(&b.socket)?;
         let tokio = tokio::net::UnixStream::connect(&t.socket).await?;
+        let (hop, rx) = std::sync::mpsc::channel::<tokio::sync::oneshot::Sender<u64>>();
+        // Ends when `hop` is dropped with the Floor.
+        std::thread::spawn(move || {
+            for answer in rx {
+                let _ = answer.send(1);
+            }
+        });
         Ok(Floor {
             _blocking_server: b,
             _tokio_server: t,
             blocking,
             tokio,
+            hop,
         })
     }
 
-    /// `n` round trips of each kind, appended to the sample vectors.
+    /// `n` round trips of each kind (and `n` thread hops), appended to the sample vectors.
     pub async fn round(
         &mut self,
         n: usize,
         blocking: &mut Vec<u64>,
         tokio: &mut Vec<u64>,
+        hop: &mut Vec<u64>,
     ) -> Result<()> {
         let msg = [7u8; MSG];
         let mut buf = [0u8; MSG];
@@ -313,6 +323,13 @@ impl Floor {
             self.tokio.write_all(&msg).await?;
             self.tokio.read_exact(&mut buf).await?;
             tokio.push(t.elapsed().as_nanos() as u64);
+        }
+        for _ in 0..n {
+            let t = Instant::now();
+            let (otx, orx) = tokio::sync::oneshot::channel();
+            self.hop.send(otx)?;
+            orx.await?;
+            hop.push(t.elapsed().as_nanos() as u64);
         }
         Ok(())
     }

@@ -328,6 +328,8 @@ pub struct Interleaved {
     pub blocking: Summary,
     /// tokio ↔ tokio.
     pub tokio: Summary,
+    /// tokio task → std thread → oneshot back, in this process.
+    pub thread_hop: Summary,
 }
 
 /// Rounds the cold vault reads are split into, alternating with the floor.
@@ -347,10 +349,11 @@ async fn cold_interleaved(
         order.len() >= c.total(),
         "not enough stored peers for the cold reads"
     );
-    let (mut b, mut t) = (Vec::new(), Vec::new());
-    floor.round(c.warmup, &mut b, &mut t).await?;
+    let (mut b, mut t, mut h) = (Vec::new(), Vec::new(), Vec::new());
+    floor.round(c.warmup, &mut b, &mut t, &mut h).await?;
     b.clear();
     t.clear();
+    h.clear();
     let mut ids = order.into_iter();
     for id in ids.by_ref().take(c.warmup) {
         ok(s.peer(peer_id(id)).await)?;
@@ -364,13 +367,14 @@ async fn cold_interleaved(
             samples.push(t0.elapsed().as_nanos() as u64);
             anyhow::ensure!(p.is_some(), "a stored peer was not found");
         }
-        floor.round(per, &mut b, &mut t).await?;
+        floor.round(per, &mut b, &mut t, &mut h).await?;
     }
     Ok((
         crate::stats::summarize(samples),
         Interleaved {
             blocking: crate::stats::summarize(b),
             tokio: crate::stats::summarize(t),
+            thread_hop: crate::stats::summarize(h),
         },
     ))
 }

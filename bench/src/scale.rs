@@ -46,12 +46,17 @@ pub struct Stage {
     pub vault_fill_rate: f64,
     /// Cold lookups from a fresh connection (daemon running since the fill).
     pub vault_lookup: Summary,
+    /// The reference, in rounds interleaved with `vault_lookup`: lookups in a session of
+    /// [`SMALL`] peers, through a client without a peer cache.
+    pub small_lookup: Summary,
     /// Lookups from a fresh connection right after a daemon restart.
     pub vault_lookup_after_restart: Summary,
     /// vault.db + WAL while running.
     pub vault_disk_live: DiskSize,
-    /// After a clean shutdown (checkpointed).
+    /// After a clean shutdown, as vaultd left the files.
     pub vault_disk_closed: DiskSize,
+    /// The same, once the WAL left behind is checkpointed.
+    pub vault_disk_checkpointed: DiskSize,
     /// vaultd VmRSS / VmHWM after the lookups, KiB.
     pub vaultd_rss_kib: (u64, u64),
     /// vaultd VmRSS right after restart and unlock, KiB.
@@ -92,8 +97,10 @@ pub struct Many {
     pub vault_lookup: Summary,
     /// Live and closed sizes.
     pub vault_disk_live: DiskSize,
-    /// After a clean shutdown.
+    /// After a clean shutdown, as vaultd left the files.
     pub vault_disk_closed: DiskSize,
+    /// The same, once the WAL left behind is checkpointed.
+    pub vault_disk_checkpointed: DiskSize,
     /// vaultd VmRSS / VmHWM with every session open, KiB.
     pub vaultd_rss_kib: (u64, u64),
     /// Time from spawn to the first answered handshake, at restart.
@@ -124,21 +131,66 @@ fn sqlite_size(path: &Path) -> u64 {
         .sum()
 }
 
+/// Peers of the reference session whose lookups interleave with the big one's.
+pub const SMALL: u64 = 1_000;
+
+/// Distinct random ids among `0..peers`, `count` of them at most.
+fn distinct(peers: u64, count: usize, seed: u64) -> Vec<u64> {
+    let mut rng = Rng::new(seed);
+    let mut ids: Vec<u64> = Vec::with_capacity(count);
+    let mut seen = std::collections::HashSet::new();
+    while ids.len() < count.min(peers as usize) {
+        let i = rng.below(peers);
+        if seen.insert(i) {
+            ids.push(i);
+        }
+    }
+    ids
+}
+
+/// Lookups of distinct random peers in `big` (a fresh connection: its client cache cannot
+/// answer) and of random peers in `small` (no client cache), call by call in turn, so that
+/// both see the same machine state.
+async fn interleaved_lookups<S: Session>(
+    big: &S,
+    peers: u64,
+    small: &S,
+    count: usize,
+    seed: u64,
+) -> (Summary, Summary)
+where
+    S::Error: Debug,
+{
+    let c = Count::new(count);
+    let ids = distinct(peers, c.total(), seed);
+    let warm = c.warmup.min(ids.len() / 2);
+    let mut rng = Rng::new(seed ^ 7);
+    let mut b = Vec::new();
+    let mut sm = Vec::new();
+    for (n, &id) in ids.iter().enumerate() {
+        let t = Instant::now();
+        let p = big.peer(peer_id(id)).await.expect("peer");
+        let took = t.elapsed().as_nanos() as u64;
+        assert!(p.is_some());
+        let t = Instant::now();
+        let p = small.peer(peer_id(rng.below(SMALL))).await.expect("peer");
+        let took_small = t.elapsed().as_nanos() as u64;
+        assert!(p.is_some());
+        if n >= warm {
+            b.push(took);
+            sm.push(took_small);
+        }
+    }
+    (crate::stats::summarize(b), crate::stats::summarize(sm))
+}
+
 /// Times `count` lookups of distinct random peers among `0..peers`.
 async fn lookups<S: Session>(s: &S, peers: u64, count: usize, seed: u64) -> Summary
 where
     S::Error: Debug,
 {
     let c = Count::new(count);
-    let mut rng = Rng::new(seed);
-    let mut ids: Vec<u64> = Vec::with_capacity(c.total());
-    let mut seen = std::collections::HashSet::new();
-    while ids.len() < c.total().min(peers as usize) {
-        let i = rng.below(peers);
-        if seen.insert(i) {
-            ids.push(i);
-        }
-    }
+    let ids = distinct(peers, c.total(), seed);
     let c = Count {
         warmup: c.warmup.min(ids.len() / 2),
         measured: ids.len() - c.warmup.min(ids.len() / 2),
@@ -171,6 +223,9 @@ pub async fn run(vaultd: &Path, dir: &Path, plan: &ScalePlan) -> Result<ScaleRes
     let sq_path = one.join("grammers-scale.session");
     let sq = ok(SqliteSession::open(&sq_path).await)?;
     let mem = MemorySession::default();
+    let small = open_vault(&d.socket, "small", 0).await?;
+    fill(&small, 0, SMALL, 1_000).await?;
+    drop(small);
     let mut stages: Vec<Stage> = Vec::new();
     let mut skipped = None;
     let mut have = 0u64;
@@ -203,12 +258,16 @@ pub async fn run(vaultd: &Path, dir: &Path, plan: &ScalePlan) -> Result<ScaleRes
         drop(v);
         have = target;
         let v = open_vault(&d.socket, "big", session_vault_client::DEFAULT_PEER_CACHE).await?;
-        let vault_lookup = lookups(&v, target, plan.lookups, 10 + i as u64).await;
+        let small = open_vault(&d.socket, "small", 0).await?;
+        let (vault_lookup, small_lookup) =
+            interleaved_lookups(&v, target, &small, plan.lookups, 10 + i as u64).await;
         drop(v);
+        drop(small);
         let vault_disk_live = d.disk();
         let vaultd_rss_kib = d.memory_kib();
         let stop = d.stop()?;
         let vault_disk_closed = d.disk();
+        let vault_disk_checkpointed = d.checkpointed_disk().await?;
         let start = d.start_again().await?;
         d.unlock().await?;
         let vaultd_rss_restarted_kib = d.memory_kib().0;
@@ -247,9 +306,11 @@ pub async fn run(vaultd: &Path, dir: &Path, plan: &ScalePlan) -> Result<ScaleRes
             peers: target,
             vault_fill_rate,
             vault_lookup,
+            small_lookup,
             vault_lookup_after_restart,
             vault_disk_live,
             vault_disk_closed,
+            vault_disk_checkpointed,
             vaultd_rss_kib,
             vaultd_rss_restarted_kib,
             vaultd_start: start,
@@ -320,6 +381,7 @@ async fn many(vaultd: &Path, dir: &Path, plan: &ScalePlan) -> Result<Many> {
     let vault_disk_live = d.disk();
     d.stop()?;
     let vault_disk_closed = d.disk();
+    let vault_disk_checkpointed = d.checkpointed_disk().await?;
     let vaultd_start = d.start_again().await?;
     d.stop()?;
 
@@ -346,6 +408,7 @@ async fn many(vaultd: &Path, dir: &Path, plan: &ScalePlan) -> Result<Many> {
         vault_lookup,
         vault_disk_live,
         vault_disk_closed,
+        vault_disk_checkpointed,
         vaultd_rss_kib,
         vaultd_start,
         sqlite: GrammersStage {
