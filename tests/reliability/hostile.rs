@@ -153,7 +153,7 @@ async fn status_time(env: &Env, limit: Duration) -> Option<Duration> {
 async fn a_client_that_never_reads_large_answers_holds_bounded_memory() {
     const TEST: &str = "hostile/non-reader";
     let (peers, exports) = if super::long() {
-        (6_000, 400)
+        (3_000, 400)
     } else {
         (200, 300)
     };
@@ -174,15 +174,15 @@ async fn a_client_that_never_reads_large_answers_holds_bounded_memory() {
         // from then on others are served at once.
         let mut peak = rss_kib(d.pid());
         loop {
-            let took = status_time(&env, Duration::from_secs(120))
+            let took = status_time(&env, Duration::from_secs(600))
                 .await
-                .expect("status within 120 s");
+                .expect("status within 600 s");
             slowest = slowest.max(took);
             peak = peak.max(rss_kib(d.pid()));
             if took < Duration::from_millis(200) && t.elapsed() > Duration::from_millis(500) {
                 break;
             }
-            assert!(t.elapsed() < Duration::from_secs(120), "never settled");
+            assert!(t.elapsed() < Duration::from_secs(600), "never settled");
         }
         stall_took.push(t.elapsed());
         let other = env.connect().await;

@@ -66,18 +66,43 @@ pub struct Counts {
     pub deleted: u64,
     /// Write errors the writers reported (each retried).
     pub errors: u64,
+    /// Cache-class writes owed across a kill but lost, acknowledged more than the window and
+    /// less than the hard bound before it: the flush came late (tolerated unless strict).
+    pub late_flush: u64,
+    /// The oldest of those, in ms before the kill.
+    pub late_flush_max_ms: u64,
+}
+
+/// An owed cache-class write found lost, but younger than the hard bound.
+#[derive(Debug)]
+pub struct Late {
+    key: CacheKey,
+    n: u64,
+    age_ms: u64,
+}
+
+/// A cache-class key of a stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum CacheKey {
+    Peer(u32, i64),
+    State(u32),
 }
 
 /// The model.
 pub struct Model {
     /// Flush interval plus margin, in ns.
     window_ns: u64,
+    /// Age (ns before the kill) past which a lost cache-class write fails the check even when
+    /// not strict.
+    hard_ns: u64,
+    /// Whether any owed cache-class write found lost fails the check.
+    strict: bool,
     /// Owed minimum counter per (stream, key): DC options by DC id, home DC as key 0.
     dc: HashMap<(u32, i32), u64>,
     home: HashMap<u32, u64>,
-    /// Owed minimum counter of cache-class keys: peers by id, update state.
-    peer: HashMap<(u32, i64), u64>,
-    state: HashMap<u32, u64>,
+    /// Owed cache-class keys (peers by id, update state): the newest owed acknowledgment.
+    peer: HashMap<(u32, i64), Ack>,
+    state: HashMap<u32, Ack>,
     /// Cache acknowledgments with no kill after their send yet.
     pending: Vec<Ack>,
     /// Kills so far: (just before the signal, after the reap).
@@ -93,10 +118,14 @@ pub struct Model {
 }
 
 impl Model {
-    /// A model for a daemon with the given flush interval plus margin.
-    pub fn new(window_ns: u64) -> Model {
+    /// A model for a daemon with the given flush interval plus margin. Unless `strict`, an
+    /// owed cache-class write found lost is counted as a late flush (not a failure) when it
+    /// was acknowledged less than `hard_ns` before the kill.
+    pub fn new(window_ns: u64, hard_ns: u64, strict: bool) -> Model {
         Model {
             window_ns,
+            hard_ns,
+            strict,
             dc: HashMap::new(),
             home: HashMap::new(),
             peer: HashMap::new(),
@@ -178,8 +207,75 @@ impl Model {
 
     fn owe_cache(&mut self, a: Ack) {
         match op_of(a.n) {
-            Op::Peer => raise(&mut self.peer, (a.task, peer_of(a.n)), a.n),
-            _ => raise(&mut self.state, a.task, a.n),
+            Op::Peer => raise_ack(&mut self.peer, (a.task, peer_of(a.n)), a),
+            _ => raise_ack(&mut self.state, a.task, a),
+        }
+    }
+
+    /// How long before the kill after it an acknowledgment came, in ns (`None`: no kill
+    /// since, the live daemon answered it).
+    fn age(&self, a: &Ack) -> Option<u64> {
+        self.kills
+            .iter()
+            .find(|&&(_, k2)| k2 >= a.t0)
+            .map(|&(k1, _)| k1.saturating_sub(a.t1))
+    }
+
+    /// Takes in the late flushes a check found: counted, and no longer owed (the value is
+    /// gone; later writes of the key are owed again).
+    pub fn forgive(&mut self, late: Vec<Late>) {
+        for l in late {
+            self.counts.late_flush += 1;
+            self.counts.late_flush_max_ms = self.counts.late_flush_max_ms.max(l.age_ms);
+            match l.key {
+                CacheKey::Peer(t, id) => {
+                    if self.peer.get(&(t, id)).is_some_and(|a| a.n == l.n) {
+                        self.peer.remove(&(t, id));
+                    }
+                }
+                CacheKey::State(t) => {
+                    if self.state.get(&t).is_some_and(|a| a.n == l.n) {
+                        self.state.remove(&t);
+                    }
+                }
+            }
+        }
+    }
+
+    /// A lost owed cache-class write: late (returned) or a failure (`Err`).
+    fn lost(
+        &self,
+        key: CacheKey,
+        owed: &Ack,
+        found: String,
+        late: &mut Vec<Late>,
+    ) -> Result<(), String> {
+        match self.age(owed) {
+            Some(age) if !self.strict && age < self.hard_ns => {
+                late.push(Late {
+                    key,
+                    n: owed.n,
+                    age_ms: age / 1_000_000,
+                });
+                Ok(())
+            }
+            _ => Err(format!(
+                "{key:?}: acknowledged counter {} lost (found {found}; {})",
+                owed.n,
+                self.when(owed)
+            )),
+        }
+    }
+
+    /// When an acknowledgment came, relative to the kill after it (for failure messages).
+    fn when(&self, a: &Ack) -> String {
+        match self.kills.iter().position(|&(_, k2)| k2 >= a.t0) {
+            Some(i) => format!(
+                "sent {} ms and answered {} ms before kill {i}",
+                (self.kills[i].0 as i64 - a.t0 as i64) / 1_000_000,
+                (self.kills[i].0 as i64 - a.t1 as i64) / 1_000_000
+            ),
+            None => "answered by the live daemon".into(),
         }
     }
 
@@ -187,18 +283,18 @@ impl Model {
     /// there, every session exported (nothing corrupt), every value is one the writer wrote,
     /// whole. `late` are the writer's lines read after the snapshot was taken: deletes sent
     /// meanwhile may have removed sessions, nothing else of them is owed yet.
-    pub fn check(&self, snap: &Snapshot, late: &[Line]) -> Result<(), String> {
+    pub fn check(&self, snap: &Snapshot, late_lines: &[Line]) -> Result<Vec<Late>, String> {
         // Pending cache acknowledgments are owed by the live daemon too.
         let mut peer = self.peer.clone();
         let mut state = self.state.clone();
         for a in &self.pending {
             match op_of(a.n) {
-                Op::Peer => raise(&mut peer, (a.task, peer_of(a.n)), a.n),
-                _ => raise(&mut state, a.task, a.n),
+                Op::Peer => raise_ack(&mut peer, (a.task, peer_of(a.n)), *a),
+                _ => raise_ack(&mut state, a.task, *a),
             }
         }
         let mut delete_sent = self.delete_sent.clone();
-        delete_sent.extend(late.iter().filter_map(|l| match l {
+        delete_sent.extend(late_lines.iter().filter_map(|l| match l {
             Line::DeleteSent(n) => Some(*n),
             _ => None,
         }));
@@ -223,6 +319,7 @@ impl Model {
                 return Err(format!("session {} lost", session_name(*task)));
             }
         }
+        let mut late = Vec::new();
         for (name, data) in &snap.exports {
             let data = match data {
                 Ok(d) => d,
@@ -230,19 +327,20 @@ impl Model {
                 Err(e) => return Err(format!("export of {name}: {e:?}")),
             };
             if let Some(task) = (0..TASKS).find(|t| session_name(*t) == *name) {
-                self.check_stream(task, data, &peer, &state)
+                self.check_stream(task, data, &peer, &state, &mut late)
                     .map_err(|e| format!("session {name}: {e}"))?;
             }
         }
-        Ok(())
+        Ok(late)
     }
 
     fn check_stream(
         &self,
         task: u32,
         data: &SessionData,
-        peer: &HashMap<(u32, i64), u64>,
-        state: &HashMap<u32, u64>,
+        peer: &HashMap<(u32, i64), Ack>,
+        state: &HashMap<u32, Ack>,
+        late: &mut Vec<Late>,
     ) -> Result<(), String> {
         // Every key present is whole and one this stream wrote.
         for o in &data.dc_options {
@@ -282,31 +380,33 @@ impl Model {
                 return Err(format!("peer {} holds a value never written: {p:?}", p.id));
             }
         }
-        for (&(_, id), &owed) in peer.iter().filter(|((t, _), _)| *t == task) {
+        for (&(_, id), owed) in peer.iter().filter(|((t, _), _)| *t == task) {
             let got = data
                 .peers
                 .iter()
                 .find(|p| p.id == id)
                 .and_then(|p| p.access_hash);
-            if got.is_none_or(|h| (h as u64) < owed) {
-                return Err(format!(
-                    "peer {id}: acknowledged counter {owed} lost (found {got:?})"
-                ));
+            if got.is_none_or(|h| (h as u64) < owed.n) {
+                self.lost(CacheKey::Peer(task, id), owed, format!("{got:?}"), late)?;
             }
         }
         let s = &data.updates_state;
         if s.pts != s.date || s.pts != s.seq {
             return Err(format!("update state torn: {s:?}"));
         }
-        if let Some(&owed) = state.get(&task) {
-            if (s.pts as u64) < owed {
-                return Err(format!(
-                    "update state: acknowledged pts {owed} lost (found {})",
-                    s.pts
-                ));
+        if let Some(owed) = state.get(&task) {
+            if (s.pts as u64) < owed.n {
+                self.lost(CacheKey::State(task), owed, format!("pts {}", s.pts), late)?;
             }
         }
         Ok(())
+    }
+}
+
+fn raise_ack<K: std::hash::Hash + Eq>(map: &mut HashMap<K, Ack>, key: K, a: Ack) {
+    let v = map.entry(key).or_insert(a);
+    if a.n > v.n {
+        *v = a;
     }
 }
 
