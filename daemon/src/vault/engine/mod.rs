@@ -5,6 +5,9 @@
 //! and group-commits them. Argon2 never runs here: keyslots are opened by the caller off the
 //! runtime and the resulting DEK is handed in ([`Engine::install_keys`]).
 //!
+//! `mod.rs` holds the state machine, sessions and the sealed-row helpers; `data.rs` the
+//! per-session data rows (DC options, peers, update state, sent files).
+//!
 //! Record layout (all sealed with [`Keys::seal`], keyed by blind indexes):
 //! - `sessions.record`: [`SessionRecord`] (home DC, self user, extras, ACL);
 //! - `dc_options`: one [`DcOption`] per DC id;
@@ -17,14 +20,15 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use session_vault_proto::model::{
-    ChannelState, DcOption, Peer, PeerKey, PeerKind, SelfUser, SentFile, SessionAcl, SessionData,
-    SessionExtras, SessionSummary, UpdateStateChange, UpdatesState,
+    PeerKind, SelfUser, SessionAcl, SessionData, SessionExtras, SessionSummary, UpdateStateChange,
 };
 use zeroize::Zeroizing;
 
 use super::crypto::{Keys, Keyslot, RecordPlace, SecretKey, VAULT_ID_LEN};
 use super::error::{Result, VaultError};
-use super::store::{Header, Index, Row, Store, Table};
+use super::store::{Header, Row, Store, Table};
+
+mod data;
 
 /// Internal id of a session: stable across renames, never reused after a delete.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -617,14 +621,25 @@ impl<S: Store> Engine<S> {
         key: &[u8],
     ) -> Result<Option<T>> {
         let k = self.row_key(sid, table, key)?;
-        match self.store.get(table, sid.0, &k)? {
+        self.get_row_at(sid, table, &k)
+    }
+
+    /// [`Self::get_row`] by an already blinded key (callers that also write the row blind
+    /// its key once).
+    fn get_row_at<T: DeserializeOwned>(
+        &mut self,
+        sid: SessionId,
+        table: Table,
+        blinded: &[u8],
+    ) -> Result<Option<T>> {
+        match self.store.get(table, sid.0, blinded)? {
             None => Ok(None),
             Some(value) => self
                 .open_row(
                     sid,
                     table,
                     &Row {
-                        key: k.to_vec(),
+                        key: blinded.to_vec(),
                         value,
                     },
                 )
@@ -636,260 +651,5 @@ impl<S: Store> Engine<S> {
         self.live(sid)?;
         let rows = self.store.scan(table, sid.0)?;
         rows.iter().map(|r| self.open_row(sid, table, r)).collect()
-    }
-
-    // ---- DC options ---------------------------------------------------------------------------
-
-    /// Every DC option, by id.
-    pub fn dc_options(&mut self, sid: SessionId) -> Result<Vec<DcOption>> {
-        let mut v: Vec<DcOption> = self.scan_rows(sid, Table::DcOptions)?;
-        v.sort_by_key(|d| d.id);
-        Ok(v)
-    }
-
-    /// One DC option.
-    pub fn dc_option(&mut self, sid: SessionId, dc_id: i32) -> Result<Option<DcOption>> {
-        self.get_row(sid, Table::DcOptions, &dc_id.to_be_bytes())
-    }
-
-    /// Inserts or replaces a DC option (auth key included). Durable.
-    pub fn set_dc_option(&mut self, sid: SessionId, dc: &DcOption) -> Result<()> {
-        let k = self.row_key(sid, Table::DcOptions, &dc.id.to_be_bytes())?;
-        let row = self.seal_row(sid, Table::DcOptions, &k, dc)?;
-        self.store
-            .put(Table::DcOptions, sid.0, &row, [None, None])?;
-        self.touch(sid)
-    }
-
-    // ---- peers --------------------------------------------------------------------------------
-
-    fn peer_key_bytes(key: PeerKey) -> [u8; 9] {
-        let mut b = [0u8; 9];
-        b[0] = kind_byte(key.kind);
-        b[1..].copy_from_slice(&key.id.to_be_bytes());
-        b
-    }
-
-    /// A cached peer by identity.
-    pub fn peer(&mut self, sid: SessionId, key: PeerKey) -> Result<Option<Peer>> {
-        self.get_row(sid, Table::Peers, &Self::peer_key_bytes(key))
-    }
-
-    /// The logged-in user's cached peer (grammers' `PeerId::self_user()`).
-    pub fn self_peer(&mut self, sid: SessionId) -> Result<Option<Peer>> {
-        match self.self_user(sid)? {
-            None => Ok(None),
-            Some(me) => self.peer(
-                sid,
-                PeerKey {
-                    kind: PeerKind::User,
-                    id: me.id,
-                },
-            ),
-        }
-    }
-
-    fn find_peer(
-        &mut self,
-        sid: SessionId,
-        index: Index,
-        field: &str,
-        value: &str,
-    ) -> Result<Option<Peer>> {
-        // Locked/unknown-session errors come before any shortcut.
-        self.live(sid)?;
-        if value.is_empty() {
-            return Ok(None);
-        }
-        let blind = self
-            .live(sid)?
-            .keys
-            .blind("peers", sid.0, field, value.as_bytes());
-        match self.store.find(Table::Peers, sid.0, index, &blind)? {
-            None => Ok(None),
-            Some(row) => self.open_row(sid, Table::Peers, &row).map(Some),
-        }
-    }
-
-    /// A cached peer by username, case-insensitively (a leading `@` is ignored).
-    pub fn peer_by_username(&mut self, sid: SessionId, username: &str) -> Result<Option<Peer>> {
-        self.find_peer(
-            sid,
-            Index::Username,
-            "username",
-            &normalize_username(username),
-        )
-    }
-
-    /// A cached peer by phone number (only its digits count).
-    pub fn peer_by_phone(&mut self, sid: SessionId, phone: &str) -> Result<Option<Peer>> {
-        self.find_peer(sid, Index::Phone, "phone", &normalize_phone(phone))
-    }
-
-    /// Every cached peer, oldest first.
-    pub fn peers(&mut self, sid: SessionId) -> Result<Vec<Peer>> {
-        self.scan_rows(sid, Table::Peers)
-    }
-
-    /// Caches peers, merging each into what is cached by `PeerInfo::extend_info` rules.
-    /// A peer with `is_self == Some(true)` becomes the session's self user. Cache class.
-    pub fn cache_peers(&mut self, sid: SessionId, peers: &[Peer]) -> Result<()> {
-        let mut new_self = None;
-        for peer in peers {
-            let old = self.peer(sid, peer.key())?;
-            let merged = match &old {
-                Some(old) => {
-                    let mut merged = old.clone();
-                    merged.merge_from(peer);
-                    merged
-                }
-                None => peer.clone(),
-            };
-            // An unchanged peer costs a read, not a write (bots re-cache the same peers often).
-            if old.as_ref() != Some(&merged) {
-                self.write_peer(sid, &merged)?;
-            }
-            if merged.kind == PeerKind::User && merged.is_self == Some(true) {
-                new_self = Some(SelfUser {
-                    id: merged.id,
-                    bot: merged.bot.unwrap_or(false),
-                });
-            }
-        }
-        if let Some(me) = new_self {
-            self.update_record(sid, |r| r.self_user = Some(me))?;
-        }
-        self.touch(sid)
-    }
-
-    fn write_peer(&mut self, sid: SessionId, peer: &Peer) -> Result<()> {
-        let u = self.live(sid)?;
-        let k = u
-            .keys
-            .blind("peers", sid.0, "key", &Self::peer_key_bytes(peer.key()));
-        let uname = peer
-            .username
-            .as_deref()
-            .map(normalize_username)
-            .filter(|s| !s.is_empty())
-            .map(|s| u.keys.blind("peers", sid.0, "username", s.as_bytes()));
-        let phone = peer
-            .phone
-            .as_deref()
-            .map(normalize_phone)
-            .filter(|s| !s.is_empty())
-            .map(|s| u.keys.blind("peers", sid.0, "phone", s.as_bytes()));
-        let row = self.seal_row(sid, Table::Peers, &k, peer)?;
-        self.store.put(
-            Table::Peers,
-            sid.0,
-            &row,
-            [
-                uname.as_ref().map(|b| &b[..]),
-                phone.as_ref().map(|b| &b[..]),
-            ],
-        )
-    }
-
-    // ---- update state -------------------------------------------------------------------------
-
-    /// The full update state, channels in write order.
-    pub fn updates_state(&mut self, sid: SessionId) -> Result<UpdatesState> {
-        let s: ScalarState = self
-            .get_row(sid, Table::State, STATE_UPDATES)?
-            .unwrap_or_default();
-        Ok(UpdatesState {
-            pts: s.pts,
-            qts: s.qts,
-            date: s.date,
-            seq: s.seq,
-            channels: self.scan_rows(sid, Table::Channels)?,
-        })
-    }
-
-    fn put_scalar(&mut self, sid: SessionId, s: &ScalarState) -> Result<()> {
-        let k = self.row_key(sid, Table::State, STATE_UPDATES)?;
-        let row = self.seal_row(sid, Table::State, &k, s)?;
-        self.store.put(Table::State, sid.0, &row, [None, None])
-    }
-
-    fn put_channel(&mut self, sid: SessionId, c: &ChannelState) -> Result<()> {
-        let k = self.row_key(sid, Table::Channels, &c.id.to_be_bytes())?;
-        let row = self.seal_row(sid, Table::Channels, &k, c)?;
-        self.store.put_last(Table::Channels, sid.0, &row)
-    }
-
-    /// Applies an update-state change exactly as grammers' `MemorySession` does. Cache class.
-    pub fn set_update_state(&mut self, sid: SessionId, change: &UpdateStateChange) -> Result<()> {
-        match change {
-            UpdateStateChange::All(all) => {
-                let s = ScalarState {
-                    pts: all.pts,
-                    qts: all.qts,
-                    date: all.date,
-                    seq: all.seq,
-                };
-                self.put_scalar(sid, &s)?;
-                self.store.clear(Table::Channels, sid.0)?;
-                for c in &all.channels {
-                    self.put_channel(sid, c)?;
-                }
-            }
-            &UpdateStateChange::Primary { pts, date, seq } => {
-                let mut s: ScalarState = self
-                    .get_row(sid, Table::State, STATE_UPDATES)?
-                    .unwrap_or_default();
-                (s.pts, s.date, s.seq) = (pts, date, seq);
-                self.put_scalar(sid, &s)?;
-            }
-            &UpdateStateChange::Secondary { qts } => {
-                let mut s: ScalarState = self
-                    .get_row(sid, Table::State, STATE_UPDATES)?
-                    .unwrap_or_default();
-                s.qts = qts;
-                self.put_scalar(sid, &s)?;
-            }
-            &UpdateStateChange::Channel { id, pts } => {
-                self.put_channel(sid, &ChannelState { id, pts })?;
-            }
-        }
-        self.touch(sid)
-    }
-
-    // ---- Telethon sent files ------------------------------------------------------------------
-
-    fn sent_file_key(md5: &[u8], size: i64, file_type: i32) -> Vec<u8> {
-        let mut k = Vec::with_capacity(md5.len() + 12);
-        k.extend_from_slice(&size.to_be_bytes());
-        k.extend_from_slice(&file_type.to_be_bytes());
-        k.extend_from_slice(md5);
-        k
-    }
-
-    /// Caches a sent file (Telethon's `sent_files`). Cache class.
-    pub fn put_sent_file(&mut self, sid: SessionId, f: &SentFile) -> Result<()> {
-        let raw = Self::sent_file_key(&f.md5_digest, f.file_size, f.file_type);
-        let k = self.row_key(sid, Table::SentFiles, &raw)?;
-        let row = self.seal_row(sid, Table::SentFiles, &k, f)?;
-        self.store
-            .put(Table::SentFiles, sid.0, &row, [None, None])?;
-        self.touch(sid)
-    }
-
-    /// A sent file by (md5, size, type).
-    pub fn sent_file(
-        &mut self,
-        sid: SessionId,
-        md5: &[u8],
-        size: i64,
-        file_type: i32,
-    ) -> Result<Option<SentFile>> {
-        let raw = Self::sent_file_key(md5, size, file_type);
-        self.get_row(sid, Table::SentFiles, &raw)
-    }
-
-    /// Every cached sent file.
-    pub fn sent_files(&mut self, sid: SessionId) -> Result<Vec<SentFile>> {
-        self.scan_rows(sid, Table::SentFiles)
     }
 }
