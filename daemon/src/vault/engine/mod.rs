@@ -10,11 +10,11 @@
 //!
 //! Record layout (all sealed with [`Keys::seal`], keyed by blind indexes):
 //! - `sessions.record`: [`SessionRecord`] (home DC, self user, extras, ACL);
-//! - `dc_options`: one [`DcOption`] per DC id;
-//! - `peers`: one [`Peer`] per (kind, id), with blinded username and phone columns;
+//! - `dc_options`: one [`DcOption`](session_vault_proto::model::DcOption) per DC id;
+//! - `peers`: one [`Peer`](session_vault_proto::model::Peer) per (kind, id), with blinded username and phone columns;
 //! - `state`: the scalar update state ([`ScalarState`]);
-//! - `channels`: one [`ChannelState`] per channel, in write order;
-//! - `sent_files`: Telethon's [`SentFile`] cache.
+//! - `channels`: one [`ChannelState`](session_vault_proto::model::ChannelState) per channel, in write order;
+//! - `sent_files`: Telethon's [`SentFile`](session_vault_proto::model::SentFile) cache.
 
 use std::collections::HashMap;
 
