@@ -513,8 +513,6 @@ async fn sixty_four_clients_on_sixteen_sessions_through_lock_cycles() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: list_sessions fails with no_such_session when a session is deleted while the \
-            list is built (daemon/src/server/cmd/admin.rs `list`); see RELIABILITY.md"]
 async fn listing_sessions_while_others_are_deleted() {
     let env = Env::new();
     let (_d, c) = env.start_initialized(&[]).await;

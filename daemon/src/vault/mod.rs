@@ -324,6 +324,13 @@ impl Vault {
 
     /// Summaries of every session.
     pub async fn list_sessions(&self) -> Result<Vec<SessionSummary>> {
+        let listed = self.list_sessions_with_ids().await?;
+        Ok(listed.into_iter().map(|(_, s)| s).collect())
+    }
+
+    /// Summaries of every session with their ids, read in one consistent pass (for callers
+    /// that look more up by id, such as lease holders).
+    pub async fn list_sessions_with_ids(&self) -> Result<Vec<(SessionId, SessionSummary)>> {
         self.call(Class::Read, |e| e.list_sessions()).await
     }
 

@@ -10,15 +10,15 @@ use crate::server::errors::wire;
 /// `list_sessions`, with each session's lease holder.
 pub async fn list(conn: &Conn) -> Result<Response, WireError> {
     let d = &conn.daemon;
-    let summaries = d.vault.list_sessions().await?;
-    let mut out = Vec::with_capacity(summaries.len());
-    for summary in summaries {
-        let sid = d.vault.open_session(&summary.name).await?;
-        out.push(SessionListing {
+    // One pass with ids: no lookup by name per session, which a concurrent delete would fail.
+    let listed = d.vault.list_sessions_with_ids().await?;
+    let out = listed
+        .into_iter()
+        .map(|(sid, summary)| SessionListing {
             lease_holder_pid: d.leases.holder(sid).flatten(),
             summary,
-        });
-    }
+        })
+        .collect();
     Ok(Response::Sessions(out))
 }
 

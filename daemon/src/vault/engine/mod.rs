@@ -455,7 +455,7 @@ impl<S: Store> Engine<S> {
     }
 
     /// A summary of every session, by name.
-    pub fn list_sessions(&mut self) -> Result<Vec<SessionSummary>> {
+    pub fn list_sessions(&mut self) -> Result<Vec<(SessionId, SessionSummary)>> {
         self.unlocked()?;
         let rows = self.store.sessions()?;
         let mut out = Vec::with_capacity(rows.len());
@@ -465,16 +465,19 @@ impl<S: Store> Engine<S> {
             let has_auth_key = self
                 .dc_option(sid, record.home_dc)?
                 .is_some_and(|dc| dc.auth_key.is_some());
-            out.push(SessionSummary {
-                name: row.name,
-                created_at: row.created_at,
-                updated_at: row.updated_at,
-                home_dc: record.home_dc,
-                has_auth_key,
-                user_id: record.self_user.map(|u| u.id),
-                peer_count: self.store.count(Table::Peers, row.id)?,
-                owner_uid: record.acl.owner_uid,
-            });
+            out.push((
+                sid,
+                SessionSummary {
+                    name: row.name,
+                    created_at: row.created_at,
+                    updated_at: row.updated_at,
+                    home_dc: record.home_dc,
+                    has_auth_key,
+                    user_id: record.self_user.map(|u| u.id),
+                    peer_count: self.store.count(Table::Peers, row.id)?,
+                    owner_uid: record.acl.owner_uid,
+                },
+            ));
         }
         Ok(out)
     }
