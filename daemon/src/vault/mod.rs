@@ -42,7 +42,7 @@ use crypto::{Keyslot, SecretKey, VAULT_ID_LEN};
 use engine::Engine;
 use sqlite::SqliteStore;
 use store::Header;
-use worker::{Class, Job, SqliteEngine};
+use worker::{Class, Job, Redo, Shared, SqliteEngine};
 
 /// Tunables of a vault.
 #[derive(Clone, Debug)]
@@ -77,6 +77,7 @@ pub struct Vault {
 
 struct Inner {
     tx: mpsc::Sender<Job>,
+    shared: Arc<Shared>,
     thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
     path: PathBuf,
 }
@@ -96,9 +97,11 @@ impl Vault {
         let store = SqliteStore::open(path)?;
         let engine = Engine::new(store)?;
         let (tx, rx) = mpsc::channel();
+        let shared = Shared::new(engine, config.flush_interval);
+        let for_thread = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
             .name("vault-storage".into())
-            .spawn(move || worker::run(engine, rx, config.flush_interval))
+            .spawn(move || worker::run(for_thread, rx))
             .map_err(|e| VaultError::Storage {
                 kind: StorageErrorKind::Other,
                 message: format!("cannot start the storage thread: {e}"),
@@ -106,6 +109,7 @@ impl Vault {
         Ok(Vault {
             inner: Arc::new(Inner {
                 tx,
+                shared,
                 thread: std::sync::Mutex::new(Some(thread)),
                 path: path.to_owned(),
             }),
@@ -134,6 +138,39 @@ impl Vault {
         class: Class,
         f: impl FnOnce(&mut SqliteEngine) -> Result<T> + Send + 'static,
     ) -> Result<T> {
+        self.send(class, None, f).await
+    }
+
+    /// A point read (one row or a few): runs inline when the storage thread is idle and has
+    /// nothing queued (see [`worker`]), else queued like [`Vault::call`]. Not for reads that
+    /// scan a whole session or vault, which would hold a runtime thread.
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut SqliteEngine) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        match self.inner.shared.try_read(f) {
+            Ok(answer) => answer,
+            Err(f) => self.send(Class::Read, None, f).await,
+        }
+    }
+
+    /// A cache-class write; `f` may run again if a failed commit rolled it back after it was
+    /// acknowledged (see [`worker`]).
+    async fn call_cache(
+        &self,
+        f: impl Fn(&mut SqliteEngine) -> Result<()> + Send + Sync + 'static,
+    ) -> Result<()> {
+        let redo: Redo = Arc::new(f);
+        let run = Arc::clone(&redo);
+        self.send(Class::Cache, Some(redo), move |e| run(e)).await
+    }
+
+    async fn send<T: Send + 'static>(
+        &self,
+        class: Class,
+        redo: Option<Redo>,
+        f: impl FnOnce(&mut SqliteEngine) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let job = Job {
             class,
@@ -150,8 +187,13 @@ impl Vault {
                 });
                 (ok, done)
             }),
+            redo,
         };
-        self.inner.tx.send(job).map_err(|_| VaultError::Closed)?;
+        self.inner.shared.sending();
+        if self.inner.tx.send(job).is_err() {
+            self.inner.shared.unsent();
+            return Err(VaultError::Closed);
+        }
         rx.await.map_err(|_| VaultError::Closed)?
     }
 
@@ -193,7 +235,7 @@ impl Vault {
 
     /// State and session count.
     pub async fn status(&self) -> Result<VaultStatus> {
-        self.call(Class::Read, |e| {
+        self.read(|e| {
             Ok(VaultStatus {
                 state: e.state(),
                 sessions: e.session_count(),
@@ -319,7 +361,7 @@ impl Vault {
     /// Resolves a session name.
     pub async fn open_session(&self, name: &str) -> Result<SessionId> {
         let name = name.to_owned();
-        self.call(Class::Read, move |e| e.open_session(&name)).await
+        self.read(move |e| e.open_session(&name)).await
     }
 
     /// Summaries of every session.
@@ -350,7 +392,7 @@ impl Vault {
 
     /// The session's record: home DC, self user, extras, ACL.
     pub async fn session_record(&self, sid: SessionId) -> Result<engine::SessionRecord> {
-        self.call(Class::Read, move |e| e.session_record(sid)).await
+        self.read(move |e| e.session_record(sid)).await
     }
 
     /// Sets the home DC. Durable.
@@ -373,7 +415,7 @@ impl Vault {
 
     /// All DC options.
     pub async fn dc_options(&self, sid: SessionId) -> Result<Vec<DcOption>> {
-        self.call(Class::Read, move |e| e.dc_options(sid)).await
+        self.read(move |e| e.dc_options(sid)).await
     }
 
     /// Sets one DC option (auth key included). Durable.
@@ -384,49 +426,45 @@ impl Vault {
 
     /// A peer by identity.
     pub async fn peer(&self, sid: SessionId, key: PeerKey) -> Result<Option<Peer>> {
-        self.call(Class::Read, move |e| e.peer(sid, key)).await
+        self.read(move |e| e.peer(sid, key)).await
     }
 
     /// The self user's peer.
     pub async fn self_peer(&self, sid: SessionId) -> Result<Option<Peer>> {
-        self.call(Class::Read, move |e| e.self_peer(sid)).await
+        self.read(move |e| e.self_peer(sid)).await
     }
 
     /// A peer by username (case-insensitive).
     pub async fn peer_by_username(&self, sid: SessionId, username: &str) -> Result<Option<Peer>> {
         let username = username.to_owned();
-        self.call(Class::Read, move |e| e.peer_by_username(sid, &username))
-            .await
+        self.read(move |e| e.peer_by_username(sid, &username)).await
     }
 
     /// A peer by phone.
     pub async fn peer_by_phone(&self, sid: SessionId, phone: &str) -> Result<Option<Peer>> {
         let phone = phone.to_owned();
-        self.call(Class::Read, move |e| e.peer_by_phone(sid, &phone))
-            .await
+        self.read(move |e| e.peer_by_phone(sid, &phone)).await
     }
 
     /// Caches a batch of peers (merging). Cache class.
     pub async fn cache_peers(&self, sid: SessionId, peers: Vec<Peer>) -> Result<()> {
-        self.call(Class::Cache, move |e| e.cache_peers(sid, &peers))
-            .await
+        self.call_cache(move |e| e.cache_peers(sid, &peers)).await
     }
 
     /// The full update state.
     pub async fn updates_state(&self, sid: SessionId) -> Result<UpdatesState> {
-        self.call(Class::Read, move |e| e.updates_state(sid)).await
+        self.read(move |e| e.updates_state(sid)).await
     }
 
     /// Applies an update-state change. Cache class.
     pub async fn set_update_state(&self, sid: SessionId, change: UpdateStateChange) -> Result<()> {
-        self.call(Class::Cache, move |e| e.set_update_state(sid, &change))
+        self.call_cache(move |e| e.set_update_state(sid, &change))
             .await
     }
 
     /// Caches a sent file. Cache class.
     pub async fn put_sent_file(&self, sid: SessionId, file: SentFile) -> Result<()> {
-        self.call(Class::Cache, move |e| e.put_sent_file(sid, &file))
-            .await
+        self.call_cache(move |e| e.put_sent_file(sid, &file)).await
     }
 
     /// A sent file by (md5, size, type).
@@ -437,10 +475,8 @@ impl Vault {
         size: i64,
         file_type: i32,
     ) -> Result<Option<SentFile>> {
-        self.call(Class::Read, move |e| {
-            e.sent_file(sid, &md5, size, file_type)
-        })
-        .await
+        self.read(move |e| e.sent_file(sid, &md5, size, file_type))
+            .await
     }
 }
 

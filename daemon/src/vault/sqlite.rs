@@ -5,7 +5,7 @@
 //! ciphertext does not linger), `locking_mode=EXCLUSIVE` (a second process, e.g. a second
 //! `vaultd` on the same file, gets `busy` instead of sharing the file). The file is created
 //! mode 0600; SQLite gives its `-wal` file the same mode. `temp_store=MEMORY` keeps savepoint
-//! and sort spills (copies of database pages) off the disk and out of the hot path; a 32 MiB
+//! and sort spills (copies of database pages) off the disk and out of the hot path; a 64 MiB
 //! page cache keeps lookups in large vaults from going to `pread`.
 
 use std::path::{Path, PathBuf};
@@ -84,6 +84,7 @@ impl SqliteStore {
             path: path.to_owned(),
             reason,
         };
+        check_whole_pages(path).map_err(not_a_vault)?;
         let conn = Connection::open(path)?;
         // The first read tells a damaged or foreign file apart before anything is written.
         let (app_id, version, tables): (i32, u32, i64) = conn
@@ -117,7 +118,7 @@ impl SqliteStore {
              PRAGMA synchronous = FULL;
              PRAGMA secure_delete = ON;
              PRAGMA temp_store = MEMORY;
-             PRAGMA cache_size = -32768;
+             PRAGMA cache_size = -65536;
              PRAGMA foreign_keys = OFF;",
         )?;
         conn.set_prepared_statement_cache_capacity(64);
@@ -167,6 +168,34 @@ impl SqliteStore {
 }
 
 /// Creates `path` with mode 0600 if it does not exist; never truncates an existing file.
+/// Refuses a SQLite file whose length is not a whole number of its pages: it was cut (a
+/// copy interrupted, a disk that lost the file's tail). SQLite itself would read the missing
+/// bytes as zeros and serve what the other pages hold, and its next checkpoint would write the
+/// zeroed page back for good. Files that are not SQLite are left to the checks after open.
+fn check_whole_pages(path: &Path) -> std::result::Result<(), String> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let len = file.metadata().map_err(|e| e.to_string())?.len();
+    let mut header = [0u8; 18];
+    if file.read_exact(&mut header).is_err() || &header[..16] != b"SQLite format 3\0" {
+        return Ok(());
+    }
+    let page_size = match u16::from_be_bytes([header[16], header[17]]) {
+        1 => 65_536,
+        n => u64::from(n),
+    };
+    if page_size < 512 || !page_size.is_power_of_two() {
+        return Err(format!("invalid page size {page_size} in its header"));
+    }
+    if len % page_size != 0 {
+        return Err(format!(
+            "its length ({len} bytes) is not a whole number of {page_size}-byte pages: \
+             the file was truncated"
+        ));
+    }
+    Ok(())
+}
+
 fn create_private(path: &Path) -> Result<()> {
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create_new(true);

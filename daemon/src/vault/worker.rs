@@ -1,20 +1,36 @@
-//! The storage thread: sole owner of the engine (and so of the SQLite connection), fed by a
-//! channel, with group commit.
+//! The storage thread: owner of the engine's writes (and so of the SQLite connection's
+//! transactions), fed by a channel, with group commit; plus the inline fast path for reads.
 //!
-//! Each message is a job of one [`Class`]. The thread drains everything queued, applies the
-//! writes inside one open transaction (each in a savepoint, so a failed operation leaves
-//! nothing behind), then:
+//! Each message is a job of one [`Class`]. The thread takes the first job, then everything
+//! queued behind it (until a deadline, below), applies the writes inside one open
+//! transaction (each in a savepoint, so a failed operation leaves nothing behind), then:
 //! - answers **cache**-class writes as soon as they are applied (later reads see them, since
 //!   they share the connection) and commits them within the flush interval;
 //! - answers **durable**-class writes only after the commit that holds them returned, i.e.
 //!   after the WAL was fsynced (`synchronous=FULL`);
 //! - runs **barrier** jobs (lock, install keys, close) after committing whatever is pending.
 //!
-//! If a commit fails (disk full, I/O error) the transaction is rolled back: durable writers
-//! get the error, the engine re-reads its caches, and cache-class writes acknowledged since
-//! the last commit are lost — the bounded loss DESIGN.md allows that class.
+//! Deadlines: while draining its queue the thread stops and commits once the oldest
+//! uncommitted cache-class write reaches the flush interval, or once a durable writer has
+//! waited [`DURABLE_WAIT`] (whichever is first), so a steady stream of requests can postpone
+//! neither.
+//!
+//! Inline reads: the engine sits behind a mutex ([`Shared`]). A point read whose caller finds
+//! no job queued or running (so every write sent before it has been applied) and the mutex
+//! free runs at once on the caller's thread, without the two thread wake-ups of a channel hop;
+//! otherwise it is queued like any job. Reads see applied but uncommitted writes either way.
+//!
+//! Storage faults: if a commit fails (disk full, I/O error) the transaction is rolled back
+//! and durable writers get the error. Cache-class writes already acknowledged are **kept**:
+//! each carries a redo closure, and the thread re-applies them in a fresh transaction, so
+//! reads keep showing them and the next successful commit stores them. Until a commit
+//! succeeds again the thread is *failing*: it answers new cache-class writes only after a
+//! commit, like durable ones, so nothing more is acknowledged that the disk has not taken,
+//! and the redo list stays bounded by one flush interval's writes.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::engine::Engine;
@@ -24,6 +40,10 @@ use super::store::Store;
 
 /// The engine as the storage thread runs it.
 pub type SqliteEngine = Engine<SqliteStore>;
+
+/// The longest a durable writer waits for the queue behind it to be drained before its
+/// commit (the flush interval caps it too).
+pub const DURABLE_WAIT: Duration = Duration::from_millis(2);
 
 /// When a job's effects must be on disk before it is answered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,6 +68,9 @@ pub type Completion = Box<dyn FnOnce(Option<VaultError>) + Send>;
 pub type JobFn =
     Box<dyn FnOnce(Result<&mut SqliteEngine, VaultError>) -> (bool, Completion) + Send>;
 
+/// Re-applies an acknowledged cache-class write after its transaction was rolled back.
+pub type Redo = Arc<dyn Fn(&mut SqliteEngine) -> Result<(), VaultError> + Send + Sync>;
+
 /// A unit of work for the storage thread.
 pub struct Job {
     /// Its durability class.
@@ -55,34 +78,107 @@ pub struct Job {
     /// Runs on the engine (or is handed the error that kept it from running); says whether
     /// it succeeded and how to answer.
     pub run: JobFn,
+    /// For cache-class writes: how to apply it again (see the module doc on storage faults).
+    pub redo: Option<Redo>,
+}
+
+/// What the storage thread and inline readers share.
+pub struct Shared {
+    worker: Mutex<Worker>,
+    /// Jobs sent and not yet applied. Inline reads run only when it is zero.
+    queued: AtomicUsize,
+}
+
+impl Shared {
+    /// Wraps `engine` for [`run`].
+    pub fn new(engine: SqliteEngine, flush_interval: Duration) -> Arc<Shared> {
+        Arc::new(Shared {
+            worker: Mutex::new(Worker {
+                engine: Some(engine),
+                flush_interval,
+                in_txn: false,
+                dirty_since: None,
+                waiting: Vec::new(),
+                waiting_since: None,
+                unflushed: Vec::new(),
+                failing: false,
+                stopping: false,
+            }),
+            queued: AtomicUsize::new(0),
+        })
+    }
+
+    /// Counts a job about to be sent (undo with [`Shared::unsent`] if sending failed).
+    pub fn sending(&self) {
+        self.queued.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Un-counts a job whose send failed.
+    pub fn unsent(&self) {
+        self.queued.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Runs the read `f` on the caller's thread if no job is queued or running and the
+    /// engine is free; otherwise hands `f` back to be queued.
+    pub fn try_read<T, F>(&self, f: F) -> Result<Result<T, VaultError>, F>
+    where
+        F: FnOnce(&mut SqliteEngine) -> Result<T, VaultError>,
+    {
+        if self.queued.load(Ordering::SeqCst) != 0 {
+            return Err(f);
+        }
+        let mut w = match self.worker.try_lock() {
+            Ok(w) => w,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return Err(f),
+        };
+        Ok(match w.engine.as_mut() {
+            Some(engine) => f(engine),
+            None => Err(VaultError::Closed),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Worker> {
+        self.worker.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn applied(&self) {
+        self.queued.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 struct Worker {
-    engine: SqliteEngine,
+    /// `None` once the thread stopped (the database is closed).
+    engine: Option<SqliteEngine>,
     flush_interval: Duration,
     in_txn: bool,
     /// When the oldest uncommitted cache-class write was applied.
     dirty_since: Option<Instant>,
-    /// Durable writers waiting for the next commit.
+    /// Writers waiting for the next commit.
     waiting: Vec<Completion>,
+    /// When the oldest of `waiting` was applied.
+    waiting_since: Option<Instant>,
+    /// Acknowledged cache-class writes not yet committed.
+    unflushed: Vec<Redo>,
+    /// The last commit failed and none succeeded since.
+    failing: bool,
     /// A `Stop` job ran: leave the loop, closing the database.
     stopping: bool,
 }
 
-/// The storage thread's main loop; returns when every sender is gone.
-pub fn run(engine: SqliteEngine, rx: Receiver<Job>, flush_interval: Duration) {
-    let mut w = Worker {
-        engine,
-        flush_interval,
-        in_txn: false,
-        dirty_since: None,
-        waiting: Vec::new(),
-        stopping: false,
-    };
-    while !w.stopping {
-        let first = match w.dirty_since {
+/// The storage thread's main loop; returns when every sender is gone or a `Stop` job ran.
+pub fn run(shared: Arc<Shared>, rx: Receiver<Job>) {
+    loop {
+        let (dirty_since, flush_interval) = {
+            let w = shared.lock();
+            if w.stopping {
+                break;
+            }
+            (w.dirty_since, w.flush_interval)
+        };
+        let first = match dirty_since {
             Some(since) => {
-                let left = (since + w.flush_interval).saturating_duration_since(Instant::now());
+                let left = (since + flush_interval).saturating_duration_since(Instant::now());
                 match rx.recv_timeout(left) {
                     Ok(job) => Some(job),
                     Err(RecvTimeoutError::Timeout) => None,
@@ -94,36 +190,68 @@ pub fn run(engine: SqliteEngine, rx: Receiver<Job>, flush_interval: Duration) {
                 Err(_) => break,
             },
         };
+        let mut w = shared.lock();
         if let Some(job) = first {
             w.apply(job);
-            // Group commit: take everything that queued up meanwhile into the same transaction.
-            for job in rx.try_iter().take(4096) {
-                if w.stopping {
-                    break;
-                }
+            shared.applied();
+            // Group commit: take what queued up meanwhile into the same transaction, until a
+            // deadline is due.
+            while !w.stopping && !w.commit_due() {
+                let Ok(job) = rx.try_recv() else { break };
                 w.apply(job);
+                shared.applied();
             }
         }
-        let flush_due = w
-            .dirty_since
-            .is_some_and(|s| s.elapsed() >= w.flush_interval);
-        if !w.waiting.is_empty() || flush_due {
+        if !w.waiting.is_empty() || w.flush_due() || (w.failing && !w.in_txn) {
             w.commit();
         }
     }
+    let mut w = shared.lock();
     w.commit();
+    if !w.unflushed.is_empty() {
+        tracing::error!(
+            writes = w.unflushed.len(),
+            "vault closed while its storage was failing: cache-class writes acknowledged since the last commit are lost"
+        );
+    }
+    w.stopping = true;
+    // Closing the connection lets SQLite checkpoint and remove the WAL.
+    w.engine = None;
+    drop(w);
+    // Answer what is still queued (requests racing the stop).
+    for job in rx.try_iter() {
+        let (_, done) = (job.run)(Err(VaultError::Closed));
+        done(None);
+        shared.applied();
+    }
 }
 
 impl Worker {
+    fn engine(&mut self) -> Result<&mut SqliteEngine, VaultError> {
+        self.engine.as_mut().ok_or(VaultError::Closed)
+    }
+
+    fn flush_due(&self) -> bool {
+        self.dirty_since
+            .is_some_and(|s| s.elapsed() >= self.flush_interval)
+    }
+
+    fn commit_due(&self) -> bool {
+        self.flush_due()
+            || self
+                .waiting_since
+                .is_some_and(|s| s.elapsed() >= DURABLE_WAIT.min(self.flush_interval))
+    }
+
     fn apply(&mut self, job: Job) {
         match job.class {
             Class::Read => {
-                let (_, done) = (job.run)(Ok(&mut self.engine));
+                let (_, done) = (job.run)(self.engine());
                 done(None);
             }
             Class::Barrier | Class::Stop => {
                 self.commit();
-                let (_, done) = (job.run)(Ok(&mut self.engine));
+                let (_, done) = (job.run)(self.engine());
                 done(None);
                 self.stopping |= job.class == Class::Stop;
             }
@@ -133,33 +261,40 @@ impl Worker {
                     done(None);
                     return;
                 }
-                let (ok, done) = (job.run)(Ok(&mut self.engine));
-                let store = self.engine.store();
+                let Some(engine) = self.engine.as_mut() else {
+                    unreachable!("begin_op succeeded, so the engine is open")
+                };
+                let (ok, done) = (job.run)(Ok(engine));
+                let store = engine.store();
                 let ended = if ok {
                     store.release()
                 } else {
                     store.rollback_to_savepoint()
                 };
                 if let Err(e) = ended {
+                    done(Some(e.clone()));
                     self.abort(&e);
-                    done(Some(e));
                     return;
                 }
                 if !ok {
                     // The job's own error is its answer; nothing of it was kept on disk, and
                     // what it changed in the engine's memory is re-read from disk.
-                    if let Err(e) = self.engine.resync() {
+                    if let Err(e) = engine.resync() {
                         tracing::error!(error = %e, "vault could not re-read its state after a failed write");
                     }
                     done(None);
                     return;
                 }
-                match job.class {
-                    Class::Durable => self.waiting.push(done),
-                    _ => {
-                        self.dirty_since.get_or_insert_with(Instant::now);
-                        done(None);
+                if job.class == Class::Cache && !self.failing {
+                    self.dirty_since.get_or_insert_with(Instant::now);
+                    if let Some(redo) = job.redo {
+                        self.unflushed.push(redo);
                     }
+                    done(None);
+                } else {
+                    // Durable, or cache-class while the storage fails: answered by the commit.
+                    self.waiting_since.get_or_insert_with(Instant::now);
+                    self.waiting.push(done);
                 }
             }
         }
@@ -167,26 +302,35 @@ impl Worker {
 
     fn begin_op(&mut self) -> Result<(), VaultError> {
         if !self.in_txn {
-            self.engine.store().begin()?;
+            self.engine()?.store().begin()?;
             self.in_txn = true;
         }
-        self.engine.store().savepoint()
+        self.engine()?.store().savepoint()
     }
 
     fn commit(&mut self) {
+        if self.failing && !self.in_txn && !self.unflushed.is_empty() {
+            // An earlier re-apply could not even begin a transaction: try again.
+            self.replay();
+        }
         if !self.in_txn {
-            for done in self.waiting.drain(..) {
-                done(None);
-            }
+            self.answer_waiting(None);
             return;
         }
-        match self.engine.store().commit() {
+        let committed = match self.engine() {
+            Ok(engine) => engine.store().commit(),
+            Err(e) => Err(e),
+        };
+        match committed {
             Ok(()) => {
                 self.in_txn = false;
                 self.dirty_since = None;
-                for done in self.waiting.drain(..) {
-                    done(None);
+                self.unflushed.clear();
+                if self.failing {
+                    tracing::info!("vault storage recovered: writes are committed again");
+                    self.failing = false;
                 }
+                self.answer_waiting(None);
             }
             Err(e) => {
                 tracing::error!(error = %e, "vault commit failed; rolling back");
@@ -195,21 +339,74 @@ impl Worker {
         }
     }
 
-    /// Rolls the open transaction back and fails every waiting durable writer with `err`.
-    fn abort(&mut self, err: &VaultError) {
-        if self.dirty_since.is_some() {
-            tracing::warn!("cache-class writes acknowledged since the last commit were lost");
+    fn answer_waiting(&mut self, err: Option<&VaultError>) {
+        self.waiting_since = None;
+        for done in self.waiting.drain(..) {
+            done(err.cloned());
         }
-        if let Err(e) = self.engine.store().rollback() {
-            tracing::error!(error = %e, "vault rollback failed");
+    }
+
+    /// Rolls the open transaction back, fails every waiting writer with `err`, and re-applies
+    /// the acknowledged cache-class writes (entering the failing state).
+    fn abort(&mut self, err: &VaultError) {
+        if let Ok(engine) = self.engine() {
+            if let Err(e) = engine.store().rollback() {
+                tracing::error!(error = %e, "vault rollback failed");
+            }
+            if let Err(e) = engine.resync() {
+                tracing::error!(error = %e, "vault could not re-read its state after a rollback");
+            }
         }
         self.in_txn = false;
         self.dirty_since = None;
-        if let Err(e) = self.engine.resync() {
-            tracing::error!(error = %e, "vault could not re-read its state after a rollback");
+        self.answer_waiting(Some(err));
+        if !self.failing {
+            tracing::warn!("vault storage is failing: cache-class writes now wait for a commit");
+            self.failing = true;
         }
-        for done in self.waiting.drain(..) {
-            done(Some(err.clone()));
+        self.replay();
+    }
+
+    /// Re-applies the acknowledged, uncommitted cache-class writes in a new transaction, due
+    /// for commit after one more flush interval. One that no longer applies (its session was
+    /// deleted, the vault locked) is dropped and logged.
+    fn replay(&mut self) {
+        if self.unflushed.is_empty() {
+            return;
+        }
+        self.dirty_since = Some(Instant::now());
+        if let Err(e) = self.engine().and_then(|e| e.store().begin()) {
+            tracing::error!(error = %e, "vault cannot begin a transaction to keep acknowledged writes; will retry");
+            return;
+        }
+        self.in_txn = true;
+        let redos = std::mem::take(&mut self.unflushed);
+        let Some(engine) = self.engine.as_mut() else {
+            return;
+        };
+        let mut dropped = 0usize;
+        for redo in redos {
+            let applied = engine
+                .store()
+                .savepoint()
+                .and_then(|()| redo(engine))
+                .and_then(|()| engine.store().release());
+            match applied {
+                Ok(()) => self.unflushed.push(redo),
+                Err(_) => {
+                    dropped += 1;
+                    let _ = engine.store().rollback_to_savepoint();
+                }
+            }
+        }
+        if dropped > 0 {
+            tracing::error!(
+                writes = dropped,
+                "acknowledged cache-class writes could not be re-applied after a failed commit and are lost"
+            );
+            if let Err(e) = engine.resync() {
+                tracing::error!(error = %e, "vault could not re-read its state after a failed write");
+            }
         }
     }
 }

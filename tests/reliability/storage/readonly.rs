@@ -243,8 +243,6 @@ async fn a_file_system_turning_read_only_under_the_daemon_fails_writes_with_stor
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: cache-class writes acknowledged while the storage fails are dropped silently \
-            at the failed flush (daemon/src/vault/worker.rs Worker::abort); see RELIABILITY.md"]
 async fn cache_class_writes_during_a_storage_fault_are_refused_or_kept() {
     const TEST: &str = "storage/cache-during-fault";
     let env = Env::new();
@@ -286,6 +284,32 @@ async fn cache_class_writes_during_a_storage_fault_are_refused_or_kept() {
         matches!(r, Ok(Response::Peer(Some(_)))),
         "an acknowledged cache-class write vanished at the failed flush: {r:?}"
     );
+    // The fault is real (a durable write fails), and while it lasts a new cache-class write
+    // is refused rather than acknowledged and dropped.
+    let durable = c
+        .call(Request::SetHomeDc {
+            handle: h,
+            dc_id: 3,
+        })
+        .await;
+    assert_eq!(code(&durable), Some(ErrorCode::Storage), "{durable:?}");
+    let during = c
+        .call(Request::CachePeers {
+            handle: h,
+            peers: batch(1_000_000),
+        })
+        .await;
+    assert_eq!(code(&during), Some(ErrorCode::Storage), "{during:?}");
+    let r = c
+        .call(Request::GetPeer {
+            handle: h,
+            query: PeerQuery::Key(key),
+        })
+        .await;
+    assert!(
+        matches!(r, Ok(Response::Peer(Some(_)))),
+        "the acknowledged write vanished at a later failed commit: {r:?}"
+    );
     std::fs::remove_file(&flag).unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     drop(d);
@@ -296,5 +320,11 @@ async fn cache_class_writes_during_a_storage_fault_are_refused_or_kept() {
         &export(&c, "bot").await,
         &[1],
         "after the fault and a restart",
+    );
+    figure(
+        TEST,
+        "EROFS injected after a cache-class write was acknowledged: the failed flushes kept \
+         it (served throughout, on disk after the fault cleared and a SIGKILL); during the \
+         fault a durable write and a further cache-class write both got `storage`",
     );
 }

@@ -196,9 +196,6 @@ async fn a_truncated_vault_file_is_refused_and_left_unchanged() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: a vault file cut inside its last page starts and serves (sessions there get \
-            `corrupt`) instead of being refused (daemon/src/vault/sqlite.rs SqliteStore::open \
-            checks no size or integrity); see RELIABILITY.md"]
 async fn a_vault_file_missing_the_end_of_its_last_page_is_refused() {
     assert_cuts_refused("storage/truncated-last-page", |len| {
         vec![len - 100, len - 1]
