@@ -138,7 +138,10 @@ pub struct PeerKey {
 ///
 /// Optional fields are "unknown" when `None`: caching merges like grammers'
 /// `PeerInfo::extend_info` — a newly known field wins, an unknown one keeps the old value.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// `Debug` hides the access hash (with the account's auth key it grants API access to the
+/// peer) and the phone number.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Peer {
     /// Kind of the peer.
     pub kind: PeerKind,
@@ -158,6 +161,23 @@ pub struct Peer {
     pub phone: Option<String>,
     /// Display name.
     pub name: Option<String>,
+}
+
+impl fmt::Debug for Peer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let hidden = |known: bool| if known { Some("<redacted>") } else { None };
+        f.debug_struct("Peer")
+            .field("kind", &self.kind)
+            .field("id", &self.id)
+            .field("access_hash", &hidden(self.access_hash.is_some()))
+            .field("bot", &self.bot)
+            .field("is_self", &self.is_self)
+            .field("channel_kind", &self.channel_kind)
+            .field("username", &self.username)
+            .field("phone", &hidden(self.phone.is_some()))
+            .field("name", &self.name)
+            .finish()
+    }
 }
 
 impl Peer {

@@ -93,3 +93,25 @@ fn decode_errors_never_quote_the_payload() {
     assert!(!text.contains("8070450532247928833"), "{text}");
     assert!(text.contains("invalid type: integer, expected"), "{text}");
 }
+
+#[test]
+fn peer_debug_hides_the_access_hash_and_phone() {
+    use session_vault_proto::model::{Peer, PeerKind};
+    let mut p = Peer::new(PeerKind::User, 777_001);
+    p.access_hash = Some(-8_765_432_109_876_543);
+    p.phone = Some("15550123456".into());
+    p.username = Some("public_name".into());
+    for text in [format!("{p:?}"), format!("{p:#?}")] {
+        assert!(!text.contains("8765432109876543"), "access hash in {text}");
+        assert!(!text.contains("15550123456"), "phone in {text}");
+        // What is not secret still helps debugging.
+        assert!(
+            text.contains("777001") && text.contains("public_name"),
+            "{text}"
+        );
+        assert!(text.contains("<redacted>"), "{text}");
+    }
+    // Unknown stays distinguishable from hidden.
+    let bare = format!("{:?}", Peer::new(PeerKind::Channel, 5));
+    assert!(bare.contains("access_hash: None"), "{bare}");
+}

@@ -377,7 +377,10 @@ impl Model {
         for p in &data.peers {
             let n = p.access_hash.unwrap_or(-1) as u64;
             if p.kind != PeerKind::User || op_of(n) != Op::Peer || peer_of(n) != p.id {
-                return Err(format!("peer {} holds a value never written: {p:?}", p.id));
+                return Err(format!(
+                    "peer {} holds a value never written: access hash {:?}",
+                    p.id, p.access_hash
+                ));
             }
         }
         for (&(_, id), owed) in peer.iter().filter(|((t, _), _)| *t == task) {
