@@ -256,13 +256,17 @@ impl Worker {
                 self.stopping |= job.class == Class::Stop;
             }
             Class::Cache | Class::Durable => {
-                if let Err(e) = self.begin_op() {
-                    let (_, done) = (job.run)(Err(e));
-                    done(None);
-                    return;
-                }
-                let Some(engine) = self.engine.as_mut() else {
-                    unreachable!("begin_op succeeded, so the engine is open")
+                let engine = match self.begin_op() {
+                    Ok(()) => self.engine.as_mut().ok_or(VaultError::Closed),
+                    Err(e) => Err(e),
+                };
+                let engine = match engine {
+                    Ok(engine) => engine,
+                    Err(e) => {
+                        let (_, done) = (job.run)(Err(e));
+                        done(None);
+                        return;
+                    }
                 };
                 let (ok, done) = (job.run)(Ok(engine));
                 let store = engine.store();
