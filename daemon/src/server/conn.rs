@@ -10,13 +10,16 @@
 //! `invalid_request` and the connection goes on, since the framing is intact; a frame over
 //! the size limit is answered with `frame_too_large` (id 0) and the connection is closed, as
 //! is one truncated mid-frame. A client that connects and says nothing is dropped after
-//! [`HANDSHAKE_TIMEOUT`]; it never holds up anyone else.
+//! [`HANDSHAKE_TIMEOUT`]; it never holds up anyone else. A request whose handler panics (a
+//! bug) is answered `internal` and the connection goes on.
 
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use interprocess::local_socket::tokio::Stream;
 use serde::Deserialize;
 use session_vault_proto::codec::{self, FrameError};
@@ -118,6 +121,36 @@ fn frame(id: u32, response: Response) -> Option<Zeroizing<Vec<u8>>> {
                 response: Response::Error(wire(ErrorCode::Internal, "cannot encode the response")),
             })
             .ok()
+        }
+    }
+}
+
+/// Runs one request. A handler that panics (a bug) is answered `internal` under the request's
+/// id instead of leaving its client waiting forever, and the connection goes on. The panic's
+/// payload is neither sent nor put in this log line (it may quote anything the handler held);
+/// the standard panic hook has printed it with its location, as for any panic.
+async fn run_guarded(conn: &Conn, id: u32, request: Request) -> Response {
+    // Unwind safety: the state a handler shares (leases, handles, the vault handle) is only
+    // changed under short locks that nothing inside can panic, or through channels.
+    match AssertUnwindSafe(cmd::dispatch(conn, request))
+        .catch_unwind()
+        .await
+    {
+        Ok(response) => response,
+        Err(_) => {
+            let conn_id = conn.id;
+            // Guarded too: if logging is what panicked, this line would panic again.
+            let _ = std::panic::catch_unwind(|| {
+                tracing::error!(
+                    conn = conn_id,
+                    request = id,
+                    "request handler panicked; answered `internal`"
+                );
+            });
+            Response::Error(wire(
+                ErrorCode::Internal,
+                "internal error: the daemon failed to handle this request (see its log)",
+            ))
         }
     }
 }
@@ -338,7 +371,7 @@ pub async fn serve(
         let c = Arc::clone(&conn);
         let out = out_tx.clone();
         tasks.spawn(async move {
-            let response = cmd::dispatch(&c, request.request).await;
+            let response = run_guarded(&c, request.id, request.request).await;
             if let Some(f) = frame(request.id, response) {
                 // The writer is gone only if the client is gone.
                 let _ = out.send(f).await;

@@ -22,6 +22,9 @@ pub mod systemd;
 pub mod throttle;
 pub mod transport;
 
+#[cfg(test)]
+mod tests;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
