@@ -115,16 +115,6 @@ async fn a_client_pipelining_thousands_of_requests_gets_every_answer_and_stalls_
     assert!(seen[2..].iter().all(|s| *s));
 }
 
-/// CPU time (user + system, in clock ticks) `pid` has used.
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc/PID/stat");
-    // Fields after the command name (which may hold spaces) start at field 3; utime and
-    // stime are fields 14 and 15.
-    let rest = &stat[stat.rfind(')').expect("comm") + 2..];
-    let f: Vec<&str> = rest.split(' ').collect();
-    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
-}
-
 /// Opens more connections than vaultd has file descriptors (limit 64), so that accept
 /// fails with EMFILE while they stay; returns them.
 fn exhaust_fds(env: &Env, d: &Daemon) -> Vec<std::os::unix::net::UnixStream> {
@@ -160,13 +150,11 @@ async fn running_out_of_file_descriptors_does_not_spin_or_flood_the_log() {
     let _conns = exhaust_fds(&env, &d);
     // Measure over a window while the shortage lasts.
     let lines_before = d.log().matches("accept failed").count();
-    let ticks_before = cpu_ticks(d.pid());
+    let cpu_before = cpu_time(d.pid());
     let window = Duration::from_millis(500);
     tokio::time::sleep(window).await;
     let lines = d.log().matches("accept failed").count() - lines_before;
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
-    let cpu = Duration::from_millis((cpu_ticks(d.pid()) - ticks_before) * 1000 / hz);
+    let cpu = cpu_time(d.pid()) - cpu_before;
     println!("during a {window:?} fd shortage: {lines} `accept failed` lines, {cpu:?} of CPU");
     assert!(lines <= 20, "{lines} `accept failed` lines in {window:?}");
     assert!(

@@ -464,7 +464,8 @@ pub enum ErrorCode {
     },
     /// The requesting uid may not do this.
     PermissionDenied,
-    /// Wrong passphrase; no attempt is accepted before `retry_after_ms` passed.
+    /// Wrong passphrase, or an attempt not checked because it came too soon after a wrong
+    /// one; no attempt is checked before `retry_after_ms` passed.
     BadPassphrase {
         /// Milliseconds until the next attempt is considered.
         retry_after_ms: u64,

@@ -1,6 +1,7 @@
 //! `vaultd`: the Session Vault daemon. Parses arguments, sets up logging and the runtime,
 //! and hands over to `session_vault_daemon::server::run`.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -45,6 +46,10 @@ fn main() -> ExitCode {
         )
         .with_ansi(ansi)
         .with_writer(std::io::stderr)
+        // Once stderr is gone (EPIPE after a journald restart, `vaultd 2>&1 | head`, a closed
+        // terminal), a failed log write is dropped. The default reports it with `eprintln!`,
+        // which panics on the same closed stream, in whichever request happened to log.
+        .log_internal_errors(false)
         .init();
     session_vault_daemon::hardening::disable_core_dumps();
     let overrides = config::Overrides {
@@ -67,7 +72,8 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("vaultd: {e:#}");
+            // Not `eprintln!`: with stderr closed it would panic, and exit 101 instead of 1.
+            let _ = writeln!(std::io::stderr(), "vaultd: {e:#}");
             ExitCode::FAILURE
         }
     }

@@ -249,8 +249,8 @@ impl From<io::Error> for CtlError {
 /// How long the daemon may take to answer the handshake: it answers at once unless wedged
 /// (or what listens is not a vaultd).
 const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-/// How long one request may take: long enough for a throttled unlock (Argon2 after a 30 s
-/// delay, behind other attempts), short enough that a wedged daemon does not hang scripts.
+/// How long one request may take: long enough for Argon2 at a high cost or a large import,
+/// short enough that a wedged daemon does not hang scripts.
 const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// A daemon that did not answer in time is as good as unreachable (exit 3).
@@ -261,6 +261,29 @@ fn timed_out(socket: &Path, what: &str) -> ClientError {
             io::ErrorKind::TimedOut,
             format!("no answer to {what} in time; is a vaultd (and not something else) listening?"),
         ),
+    }
+}
+
+/// The longest wait vaultctl sits out by itself when the daemon's throttle refused an attempt
+/// without checking its passphrase (someone's wrong passphrase a moment before, or another
+/// attempt being checked); a longer one is reported with the time to wait.
+const THROTTLE_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(5);
+/// How the daemon's message for such a refusal begins (`vaultd`'s `throttle::NOT_CHECKED`;
+/// a unit test keeps the two equal). The code, `bad_passphrase`, is the same as for a wrong
+/// passphrase, which must not be sent again: retrying it would only earn a longer delay.
+const NOT_CHECKED: &str = "passphrase not checked";
+
+/// The wait before sending again a passphrase the daemon refused without checking it; `None`
+/// for any other outcome, a wrong passphrase among them.
+fn unchecked_wait(e: &CtlError) -> Option<std::time::Duration> {
+    match e.wire()? {
+        WireError {
+            code: ErrorCode::BadPassphrase { retry_after_ms },
+            message,
+        } if message.starts_with(NOT_CHECKED) => {
+            Some(std::time::Duration::from_millis(*retry_after_ms))
+        }
+        _ => None,
     }
 }
 
@@ -334,6 +357,39 @@ impl Link {
         match self.call(request)? {
             Response::Ok => Ok(()),
             _ => Err(CtlError::unexpected(&self.socket, what)),
+        }
+    }
+
+    /// Sends a passphrase request made by `request` and expects [`Response::Ok`]. If the
+    /// daemon's throttle refuses it without checking the passphrase and asks for a short wait
+    /// (at most [`THROTTLE_WAIT_MAX`] in all), says so on stderr, waits and sends it again.
+    pub(crate) fn call_passphrase_ok(
+        &self,
+        request: impl Fn() -> Request,
+        what: &'static str,
+    ) -> Result<(), CtlError> {
+        let mut waited = std::time::Duration::ZERO;
+        loop {
+            let err = match self.call_ok(request(), what) {
+                Ok(()) => return Ok(()),
+                Err(e) => e,
+            };
+            match unchecked_wait(&err) {
+                Some(wait) if waited + wait <= THROTTLE_WAIT_MAX => {
+                    // A progress note: if stderr is gone, the wait goes on regardless.
+                    let _ = writeln!(
+                        io::stderr(),
+                        "vaultctl: the daemon holds passphrase attempts back after a wrong one; \
+                         trying again in {}",
+                        output::format_delay_ms(wait.as_millis() as u64)
+                    );
+                    // The timer is made inside the runtime: it needs its context.
+                    self.runtime
+                        .block_on(async { tokio::time::sleep(wait).await });
+                    waited += wait;
+                }
+                _ => return Err(err),
+            }
         }
     }
 
@@ -424,6 +480,53 @@ mod tests {
         assert_eq!(cli.socket.as_deref(), Some(Path::new("/tmp/x.sock")));
         let cli = parse(&["--socket", "/tmp/y.sock", "lock"]).unwrap();
         assert_eq!(cli.socket.as_deref(), Some(Path::new("/tmp/y.sock")));
+    }
+
+    fn daemon_error(code: ErrorCode, message: &str) -> CtlError {
+        CtlError::client(
+            Path::new("/run/v.sock"),
+            ClientError::Daemon(WireError {
+                code,
+                message: message.into(),
+            }),
+        )
+    }
+
+    #[test]
+    fn only_an_unchecked_passphrase_is_sent_again() {
+        let not_checked = format!("{NOT_CHECKED}: attempts are held back; after 400 ms");
+        let e = daemon_error(
+            ErrorCode::BadPassphrase {
+                retry_after_ms: 400,
+            },
+            &not_checked,
+        );
+        assert_eq!(
+            unchecked_wait(&e),
+            Some(std::time::Duration::from_millis(400))
+        );
+        // A wrong passphrase: sending it again would only earn a longer delay.
+        let e = daemon_error(
+            ErrorCode::BadPassphrase {
+                retry_after_ms: 500,
+            },
+            "wrong passphrase; the next attempt is accepted after 500 ms",
+        );
+        assert_eq!(unchecked_wait(&e), None);
+        let e = daemon_error(ErrorCode::Locked, &not_checked);
+        assert_eq!(unchecked_wait(&e), None);
+    }
+
+    #[test]
+    fn the_daemons_wording_is_the_one_looked_for() {
+        // vaultctl does not depend on the server at run time; its test checks the wording.
+        assert_eq!(NOT_CHECKED, crate::server::throttle::NOT_CHECKED);
+        let wire = crate::server::errors::not_judged(std::time::Duration::from_millis(1));
+        let e = CtlError::client(Path::new("/run/v.sock"), ClientError::Daemon(wire));
+        assert_eq!(
+            unchecked_wait(&e),
+            Some(std::time::Duration::from_millis(1))
+        );
     }
 
     #[test]

@@ -91,11 +91,12 @@ pub(super) fn run(args: Args, daemon: &DaemonClient, out: &mut dyn Write) -> Res
     }
     let old = old.resolve_on_terminal()?;
     let new = new.resolve_on_terminal()?;
-    link.call_ok(
-        Request::ChangePassphrase {
-            old,
-            new,
-            kdf: args.kdf.spec(),
+    let kdf = args.kdf.spec();
+    link.call_passphrase_ok(
+        || Request::ChangePassphrase {
+            old: old.clone(),
+            new: new.clone(),
+            kdf,
         },
         "passwd",
     )?;

@@ -11,7 +11,9 @@ use super::{CtlError, DaemonClient, PASSPHRASE_HELP};
 ///
 /// The daemon derives the key from the passphrase (Argon2id), which takes a moment. Wrong
 /// passphrases are throttled daemon-wide: after a failure, vaultctl says how long to wait
-/// before the next attempt. Unlocking an unlocked vault succeeds without asking.
+/// before the next attempt. Sent within a few seconds of someone's wrong passphrase, an
+/// attempt is held back unchecked: vaultctl waits and sends it again by itself. Unlocking
+/// an unlocked vault succeeds without asking.
 #[derive(Debug, clap::Args)]
 #[command(verbatim_doc_comment)]
 #[command(after_long_help = PASSPHRASE_HELP)]
@@ -39,7 +41,12 @@ pub(super) fn run(args: Args, daemon: &DaemonClient, out: &mut dyn Write) -> Res
         VaultState::Locked => {}
     }
     let passphrase = pending.resolve_on_terminal()?;
-    link.call_ok(Request::Unlock { passphrase }, "unlock")?;
+    link.call_passphrase_ok(
+        || Request::Unlock {
+            passphrase: passphrase.clone(),
+        },
+        "unlock",
+    )?;
     writeln!(out, "The vault is unlocked.")?;
     Ok(())
 }

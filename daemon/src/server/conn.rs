@@ -1,22 +1,29 @@
 //! One client connection: handshake, the frame loop, concurrent requests, clean teardown.
 //!
 //! The reader reads frames one at a time (check-then-parse, length bounded before
-//! allocation) and spawns a task per request; responses go through a bounded channel to a
-//! single writer. At most [`MAX_IN_FLIGHT`] requests run at once per connection, so a client
-//! that never reads its responses stalls only itself: its tasks wait on the full channel, the
-//! reader waits for a permit, and the kernel's socket buffer pushes back on the client.
+//! allocation) and spawns a task per request; answers go through a bounded queue to a single
+//! writer. How much a client can have running or queued, in count, in bytes and in heavy
+//! storage jobs, is the business of [`answers`]: in short, room for an answer is reserved
+//! before its request runs, so a client that never reads its answers stops getting work done
+//! (the reader waits for room, and the kernel's socket buffer pushes back on the client), and
+//! one that pipelines exports cannot hold the storage thread for more than one at a time.
 //!
 //! A malformed frame (undecodable payload, unknown request) is answered with
 //! `invalid_request` and the connection goes on, since the framing is intact; a frame over
 //! the size limit is answered with `frame_too_large` (id 0) and the connection is closed, as
 //! is one truncated mid-frame. A client that connects and says nothing is dropped after
-//! [`HANDSHAKE_TIMEOUT`]; it never holds up anyone else.
+//! [`HANDSHAKE_TIMEOUT`]; it never holds up anyone else. A request whose handler panics (a
+//! bug) is answered `internal` and the connection goes on.
+
+pub mod answers;
 
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use interprocess::local_socket::tokio::Stream;
 use serde::Deserialize;
 use session_vault_proto::codec::{self, FrameError};
@@ -25,18 +32,17 @@ use session_vault_proto::message::{
     ServerFrame, VaultState,
 };
 use tokio::io::AsyncWriteExt;
-use tokio::sync::{Semaphore, broadcast, mpsc};
+use tokio::sync::broadcast;
 use tokio::task::JoinSet;
 use zeroize::Zeroizing;
 
 use super::Daemon;
-use super::cmd;
+use super::cmd::{self, Weight};
 use super::errors::wire;
 use super::transport::PeerInfo;
 use crate::vault::{SessionId, StateKind};
 
-/// Requests of one connection running at once.
-pub const MAX_IN_FLIGHT: usize = 64;
+pub use answers::MAX_IN_FLIGHT;
 /// How long answers may wait for a client that stopped reading, once the connection ends.
 pub const WRITE_GRACE: Duration = Duration::from_secs(1);
 /// How long a new connection may take to send `Hello`.
@@ -118,6 +124,36 @@ fn frame(id: u32, response: Response) -> Option<Zeroizing<Vec<u8>>> {
                 response: Response::Error(wire(ErrorCode::Internal, "cannot encode the response")),
             })
             .ok()
+        }
+    }
+}
+
+/// Runs one request. A handler that panics (a bug) is answered `internal` under the request's
+/// id instead of leaving its client waiting forever, and the connection goes on. The panic's
+/// payload is neither sent nor put in this log line (it may quote anything the handler held);
+/// the standard panic hook has printed it with its location, as for any panic.
+async fn run_guarded(conn: &Conn, id: u32, request: Request) -> Response {
+    // Unwind safety: the state a handler shares (leases, handles, the vault handle) is only
+    // changed under short locks that nothing inside can panic, or through channels.
+    match AssertUnwindSafe(cmd::dispatch(conn, request))
+        .catch_unwind()
+        .await
+    {
+        Ok(response) => response,
+        Err(_) => {
+            let conn_id = conn.id;
+            // Guarded too: if logging is what panicked, this line would panic again.
+            let _ = std::panic::catch_unwind(|| {
+                tracing::error!(
+                    conn = conn_id,
+                    request = id,
+                    "request handler panicked; answered `internal`"
+                );
+            });
+            Response::Error(wire(
+                ErrorCode::Internal,
+                "internal error: the daemon failed to handle this request (see its log)",
+            ))
         }
     }
 }
@@ -249,17 +285,8 @@ pub async fn serve(
         handles: Mutex::new(HashMap::new()),
         next_handle: AtomicU32::new(1),
     });
-    let (out_tx, mut out_rx) = mpsc::channel::<Zeroizing<Vec<u8>>>(MAX_IN_FLIGHT);
-    let write_stream = Arc::clone(&stream);
-    let writer_task = tokio::spawn(async move {
-        let mut w = &*write_stream;
-        while let Some(buf) = out_rx.recv().await {
-            if w.write_all(&buf).await.is_err() {
-                break;
-            }
-        }
-    });
-    let event_tx = out_tx.clone();
+    let (outbox, answer_writer) = answers::Outbox::new(Arc::clone(&stream));
+    let event_out = outbox.clone();
     let events_task = tokio::spawn(async move {
         loop {
             match events.recv().await {
@@ -267,7 +294,7 @@ pub async fn serve(
                     let Some(f) = frame(EVENT_ID, Response::Event(ev)) else {
                         continue;
                     };
-                    if event_tx.send(f).await.is_err() {
+                    if !event_out.send_small(f).await {
                         break;
                     }
                 }
@@ -277,7 +304,6 @@ pub async fn serve(
         }
     });
 
-    let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let mut stopping = false;
     let mut tasks = JoinSet::new();
     loop {
@@ -300,7 +326,7 @@ pub async fn serve(
                     format!("frame of {len} bytes exceeds the limit of {limit} bytes"),
                 ));
                 if let Some(f) = frame(EVENT_ID, resp) {
-                    let _ = out_tx.send(f).await;
+                    outbox.send_small(f).await;
                 }
                 break;
             }
@@ -318,17 +344,17 @@ pub async fn serve(
                     format!("malformed or unknown request: {e}"),
                 ));
                 if let Some(f) = frame(rid, resp) {
-                    if out_tx.send(f).await.is_err() {
+                    if !outbox.send_small(f).await {
                         break;
                     }
                 }
                 continue;
             }
         };
-        let permit = tokio::select! {
-            p = Arc::clone(&permits).acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break,
+        let slot = tokio::select! {
+            s = outbox.reserve() => match s {
+                Some(s) => s,
+                None => break,
             },
             _ = stop.recv() => {
                 stopping = true;
@@ -336,40 +362,55 @@ pub async fn serve(
             }
         };
         let c = Arc::clone(&conn);
-        let out = out_tx.clone();
         tasks.spawn(async move {
-            let response = cmd::dispatch(&c, request.request).await;
+            let mut slot = slot;
+            let weight = cmd::weight(&request.request);
+            let response = if weight != Weight::Cheap {
+                slot.hold_heavy().await;
+                // Held while the request runs, not while its answer waits for the client.
+                let _running = c
+                    .daemon
+                    .heavy_running
+                    .acquire()
+                    .await
+                    .expect("the daemon's heavy-request semaphore is never closed");
+                if weight == Weight::HeavyRead && slot.client_gone() {
+                    // Its answer is all it would do, and nobody is left to read it.
+                    return;
+                }
+                run_guarded(&c, request.id, request.request).await
+            } else {
+                run_guarded(&c, request.id, request.request).await
+            };
             if let Some(f) = frame(request.id, response) {
-                // The writer is gone only if the client is gone.
-                let _ = out.send(f).await;
+                slot.send(f).await;
             }
-            drop(permit);
         });
         while tasks.try_join_next().is_some() {}
     }
-    // Finish what is in flight, then close. The requests' work completes regardless; only
-    // delivering answers can stall, on a client that does not read: after a grace period the
-    // writer is aborted, which fails the stalled sends and lets the tasks end.
+    // Finish what is in flight, then close. Requests that change something complete
+    // regardless (heavy reads nobody can receive are skipped, see `answers`); only delivering
+    // answers can stall, on a client that does not read: after a grace period the writer
+    // gives up on it and drops the answers, which lets the tasks end.
     events_task.abort();
     if stopping {
         // Said here rather than through the broadcast, which the aborted task may not have
         // forwarded yet: a client is always told before its connection closes.
         if let Some(f) = frame(EVENT_ID, Response::Event(Event::ShuttingDown)) {
-            let _ = tokio::time::timeout(WRITE_GRACE, out_tx.send(f)).await;
+            let _ = tokio::time::timeout(WRITE_GRACE, outbox.send_small(f)).await;
         }
     }
-    drop(out_tx);
-    let writer_abort = writer_task.abort_handle();
+    drop(outbox);
     let drained = tokio::time::timeout(WRITE_GRACE, async {
         while tasks.join_next().await.is_some() {}
     })
     .await;
     if drained.is_err() {
         tracing::debug!(conn = id, "client does not read its answers; dropping them");
-        writer_abort.abort();
+        answer_writer.give_up();
         while tasks.join_next().await.is_some() {}
     }
     daemon.leases.release_all(id);
-    let _ = tokio::time::timeout(WRITE_GRACE, writer_task).await;
+    answer_writer.finish(WRITE_GRACE).await;
     tracing::debug!(conn = id, "connection closed");
 }

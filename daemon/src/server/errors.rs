@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use session_vault_proto::message::{ErrorCode, WireError};
 
+use super::throttle::NOT_CHECKED;
 use crate::vault::VaultError;
 
 /// A wire error from a code and a message.
@@ -45,6 +46,23 @@ pub fn from_vault(err: &VaultError, retry_after: Duration) -> WireError {
         other => other.to_string(),
     };
     WireError { code, message }
+}
+
+/// The answer to a passphrase attempt the throttle refused without judging it: the
+/// `bad_passphrase` of a wrong one, so that clients need nothing new, with a message that
+/// says the passphrase was not checked.
+pub fn not_judged(retry_after: Duration) -> WireError {
+    // Rounded up, and never 0, which would read as "try again now".
+    let ms = u64::try_from(retry_after.as_micros().div_ceil(1000))
+        .unwrap_or(u64::MAX)
+        .max(1);
+    WireError {
+        code: ErrorCode::BadPassphrase { retry_after_ms: ms },
+        message: format!(
+            "{NOT_CHECKED}: attempts are held back after a wrong passphrase (or while another \
+             attempt is checked); the next attempt is accepted after {ms} ms"
+        ),
+    }
 }
 
 impl From<VaultError> for WireError {

@@ -1,7 +1,8 @@
 //! The `vaultd` server: socket listener, connections, authorization, dispatch, shutdown.
 //!
 //! - [`transport`]: the local socket and peer credentials (the only platform-specific code);
-//! - [`conn`]: one task per connection: handshake, frame loop, bounded in-flight requests;
+//! - [`conn`]: one task per connection: handshake, frame loop, bounded in-flight requests
+//!   and answers, fair use of the storage thread by heavy requests;
 //! - [`cmd`]: one module per kind of request, dispatched from one `match`;
 //! - [`leases`]: exclusive session leases tied to connections;
 //! - [`throttle`]: daemon-wide throttling of passphrase attempts;
@@ -22,12 +23,15 @@ pub mod systemd;
 pub mod throttle;
 pub mod transport;
 
+#[cfg(test)]
+mod tests;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use session_vault_proto::message::Event;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{Semaphore, broadcast, mpsc};
 
 use crate::vault::{Vault, VaultConfig};
 use config::Config;
@@ -50,6 +54,8 @@ pub struct Daemon {
     pub leases: leases::Leases,
     /// Passphrase-attempt throttle.
     pub throttle: throttle::Throttle,
+    /// Heavy requests running, over all connections (see [`conn::answers`]).
+    pub heavy_running: Semaphore,
     /// Pushed events (lock, unlock, shutdown) to every connection.
     pub events: broadcast::Sender<Event>,
     /// When the daemon started.
@@ -79,6 +85,7 @@ impl Daemon {
             vault,
             leases: leases::Leases::default(),
             throttle: throttle::Throttle::default(),
+            heavy_running: Semaphore::new(conn::answers::HEAVY_RUNNING),
             events,
             started: Instant::now(),
             connections: AtomicU64::new(0),

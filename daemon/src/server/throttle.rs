@@ -1,24 +1,34 @@
 //! Daemon-wide throttling of passphrase attempts (unlock, passphrase change).
 //!
-//! Attempts are serialized through one async lock, and each waits until the delay earned by
-//! the failures before it has passed: 0.5 s after the first failure, doubling up to 30 s.
-//! So a brute force gets the same few attempts a minute over one connection or a thousand,
-//! while a person who mistyped once waits half a second. A success resets the count.
+//! After a wrong passphrase, no attempt is judged until a delay has passed: 0.5 s after the
+//! first failure, doubling with each further one up to 30 s; a right one resets the count.
+//! Attempts are never queued. One that arrives before the delay has passed, or while another
+//! attempt is being judged, is refused at once, unjudged and without running Argon2, with the
+//! time to wait ([`Refusal::NotJudged`], on the wire `bad_passphrase { retry_after_ms }`); it
+//! does not count as a failure. So a brute force gets the same few judged attempts a minute
+//! over one connection or a thousand, an attempt whose client gave up is never judged later,
+//! and a person who mistyped waits half a second.
 
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 /// Delay after the first failure.
 pub const BASE_DELAY: Duration = Duration::from_millis(500);
 /// Longest delay.
 pub const MAX_DELAY: Duration = Duration::from_secs(30);
+/// Opens the message of a `bad_passphrase` answer to an attempt the throttle refused without
+/// judging it. The code and `retry_after_ms` are the contract; this wording is for people,
+/// and for `vaultctl` (built from this crate, so in step with it), which tries such an
+/// attempt again after a short wait since its passphrase was never checked.
+pub const NOT_CHECKED: &str = "passphrase not checked";
 
 #[derive(Debug)]
 struct State {
     failures: u32,
     next_allowed: Instant,
+    judging: bool,
 }
 
 /// The throttle. One per daemon.
@@ -33,6 +43,7 @@ impl Default for Throttle {
             state: Mutex::new(State {
                 failures: 0,
                 next_allowed: Instant::now(),
+                judging: false,
             }),
         }
     }
@@ -47,47 +58,96 @@ pub fn delay_after(failures: u32) -> Duration {
     BASE_DELAY.saturating_mul(factor).min(MAX_DELAY)
 }
 
-/// What an attempt came to.
-pub enum Outcome<T> {
-    /// The passphrase was right (or the attempt failed for another reason, which does not
-    /// count as a failure).
-    Done(T),
-    /// The passphrase was wrong; the next attempt waits this long.
-    Failed(Duration),
+/// Why an attempt did not succeed.
+#[derive(Debug)]
+pub enum Refusal<E> {
+    /// Judged: the attempt ran and failed. After a wrong passphrase, `retry_after` is the
+    /// delay it earned; after any other error (which does not count), zero.
+    Failed {
+        /// The attempt's error.
+        error: E,
+        /// How long until the next attempt is judged.
+        retry_after: Duration,
+    },
+    /// Not judged: it came before the delay earned by the last failure had passed, or while
+    /// another attempt was being judged. Its passphrase was not looked at.
+    NotJudged {
+        /// How long until an attempt may be judged: the rest of the delay, or while another
+        /// is judged, the delay it would earn by failing (never zero).
+        retry_after: Duration,
+    },
+}
+
+/// Marks the one attempt being judged; clears the mark however the attempt ends (an error,
+/// a panic in the handler, or its future dropped).
+struct Judging<'a>(&'a Throttle);
+
+impl Drop for Judging<'_> {
+    fn drop(&mut self) {
+        self.0.state().judging = false;
+    }
 }
 
 impl Throttle {
-    /// Runs one attempt in turn. `attempt` returns `Err(true)`-like classification through
-    /// `is_bad_passphrase`, which tells whether its error counts as a failure.
+    fn state(&self) -> MutexGuard<'_, State> {
+        // Only plain assignments happen under the lock; a poisoned state is still consistent.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs `attempt` if an attempt may be judged now, else refuses it at once.
+    /// `is_bad_passphrase` tells whether an error of the attempt counts as a failure.
     pub async fn attempt<T, E, F, Fut>(
         &self,
         attempt: F,
         is_bad_passphrase: impl Fn(&E) -> bool,
-    ) -> Result<T, (E, Duration)>
+    ) -> Result<T, Refusal<E>>
     where
         F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = Result<T, E>>,
     {
-        let mut st = self.state.lock().await;
-        tokio::time::sleep_until(st.next_allowed).await;
-        match attempt().await {
+        let _judging = {
+            let mut st = self.state();
+            let now = Instant::now();
+            if st.judging {
+                return Err(Refusal::NotJudged {
+                    retry_after: delay_after(st.failures.saturating_add(1)),
+                });
+            }
+            if now < st.next_allowed {
+                return Err(Refusal::NotJudged {
+                    retry_after: st.next_allowed - now,
+                });
+            }
+            st.judging = true;
+            Judging(self)
+        };
+        let result = attempt().await;
+        let mut st = self.state();
+        match result {
             Ok(v) => {
                 st.failures = 0;
                 Ok(v)
             }
-            Err(e) if is_bad_passphrase(&e) => {
+            Err(error) if is_bad_passphrase(&error) => {
                 st.failures = st.failures.saturating_add(1);
-                let delay = delay_after(st.failures);
-                st.next_allowed = Instant::now() + delay;
-                Err((e, delay))
+                let retry_after = delay_after(st.failures);
+                st.next_allowed = Instant::now() + retry_after;
+                Err(Refusal::Failed { error, retry_after })
             }
-            Err(e) => Err((e, Duration::ZERO)),
+            Err(error) => Err(Refusal::Failed {
+                error,
+                retry_after: Duration::ZERO,
+            }),
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use futures_util::FutureExt;
+
     use super::*;
 
     #[test]
@@ -100,24 +160,94 @@ mod tests {
         assert_eq!(delay_after(1000), MAX_DELAY);
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn failures_space_out_later_attempts_and_success_resets() {
-        let t = Throttle::default();
-        let start = Instant::now();
-        let bad = |_: &()| true;
-        for _ in 0..3 {
-            let r = t.attempt(|| async { Err::<(), ()>(()) }, bad).await;
-            assert!(r.is_err());
+    /// What an attempt came to: `Ok`, judged and failed after earning a delay, or not judged
+    /// with the time to wait.
+    #[derive(Debug, PartialEq)]
+    enum Seen {
+        Ok,
+        Failed(Duration),
+        NotJudged(Duration),
+    }
+
+    /// One attempt, counting the ones that ran in `judged`.
+    async fn attempt(t: &Throttle, judged: &AtomicU32, right: bool) -> Seen {
+        let r = t
+            .attempt(
+                || async {
+                    judged.fetch_add(1, Ordering::Relaxed);
+                    if right { Ok(()) } else { Err(()) }
+                },
+                |_| true,
+            )
+            .await;
+        match r {
+            Ok(()) => Seen::Ok,
+            Err(Refusal::Failed { retry_after, .. }) => Seen::Failed(retry_after),
+            Err(Refusal::NotJudged { retry_after }) => Seen::NotJudged(retry_after),
         }
-        // Waited 0.5 s before the 2nd and 1 s before the 3rd attempt.
-        assert_eq!(start.elapsed(), Duration::from_millis(1500));
-        let r = t.attempt(|| async { Ok::<u8, ()>(7) }, bad).await;
-        assert!(matches!(r, Ok(7)));
-        // The success came after the 2 s earned by the third failure, and reset the count.
-        assert_eq!(start.elapsed(), Duration::from_millis(3500));
-        let before = Instant::now();
-        let r = t.attempt(|| async { Ok::<u8, ()>(8) }, bad).await;
-        assert!(matches!(r, Ok(8)));
-        assert_eq!(before.elapsed(), Duration::ZERO);
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn early_attempts_are_refused_unjudged_and_do_not_count() {
+        let t = Throttle::default();
+        let judged = AtomicU32::new(0);
+        assert_eq!(attempt(&t, &judged, false).await, Seen::Failed(ms(500)));
+        // Early, even with the right passphrase: refused at once, with the time left.
+        for _ in 0..10 {
+            assert_eq!(attempt(&t, &judged, true).await, Seen::NotJudged(ms(500)));
+        }
+        tokio::time::advance(ms(400)).await;
+        assert_eq!(attempt(&t, &judged, false).await, Seen::NotJudged(ms(100)));
+        assert_eq!(judged.load(Ordering::Relaxed), 1, "an early attempt ran");
+        // Once the delay has passed, the next is judged; the refused ones did not count: the
+        // second failure earns 1 s, not more.
+        tokio::time::advance(ms(100)).await;
+        assert_eq!(attempt(&t, &judged, false).await, Seen::Failed(ms(1000)));
+        tokio::time::advance(ms(1000)).await;
+        assert_eq!(attempt(&t, &judged, true).await, Seen::Ok);
+        // A success resets the count: the next attempt is judged at once.
+        assert_eq!(attempt(&t, &judged, false).await, Seen::Failed(ms(500)));
+        assert_eq!(judged.load(Ordering::Relaxed), 4);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_attempt_is_judged_at_a_time() {
+        let t = Throttle::default();
+        let judged = AtomicU32::new(0);
+        let (release, wait) = tokio::sync::oneshot::channel::<()>();
+        let slow = t.attempt(
+            || async {
+                let _ = wait.await;
+                Err::<(), ()>(())
+            },
+            |_| true,
+        );
+        tokio::pin!(slow);
+        // Started, now waiting inside the attempt (as Argon2 would run).
+        assert!(slow.as_mut().now_or_never().is_none());
+        // Meanwhile another is refused at once, with the delay a failure would earn.
+        assert_eq!(attempt(&t, &judged, true).await, Seen::NotJudged(ms(500)));
+        assert_eq!(judged.load(Ordering::Relaxed), 0);
+        release.send(()).expect("the attempt waits");
+        assert!(matches!(
+            slow.await,
+            Err(Refusal::Failed { retry_after, .. }) if retry_after == ms(500)
+        ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_attempt_dropped_midway_frees_the_throttle() {
+        let t = Throttle::default();
+        let judged = AtomicU32::new(0);
+        {
+            let never = t.attempt(std::future::pending::<Result<(), ()>>, |_| true);
+            tokio::pin!(never);
+            assert!(never.as_mut().now_or_never().is_none());
+        }
+        assert_eq!(attempt(&t, &judged, true).await, Seen::Ok);
     }
 }

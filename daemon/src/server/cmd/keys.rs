@@ -1,12 +1,14 @@
 //! `init`, `unlock`, `lock` and `change_passphrase`.
 //!
-//! Passphrase checks go through the daemon-wide throttle; Argon2 runs in `spawn_blocking`
-//! inside the vault handle, never on a runtime worker.
+//! Passphrase checks go through the daemon-wide throttle (one judged at a time, none before
+//! the delay earned by the last wrong one); Argon2 runs in `spawn_blocking` inside the vault
+//! handle, never on a runtime worker.
 
 use session_vault_proto::message::{Event, KdfSpec, Passphrase, Response, WireError};
 
 use crate::server::conn::Conn;
-use crate::server::errors::from_vault;
+use crate::server::errors;
+use crate::server::throttle::Refusal;
 use crate::vault::{KdfParams, VaultError};
 
 fn kdf(spec: Option<KdfSpec>) -> KdfParams {
@@ -32,6 +34,21 @@ pub async fn init(
     Ok(Response::Ok)
 }
 
+/// The wire error for a throttled attempt that did not succeed. Wrong passphrases are logged
+/// (they are few: the throttle spaces them out); attempts refused unjudged are not, since a
+/// brute force sends them as fast as they are answered.
+fn refused(conn: &Conn, what: &str, refusal: Refusal<VaultError>) -> WireError {
+    match refusal {
+        Refusal::NotJudged { retry_after } => errors::not_judged(retry_after),
+        Refusal::Failed { error, retry_after } => {
+            if matches!(error, VaultError::BadPassphrase) {
+                tracing::warn!(uid = conn.peer.uid, pid = ?conn.peer.pid, "{what} refused: wrong passphrase");
+            }
+            errors::from_vault(&error, retry_after)
+        }
+    }
+}
+
 /// `unlock`, throttled.
 pub async fn unlock(conn: &Conn, passphrase: Passphrase) -> Result<Response, WireError> {
     let d = &conn.daemon;
@@ -41,12 +58,7 @@ pub async fn unlock(conn: &Conn, passphrase: Passphrase) -> Result<Response, Wir
             |e| matches!(e, VaultError::BadPassphrase),
         )
         .await
-        .map_err(|(e, delay)| {
-            if matches!(e, VaultError::BadPassphrase) {
-                tracing::warn!(uid = conn.peer.uid, pid = ?conn.peer.pid, "unlock refused: wrong passphrase");
-            }
-            from_vault(&e, delay)
-        })?;
+        .map_err(|r| refused(conn, "unlock", r))?;
     tracing::info!(uid = conn.peer.uid, "vault unlocked");
     d.publish(Event::Unlocked);
     Ok(Response::Ok)
@@ -78,7 +90,7 @@ pub async fn change_passphrase(
             |e| matches!(e, VaultError::BadPassphrase),
         )
         .await
-        .map_err(|(e, delay)| from_vault(&e, delay))?;
+        .map_err(|r| refused(conn, "passphrase change", r))?;
     tracing::info!(uid = conn.peer.uid, "passphrase changed");
     Ok(Response::Ok)
 }

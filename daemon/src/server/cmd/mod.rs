@@ -25,6 +25,33 @@ pub async fn dispatch(conn: &Conn, request: Request) -> Response {
     }
 }
 
+/// What a request costs the storage thread, for the connection's limits (see
+/// [`crate::server::conn::answers`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Weight {
+    /// Touches a few rows: everything a bot sends while it runs (peers, update state, DC
+    /// options, …), and the small admin requests.
+    Cheap,
+    /// Grows with a whole session or with the vault, and changes nothing: `export`,
+    /// `export_session`, `list_sessions`. Its answer is its only effect, so it is skipped
+    /// when nobody is left to read it.
+    HeavyRead,
+    /// Grows with a whole session, and writes: `import`, `import_session`, `delete_session`.
+    HeavyWrite,
+}
+
+/// The [`Weight`] of `request`. Passphrase requests are cheap in this sense: the throttle
+/// judges one unlock or passphrase change at a time, and `init` runs Argon2 only on a vault
+/// that has no passphrase yet.
+pub fn weight(request: &Request) -> Weight {
+    use Request as R;
+    match request {
+        R::ListSessions | R::ExportSession { .. } | R::Export { .. } => Weight::HeavyRead,
+        R::DeleteSession { .. } | R::ImportSession { .. } | R::Import { .. } => Weight::HeavyWrite,
+        _ => Weight::Cheap,
+    }
+}
+
 fn require_admin(conn: &Conn, what: &str) -> Result<(), WireError> {
     if conn.is_admin() {
         Ok(())
