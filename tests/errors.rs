@@ -14,7 +14,7 @@ use crate::util::*;
 
 fn bad_passphrase_delay(code: ErrorCode) -> u64 {
     match code {
-        ErrorCode::BadPassphrase { retry_after_ms } => retry_after_ms,
+        ErrorCode::BadPassphrase { retry_after_ms, .. } => retry_after_ms,
         other => panic!("expected bad_passphrase, got {other:?}"),
     }
 }

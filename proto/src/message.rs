@@ -469,6 +469,11 @@ pub enum ErrorCode {
     BadPassphrase {
         /// Milliseconds until the next attempt is considered.
         retry_after_ms: u64,
+        /// The attempt was refused without checking its passphrase (it came too soon), so
+        /// it may be sent again after `retry_after_ms`; `false` (and absent on the wire,
+        /// as from daemons before this field): the passphrase was checked and is wrong.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        unchecked: bool,
     },
     /// The new passphrase is unacceptable (e.g. empty).
     WeakPassphrase,

@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 
 use session_vault_client::ClientError;
 use session_vault_daemon::server::conn::WRITE_GRACE;
-use session_vault_daemon::server::throttle::NOT_CHECKED;
 use session_vault_proto::codec;
 use session_vault_proto::message::{ClientFrame, ErrorCode, Request, Response};
 use session_vault_proto::model::{Peer, PeerKind};
@@ -55,7 +54,9 @@ async fn a_brute_force_of_unlock_gets_a_handful_of_attempts() {
                     .await;
                 match r {
                     Err(ClientError::Daemon(e)) => match e.code {
-                        ErrorCode::BadPassphrase { .. } if e.message.starts_with(NOT_CHECKED) => {
+                        ErrorCode::BadPassphrase {
+                            unchecked: true, ..
+                        } => {
                             unchecked.fetch_add(1, Ordering::Relaxed);
                         }
                         ErrorCode::BadPassphrase { .. } => {
@@ -326,7 +327,7 @@ async fn abandoned_unlock_attempts_do_not_lock_the_admin_out() {
         .await;
         match &r {
             Ok(Err(ClientError::Daemon(e))) if waits.len() < 3 => match e.code {
-                ErrorCode::BadPassphrase { retry_after_ms } => {
+                ErrorCode::BadPassphrase { retry_after_ms, .. } => {
                     waits.push(retry_after_ms);
                     tokio::time::sleep(Duration::from_millis(retry_after_ms)).await;
                 }

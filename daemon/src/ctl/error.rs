@@ -251,7 +251,7 @@ fn wire_hint(wire: &WireError) -> Option<(String, Option<String>)> {
                 .into(),
             Some("vaultctl unlock".into()),
         ),
-        ErrorCode::BadPassphrase { retry_after_ms } if *retry_after_ms > 0 => {
+        ErrorCode::BadPassphrase { retry_after_ms, .. } if *retry_after_ms > 0 => {
             // Left out when the daemon's message already gives the delay in these words.
             let delay = format_delay_ms(*retry_after_ms);
             (
@@ -324,7 +324,10 @@ mod tests {
         for code in [
             ErrorCode::Locked,
             ErrorCode::Uninitialized,
-            ErrorCode::BadPassphrase { retry_after_ms: 0 },
+            ErrorCode::BadPassphrase {
+                retry_after_ms: 0,
+                unchecked: false,
+            },
             ErrorCode::NoSuchSession,
             ErrorCode::PermissionDenied,
             ErrorCode::SessionBusy { holder_pid: None },
@@ -421,6 +424,7 @@ mod tests {
         let text = report(&daemon(
             ErrorCode::BadPassphrase {
                 retry_after_ms: 2_500,
+                unchecked: false,
             },
             "wrong passphrase",
         ));
@@ -432,6 +436,7 @@ mod tests {
         let text = report(&daemon(
             ErrorCode::BadPassphrase {
                 retry_after_ms: 500,
+                unchecked: false,
             },
             "wrong passphrase; the next attempt is accepted after 500 ms",
         ));
@@ -440,7 +445,10 @@ mod tests {
             "vaultctl: wrong passphrase; the next attempt is accepted after 500 ms\n"
         );
         let text = report(&daemon(
-            ErrorCode::BadPassphrase { retry_after_ms: 0 },
+            ErrorCode::BadPassphrase {
+                retry_after_ms: 0,
+                unchecked: false,
+            },
             "wrong passphrase",
         ));
         assert_eq!(text, "vaultctl: wrong passphrase\n");

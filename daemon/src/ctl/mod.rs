@@ -268,21 +268,19 @@ fn timed_out(socket: &Path, what: &str) -> ClientError {
 /// without checking its passphrase (someone's wrong passphrase a moment before, or another
 /// attempt being checked); a longer one is reported with the time to wait.
 const THROTTLE_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(5);
-/// How the daemon's message for such a refusal begins (`vaultd`'s `throttle::NOT_CHECKED`;
-/// a unit test keeps the two equal). The code, `bad_passphrase`, is the same as for a wrong
-/// passphrase, which must not be sent again: retrying it would only earn a longer delay.
-const NOT_CHECKED: &str = "passphrase not checked";
 
 /// The wait before sending again a passphrase the daemon refused without checking it; `None`
 /// for any other outcome, a wrong passphrase among them.
 fn unchecked_wait(e: &CtlError) -> Option<std::time::Duration> {
     match e.wire()? {
         WireError {
-            code: ErrorCode::BadPassphrase { retry_after_ms },
-            message,
-        } if message.starts_with(NOT_CHECKED) => {
-            Some(std::time::Duration::from_millis(*retry_after_ms))
-        }
+            code:
+                ErrorCode::BadPassphrase {
+                    retry_after_ms,
+                    unchecked: true,
+                },
+            ..
+        } => Some(std::time::Duration::from_millis(*retry_after_ms)),
         _ => None,
     }
 }
@@ -494,33 +492,33 @@ mod tests {
 
     #[test]
     fn only_an_unchecked_passphrase_is_sent_again() {
-        let not_checked = format!("{NOT_CHECKED}: attempts are held back; after 400 ms");
         let e = daemon_error(
             ErrorCode::BadPassphrase {
                 retry_after_ms: 400,
+                unchecked: true,
             },
-            &not_checked,
+            "passphrase not checked: attempts are held back; after 400 ms",
         );
         assert_eq!(
             unchecked_wait(&e),
             Some(std::time::Duration::from_millis(400))
         );
-        // A wrong passphrase: sending it again would only earn a longer delay.
+        // A wrong passphrase: sending it again would only earn a longer delay, whatever the
+        // message says.
         let e = daemon_error(
             ErrorCode::BadPassphrase {
                 retry_after_ms: 500,
+                unchecked: false,
             },
-            "wrong passphrase; the next attempt is accepted after 500 ms",
+            "passphrase not checked",
         );
         assert_eq!(unchecked_wait(&e), None);
-        let e = daemon_error(ErrorCode::Locked, &not_checked);
+        let e = daemon_error(ErrorCode::Locked, "passphrase not checked");
         assert_eq!(unchecked_wait(&e), None);
     }
 
     #[test]
-    fn the_daemons_wording_is_the_one_looked_for() {
-        // vaultctl does not depend on the server at run time; its test checks the wording.
-        assert_eq!(NOT_CHECKED, crate::server::throttle::NOT_CHECKED);
+    fn the_daemons_refusal_is_recognized() {
         let wire = crate::server::errors::not_judged(std::time::Duration::from_millis(1));
         let e = CtlError::client(Path::new("/run/v.sock"), ClientError::Daemon(wire));
         assert_eq!(

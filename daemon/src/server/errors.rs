@@ -24,6 +24,7 @@ pub fn from_vault(err: &VaultError, retry_after: Duration) -> WireError {
         VaultError::Locked => ErrorCode::Locked,
         VaultError::BadPassphrase => ErrorCode::BadPassphrase {
             retry_after_ms: retry_after.as_millis() as u64,
+            unchecked: false,
         },
         VaultError::WeakPassphrase(_) => ErrorCode::WeakPassphrase,
         VaultError::NoSuchSession { .. } => ErrorCode::NoSuchSession,
@@ -49,15 +50,18 @@ pub fn from_vault(err: &VaultError, retry_after: Duration) -> WireError {
 }
 
 /// The answer to a passphrase attempt the throttle refused without judging it: the
-/// `bad_passphrase` of a wrong one, so that clients need nothing new, with a message that
-/// says the passphrase was not checked.
+/// `bad_passphrase` of a wrong one (so older clients need nothing new) marked `unchecked`,
+/// with a message that says so.
 pub fn not_judged(retry_after: Duration) -> WireError {
     // Rounded up, and never 0, which would read as "try again now".
     let ms = u64::try_from(retry_after.as_micros().div_ceil(1000))
         .unwrap_or(u64::MAX)
         .max(1);
     WireError {
-        code: ErrorCode::BadPassphrase { retry_after_ms: ms },
+        code: ErrorCode::BadPassphrase {
+            retry_after_ms: ms,
+            unchecked: true,
+        },
         message: format!(
             "{NOT_CHECKED}: attempts are held back after a wrong passphrase (or while another \
              attempt is checked); the next attempt is accepted after {ms} ms"

@@ -19,9 +19,8 @@ pub const BASE_DELAY: Duration = Duration::from_millis(500);
 /// Longest delay.
 pub const MAX_DELAY: Duration = Duration::from_secs(30);
 /// Opens the message of a `bad_passphrase` answer to an attempt the throttle refused without
-/// judging it. The code and `retry_after_ms` are the contract; this wording is for people,
-/// and for `vaultctl` (built from this crate, so in step with it), which tries such an
-/// attempt again after a short wait since its passphrase was never checked.
+/// judging it. The code's `retry_after_ms` and `unchecked` fields are the contract; this
+/// wording is for people.
 pub const NOT_CHECKED: &str = "passphrase not checked";
 
 #[derive(Debug)]

@@ -303,3 +303,31 @@ fn malformed_variants_are_refused() {
     refused::<Request>("82 a6 737461747573 c0 a4 6c6f636b c0"); // two variants in one map
     refused::<Request>("90"); // an empty array
 }
+
+#[test]
+fn bad_passphrase_omits_unchecked_when_false_so_older_peers_read_the_same_bytes() {
+    // {"bad_passphrase": {"retry_after_ms": 500}}: what daemons sent before `unchecked`.
+    let before = "81 ae 6261645f70617373706872617365 81 ae 72657472795f61667465725f6d73 cd 01f4";
+    pinned(
+        &ErrorCode::BadPassphrase {
+            retry_after_ms: 500,
+            unchecked: false,
+        },
+        before,
+    );
+    assert_eq!(
+        decodes::<ErrorCode>(before),
+        ErrorCode::BadPassphrase {
+            retry_after_ms: 500,
+            unchecked: false,
+        }
+    );
+    // {"bad_passphrase": {"retry_after_ms": 250, "unchecked": true}}
+    pinned(
+        &ErrorCode::BadPassphrase {
+            retry_after_ms: 250,
+            unchecked: true,
+        },
+        "81 ae 6261645f70617373706872617365 82 ae 72657472795f61667465725f6d73 cc fa a9 756e636865636b6564 c3",
+    );
+}

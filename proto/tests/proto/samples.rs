@@ -345,6 +345,11 @@ pub fn error_codes() -> Vec<ErrorCode> {
         ErrorCode::PermissionDenied,
         ErrorCode::BadPassphrase {
             retry_after_ms: 500,
+            unchecked: false,
+        },
+        ErrorCode::BadPassphrase {
+            retry_after_ms: 250,
+            unchecked: true,
         },
         ErrorCode::WeakPassphrase,
         ErrorCode::InvalidRequest,
