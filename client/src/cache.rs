@@ -7,6 +7,10 @@
 //! acknowledged them (writes are serialized by the session, so the mirror sees them in the
 //! daemon's order).
 //!
+//! A cached peer agrees with the daemon's copy in every field grammers reads (access hash,
+//! bot, is_self, channel kind); username, phone and name, which grammers neither sets nor
+//! reads, may be unknown (`None`) here where the daemon knows them (a Telethon import, say).
+//!
 //! Peers are bounded: two generations of at most `capacity / 2` entries each. A hit in the
 //! old generation is promoted; when the young one is full it becomes the old one and the old
 //! one is dropped. That approximates LRU at O(1) per operation, without a linked list.
@@ -19,7 +23,7 @@ use std::collections::HashMap;
 
 use session_vault_proto::model::{Peer, PeerKey, PeerKind, UpdateStateChange, UpdatesState};
 
-use crate::convert::apply_change;
+use crate::convert::{apply_change, grammers_complete};
 
 /// What a read can be about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -209,8 +213,10 @@ impl Cache {
 
     /// Mirrors an acknowledged `cache_peers`: each peer merges into what is known of it, in
     /// order, by `extend_info` rules; a user whose merged info says `is_self` becomes the self
-    /// user (the daemon's rule). A peer the cache did not know stays unknown, since its merge
-    /// with what the daemon held is unknown, unless that cannot matter.
+    /// user (the daemon's rule). A peer the cache did not know is kept only if it knows every
+    /// field grammers reads ([`grammers_complete`]): the daemon's merge with whatever it held
+    /// then gives the same fields (a newly known field wins). Any other stays unknown, since
+    /// the daemon's copy may fill in what it lacks.
     pub(crate) fn wrote_peers(&mut self, peers: &[Peer]) {
         for p in peers {
             let key = p.key();
@@ -220,7 +226,7 @@ impl Cache {
                     Some(old)
                 }
                 Lookup::Hit(None) => Some(p.clone()),
-                Lookup::Miss => None,
+                Lookup::Miss => grammers_complete(p).then(|| p.clone()),
             };
             if p.kind == PeerKind::User {
                 let is_self = merged.as_ref().map_or(p.is_self, |m| m.is_self);
@@ -276,6 +282,7 @@ impl Cache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use session_vault_proto::model::ChannelKind;
 
     fn user(id: i64) -> Peer {
         Peer::new(PeerKind::User, id)
@@ -327,6 +334,49 @@ mod tests {
         assert_eq!(c.peer(key), Lookup::Miss);
         assert_eq!(c.self_peer(), Lookup::Miss);
         assert_eq!(c.state(), Lookup::Miss);
+    }
+
+    #[test]
+    fn a_written_peer_is_kept_only_when_grammers_reads_nothing_more_from_the_daemon() {
+        let mut c = Cache::new(100);
+        let full = Peer {
+            access_hash: Some(7),
+            bot: Some(false),
+            is_self: Some(false),
+            ..user(1)
+        };
+        let no_hash = Peer {
+            access_hash: None,
+            ..full.clone()
+        };
+        let no_is_self = Peer {
+            is_self: None,
+            ..user(3)
+        };
+        let chat = Peer::new(PeerKind::Chat, 4);
+        let channel = Peer {
+            access_hash: Some(9),
+            channel_kind: Some(ChannelKind::Megagroup),
+            ..Peer::new(PeerKind::Channel, 5)
+        };
+        let channel_no_kind = Peer {
+            channel_kind: None,
+            ..Peer::new(PeerKind::Channel, 6)
+        };
+        c.wrote_peers(&[
+            full.clone(),
+            Peer { id: 2, ..no_hash },
+            no_is_self.clone(),
+            chat.clone(),
+            channel.clone(),
+            channel_no_kind.clone(),
+        ]);
+        assert_eq!(c.peer(full.key()), Lookup::Hit(Some(full)));
+        assert_eq!(c.peer(user(2).key()), Lookup::Miss);
+        assert_eq!(c.peer(no_is_self.key()), Lookup::Miss);
+        assert_eq!(c.peer(chat.key()), Lookup::Hit(Some(chat)));
+        assert_eq!(c.peer(channel.key()), Lookup::Hit(Some(channel)));
+        assert_eq!(c.peer(channel_no_kind.key()), Lookup::Miss);
     }
 
     #[test]
