@@ -19,7 +19,7 @@
 //! no write to the same slot was mirrored while it was in flight (its answer might predate
 //! that write) and the cache was not cleared meanwhile (after a reconnect).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use session_vault_proto::model::{Peer, PeerKey, PeerKind, UpdateStateChange, UpdatesState};
 
@@ -245,6 +245,34 @@ impl Cache {
         self.wrote(Slot::SelfUser);
     }
 
+    /// Leaves out of a `cache_peers` batch each peer whose merge would change nothing the
+    /// daemon holds, so that re-caching known peers (which bots do all the time) costs no
+    /// round trip and no daemon work. Call it holding the session's write lock: the cache has
+    /// then mirrored every earlier write, and no other writer exists (the lease).
+    ///
+    /// A peer is left out only if it is the first of its key in the batch (a later one merges
+    /// into what the earlier ones made, which the cache does not hold yet), the cache holds
+    /// the peer, merging it there changes nothing, and the result is not a user marked
+    /// `is_self` (caching one makes it the daemon's self user again, even unchanged). Fields
+    /// the cache holds agree with the daemon's and the unknown ones take no value from an
+    /// unchanged merge, so the daemon's merge would change nothing either.
+    pub(crate) fn drop_unchanged(&mut self, peers: Vec<Peer>) -> Vec<Peer> {
+        let mut seen = HashSet::with_capacity(peers.len());
+        peers
+            .into_iter()
+            .filter(|p| !(seen.insert(p.key()) && self.unchanged_by(p)))
+            .collect()
+    }
+
+    fn unchanged_by(&mut self, p: &Peer) -> bool {
+        let Lookup::Hit(Some(old)) = self.get(p.key()) else {
+            return false;
+        };
+        let mut merged = old.clone();
+        merged.merge_from(p);
+        merged == old && merged.is_self != Some(true)
+    }
+
     /// Forgets what a write that may or may not have been applied (it failed, or its caller
     /// gave up on it) touched: those peers, the self user.
     pub(crate) fn forget_peers(&mut self, peers: &[Peer]) {
@@ -377,6 +405,49 @@ mod tests {
         assert_eq!(c.peer(chat.key()), Lookup::Hit(Some(chat)));
         assert_eq!(c.peer(channel.key()), Lookup::Hit(Some(channel)));
         assert_eq!(c.peer(channel_no_kind.key()), Lookup::Miss);
+    }
+
+    #[test]
+    fn only_the_peers_whose_merge_changes_something_are_sent() {
+        let mut c = Cache::new(100);
+        let a = Peer {
+            access_hash: Some(1),
+            bot: Some(false),
+            is_self: Some(false),
+            ..user(1)
+        };
+        let me = Peer {
+            is_self: Some(true),
+            ..a.clone()
+        };
+        let me = Peer { id: 2, ..me };
+        c.fill_peer(a.key(), Some(a.clone()));
+        c.fill_self(Some(me.clone()));
+        c.fill_peer(user(3).key(), None);
+        let a_hash = |h| Peer {
+            access_hash: Some(h),
+            ..a.clone()
+        };
+        let keys = |v: Vec<Peer>| v.iter().map(|p| p.access_hash).collect::<Vec<_>>();
+
+        // Same values, or fewer of them: nothing changes.
+        assert_eq!(c.drop_unchanged(vec![a.clone()]), vec![]);
+        assert_eq!(c.drop_unchanged(vec![user(1)]), vec![]);
+        // A new value, an unknown peer, a known-absent one: sent.
+        assert_eq!(c.drop_unchanged(vec![a_hash(2)]), vec![a_hash(2)]);
+        assert_eq!(c.drop_unchanged(vec![user(4)]), vec![user(4)]);
+        assert_eq!(c.drop_unchanged(vec![user(3)]), vec![user(3)]);
+        // The self user: caching it again names it the self user again.
+        assert_eq!(c.drop_unchanged(vec![me.clone()]), vec![me]);
+        // A repeat in one batch merges into what the earlier one made: it is sent.
+        assert_eq!(
+            keys(c.drop_unchanged(vec![a_hash(2), a_hash(1)])),
+            [Some(2), Some(1)]
+        );
+        assert_eq!(
+            keys(c.drop_unchanged(vec![a_hash(1), a_hash(2)])),
+            [Some(2)]
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The exclusive client's cache answers what the daemon would, also when the daemon knows
-//! more of a peer than this client wrote (left by an earlier process). Whether a read was
-//! answered in-process is seen by locking the vault: the daemon would answer `Locked`.
+//! more of a peer than this client wrote (left by an earlier process), and peers re-cached
+//! unchanged are not sent. Whether a call was answered in-process is seen by locking the
+//! vault: the daemon would answer `Locked`.
 
 use grammers_session::Session;
 use grammers_session::types::{ChannelKind, PeerAuth, PeerId, PeerInfo};
@@ -104,5 +105,44 @@ fn written_peers_are_answered_locally_only_when_the_daemon_cannot_add_to_them() 
         for id in [channel_id(20), channel_id(21)] {
             assert_eq!(direct.peer(id).await.unwrap(), s.peer(id).await.unwrap());
         }
+    });
+}
+
+#[test]
+fn re_caching_peers_the_cache_shows_unchanged_needs_no_daemon() {
+    let rt = runtime();
+    let (env, _d) = unlocked();
+    let known = user(11, Some(7), false, Some(false));
+    let chan = channel(21, Some(8), ChannelKind::Gigagroup);
+    let s = rt.block_on(async {
+        let s = open(&env, "bot").await;
+        s.cache_peers(vec![known.clone(), chan.clone()])
+            .await
+            .unwrap();
+        s
+    });
+    lock(&env);
+    rt.block_on(async {
+        // Nothing would change: no request reaches the (locked) daemon.
+        s.cache_peer(known.clone()).await.unwrap();
+        s.cache_peer(PeerInfo::User {
+            id: 11,
+            auth: None,
+            bot: None,
+            is_self: None,
+        })
+        .await
+        .unwrap();
+        s.cache_peers(vec![chan.clone(), known.clone()])
+            .await
+            .unwrap();
+        // A change must reach it; the failure leaves the peer unknown to the cache.
+        assert_locked(s.cache_peer(user(11, Some(9), false, Some(false))).await);
+        assert_locked(s.peer(user_id(11)).await);
+        assert_eq!(s.peer(channel_id(21)).await.unwrap(), Some(chan));
+    });
+    assert_success(&env.unlock(PASS), "unlock");
+    rt.block_on(async {
+        assert_eq!(s.peer(user_id(11)).await.unwrap(), Some(known));
     });
 }
