@@ -19,7 +19,9 @@ use zeroize::{Zeroize, Zeroizing};
 
 use super::error::{Result, VaultError};
 
-/// Version byte at the start of every sealed record; bound in the AAD too.
+/// Version byte at the start of every sealed record; bound in the AAD too. Version 1: the
+/// plaintext is MessagePack of the record's type, structs as arrays (written now) or as maps
+/// keyed by field name (written by earlier builds); both decode alike (`engine::record`).
 pub const RECORD_FORMAT: u8 = 1;
 const NONCE_LEN: usize = 24;
 const TAG_LEN: usize = 16;
