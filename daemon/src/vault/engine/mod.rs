@@ -596,12 +596,23 @@ impl<S: Store> Engine<S> {
     }
 
     fn open_row<T: DeserializeOwned>(&self, sid: SessionId, table: Table, row: &Row) -> Result<T> {
+        self.open_at(sid, table, &row.key, &row.value)
+    }
+
+    /// Opens and decodes the sealed `value` of the row keyed `key` (blinded).
+    fn open_at<T: DeserializeOwned>(
+        &self,
+        sid: SessionId,
+        table: Table,
+        key: &[u8],
+        value: &[u8],
+    ) -> Result<T> {
         let place = RecordPlace {
             table: table.name(),
             session_id: sid.0,
-            row: &row.key,
+            row: key,
         };
-        let plain = self.live(sid)?.keys.open(&place, &row.value)?;
+        let plain = self.live(sid)?.keys.open(&place, value)?;
         decode(&place, &plain)
     }
 
@@ -625,16 +636,7 @@ impl<S: Store> Engine<S> {
     ) -> Result<Option<T>> {
         match self.store.get(table, sid.0, blinded)? {
             None => Ok(None),
-            Some(value) => self
-                .open_row(
-                    sid,
-                    table,
-                    &Row {
-                        key: blinded.to_vec(),
-                        value,
-                    },
-                )
-                .map(Some),
+            Some(value) => self.open_at(sid, table, blinded, &value).map(Some),
         }
     }
 
