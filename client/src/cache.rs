@@ -7,6 +7,10 @@
 //! acknowledged them (writes are serialized by the session, so the mirror sees them in the
 //! daemon's order).
 //!
+//! A cached peer agrees with the daemon's copy in every field grammers reads (access hash,
+//! bot, is_self, channel kind); username, phone and name, which grammers neither sets nor
+//! reads, may be unknown (`None`) here where the daemon knows them (a Telethon import, say).
+//!
 //! Peers are bounded: two generations of at most `capacity / 2` entries each. A hit in the
 //! old generation is promoted; when the young one is full it becomes the old one and the old
 //! one is dropped. That approximates LRU at O(1) per operation, without a linked list.
@@ -15,11 +19,11 @@
 //! no write to the same slot was mirrored while it was in flight (its answer might predate
 //! that write) and the cache was not cleared meanwhile (after a reconnect).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use session_vault_proto::model::{Peer, PeerKey, PeerKind, UpdateStateChange, UpdatesState};
 
-use crate::convert::apply_change;
+use crate::convert::{apply_change, grammers_complete};
 
 /// What a read can be about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -209,8 +213,10 @@ impl Cache {
 
     /// Mirrors an acknowledged `cache_peers`: each peer merges into what is known of it, in
     /// order, by `extend_info` rules; a user whose merged info says `is_self` becomes the self
-    /// user (the daemon's rule). A peer the cache did not know stays unknown, since its merge
-    /// with what the daemon held is unknown, unless that cannot matter.
+    /// user (the daemon's rule). A peer the cache did not know is kept only if it knows every
+    /// field grammers reads ([`grammers_complete`]): the daemon's merge with whatever it held
+    /// then gives the same fields (a newly known field wins). Any other stays unknown, since
+    /// the daemon's copy may fill in what it lacks.
     pub(crate) fn wrote_peers(&mut self, peers: &[Peer]) {
         for p in peers {
             let key = p.key();
@@ -220,7 +226,7 @@ impl Cache {
                     Some(old)
                 }
                 Lookup::Hit(None) => Some(p.clone()),
-                Lookup::Miss => None,
+                Lookup::Miss => grammers_complete(p).then(|| p.clone()),
             };
             if p.kind == PeerKind::User {
                 let is_self = merged.as_ref().map_or(p.is_self, |m| m.is_self);
@@ -237,6 +243,34 @@ impl Cache {
             self.wrote(Slot::Peer(key));
         }
         self.wrote(Slot::SelfUser);
+    }
+
+    /// Leaves out of a `cache_peers` batch each peer whose merge would change nothing the
+    /// daemon holds, so that re-caching known peers (which bots do all the time) costs no
+    /// round trip and no daemon work. Call it holding the session's write lock: the cache has
+    /// then mirrored every earlier write, and no other writer exists (the lease).
+    ///
+    /// A peer is left out only if it is the first of its key in the batch (a later one merges
+    /// into what the earlier ones made, which the cache does not hold yet), the cache holds
+    /// the peer, merging it there changes nothing, and the result is not a user marked
+    /// `is_self` (caching one makes it the daemon's self user again, even unchanged). Fields
+    /// the cache holds agree with the daemon's and the unknown ones take no value from an
+    /// unchanged merge, so the daemon's merge would change nothing either.
+    pub(crate) fn drop_unchanged(&mut self, peers: Vec<Peer>) -> Vec<Peer> {
+        let mut seen = HashSet::with_capacity(peers.len());
+        peers
+            .into_iter()
+            .filter(|p| !(seen.insert(p.key()) && self.unchanged_by(p)))
+            .collect()
+    }
+
+    fn unchanged_by(&mut self, p: &Peer) -> bool {
+        let Lookup::Hit(Some(old)) = self.get(p.key()) else {
+            return false;
+        };
+        let mut merged = old.clone();
+        merged.merge_from(p);
+        merged == old && merged.is_self != Some(true)
     }
 
     /// Forgets what a write that may or may not have been applied (it failed, or its caller
@@ -276,6 +310,7 @@ impl Cache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use session_vault_proto::model::ChannelKind;
 
     fn user(id: i64) -> Peer {
         Peer::new(PeerKind::User, id)
@@ -327,6 +362,92 @@ mod tests {
         assert_eq!(c.peer(key), Lookup::Miss);
         assert_eq!(c.self_peer(), Lookup::Miss);
         assert_eq!(c.state(), Lookup::Miss);
+    }
+
+    #[test]
+    fn a_written_peer_is_kept_only_when_grammers_reads_nothing_more_from_the_daemon() {
+        let mut c = Cache::new(100);
+        let full = Peer {
+            access_hash: Some(7),
+            bot: Some(false),
+            is_self: Some(false),
+            ..user(1)
+        };
+        let no_hash = Peer {
+            access_hash: None,
+            ..full.clone()
+        };
+        let no_is_self = Peer {
+            is_self: None,
+            ..user(3)
+        };
+        let chat = Peer::new(PeerKind::Chat, 4);
+        let channel = Peer {
+            access_hash: Some(9),
+            channel_kind: Some(ChannelKind::Megagroup),
+            ..Peer::new(PeerKind::Channel, 5)
+        };
+        let channel_no_kind = Peer {
+            channel_kind: None,
+            ..Peer::new(PeerKind::Channel, 6)
+        };
+        c.wrote_peers(&[
+            full.clone(),
+            Peer { id: 2, ..no_hash },
+            no_is_self.clone(),
+            chat.clone(),
+            channel.clone(),
+            channel_no_kind.clone(),
+        ]);
+        assert_eq!(c.peer(full.key()), Lookup::Hit(Some(full)));
+        assert_eq!(c.peer(user(2).key()), Lookup::Miss);
+        assert_eq!(c.peer(no_is_self.key()), Lookup::Miss);
+        assert_eq!(c.peer(chat.key()), Lookup::Hit(Some(chat)));
+        assert_eq!(c.peer(channel.key()), Lookup::Hit(Some(channel)));
+        assert_eq!(c.peer(channel_no_kind.key()), Lookup::Miss);
+    }
+
+    #[test]
+    fn only_the_peers_whose_merge_changes_something_are_sent() {
+        let mut c = Cache::new(100);
+        let a = Peer {
+            access_hash: Some(1),
+            bot: Some(false),
+            is_self: Some(false),
+            ..user(1)
+        };
+        let me = Peer {
+            is_self: Some(true),
+            ..a.clone()
+        };
+        let me = Peer { id: 2, ..me };
+        c.fill_peer(a.key(), Some(a.clone()));
+        c.fill_self(Some(me.clone()));
+        c.fill_peer(user(3).key(), None);
+        let a_hash = |h| Peer {
+            access_hash: Some(h),
+            ..a.clone()
+        };
+        let keys = |v: Vec<Peer>| v.iter().map(|p| p.access_hash).collect::<Vec<_>>();
+
+        // Same values, or fewer of them: nothing changes.
+        assert_eq!(c.drop_unchanged(vec![a.clone()]), vec![]);
+        assert_eq!(c.drop_unchanged(vec![user(1)]), vec![]);
+        // A new value, an unknown peer, a known-absent one: sent.
+        assert_eq!(c.drop_unchanged(vec![a_hash(2)]), vec![a_hash(2)]);
+        assert_eq!(c.drop_unchanged(vec![user(4)]), vec![user(4)]);
+        assert_eq!(c.drop_unchanged(vec![user(3)]), vec![user(3)]);
+        // The self user: caching it again names it the self user again.
+        assert_eq!(c.drop_unchanged(vec![me.clone()]), vec![me]);
+        // A repeat in one batch merges into what the earlier one made: it is sent.
+        assert_eq!(
+            keys(c.drop_unchanged(vec![a_hash(2), a_hash(1)])),
+            [Some(2), Some(1)]
+        );
+        assert_eq!(
+            keys(c.drop_unchanged(vec![a_hash(1), a_hash(2)])),
+            [Some(2)]
+        );
     }
 
     #[test]

@@ -104,6 +104,18 @@ pub(crate) fn peer_from_wire(p: &Peer) -> Option<PeerInfo> {
     })
 }
 
+/// Whether `p` knows every field grammers reads of its kind (users: access hash, bot,
+/// is_self; channels: access hash, kind; chats: nothing but the id). The daemon's merge of
+/// such a peer into whatever it held (a newly known field wins) then equals `p` in all of
+/// them, so that a client can tell what grammers will read back without asking.
+pub(crate) fn grammers_complete(p: &Peer) -> bool {
+    match p.kind {
+        PeerKind::User => p.access_hash.is_some() && p.bot.is_some() && p.is_self.is_some(),
+        PeerKind::Chat => true,
+        PeerKind::Channel => p.access_hash.is_some() && p.channel_kind.is_some(),
+    }
+}
+
 fn known() -> &'static [DcOption] {
     static KNOWN: OnceLock<Vec<DcOption>> = OnceLock::new();
     KNOWN.get_or_init(known_dc_options)

@@ -8,7 +8,8 @@
 //! - with an exclusive lease only, the [`Cache`] of peers, self user and update state.
 //!   Without the lease other writers may exist, so every read goes to the daemon.
 //!
-//! Every write is awaited until the daemon acknowledged it (durable ones: once on disk). The
+//! Every write is awaited until the daemon acknowledged it (durable ones: once on disk),
+//! except re-cached peers the cache shows would change nothing, which are not sent. The
 //! writes mirrored in-process are serialized (one in flight per session), so that the copies
 //! see them in the daemon's order; a mirrored write that fails, or whose future is dropped
 //! before the answer, makes the cache forget what it touched (the daemon may have applied
@@ -429,13 +430,19 @@ impl VaultSession {
     }
 
     /// Merges peers into the session (grammers' `extend_info` rules, applied by the
-    /// daemon), in batches of at most [`PEERS_PER_REQUEST`].
+    /// daemon), in batches of at most [`PEERS_PER_REQUEST`]. With the cache, peers whose
+    /// merge would change nothing are not sent ([`Cache::drop_unchanged`]); when none is
+    /// left, no request is made.
     pub(crate) async fn cache_peer_infos(&self, infos: &[PeerInfo]) -> Result<(), VaultError> {
         if infos.is_empty() {
             return Ok(());
         }
         let peers: Vec<Peer> = infos.iter().map(convert::peer_to_wire).collect();
         let _serial = self.serialize(false).await;
+        let peers = match &self.cache {
+            Some(c) => lock(c).drop_unchanged(peers),
+            None => peers,
+        };
         for batch in peers.chunks(PEERS_PER_REQUEST) {
             let guard = WriteGuard::new(self.cache.as_ref(), |c| c.forget_peers(batch));
             self.call_ok("cache_peers", |handle| Request::CachePeers {

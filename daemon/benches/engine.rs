@@ -834,7 +834,8 @@ fn bench_breakdown(c: &mut Criterion, f: Fixture, dir: &Path, sizes: Sizes) {
         }
         start.elapsed()
     });
-    let record = rmp_serde::to_vec_named(&make_peer(123, 4)).unwrap();
+    // A peer record's plaintext as the engine writes it (positional MessagePack).
+    let record = rmp_serde::to_vec(&make_peer(123, 4)).unwrap();
     let row = keys.blind("peers", 7, "key", &key_bytes);
     let place = RecordPlace {
         table: "peers",
@@ -860,7 +861,7 @@ fn bench_breakdown(c: &mut Criterion, f: Fixture, dir: &Path, sizes: Sizes) {
         let p = make_peer(123, 4);
         let start = Instant::now();
         for _ in 0..iters {
-            let bytes = rmp_serde::to_vec_named(black_box(&p)).unwrap();
+            let bytes = rmp_serde::to_vec(black_box(&p)).unwrap();
             black_box(rmp_serde::from_slice::<Peer>(&bytes).unwrap());
         }
         start.elapsed()

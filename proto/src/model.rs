@@ -4,6 +4,11 @@
 //! that each maps in and out without loss. These types travel on the wire (MessagePack, named
 //! fields) and are what the daemon's vault engine encrypts at rest.
 //!
+//! At rest, records are positional (MessagePack arrays, no field names): the order of the
+//! fields of the stored types is part of the on-disk format. Never reorder, remove or retype
+//! a field; add new ones at the end, with `#[serde(default)]` (the daemon's
+//! `vault::engine::record` pins the layout in a test).
+//!
 //! Secrets (auth keys) are [`AuthKey`]: zeroized on drop, and redacted in `Debug`.
 
 use std::fmt;

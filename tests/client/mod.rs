@@ -1,5 +1,6 @@
 //! `VaultSession` (the grammers `Session` served by the vault) against the real `vaultd`.
 //!
+//! - [`cache`]: the exclusive client's cache answers what the daemon would;
 //! - [`conformance`]: random sequences of every trait operation give the same answers as
 //!   grammers' `MemorySession`, before and after a daemon restart;
 //! - [`processes`]: eight processes with a session each, concurrently; two processes wanting
@@ -12,6 +13,7 @@
 //!
 //! Helpers here; the daemon guard and `vaultctl` runs come from `crate::util`.
 
+mod cache;
 mod conformance;
 mod locked;
 mod plaintext;

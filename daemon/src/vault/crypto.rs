@@ -11,7 +11,7 @@
 //! Only audited RustCrypto primitives are used; nothing here is hand-rolled. Every function
 //! that runs Argon2 is blocking and must be called off the async runtime (`spawn_blocking`).
 
-use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::aead::{Aead, AeadInPlace, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
@@ -19,7 +19,9 @@ use zeroize::{Zeroize, Zeroizing};
 
 use super::error::{Result, VaultError};
 
-/// Version byte at the start of every sealed record; bound in the AAD too.
+/// Version byte at the start of every sealed record; bound in the AAD too. Version 1: the
+/// plaintext is MessagePack of the record's type, structs as arrays (written now) or as maps
+/// keyed by field name (written by earlier builds); both decode alike (`engine::record`).
 pub const RECORD_FORMAT: u8 = 1;
 const NONCE_LEN: usize = 24;
 const TAG_LEN: usize = 16;
@@ -370,21 +372,27 @@ impl Keys {
         let mut nonce = [0u8; NONCE_LEN];
         fill_random(&mut nonce)?;
         let aad = self.record_aad(place);
-        let ct = self
-            .record
-            .encrypt(
-                XNonce::from_slice(&nonce),
-                Payload {
-                    msg: plaintext,
-                    aad: &aad,
-                },
-            )
-            .map_err(|_| VaultError::Invalid("encryption failed".into()))?;
-        let mut out = Vec::with_capacity(1 + NONCE_LEN + ct.len());
+        // Encrypted in place in the output, sized exactly once: no second buffer, no copy.
+        let head = 1 + NONCE_LEN;
+        let mut out = Vec::with_capacity(head + plaintext.len() + TAG_LEN);
         out.push(RECORD_FORMAT);
         out.extend_from_slice(&nonce);
-        out.extend_from_slice(&ct);
-        Ok(out)
+        out.extend_from_slice(plaintext);
+        match self.record.encrypt_in_place_detached(
+            XNonce::from_slice(&nonce),
+            &aad,
+            &mut out[head..],
+        ) {
+            Ok(tag) => {
+                out.extend_from_slice(&tag);
+                Ok(out)
+            }
+            Err(_) => {
+                // Never leave the plaintext behind in a buffer that does not zeroize itself.
+                out.zeroize();
+                Err(VaultError::Invalid("encryption failed".into()))
+            }
+        }
     }
 
     /// Opens a record sealed for `place`; `Corrupt` if it was altered, moved or damaged.
@@ -414,13 +422,18 @@ impl Keys {
         field: &str,
         value: &[u8],
     ) -> [u8; BLIND_LEN] {
+        // The same length-prefixed fields as `push_field` writes, fed to the MAC as they come
+        // (no buffer holding the value).
         let mut mac = self.index.clone();
-        let mut buf = Vec::with_capacity(48 + value.len());
-        push_field(&mut buf, table.as_bytes());
-        push_field(&mut buf, &session_id.to_be_bytes());
-        push_field(&mut buf, field.as_bytes());
-        push_field(&mut buf, value);
-        mac.update(&buf);
+        for part in [
+            table.as_bytes(),
+            &session_id.to_be_bytes(),
+            field.as_bytes(),
+            value,
+        ] {
+            mac.update(&(part.len() as u32).to_be_bytes());
+            mac.update(part);
+        }
         let full = mac.finalize().into_bytes();
         let mut out = [0u8; BLIND_LEN];
         out.copy_from_slice(&full[..BLIND_LEN]);
@@ -445,7 +458,22 @@ mod tests {
             row: b"row-a",
         };
         let sealed = k.seal(&place, b"secret").unwrap();
+        assert_eq!(sealed.len(), 1 + NONCE_LEN + b"secret".len() + TAG_LEN);
         assert_eq!(&k.open(&place, &sealed).unwrap()[..], b"secret");
+        // The layout is `version ‖ nonce ‖ ciphertext ‖ tag`, as XChaCha20-Poly1305's
+        // combined form (ciphertext ‖ tag) under the record key and AAD.
+        let (nonce, ct) = sealed[1..].split_at(NONCE_LEN);
+        let combined = k
+            .record
+            .encrypt(
+                XNonce::from_slice(nonce),
+                Payload {
+                    msg: b"secret",
+                    aad: &k.record_aad(&place),
+                },
+            )
+            .unwrap();
+        assert_eq!(ct, &combined[..]);
         for other in [
             RecordPlace {
                 row: b"row-b",
@@ -473,6 +501,27 @@ mod tests {
                 "byte {i}"
             );
         }
+    }
+
+    #[test]
+    fn blind_is_the_hmac_of_the_length_prefixed_fields() {
+        let k = keys();
+        let mut buf = Vec::new();
+        for part in [&b"peers"[..], &7i64.to_be_bytes(), b"key", b"\x01value"] {
+            push_field(&mut buf, part);
+        }
+        let mut mac = k.index.clone();
+        mac.update(&buf);
+        let want = mac.finalize().into_bytes();
+        assert_eq!(
+            k.blind("peers", 7, "key", b"\x01value")[..],
+            want[..BLIND_LEN]
+        );
+        // Field boundaries count: moving a byte from one field to the next changes the index.
+        assert_ne!(
+            k.blind("peers", 7, "key", b"v"),
+            k.blind("peers", 7, "ke", b"yv")
+        );
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //! runtime and the resulting DEK is handed in ([`Engine::install_keys`]).
 //!
 //! `mod.rs` holds the state machine, sessions and the sealed-row helpers; `data.rs` the
-//! per-session data rows (DC options, peers, update state, sent files).
+//! per-session data rows (DC options, peers, update state, sent files); `record.rs` the
+//! records' plaintext encoding (positional MessagePack; older vaults' named maps still read).
 //!
 //! Record layout (all sealed with [`Keys::seal`], keyed by blind indexes):
 //! - `sessions.record`: [`SessionRecord`] (home DC, self user, extras, ACL);
@@ -22,13 +23,15 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use session_vault_proto::model::{
     PeerKind, SelfUser, SessionAcl, SessionData, SessionExtras, SessionSummary, UpdateStateChange,
 };
-use zeroize::Zeroizing;
 
 use super::crypto::{Keys, Keyslot, RecordPlace, SecretKey, VAULT_ID_LEN};
 use super::error::{Result, VaultError};
 use super::store::{Header, Row, Store, Table};
 
 mod data;
+mod record;
+
+use record::{decode, encode};
 
 /// Internal id of a session: stable across renames, never reused after a delete.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -104,21 +107,6 @@ fn now() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
-}
-
-fn encode<T: Serialize>(value: &T) -> Result<Zeroizing<Vec<u8>>> {
-    rmp_serde::to_vec_named(value)
-        .map(Zeroizing::new)
-        .map_err(|e| VaultError::Invalid(format!("cannot encode record: {e}")))
-}
-
-fn decode<T: DeserializeOwned>(place: &RecordPlace<'_>, bytes: &[u8]) -> Result<T> {
-    rmp_serde::from_slice(bytes).map_err(|_| VaultError::Corrupt {
-        table: place.table,
-        session_id: place.session_id,
-        row: String::new(),
-        reason: "record decrypted but does not decode",
-    })
 }
 
 /// Checks a session name: 1..=128 characters, no control characters, no surrounding spaces.
@@ -608,12 +596,23 @@ impl<S: Store> Engine<S> {
     }
 
     fn open_row<T: DeserializeOwned>(&self, sid: SessionId, table: Table, row: &Row) -> Result<T> {
+        self.open_at(sid, table, &row.key, &row.value)
+    }
+
+    /// Opens and decodes the sealed `value` of the row keyed `key` (blinded).
+    fn open_at<T: DeserializeOwned>(
+        &self,
+        sid: SessionId,
+        table: Table,
+        key: &[u8],
+        value: &[u8],
+    ) -> Result<T> {
         let place = RecordPlace {
             table: table.name(),
             session_id: sid.0,
-            row: &row.key,
+            row: key,
         };
-        let plain = self.live(sid)?.keys.open(&place, &row.value)?;
+        let plain = self.live(sid)?.keys.open(&place, value)?;
         decode(&place, &plain)
     }
 
@@ -637,16 +636,7 @@ impl<S: Store> Engine<S> {
     ) -> Result<Option<T>> {
         match self.store.get(table, sid.0, blinded)? {
             None => Ok(None),
-            Some(value) => self
-                .open_row(
-                    sid,
-                    table,
-                    &Row {
-                        key: blinded.to_vec(),
-                        value,
-                    },
-                )
-                .map(Some),
+            Some(value) => self.open_at(sid, table, blinded, &value).map(Some),
         }
     }
 

@@ -1,12 +1,13 @@
 //! Engine tests: round trips, passphrases, tampering, plaintext scans, crash consistency,
-//! migrations, durability classes and operation semantics. Each test works on its own temp
-//! dir with the cheap test KDF ([`crate::vault::KdfParams::insecure_fast_for_tests`], asked
-//! for by name).
+//! migrations, vaults written by earlier builds, durability classes and operation semantics.
+//! Each test works on its own temp dir with the cheap test KDF
+//! ([`crate::vault::KdfParams::insecure_fast_for_tests`], asked for by name).
 
 mod support;
 
 mod crash;
 mod durability;
+mod format_compat;
 mod migrations;
 mod passphrase;
 mod plaintext;
