@@ -44,6 +44,15 @@ use sqlite::SqliteStore;
 use store::Header;
 use worker::{Class, Job, Redo, Shared, SqliteEngine};
 
+/// The most peers a `cache_peers` may carry and still run inline on the caller's thread (see
+/// [`worker`]): about 10 µs of engine work per new peer keeps it under ~100 µs, which a
+/// runtime thread can spare. Larger batches are queued.
+pub const INLINE_PEERS: usize = 8;
+
+/// The most rows (1 + channels) a `set_update_state` may write and still run inline: each is
+/// a small sealed row (2–3 µs).
+pub const INLINE_STATE_ROWS: usize = 32;
+
 /// Tunables of a vault.
 #[derive(Clone, Debug)]
 pub struct VaultConfig {
@@ -155,14 +164,40 @@ impl Vault {
     }
 
     /// A cache-class write; `f` may run again if a failed commit rolled it back after it was
-    /// acknowledged (see [`worker`]).
+    /// acknowledged (see [`worker`]). `small` (a few rows: [`INLINE_PEERS`],
+    /// [`INLINE_STATE_ROWS`]) lets it run inline when the storage thread is idle, like a
+    /// point read.
     async fn call_cache(
         &self,
+        small: bool,
         f: impl Fn(&mut SqliteEngine) -> Result<()> + Send + Sync + 'static,
     ) -> Result<()> {
         let redo: Redo = Arc::new(f);
+        if small {
+            if let Some((answer, wake)) = self.inner.shared.try_cache(&redo) {
+                if wake {
+                    self.wake();
+                }
+                return answer;
+            }
+        }
         let run = Arc::clone(&redo);
         self.send(Class::Cache, Some(redo), move |e| run(e)).await
+    }
+
+    /// Sends the storage thread an empty job, so that it notices an inline write it must
+    /// commit within the flush interval. Not waited for.
+    fn wake(&self) {
+        let job = Job {
+            class: Class::Read,
+            run: Box::new(|_| (true, Box::new(|_| ()))),
+            redo: None,
+        };
+        self.inner.shared.sending();
+        if self.inner.tx.send(job).is_err() {
+            // The thread is gone; so is the database, and the write with it: a closing vault.
+            self.inner.shared.unsent();
+        }
     }
 
     async fn send<T: Send + 'static>(
@@ -448,7 +483,9 @@ impl Vault {
 
     /// Caches a batch of peers (merging). Cache class.
     pub async fn cache_peers(&self, sid: SessionId, peers: Vec<Peer>) -> Result<()> {
-        self.call_cache(move |e| e.cache_peers(sid, &peers)).await
+        let small = peers.len() <= INLINE_PEERS;
+        self.call_cache(small, move |e| e.cache_peers(sid, &peers))
+            .await
     }
 
     /// The full update state.
@@ -458,13 +495,20 @@ impl Vault {
 
     /// Applies an update-state change. Cache class.
     pub async fn set_update_state(&self, sid: SessionId, change: UpdateStateChange) -> Result<()> {
-        self.call_cache(move |e| e.set_update_state(sid, &change))
-            .await
+        let rows = match &change {
+            UpdateStateChange::All(state) => 1 + state.channels.len(),
+            _ => 1,
+        };
+        self.call_cache(rows <= INLINE_STATE_ROWS, move |e| {
+            e.set_update_state(sid, &change)
+        })
+        .await
     }
 
     /// Caches a sent file. Cache class.
     pub async fn put_sent_file(&self, sid: SessionId, file: SentFile) -> Result<()> {
-        self.call_cache(move |e| e.put_sent_file(sid, &file)).await
+        self.call_cache(true, move |e| e.put_sent_file(sid, &file))
+            .await
     }
 
     /// A sent file by (md5, size, type).

@@ -15,10 +15,17 @@
 //! waited [`DURABLE_WAIT`] (whichever is first), so a steady stream of requests can postpone
 //! neither.
 //!
-//! Inline reads: the engine sits behind a mutex ([`Shared`]). A point read whose caller finds
-//! no job queued or running (so every write sent before it has been applied) and the mutex
-//! free runs at once on the caller's thread, without the two thread wake-ups of a channel hop;
-//! otherwise it is queued like any job. Reads see applied but uncommitted writes either way.
+//! Inline reads and small cache-class writes: the engine sits behind a mutex ([`Shared`]). A
+//! point read whose caller finds no job queued or running (so every write sent before it has
+//! been applied) and the mutex free runs at once on the caller's thread, without the two
+//! thread wake-ups of a channel hop; otherwise it is queued like any job. Reads see applied
+//! but uncommitted writes either way. A small cache-class write (a few rows: the caller
+//! decides) is applied inline on the same conditions, provided commits are succeeding: it is
+//! applied in the open transaction exactly as the thread would apply it, acknowledged, and
+//! left for the thread to commit. The first such write after a commit sends the thread an
+//! empty job, so that a thread asleep with nothing to commit wakes and arms the flush
+//! deadline. Commits, fsyncs, durable writes, barriers and whole-session jobs never run
+//! inline.
 //!
 //! Storage faults: if a commit fails (disk full, I/O error) the transaction is rolled back
 //! and durable writers get the error. Cache-class writes already acknowledged are **kept**:
@@ -116,6 +123,27 @@ impl Shared {
     /// Un-counts a job whose send failed.
     pub fn unsent(&self) {
         self.queued.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Applies the cache-class write `redo` on the caller's thread if no job is queued or
+    /// running, the engine is free and the storage is not failing; `None` means: queue it.
+    /// `Some((answer, wake))`: the write's answer, and whether the storage thread must be woken
+    /// (sent an empty job) to commit it, because nothing was waiting for a commit before it.
+    pub fn try_cache(&self, redo: &Redo) -> Option<(Result<(), VaultError>, bool)> {
+        if self.queued.load(Ordering::SeqCst) != 0 {
+            return None;
+        }
+        let mut w = match self.worker.try_lock() {
+            Ok(w) => w,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return None,
+        };
+        if w.failing || w.stopping || w.engine.is_none() {
+            return None;
+        }
+        let wake = w.dirty_since.is_none();
+        let answer = w.apply_cache(redo);
+        Some((answer, wake && w.dirty_since.is_some()))
     }
 
     /// Runs the read `f` on the caller's thread if no job is queued or running and the
@@ -302,6 +330,33 @@ impl Worker {
                 }
             }
         }
+    }
+
+    /// A cache-class write applied outside [`Worker::apply`] (see [`Shared::try_cache`]):
+    /// the same savepoint, rollback and redo bookkeeping.
+    fn apply_cache(&mut self, redo: &Redo) -> Result<(), VaultError> {
+        self.begin_op()?;
+        let engine = self.engine()?;
+        let result = redo(engine);
+        let store = engine.store();
+        let ended = if result.is_ok() {
+            store.release()
+        } else {
+            store.rollback_to_savepoint()
+        };
+        if let Err(e) = ended {
+            self.abort(&e);
+            return Err(e);
+        }
+        if let Err(e) = result {
+            if let Err(e) = engine.resync() {
+                tracing::error!(error = %e, "vault could not re-read its state after a failed write");
+            }
+            return Err(e);
+        }
+        self.dirty_since.get_or_insert_with(Instant::now);
+        self.unflushed.push(Arc::clone(redo));
+        Ok(())
     }
 
     fn begin_op(&mut self) -> Result<(), VaultError> {

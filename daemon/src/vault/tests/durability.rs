@@ -79,6 +79,8 @@ async fn cache_writes_are_visible_at_once_and_durable_within_the_flush_interval(
     assert_eq!(by_name.as_ref(), Some(&b));
 
     // A little longer than the flush interval: committed without any close or barrier.
+    // (The writes above ran inline on this thread, the storage thread being idle: it must
+    // still have been woken to arm its flush timer.)
     // Polled for up to 2 s more, so that a slow fsync on a loaded machine does not fail the
     // test (a timer that never fires still does).
     tokio::time::sleep(Duration::from_millis(120)).await;
