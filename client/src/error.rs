@@ -59,6 +59,29 @@ pub enum VaultError {
 }
 
 impl VaultError {
+    /// The same error for another caller (a write sent on behalf of several tasks fails for
+    /// each of them). An I/O source is copied as its kind and message.
+    pub(crate) fn duplicate(&self) -> VaultError {
+        match self {
+            VaultError::Locked => VaultError::Locked,
+            VaultError::SessionBusy { name, holder_pid } => VaultError::SessionBusy {
+                name: name.clone(),
+                holder_pid: *holder_pid,
+            },
+            VaultError::NoSuchSession { name } => VaultError::NoSuchSession { name: name.clone() },
+            VaultError::PermissionDenied { message } => VaultError::PermissionDenied {
+                message: message.clone(),
+            },
+            VaultError::Unreachable { path, source } => VaultError::Unreachable {
+                path: path.clone(),
+                source: std::io::Error::new(source.kind(), source.to_string()),
+            },
+            VaultError::Disconnected => VaultError::Disconnected,
+            VaultError::Protocol(m) => VaultError::Protocol(m.clone()),
+            VaultError::Daemon(e) => VaultError::Daemon(e.clone()),
+        }
+    }
+
     /// The daemon's error code, when the daemon answered with one.
     pub fn code(&self) -> Option<ErrorCode> {
         match self {

@@ -14,6 +14,13 @@
 //! see them in the daemon's order; a mirrored write that fails, or whose future is dropped
 //! before the answer, makes the cache forget what it touched (the daemon may have applied
 //! it). Reads run concurrently on the one connection.
+//!
+//! `cache_peers` calls that tasks make while another write is in flight are combined: the
+//! next task to get the write lock sends every waiting batch as one request (in the order
+//! they were made, which is the order sequential calls would have) and answers each caller
+//! with its result. So a session shared by many tasks has one `cache_peers` round trip in
+//! flight, not one per task in a queue. If the task sending them is cancelled, the others
+//! send their own again.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -133,6 +140,7 @@ impl VaultSessionBuilder {
             dcs: RwLock::new(DcCache::default()),
             cache,
             writes: tokio::sync::Mutex::new(()),
+            pending_peers: Mutex::new(Vec::new()),
         };
         session.dcs_from(&opened);
         Ok(session)
@@ -175,6 +183,14 @@ pub struct VaultSession {
     pub(crate) cache: Option<Mutex<Cache>>,
     /// Serializes writes (see the module docs).
     writes: tokio::sync::Mutex<()>,
+    /// `cache_peers` calls waiting for the write lock, to be sent together.
+    pending_peers: Mutex<Vec<PendingPeers>>,
+}
+
+/// A `cache_peers` call waiting to be combined with others (see the module docs).
+struct PendingPeers {
+    peers: Vec<Peer>,
+    done: tokio::sync::oneshot::Sender<Result<(), VaultError>>,
 }
 
 impl std::fmt::Debug for VaultSession {
@@ -433,12 +449,71 @@ impl VaultSession {
     /// daemon), in batches of at most [`PEERS_PER_REQUEST`]. With the cache, peers whose
     /// merge would change nothing are not sent ([`Cache::drop_unchanged`]); when none is
     /// left, no request is made.
+    ///
+    /// With the cache (writes serialized), calls made while another write is in flight are
+    /// combined into one request (see the module docs).
     pub(crate) async fn cache_peer_infos(&self, infos: &[PeerInfo]) -> Result<(), VaultError> {
         if infos.is_empty() {
             return Ok(());
         }
         let peers: Vec<Peer> = infos.iter().map(convert::peer_to_wire).collect();
-        let _serial = self.serialize(false).await;
+        if self.cache.is_none() {
+            // Unserialized: concurrent calls are in flight together anyway.
+            return self.send_peers(peers).await;
+        }
+        loop {
+            let (done, mut answer) = tokio::sync::oneshot::channel();
+            self.pending().push(PendingPeers {
+                peers: peers.clone(),
+                done,
+            });
+            let serial = tokio::select! {
+                biased;
+                r = &mut answer => match r {
+                    Ok(r) => return r,
+                    // The task sending it was cancelled (it may or may not have been
+                    // applied): send it again.
+                    Err(_) => continue,
+                },
+                serial = self.writes.lock() => serial,
+            };
+            // The previous holder of the lock may have sent ours.
+            match answer.try_recv() {
+                Ok(r) => return r,
+                Err(tokio::sync::oneshot::error::TryRecvError::Closed) => continue,
+                Err(tokio::sync::oneshot::error::TryRecvError::Empty) => {}
+            }
+            // Ours is still waiting, so it is among these; they were made before this point,
+            // in this order.
+            let waiting = std::mem::take(&mut *self.pending());
+            let mut all = Vec::with_capacity(waiting.iter().map(|w| w.peers.len()).sum());
+            let mut callers = Vec::with_capacity(waiting.len());
+            for w in waiting {
+                all.extend(w.peers);
+                callers.push(w.done);
+            }
+            let result = self.send_peers(all).await;
+            drop(serial);
+            for c in callers {
+                let _ = c.send(match &result {
+                    Ok(()) => Ok(()),
+                    Err(e) => Err(e.duplicate()),
+                });
+            }
+            return answer.try_recv().unwrap_or(result);
+        }
+    }
+
+    fn pending(&self) -> std::sync::MutexGuard<'_, Vec<PendingPeers>> {
+        // Only pushes and takes run under this lock; neither panics.
+        self.pending_peers
+            .lock()
+            .expect("pending peers lock is never poisoned")
+    }
+
+    /// Sends `peers` (with the cache: those whose merge would change something), in batches
+    /// of at most [`PEERS_PER_REQUEST`], mirroring each acknowledged batch.
+    async fn send_peers(&self, peers: Vec<Peer>) -> Result<(), VaultError> {
         let peers = match &self.cache {
             Some(c) => lock(c).drop_unchanged(peers),
             None => peers,

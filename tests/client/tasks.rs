@@ -77,6 +77,143 @@ fn many_tasks_on_one_session() {
     });
 }
 
+/// Concurrent `cache_peer` calls are combined into shared requests; callers cancelled while
+/// waiting, or while sending for the others, must not fail or lose the others' peers, and the
+/// cache must agree with the daemon about the cancelled ones.
+#[test]
+fn combined_cache_peer_calls_survive_cancelled_callers() {
+    let rt = runtime();
+    let (env, _d) = unlocked();
+    rt.block_on(async {
+        let s = Arc::new(open(&env, "bot").await);
+        let (mut kept, mut cancelled) = (Vec::new(), Vec::new());
+        for round in 0..30i64 {
+            let tasks: Vec<_> = (0..16i64)
+                .map(|t| {
+                    let s = Arc::clone(&s);
+                    let id = round * 100 + t + 1;
+                    (
+                        id,
+                        tokio::spawn(async move { s.cache_peer(user(id, id * 7)).await }),
+                    )
+                })
+                .collect();
+            // Let some start (one of them sends for the others), then cancel every third.
+            tokio::task::yield_now().await;
+            for (i, (_, t)) in tasks.iter().enumerate() {
+                if i % 3 == (round as usize) % 3 {
+                    t.abort();
+                }
+            }
+            for (id, t) in tasks {
+                match t.await {
+                    Ok(r) => {
+                        r.unwrap();
+                        kept.push(id);
+                    }
+                    Err(e) if e.is_cancelled() => cancelled.push(id),
+                    Err(e) => panic!("task {id}: {e}"),
+                }
+            }
+        }
+        assert!(!kept.is_empty() && !cancelled.is_empty());
+        let direct = builder(&env.socket(), "bot")
+            .exclusive(false)
+            .connect()
+            .await
+            .unwrap();
+        let stored: std::collections::HashMap<_, _> = direct
+            .export()
+            .await
+            .unwrap()
+            .peer_infos
+            .into_iter()
+            .collect();
+        for id in &kept {
+            let want = Some(user(*id, id * 7));
+            assert_eq!(stored.get(&user_id(*id)).cloned(), want, "peer {id} (kept)");
+            assert_eq!(
+                s.peer(user_id(*id)).await.unwrap(),
+                want,
+                "peer {id} (kept)"
+            );
+        }
+        for id in &cancelled {
+            // Applied or not, the cache answers what the daemon holds.
+            let daemon = stored.get(&user_id(*id)).cloned();
+            assert_eq!(
+                s.peer(user_id(*id)).await.unwrap(),
+                daemon,
+                "peer {id} (cancelled)"
+            );
+        }
+        eprintln!(
+            "{} calls completed, {} cancelled ({} of those applied anyway)",
+            kept.len(),
+            cancelled.len(),
+            cancelled
+                .iter()
+                .filter(|id| stored.contains_key(&user_id(**id)))
+                .count()
+        );
+    });
+}
+
+/// The task sending combined `cache_peer` calls is cancelled mid-request: the callers it was
+/// sending for send their own again and succeed.
+#[test]
+fn callers_whose_combined_request_was_cancelled_send_again() {
+    let rt = runtime();
+    let (env, _d) = unlocked();
+    rt.block_on(async {
+        let s = Arc::new(open(&env, "bot").await);
+        let big = |base: i64| (0..2_000).map(|i| user(base + i, 5)).collect::<Vec<_>>();
+        for round in 0..3i64 {
+            let base = 1_000_000 * (round + 1);
+            // A holds the write lock with a slow request; B (also slow) queues behind it,
+            // then the small callers queue behind B. When A is done, B sends for all of them.
+            let a = {
+                let s = Arc::clone(&s);
+                let peers = big(base);
+                tokio::spawn(async move { s.cache_peers(peers).await })
+            };
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+            let b = {
+                let s = Arc::clone(&s);
+                let peers = big(base + 10_000);
+                tokio::spawn(async move { s.cache_peers(peers).await })
+            };
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+            let small: Vec<_> = (0..8i64)
+                .map(|t| {
+                    let s = Arc::clone(&s);
+                    let id = base + 50_000 + t;
+                    (
+                        id,
+                        tokio::spawn(async move { s.cache_peer(user(id, id * 7)).await }),
+                    )
+                })
+                .collect();
+            a.await.unwrap().unwrap();
+            // B is now sending its peers and the small ones: cancel it mid-request.
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+            b.abort();
+            let _ = b.await;
+            for (id, t) in small {
+                t.await.unwrap().unwrap();
+                let want = Some(user(id, id * 7));
+                assert_eq!(s.peer(user_id(id)).await.unwrap(), want, "peer {id}");
+                let direct = builder(&env.socket(), "bot")
+                    .exclusive(false)
+                    .connect()
+                    .await
+                    .unwrap();
+                assert_eq!(direct.peer(user_id(id)).await.unwrap(), want, "peer {id}");
+            }
+        }
+    });
+}
+
 #[test]
 fn export_and_import_move_a_whole_session() {
     let rt = runtime();
