@@ -101,8 +101,9 @@ pub fn encode_frame<T: Serialize>(message: &T) -> Result<Zeroizing<Vec<u8>>, Fra
 
 /// A growable buffer that never leaves an unzeroized copy behind: when it needs room it
 /// moves into a larger allocation itself and zeroizes the old one (`Vec`'s own growth would
-/// free the old allocation with the bytes still in it).
-struct ZeroizingWriter(Zeroizing<Vec<u8>>);
+/// free the old allocation with the bytes still in it). Frames here; the daemon's record
+/// plaintexts too.
+pub struct ZeroizingWriter(pub Zeroizing<Vec<u8>>);
 
 impl std::io::Write for ZeroizingWriter {
     fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {

@@ -20,6 +20,7 @@
 //!   missing field without it is an error, even an `Option`).
 
 use serde::{Serialize, de::DeserializeOwned};
+use session_vault_proto::codec::ZeroizingWriter;
 use zeroize::Zeroizing;
 
 use crate::vault::crypto::RecordPlace;
@@ -29,35 +30,13 @@ use crate::vault::error::{Result, VaultError};
 /// about 300, which grows the buffer once).
 const INITIAL_CAPACITY: usize = 128;
 
-/// A record's plaintext: structs as arrays (see the module docs).
+/// A record's plaintext: structs as arrays (see the module docs), in a buffer that leaves no
+/// copy behind when it grows.
 pub(super) fn encode<T: Serialize>(value: &T) -> Result<Zeroizing<Vec<u8>>> {
     let mut out = ZeroizingWriter(Zeroizing::new(Vec::with_capacity(INITIAL_CAPACITY)));
     rmp_serde::encode::write(&mut out, value)
         .map_err(|e| VaultError::Invalid(format!("cannot encode record: {e}")))?;
     Ok(out.0)
-}
-
-/// A growable buffer that leaves no copy of the plaintext behind: when it needs room it
-/// moves into a larger allocation itself and zeroizes the old one (`Vec`'s own growth would
-/// free the old allocation with the bytes still in it). The same as the wire codec's.
-struct ZeroizingWriter(Zeroizing<Vec<u8>>);
-
-impl std::io::Write for ZeroizingWriter {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        let needed = self.0.len().saturating_add(data.len());
-        if needed > self.0.capacity() {
-            let mut bigger = Zeroizing::new(Vec::with_capacity(needed.max(self.0.capacity() * 2)));
-            bigger.extend_from_slice(&self.0);
-            // The old buffer is zeroized (whole capacity) as it is dropped here.
-            self.0 = bigger;
-        }
-        self.0.extend_from_slice(data);
-        Ok(data.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
 }
 
 /// A record from its plaintext, structs as arrays or as maps (see the module docs).
