@@ -300,10 +300,11 @@ fn wire_hint(wire: &WireError) -> Option<(String, Option<String>)> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn daemon(code: ErrorCode, message: &str) -> CtlError {
+    /// A daemon's error answer as vaultctl reports it (other ctl tests use it too).
+    pub(in crate::ctl) fn daemon(code: ErrorCode, message: &str) -> CtlError {
         CtlError::client(
             Path::new("/run/test.sock"),
             ClientError::Daemon(WireError {

@@ -480,19 +480,9 @@ mod tests {
         assert_eq!(cli.socket.as_deref(), Some(Path::new("/tmp/y.sock")));
     }
 
-    fn daemon_error(code: ErrorCode, message: &str) -> CtlError {
-        CtlError::client(
-            Path::new("/run/v.sock"),
-            ClientError::Daemon(WireError {
-                code,
-                message: message.into(),
-            }),
-        )
-    }
-
     #[test]
     fn only_an_unchecked_passphrase_is_sent_again() {
-        let e = daemon_error(
+        let e = super::error::tests::daemon(
             ErrorCode::BadPassphrase {
                 retry_after_ms: 400,
                 unchecked: true,
@@ -505,7 +495,7 @@ mod tests {
         );
         // A wrong passphrase: sending it again would only earn a longer delay, whatever the
         // message says.
-        let e = daemon_error(
+        let e = super::error::tests::daemon(
             ErrorCode::BadPassphrase {
                 retry_after_ms: 500,
                 unchecked: false,
@@ -513,7 +503,7 @@ mod tests {
             "passphrase not checked",
         );
         assert_eq!(unchecked_wait(&e), None);
-        let e = daemon_error(ErrorCode::Locked, "passphrase not checked");
+        let e = super::error::tests::daemon(ErrorCode::Locked, "passphrase not checked");
         assert_eq!(unchecked_wait(&e), None);
     }
 

@@ -365,10 +365,12 @@ pub async fn serve(
         tasks.spawn(async move {
             let mut slot = slot;
             let weight = cmd::weight(&request.request);
-            let response = if weight != Weight::Cheap {
+            // Held while a heavy request runs, not while its answer waits for the client.
+            let _running = if weight == Weight::Cheap {
+                None
+            } else {
                 slot.hold_heavy().await;
-                // Held while the request runs, not while its answer waits for the client.
-                let _running = c
+                let running = c
                     .daemon
                     .heavy_running
                     .acquire()
@@ -378,10 +380,9 @@ pub async fn serve(
                     // Its answer is all it would do, and nobody is left to read it.
                     return;
                 }
-                run_guarded(&c, request.id, request.request).await
-            } else {
-                run_guarded(&c, request.id, request.request).await
+                Some(running)
             };
+            let response = run_guarded(&c, request.id, request.request).await;
             if let Some(f) = frame(request.id, response) {
                 slot.send(f).await;
             }

@@ -167,7 +167,6 @@ impl SqliteStore {
     }
 }
 
-/// Creates `path` with mode 0600 if it does not exist; never truncates an existing file.
 /// Refuses a SQLite file whose length is not a whole number of its pages: it was cut (a
 /// copy interrupted, a disk that lost the file's tail). SQLite itself would read the missing
 /// bytes as zeros and serve what the other pages hold, and its next checkpoint would write the
@@ -196,6 +195,7 @@ fn check_whole_pages(path: &Path) -> std::result::Result<(), String> {
     Ok(())
 }
 
+/// Creates `path` with mode 0600 if it does not exist; never truncates an existing file.
 fn create_private(path: &Path) -> Result<()> {
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create_new(true);

@@ -130,14 +130,7 @@ impl Shared {
     /// `Some((answer, wake))`: the write's answer, and whether the storage thread must be woken
     /// (sent an empty job) to commit it, because nothing was waiting for a commit before it.
     pub fn try_cache(&self, redo: &Redo) -> Option<(Result<(), VaultError>, bool)> {
-        if self.queued.load(Ordering::SeqCst) != 0 {
-            return None;
-        }
-        let mut w = match self.worker.try_lock() {
-            Ok(w) => w,
-            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
-            Err(std::sync::TryLockError::WouldBlock) => return None,
-        };
+        let mut w = self.idle_worker()?;
         if w.failing || w.stopping || w.engine.is_none() {
             return None;
         }
@@ -152,18 +145,26 @@ impl Shared {
     where
         F: FnOnce(&mut SqliteEngine) -> Result<T, VaultError>,
     {
-        if self.queued.load(Ordering::SeqCst) != 0 {
+        let Some(mut w) = self.idle_worker() else {
             return Err(f);
-        }
-        let mut w = match self.worker.try_lock() {
-            Ok(w) => w,
-            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
-            Err(std::sync::TryLockError::WouldBlock) => return Err(f),
         };
         Ok(match w.engine.as_mut() {
             Some(engine) => f(engine),
             None => Err(VaultError::Closed),
         })
+    }
+
+    /// The worker, if no job is queued or running (so every job sent before this call has
+    /// been applied) and nobody holds it; never waits.
+    fn idle_worker(&self) -> Option<MutexGuard<'_, Worker>> {
+        if self.queued.load(Ordering::SeqCst) != 0 {
+            return None;
+        }
+        match self.worker.try_lock() {
+            Ok(w) => Some(w),
+            Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Worker> {
@@ -284,38 +285,12 @@ impl Worker {
                 self.stopping |= job.class == Class::Stop;
             }
             Class::Cache | Class::Durable => {
-                let engine = match self.begin_op() {
-                    Ok(()) => self.engine.as_mut().ok_or(VaultError::Closed),
-                    Err(e) => Err(e),
-                };
-                let engine = match engine {
-                    Ok(engine) => engine,
-                    Err(e) => {
-                        let (_, done) = (job.run)(Err(e));
-                        done(None);
-                        return;
-                    }
-                };
-                let (ok, done) = (job.run)(Ok(engine));
-                let store = engine.store();
-                let ended = if ok {
-                    store.release()
-                } else {
-                    store.rollback_to_savepoint()
-                };
-                if let Err(e) = ended {
-                    done(Some(e.clone()));
-                    self.abort(&e);
-                    return;
-                }
-                if !ok {
-                    // The job's own error is its answer; nothing of it was kept on disk, and
-                    // what it changed in the engine's memory is re-read from disk.
-                    if let Err(e) = engine.resync() {
-                        tracing::error!(error = %e, "vault could not re-read its state after a failed write");
-                    }
-                    done(None);
-                    return;
+                let (kept, done) = self.in_savepoint(job.run);
+                match kept {
+                    // The job's own error is its answer.
+                    Ok(false) => return done(None),
+                    Err(e) => return done(Some(e)),
+                    Ok(true) => {}
                 }
                 if job.class == Class::Cache && !self.failing {
                     self.dirty_since.get_or_insert_with(Instant::now);
@@ -332,28 +307,47 @@ impl Worker {
         }
     }
 
-    /// A cache-class write applied outside [`Worker::apply`] (see [`Shared::try_cache`]):
-    /// the same savepoint, rollback and redo bookkeeping.
-    fn apply_cache(&mut self, redo: &Redo) -> Result<(), VaultError> {
-        self.begin_op()?;
-        let engine = self.engine()?;
-        let result = redo(engine);
+    /// Runs one write in its own savepoint of the open transaction (begun if need be). `op`
+    /// gets the engine, or the error that kept the write from starting, and says whether it
+    /// succeeded. `Ok(true)`: applied. `Ok(false)`: it failed or never started; nothing of it
+    /// is kept, on disk or in the engine's memory (re-read from disk). `Err`: its savepoint
+    /// could not end, and the transaction was aborted with that error.
+    fn in_savepoint<R>(
+        &mut self,
+        op: impl FnOnce(Result<&mut SqliteEngine, VaultError>) -> (bool, R),
+    ) -> (Result<bool, VaultError>, R) {
+        let engine = match self.begin_op().and_then(|()| self.engine()) {
+            Ok(engine) => engine,
+            Err(e) => return (Ok(false), op(Err(e)).1),
+        };
+        let (ok, out) = op(Ok(engine));
         let store = engine.store();
-        let ended = if result.is_ok() {
+        let ended = if ok {
             store.release()
         } else {
             store.rollback_to_savepoint()
         };
         if let Err(e) = ended {
             self.abort(&e);
-            return Err(e);
+            return (Err(e), out);
         }
-        if let Err(e) = result {
+        if !ok {
             if let Err(e) = engine.resync() {
                 tracing::error!(error = %e, "vault could not re-read its state after a failed write");
             }
-            return Err(e);
         }
+        (Ok(ok), out)
+    }
+
+    /// A cache-class write applied outside [`Worker::apply`] (see [`Shared::try_cache`]),
+    /// with the same savepoint and redo bookkeeping.
+    fn apply_cache(&mut self, redo: &Redo) -> Result<(), VaultError> {
+        let (kept, result) = self.in_savepoint(|engine| {
+            let result = engine.and_then(|e| redo(e));
+            (result.is_ok(), result)
+        });
+        kept?;
+        result?;
         self.dirty_since.get_or_insert_with(Instant::now);
         self.unflushed.push(Arc::clone(redo));
         Ok(())

@@ -242,6 +242,17 @@ async fn a_file_system_turning_read_only_under_the_daemon_fails_writes_with_stor
     );
 }
 
+/// Looks up user 1, the first peer of `batch(1)`.
+fn get_first_peer(handle: u32) -> Request {
+    Request::GetPeer {
+        handle,
+        query: PeerQuery::Key(PeerKey {
+            kind: PeerKind::User,
+            id: 1,
+        }),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cache_class_writes_during_a_storage_fault_are_refused_or_kept() {
     const TEST: &str = "storage/cache-during-fault";
@@ -270,16 +281,7 @@ async fn cache_class_writes_during_a_storage_fault_are_refused_or_kept() {
     // Acknowledged: then it must not vanish, neither at the failed flush nor later.
     assert!(matches!(r, Ok(Response::Ok)), "{r:?}");
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let key = PeerKey {
-        kind: PeerKind::User,
-        id: 1,
-    };
-    let r = c
-        .call(Request::GetPeer {
-            handle: h,
-            query: PeerQuery::Key(key),
-        })
-        .await;
+    let r = c.call(get_first_peer(h)).await;
     assert!(
         matches!(r, Ok(Response::Peer(Some(_)))),
         "an acknowledged cache-class write vanished at the failed flush: {r:?}"
@@ -300,12 +302,7 @@ async fn cache_class_writes_during_a_storage_fault_are_refused_or_kept() {
         })
         .await;
     assert_eq!(code(&during), Some(ErrorCode::Storage), "{during:?}");
-    let r = c
-        .call(Request::GetPeer {
-            handle: h,
-            query: PeerQuery::Key(key),
-        })
-        .await;
+    let r = c.call(get_first_peer(h)).await;
     assert!(
         matches!(r, Ok(Response::Peer(Some(_)))),
         "the acknowledged write vanished at a later failed commit: {r:?}"

@@ -169,6 +169,8 @@ impl Writer {
             let mut w = &*stream;
             let mut live = true;
             while let Some(answer) = rx.recv().await {
+                // Given up on (see `give_up`): nothing more is written.
+                live &= !gone_flag.load(Ordering::Relaxed);
                 if live {
                     live = tokio::select! {
                         r = w.write_all(&answer.frame) => r.is_ok(),
