@@ -32,7 +32,7 @@ use session_vault_proto::model::{
 };
 use zeroize::Zeroizing;
 
-use super::sqlite_io::SqliteSource;
+use super::sqlite_io::{SqliteSource, text_value};
 use super::telethon::auth_key_from;
 use super::telethon_string::lost_by_strings;
 use super::{
@@ -311,15 +311,7 @@ fn read_peers(
             .get::<_, Option<String>>(3)
             .map_err(sql_err)?
             .filter(|s| !s.is_empty());
-        peer.phone = r
-            .get::<_, Option<rusqlite::types::Value>>(4)
-            .map_err(sql_err)?
-            .and_then(|v| match v {
-                rusqlite::types::Value::Text(t) => Some(t),
-                rusqlite::types::Value::Integer(i) => Some(i.to_string()),
-                _ => None,
-            })
-            .filter(|s| !s.is_empty());
+        peer.phone = text_value(r.get_ref(4).map_err(sql_err)?).filter(|s| !s.is_empty());
         index.insert(marked, peers.len());
         peers.push(peer);
     }

@@ -16,10 +16,23 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
+use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags};
 
 /// The first bytes of every SQLite 3 database file.
 pub const SQLITE_MAGIC: &[u8] = b"SQLite format 3\0";
+
+/// A TEXT, INTEGER or REAL cell as text: phone columns hold numbers or text depending on
+/// the library and its version. Text that is not valid UTF-8 (a damaged file) is read
+/// lossily; reading it as a `rusqlite` `Value` would panic instead.
+pub(crate) fn text_value(v: ValueRef<'_>) -> Option<String> {
+    match v {
+        ValueRef::Text(t) => Some(String::from_utf8_lossy(t).into_owned()),
+        ValueRef::Integer(i) => Some(i.to_string()),
+        ValueRef::Real(f) => Some(format!("{f:.0}")),
+        _ => None,
+    }
+}
 
 /// A SQLite session opened read-only.
 pub struct SqliteSource {

@@ -31,7 +31,6 @@
 use std::net::IpAddr;
 use std::path::Path;
 
-use rusqlite::types::ValueRef;
 use rusqlite::{Connection, params};
 use session_vault_proto::model::{
     AuthKey, ChannelState, Peer, PeerKind, SelfUser, SentFile, SessionData, SessionExtras,
@@ -39,7 +38,7 @@ use session_vault_proto::model::{
 };
 use zeroize::Zeroizing;
 
-use super::sqlite_io::{SqliteSource, write_database};
+use super::sqlite_io::{SqliteSource, text_value, write_database};
 use super::telethon_string::home_address;
 use super::{
     ErrorKind, Format, FormatError, Imported, Progress, dc_at, dc_table_with, home_option,
@@ -333,16 +332,6 @@ fn read_entities(
         ));
     }
     Ok((self_id, peers))
-}
-
-/// A TEXT or INTEGER cell as text (Telethon's `phone integer` column holds either).
-fn text_value(v: ValueRef<'_>) -> Option<String> {
-    match v {
-        ValueRef::Text(t) => Some(String::from_utf8_lossy(t).into_owned()),
-        ValueRef::Integer(i) => Some(i.to_string()),
-        ValueRef::Real(f) => Some(format!("{f:.0}")),
-        _ => None,
-    }
 }
 
 pub(crate) fn auth_key_from(key: &[u8], format: Format) -> Result<AuthKey, FormatError> {
