@@ -261,7 +261,7 @@ fn another_uid_gets_permission_denied_from_vaultctl() {
         &["list", "--json"],
         &["rm", "x", "--yes"],
         &["rename", "x", "y"],
-        &["grant", "x", "--uid", "65534"],
+        &["grant", "x", "--uid", "4242"],
         &["revoke", "x", "--uid", "0"],
     ] {
         refused(args, Stdio::null());
@@ -296,6 +296,7 @@ async fn grant_and_revoke_let_another_uid_open_a_session() {
     let c = env.connect().await;
     open_session(&c, "rootbot", false).await;
     env.open_socket_to_everyone();
+    let other = OTHER_UID.to_string();
     let open = [Request::OpenSession {
         name: "rootbot".into(),
         exclusive: true,
@@ -312,20 +313,20 @@ async fn grant_and_revoke_let_another_uid_open_a_session() {
     let r = try_open();
     assert!(is_denied(&r), "before grant: {r:?}");
     assert_success(
-        &env.ctl(&["grant", "rootbot", "--uid", "65534"]),
+        &env.ctl(&["grant", "rootbot", "--uid", &other]),
         "grant --uid",
     );
     let r = try_open();
     assert!(matches!(r, Response::Opened { .. }), "after grant: {r:?}");
     assert_success(
-        &env.ctl(&["revoke", "rootbot", "--uid", "65534"]),
+        &env.ctl(&["revoke", "rootbot", "--uid", &other]),
         "revoke --uid",
     );
     let r = try_open();
     assert!(is_denied(&r), "after revoke: {r:?}");
 
     assert_success(
-        &env.ctl(&["grant", "rootbot", "--gid", "65534"]),
+        &env.ctl(&["grant", "rootbot", "--gid", &other]),
         "grant --gid",
     );
     let r = try_open();
@@ -334,19 +335,19 @@ async fn grant_and_revoke_let_another_uid_open_a_session() {
         "after gid grant: {r:?}"
     );
     assert_success(
-        &env.ctl(&["revoke", "rootbot", "--gid", "65534"]),
+        &env.ctl(&["revoke", "rootbot", "--gid", &other]),
         "revoke --gid",
     );
     assert!(is_denied(&try_open()));
 
     assert_exit(
-        &env.ctl(&["grant", "ghost", "--uid", "65534"]),
+        &env.ctl(&["grant", "ghost", "--uid", &other]),
         1,
         "grant on a missing session",
     );
     // Revoking what was never granted is harmless.
     assert_success(
-        &env.ctl(&["revoke", "rootbot", "--uid", "4242"]),
+        &env.ctl(&["revoke", "rootbot", "--uid", "4299"]),
         "revoke unknown uid",
     );
 }

@@ -13,10 +13,10 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use session_vault_client::Connection;
-use session_vault_proto::message::{Request, Response};
+use session_vault_client::{ClientError, Connection};
+use session_vault_proto::message::{Request, Response, WireError};
 
-use super::{Env, as_other_uid, executable_by_others};
+use super::{Env, as_uid, executable_by_others};
 
 const SOCKET_VAR: &str = "SV_CHILD_SOCKET";
 const REQUESTS_VAR: &str = "SV_CHILD_REQUESTS";
@@ -39,6 +39,12 @@ pub enum As {
     Me,
     /// [`super::OTHER_UID`], through `setpriv`.
     Other,
+    /// Any uid, primary gid and supplementary groups, through `setpriv`.
+    User {
+        uid: u32,
+        gid: u32,
+        groups: &'static [u32],
+    },
 }
 
 impl ChildClient {
@@ -48,7 +54,13 @@ impl ChildClient {
         let me = std::env::current_exe().expect("path of the test binary");
         let mut cmd = match who {
             As::Me => Command::new(&me),
-            As::Other => as_other_uid(&executable_by_others(env, &me)),
+            As::Other => as_uid(
+                &executable_by_others(env, &me),
+                super::OTHER_UID,
+                super::OTHER_UID,
+                &[],
+            ),
+            As::User { uid, gid, groups } => as_uid(&executable_by_others(env, &me), uid, gid, groups),
         };
         let encoded = rmp_serde::to_vec_named(requests).expect("encode child requests");
         cmd.env_clear()
@@ -106,6 +118,17 @@ impl ChildClient {
         match line.split_once(' ') {
             Some(("resp", h)) => rmp_serde::from_slice(&unhex(h)).expect("decode child response"),
             _ => panic!("child client: {line}"),
+        }
+    }
+
+    /// The error the daemon answered the child's `hello` with (the child then sent nothing).
+    pub fn handshake_error(&self) -> WireError {
+        let line = self.line();
+        match line.split_once(' ') {
+            Some(("handshake-error", h)) => {
+                rmp_serde::from_slice(&unhex(h)).expect("decode handshake error")
+            }
+            _ => panic!("expected the daemon to refuse the handshake; child client: {line}"),
         }
     }
 
@@ -172,6 +195,13 @@ fn child_entry() {
     rt.block_on(async {
         let c = match Connection::connect(&socket, "integration-test child").await {
             Ok(c) => c,
+            Err(ClientError::Handshake(e)) => {
+                say(&format!(
+                    "handshake-error {}",
+                    hex(&rmp_serde::to_vec_named(&e).expect("encode handshake error"))
+                ));
+                return;
+            }
             Err(e) => {
                 say(&format!("connect-error {e}"));
                 return;

@@ -40,8 +40,13 @@ pub const CHEAP_KDF_SPEC: KdfSpec = KdfSpec {
     p_cost: 1,
 };
 
-/// The uid (and gid) of an unprivileged other user for authorization tests: `nobody`.
-pub const OTHER_UID: u32 = 65534;
+/// The uid (and gid) of an unprivileged other user for authorization tests: an ordinary id
+/// that no account here uses. Not `nobody` (65534): that is the kernel's overflow id, the id
+/// a user namespace gives every uid it does not map, and vaultd refuses it.
+pub const OTHER_UID: u32 = 4242;
+
+/// A second unprivileged user (uid and gid), for tests that need two.
+pub const OTHER_UID_2: u32 = 4243;
 
 /// A temp dir with short paths (a Unix socket path must fit in ~108 bytes).
 pub struct Env {
@@ -214,8 +219,37 @@ impl Daemon {
         })
     }
 
+    /// Starts `vaultd` through `wrapper` (a command that execs its arguments in place, such
+    /// as `unshare --user --map-root-user`), so that the guard's pid is vaultd's.
+    pub fn start_wrapped(env: &Env, wrapper: &[&str], extra: &[&str]) -> Daemon {
+        Daemon::spawn_in(wrapper, &env.socket(), &env.data_dir(), extra, |_| {})
+    }
+
+    /// Starts `vaultd` on `socket` and `data_dir` instead of the env's.
+    pub fn spawn_at(env: &Env, socket: &Path, data_dir: &Path) -> Daemon {
+        Daemon::spawn_in(&[], socket, data_dir, &[], |_| {})
+    }
+
     fn spawn(env: &Env, socket: &Path, extra: &[&str], setup: impl FnOnce(&mut Command)) -> Daemon {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_vaultd"));
+        Daemon::spawn_in(&[], socket, &env.data_dir(), extra, setup)
+    }
+
+    fn spawn_in(
+        wrapper: &[&str],
+        socket: &Path,
+        data_dir: &Path,
+        extra: &[&str],
+        setup: impl FnOnce(&mut Command),
+    ) -> Daemon {
+        let vaultd = env!("CARGO_BIN_EXE_vaultd");
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(vaultd);
+                c
+            }
+            None => Command::new(vaultd),
+        };
         setup(&mut cmd);
         let mut child = cmd
             .env_clear()
@@ -224,7 +258,7 @@ impl Daemon {
             .arg("--socket")
             .arg(socket)
             .arg("--data-dir")
-            .arg(env.data_dir())
+            .arg(data_dir)
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -464,15 +498,21 @@ pub fn can_switch_uid() -> bool {
 
 /// Prefixes `cmd` so that it runs as [`OTHER_UID`] with no supplementary groups.
 pub fn as_other_uid(program: &Path) -> Command {
+    as_uid(program, OTHER_UID, OTHER_UID, &[])
+}
+
+/// Prefixes `cmd` so that it runs as `uid`, primary group `gid` and exactly the supplementary
+/// `groups` (none when empty), through `setpriv`, which takes numeric ids without accounts.
+pub fn as_uid(program: &Path, uid: u32, gid: u32, groups: &[u32]) -> Command {
     let mut c = Command::new("setpriv");
-    c.args([
-        "--reuid",
-        &OTHER_UID.to_string(),
-        "--regid",
-        &OTHER_UID.to_string(),
-        "--clear-groups",
-    ])
-    .arg(program);
+    c.args(["--reuid", &uid.to_string(), "--regid", &gid.to_string()]);
+    if groups.is_empty() {
+        c.arg("--clear-groups");
+    } else {
+        let list: Vec<String> = groups.iter().map(u32::to_string).collect();
+        c.args(["--groups", &list.join(",")]);
+    }
+    c.arg(program);
     c
 }
 

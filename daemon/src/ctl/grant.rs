@@ -11,6 +11,11 @@ use super::{CtlError, DaemonClient, Grantee};
 ///
 /// Besides the admins, a session may be used by its owner (the uid that created it) and by
 /// the uids and the members of the gids granted access. Give exactly one of --uid or --gid.
+///
+/// A member of a gid is a process whose primary group or, on Linux, one of whose
+/// supplementary groups it is, as the kernel reports them when the process connects (a
+/// process started before it joined a group is not a member). On other systems only the
+/// primary group counts.
 #[derive(Debug, clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct Args {

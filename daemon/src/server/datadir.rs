@@ -1,69 +1,110 @@
 //! The data directory and its lock: one daemon per vault.
 //!
-//! The directory is created mode 0700. `vaultd.lock` inside it is held with `flock` for the
-//! daemon's lifetime and names the holder's pid, so a second daemon on the same directory is
-//! refused at once with "another vaultd is running (pid N)" — before it touches the socket
-//! or the vault file — instead of waiting on SQLite's lock. The kernel drops the lock when
-//! the process dies, so there is no stale lock to clean.
+//! The directory is created mode 0700; an existing one must be vaultd's own and closed to
+//! others, and is never reached through a symbolic link (see [`super::dirs`]). `vaultd.lock`
+//! inside it is opened relative to the checked directory, never through a link
+//! (`O_NOFOLLOW`), held with `flock` for the daemon's lifetime and names the holder's pid, so
+//! a second daemon on the same directory is refused at once with "another vaultd is running
+//! (pid N)" — before it touches the socket or the vault file — instead of waiting on
+//! SQLite's lock. The kernel drops the lock when the process dies, so there is no stale lock
+//! to clean.
 
 use std::io::{Read, Seek, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use rustix::fs::{FileType, FlockOperation, Mode, OFlags};
+
+use super::dirs::TrustedDir;
+
+/// The lock file's name inside the data directory.
+const LOCK_FILE: &str = "vaultd.lock";
 
 /// The held lock; released when dropped (or when the process exits).
 #[derive(Debug)]
 pub struct DataDirLock {
+    dir: TrustedDir,
     _file: std::fs::File,
 }
 
 impl DataDirLock {
-    /// Creates `dir` (0700) if missing and takes its lock.
+    /// Checks `dir` (creating it 0700 if missing) and takes its lock.
     pub fn acquire(dir: &Path) -> anyhow::Result<DataDirLock> {
-        if !dir.exists() {
-            let mut b = std::fs::DirBuilder::new();
-            b.recursive(true);
-            #[cfg(unix)]
-            std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
-            b.create(dir)
-                .with_context(|| format!("cannot create data directory {}", dir.display()))?;
+        let dir = TrustedDir::open_or_create(dir, 0o700, "data")?;
+        let path = dir.path().join(LOCK_FILE);
+        let fd = match rustix::fs::openat(
+            dir.fd(),
+            LOCK_FILE,
+            OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        ) {
+            Ok(fd) => fd,
+            Err(rustix::io::Errno::LOOP) => anyhow::bail!(
+                "{} is a symbolic link; vaultd does not follow it (remove it: vaultd makes its \
+                 own lock file)",
+                path.display()
+            ),
+            Err(e) => {
+                return Err(std::io::Error::from(e))
+                    .with_context(|| format!("cannot open {}", path.display()));
+            }
+        };
+        let st = rustix::fs::fstat(&fd).with_context(|| format!("cannot stat {}", path.display()))?;
+        if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+            anyhow::bail!(
+                "{} is not a regular file; vaultd does not use it (remove it)",
+                path.display()
+            );
         }
-        let path = dir.join("vaultd.lock");
-        let mut opts = std::fs::OpenOptions::new();
-        opts.read(true).write(true).create(true).truncate(false);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-        let mut file = opts
-            .open(&path)
-            .with_context(|| format!("cannot open {}", path.display()))?;
-        #[cfg(unix)]
-        {
-            use std::os::fd::AsRawFd;
-            // SAFETY: flock on a file descriptor we own; no memory is passed.
-            let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-            if rc != 0 {
-                let err = std::io::Error::last_os_error();
-                if err.kind() == std::io::ErrorKind::WouldBlock {
-                    let mut pid = String::new();
-                    let _ = file.read_to_string(&mut pid);
-                    let pid = pid.trim();
-                    anyhow::bail!(
-                        "another vaultd is running on {}{}",
-                        dir.display(),
-                        if pid.is_empty() {
-                            String::new()
-                        } else {
-                            format!(" (pid {pid})")
-                        }
-                    );
-                }
-                return Err(err).with_context(|| format!("cannot lock {}", path.display()));
+        let mut file = std::fs::File::from(fd);
+        match rustix::fs::flock(&file, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => {}
+            Err(rustix::io::Errno::WOULDBLOCK) => {
+                let mut pid = String::new();
+                let _ = file.read_to_string(&mut pid);
+                let pid = pid.trim();
+                anyhow::bail!(
+                    "another vaultd is running on {}{}",
+                    dir.path().display(),
+                    if pid.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (pid {pid})")
+                    }
+                );
+            }
+            Err(e) => {
+                return Err(std::io::Error::from(e))
+                    .with_context(|| format!("cannot lock {}", path.display()));
             }
         }
         file.set_len(0)?;
         file.rewind()?;
         write!(file, "{}", std::process::id())?;
         file.flush()?;
-        Ok(DataDirLock { _file: file })
+        Ok(DataDirLock { dir, _file: file })
+    }
+
+    /// The data directory's path without symbolic links, checked to be the locked directory
+    /// (see [`TrustedDir::resolved_path`]): where the vault file is opened.
+    pub fn resolved_path(&self) -> anyhow::Result<PathBuf> {
+        self.dir.resolved_path().with_context(|| {
+            format!(
+                "cannot resolve the data directory {}",
+                self.dir.path().display()
+            )
+        })
+    }
+
+    /// Fails unless `path` still names the locked directory.
+    pub fn check_still_at(&self, path: &Path) -> anyhow::Result<()> {
+        match self.dir.is_at(path) {
+            Ok(true) => Ok(()),
+            Ok(false) => anyhow::bail!(
+                "the data directory {} was moved or replaced while vaultd started",
+                path.display()
+            ),
+            Err(e) => Err(e).with_context(|| format!("cannot stat {}", path.display())),
+        }
     }
 }

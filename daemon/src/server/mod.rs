@@ -1,6 +1,8 @@
 //! The `vaultd` server: socket listener, connections, authorization, dispatch, shutdown.
 //!
 //! - [`transport`]: the local socket and peer credentials (the only platform-specific code);
+//! - [`dirs`]: the data and socket directories, checked through a descriptor before use;
+//! - [`refuse`]: peers the kernel cannot name (the overflow uid/gid), refused at `hello`;
 //! - [`conn`]: one task per connection: handshake, frame loop, bounded in-flight requests
 //!   and answers, fair use of the storage thread by heavy requests;
 //! - [`cmd`]: one module per kind of request, dispatched from one `match`;
@@ -17,8 +19,10 @@ pub mod cmd;
 pub mod config;
 pub mod conn;
 pub mod datadir;
+pub mod dirs;
 pub mod errors;
 pub mod leases;
+pub mod refuse;
 pub mod systemd;
 pub mod throttle;
 pub mod transport;
@@ -71,7 +75,13 @@ impl Daemon {
     /// directory (see [`datadir::DataDirLock`]) and is held for the daemon's lifetime.
     pub fn open(config: Config, lock: datadir::DataDirLock) -> anyhow::Result<Arc<Daemon>> {
         use anyhow::Context;
-        let vault_path = config.vault_path();
+        // By a path without symbolic links to the directory the lock checked: SQLite opens
+        // by path and refuses a link anywhere on it (see `vault::sqlite`).
+        let data_dir = lock.resolved_path()?;
+        let vault_path = match config.vault_path().file_name() {
+            Some(name) => data_dir.join(name),
+            None => config.vault_path(),
+        };
         let vault = Vault::open(
             &vault_path,
             VaultConfig {
@@ -79,6 +89,7 @@ impl Daemon {
             },
         )
         .with_context(|| format!("cannot open the vault {}", vault_path.display()))?;
+        lock.check_still_at(&data_dir)?;
         let (events, _) = broadcast::channel(64);
         Ok(Arc::new(Daemon {
             config,
@@ -135,13 +146,23 @@ pub async fn serve(
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
+                Ok((stream, transport::Peer::Known(peer))) => {
                     accept_failures = 0;
                     let d = Arc::clone(&daemon);
                     let s = stop_conns.subscribe();
                     let done = done_tx.clone();
                     tokio::spawn(async move {
                         conn::serve(d, stream, peer, s).await;
+                        drop(done);
+                    });
+                }
+                Ok((stream, transport::Peer::Unmapped(who))) => {
+                    accept_failures = 0;
+                    let limit = daemon.config.max_frame;
+                    let s = stop_conns.subscribe();
+                    let done = done_tx.clone();
+                    tokio::spawn(async move {
+                        refuse::unmapped(stream, who, limit, s).await;
                         drop(done);
                     });
                 }

@@ -1,10 +1,20 @@
 //! The local-socket transport: the only module with platform-specific code.
 //!
 //! Unix: a Unix domain socket created mode 0660 (clients are authenticated by the write bit,
-//! then by peer credentials) in a directory created 0750; a stale socket file left by a dead
-//! daemon is replaced, a live one is refused. Peer credentials (uid, gid, pid) come from
-//! `SO_PEERCRED`/`getpeereid` through `interprocess`. A socket passed in by systemd socket
-//! activation is used as is.
+//! then by peer credentials) in a directory created 0750. An existing directory must be
+//! vaultd's own, writable by nobody else, and not a symbolic link ([`super::dirs`]); a stale
+//! socket file left by a dead daemon is replaced, a live one is refused, and every step
+//! (stale check, removal, the mode after `bind`) goes through the checked directory's
+//! descriptor. A socket passed in by systemd socket activation is used as is: systemd made
+//! it and its directory, and vaultd creates and removes nothing there.
+//!
+//! Peer credentials (uid, gid, pid) come from `SO_PEERCRED`/`getpeereid` through
+//! `interprocess`; on Linux the peer's supplementary groups come from `SO_PEERGROUPS`, read
+//! with the connection (never from `/proc/PID`, whose pid may be reused), elsewhere only the
+//! primary gid is known. A peer the kernel cannot name is refused: no uid at all fails the
+//! accept, and a uid or gid equal to the kernel's overflow id (what a user namespace reports
+//! for every id it does not map, e.g. under systemd's `PrivateUsers=`) makes it
+//! [`Peer::Unmapped`] — all such peers would otherwise look like one user.
 //!
 //! Windows (named pipes through `interprocess`) is not implemented yet: [`bind`] refuses.
 
@@ -14,15 +24,98 @@ use std::path::{Path, PathBuf};
 use interprocess::local_socket::tokio::{Listener as IpListener, Stream, prelude::*};
 use interprocess::local_socket::{GenericFilePath, ListenerOptions};
 
+use super::dirs::{DirError, TrustedDir};
+
+/// The id Linux reports for an unmapped uid or gid when `/proc/sys/kernel/overflow{u,g}id`
+/// cannot be read.
+const DEFAULT_OVERFLOW_ID: u32 = 65534;
+
 /// Who is at the other end of a connection.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PeerInfo {
     /// Effective uid.
     pub uid: u32,
     /// Effective (primary) gid.
     pub gid: u32,
+    /// Supplementary groups, as the kernel reported them at connect time (Linux; empty
+    /// elsewhere). Never holds the overflow gid.
+    pub groups: Vec<u32>,
     /// Process id, where the OS tells it.
     pub pid: Option<u32>,
+}
+
+impl PeerInfo {
+    /// Whether the peer is in group `gid`, as its primary or a supplementary group.
+    pub fn in_group(&self, gid: u32) -> bool {
+        self.gid == gid || self.groups.contains(&gid)
+    }
+}
+
+/// A peer whose uid or gid the kernel reported as the overflow id: its real identity is
+/// unknown to this daemon, and it is refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Unmapped {
+    /// The uid as reported.
+    pub uid: u32,
+    /// The primary gid as reported.
+    pub gid: u32,
+    /// Process id, where the OS tells it.
+    pub pid: Option<u32>,
+}
+
+/// An accepted connection's peer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Peer {
+    /// A peer the kernel names.
+    Known(PeerInfo),
+    /// A peer the kernel reports as the overflow uid or gid; to be refused.
+    Unmapped(Unmapped),
+}
+
+/// The kernel's overflow uid and gid: what it reports for ids that the reader's user
+/// namespace does not map.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OverflowIds {
+    /// `/proc/sys/kernel/overflowuid`.
+    pub uid: u32,
+    /// `/proc/sys/kernel/overflowgid`.
+    pub gid: u32,
+}
+
+impl OverflowIds {
+    /// Reads them from `/proc/sys/kernel`, or takes Linux's default (65534) where that
+    /// cannot be read. Also warns once when vaultd itself runs in a user namespace that
+    /// does not map every id: its clients' ids may then be unmapped and refused.
+    pub fn from_kernel() -> OverflowIds {
+        let read = |name: &str| {
+            std::fs::read_to_string(format!("/proc/sys/kernel/{name}"))
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .unwrap_or(DEFAULT_OVERFLOW_ID)
+        };
+        let ids = OverflowIds {
+            uid: read("overflowuid"),
+            gid: read("overflowgid"),
+        };
+        if let Ok(map) = std::fs::read_to_string("/proc/self/uid_map") {
+            let identity = map.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"];
+            if !identity {
+                tracing::warn!(
+                    uid_map = %map.trim().replace('\n', "; "),
+                    "vaultd runs in a user namespace that does not map every uid (e.g. systemd's \
+                     PrivateUsers=); clients whose ids it does not map reach it as uid {} / gid \
+                     {} and are refused",
+                    ids.uid,
+                    ids.gid
+                );
+            }
+        }
+        ids
+    }
+
+    fn names(&self, uid: u32, gid: u32) -> bool {
+        uid == self.uid || gid == self.gid
+    }
 }
 
 /// Why the socket could not be bound.
@@ -34,6 +127,9 @@ pub enum BindError {
     /// The path exists and is not a socket.
     #[error("{} exists and is not a socket; refusing to replace it", .0.display())]
     NotASocket(PathBuf),
+    /// The socket's directory is not safe to use.
+    #[error(transparent)]
+    Dir(#[from] DirError),
     /// Any other failure.
     #[error("cannot listen on {}: {source}", path.display())]
     Io {
@@ -47,6 +143,7 @@ pub enum BindError {
 /// A bound listener.
 pub struct Listener {
     inner: IpListener,
+    overflow: OverflowIds,
 }
 
 /// Binds the socket at `path` (see the module docs for the rules).
@@ -62,21 +159,20 @@ pub fn bind(path: &Path) -> Result<Listener, BindError> {
             "named pipes are not supported yet on this platform",
         )));
     }
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        if !dir.exists() {
-            let mut b = std::fs::DirBuilder::new();
-            b.recursive(true);
-            #[cfg(unix)]
-            std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o750);
-            b.create(dir).map_err(io_err)?;
-            // The umask may have cleared bits of 0750: set the mode we mean.
-            #[cfg(unix)]
-            set_mode(dir, 0o750).map_err(io_err)?;
-        }
-    }
-    remove_stale(path)?;
-    let name = path.to_fs_name::<GenericFilePath>().map_err(io_err)?;
-    let opts = ListenerOptions::new().name(name).reclaim_name(true);
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let name = path.file_name().ok_or_else(|| {
+        io_err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "the socket path has no file name",
+        ))
+    })?;
+    let dir = TrustedDir::open_or_create(dir, 0o750, "socket")?;
+    remove_stale(&dir, name, path)?;
+    let fs_name = path.to_fs_name::<GenericFilePath>().map_err(io_err)?;
+    let opts = ListenerOptions::new().name(fs_name).reclaim_name(true);
     #[cfg(unix)]
     let opts = {
         use interprocess::os::unix::local_socket::ListenerOptionsExt;
@@ -86,49 +182,52 @@ pub fn bind(path: &Path) -> Result<Listener, BindError> {
         io::ErrorKind::AddrInUse => BindError::InUse(path.to_owned()),
         _ => io_err(e),
     })?;
-    // Linux applies the umask at bind(2), after interprocess's fchmod: set 0660 on the path.
-    // Until then the socket is at most 0660 anyway, so no wider window opens.
-    #[cfg(unix)]
-    set_mode(path, 0o660).map_err(io_err)?;
-    Ok(Listener { inner })
-}
-
-#[cfg(unix)]
-fn set_mode(path: &Path, mode: u32) -> io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+    // bind(2) works by path: make sure the socket landed in the directory checked above,
+    // then set its mode there. Linux applies the umask at bind(2), after interprocess's
+    // fchmod, so the mode is set on the file; until then it is at most 0660 anyway. The
+    // directory is vaultd's alone, so the name cannot have been swapped for a link.
+    let st = rustix::fs::statat(dir.fd(), name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
+        .map_err(|e| io_err(e.into()))?;
+    if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::Socket {
+        return Err(io_err(io::Error::other(
+            "the socket is not where it was bound: its directory changed meanwhile",
+        )));
+    }
+    rustix::fs::chmodat(
+        dir.fd(),
+        name,
+        rustix::fs::Mode::from_raw_mode(0o660),
+        rustix::fs::AtFlags::empty(),
+    )
+    .map_err(|e| io_err(e.into()))?;
+    Ok(Listener {
+        inner,
+        overflow: OverflowIds::from_kernel(),
+    })
 }
 
 /// Removes a socket file nobody listens on; refuses a live socket or a non-socket file.
-fn remove_stale(path: &Path) -> Result<(), BindError> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::FileTypeExt;
-        let Ok(meta) = std::fs::symlink_metadata(path) else {
-            return Ok(());
-        };
-        if !meta.file_type().is_socket() {
-            return Err(BindError::NotASocket(path.to_owned()));
-        }
-        match std::os::unix::net::UnixStream::connect(path) {
-            Ok(_) => Err(BindError::InUse(path.to_owned())),
-            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
-                tracing::info!(path = %path.display(), "removing stale socket of a dead daemon");
-                std::fs::remove_file(path).map_err(|source| BindError::Io {
-                    path: path.to_owned(),
-                    source,
-                })
-            }
-            Err(source) => Err(BindError::Io {
-                path: path.to_owned(),
-                source,
-            }),
-        }
+fn remove_stale(dir: &TrustedDir, name: &std::ffi::OsStr, path: &Path) -> Result<(), BindError> {
+    use rustix::fs::{AtFlags, FileType};
+    let io_err = |source| BindError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let st = match rustix::fs::statat(dir.fd(), name, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(st) => st,
+        Err(rustix::io::Errno::NOENT) => return Ok(()),
+        Err(e) => return Err(io_err(e.into())),
+    };
+    if FileType::from_raw_mode(st.st_mode) != FileType::Socket {
+        return Err(BindError::NotASocket(path.to_owned()));
     }
-    #[cfg(not(unix))]
-    {
-        let _ = path;
-        Ok(())
+    match std::os::unix::net::UnixStream::connect(path) {
+        Ok(_) => Err(BindError::InUse(path.to_owned())),
+        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+            tracing::info!(path = %path.display(), "removing stale socket of a dead daemon");
+            rustix::fs::unlinkat(dir.fd(), name, AtFlags::empty()).map_err(|e| io_err(e.into()))
+        }
+        Err(source) => Err(io_err(source)),
     }
 }
 
@@ -139,35 +238,100 @@ pub fn from_inherited_fd(fd: std::os::fd::OwnedFd) -> io::Result<Listener> {
     let uds = UdsListener::try_from(fd)?;
     Ok(Listener {
         inner: IpListener::from(uds),
+        overflow: OverflowIds::from_kernel(),
     })
 }
 
 impl Listener {
-    /// Accepts one connection and reads its peer's credentials.
-    pub async fn accept(&self) -> io::Result<(Stream, PeerInfo)> {
+    /// Accepts one connection and reads its peer's credentials. A peer without a uid fails
+    /// the accept; one reported as the overflow uid or gid is [`Peer::Unmapped`].
+    pub async fn accept(&self) -> io::Result<(Stream, Peer)> {
         let stream = self.inner.accept().await?;
         let creds = stream.peer_creds()?;
         #[cfg(unix)]
-        let peer = PeerInfo {
-            uid: creds
+        {
+            let uid = creds
                 .euid()
-                .ok_or_else(|| io::Error::other("peer uid unknown"))?,
-            gid: creds
+                .ok_or_else(|| io::Error::other("peer uid unknown"))?;
+            let gid = creds
                 .egid()
-                .ok_or_else(|| io::Error::other("peer gid unknown"))?,
-            pid: creds.pid().and_then(|p| u32::try_from(p).ok()),
-        };
+                .ok_or_else(|| io::Error::other("peer gid unknown"))?;
+            let pid = creds.pid().and_then(|p| u32::try_from(p).ok());
+            if self.overflow.names(uid, gid) {
+                return Ok((stream, Peer::Unmapped(Unmapped { uid, gid, pid })));
+            }
+            let mut groups = peer_groups(&stream);
+            groups.retain(|&g| g != self.overflow.gid);
+            Ok((
+                stream,
+                Peer::Known(PeerInfo {
+                    uid,
+                    gid,
+                    groups,
+                    pid,
+                }),
+            ))
+        }
         #[cfg(not(unix))]
-        let peer = PeerInfo {
-            uid: 0,
-            gid: 0,
-            pid: creds.pid().map(|p| p as u32),
-        };
-        Ok((stream, peer))
+        Ok((
+            stream,
+            Peer::Known(PeerInfo {
+                uid: 0,
+                gid: 0,
+                groups: Vec::new(),
+                pid: creds.pid().map(|p| p as u32),
+            }),
+        ))
     }
 
     /// Leaves the socket file in place on drop (socket activation: systemd owns it).
     pub fn keep_socket_file(&mut self) {
         self.inner.do_not_reclaim_name_on_drop();
     }
+}
+
+/// The peer's supplementary groups (`SO_PEERGROUPS`, Linux 4.13+), as they were when it
+/// connected. Where the kernel cannot say, none: the primary gid alone then counts, which
+/// only ever grants less.
+#[cfg(target_os = "linux")]
+fn peer_groups(stream: &Stream) -> Vec<u32> {
+    use std::os::fd::{AsFd, AsRawFd};
+    let fd = match stream {
+        Stream::UdSocket(s) => s.as_fd().as_raw_fd(),
+    };
+    const GID: usize = std::mem::size_of::<libc::gid_t>();
+    // NGROUPS_MAX is 65536; most users have a handful. Grow once if the kernel says so.
+    let mut groups: Vec<libc::gid_t> = vec![0; 32];
+    loop {
+        let mut len = (groups.len() * GID) as libc::socklen_t;
+        // SAFETY: getsockopt writes at most `len` bytes into `groups`, which holds that
+        // many, and sets `len` to what it wrote (or, with ERANGE, to what it needs).
+        let rc = unsafe {
+            libc::getsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_PEERGROUPS,
+                groups.as_mut_ptr().cast(),
+                &mut len,
+            )
+        };
+        let needed = len as usize / GID;
+        if rc == 0 {
+            groups.truncate(needed);
+            return groups;
+        }
+        let err = io::Error::last_os_error();
+        if err.raw_os_error() == Some(libc::ERANGE) && needed > groups.len() {
+            groups.resize(needed, 0);
+            continue;
+        }
+        tracing::debug!(error = %err, "SO_PEERGROUPS failed; only the primary gid counts");
+        return Vec::new();
+    }
+}
+
+/// Other systems: the primary gid alone counts (see `vaultctl grant --help`).
+#[cfg(all(unix, not(target_os = "linux")))]
+fn peer_groups(_stream: &Stream) -> Vec<u32> {
+    Vec::new()
 }

@@ -4,13 +4,15 @@
 //! returns once the WAL is fsynced), `secure_delete=ON` (freed pages are zeroed so that old
 //! ciphertext does not linger), `locking_mode=EXCLUSIVE` (a second process, e.g. a second
 //! `vaultd` on the same file, gets `busy` instead of sharing the file). The file is created
-//! mode 0600; SQLite gives its `-wal` file the same mode. `temp_store=MEMORY` keeps savepoint
-//! and sort spills (copies of database pages) off the disk and out of the hot path; a 64 MiB
-//! page cache keeps lookups in large vaults from going to `pread`.
+//! mode 0600 and never reached through a symbolic link (`O_NOFOLLOW` on our own opens,
+//! `SQLITE_OPEN_NOFOLLOW` on SQLite's); SQLite gives its `-wal` file the same mode.
+//! `temp_store=MEMORY` keeps savepoint and sort spills (copies of database pages) off the disk
+//! and out of the hot path; a 64 MiB page cache keeps lookups in large vaults from going to
+//! `pread`.
 
 use std::path::{Path, PathBuf};
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 use super::crypto::{KdfParams, Keyslot, VAULT_ID_LEN};
 use super::error::{Result, VaultError};
@@ -79,13 +81,30 @@ impl SqliteStore {
     /// [`SqliteStore::open`], migrating only up to `target` (tests build old versions with it).
     #[doc(hidden)]
     pub fn open_at_version(path: &Path, target: u32) -> Result<Self> {
-        create_private(path)?;
+        let mut file = open_private(path)?;
         let not_a_vault = |reason: String| VaultError::NotAVault {
             path: path.to_owned(),
             reason,
         };
-        check_whole_pages(path).map_err(not_a_vault)?;
-        let conn = Connection::open(path)?;
+        check_whole_pages(&mut file).map_err(not_a_vault)?;
+        // SQLite opens by path: with NOFOLLOW it refuses a link anywhere on the path, so it
+        // opens the file checked above unless a directory on the way was renamed meanwhile.
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::default() | OpenFlags::SQLITE_OPEN_NOFOLLOW,
+        )
+        .map_err(|e| match e.sqlite_error().map(|e| e.extended_code) {
+            Some(rusqlite::ffi::SQLITE_CANTOPEN_SYMLINK) => VaultError::Storage {
+                kind: super::error::StorageErrorKind::Io,
+                message: format!(
+                    "{} or a directory above it is a symbolic link; vaultd opens its vault \
+                     only by a path without links",
+                    path.display()
+                ),
+            },
+            _ => e.into(),
+        })?;
+        drop(file);
         // The first read tells a damaged or foreign file apart before anything is written.
         let (app_id, version, tables): (i32, u32, i64) = conn
             .query_row(
@@ -171,12 +190,12 @@ impl SqliteStore {
 /// copy interrupted, a disk that lost the file's tail). SQLite itself would read the missing
 /// bytes as zeros and serve what the other pages hold, and its next checkpoint would write the
 /// zeroed page back for good. Files that are not SQLite are left to the checks after open.
-fn check_whole_pages(path: &Path) -> std::result::Result<(), String> {
-    use std::io::Read;
-    let mut file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+fn check_whole_pages(file: &mut std::fs::File) -> std::result::Result<(), String> {
+    use std::io::{Read, Seek};
     let len = file.metadata().map_err(|e| e.to_string())?.len();
     let mut header = [0u8; 18];
-    if file.read_exact(&mut header).is_err() || &header[..16] != b"SQLite format 3\0" {
+    let read = file.rewind().and_then(|()| file.read_exact(&mut header));
+    if read.is_err() || &header[..16] != b"SQLite format 3\0" {
         return Ok(());
     }
     let page_size = match u16::from_be_bytes([header[16], header[17]]) {
@@ -195,24 +214,65 @@ fn check_whole_pages(path: &Path) -> std::result::Result<(), String> {
     Ok(())
 }
 
-/// Creates `path` with mode 0600 if it does not exist; never truncates an existing file.
-fn create_private(path: &Path) -> Result<()> {
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
+/// Opens `path` for reading, creating it with mode 0600 if it does not exist; never
+/// truncates an existing file, and never follows a symbolic link (`O_NOFOLLOW`; every file
+/// std opens is `O_CLOEXEC`): a link planted where the vault belongs could otherwise make a
+/// root daemon write its database into the file the link points at.
+fn open_private(path: &Path) -> Result<std::fs::File> {
+    let storage = |e: std::io::Error, what: &str| VaultError::Storage {
+        kind: match e.kind() {
+            std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem => {
+                super::error::StorageErrorKind::ReadOnly
+            }
+            _ => super::error::StorageErrorKind::Io,
+        },
+        message: format!("cannot {what} {}: {e}", path.display()),
+    };
+    let symlink = || VaultError::Storage {
+        kind: super::error::StorageErrorKind::Io,
+        message: format!(
+            "{} is a symbolic link; vaultd does not follow it (move the real file there)",
+            path.display()
+        ),
+    };
+    let is_loop = |e: &std::io::Error| e.raw_os_error() == Some(nofollow::ELOOP);
+    let mut create = std::fs::OpenOptions::new();
+    create.read(true).write(true).create_new(true);
+    nofollow::set(&mut create, 0o600);
+    match create.open(path) {
+        Ok(f) => return Ok(f),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) if is_loop(&e) => return Err(symlink()),
+        Err(e) => return Err(storage(e, "create")),
+    }
+    let mut open = std::fs::OpenOptions::new();
+    open.read(true);
+    nofollow::set(&mut open, 0o600);
+    open.open(path).map_err(|e| {
+        if is_loop(&e) {
+            symlink()
+        } else {
+            storage(e, "open")
+        }
+    })
+}
+
+/// `O_NOFOLLOW` where the platform has it.
+mod nofollow {
     #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    match opts.open(path) {
-        Ok(_) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(VaultError::Storage {
-            kind: match e.kind() {
-                std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem => {
-                    super::error::StorageErrorKind::ReadOnly
-                }
-                _ => super::error::StorageErrorKind::Io,
-            },
-            message: format!("cannot create {}: {e}", path.display()),
-        }),
+    pub const ELOOP: i32 = libc::ELOOP;
+    #[cfg(not(unix))]
+    pub const ELOOP: i32 = -1;
+
+    /// Adds `O_NOFOLLOW` and, for a file created, `mode`.
+    pub fn set(opts: &mut std::fs::OpenOptions, mode: u32) {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            opts.custom_flags(libc::O_NOFOLLOW).mode(mode);
+        }
+        #[cfg(not(unix))]
+        let _ = (opts, mode);
     }
 }
 

@@ -1,8 +1,9 @@
 //! `open_session` and `close_session`: authorization and leases.
 //!
-//! A session may be opened by an admin, its owner uid, or a uid/gid it was granted to (the
-//! peer's primary gid, as `SO_PEERCRED` reports it). Access is checked at open; a handle
-//! stays valid for the life of its connection.
+//! A session may be opened by an admin, its owner uid, or a uid/gid it was granted to (a
+//! granted gid admits the peer's primary gid and, on Linux, its supplementary groups, as the
+//! kernel reported them with the connection). Access is checked at open; a handle stays
+//! valid for the life of its connection.
 
 use session_vault_proto::message::{ErrorCode, Response, WireError};
 use session_vault_proto::model::SessionAcl;
@@ -15,7 +16,7 @@ fn allowed(conn: &Conn, acl: &SessionAcl) -> bool {
     conn.is_admin()
         || acl.owner_uid == Some(conn.peer.uid)
         || acl.uids.contains(&conn.peer.uid)
-        || acl.gids.contains(&conn.peer.gid)
+        || acl.gids.iter().any(|&g| conn.peer.in_group(g))
 }
 
 /// `open_session`.
