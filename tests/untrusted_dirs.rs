@@ -172,7 +172,10 @@ fn a_symlinked_data_dir_is_refused() {
     std::os::unix::fs::symlink(&real, env.data_dir()).unwrap();
     let log = refused(&env.socket(), &env.data_dir());
     says(&log, &[env.data_dir().to_str().unwrap(), "symbolic link"]);
-    assert!(entries(&real).is_empty(), "vaultd created files through the link");
+    assert!(
+        entries(&real).is_empty(),
+        "vaultd created files through the link"
+    );
 }
 
 #[test]
@@ -267,7 +270,10 @@ fn a_symlinked_socket_dir_is_refused() {
     std::os::unix::fs::symlink(&real, &run).unwrap();
     let log = refused(&run.join("v.sock"), &env.data_dir());
     says(&log, &[run.to_str().unwrap(), "symbolic link"]);
-    assert!(entries(&real).is_empty(), "vaultd made a socket through the link");
+    assert!(
+        entries(&real).is_empty(),
+        "vaultd made a socket through the link"
+    );
 }
 
 #[tokio::test]
@@ -308,7 +314,7 @@ async fn a_symlink_above_the_data_and_socket_dirs_is_fine() {
     let above = env.path().join("above");
     std::os::unix::fs::symlink(&real, &above).unwrap();
     let socket = above.join("run").join("v.sock");
-    let _d = Daemon::spawn_at(&env, &socket, &above.join("data"));
+    let _d = Daemon::spawn_at(&socket, &above.join("data"));
     let c = Connection::connect(&socket, "t")
         .await
         .expect("connect through the linked parent");

@@ -36,9 +36,7 @@ fn open_req(name: &str, create: bool) -> Request {
 #[tokio::test]
 async fn unmapped_uids_are_refused_at_the_handshake_and_mapped_root_is_served() {
     if !can_run() {
-        eprintln!(
-            "SKIPPED userns test: needs root, setpriv and `unshare --user --map-root-user`"
-        );
+        eprintln!("SKIPPED userns test: needs root, setpriv and `unshare --user --map-root-user`");
         return;
     }
     let env = Env::new();
@@ -73,7 +71,12 @@ async fn unmapped_uids_are_refused_at_the_handshake_and_mapped_root_is_served() 
         (OTHER_UID, refused_a, a.pid()),
         (OTHER_UID_2, refused_b, b.pid()),
     ] {
-        assert_eq!(e.code, ErrorCode::PermissionDenied, "uid {who}: {}", e.message);
+        assert_eq!(
+            e.code,
+            ErrorCode::PermissionDenied,
+            "uid {who}: {}",
+            e.message
+        );
         assert!(
             e.message.contains("user namespace"),
             "uid {who}: the refusal does not say why: {}",

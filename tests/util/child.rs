@@ -60,7 +60,9 @@ impl ChildClient {
                 super::OTHER_UID,
                 &[],
             ),
-            As::User { uid, gid, groups } => as_uid(&executable_by_others(env, &me), uid, gid, groups),
+            As::User { uid, gid, groups } => {
+                as_uid(&executable_by_others(env, &me), uid, gid, groups)
+            }
         };
         let encoded = rmp_serde::to_vec_named(requests).expect("encode child requests");
         cmd.env_clear()

@@ -226,7 +226,7 @@ impl Daemon {
     }
 
     /// Starts `vaultd` on `socket` and `data_dir` instead of the env's.
-    pub fn spawn_at(env: &Env, socket: &Path, data_dir: &Path) -> Daemon {
+    pub fn spawn_at(socket: &Path, data_dir: &Path) -> Daemon {
         Daemon::spawn_in(&[], socket, data_dir, &[], |_| {})
     }
 

@@ -49,7 +49,8 @@ impl DataDirLock {
                     .with_context(|| format!("cannot open {}", path.display()));
             }
         };
-        let st = rustix::fs::fstat(&fd).with_context(|| format!("cannot stat {}", path.display()))?;
+        let st =
+            rustix::fs::fstat(&fd).with_context(|| format!("cannot stat {}", path.display()))?;
         if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
             anyhow::bail!(
                 "{} is not a regular file; vaultd does not use it (remove it)",

@@ -162,7 +162,10 @@ impl TrustedDir {
         if created {
             rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode)).map_err(|e| io_err(e.into()))?;
         }
-        let current = rustix::fs::fstat(&fd).map_err(|e| io_err(e.into()))?.st_mode & 0o7777;
+        let current = rustix::fs::fstat(&fd)
+            .map_err(|e| io_err(e.into()))?
+            .st_mode
+            & 0o7777;
         if current & 0o1000 != 0 && current & 0o022 != 0 {
             return Err(DirError::Shared {
                 what,
