@@ -125,7 +125,12 @@ fn import(env: &Env, source: &Path, extra: &[&str], vars: &[(&str, String)]) -> 
 #[track_caller]
 fn assert_refused(out: &Output, words: &[&str]) {
     let err = stderr(out);
-    assert_eq!(out.status.code(), Some(2), "not refused: {err}{}", stdout(out));
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "not refused: {err}{}",
+        stdout(out)
+    );
     for w in words {
         assert!(err.contains(w), "{w:?} not in: {err}");
     }
@@ -183,7 +188,11 @@ async fn a_hard_link_is_never_shredded() {
     for extra in [&["--shred"][..], &[][..]] {
         let out = import(&s.env, &link, extra, &[]);
         assert_refused(&out, &["bot.session", "2 hard links"]);
-        assert_eq!(std::fs::read(&own).unwrap(), before, "root's file was changed");
+        assert_eq!(
+            std::fs::read(&own).unwrap(),
+            before,
+            "root's file was changed"
+        );
     }
     s.assert_victim_untouched(&s.env.socket()).await;
 }
@@ -197,7 +206,10 @@ async fn a_path_swapped_between_parse_and_shred_is_left_alone() {
             "mv bot.session kept.session && ln -s ../victim/victim.session bot.session",
         ),
         // The old shred opened the path for writing again: on a FIFO it waited forever.
-        ("a FIFO", "mv bot.session kept.session && mkfifo bot.session"),
+        (
+            "a FIFO",
+            "mv bot.session kept.session && mkfifo bot.session",
+        ),
     ] {
         let s = Scene::new();
         // vaultctl talks to vaultd through a proxy that lets the attacker swap the path
@@ -228,7 +240,10 @@ async fn a_path_swapped_between_parse_and_shred_is_left_alone() {
         let err = stderr(&out);
         assert_eq!(out.status.code(), Some(1), "{what}: {err}");
         assert!(err.contains("bot.session"), "{what}: {err}");
-        assert!(err.contains("changed between open and shred"), "{what}: {err}");
+        assert!(
+            err.contains("changed between open and shred"),
+            "{what}: {err}"
+        );
         // The import itself went through; the victim's file and the swapped-in entry are
         // untouched, and so is the original (nothing was overwritten once the path changed).
         let names = session_names(&c).await;

@@ -65,6 +65,13 @@ impl SqliteSource {
                 "not a readable SQLite database: shorter than its 100-byte header (truncated?)",
             ));
         };
+        // rusqlite sizes SQLite's allocation as a C int: a larger image would panic there.
+        if bytes.len() as u64 > super::MAX_INPUT_BYTES {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "larger than 1 GiB: not a session",
+            ));
+        }
         let mut header = *header;
         for version in &mut header[FORMAT_VERSIONS] {
             if *version == 2 {
@@ -77,7 +84,6 @@ impl SqliteSource {
                 | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .map_err(corrupt)?;
-        // `sz` fits SQLite's allocator: callers read at most `MAX_INPUT_BYTES` (1 GiB).
         conn.deserialize_read_exact(
             rusqlite::MAIN_DB,
             header.as_slice().chain(rest),
@@ -202,4 +208,77 @@ pub(crate) fn write_database(conn: &Connection, path: &Path) -> io::Result<()> {
         let _ = std::fs::remove_file(path);
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Format, Input, import};
+    use super::*;
+
+    fn fixture(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/fixtures")
+            .join(name)
+    }
+
+    #[test]
+    fn an_open_file_is_read_from_its_descriptor_not_its_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.session");
+        std::fs::copy(fixture("telethon-v8.session"), &path).unwrap();
+        let file = File::open(&path).unwrap();
+        // The path now names another session (a Pyrogram one): the open file is still read.
+        let other = dir.path().join("other.session");
+        std::fs::copy(fixture("pyrogram.session"), &other).unwrap();
+        std::fs::rename(&other, &path).unwrap();
+        let imp = import(
+            Input::File {
+                file: &file,
+                path: &path,
+            },
+            None,
+            &mut |_, _| {},
+        )
+        .unwrap();
+        assert_eq!(imp.format, Format::TelethonSqlite);
+        // Nothing was created beside the source.
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["s.session"]);
+    }
+
+    #[test]
+    fn a_database_in_wal_mode_is_read_from_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wal.session");
+        std::fs::copy(fixture("grammers-011.sqlite"), &path).unwrap();
+        {
+            let c = Connection::open(&path).unwrap();
+            let mode: String = c
+                .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(mode, "wal");
+        }
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(&bytes[FORMAT_VERSIONS], &[2, 2]);
+        let imp = import(Input::Bytes(&bytes), None, &mut |_, _| {}).unwrap();
+        assert_eq!(imp.format, Format::GrammersSqlite);
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            bytes,
+            "the source was changed"
+        );
+    }
+
+    #[test]
+    fn images_shorter_than_a_header_are_refused() {
+        for len in [0, 16, 99] {
+            let mut bytes = SQLITE_MAGIC.to_vec();
+            bytes.resize(len.max(16), 0);
+            let e = SqliteSource::from_bytes(&bytes[..len]).err().unwrap();
+            assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+        }
+    }
 }

@@ -223,13 +223,12 @@ fn source(args: &Args) -> Result<Source, CtlError> {
                 "--shred removes a source file; standard input is not one",
             ));
         }
-        let buf = formats::read_limited(io::stdin().lock(), 0).map_err(|source| {
-            CtlError::Input {
+        let buf =
+            formats::read_limited(io::stdin().lock(), 0).map_err(|source| CtlError::Input {
                 what: "session",
                 from: "standard input".into(),
                 source,
-            }
-        })?;
+            })?;
         return Ok(Source::Stdin(buf));
     }
     let path = Path::new(&args.source);

@@ -21,7 +21,7 @@ use std::path::PathBuf;
 
 use rustix::fs::{self as rfs, AtFlags, Mode, OFlags, Stat};
 
-use super::source::SourceFile;
+use super::source::{SourceFile, link_count};
 
 /// Why the source was not (completely) shredded.
 #[derive(Debug, thiserror::Error)]
@@ -69,7 +69,7 @@ impl SourceFile {
             source,
         };
         let now = rfs::fstat(&self.file).map_err(|e| io_err(e.into()))?;
-        let links = now.st_nlink as u64;
+        let links = link_count(&now);
         if links != 1 {
             return Err(ShredError::Linked {
                 path: self.path.clone(),

@@ -52,9 +52,7 @@ impl Owners {
     pub(crate) fn of_this_process(named: Option<u32>) -> Owners {
         Owners {
             caller: rustix::process::getuid().as_raw(),
-            sudo_uid: std::env::var("SUDO_UID")
-                .ok()
-                .and_then(|v| v.parse().ok()),
+            sudo_uid: std::env::var("SUDO_UID").ok().and_then(|v| v.parse().ok()),
             named,
         }
     }
@@ -65,7 +63,10 @@ impl Owners {
 
     /// The accepted owners, for a person.
     fn describe(&self) -> String {
-        let mut who = vec![format!("you (uid {})", self.caller)];
+        let mut who = vec![match self.caller {
+            0 => "you (root)".to_owned(),
+            uid => format!("you (uid {uid})"),
+        }];
         if let Some(u) = self.sudo_uid.filter(|&u| u != self.caller && u != 0) {
             who.push(format!("uid {u} who ran sudo"));
         }
@@ -199,7 +200,7 @@ pub(crate) fn open(path: &Path, owners: &Owners, write: bool) -> Result<SourceFi
         Opened::Refused(kind) => refusal(path, &dir, name, kind),
         Opened::Failed(e) => open_err(e),
     })?;
-    let links = stat.st_nlink as u64;
+    let links = link_count(&stat);
     if links != 1 {
         return Err(SourceError::HardLinks {
             path: path.to_owned(),
@@ -225,6 +226,12 @@ pub(crate) fn open(path: &Path, owners: &Owners, write: bool) -> Result<SourceFi
         name: name.to_owned(),
         stat,
     })
+}
+
+/// The number of links of a file: `nlink_t` is 64 bits on some targets, 32 on others.
+#[allow(clippy::unnecessary_cast)]
+pub(super) fn link_count(stat: &Stat) -> u64 {
+    stat.st_nlink as u64
 }
 
 /// `path`'s directory (`.` when it has none) and final name.
@@ -386,9 +393,15 @@ mod tests {
         assert!(matches!(e, SourceError::HardLinks { links: 2, .. }), "{e}");
         let fifo = dir.path().join("fifo");
         rfs::mknodat(rfs::CWD, &fifo, FileType::Fifo, Mode::RUSR | Mode::WUSR, 0).unwrap();
-        for (p, kind) in [(&fifo, "a FIFO (named pipe)"), (&dir.path().to_owned(), "a directory")] {
+        for (p, kind) in [
+            (&fifo, "a FIFO (named pipe)"),
+            (&dir.path().to_owned(), "a directory"),
+        ] {
             let e = open(p, &owners(), true).err().unwrap();
-            assert!(matches!(e, SourceError::NotRegular { kind: k, .. } if k == kind), "{e}");
+            assert!(
+                matches!(e, SourceError::NotRegular { kind: k, .. } if k == kind),
+                "{e}"
+            );
         }
         assert!(matches!(
             open(Path::new("/"), &owners(), false),
@@ -406,7 +419,7 @@ mod tests {
         assert!(o.accepts(0) && o.accepts(1000) && o.accepts(1001) && !o.accepts(1002));
         assert_eq!(
             o.describe(),
-            "you (uid 0), uid 1000 who ran sudo, or uid 1001 (--source-owner)"
+            "you (root), uid 1000 who ran sudo, or uid 1001 (--source-owner)"
         );
         let o = Owners {
             caller: 1000,
