@@ -123,3 +123,61 @@ fn overwrite_with_zeros(file: &std::fs::File, len: u64) -> io::Result<()> {
     }
     file.sync_all()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::super::source::{Owners, open};
+    use super::*;
+
+    fn source(dir: &Path) -> (PathBuf, SourceFile) {
+        let p = dir.join("s.session");
+        std::fs::write(&p, b"secret session bytes").unwrap();
+        let f = open(&p, &Owners::of_this_process(None), true).unwrap();
+        (p, f)
+    }
+
+    #[test]
+    fn a_shred_zeroes_through_the_descriptor_and_removes_the_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let (p, f) = source(dir.path());
+        let other_handle = std::fs::File::open(&p).unwrap();
+        f.shred().unwrap();
+        assert!(!p.exists());
+        let left = std::io::read_to_string(&other_handle).unwrap();
+        assert_eq!(left, "\0".repeat(20));
+    }
+
+    #[test]
+    fn a_swapped_name_is_neither_overwritten_nor_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (p, f) = source(dir.path());
+        std::fs::rename(&p, dir.path().join("moved")).unwrap();
+        std::fs::write(&p, b"someone else's file").unwrap();
+        assert!(matches!(f.shred(), Err(ShredError::Changed(_))));
+        assert_eq!(std::fs::read(&p).unwrap(), b"someone else's file");
+        assert_eq!(
+            std::fs::read(dir.path().join("moved")).unwrap(),
+            b"secret session bytes"
+        );
+    }
+
+    #[test]
+    fn a_new_hard_link_or_a_write_stops_the_shred() {
+        let dir = tempfile::tempdir().unwrap();
+        let (p, f) = source(dir.path());
+        std::fs::hard_link(&p, dir.path().join("second")).unwrap();
+        assert!(matches!(
+            f.shred(),
+            Err(ShredError::Linked { links: 2, .. })
+        ));
+        assert_eq!(std::fs::read(&p).unwrap(), b"secret session bytes");
+
+        let dir = tempfile::tempdir().unwrap();
+        let (p, f) = source(dir.path());
+        std::fs::write(&p, b"a newer session, longer").unwrap();
+        assert!(matches!(f.shred(), Err(ShredError::Modified(_))));
+        assert_eq!(std::fs::read(&p).unwrap(), b"a newer session, longer");
+    }
+}
