@@ -6,12 +6,16 @@
 //! - `export`: exported back, byte for byte (strings) or field by field (files), and loaded
 //!   with the real library when the fixture venv is there (skipped with a message if not);
 //! - `bad_input`: every kind of bad input is refused and the vault is unchanged;
-//! - `large`: a Telethon file with 100,000 entities, timed.
+//! - `large`: a Telethon file with 100,000 entities, timed;
+//! - `attacks`: the author of a session file against root's `vaultctl import` (symbolic and
+//!   hard links, a path swapped before the shred through [`proxy`], FIFOs, other owners).
 
+mod attacks;
 mod bad_input;
 mod export;
 mod formats;
 mod large;
+mod proxy;
 
 use std::path::PathBuf;
 use std::process::Output;

@@ -4,8 +4,8 @@
 //!
 //! Added here: damaged and truncated images of *every* SQLite fixture (Telethon v7 and v8,
 //! Pyrogram, grammers), and every input read both from memory and from a file (the
-//! `Input::Path` route opens SQLite files in place, immutable, instead of staging them), each
-//! case within a time bound (no hang). Memory is bounded by the `cargo fuzz` runs (`fuzz/`,
+//! `Input::Path` route opens the file and reads it through its descriptor, with the `-wal`
+//! check on the way), each case within a time bound (no hang). Memory is bounded by the `cargo fuzz` runs (`fuzz/`,
 //! `-rss_limit_mb`), not here.
 
 use std::path::{Path, PathBuf};

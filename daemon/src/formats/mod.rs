@@ -11,9 +11,11 @@
 //! | `grammers-sqlite` | yes | yes | grammers-session `SqliteSession` `user_version` 1 (0.8 … 0.11) |
 //! | `grammers-tl` | yes | no | grammers-session binary TL session (0.4 … 0.8) |
 //!
-//! Reading never modifies the input: SQLite files are opened read-only and immutable (no
-//! journal, WAL or lock files are created; see [`sqlite_io`]), and a SQLite image given as
-//! bytes is copied to a private 0600 temporary file that is overwritten and removed after.
+//! Reading never modifies the input and opens it once: a file is read into memory from one
+//! descriptor (which the caller may have opened and checked itself, [`Input::File`]), and a
+//! SQLite image is opened from that memory, read-only; no journal, WAL or lock file is
+//! created beside the source and no plaintext copy goes to a temporary file (see
+//! [`sqlite_io`]). Inputs are read up to [`MAX_INPUT_BYTES`].
 //! What a format holds that the vault cannot (or what the vault needs that the format lacks)
 //! is listed in [`Imported::notes`] rather than dropped silently.
 //!
@@ -33,9 +35,12 @@ mod fuzz_tests;
 mod tests;
 
 use std::fmt;
+use std::fs::File;
+use std::io::Read;
 use std::net::{IpAddr, SocketAddrV4, SocketAddrV6};
 use std::path::Path;
 
+use session_vault_proto::codec::ZeroizingWriter;
 use session_vault_proto::model::{DcOption, PeerKind, SessionData, known_dc_options};
 use zeroize::Zeroizing;
 
@@ -185,10 +190,23 @@ pub struct Imported {
 /// Progress of a long read: `done` of `total` rows.
 pub type Progress<'a> = &'a mut dyn FnMut(u64, u64);
 
+/// The largest input read (a file or standard input): no session comes near it.
+pub const MAX_INPUT_BYTES: u64 = 1 << 30;
+
 /// Where a session comes from.
 pub enum Input<'a> {
-    /// A file on disk (SQLite files are opened in place, read-only and immutable).
+    /// A file on disk, opened once (symbolic links followed) and read into memory. A caller
+    /// that must not follow links, or checks the file's type and owner first, opens it
+    /// itself and passes [`Input::File`].
     Path(&'a Path),
+    /// A file the caller opened, read from its current offset; `path` names it in messages
+    /// and locates a `-wal` file beside it (whose size alone is looked at).
+    File {
+        /// The open file.
+        file: &'a File,
+        /// Its path, for messages and the `-wal` check.
+        path: &'a Path,
+    },
     /// Bytes in memory: a string, or a whole file read from standard input.
     Bytes(&'a [u8]),
 }
@@ -203,18 +221,45 @@ pub fn import(
 ) -> Result<Imported, FormatError> {
     match input {
         Input::Path(path) => {
-            let head = read_head(path)?;
-            if head.starts_with(sqlite_io::SQLITE_MAGIC) {
-                let db = SqliteSource::open_path(path).map_err(|e| io_error(format, path, e))?;
-                import_sqlite(&db, format, progress)
-            } else {
-                let bytes =
-                    Zeroizing::new(std::fs::read(path).map_err(|e| io_error(format, path, e))?);
-                import_bytes(&bytes, format, progress)
-            }
+            let file = File::open(path).map_err(|e| io_error(format, path, e))?;
+            import_file(&file, path, format, progress)
         }
+        Input::File { file, path } => import_file(file, path, format, progress),
         Input::Bytes(bytes) => import_bytes(bytes, format, progress),
     }
+}
+
+fn import_file(
+    file: &File,
+    path: &Path,
+    format: Option<Format>,
+    progress: Progress<'_>,
+) -> Result<Imported, FormatError> {
+    let size_hint = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let bytes = read_limited(file, size_hint).map_err(|e| io_error(format, path, e))?;
+    if bytes.starts_with(sqlite_io::SQLITE_MAGIC) {
+        sqlite_io::check_no_pending_wal(path).map_err(|e| FormatError {
+            format,
+            kind: ErrorKind::Io,
+            detail: e.to_string(),
+        })?;
+    }
+    import_bytes(&bytes, format, progress)
+}
+
+/// Reads all of `input`, at most [`MAX_INPUT_BYTES`], into a buffer that leaves no copy of
+/// itself behind as it grows (`size_hint` sizes it up front when known).
+pub fn read_limited(input: impl Read, size_hint: u64) -> std::io::Result<Zeroizing<Vec<u8>>> {
+    let capacity = size_hint.min(MAX_INPUT_BYTES) as usize + 1;
+    let mut out = ZeroizingWriter(Zeroizing::new(Vec::with_capacity(capacity)));
+    std::io::copy(&mut input.take(MAX_INPUT_BYTES + 1), &mut out)?;
+    if out.0.len() as u64 > MAX_INPUT_BYTES {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "larger than 1 GiB: not a session",
+        ));
+    }
+    Ok(out.0)
 }
 
 fn import_bytes(
@@ -268,15 +313,6 @@ fn import_sqlite(
             "this is a SQLite database, not a string or a TL file",
         )),
     }
-}
-
-fn read_head(path: &Path) -> Result<Vec<u8>, FormatError> {
-    use std::io::Read;
-    let mut head = Vec::with_capacity(16);
-    std::fs::File::open(path)
-        .and_then(|f| f.take(16).read_to_end(&mut head))
-        .map_err(|e| io_error(None, path, e))?;
-    Ok(head)
 }
 
 fn io_error(format: Option<Format>, path: &Path, e: std::io::Error) -> FormatError {

@@ -1,19 +1,26 @@
 //! Reading other libraries' SQLite session files without touching them, and writing new ones.
 //!
-//! Reading: the file is opened through a `file:` URI with `mode=ro&immutable=1` and
-//! `SQLITE_OPEN_READ_ONLY`: SQLite takes no lock and creates no `-journal`, `-wal` or `-shm`
-//! file beside it, and cannot write it. `immutable` also means SQLite ignores a `-wal` file
-//! left beside the database, whose transactions would then be missed: such a file is refused
-//! with a message (let the owning program close the session, or checkpoint it). A SQLite
-//! image given as bytes (standard input) is written to a private temporary file (mode 0600,
-//! random name, `create_new`) that is overwritten with zeros and removed when dropped.
+//! Reading: the database image is read into memory first (from a descriptor the caller opened,
+//! see [`super::Input`]) and handed to SQLite with `sqlite3_deserialize`, read-only. SQLite
+//! never opens the source by name, so it cannot be sent elsewhere by a path swapped after the
+//! caller checked it, it takes no lock, writes no `-journal`, `-wal` or `-shm` file beside
+//! it, and no plaintext copy is ever staged in a temporary file. Opening the source's
+//! `/proc/self/fd/N` instead was tried and rejected: SQLite resolves that link to the file's
+//! *name* (its `readlink` text) and opens the name again, which is the race this avoids, and
+//! fails on a file already unlinked ("… (deleted)").
+//!
+//! A database in WAL mode keeps its latest transactions in the `-wal` file beside it, which
+//! an image cannot carry: a non-empty one is refused with a message (let the owning program
+//! close the session, or checkpoint it), see [`check_no_pending_wal`]. The image's header is
+//! marked as a rollback-journal database in the copy, as SQLite's in-memory VFS opens no
+//! other kind.
 //!
 //! Writing: a session is built in an in-memory database, then written out with
 //! `VACUUM INTO` over an empty file created beforehand with mode 0600, so that the
 //! credential is never readable by others, not even for a moment.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 use rusqlite::types::ValueRef;
@@ -21,6 +28,13 @@ use rusqlite::{Connection, OpenFlags};
 
 /// The first bytes of every SQLite 3 database file.
 pub const SQLITE_MAGIC: &[u8] = b"SQLite format 3\0";
+
+/// Length of the SQLite database header.
+const HEADER_LEN: usize = 100;
+
+/// Offsets of the header's file format write and read versions: 1 = rollback journal,
+/// 2 = WAL.
+const FORMAT_VERSIONS: std::ops::Range<usize> = 18..20;
 
 /// A TEXT, INTEGER or REAL cell as text: phone columns hold numbers or text depending on
 /// the library and its version. Text that is not valid UTF-8 (a damaged file) is read
@@ -34,40 +48,55 @@ pub(crate) fn text_value(v: ValueRef<'_>) -> Option<String> {
     }
 }
 
-/// A SQLite session opened read-only.
+/// A SQLite session image, opened read-only in memory.
 pub struct SqliteSource {
     conn: Connection,
-    // Declared after the connection: dropped (wiped and removed) after it is closed.
-    _staged: Option<StagedFile>,
 }
 
 impl SqliteSource {
-    /// Opens the database at `path` read-only and immutable (see the module docs).
-    pub fn open_path(path: &Path) -> io::Result<SqliteSource> {
-        let wal = sidecar(path, "-wal");
-        if std::fs::metadata(&wal).is_ok_and(|m| m.len() > 0) {
-            return Err(io::Error::other(format!(
-                "{} has a write-ahead log ({}) holding changes not yet in the file: close the \
-                 program using the session (or checkpoint it) first",
-                path.display(),
-                wal.display()
-            )));
-        }
-        let conn = open_immutable(path).map_err(corrupt)?;
-        Ok(SqliteSource {
-            conn,
-            _staged: None,
-        })
-    }
-
-    /// Stages `bytes` in a private temporary file and opens it like [`Self::open_path`].
+    /// Opens a copy of the database image `bytes` in memory, read-only (see the module docs).
+    ///
+    /// The copy lives in SQLite's own allocation and is freed (not wiped) when this is
+    /// dropped, like the pages SQLite caches when it reads a file.
     pub fn from_bytes(bytes: &[u8]) -> io::Result<SqliteSource> {
-        let staged = StagedFile::create(bytes)?;
-        let conn = open_immutable(&staged.path).map_err(corrupt)?;
-        Ok(SqliteSource {
-            conn,
-            _staged: Some(staged),
+        let Some((header, rest)) = bytes.split_first_chunk::<HEADER_LEN>() else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "not a readable SQLite database: shorter than its 100-byte header (truncated?)",
+            ));
+        };
+        // rusqlite sizes SQLite's allocation as a C int: a larger image would panic there.
+        if bytes.len() as u64 > super::MAX_INPUT_BYTES {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "larger than 1 GiB: not a session",
+            ));
+        }
+        let mut header = *header;
+        for version in &mut header[FORMAT_VERSIONS] {
+            if *version == 2 {
+                *version = 1;
+            }
+        }
+        let mut conn = Connection::open_in_memory_with_flags(
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(corrupt)?;
+        conn.deserialize_read_exact(
+            rusqlite::MAIN_DB,
+            header.as_slice().chain(rest),
+            bytes.len(),
+            true,
+        )
+        .map_err(corrupt)?;
+        // Reading the schema checks the header: a file that is not a database fails here.
+        conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
+            r.get::<_, i64>(0)
         })
+        .map_err(corrupt)?;
+        Ok(SqliteSource { conn })
     }
 
     /// The connection.
@@ -115,66 +144,27 @@ fn corrupt(e: rusqlite::Error) -> io::Error {
     )
 }
 
-fn open_immutable(path: &Path) -> rusqlite::Result<Connection> {
-    let uri = format!("file:{}?mode=ro&immutable=1", uri_path(path));
-    let conn = Connection::open_with_flags(
-        uri,
-        OpenFlags::SQLITE_OPEN_READ_ONLY
-            | OpenFlags::SQLITE_OPEN_URI
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )?;
-    // Reading the schema checks the header: a file that is not a database fails here.
-    conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
-        r.get::<_, i64>(0)
-    })?;
-    Ok(conn)
-}
-
-/// `path` percent-encoded for a `file:` URI (`?`, `#`, `%` and non-ASCII bytes escaped).
-fn uri_path(path: &Path) -> String {
-    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
-    let mut out = String::new();
-    for &b in absolute.as_os_str().as_encoded_bytes() {
-        if b.is_ascii_alphanumeric() || b"/-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
+/// Refuses a database at `path` whose `-wal` file holds changes not yet in the file.
+///
+/// Only the `-wal` file's own metadata is looked at (a symbolic link there is not followed):
+/// nothing beside the source is opened or read.
+pub fn check_no_pending_wal(path: &Path) -> io::Result<()> {
+    let wal = sidecar(path, "-wal");
+    match std::fs::symlink_metadata(&wal) {
+        Ok(m) if m.is_file() && m.len() > 0 => Err(io::Error::other(format!(
+            "{} has a write-ahead log ({}) holding changes not yet in the file: close the \
+             program using the session (or checkpoint it) first",
+            path.display(),
+            wal.display()
+        ))),
+        _ => Ok(()),
     }
-    out
 }
 
 fn sidecar(path: &Path, suffix: &str) -> PathBuf {
     let mut s = path.as_os_str().to_owned();
     s.push(suffix);
     PathBuf::from(s)
-}
-
-/// A private temporary copy of a database image: 0600, wiped and removed on drop.
-struct StagedFile {
-    path: PathBuf,
-    len: u64,
-}
-
-impl StagedFile {
-    fn create(bytes: &[u8]) -> io::Result<StagedFile> {
-        let (mut file, path) = create_private(&std::env::temp_dir(), "session-vault-import")?;
-        let staged = StagedFile {
-            path,
-            len: bytes.len() as u64,
-        };
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        Ok(staged)
-    }
-}
-
-impl Drop for StagedFile {
-    fn drop(&mut self) {
-        // Best effort: the copy held a plaintext credential.
-        let _ = overwrite_with_zeros(&self.path, self.len);
-        let _ = std::fs::remove_file(&self.path);
-    }
 }
 
 /// Creates a new file `PREFIX-<random>` in `dir` with mode 0600 (never an existing one).
@@ -205,19 +195,6 @@ pub(crate) fn new_file_0600(path: &Path) -> io::Result<File> {
     opts.open(path)
 }
 
-/// Overwrites the first `len` bytes of `path` with zeros and syncs them to disk.
-pub(crate) fn overwrite_with_zeros(path: &Path, len: u64) -> io::Result<()> {
-    let mut file = OpenOptions::new().write(true).open(path)?;
-    let zeros = [0u8; 64 * 1024];
-    let mut left = len;
-    while left > 0 {
-        let n = left.min(zeros.len() as u64) as usize;
-        file.write_all(&zeros[..n])?;
-        left -= n as u64;
-    }
-    file.sync_all()
-}
-
 /// Writes the in-memory database `conn` to `path`, which must not exist: an empty 0600 file
 /// is created first, then filled by `VACUUM INTO`. On failure the file is removed.
 pub(crate) fn write_database(conn: &Connection, path: &Path) -> io::Result<()> {
@@ -231,4 +208,77 @@ pub(crate) fn write_database(conn: &Connection, path: &Path) -> io::Result<()> {
         let _ = std::fs::remove_file(path);
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Format, Input, import};
+    use super::*;
+
+    fn fixture(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/fixtures")
+            .join(name)
+    }
+
+    #[test]
+    fn an_open_file_is_read_from_its_descriptor_not_its_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.session");
+        std::fs::copy(fixture("telethon-v8.session"), &path).unwrap();
+        let file = File::open(&path).unwrap();
+        // The path now names another session (a Pyrogram one): the open file is still read.
+        let other = dir.path().join("other.session");
+        std::fs::copy(fixture("pyrogram.session"), &other).unwrap();
+        std::fs::rename(&other, &path).unwrap();
+        let imp = import(
+            Input::File {
+                file: &file,
+                path: &path,
+            },
+            None,
+            &mut |_, _| {},
+        )
+        .unwrap();
+        assert_eq!(imp.format, Format::TelethonSqlite);
+        // Nothing was created beside the source.
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["s.session"]);
+    }
+
+    #[test]
+    fn a_database_in_wal_mode_is_read_from_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wal.session");
+        std::fs::copy(fixture("grammers-011.sqlite"), &path).unwrap();
+        {
+            let c = Connection::open(&path).unwrap();
+            let mode: String = c
+                .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(mode, "wal");
+        }
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(&bytes[FORMAT_VERSIONS], &[2, 2]);
+        let imp = import(Input::Bytes(&bytes), None, &mut |_, _| {}).unwrap();
+        assert_eq!(imp.format, Format::GrammersSqlite);
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            bytes,
+            "the source was changed"
+        );
+    }
+
+    #[test]
+    fn images_shorter_than_a_header_are_refused() {
+        for len in [0, 16, 99] {
+            let mut bytes = SQLITE_MAGIC.to_vec();
+            bytes.resize(len.max(16), 0);
+            let e = SqliteSource::from_bytes(&bytes[..len]).err().unwrap();
+            assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+        }
+    }
 }

@@ -8,9 +8,17 @@
 //! and the `--max-frame-bytes` setting that would admit it — splitting would give up the
 //! all-or-nothing import. `--shred` overwrites and removes the source file only after the
 //! daemon confirmed the import.
+//!
+//! A source file is opened once, without following links, and checked (regular file, one
+//! link, an accepted owner) before a byte of it is read; the importer reads from that
+//! descriptor and the shred writes through it ([`source`], [`shred`]): the file's author,
+//! who controls its path, cannot point vaultctl at another file.
 
-use std::io::{self, IsTerminal, Read, Write};
-use std::path::{Path, PathBuf};
+mod shred;
+mod source;
+
+use std::io::{self, IsTerminal, Write};
+use std::path::Path;
 
 use session_vault_client::ClientError;
 use session_vault_proto::codec::{self, DEFAULT_MAX_FRAME};
@@ -21,9 +29,7 @@ use zeroize::Zeroizing;
 use super::output::sanitize;
 use super::{CtlError, DaemonClient};
 use crate::formats::{self, Format, Imported, Input};
-
-/// Largest session accepted on standard input.
-const MAX_STDIN_BYTES: u64 = 1 << 30;
+use source::{Owners, SourceFile};
 
 /// Rows above which a progress bar is shown (on a terminal only).
 const PROGRESS_THRESHOLD: u64 = 20_000;
@@ -37,11 +43,21 @@ Formats (--format; default auto: detected from the content, never from the file 
   grammers-sqlite   grammers SqliteSession file (grammers-session 0.8 to 0.11)
   grammers-tl       grammers binary TlSession file (grammers-session 0.4 to 0.8)
 
-SQLite files are opened read-only and immutable: the source is never modified, and no
-journal or WAL file is created beside it (except that --shred removes it afterwards).
+A source file is opened once and read into memory; the source is never modified, and no
+journal, WAL or temporary file is created (except that --shred removes the file afterwards).
 --shred overwrites the file with zeros, syncs and removes it once the import committed;
 on SSDs, copy-on-write filesystems (btrfs, ZFS) and with snapshots or backups this is best
 effort: old copies of the bytes may survive elsewhere on the device.
+
+Which files are read (vaultctl often runs as root, and a file's owner controls its path):
+  - not a symbolic link (links in the directories above it are followed): pass the real path;
+  - a regular file (not a directory, FIFO, socket or device) with one link (no hard links);
+  - owned by you, by root, by the user who ran sudo (SUDO_UID), or by the uid given with
+    --source-owner: `sudo vaultctl import /home/bot/bot.session --source-owner 1001` reads
+    bot's own file, and still no file of any third user that bot could link to.
+--shred writes zeros through the descriptor the session was read from, and removes the name
+only if it still leads to that file; if the file changed in between (moved, replaced, linked,
+or written to), nothing is overwritten or removed, and vaultctl says so.
 
 A session string given as an argument stays in the shell history and shows in `ps`: pass -
 and paste it on standard input instead, e.g. `vaultctl import - --name bot`.
@@ -73,6 +89,10 @@ pub struct Args {
     /// (best effort on SSDs and copy-on-write filesystems)
     #[arg(long)]
     pub shred: bool,
+    /// Also read (and with --shred, destroy) a source file owned by UID; by default only
+    /// your own, root's and the sudo user's files are accepted (see below)
+    #[arg(long, value_name = "UID")]
+    pub source_owner: Option<u32>,
     /// The logged-in user's id, for formats that do not record it (Telethon strings)
     #[arg(long, value_name = "ID", value_parser = clap::value_parser!(i64).range(1..))]
     pub self_id: Option<i64>,
@@ -116,7 +136,7 @@ impl ImportFormat {
 
 /// Where the session comes from.
 enum Source {
-    File(PathBuf),
+    File(SourceFile),
     Stdin(Zeroizing<Vec<u8>>),
     Argument(Zeroizing<String>),
 }
@@ -181,21 +201,16 @@ pub(super) fn run(args: Args, daemon: &DaemonClient, out: &mut dyn Write) -> Res
             writeln!(out, "    - {}", sanitize(note))?;
         }
     }
-    if args.shred {
-        if let Source::File(path) = &source {
-            shred(path).map_err(|e| {
-                CtlError::Aborted(format!(
-                    "the session was imported, but {} could not be shredded: {e}",
-                    path.display()
-                ))
-            })?;
-            writeln!(
-                out,
-                "Shredded {} (overwritten with zeros, synced and removed; best effort on SSDs \
-                 and copy-on-write filesystems).",
-                path.display()
-            )?;
-        }
+    if let (true, Source::File(file)) = (args.shred, source) {
+        let path = file.path.clone();
+        file.shred()
+            .map_err(|e| CtlError::Aborted(format!("the session was imported, but {e}")))?;
+        writeln!(
+            out,
+            "Shredded {} (overwritten with zeros, synced and removed; best effort on SSDs \
+             and copy-on-write filesystems).",
+            path.display()
+        )?;
     }
     Ok(())
 }
@@ -208,33 +223,28 @@ fn source(args: &Args) -> Result<Source, CtlError> {
                 "--shred removes a source file; standard input is not one",
             ));
         }
-        let mut buf = Zeroizing::new(Vec::new());
-        io::stdin()
-            .lock()
-            .take(MAX_STDIN_BYTES + 1)
-            .read_to_end(&mut buf)
-            .map_err(|source| CtlError::Input {
+        let buf =
+            formats::read_limited(io::stdin().lock(), 0).map_err(|source| CtlError::Input {
                 what: "session",
                 from: "standard input".into(),
                 source,
             })?;
-        if buf.len() as u64 > MAX_STDIN_BYTES {
-            return Err(CtlError::usage(
-                "standard input holds more than 1 GiB: not a session",
-            ));
-        }
         return Ok(Source::Stdin(buf));
     }
     let path = Path::new(&args.source);
-    match std::fs::metadata(path) {
-        Ok(m) if m.is_file() => return Ok(Source::File(path.to_owned())),
-        Ok(_) => {
-            return Err(CtlError::usage(format!(
-                "{} is not a regular file",
-                path.display()
-            )));
-        }
-        Err(_) => {}
+    // Anything by that name, a dangling link included, is a file to open (and check), not a
+    // string; the link is not followed to decide.
+    if std::fs::symlink_metadata(path).is_ok() {
+        let owners = Owners::of_this_process(args.source_owner);
+        return source::open(path, &owners, args.shred)
+            .map(Source::File)
+            .map_err(|e| {
+                let hint = e.hint().map(|h| format!("{h}; ")).unwrap_or_default();
+                CtlError::usage_with_hint(
+                    e.to_string(),
+                    format!("{hint}nothing was sent to the vault"),
+                )
+            });
     }
     let looks_like_path = args.source.contains('/')
         || args.source.ends_with(".session")
@@ -259,7 +269,10 @@ fn parse(source: &Source, format: Option<Format>) -> Result<Imported, CtlError> 
     let tty = io::stderr().is_terminal();
     let mut bar: Option<indicatif::ProgressBar> = None;
     let input = match source {
-        Source::File(p) => Input::Path(p),
+        Source::File(f) => Input::File {
+            file: &f.file,
+            path: &f.path,
+        },
         Source::Stdin(b) => Input::Bytes(b),
         Source::Argument(s) => Input::Bytes(s.as_bytes()),
     };
@@ -343,18 +356,6 @@ fn human_size(n: usize) -> String {
     } else {
         format!("{:.1} KiB", n as f64 / 1024.0)
     }
-}
-
-/// Overwrites `path` with zeros, syncs, and removes it.
-fn shred(path: &Path) -> io::Result<()> {
-    let len = std::fs::metadata(path)?.len();
-    formats::sqlite_io::overwrite_with_zeros(path, len)?;
-    std::fs::remove_file(path)?;
-    // Make the removal itself durable.
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::File::open(dir).and_then(|d| d.sync_all()).ok();
-    }
-    Ok(())
 }
 
 /// What the summary shows, taken before the data moves into the request.
