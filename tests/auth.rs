@@ -91,6 +91,7 @@ async fn another_uid_is_refused_admin_requests_and_others_sessions() {
             "delete",
             Request::DeleteSession {
                 name: "rootbot".into(),
+                force: false,
             },
         ),
         (
@@ -116,6 +117,7 @@ async fn another_uid_is_refused_admin_requests_and_others_sessions() {
                 data: SessionData::default(),
                 replace: true,
                 owner_uid: Some(OTHER_UID),
+                force: false,
             },
         ),
         (

@@ -5,6 +5,8 @@
 //!   and answers, fair use of the storage thread by heavy requests;
 //! - [`cmd`]: one module per kind of request, dispatched from one `match`;
 //! - [`leases`]: exclusive session leases tied to connections;
+//! - [`handles`]: every connection's open session handles, so that revoke and delete end
+//!   them at once;
 //! - [`throttle`]: daemon-wide throttling of passphrase attempts;
 //! - [`config`]: TOML file, flags, environment, defaults;
 //! - [`systemd`]: readiness/status notifications, socket activation, credential unlock.
@@ -18,6 +20,7 @@ pub mod config;
 pub mod conn;
 pub mod datadir;
 pub mod errors;
+pub mod handles;
 pub mod leases;
 pub mod systemd;
 pub mod throttle;
@@ -52,6 +55,8 @@ pub struct Daemon {
     pub vault: Vault,
     /// Exclusive session leases.
     pub leases: leases::Leases,
+    /// Open session handles of every connection.
+    pub handles: handles::Handles,
     /// Passphrase-attempt throttle.
     pub throttle: throttle::Throttle,
     /// Heavy requests running, over all connections (see [`conn::answers`]).
@@ -84,6 +89,7 @@ impl Daemon {
             config,
             vault,
             leases: leases::Leases::default(),
+            handles: handles::Handles::default(),
             throttle: throttle::Throttle::default(),
             heavy_running: Semaphore::new(conn::answers::HEAVY_RUNNING),
             events,

@@ -29,6 +29,7 @@ use super::error::{Result, VaultError};
 use super::store::{Header, Row, Store, Table};
 
 mod data;
+pub mod names;
 mod record;
 
 use record::{decode, encode};
@@ -109,17 +110,27 @@ fn now() -> i64 {
         .unwrap_or(0)
 }
 
-/// Checks a session name: 1..=128 characters, no control characters, no surrounding spaces.
+/// Checks a session name: 1..=128 characters; none invisible, reordering or otherwise not
+/// plain text ([`names::check_characters`]); no leading or trailing space; not starting with
+/// `~/`, which `open_session` expands to the caller's namespace.
 pub fn validate_name(name: &str) -> Result<()> {
     if name.is_empty() || name.chars().count() > 128 {
         return Err(VaultError::Invalid(
             "a session name must be 1 to 128 characters long".into(),
         ));
     }
-    if name.chars().any(char::is_control) || name.trim() != name {
+    names::check_characters(name)?;
+    if name.trim_matches(' ') != name {
         return Err(VaultError::Invalid(
-            "a session name may not contain control characters or surrounding spaces".into(),
+            "a session name may not start or end with a space".into(),
         ));
+    }
+    if name.starts_with(names::HOME_PREFIX) {
+        return Err(VaultError::Invalid(format!(
+            "a session name may not start with {:?}: open_session expands it to the caller's \
+             namespace (\"<uid>/\")",
+            names::HOME_PREFIX
+        )));
     }
     Ok(())
 }
