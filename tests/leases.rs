@@ -62,10 +62,12 @@ async fn assert_held_by(c: &Connection, name: &str, pid: u32) {
         }
     );
     assert_eq!(listing(c, name).await.lease_holder_pid, Some(pid));
-    let r = c.call(Request::DeleteSession {
+    let r = c
+        .call(Request::DeleteSession {
             name: name.into(),
             force: false,
-        }).await;
+        })
+        .await;
     assert_eq!(
         err_code(r),
         ErrorCode::SessionBusy {

@@ -241,13 +241,19 @@ mod tests {
     #[test]
     fn names_outside_printable_ascii_are_escaped_and_marked() {
         assert_eq!(escaped_name("my bot-1.2"), None);
-        assert_eq!(escaped_name("my\u{443}bot").as_deref(), Some(r"my\u{443}bot"));
+        assert_eq!(
+            escaped_name("my\u{443}bot").as_deref(),
+            Some(r"my\u{443}bot")
+        );
         assert_eq!(
             escaped_name("admin\u{202e}tob\u{200b}").as_deref(),
             Some(r"admin\u{202e}tob\u{200b}")
         );
         // A backslash is escaped too, so that a plain name can never read as an escape.
-        assert_eq!(escaped_name(r"my\u{443}bot").as_deref(), Some(r"my\\u{443}bot"));
+        assert_eq!(
+            escaped_name(r"my\u{443}bot").as_deref(),
+            Some(r"my\\u{443}bot")
+        );
         assert_eq!(escaped_name("a\nb").as_deref(), Some(r"a\u{a}b"));
 
         let mut out = Vec::new();
@@ -268,7 +274,10 @@ mod tests {
 
         let list = [listing("my\u{443}bot", None, None)];
         let value = serde_json::to_value(json(&list)).unwrap();
-        assert_eq!(value[0]["name"], "my\u{443}bot", "name stays the name itself");
+        assert_eq!(
+            value[0]["name"], "my\u{443}bot",
+            "name stays the name itself"
+        );
         assert_eq!(value[0]["name_escaped"], r"my\u{443}bot");
     }
 }

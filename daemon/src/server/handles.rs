@@ -205,24 +205,62 @@ mod tests {
         let e = h.epoch();
         l.acquire(s, 10, Some(10)).unwrap();
         let a = h
-            .add(10, peer(10), Handle { sid: s, exclusive: true }, e)
+            .add(
+                10,
+                peer(10),
+                Handle {
+                    sid: s,
+                    exclusive: true,
+                },
+                e,
+            )
             .unwrap();
         let b = h
-            .add(10, peer(10), Handle { sid: other, exclusive: false }, e)
+            .add(
+                10,
+                peer(10),
+                Handle {
+                    sid: other,
+                    exclusive: false,
+                },
+                e,
+            )
             .unwrap();
         let c = h
-            .add(11, peer(11), Handle { sid: s, exclusive: false }, e)
+            .add(
+                11,
+                peer(11),
+                Handle {
+                    sid: s,
+                    exclusive: false,
+                },
+                e,
+            )
             .unwrap();
         assert_eq!((a, b, c), (1, 2, 1));
 
         assert_eq!(h.end_session(s, Ended::Revoked, &l, |p| p.uid == 11), 1);
         assert_eq!(h.get(10, a), Lookup::Ended(Ended::Revoked));
         assert_eq!(l.holder(s), None, "the lease went with the handle");
-        assert!(matches!(h.get(10, b), Lookup::Open(_)), "other sessions stay");
+        assert!(
+            matches!(h.get(10, b), Lookup::Open(_)),
+            "other sessions stay"
+        );
         assert!(matches!(h.get(11, c), Lookup::Open(_)), "kept peers stay");
 
         // A decision taken before the act is refused; closing forgets the ended handle.
-        assert_eq!(h.add(10, peer(10), Handle { sid: s, exclusive: false }, e), None);
+        assert_eq!(
+            h.add(
+                10,
+                peer(10),
+                Handle {
+                    sid: s,
+                    exclusive: false
+                },
+                e
+            ),
+            None
+        );
         assert_eq!(h.close(10, a, &l), Lookup::Ended(Ended::Revoked));
         assert_eq!(h.get(10, a), Lookup::Unknown);
 

@@ -347,7 +347,14 @@ fn fields_added_later_read_as_their_default_when_absent() {
          aa 64635f6f7074696f6e73 90",
     );
     assert!(
-        matches!(&r, Response::Opened { handle: 1, name: None, .. }),
+        matches!(
+            &r,
+            Response::Opened {
+                handle: 1,
+                name: None,
+                ..
+            }
+        ),
         "{r:?}"
     );
 }

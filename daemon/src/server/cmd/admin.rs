@@ -51,7 +51,9 @@ pub async fn delete(conn: &Conn, name: String, force: bool) -> Result<Response, 
         }
     }
     d.vault.delete_session(&name).await?;
-    let ended = d.handles.end_session(sid, Ended::Deleted, &d.leases, |_| false);
+    let ended = d
+        .handles
+        .end_session(sid, Ended::Deleted, &d.leases, |_| false);
     d.sessions_changed().await;
     tracing::info!(uid = conn.peer.uid, name = %name.escape_debug(), force, ended, "session deleted");
     Ok(Response::Ok)
@@ -88,9 +90,10 @@ pub async fn grant(
     let ended = if allow {
         0
     } else {
-        d.handles.end_session(sid, Ended::Revoked, &d.leases, |peer| {
-            d.config.admin_uids.contains(&peer.uid) || allowed(peer, &acl)
-        })
+        d.handles
+            .end_session(sid, Ended::Revoked, &d.leases, |peer| {
+                d.config.admin_uids.contains(&peer.uid) || allowed(peer, &acl)
+            })
     };
     tracing::info!(uid = conn.peer.uid, name = %name.escape_debug(), ?uid, ?gid, allow, ended, "session access changed");
     Ok(Response::Ok)
@@ -128,10 +131,9 @@ pub async fn import(
     };
     let sid = d.vault.import(&name, data, replace, acl).await?;
     let ended = match replaced {
-        Some(old) if old != sid => {
-            d.handles
-                .end_session(old, Ended::Replaced, &d.leases, |_| false)
-        }
+        Some(old) if old != sid => d
+            .handles
+            .end_session(old, Ended::Replaced, &d.leases, |_| false),
         _ => 0,
     };
     d.sessions_changed().await;

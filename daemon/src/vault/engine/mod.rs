@@ -7,7 +7,8 @@
 //!
 //! `mod.rs` holds the state machine, sessions and the sealed-row helpers; `data.rs` the
 //! per-session data rows (DC options, peers, update state, sent files); `record.rs` the
-//! records' plaintext encoding (positional MessagePack; older vaults' named maps still read).
+//! records' plaintext encoding (positional MessagePack; older vaults' named maps still read);
+//! `names.rs` session names: [`validate_name`], namespaces, the lookup `open_session` uses.
 //!
 //! Record layout (all sealed with [`Keys::seal`], keyed by blind indexes):
 //! - `sessions.record`: [`SessionRecord`] (home DC, self user, extras, ACL);
@@ -31,6 +32,8 @@ use super::store::{Header, Row, Store, Table};
 mod data;
 pub mod names;
 mod record;
+
+pub use names::validate_name;
 
 use record::{decode, encode};
 
@@ -108,31 +111,6 @@ fn now() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
-}
-
-/// Checks a session name: 1..=128 characters; none invisible, reordering or otherwise not
-/// plain text ([`names::check_characters`]); no leading or trailing space; not starting with
-/// `~/`, which `open_session` expands to the caller's namespace.
-pub fn validate_name(name: &str) -> Result<()> {
-    if name.is_empty() || name.chars().count() > 128 {
-        return Err(VaultError::Invalid(
-            "a session name must be 1 to 128 characters long".into(),
-        ));
-    }
-    names::check_characters(name)?;
-    if name.trim_matches(' ') != name {
-        return Err(VaultError::Invalid(
-            "a session name may not start or end with a space".into(),
-        ));
-    }
-    if name.starts_with(names::HOME_PREFIX) {
-        return Err(VaultError::Invalid(format!(
-            "a session name may not start with {:?}: open_session expands it to the caller's \
-             namespace (\"<uid>/\")",
-            names::HOME_PREFIX
-        )));
-    }
-    Ok(())
 }
 
 /// Lower-cases a username and strips a leading `@`, for case-insensitive lookups.

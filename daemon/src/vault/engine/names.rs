@@ -1,6 +1,6 @@
-//! Session names: which characters a name may hold, and the name-index queries the daemon's
-//! authorization needs (per-uid namespaces, their quota, a lookup of equal cost for names that
-//! exist and names that do not).
+//! Session names: [`validate_name`] and which characters a name may hold, and the name-index
+//! queries the daemon's authorization needs (per-uid namespaces, their quota, a lookup of
+//! comparable cost for names that exist and names that do not).
 //!
 //! A name is shown to administrators (`vaultctl list`, logs) and typed by them, so it must not
 //! be able to look like another name. [`check_characters`] refuses every code point that is
@@ -65,6 +65,31 @@ pub fn check_characters(name: &str) -> Result<()> {
                 i + 1
             )));
         }
+    }
+    Ok(())
+}
+
+/// Checks a session name: 1..=128 characters; none invisible, reordering or otherwise not
+/// plain text ([`check_characters`]); no leading or trailing space; not starting with
+/// `~/`, which `open_session` expands to the caller's namespace.
+pub fn validate_name(name: &str) -> Result<()> {
+    if name.is_empty() || name.chars().count() > 128 {
+        return Err(VaultError::Invalid(
+            "a session name must be 1 to 128 characters long".into(),
+        ));
+    }
+    check_characters(name)?;
+    if name.trim_matches(' ') != name {
+        return Err(VaultError::Invalid(
+            "a session name may not start or end with a space".into(),
+        ));
+    }
+    if name.starts_with(HOME_PREFIX) {
+        return Err(VaultError::Invalid(format!(
+            "a session name may not start with {:?}: open_session expands it to the caller's \
+             namespace (\"<uid>/\")",
+            HOME_PREFIX
+        )));
     }
     Ok(())
 }
@@ -152,10 +177,7 @@ impl<S: Store> Engine<S> {
 
 impl Vault {
     /// [`Engine::lookup_for_open`]: the session named `name` and its record, or `None`.
-    pub async fn lookup_for_open(
-        &self,
-        name: &str,
-    ) -> Result<Option<(SessionId, SessionRecord)>> {
+    pub async fn lookup_for_open(&self, name: &str) -> Result<Option<(SessionId, SessionRecord)>> {
         let name = name.to_owned();
         self.read(move |e| e.lookup_for_open(&name)).await
     }
@@ -196,7 +218,15 @@ mod tests {
 
     #[test]
     fn plain_names_of_any_script_pass() {
-        for name in ["mybot", "my bot", "бот", "ボット", "bot-1.2_x", "100/bot", "émoji🦀"] {
+        for name in [
+            "mybot",
+            "my bot",
+            "бот",
+            "ボット",
+            "bot-1.2_x",
+            "100/bot",
+            "émoji🦀",
+        ] {
             check_characters(name).unwrap_or_else(|e| panic!("{name:?}: {e}"));
         }
     }
@@ -233,6 +263,19 @@ mod tests {
             assert!(m.contains(&code), "{what} {code}: {m}");
             assert!(m.contains("character 3"), "{code}: {m}");
             assert!(!m.contains(c), "the message must not carry {code} raw: {m}");
+        }
+    }
+
+    #[test]
+    fn names_are_checked_for_length_spaces_and_the_home_prefix() {
+        for ok in ["a", "1000/bot", "my bot", &"x".repeat(128)] {
+            validate_name(ok).unwrap_or_else(|e| panic!("{ok:?}: {e}"));
+        }
+        for bad in ["", " bot", "bot ", "~/bot", &"x".repeat(129), "a\u{202E}b"] {
+            assert!(
+                matches!(validate_name(bad), Err(VaultError::Invalid(_))),
+                "{bad:?}"
+            );
         }
     }
 
