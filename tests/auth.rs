@@ -1,7 +1,8 @@
 //! Authorization by peer credentials: another uid (run through `setpriv`) may ask `status`
-//! and use its own sessions, is refused admin requests and others' sessions, and gains a
-//! session by a grant to its uid or gid. The socket is opened to everyone (0666 in a 0755
-//! dir) for these tests, so that what is tested is the daemon's own check.
+//! and use its own sessions, is refused admin requests, is told others' sessions do not exist
+//! (the one `no_such_session` answer of a non-admin), and gains a session by a grant to its
+//! uid or gid. The socket is opened to everyone (0666 in a 0755 dir) for these tests, so that
+//! what is tested is the daemon's own check.
 
 use session_vault_proto::message::{ErrorCode, Request, Response, VaultState};
 use session_vault_proto::model::SessionData;
@@ -28,6 +29,21 @@ fn denied(r: Response, what: &str) {
             );
         }
         other => panic!("{what}: expected permission_denied, got {other:?}"),
+    }
+}
+
+/// The answer a non-admin gets for a session it may not use: the same as for a missing one.
+fn unavailable(r: Response, what: &str) {
+    match r {
+        Response::Error(e) => {
+            assert_eq!(e.code, ErrorCode::NoSuchSession, "{what}: {}", e.message);
+            assert!(
+                e.message.contains(&format!("uid {OTHER_UID}")),
+                "{what}: {}",
+                e.message
+            );
+        }
+        other => panic!("{what}: expected no_such_session, got {other:?}"),
     }
 }
 
@@ -91,6 +107,7 @@ async fn another_uid_is_refused_admin_requests_and_others_sessions() {
             "delete",
             Request::DeleteSession {
                 name: "rootbot".into(),
+                force: false,
             },
         ),
         (
@@ -116,6 +133,7 @@ async fn another_uid_is_refused_admin_requests_and_others_sessions() {
                 data: SessionData::default(),
                 replace: true,
                 owner_uid: Some(OTHER_UID),
+                force: false,
             },
         ),
         (
@@ -130,7 +148,7 @@ async fn another_uid_is_refused_admin_requests_and_others_sessions() {
     requests.extend(admin.into_iter().map(|(_, r)| r));
     requests.push(open_req("rootbot", false, false));
     requests.push(open_req("rootbot", true, false));
-    requests.push(open_req("nobodybot", true, true));
+    requests.push(open_req("~/nobodybot", true, true));
     requests.push(Request::GetHomeDc { handle: 1 });
 
     let mut resp = as_other(&env, &requests).into_iter();
@@ -142,12 +160,13 @@ async fn another_uid_is_refused_admin_requests_and_others_sessions() {
     for name in names {
         denied(resp.next().unwrap(), name);
     }
-    denied(resp.next().unwrap(), "shared open of root's session");
-    denied(resp.next().unwrap(), "exclusive open of root's session");
+    unavailable(resp.next().unwrap(), "shared open of root's session");
+    unavailable(resp.next().unwrap(), "exclusive open of root's session");
+    let own = format!("{OTHER_UID}/nobodybot");
     let r = resp.next().unwrap();
     assert!(
-        matches!(r, Response::Opened { created: true, .. }),
-        "a uid may create its own session: {r:?}"
+        matches!(&r, Response::Opened { created: true, name: Some(n), .. } if *n == own),
+        "a uid may create a session in its own namespace: {r:?}"
     );
     let r = resp.next().unwrap();
     assert!(matches!(r, Response::HomeDc(2)), "and use it: {r:?}");
@@ -167,7 +186,7 @@ async fn another_uid_is_refused_admin_requests_and_others_sessions() {
     };
     assert_eq!(summary("rootbot").home_dc, 4);
     assert_eq!(summary("rootbot").owner_uid, Some(0));
-    assert_eq!(summary("nobodybot").owner_uid, Some(OTHER_UID));
+    assert_eq!(summary(&own).owner_uid, Some(OTHER_UID));
     assert_eq!(list.len(), 2);
     // The passphrase was not changed.
     c.call(Request::Lock).await.unwrap();
@@ -198,7 +217,7 @@ async fn a_grant_to_a_uid_or_gid_opens_a_session_and_a_revoke_closes_it() {
     ];
     let try_open = |what: &str| {
         let r = as_other(&env, &use_it[..1]).remove(0);
-        denied(r, what);
+        unavailable(r, what);
     };
     let grant = |uid, gid, allow| {
         let c = c.clone();

@@ -241,7 +241,10 @@ async fn unknown_sessions_and_handles_are_no_such_session() {
             old: ghost(),
             new: "x".into(),
         },
-        Request::DeleteSession { name: ghost() },
+        Request::DeleteSession {
+            name: ghost(),
+            force: false,
+        },
         Request::ExportSession { name: ghost() },
         Request::Grant {
             name: ghost(),
@@ -320,6 +323,7 @@ async fn names_taken_by_rename_or_import_are_refused() {
         data: data.clone(),
         replace,
         owner_uid: None,
+        force: false,
     };
     assert_eq!(err_code(c.call(import(false)).await), ErrorCode::NameTaken);
 

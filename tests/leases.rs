@@ -62,7 +62,12 @@ async fn assert_held_by(c: &Connection, name: &str, pid: u32) {
         }
     );
     assert_eq!(listing(c, name).await.lease_holder_pid, Some(pid));
-    let r = c.call(Request::DeleteSession { name: name.into() }).await;
+    let r = c
+        .call(Request::DeleteSession {
+            name: name.into(),
+            force: false,
+        })
+        .await;
     assert_eq!(
         err_code(r),
         ErrorCode::SessionBusy {
@@ -231,6 +236,7 @@ async fn a_leased_session_cannot_be_replaced_by_an_admin_import() {
             data: Default::default(),
             replace: true,
             owner_uid: None,
+            force: false,
         })
         .await;
     assert_eq!(
@@ -255,6 +261,7 @@ async fn a_leased_session_cannot_be_replaced_by_an_admin_import() {
             },
             replace: true,
             owner_uid: None,
+            force: false,
         })
         .await;
     assert!(matches!(r, Ok(Response::Ok)), "{r:?}");

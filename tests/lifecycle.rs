@@ -35,6 +35,7 @@ fn full_lifecycle() {
             created,
             home_dc,
             dc_options,
+            ..
         } = r
         else {
             panic!("{r:?}")

@@ -12,7 +12,7 @@
 //! ```
 //!
 //! Environment: `TG_ID` (API id), `TG_HASH` (API hash), `BOT_TOKEN`; optional
-//! `VAULT_SESSION` (the session's name in the vault, default `echo-bot`) and
+//! `VAULT_SESSION` (the session's name in the vault, default `~/echo-bot`: this uid's own) and
 //! `SESSION_VAULT_SOCKET` (the daemon's socket, default the standard paths).
 
 use std::sync::Arc;
@@ -49,7 +49,7 @@ async fn run() -> Result {
         .map_err(|_| "TG_ID must be a number")?;
     let api_hash = var("TG_HASH")?;
     let token = var("BOT_TOKEN")?;
-    let name = std::env::var("VAULT_SESSION").unwrap_or_else(|_| "echo-bot".to_owned());
+    let name = std::env::var("VAULT_SESSION").unwrap_or_else(|_| "~/echo-bot".to_owned());
 
     // Was: `let session = Arc::new(SqliteSession::open("echo.session").await?);`
     let session = Arc::new(

@@ -19,7 +19,7 @@
 //! use session_vault_client::VaultSession;
 //!
 //! let session = Arc::new(
-//!     VaultSession::builder("mybot")                 // the session's name in the vault
+//!     VaultSession::builder("~/mybot")               // the name in the vault: "<uid>/mybot"
 //!         .create_if_missing(true)                    // default false: NoSuchSession
 //!         .exclusive(true)                            // default true: hold the lease
 //!         .wait_for_unlock(Duration::from_secs(600))  // default: fail at once with Locked

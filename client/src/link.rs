@@ -58,6 +58,8 @@ pub(crate) struct Link {
 pub(crate) struct Opened {
     pub home_dc: i32,
     pub dc_options: Vec<DcOption>,
+    /// The session's full name (`~/` expanded), from daemons that report it.
+    pub name: Option<String>,
 }
 
 /// How long a request may still wait for the vault to be unlocked.
@@ -130,6 +132,7 @@ pub(crate) async fn open_link(
                 handle,
                 home_dc,
                 dc_options,
+                name,
                 ..
             }) => {
                 let link = Arc::new(Link {
@@ -142,6 +145,7 @@ pub(crate) async fn open_link(
                     Opened {
                         home_dc,
                         dc_options,
+                        name,
                     },
                 ));
             }

@@ -68,6 +68,17 @@ impl VaultSessionBuilder {
     /// Create the session (owned by this process's uid, with a new session's contents: home
     /// DC 2 and the five known DC options) if it does not exist. Default `false`:
     /// [`VaultError::NoSuchSession`].
+    ///
+    /// A uid that is not one of the daemon's admins may create sessions only in its own
+    /// namespace, names starting with `<uid>/`: write `~/mybot`, which the daemon expands to
+    /// `1000/mybot` for uid 1000 (and [`VaultSession::name`] then returns the full name).
+    /// Elsewhere a non-admin gets [`VaultError::NoSuchSession`], the same answer as for a
+    /// session that exists but is not its own. The daemon caps how many sessions a non-admin
+    /// uid may create (`max_sessions_per_uid`, 32 by default).
+    ///
+    /// With it, an existing session opens only if it is this uid's own or was granted to it
+    /// (for an admin uid: also when another admin uid owns it): a bot never writes its auth
+    /// key into a session that another uid made for it to find.
     pub fn create_if_missing(mut self, yes: bool) -> Self {
         self.create_if_missing = yes;
         self
@@ -118,7 +129,7 @@ impl VaultSessionBuilder {
     /// right away); waits for unlock only if [`wait_for_unlock`](Self::wait_for_unlock) was
     /// given.
     pub async fn connect(self) -> Result<VaultSession, VaultError> {
-        let config = Config {
+        let mut config = Config {
             socket: self
                 .socket
                 .unwrap_or_else(session_vault_proto::paths::default_socket_path),
@@ -132,6 +143,10 @@ impl VaultSessionBuilder {
         let mut lock_wait = LockWait::new(config.wait_for_unlock);
         let (link, opened) =
             open_link(&config, 0, config.create_if_missing, &mut lock_wait).await?;
+        // `~/bot` is `<uid>/bot`: keep the full name, for `name()` and for reconnects.
+        if let Some(full) = &opened.name {
+            config.name.clone_from(full);
+        }
         let cache = config
             .exclusive
             .then(|| Mutex::new(Cache::new(self.peer_cache)));
@@ -167,7 +182,7 @@ struct DcCache {
 /// use session_vault_client::VaultSession;
 ///
 /// let session = Arc::new(
-///     VaultSession::builder("mybot")
+///     VaultSession::builder("~/mybot") // this uid's own namespace: "<uid>/mybot"
 ///         .create_if_missing(true)
 ///         .wait_for_unlock(Duration::from_secs(600))
 ///         .connect()
@@ -285,7 +300,8 @@ impl VaultSession {
         VaultSession::builder(name).connect().await
     }
 
-    /// The session's name in the vault.
+    /// The session's name in the vault: the full name the daemon reported at open (`~/bot`
+    /// opened as `1000/bot`), or the name given where the daemon did not report one.
     pub fn name(&self) -> &str {
         &self.link.config.name
     }

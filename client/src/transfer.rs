@@ -62,6 +62,7 @@ impl VaultSession {
         self.dcs_from(&Opened {
             home_dc: wire.home_dc,
             dc_options: std::mem::take(&mut wire.dc_options),
+            name: None,
         });
         for batch in rest.chunks(PEERS_PER_REQUEST) {
             let guard = WriteGuard::new(self.cache.as_ref(), |c| c.forget_peers(batch));

@@ -167,9 +167,16 @@ pub enum Request {
         new: String,
     },
     /// Delete a session and everything in it. → [`Response::Ok`].
+    ///
+    /// Refused with `SessionBusy` while a connection holds the session's lease, unless
+    /// `force`: then every handle open on the session is ended first (its lease with it).
     DeleteSession {
         /// Name.
         name: String,
+        /// End the handles and lease held on the session instead of refusing. Absent on the
+        /// wire means `false` (clients before it was added).
+        #[serde(default)]
+        force: bool,
     },
     /// Allow a uid or gid to use a session. → [`Response::Ok`].
     Grant {
@@ -199,6 +206,10 @@ pub enum Request {
         replace: bool,
         /// Owner uid; the requesting uid when absent.
         owner_uid: Option<u32>,
+        /// With `replace`: end the handles and lease held on the session being replaced
+        /// instead of refusing with `SessionBusy`. Absent on the wire means `false`.
+        #[serde(default)]
+        force: bool,
     },
     /// Everything a session holds. → [`Response::SessionData`].
     ExportSession {
@@ -216,7 +227,10 @@ pub enum Request {
         name: String,
         /// Take the lease.
         exclusive: bool,
-        /// Create the session (owned by the requesting uid) if it does not exist.
+        /// Create the session (owned by the requesting uid) if it does not exist. A name
+        /// starting with `~/` is the caller's own namespace (`<uid>/`); a uid that is not an
+        /// admin may create sessions there only. With it, an existing session opens only for
+        /// its owner or a granted uid/gid: "my session", never someone else's.
         create_if_missing: bool,
     },
     /// Close a handle (and free its lease). → [`Response::Ok`].
@@ -401,6 +415,10 @@ pub enum Response {
         home_dc: i32,
         /// DC options.
         dc_options: Vec<DcOption>,
+        /// The session's full name (a `~/` prefix expanded to `<uid>/`). `None` from daemons
+        /// before it was added.
+        #[serde(default)]
+        name: Option<String>,
     },
     /// To [`Request::GetHomeDc`].
     HomeDc(i32),

@@ -527,7 +527,7 @@ async fn listing_sessions_while_others_are_deleted() {
                 let h = open_session(&c, &name, false).await;
                 let r = c.call(Request::CloseSession { handle: h }).await;
                 assert!(matches!(r, Ok(Response::Ok)), "{r:?}");
-                let r = c.call(Request::DeleteSession { name }).await;
+                let r = c.call(Request::DeleteSession { name, force: false }).await;
                 assert!(matches!(r, Ok(Response::Ok)), "{r:?}");
             }
         })

@@ -34,6 +34,9 @@ struct Args {
     /// credential, e.g. from LoadCredentialEncrypted=). On failure the daemon stays locked.
     #[arg(long, value_name = "NAME")]
     unlock_credential: Option<String>,
+    /// Most sessions a uid that is not an admin may create, in its namespace "UID/" (default 32).
+    #[arg(long, value_name = "N")]
+    max_sessions_per_uid: Option<usize>,
 }
 
 fn main() -> ExitCode {
@@ -60,6 +63,7 @@ fn main() -> ExitCode {
         flush_interval_ms: args.flush_interval_ms,
         max_frame_bytes: args.max_frame_bytes,
         unlock_credential: args.unlock_credential,
+        max_sessions_per_uid: args.max_sessions_per_uid,
     };
     let result = config::Config::resolve(overrides)
         .map_err(anyhow::Error::from)

@@ -4,7 +4,7 @@ use std::io::{self, Write};
 
 use session_vault_proto::message::Request;
 
-use super::output::sanitize;
+use super::list::shown_name;
 use super::prompt;
 use super::{CtlError, DaemonClient};
 
@@ -13,7 +13,8 @@ use super::{CtlError, DaemonClient};
 /// Removes the session's auth keys, peers, update state and grants for good. On a terminal
 /// vaultctl asks first (type the session's name, or y); --yes skips the question, and is
 /// required when stdin is not a terminal. A session held open by a process cannot be deleted
-/// until that process lets go of it.
+/// until that process lets go of it, unless --force: then the daemon ends that process's
+/// handle and lease at once (its next request on the session fails) and deletes.
 #[derive(Debug, clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct Args {
@@ -22,10 +23,13 @@ pub struct Args {
     /// Delete without asking (required when stdin is not a terminal)
     #[arg(long, short = 'y')]
     pub yes: bool,
+    /// Delete even while a process holds the session open: its handle and lease end at once
+    #[arg(long)]
+    pub force: bool,
 }
 
 pub(super) fn run(args: Args, daemon: &DaemonClient, out: &mut dyn Write) -> Result<(), CtlError> {
-    let shown = sanitize(&args.name);
+    let shown = shown_name(&args.name);
     if !args.yes {
         if !prompt::stdin_is_terminal() {
             return Err(CtlError::usage_with_hint(
@@ -52,7 +56,13 @@ pub(super) fn run(args: Args, daemon: &DaemonClient, out: &mut dyn Write) -> Res
             )));
         }
     }
-    daemon.call_ok(Request::DeleteSession { name: args.name }, "rm")?;
+    daemon.call_ok(
+        Request::DeleteSession {
+            name: args.name,
+            force: args.force,
+        },
+        "rm",
+    )?;
     writeln!(out, "Deleted session \"{shown}\".")?;
     Ok(())
 }

@@ -28,6 +28,8 @@ pub struct FileConfig {
     pub max_frame_bytes: Option<u32>,
     /// Name of a systemd credential holding the passphrase for unattended unlock.
     pub unlock_credential: Option<String>,
+    /// Most sessions a non-admin uid may hold in its namespace (default 32).
+    pub max_sessions_per_uid: Option<usize>,
 }
 
 /// Values given on the command line (each overrides the file).
@@ -47,6 +49,8 @@ pub struct Overrides {
     pub max_frame_bytes: Option<u32>,
     /// `--unlock-credential`.
     pub unlock_credential: Option<String>,
+    /// `--max-sessions-per-uid`.
+    pub max_sessions_per_uid: Option<usize>,
 }
 
 /// The resolved configuration.
@@ -64,7 +68,12 @@ pub struct Config {
     pub max_frame: u32,
     /// systemd credential name for unattended unlock.
     pub unlock_credential: Option<String>,
+    /// Most sessions a non-admin uid may create in its namespace (`<uid>/…`).
+    pub max_sessions_per_uid: usize,
 }
+
+/// Default of [`Config::max_sessions_per_uid`].
+pub const DEFAULT_MAX_SESSIONS_PER_UID: usize = 32;
 
 /// Why the configuration could not be resolved.
 #[derive(Debug, thiserror::Error)]
@@ -149,6 +158,10 @@ impl Config {
                 .or(file.max_frame_bytes)
                 .unwrap_or(session_vault_proto::DEFAULT_MAX_FRAME),
             unlock_credential: o.unlock_credential.or(file.unlock_credential),
+            max_sessions_per_uid: o
+                .max_sessions_per_uid
+                .or(file.max_sessions_per_uid)
+                .unwrap_or(DEFAULT_MAX_SESSIONS_PER_UID),
         })
     }
 }

@@ -17,10 +17,9 @@
 
 pub mod answers;
 
-use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures_util::FutureExt;
@@ -40,7 +39,7 @@ use super::Daemon;
 use super::cmd::{self, Weight};
 use super::errors::wire;
 use super::transport::PeerInfo;
-use crate::vault::{SessionId, StateKind};
+use crate::vault::StateKind;
 
 pub use answers::MAX_IN_FLIGHT;
 /// How long answers may wait for a client that stopped reading, once the connection ends.
@@ -48,52 +47,17 @@ pub const WRITE_GRACE: Duration = Duration::from_secs(1);
 /// How long a new connection may take to send `Hello`.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A session opened on this connection.
-#[derive(Debug, Clone, Copy)]
-pub struct Handle {
-    /// The session.
-    pub sid: SessionId,
-    /// Whether it holds the lease.
-    pub exclusive: bool,
-}
-
 /// What request handlers know of their connection.
 pub struct Conn {
     /// Connection id (for leases and logs).
     pub id: u64,
     /// The peer's credentials.
     pub peer: PeerInfo,
-    /// The daemon.
+    /// The daemon. Its session handles live in the daemon-wide [`super::handles`] table.
     pub daemon: Arc<Daemon>,
-    handles: Mutex<HashMap<u32, Handle>>,
-    next_handle: AtomicU32,
 }
 
 impl Conn {
-    fn handles(&self) -> std::sync::MutexGuard<'_, HashMap<u32, Handle>> {
-        // Only map operations happen under this lock; nothing can panic while it is held.
-        self.handles
-            .lock()
-            .expect("handle table lock is never poisoned")
-    }
-
-    /// Registers an open session and returns its handle.
-    pub fn add_handle(&self, handle: Handle) -> u32 {
-        let h = self.next_handle.fetch_add(1, Ordering::Relaxed);
-        self.handles().insert(h, handle);
-        h
-    }
-
-    /// The session behind a handle.
-    pub fn handle(&self, h: u32) -> Option<Handle> {
-        self.handles().get(&h).copied()
-    }
-
-    /// Forgets a handle.
-    pub fn remove_handle(&self, h: u32) -> Option<Handle> {
-        self.handles().remove(&h)
-    }
-
     /// Whether the peer is an admin.
     pub fn is_admin(&self) -> bool {
         self.daemon.config.admin_uids.contains(&self.peer.uid)
@@ -282,8 +246,6 @@ pub async fn serve(
         id,
         peer,
         daemon: Arc::clone(&daemon),
-        handles: Mutex::new(HashMap::new()),
-        next_handle: AtomicU32::new(1),
     });
     let (outbox, answer_writer) = answers::Outbox::new(Arc::clone(&stream));
     let event_out = outbox.clone();
@@ -411,7 +373,7 @@ pub async fn serve(
         answer_writer.give_up();
         while tasks.join_next().await.is_some() {}
     }
-    daemon.leases.release_all(id);
+    daemon.handles.connection_ended(id, &daemon.leases);
     answer_writer.finish(WRITE_GRACE).await;
     tracing::debug!(conn = id, "connection closed");
 }

@@ -7,6 +7,8 @@
 //!   and answers, fair use of the storage thread by heavy requests;
 //! - [`cmd`]: one module per kind of request, dispatched from one `match`;
 //! - [`leases`]: exclusive session leases tied to connections;
+//! - [`handles`]: every connection's open session handles, so that revoke and delete end
+//!   them at once;
 //! - [`throttle`]: daemon-wide throttling of passphrase attempts;
 //! - [`config`]: TOML file, flags, environment, defaults;
 //! - [`systemd`]: readiness/status notifications, socket activation, credential unlock.
@@ -21,6 +23,7 @@ pub mod conn;
 pub mod datadir;
 pub mod dirs;
 pub mod errors;
+pub mod handles;
 pub mod leases;
 pub mod refuse;
 pub mod systemd;
@@ -56,6 +59,8 @@ pub struct Daemon {
     pub vault: Vault,
     /// Exclusive session leases.
     pub leases: leases::Leases,
+    /// Open session handles of every connection.
+    pub handles: handles::Handles,
     /// Passphrase-attempt throttle.
     pub throttle: throttle::Throttle,
     /// Heavy requests running, over all connections (see [`conn::answers`]).
@@ -95,6 +100,7 @@ impl Daemon {
             config,
             vault,
             leases: leases::Leases::default(),
+            handles: handles::Handles::default(),
             throttle: throttle::Throttle::default(),
             heavy_running: Semaphore::new(conn::answers::HEAVY_RUNNING),
             events,

@@ -331,3 +331,30 @@ fn bad_passphrase_omits_unchecked_when_false_so_older_peers_read_the_same_bytes(
         "81 ae 6261645f70617373706872617365 82 ae 72657472795f61667465725f6d73 cc fa a9 756e636865636b6564 c3",
     );
 }
+
+#[test]
+fn fields_added_later_read_as_their_default_when_absent() {
+    // {"delete_session": {"name": "b"}}: what clients sent before `force`.
+    let r: Request = decodes("81 ae 64656c6574655f73657373696f6e 81 a4 6e616d65 a1 62");
+    assert!(
+        matches!(&r, Request::DeleteSession { name, force: false } if name == "b"),
+        "{r:?}"
+    );
+    // {"opened": {"handle": 1, "created": false, "home_dc": 2, "dc_options": []}}: what
+    // daemons sent before `name`.
+    let r: Response = decodes(
+        "81 a6 6f70656e6564 84 a6 68616e646c65 01 a7 63726561746564 c2 a7 686f6d655f6463 02 \
+         aa 64635f6f7074696f6e73 90",
+    );
+    assert!(
+        matches!(
+            &r,
+            Response::Opened {
+                handle: 1,
+                name: None,
+                ..
+            }
+        ),
+        "{r:?}"
+    );
+}

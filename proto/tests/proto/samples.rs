@@ -223,6 +223,11 @@ pub fn requests() -> Vec<Request> {
         },
         Request::DeleteSession {
             name: "bot-b".into(),
+            force: false,
+        },
+        Request::DeleteSession {
+            name: "bot-b".into(),
+            force: true,
         },
         Request::Grant {
             name: "bot-a".into(),
@@ -239,12 +244,14 @@ pub fn requests() -> Vec<Request> {
             data: session_data(),
             replace: false,
             owner_uid: Some(1000),
+            force: false,
         },
         Request::ImportSession {
             name: "default".into(),
             data: SessionData::default(),
             replace: true,
             owner_uid: None,
+            force: true,
         },
         Request::ExportSession {
             name: "bot-a".into(),
@@ -418,6 +425,14 @@ pub fn responses() -> Vec<Response> {
             created: true,
             home_dc: 2,
             dc_options: SessionData::default().dc_options,
+            name: Some("1000/bot".into()),
+        },
+        Response::Opened {
+            handle: 2,
+            created: false,
+            home_dc: 4,
+            dc_options: Vec::new(),
+            name: None,
         },
         Response::HomeDc(2),
         Response::DcOptions(vec![dc_option()]),

@@ -170,6 +170,7 @@ async fn creator(socket: PathBuf, base: u64) {
             let r = admin
                 .call(|| Request::DeleteSession {
                     name: format!("c{old}"),
+                    force: false,
                 })
                 .await;
             let t1 = mono_ns();

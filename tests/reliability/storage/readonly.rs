@@ -188,6 +188,7 @@ async fn a_file_system_turning_read_only_under_the_daemon_fails_writes_with_stor
             data: SessionData::default(),
             replace: false,
             owner_uid: None,
+            force: false,
         })
         .await;
     codes.push(code(&r));

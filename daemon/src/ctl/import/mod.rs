@@ -99,6 +99,10 @@ pub struct Args {
     /// Replace an existing session of that name
     #[arg(long)]
     pub replace: bool,
+    /// With --replace: end the handle and lease a process holds on that session instead of
+    /// refusing (the process's next request on it fails)
+    #[arg(long, requires = "replace")]
+    pub force: bool,
 }
 
 /// `--format` of `import`.
@@ -155,6 +159,7 @@ pub(super) fn run(args: Args, daemon: &DaemonClient, out: &mut dyn Write) -> Res
             data: imported.data,
             replace: args.replace,
             owner_uid: None,
+            force: args.force,
         },
     };
     // The exact size of the frame the client will write (the id's encoding aside).

@@ -1,11 +1,14 @@
 //! Admin requests addressed by session name: list, rename, delete, grant/revoke, import,
-//! export.
+//! export. Revoke, delete and a replacing import end the handles they take away at once
+//! (see [`crate::server::handles`]).
 
 use session_vault_proto::message::{ErrorCode, Response, SessionListing, WireError};
 use session_vault_proto::model::{SessionAcl, SessionData};
 
+use super::open::allowed;
 use crate::server::conn::Conn;
 use crate::server::errors::wire;
+use crate::server::handles::Ended;
 
 /// `list_sessions`, with each session's lease holder.
 pub async fn list(conn: &Conn) -> Result<Response, WireError> {
@@ -25,26 +28,34 @@ pub async fn list(conn: &Conn) -> Result<Response, WireError> {
 /// `rename_session`. Open handles follow the session (they hold its id, not its name).
 pub async fn rename(conn: &Conn, old: String, new: String) -> Result<Response, WireError> {
     conn.daemon.vault.rename_session(&old, &new).await?;
-    tracing::info!(uid = conn.peer.uid, old = %old, new = %new, "session renamed");
+    tracing::info!(uid = conn.peer.uid, old = %old.escape_debug(), new = %new.escape_debug(), "session renamed");
     Ok(Response::Ok)
 }
 
-/// `delete_session`; refused while a connection holds the session's lease.
-pub async fn delete(conn: &Conn, name: String) -> Result<Response, WireError> {
+/// `delete_session`; refused while a connection holds the session's lease, unless `force`.
+/// Every handle still open on the session is ended (with its lease): the next request on it
+/// gets `no_such_session` saying the session was deleted.
+pub async fn delete(conn: &Conn, name: String, force: bool) -> Result<Response, WireError> {
     let d = &conn.daemon;
     let sid = d.vault.open_session(&name).await?;
-    if let Some(holder_pid) = d.leases.holder(sid) {
-        return Err(wire(
-            ErrorCode::SessionBusy { holder_pid },
-            format!(
-                "session {name:?} is open by {}; stop that process first",
-                holder_pid.map_or("another client".to_owned(), |p| format!("pid {p}"))
-            ),
-        ));
+    if !force {
+        if let Some(holder_pid) = d.leases.holder(sid) {
+            return Err(wire(
+                ErrorCode::SessionBusy { holder_pid },
+                format!(
+                    "session {name:?} is open by {}; stop that process first, or delete with \
+                     force to end its handle",
+                    holder_pid.map_or("another client".to_owned(), |p| format!("pid {p}"))
+                ),
+            ));
+        }
     }
     d.vault.delete_session(&name).await?;
+    let ended = d
+        .handles
+        .end_session(sid, Ended::Deleted, &d.leases, |_| false);
     d.sessions_changed().await;
-    tracing::info!(uid = conn.peer.uid, name = %name, "session deleted");
+    tracing::info!(uid = conn.peer.uid, name = %name.escape_debug(), force, ended, "session deleted");
     Ok(Response::Ok)
 }
 
@@ -74,37 +85,59 @@ pub async fn grant(
     if allow {
         list.push(id);
     }
-    d.vault.set_acl(sid, acl).await?;
-    tracing::info!(uid = conn.peer.uid, name = %name, ?uid, ?gid, allow, "session access changed");
+    d.vault.set_acl(sid, acl.clone()).await?;
+    // A revoke takes effect at once: handles of connections no longer allowed end now.
+    let ended = if allow {
+        0
+    } else {
+        d.handles
+            .end_session(sid, Ended::Revoked, &d.leases, |peer| {
+                d.config.admin_uids.contains(&peer.uid) || allowed(peer, &acl)
+            })
+    };
+    tracing::info!(uid = conn.peer.uid, name = %name.escape_debug(), ?uid, ?gid, allow, ended, "session access changed");
     Ok(Response::Ok)
 }
 
-/// `import_session`: all or nothing, durable.
+/// `import_session`: all or nothing, durable. Replacing a session whose lease is held is
+/// refused unless `force`; the replaced session's handles are ended either way.
 pub async fn import(
     conn: &Conn,
     name: String,
     data: SessionData,
     replace: bool,
     owner_uid: Option<u32>,
+    force: bool,
 ) -> Result<Response, WireError> {
     let d = &conn.daemon;
+    let mut replaced = None;
     if replace {
         if let Ok(sid) = d.vault.open_session(&name).await {
-            if let Some(holder_pid) = d.leases.holder(sid) {
+            if let (false, Some(holder_pid)) = (force, d.leases.holder(sid)) {
                 return Err(wire(
                     ErrorCode::SessionBusy { holder_pid },
-                    format!("session {name:?} is open; it cannot be replaced now"),
+                    format!(
+                        "session {name:?} is open; it cannot be replaced now (or replace with \
+                         force to end its handle)"
+                    ),
                 ));
             }
+            replaced = Some(sid);
         }
     }
     let acl = SessionAcl {
         owner_uid: Some(owner_uid.unwrap_or(conn.peer.uid)),
         ..SessionAcl::default()
     };
-    d.vault.import(&name, data, replace, acl).await?;
+    let sid = d.vault.import(&name, data, replace, acl).await?;
+    let ended = match replaced {
+        Some(old) if old != sid => d
+            .handles
+            .end_session(old, Ended::Replaced, &d.leases, |_| false),
+        _ => 0,
+    };
     d.sessions_changed().await;
-    tracing::info!(uid = conn.peer.uid, name = %name, "session imported");
+    tracing::info!(uid = conn.peer.uid, name = %name.escape_debug(), force, ended, "session imported");
     Ok(Response::Ok)
 }
 
@@ -113,6 +146,6 @@ pub async fn export(conn: &Conn, name: String) -> Result<Response, WireError> {
     let d = &conn.daemon;
     let sid = d.vault.open_session(&name).await?;
     let data = d.vault.export(sid).await?;
-    tracing::info!(uid = conn.peer.uid, name = %name, "session exported");
+    tracing::info!(uid = conn.peer.uid, name = %name.escape_debug(), "session exported");
     Ok(Response::SessionData(data))
 }

@@ -8,15 +8,32 @@ use session_vault_proto::model::{
 
 use crate::server::conn::Conn;
 use crate::server::errors::wire;
+use crate::server::handles::{Handle, Lookup};
 use crate::vault::SessionId;
 
+/// The open handle `handle` of this connection; `no_such_session` (saying why, when the
+/// daemon ended it: revoked, deleted, replaced) otherwise.
+pub fn open_handle(conn: &Conn, handle: u32) -> Result<Handle, WireError> {
+    match conn.daemon.handles.get(conn.id, handle) {
+        Lookup::Open(h) => Ok(h),
+        other => Err(not_open(handle, other)),
+    }
+}
+
+/// The `no_such_session` answer for a handle that is not open.
+pub fn not_open(handle: u32, lookup: Lookup) -> WireError {
+    let message = match lookup {
+        Lookup::Ended(why) => format!(
+            "session handle {handle} was ended by the daemon: {}; close it",
+            why.reason()
+        ),
+        _ => format!("no open session handle {handle}"),
+    };
+    wire(ErrorCode::NoSuchSession, message)
+}
+
 fn sid(conn: &Conn, handle: u32) -> Result<SessionId, WireError> {
-    conn.handle(handle).map(|h| h.sid).ok_or_else(|| {
-        wire(
-            ErrorCode::NoSuchSession,
-            format!("no open session handle {handle}"),
-        )
-    })
+    open_handle(conn, handle).map(|h| h.sid)
 }
 
 /// `get_home_dc`.
@@ -160,12 +177,7 @@ pub async fn export(conn: &Conn, handle: u32) -> Result<Response, WireError> {
 /// `import` into the open session: replaces everything it holds, in one durable
 /// transaction, keeping its name, owner and grants. Needs the session's lease.
 pub async fn import(conn: &Conn, handle: u32, data: SessionData) -> Result<Response, WireError> {
-    let h = conn.handle(handle).ok_or_else(|| {
-        wire(
-            ErrorCode::NoSuchSession,
-            format!("no open session handle {handle}"),
-        )
-    })?;
+    let h = open_handle(conn, handle)?;
     if !h.exclusive {
         return Err(wire(
             ErrorCode::InvalidRequest,

@@ -100,9 +100,9 @@ async fn run(conn: &Conn, request: Request) -> Result<Response, WireError> {
             require_admin(conn, "rename")?;
             admin::rename(conn, old, new).await
         }
-        R::DeleteSession { name } => {
+        R::DeleteSession { name, force } => {
             require_admin(conn, "delete")?;
-            admin::delete(conn, name).await
+            admin::delete(conn, name, force).await
         }
         R::Grant { name, uid, gid } => {
             require_admin(conn, "grant")?;
@@ -117,9 +117,10 @@ async fn run(conn: &Conn, request: Request) -> Result<Response, WireError> {
             data,
             replace,
             owner_uid,
+            force,
         } => {
             require_admin(conn, "import")?;
-            admin::import(conn, name, data, replace, owner_uid).await
+            admin::import(conn, name, data, replace, owner_uid, force).await
         }
         R::ExportSession { name } => {
             require_admin(conn, "export")?;

@@ -1,22 +1,58 @@
-//! `open_session` and `close_session`: authorization and leases.
+//! `open_session` and `close_session`: authorization, namespaces and leases.
 //!
 //! A session may be opened by an admin, its owner uid, or a uid/gid it was granted to (a
 //! granted gid admits the peer's primary gid and, on Linux, its supplementary groups, as the
-//! kernel reported them with the connection). Access is checked at open; a handle stays
-//! valid for the life of its connection.
+//! kernel reported them with the connection). A handle stays valid until it is closed,
+//! its connection ends, or an admin act ends it (revoke, delete, replace: see
+//! [`crate::server::handles`]).
+//!
+//! Creating (`create_if_missing` on a missing name) is open to admins for any name, and to
+//! any other uid `U` only in its namespace, names starting with `U/`, up to
+//! `max_sessions_per_uid` of them. `~/` at the start of a name stands for the caller's
+//! namespace, for every caller. So a uid can neither squat a name an admin's bot will create,
+//! nor fill the vault.
+//!
+//! `create_if_missing` means "my session": an existing session opens with it only for its
+//! owner, a granted uid or gid, or (for admins) when it is owned by an admin uid. An admin bot
+//! therefore never writes its auth key into a session some other uid prepared for it.
+//!
+//! A uid that is not an admin gets one answer, byte for byte, whether the name does not exist,
+//! exists but is not its own, or is outside its namespace: it cannot probe for names. Both
+//! paths do the same kind of work (see [`crate::vault::engine::names`]).
 
 use session_vault_proto::message::{ErrorCode, Response, WireError};
 use session_vault_proto::model::SessionAcl;
 
-use crate::server::conn::{Conn, Handle};
+use crate::server::conn::Conn;
 use crate::server::errors::wire;
+use crate::server::handles::{Handle, Lookup};
+use crate::server::transport::PeerInfo;
 use crate::vault::VaultError;
+use crate::vault::engine::names::{self, QuotaFull};
 
-fn allowed(conn: &Conn, acl: &SessionAcl) -> bool {
-    conn.is_admin()
-        || acl.owner_uid == Some(conn.peer.uid)
-        || acl.uids.contains(&conn.peer.uid)
-        || acl.gids.iter().any(|&g| conn.peer.in_group(g))
+use super::data::not_open;
+
+/// How often an open looks again when an admin act ended handles while it decided.
+const OPEN_TRIES: usize = 8;
+
+/// Whether `peer` owns, or was granted, a session with `acl` (admins aside).
+pub fn allowed(peer: &PeerInfo, acl: &SessionAcl) -> bool {
+    acl.owner_uid == Some(peer.uid)
+        || acl.uids.contains(&peer.uid)
+        || acl.gids.iter().any(|&g| peer.in_group(g))
+}
+
+/// The one answer a non-admin gets for a name that is missing, not its own, or outside its
+/// namespace.
+fn unavailable(uid: u32, name: &str) -> WireError {
+    let ns = names::namespace(uid);
+    wire(
+        ErrorCode::NoSuchSession,
+        format!(
+            "no session named {name:?} is available to uid {uid} (non-admin uids may create \
+             sessions only under {ns:?} or \"~/\")"
+        ),
+    )
 }
 
 /// `open_session`.
@@ -26,33 +62,111 @@ pub async fn open(
     exclusive: bool,
     create_if_missing: bool,
 ) -> Result<Response, WireError> {
+    let name = names::expand_home(&name, conn.peer.uid);
+    for _ in 0..OPEN_TRIES {
+        if let Some(opened) = try_open(conn, &name, exclusive, create_if_missing).await? {
+            return Ok(opened);
+        }
+    }
+    Err(wire(
+        ErrorCode::SessionBusy { holder_pid: None },
+        format!("session {name:?} kept changing while it was being opened (admin acts); try again"),
+    ))
+}
+
+/// One attempt; `None` when it must look again (the session was created or its handles
+/// ended meanwhile).
+async fn try_open(
+    conn: &Conn,
+    name: &str,
+    exclusive: bool,
+    create_if_missing: bool,
+) -> Result<Option<Response>, WireError> {
     let d = &conn.daemon;
-    let (sid, created) = match d.vault.open_session(&name).await {
-        Ok(sid) => (sid, false),
-        Err(VaultError::NoSuchSession { .. }) if create_if_missing => {
-            let acl = SessionAcl {
-                owner_uid: Some(conn.peer.uid),
-                ..SessionAcl::default()
-            };
-            match d.vault.create_session(&name, acl).await {
-                Ok(sid) => {
-                    d.sessions_changed().await;
-                    (sid, true)
-                }
-                // Another client created it between our lookup and our create.
-                Err(VaultError::NameTaken { .. }) => (d.vault.open_session(&name).await?, false),
-                Err(e) => return Err(e.into()),
-            }
+    let (uid, admin) = (conn.peer.uid, conn.is_admin());
+    // Read before the ACL: a revoke after this point makes `add` below refuse.
+    let epoch = d.handles.epoch();
+    let found = match d.vault.lookup_for_open(name).await {
+        Ok(found) => found,
+        // A damaged record must not tell a non-admin that the name exists.
+        Err(e @ VaultError::Corrupt { .. }) if !admin => {
+            tracing::error!(uid, error = %e, "session record unreadable while authorizing an open");
+            return Err(unavailable(uid, name));
         }
         Err(e) => return Err(e.into()),
     };
-    let record = d.vault.session_record(sid).await?;
-    if !allowed(conn, &record.acl) {
-        return Err(wire(
-            ErrorCode::PermissionDenied,
-            format!("uid {} may not use session {name:?}", conn.peer.uid),
-        ));
-    }
+    let (sid, home_dc, created) = match found {
+        Some((sid, record)) => {
+            let acl = &record.acl;
+            if !allowed(&conn.peer, acl) {
+                if !admin {
+                    return Err(unavailable(uid, name));
+                }
+                let admin_owned = acl
+                    .owner_uid
+                    .is_some_and(|o| d.config.admin_uids.contains(&o));
+                if create_if_missing && !admin_owned {
+                    let owner = acl
+                        .owner_uid
+                        .map_or("no uid".to_owned(), |o| format!("uid {o}"));
+                    return Err(wire(
+                        ErrorCode::PermissionDenied,
+                        format!(
+                            "session {name:?} exists and belongs to {owner}, not to uid {uid}: \
+                             create_if_missing opens only your own or granted sessions; open it \
+                             without create_if_missing to use it as an admin"
+                        ),
+                    ));
+                }
+            }
+            (sid, record.home_dc, false)
+        }
+        None if !create_if_missing => {
+            return Err(if admin {
+                VaultError::NoSuchSession { name: name.into() }.into()
+            } else {
+                unavailable(uid, name)
+            });
+        }
+        None => {
+            let quota = if admin {
+                None
+            } else {
+                let ns = names::namespace(uid);
+                match name.strip_prefix(&ns) {
+                    // The rest must be a name of its own (no leading space, not empty).
+                    Some(rest) if crate::vault::engine::validate_name(rest).is_ok() => {}
+                    _ => return Err(unavailable(uid, name)),
+                }
+                Some((ns, d.config.max_sessions_per_uid))
+            };
+            let acl = SessionAcl {
+                owner_uid: Some(uid),
+                ..SessionAcl::default()
+            };
+            match d.vault.create_session_within(name, acl, quota).await {
+                Ok(Ok(sid)) => {
+                    d.sessions_changed().await;
+                    tracing::info!(uid, name = %name.escape_debug(), "session created");
+                    (sid, d.vault.session_record(sid).await?.home_dc, true)
+                }
+                Ok(Err(QuotaFull { count })) => {
+                    let max = d.config.max_sessions_per_uid;
+                    return Err(wire(
+                        ErrorCode::PermissionDenied,
+                        format!(
+                            "uid {uid} has {count} sessions under \"{uid}/\", the most this daemon \
+                             allows a non-admin uid (max_sessions_per_uid = {max}); an admin can \
+                             delete some or raise the limit"
+                        ),
+                    ));
+                }
+                // Another client created it between our lookup and our create: decide again.
+                Err(VaultError::NameTaken { .. }) => return Ok(None),
+                Err(e) => return Err(e.into()),
+            }
+        }
+    };
     if exclusive {
         d.leases
             .acquire(sid, conn.id, conn.peer.pid)
@@ -69,35 +183,41 @@ pub async fn open(
                 )
             })?;
     }
+    let release = || {
+        if exclusive {
+            d.leases.release(sid, conn.id);
+        }
+    };
     let dc_options = match d.vault.dc_options(sid).await {
         Ok(v) => v,
         Err(e) => {
-            if exclusive {
-                d.leases.release(sid, conn.id);
-            }
+            release();
             return Err(e.into());
         }
     };
-    let handle = conn.add_handle(Handle { sid, exclusive });
-    tracing::debug!(conn = conn.id, name = %name, exclusive, created, "session opened");
-    Ok(Response::Opened {
+    let Some(handle) = d
+        .handles
+        .add(conn.id, conn.peer.clone(), Handle { sid, exclusive }, epoch)
+    else {
+        release();
+        return Ok(None);
+    };
+    tracing::debug!(conn = conn.id, name = %name.escape_debug(), exclusive, created, "session opened");
+    Ok(Some(Response::Opened {
         handle,
         created,
-        home_dc: record.home_dc,
+        home_dc,
         dc_options,
-    })
+        name: Some(name.to_owned()),
+    }))
 }
 
-/// `close_session`: forgets the handle and gives back its lease.
+/// `close_session`: forgets the handle and gives back its lease. Closing a handle the daemon
+/// ended (revoke, delete, replace) is fine: it is forgotten.
 pub fn close(conn: &Conn, handle: u32) -> Result<Response, WireError> {
-    let h = conn.remove_handle(handle).ok_or_else(|| {
-        wire(
-            ErrorCode::NoSuchSession,
-            format!("no open session handle {handle}"),
-        )
-    })?;
-    if h.exclusive {
-        conn.daemon.leases.release(h.sid, conn.id);
+    let d = &conn.daemon;
+    match d.handles.close(conn.id, handle, &d.leases) {
+        Lookup::Open(_) | Lookup::Ended(_) => Ok(Response::Ok),
+        Lookup::Unknown => Err(not_open(handle, Lookup::Unknown)),
     }
-    Ok(Response::Ok)
 }

@@ -7,7 +7,8 @@
 //!
 //! `mod.rs` holds the state machine, sessions and the sealed-row helpers; `data.rs` the
 //! per-session data rows (DC options, peers, update state, sent files); `record.rs` the
-//! records' plaintext encoding (positional MessagePack; older vaults' named maps still read).
+//! records' plaintext encoding (positional MessagePack; older vaults' named maps still read);
+//! `names.rs` session names: [`validate_name`], namespaces, the lookup `open_session` uses.
 //!
 //! Record layout (all sealed with [`Keys::seal`], keyed by blind indexes):
 //! - `sessions.record`: [`SessionRecord`] (home DC, self user, extras, ACL);
@@ -29,7 +30,10 @@ use super::error::{Result, VaultError};
 use super::store::{Header, Row, Store, Table};
 
 mod data;
+pub mod names;
 mod record;
+
+pub use names::validate_name;
 
 use record::{decode, encode};
 
@@ -107,21 +111,6 @@ fn now() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
-}
-
-/// Checks a session name: 1..=128 characters, no control characters, no surrounding spaces.
-pub fn validate_name(name: &str) -> Result<()> {
-    if name.is_empty() || name.chars().count() > 128 {
-        return Err(VaultError::Invalid(
-            "a session name must be 1 to 128 characters long".into(),
-        ));
-    }
-    if name.chars().any(char::is_control) || name.trim() != name {
-        return Err(VaultError::Invalid(
-            "a session name may not contain control characters or surrounding spaces".into(),
-        ));
-    }
-    Ok(())
 }
 
 /// Lower-cases a username and strips a leading `@`, for case-insensitive lookups.
