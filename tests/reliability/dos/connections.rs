@@ -49,7 +49,10 @@ async fn hello_once(socket: &Path) -> String {
         crate::util::raw::hello(session_vault_proto::message::PROTOCOL_MAJOR),
     )
     .await;
-    let answer = codec::read_message::<_, ServerFrame>(&mut r.stream, u32::MAX).await;
+    let read = codec::read_message::<_, ServerFrame>(&mut r.stream, u32::MAX);
+    let Ok(answer) = tokio::time::timeout(Duration::from_secs(5), read).await else {
+        return "none within 5 s".into();
+    };
     match answer.map(|f| f.map(|f| f.response)) {
         Ok(Some(Response::Welcome { .. })) => "welcome".into(),
         Ok(Some(Response::Error(e))) => format!("error {:?} {}", e.code, e.message),
@@ -154,13 +157,13 @@ async fn idle_connections_up_to_the_fd_limit_do_not_lock_the_admin_out() {
     }
     let opened: Vec<String> = flooders.iter().map(|f| f.wait_for("opened")).collect();
     let flood_took = t.elapsed();
-    // Another non-admin uid is refused now, with a reason.
-    let late = Flooder::spawn(&env, TEST, FLOOD_UID + 199, "hello:1").expect("flooder");
-    let late_answer = late.wait_for("answer");
     let (status_ok, status_out, status_took) = timed_ctl(&env, &["status"]);
     let pf = env.secret_file("unlock-pass", PASS);
     let (unlock_ok, unlock_out, unlock_took) =
         timed_ctl(&env, &["unlock", "--passphrase-file", pf.to_str().unwrap()]);
+    // Another non-admin uid is refused, with a reason.
+    let late = Flooder::spawn(&env, TEST, FLOOD_UID + 199, "hello:1").expect("flooder");
+    let late_answer = late.wait_for("answer");
     let refused_lines = d.log().matches("connection refused").count();
     figure(
         TEST,
