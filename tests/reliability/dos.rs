@@ -353,7 +353,7 @@ const WRITE_LIMIT: Duration = Duration::from_secs(10);
 
 /// Durable writes one after another, 20 ms apart, for `window`; returns their latencies
 /// (a write not answered within [`WRITE_LIMIT`] counts as that).
-async fn durable_writes(c: &Connection, handle: u32, window: Duration) -> Vec<Duration> {
+pub async fn durable_writes(c: &Connection, handle: u32, window: Duration) -> Vec<Duration> {
     let start = Instant::now();
     let mut times = Vec::new();
     let mut n = 0;
@@ -363,7 +363,8 @@ async fn durable_writes(c: &Connection, handle: u32, window: Duration) -> Vec<Du
         match tokio::time::timeout(WRITE_LIMIT, c.call(durable_write(handle, n))).await {
             Ok(Ok(Response::Ok)) => times.push(t.elapsed()),
             Ok(Ok(other)) => panic!("durable write: {other:?}"),
-            // The daemon is gone (killed by the RSS guard): the rest never gets done.
+            // The daemon is gone (killed by the RSS guard), or refuses (locked): the rest
+            // would fail the same way.
             Ok(Err(_)) => {
                 times.push(WRITE_LIMIT);
                 break;
@@ -382,7 +383,7 @@ const RSS_KILL_KIB: u64 = 3 * 1024 * 1024;
 
 /// Samples `pid`'s RSS every 20 ms until the returned flag is set; the task yields the peak.
 /// Past [`RSS_KILL_KIB`] it SIGKILLs `pid` and stops.
-fn rss_sampler(pid: u32) -> (Arc<AtomicBool>, tokio::task::JoinHandle<u64>) {
+pub fn rss_sampler(pid: u32) -> (Arc<AtomicBool>, tokio::task::JoinHandle<u64>) {
     let stop = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&stop);
     let task = tokio::spawn(async move {
@@ -403,7 +404,8 @@ fn rss_sampler(pid: u32) -> (Arc<AtomicBool>, tokio::task::JoinHandle<u64>) {
     (stop, task)
 }
 
-fn ms(d: Duration) -> String {
+/// A duration in whole milliseconds, for figures.
+pub fn ms(d: Duration) -> String {
     format!("{:.0} ms", d.as_secs_f64() * 1000.0)
 }
 

@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 use session_vault_proto::codec;
 use session_vault_proto::message::{ErrorCode, Request, Response, ServerFrame};
 
-use super::super::figure;
 use super::super::load::connections::raise_fd_limit;
-use super::{FLOOD_UID, Flooder, say};
+use super::super::{figure, percentile, rss_kib};
+use super::{FLOOD_UID, Flooder, durable_writes, ms, rss_sampler, say};
 use crate::util::raw::Raw;
 use crate::util::*;
 
@@ -140,8 +140,11 @@ async fn idle_connections_up_to_the_fd_limit_do_not_lock_the_admin_out() {
     let d = Daemon::start_with_fd_limit(&env, 1024);
     let c = env.connect().await;
     env.init_proto(&c).await;
+    // A bot connected before the flood, with its session open.
+    let bot = open_session(&c, "bot", true).await;
     assert!(matches!(c.call(Request::Lock).await, Ok(Response::Ok)));
-    drop(c);
+    let rss_start = rss_kib(d.pid());
+    let (sampler_stop, sampler) = rss_sampler(d.pid());
     let t = Instant::now();
     let mut flooders = Vec::new();
     for i in 0..FLOODERS {
@@ -164,6 +167,10 @@ async fn idle_connections_up_to_the_fd_limit_do_not_lock_the_admin_out() {
     // Another non-admin uid is refused, with a reason.
     let late = Flooder::spawn(&env, TEST, FLOOD_UID + 199, "hello:1").expect("flooder");
     let late_answer = late.wait_for("answer");
+    // The bot's durable writes, with the flood still there.
+    let writes = durable_writes(&c, bot, Duration::from_secs(1)).await;
+    sampler_stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let peak = sampler.await.expect("RSS sampler");
     let refused_lines = d.log().matches("connection refused").count();
     figure(
         TEST,
@@ -172,9 +179,14 @@ async fn idle_connections_up_to_the_fd_limit_do_not_lock_the_admin_out() {
              connections saying hello and reading nothing, in {flood_took:.1?} (opened/failed \
              per uid: {opened:?}); then another uid's hello: {late_answer:?}; root's `vaultctl \
              status`: {} in {status_took:.0?}; `vaultctl unlock`: {} in {unlock_took:.0?}; \
-             {refused_lines} `connection refused` log lines",
+             {refused_lines} `connection refused` log lines; vaultd RSS {rss_start} KiB before, \
+             peak {peak} KiB; then a bot connected before the flood made {} durable writes: \
+             p50 {} / p99 {}",
             if status_ok { "ok" } else { "FAILED" },
             if unlock_ok { "ok" } else { "FAILED" },
+            writes.len(),
+            ms(percentile(&writes, 50)),
+            ms(percentile(&writes, 99)),
         ),
     );
     assert!(status_ok, "vaultctl status failed: {status_out}");
