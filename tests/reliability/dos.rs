@@ -280,16 +280,11 @@ async fn peers_flood(socket: &std::path::Path, conns: usize, make: fn(u32) -> (V
         }));
         let (answers, errors) = (Arc::clone(&answers), Arc::clone(&errors));
         tasks.push(tokio::spawn(async move {
-            loop {
-                match codec::read_message::<_, ServerFrame>(&mut rd, u32::MAX).await {
-                    Ok(Some(f)) => {
-                        if matches!(f.response, Response::Ok) {
-                            answers.fetch_add(1, Ordering::Relaxed);
-                        } else {
-                            errors.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                    _ => break,
+            while let Ok(Some(f)) = codec::read_message::<_, ServerFrame>(&mut rd, u32::MAX).await {
+                if matches!(f.response, Response::Ok) {
+                    answers.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    errors.fetch_add(1, Ordering::Relaxed);
                 }
             }
         }));

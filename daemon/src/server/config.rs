@@ -193,7 +193,7 @@ impl Config {
 /// The limits: flag, then file, then default; MiB become bytes (saturating at 4 GiB - 1).
 fn limit_settings(o: &Overrides, file: &FileConfig) -> Settings {
     use super::limits::*;
-    let mib = |v: u32| v.checked_mul(1 << 20).unwrap_or(u32::MAX);
+    let mib = |v: u32| v.saturating_mul(1 << 20);
     let idle = o
         .idle_timeout_secs
         .or(file.idle_timeout_secs)

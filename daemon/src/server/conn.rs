@@ -403,7 +403,7 @@ pub async fn serve(
         };
         // The header, cancel-safe: the idle timer can interrupt and resume it.
         let read = loop {
-            let idle = idle_timeout.map(|t| last_heard + t);
+            let idle = idle_timeout.and_then(|t| last_heard.checked_add(t));
             tokio::select! {
                 r = header.read(&mut reader) => break r,
                 _ = stop.recv() => {

@@ -9,7 +9,7 @@
 //!   also derived from the file-descriptor limit: at start the soft `RLIMIT_NOFILE` is raised
 //!   as far as the connection caps need (never above the hard limit), and what the daemon
 //!   cannot open is taken off the total, after [`reserved_fds`] for its own files. A refused
-//!   connection is answered `permission_denied` to its `hello` (see [`refuse`]), then closed.
+//!   connection is answered `permission_denied` to its `hello` (see [`crate::server::conn::refuse`]), then closed.
 //! - **Memory.** A request takes its weight ([`weight`]: what decoding its frame can make the
 //!   daemon hold) from the daemon-wide budget of [`Settings::request_memory`] bytes, and first
 //!   from its uid's share of it ([`Settings::request_memory_per_uid`]), before its payload is
