@@ -31,7 +31,7 @@ use tokio::sync::Mutex;
 use super::{Rng, figure, long, mono_ns, percentile};
 use crate::util::*;
 
-mod connections;
+pub mod connections;
 
 const SESSIONS: usize = 16;
 const READERS_PER_SESSION: usize = 3;

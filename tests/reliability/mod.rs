@@ -6,7 +6,8 @@
 //! - [`storage`]: a full disk, a file system gone read-only, a truncated vault file;
 //! - [`load`]: 64 clients on 16 sessions through lock/unlock cycles, checked against a model;
 //!   1,000 idle or half-open connections;
-//! - [`hostile`]: unlock brute force rate; a client pipelining large answers it never reads.
+//! - [`hostile`]: unlock brute force rate; a client pipelining large answers it never reads;
+//! - [`dos`]: one uid flooding large requests or connections while others work.
 //!
 //! Every test prints its figures on lines starting with `RELIABILITY` (run with
 //! `--nocapture` to see them). The CI-sized versions run in the normal suite; set
@@ -16,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub mod crash;
+pub mod dos;
 pub mod hostile;
 pub mod load;
 pub mod storage;

@@ -37,6 +37,30 @@ struct Args {
     /// Most sessions a uid that is not an admin may create, in its namespace "UID/" (default 32).
     #[arg(long, value_name = "N")]
     max_sessions_per_uid: Option<usize>,
+    /// Connections of non-admin uids in all [default: 4096, less if the open-file limit
+    /// cannot be raised that far].
+    #[arg(long, value_name = "N")]
+    max_connections: Option<u32>,
+    /// Connections of one non-admin uid; more are refused [default: 256].
+    #[arg(long, value_name = "N")]
+    max_connections_per_uid: Option<u32>,
+    /// Connections kept for admin uids beyond --max-connections [default: 32].
+    #[arg(long, value_name = "N")]
+    admin_reserved_connections: Option<u32>,
+    /// Close a non-admin connection with no session open after this many seconds without a
+    /// request (0: never) [default: 60].
+    #[arg(long, value_name = "SECS")]
+    idle_timeout_secs: Option<u64>,
+    /// Budget of requests in flight, daemon-wide, in MiB of weight (a request weighs up to
+    /// 26 times its frame) [default: 64].
+    #[arg(long, value_name = "MIB")]
+    request_memory_mib: Option<u32>,
+    /// One uid's share of --request-memory-mib [default: 16].
+    #[arg(long, value_name = "MIB")]
+    request_memory_per_uid_mib: Option<u32>,
+    /// Requests of one uid running at once [default: 64].
+    #[arg(long, value_name = "N")]
+    requests_running_per_uid: Option<u32>,
 }
 
 fn main() -> ExitCode {
@@ -64,6 +88,13 @@ fn main() -> ExitCode {
         max_frame_bytes: args.max_frame_bytes,
         unlock_credential: args.unlock_credential,
         max_sessions_per_uid: args.max_sessions_per_uid,
+        max_connections: args.max_connections,
+        max_connections_per_uid: args.max_connections_per_uid,
+        admin_reserved_connections: args.admin_reserved_connections,
+        idle_timeout_secs: args.idle_timeout_secs,
+        request_memory_mib: args.request_memory_mib,
+        request_memory_per_uid_mib: args.request_memory_per_uid_mib,
+        requests_running_per_uid: args.requests_running_per_uid,
     };
     let result = config::Config::resolve(overrides)
         .map_err(anyhow::Error::from)

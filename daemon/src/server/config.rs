@@ -4,13 +4,16 @@
 //! Precedence, highest first: flag, environment (socket only), file, default. Defaults: a
 //! system daemon (root) uses `/run/session-vault/vault.sock` and `/var/lib/session-vault`; a
 //! user daemon uses `$XDG_RUNTIME_DIR/session-vault/vault.sock` and
-//! `$XDG_DATA_HOME/session-vault` (or `~/.local/share/session-vault`).
+//! `$XDG_DATA_HOME/session-vault` (or `~/.local/share/session-vault`). The limits on
+//! connections and requests per uid and their defaults are described in [`super::limits`].
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
 use session_vault_proto::paths;
+
+use super::limits::Settings;
 
 /// The configuration file's contents; every key optional.
 #[derive(Debug, Default, Deserialize)]
@@ -30,6 +33,22 @@ pub struct FileConfig {
     pub unlock_credential: Option<String>,
     /// Most sessions a non-admin uid may hold in its namespace (default 32).
     pub max_sessions_per_uid: Option<usize>,
+    /// Connections of non-admin uids in all (default 4096, and what the open-file limit
+    /// allows).
+    pub max_connections: Option<u32>,
+    /// Connections of one non-admin uid (default 256).
+    pub max_connections_per_uid: Option<u32>,
+    /// Connections kept for admin uids beyond `max_connections` (default 32).
+    pub admin_reserved_connections: Option<u32>,
+    /// Seconds after which a non-admin connection with no session open and nothing sent is
+    /// closed (default 60; 0: never).
+    pub idle_timeout_secs: Option<u64>,
+    /// Daemon-wide budget of requests in flight, in MiB of weight (default 64).
+    pub request_memory_mib: Option<u32>,
+    /// One uid's share of that budget, in MiB (default 16).
+    pub request_memory_per_uid_mib: Option<u32>,
+    /// Requests of one uid running at once (default 64).
+    pub requests_running_per_uid: Option<u32>,
 }
 
 /// Values given on the command line (each overrides the file).
@@ -51,6 +70,20 @@ pub struct Overrides {
     pub unlock_credential: Option<String>,
     /// `--max-sessions-per-uid`.
     pub max_sessions_per_uid: Option<usize>,
+    /// `--max-connections`.
+    pub max_connections: Option<u32>,
+    /// `--max-connections-per-uid`.
+    pub max_connections_per_uid: Option<u32>,
+    /// `--admin-reserved-connections`.
+    pub admin_reserved_connections: Option<u32>,
+    /// `--idle-timeout-secs`.
+    pub idle_timeout_secs: Option<u64>,
+    /// `--request-memory-mib`.
+    pub request_memory_mib: Option<u32>,
+    /// `--request-memory-per-uid-mib`.
+    pub request_memory_per_uid_mib: Option<u32>,
+    /// `--requests-running-per-uid`.
+    pub requests_running_per_uid: Option<u32>,
 }
 
 /// The resolved configuration.
@@ -70,6 +103,8 @@ pub struct Config {
     pub unlock_credential: Option<String>,
     /// Most sessions a non-admin uid may create in its namespace (`<uid>/…`).
     pub max_sessions_per_uid: usize,
+    /// Caps on connections, memory and storage use per uid (see [`super::limits`]).
+    pub limits: Settings,
 }
 
 /// Default of [`Config::max_sessions_per_uid`].
@@ -111,6 +146,7 @@ impl Config {
             Some(path) => load(path)?,
             None => FileConfig::default(),
         };
+        let limits = limit_settings(&o, &file);
         let euid = current_euid();
         let system = euid == 0;
         let env_socket = std::env::var_os(paths::SOCKET_ENV)
@@ -157,12 +193,50 @@ impl Config {
                 .max_frame_bytes
                 .or(file.max_frame_bytes)
                 .unwrap_or(session_vault_proto::DEFAULT_MAX_FRAME),
+            limits,
             unlock_credential: o.unlock_credential.or(file.unlock_credential),
             max_sessions_per_uid: o
                 .max_sessions_per_uid
                 .or(file.max_sessions_per_uid)
                 .unwrap_or(DEFAULT_MAX_SESSIONS_PER_UID),
         })
+    }
+}
+
+/// The limits: flag, then file, then default; MiB become bytes (saturating at 4 GiB - 1).
+fn limit_settings(o: &Overrides, file: &FileConfig) -> Settings {
+    use super::limits::*;
+    let mib = |v: u32| v.saturating_mul(1 << 20);
+    let idle = o
+        .idle_timeout_secs
+        .or(file.idle_timeout_secs)
+        .unwrap_or(DEFAULT_IDLE_TIMEOUT_SECS);
+    Settings {
+        max_connections: o
+            .max_connections
+            .or(file.max_connections)
+            .unwrap_or(DEFAULT_MAX_CONNECTIONS),
+        max_connections_per_uid: o
+            .max_connections_per_uid
+            .or(file.max_connections_per_uid)
+            .unwrap_or(DEFAULT_MAX_CONNECTIONS_PER_UID),
+        admin_reserved_connections: o
+            .admin_reserved_connections
+            .or(file.admin_reserved_connections)
+            .unwrap_or(DEFAULT_ADMIN_RESERVED_CONNECTIONS),
+        idle_timeout: (idle > 0).then(|| Duration::from_secs(idle)),
+        request_memory: mib(o
+            .request_memory_mib
+            .or(file.request_memory_mib)
+            .unwrap_or(DEFAULT_REQUEST_MEMORY_MIB)),
+        request_memory_per_uid: mib(o
+            .request_memory_per_uid_mib
+            .or(file.request_memory_per_uid_mib)
+            .unwrap_or(DEFAULT_REQUEST_MEMORY_PER_UID_MIB)),
+        requests_running_per_uid: o
+            .requests_running_per_uid
+            .or(file.requests_running_per_uid)
+            .unwrap_or(DEFAULT_REQUESTS_RUNNING_PER_UID),
     }
 }
 
@@ -223,6 +297,34 @@ mod tests {
         assert_eq!(c.flush_interval, Duration::from_millis(7));
         assert_eq!(c.admin_uids, vec![42]);
         assert_eq!(c.vault_path(), PathBuf::from("/tmp/file-data/vault.db"));
+        assert_eq!(c.limits, Settings::default());
+    }
+
+    #[test]
+    fn limits_come_from_flags_then_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("vaultd.toml");
+        std::fs::write(
+            &cfg,
+            "max_connections_per_uid = 10\nidle_timeout_secs = 0\nrequest_memory_mib = 8\n\
+             max_connections = 100\n",
+        )
+        .unwrap();
+        let c = Config::resolve(Overrides {
+            config: Some(cfg),
+            socket: Some("/tmp/x.sock".into()),
+            data_dir: Some("/tmp/x".into()),
+            max_connections: Some(50),
+            request_memory_per_uid_mib: Some(2),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(c.limits.max_connections, 50);
+        assert_eq!(c.limits.max_connections_per_uid, 10);
+        assert_eq!(c.limits.idle_timeout, None);
+        assert_eq!(c.limits.request_memory, 8 << 20);
+        assert_eq!(c.limits.request_memory_per_uid, 2 << 20);
+        assert_eq!(c.limits.requests_running_per_uid, 64);
     }
 
     #[test]

@@ -8,6 +8,13 @@
 //! (the reader waits for room, and the kernel's socket buffer pushes back on the client), and
 //! one that pipelines exports cannot hold the storage thread for more than one at a time.
 //!
+//! Before its payload is read, a request takes its weight from its uid's share of the
+//! daemon's memory budget, and it runs only when its uid has a running slot free (and, if
+//! heavy, its uid's heavy slot): see [`super::limits`]. A connection of a non-admin uid that
+//! holds no session handle, has no request running and sends nothing for the idle timeout
+//! is closed; a frame whose payload does not arrive within [`FRAME_TIMEOUT`] closes its
+//! connection, whoever it is.
+//!
 //! A malformed frame (undecodable payload, unknown request) is answered with
 //! `invalid_request` and the connection goes on, since the framing is intact; a frame over
 //! the size limit is answered with `frame_too_large` (id 0) and the connection is closed, as
@@ -16,6 +23,8 @@
 //! bug) is answered `internal` and the connection goes on.
 
 pub mod answers;
+pub mod frames;
+pub mod refuse;
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -38,6 +47,7 @@ use zeroize::Zeroizing;
 use super::Daemon;
 use super::cmd::{self, Weight};
 use super::errors::wire;
+use super::limits::{Admitted, MemoryPermit};
 use super::transport::PeerInfo;
 use crate::vault::StateKind;
 
@@ -46,6 +56,9 @@ pub use answers::MAX_IN_FLIGHT;
 pub const WRITE_GRACE: Duration = Duration::from_secs(1);
 /// How long a new connection may take to send `Hello`.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a request's payload may take to arrive once the daemon reads it. A client writes
+/// a frame in one go; one that stops midway holds its request's weight until then.
+pub const FRAME_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What request handlers know of their connection.
 pub struct Conn {
@@ -58,6 +71,11 @@ pub struct Conn {
 }
 
 impl Conn {
+    /// Whether any session is open on this connection (a bot's connection: never idle).
+    pub fn has_handles(&self) -> bool {
+        self.daemon.handles.has_open(self.id)
+    }
+
     /// Whether the peer is an admin.
     pub fn is_admin(&self) -> bool {
         self.daemon.config.admin_uids.contains(&self.peer.uid)
@@ -129,13 +147,66 @@ impl Drop for Counted {
     }
 }
 
-/// Serves one connection until it closes or `stop` fires.
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until_some(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Runs one request within its connection's and its uid's limits and queues its answer.
+/// `memory` (its weight) and its running slots are given back once the answer is built,
+/// before it waits for room in the outgoing queue, which depends on the client reading.
+async fn run_request(
+    c: Arc<Conn>,
+    admitted: Arc<Admitted>,
+    mut slot: answers::Slot,
+    memory: MemoryPermit,
+    request: ClientFrame,
+) {
+    let weight = cmd::weight(&request.request);
+    let heavy = weight != Weight::Cheap;
+    if heavy {
+        // This connection's heavy slot, then its uid's: both stay with the answer until it
+        // is written (see `answers`).
+        slot.hold_heavy().await;
+        slot.hold_also(admitted.heavy().await);
+    }
+    let running = admitted.running().await;
+    // Held while a heavy request runs, not while its answer waits for the client.
+    let daemon_heavy = if heavy {
+        let permit = c
+            .daemon
+            .heavy_running
+            .acquire()
+            .await
+            .expect("the daemon's heavy-request semaphore is never closed");
+        if weight == Weight::HeavyRead && slot.client_gone() {
+            // Its answer is all it would do, and nobody is left to read it.
+            return;
+        }
+        Some(permit)
+    } else {
+        None
+    };
+    let response = run_guarded(&c, request.id, request.request).await;
+    let answer = frame(request.id, response);
+    drop((daemon_heavy, running, memory));
+    if let Some(f) = answer {
+        slot.send(f).await;
+    }
+}
+
+/// Serves one connection, admitted by the limits, until it closes or `stop` fires.
 pub async fn serve(
     daemon: Arc<Daemon>,
     stream: Stream,
     peer: PeerInfo,
+    admitted: Admitted,
     mut stop: broadcast::Receiver<()>,
 ) {
+    let admitted = Arc::new(admitted);
     daemon.connections.fetch_add(1, Ordering::Relaxed);
     let _counted = Counted(Arc::clone(&daemon));
     let id = daemon.next_conn_id();
@@ -268,35 +339,98 @@ pub async fn serve(
 
     let mut stopping = false;
     let mut tasks = JoinSet::new();
-    loop {
-        // read_frame is not cancel-safe; the only other branch ends the loop, so a frame cut
-        // short by it is never resumed.
-        let read = tokio::select! {
-            r = codec::read_frame(&mut reader, limit) => r,
-            _ = stop.recv() => {
-                stopping = true;
-                break;
+    // Admins are never timed out: one may sit at `vaultctl unlock`'s passphrase prompt.
+    let idle_timeout = if conn.is_admin() {
+        None
+    } else {
+        daemon.limits.idle_timeout()
+    };
+    let mut last_heard = tokio::time::Instant::now();
+    let mut header = frames::Header::default();
+    let mut slot = None;
+    'frames: loop {
+        // Room for the answer first: a client that does not read stops being read.
+        let room = match slot.take() {
+            Some(s) => s,
+            None => tokio::select! {
+                s = outbox.reserve() => match s {
+                    Some(s) => s,
+                    None => break,
+                },
+                _ = stop.recv() => {
+                    stopping = true;
+                    break;
+                }
+            },
+        };
+        // The header, cancel-safe: the idle timer can interrupt and resume it.
+        let read = loop {
+            let idle = idle_timeout.and_then(|t| last_heard.checked_add(t));
+            tokio::select! {
+                r = header.read(&mut reader) => break r,
+                _ = stop.recv() => {
+                    stopping = true;
+                    break 'frames;
+                }
+                () = sleep_until_some(idle) => {
+                    while tasks.try_join_next().is_some() {}
+                    if tasks.is_empty() && !conn.has_handles() {
+                        tracing::debug!(conn = id, "idle without a session handle; closing");
+                        break 'frames;
+                    }
+                    last_heard = tokio::time::Instant::now();
+                }
             }
         };
-        let payload = match read {
-            Ok(Some(p)) => p,
+        let len = match read {
+            Ok(Some(len)) => len,
             Ok(None) => break,
-            Err(FrameError::TooLarge { len, limit }) => {
-                tracing::warn!(conn = id, len, limit, "frame over the limit; closing");
-                let resp = Response::Error(wire(
-                    ErrorCode::FrameTooLarge { limit },
-                    format!("frame of {len} bytes exceeds the limit of {limit} bytes"),
-                ));
-                if let Some(f) = frame(EVENT_ID, resp) {
-                    outbox.send_small(f).await;
-                }
-                break;
-            }
             Err(e) => {
                 tracing::debug!(conn = id, error = %e, "connection ended");
                 break;
             }
         };
+        if len > limit {
+            tracing::warn!(conn = id, len, limit, "frame over the limit; closing");
+            let resp = Response::Error(wire(
+                ErrorCode::FrameTooLarge { limit },
+                format!("frame of {len} bytes exceeds the limit of {limit} bytes"),
+            ));
+            if let Some(f) = frame(EVENT_ID, resp) {
+                outbox.send_small(f).await;
+            }
+            break;
+        }
+        // Its weight before its bytes: nothing is allocated beyond the uid's share.
+        let memory = tokio::select! {
+            m = admitted.memory(len) => m,
+            _ = stop.recv() => {
+                stopping = true;
+                break;
+            }
+        };
+        let payload = tokio::select! {
+            r = tokio::time::timeout(FRAME_TIMEOUT, frames::read_payload(&mut reader, len)) => r,
+            _ = stop.recv() => {
+                stopping = true;
+                break;
+            }
+        };
+        let payload = match payload {
+            Ok(Ok(p)) => p,
+            Ok(Err(e)) => {
+                tracing::debug!(conn = id, error = %e, "connection ended");
+                break;
+            }
+            Err(_) => {
+                tracing::debug!(
+                    conn = id,
+                    "frame not completed within {FRAME_TIMEOUT:?}; closing"
+                );
+                break;
+            }
+        };
+        last_heard = tokio::time::Instant::now();
         let request = match codec::decode_payload::<ClientFrame>(&payload) {
             Ok(f) => f,
             Err(e) => {
@@ -305,6 +439,7 @@ pub async fn serve(
                     ErrorCode::InvalidRequest,
                     format!("malformed or unknown request: {e}"),
                 ));
+                slot = Some(room);
                 if let Some(f) = frame(rid, resp) {
                     if !outbox.send_small(f).await {
                         break;
@@ -313,42 +448,14 @@ pub async fn serve(
                 continue;
             }
         };
-        let slot = tokio::select! {
-            s = outbox.reserve() => match s {
-                Some(s) => s,
-                None => break,
-            },
-            _ = stop.recv() => {
-                stopping = true;
-                break;
-            }
-        };
-        let c = Arc::clone(&conn);
-        tasks.spawn(async move {
-            let mut slot = slot;
-            let weight = cmd::weight(&request.request);
-            // Held while a heavy request runs, not while its answer waits for the client.
-            let _running = if weight == Weight::Cheap {
-                None
-            } else {
-                slot.hold_heavy().await;
-                let running = c
-                    .daemon
-                    .heavy_running
-                    .acquire()
-                    .await
-                    .expect("the daemon's heavy-request semaphore is never closed");
-                if weight == Weight::HeavyRead && slot.client_gone() {
-                    // Its answer is all it would do, and nobody is left to read it.
-                    return;
-                }
-                Some(running)
-            };
-            let response = run_guarded(&c, request.id, request.request).await;
-            if let Some(f) = frame(request.id, response) {
-                slot.send(f).await;
-            }
-        });
+        drop(payload);
+        tasks.spawn(run_request(
+            Arc::clone(&conn),
+            Arc::clone(&admitted),
+            room,
+            memory,
+            request,
+        ));
         while tasks.try_join_next().is_some() {}
     }
     // Finish what is in flight, then close. Requests that change something complete

@@ -115,6 +115,14 @@ impl Handles {
         Some(h)
     }
 
+    /// Whether connection `conn` has a session open (a bot's connection: never idle).
+    pub fn has_open(&self, conn: u64) -> bool {
+        self.table()
+            .conns
+            .get(&conn)
+            .is_some_and(|c| !c.open.is_empty())
+    }
+
     /// What handle number `h` of connection `conn` stands for.
     pub fn get(&self, conn: u64, h: u32) -> Lookup {
         let t = self.table();

@@ -10,6 +10,8 @@
 //! - [`handles`]: every connection's open session handles, so that revoke and delete end
 //!   them at once;
 //! - [`throttle`]: daemon-wide throttling of passphrase attempts;
+//! - [`limits`]: caps on connections, memory and storage use per uid, so that one local user
+//!   cannot take the daemon down for others;
 //! - [`config`]: TOML file, flags, environment, defaults;
 //! - [`systemd`]: readiness/status notifications, socket activation, credential unlock.
 //!
@@ -25,6 +27,7 @@ pub mod dirs;
 pub mod errors;
 pub mod handles;
 pub mod leases;
+pub mod limits;
 pub mod refuse;
 pub mod systemd;
 pub mod throttle;
@@ -37,6 +40,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use futures_util::FutureExt;
 use session_vault_proto::message::Event;
 use tokio::sync::{Semaphore, broadcast, mpsc};
 
@@ -65,6 +69,8 @@ pub struct Daemon {
     pub throttle: throttle::Throttle,
     /// Heavy requests running, over all connections (see [`conn::answers`]).
     pub heavy_running: Semaphore,
+    /// Caps on connections, request memory and running requests (see [`limits`]).
+    pub limits: Arc<limits::Limits>,
     /// Pushed events (lock, unlock, shutdown) to every connection.
     pub events: broadcast::Sender<Event>,
     /// When the daemon started.
@@ -96,6 +102,20 @@ impl Daemon {
         .with_context(|| format!("cannot open the vault {}", vault_path.display()))?;
         lock.check_still_at(&data_dir)?;
         let (events, _) = broadcast::channel(64);
+        let l = &config.limits;
+        let wanted = u64::from(l.max_connections)
+            + u64::from(l.admin_reserved_connections)
+            + limits::reserved_fds(u64::MAX);
+        let fd_limit = limits::raise_fd_limit(wanted);
+        let limits = Arc::new(limits::Limits::new(l, fd_limit));
+        tracing::info!(
+            fd_limit,
+            max_connections = limits.max_connections(),
+            per_uid = limits.max_connections_per_uid(),
+            admin_reserve = limits.admin_reserve(),
+            idle_timeout = ?limits.idle_timeout(),
+            "connection limits"
+        );
         Ok(Arc::new(Daemon {
             config,
             vault,
@@ -103,6 +123,7 @@ impl Daemon {
             handles: handles::Handles::default(),
             throttle: throttle::Throttle::default(),
             heavy_running: Semaphore::new(conn::answers::HEAVY_RUNNING),
+            limits,
             events,
             started: Instant::now(),
             connections: AtomicU64::new(0),
@@ -149,34 +170,45 @@ pub async fn serve(
     // Each connection task holds a clone; when all are dropped, every connection has ended.
     let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
     let mut accept_failures: u32 = 0;
+    let mut out_of_fds: u64 = 0;
+    let mut spare = spare_fd();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, transport::Peer::Known(peer))) => {
                     accept_failures = 0;
-                    let d = Arc::clone(&daemon);
-                    let s = stop_conns.subscribe();
-                    let done = done_tx.clone();
-                    tokio::spawn(async move {
-                        conn::serve(d, stream, peer, s).await;
-                        drop(done);
-                    });
+                    admit(&daemon, stream, peer, &stop_conns, &done_tx);
+                }
+                Err(e) if is_out_of_fds(&e) && spare.is_some() => {
+                    // Out of descriptors with a connection waiting: close the spare one to
+                    // accept it and close it at once, so the queue moves and the loop does
+                    // not spin on it; then take the spare back. Only reached when the caps
+                    // do not fit the descriptor limit (other files, other threads).
+                    drop(spare.take());
+                    if let Some(Ok((stream, _))) = listener.accept().now_or_never() {
+                        drop(stream);
+                    }
+                    spare = spare_fd();
+                    out_of_fds += 1;
+                    if out_of_fds.is_power_of_two() {
+                        tracing::warn!(error = %e, dropped = out_of_fds, "accept failed: out of file descriptors; connections closed at once");
+                    }
                 }
                 Ok((stream, transport::Peer::Unmapped(who))) => {
                     accept_failures = 0;
-                    let limit = daemon.config.max_frame;
-                    let s = stop_conns.subscribe();
-                    let done = done_tx.clone();
-                    tokio::spawn(async move {
-                        refuse::unmapped(stream, who, limit, s).await;
-                        drop(done);
-                    });
+                    // Answered like a connection over a limit, within the same bound on
+                    // refusals in progress; without room, the stream is closed here.
+                    if let Some(permit) = daemon.limits.refusing() {
+                        let message = refuse::unmapped(&who);
+                        tokio::spawn(conn::refuse::refuse(stream, message, permit));
+                    }
                 }
                 Err(e) => {
                     // A peer that vanished between connect and accept, or no peer creds: that
                     // connection is lost, the listener goes on. Out of file descriptors (or
-                    // memory), accept fails again at once: back off instead of spinning, and
-                    // say so once per back-off step, not once per failure.
+                    // memory) with no spare descriptor to give up, accept fails again at
+                    // once: back off instead of spinning, and say so once per back-off step,
+                    // not once per failure.
                     accept_failures += 1;
                     let pause = ACCEPT_BACKOFF_START
                         .saturating_mul(1 << accept_failures.min(7))
@@ -187,6 +219,9 @@ pub async fn serve(
                     tokio::select! {
                         _ = tokio::time::sleep(pause) => {}
                         _ = stop.recv() => break,
+                    }
+                    if spare.is_none() {
+                        spare = spare_fd();
                     }
                     continue;
                 }
@@ -217,6 +252,63 @@ pub async fn serve(
     }
     tracing::info!("vault flushed and keys wiped; bye");
     Ok(())
+}
+
+/// Serves an accepted connection if the limits admit it; otherwise refuses it (an answer to
+/// its hello where room allows, see [`conn::refuse`]) and logs that, rate-limited.
+fn admit(
+    daemon: &Arc<Daemon>,
+    stream: interprocess::local_socket::tokio::Stream,
+    peer: transport::PeerInfo,
+    stop_conns: &broadcast::Sender<()>,
+    done_tx: &mpsc::Sender<()>,
+) {
+    let admin = daemon.config.admin_uids.contains(&peer.uid);
+    match daemon.limits.admit(peer.uid, admin) {
+        Ok(admitted) => {
+            let d = Arc::clone(daemon);
+            let s = stop_conns.subscribe();
+            let done = done_tx.clone();
+            tokio::spawn(async move {
+                conn::serve(d, stream, peer, admitted, s).await;
+                drop(done);
+            });
+        }
+        Err(refusal) => {
+            daemon.limits.log_refusal(peer.uid, refusal);
+            // Without room to answer, the stream is dropped (closed) here.
+            if let Some(permit) = daemon.limits.refusing() {
+                let message = refusal.message(peer.uid);
+                tokio::spawn(conn::refuse::refuse(stream, message, permit));
+            }
+        }
+    }
+}
+
+/// Whether `accept` failed for want of a file descriptor (this process's or the system's).
+fn is_out_of_fds(e: &std::io::Error) -> bool {
+    #[cfg(unix)]
+    {
+        matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = e;
+        false
+    }
+}
+
+/// A descriptor held in reserve for the accept loop (see `serve`): `/dev/null`, opened
+/// read-only. `None` if it cannot be opened (then the loop only backs off).
+fn spare_fd() -> Option<std::fs::File> {
+    #[cfg(unix)]
+    {
+        std::fs::File::open("/dev/null").ok()
+    }
+    #[cfg(not(unix))]
+    {
+        None
+    }
 }
 
 /// Runs the daemon with `config` until SIGTERM or SIGINT: takes the socket systemd passed in

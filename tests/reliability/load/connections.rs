@@ -13,7 +13,7 @@ use crate::util::*;
 /// limit); daemons spawned afterwards inherit it. Returns the soft limit in force.
 // `rlim_t` is `u64` here but not on every platform: the casts are kept on purpose.
 #[allow(clippy::unnecessary_cast)]
-fn raise_fd_limit(want: u64) -> u64 {
+pub fn raise_fd_limit(want: u64) -> u64 {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,

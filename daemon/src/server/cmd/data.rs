@@ -86,17 +86,31 @@ pub async fn get_peer(conn: &Conn, handle: u32, query: PeerQuery) -> Result<Resp
     Ok(Response::Peer(peer))
 }
 
+/// Peers applied per storage job. The storage thread serves jobs first come, first served,
+/// and one job of a whole frame of peers (8,000 of them) holds it for over a second in a
+/// debug build: a larger batch is applied in slices of this many, one job each, so that
+/// other uids' requests get in between. Each slice merges like the whole batch would, in
+/// order; a batch cut short by a storage error has its first slices applied, which a retry
+/// (the batch again) merges harmlessly.
+pub const PEERS_PER_JOB: usize = 256;
+
 /// `cache_peers` (cache class).
 pub async fn cache_peers(
     conn: &Conn,
     handle: u32,
     peers: Vec<Peer>,
 ) -> Result<Response, WireError> {
-    conn.daemon
-        .vault
-        .cache_peers(sid(conn, handle)?, peers)
-        .await?;
-    Ok(Response::Ok)
+    let sid = sid(conn, handle)?;
+    let mut rest = peers;
+    // At least one job, even for no peers: it checks the session as before.
+    loop {
+        let tail = rest.split_off(rest.len().min(PEERS_PER_JOB));
+        let slice = std::mem::replace(&mut rest, tail);
+        conn.daemon.vault.cache_peers(sid, slice).await?;
+        if rest.is_empty() {
+            return Ok(Response::Ok);
+        }
+    }
 }
 
 /// `get_updates_state`.

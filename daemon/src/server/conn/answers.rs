@@ -19,8 +19,9 @@
 //!   [`HEAVY_RUNNING`] at once, whoever sent them. So a client that pipelines exports and
 //!   reads nothing gets one done beyond what its socket buffer takes, and the storage queue
 //!   never holds more than a few heavy jobs ahead of anyone's `status` or peer lookup. Cheap
-//!   requests (peers, update state, DC options…) are limited by [`MAX_IN_FLIGHT`] only: many
-//!   tasks of one bot pipeline them on one connection.
+//!   requests (peers, update state, DC options…) are limited by [`MAX_IN_FLIGHT`] here: many
+//!   tasks of one bot pipeline them on one connection. Limits across a uid's connections
+//!   (one heavy request per uid, requests running, memory) are [`crate::server::limits`]'.
 //! - **One writer** task writes answers in order. Once the client is gone (a write fails) or
 //!   given up on ([`Writer::give_up`]), it drops the answers unwritten instead, which gives
 //!   back their budget. Every request that changes something still runs to its end; a heavy
@@ -56,6 +57,7 @@ pub struct Answer {
     frame: Zeroizing<Vec<u8>>,
     _bytes: Option<OwnedSemaphorePermit>,
     _heavy: Option<OwnedSemaphorePermit>,
+    _also: Option<OwnedSemaphorePermit>,
 }
 
 /// The sending side of a connection's outgoing queue.
@@ -73,6 +75,7 @@ pub struct Slot {
     bytes: Arc<Semaphore>,
     heavy: Arc<Semaphore>,
     held: Option<OwnedSemaphorePermit>,
+    also: Option<OwnedSemaphorePermit>,
     gone: Arc<AtomicBool>,
 }
 
@@ -99,6 +102,7 @@ impl Outbox {
             bytes: Arc::clone(&self.bytes),
             heavy: Arc::clone(&self.heavy),
             held: None,
+            also: None,
             gone: Arc::clone(&self.gone),
         })
     }
@@ -111,6 +115,7 @@ impl Outbox {
                 frame,
                 _bytes: None,
                 _heavy: None,
+                _also: None,
             })
             .await
             .is_ok()
@@ -126,6 +131,12 @@ impl Slot {
             .await
             .expect("the heavy-request semaphore is never closed");
         self.held = Some(permit);
+    }
+
+    /// Keeps `permit` (e.g. the uid's heavy-request slot, see [`crate::server::limits`]) with
+    /// the answer until it is written or dropped.
+    pub fn hold_also(&mut self, permit: OwnedSemaphorePermit) {
+        self.also = Some(permit);
     }
 
     /// Whether the answer can no longer reach the client: it has gone (a write failed), or
@@ -148,6 +159,7 @@ impl Slot {
             frame,
             _bytes: Some(bytes),
             _heavy: self.held,
+            _also: self.also,
         });
     }
 }
