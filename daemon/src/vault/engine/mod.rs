@@ -7,7 +7,10 @@
 //!
 //! `mod.rs` holds the state machine, sessions and the sealed-row helpers; `data.rs` the
 //! per-session data rows (DC options, peers, update state, sent files); `record.rs` the
-//! records' plaintext encoding (positional MessagePack; older vaults' named maps still read).
+//! records' plaintext encoding (positional MessagePack; older vaults' named maps still read);
+//! `manifest.rs` the vault generation and the sealed manifest that make rollbacks of
+//! keyslots, ACLs and sessions show as `Corrupt`; `rekey.rs` keyslot changes and `rekey`
+//! (a new DEK, every record re-sealed in one transaction).
 //!
 //! Record layout (all sealed with [`Keys::seal`], keyed by blind indexes):
 //! - `sessions.record`: [`SessionRecord`] (home DC, self user, extras, ACL);
@@ -15,7 +18,8 @@
 //! - `peers`: one [`Peer`](session_vault_proto::model::Peer) per (kind, id), with blinded username and phone columns;
 //! - `state`: the scalar update state ([`ScalarState`]);
 //! - `channels`: one [`ChannelState`](session_vault_proto::model::ChannelState) per channel, in write order;
-//! - `sent_files`: Telethon's [`SentFile`](session_vault_proto::model::SentFile) cache.
+//! - `sent_files`: Telethon's [`SentFile`](session_vault_proto::model::SentFile) cache;
+//! - `meta.manifest`: the [`Manifest`] (vault generation, current keyslots, live sessions).
 
 use std::collections::HashMap;
 
@@ -24,13 +28,16 @@ use session_vault_proto::model::{
     PeerKind, SelfUser, SessionAcl, SessionData, SessionExtras, SessionSummary, UpdateStateChange,
 };
 
-use super::crypto::{Keys, Keyslot, RecordPlace, SecretKey, VAULT_ID_LEN};
+use super::crypto::{Keys, Keyslot, PAD_FIXED, PAD_SMALL, RecordPlace, SecretKey, VAULT_ID_LEN};
 use super::error::{Result, VaultError};
-use super::store::{Header, Row, Store, Table};
+use super::store::{Header, Row, SessionRow, Store, Table};
 
 mod data;
+pub mod manifest;
 mod record;
+mod rekey;
 
+pub use manifest::Manifest;
 use record::{decode, encode};
 
 /// Internal id of a session: stable across renames, never reused after a delete.
@@ -76,6 +83,8 @@ pub struct Unlocked {
     names: HashMap<SessionId, String>,
     last_touch: HashMap<SessionId, i64>,
     header: Header,
+    /// The verified manifest, kept in step with the store (re-read after a rollback).
+    manifest: Manifest,
 }
 
 /// The sealed per-session record.
@@ -132,6 +141,15 @@ pub fn normalize_username(username: &str) -> String {
 /// Keeps the digits of a phone number, for lookups that ignore `+`, spaces and dashes.
 pub fn normalize_phone(phone: &str) -> String {
     phone.chars().filter(char::is_ascii_digit).collect()
+}
+
+/// The padding size class of a table's records: DC options all one size (an auth key's
+/// presence does not show), the rest in small steps.
+fn pad_class(table: Table) -> usize {
+    match table {
+        Table::DcOptions => PAD_FIXED,
+        _ => PAD_SMALL,
+    }
 }
 
 fn kind_byte(kind: PeerKind) -> u8 {
@@ -198,12 +216,19 @@ impl<S: Store> Engine<S> {
         self.store.put_header(&header)?;
         self.store.put_keyslot(&slot)?;
         let keys = Keys::derive(header.vault_id, dek);
+        let manifest = Manifest {
+            generation: 1,
+            keyslots: [(slot.slot, slot.checksum(&header.vault_id))].into(),
+            sessions: Default::default(),
+        };
+        manifest.store(&mut self.store, &keys)?;
         self.state = VaultState::Unlocked(Box::new(Unlocked {
             keys,
             by_name: HashMap::new(),
             names: HashMap::new(),
             last_touch: HashMap::new(),
             header,
+            manifest,
         }));
         Ok(())
     }
@@ -217,16 +242,98 @@ impl<S: Store> Engine<S> {
             VaultState::Unlocked(_) => return Ok(()),
         };
         let keys = Keys::derive(header.vault_id, dek);
+        let manifest = self.in_transaction(|e| e.verified_manifest(&keys))?;
         let mut unlocked = Unlocked {
             keys,
             by_name: HashMap::new(),
             names: HashMap::new(),
             last_touch: HashMap::new(),
             header,
+            manifest,
         };
         Self::index_sessions(&mut self.store, &mut unlocked)?;
         self.state = VaultState::Unlocked(Box::new(unlocked));
         Ok(())
+    }
+
+    /// Runs `f` in a transaction of its own (for barrier jobs, which run with none open):
+    /// committed if it succeeds, rolled back (and the engine's state re-read) if not.
+    fn in_transaction<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+        self.store.begin()?;
+        let result = f(self).and_then(|v| self.store.commit().map(|()| v));
+        if result.is_err() {
+            if let Err(e) = self.store.rollback() {
+                tracing::error!(error = %e, "vault rollback failed");
+            }
+            if let Err(e) = self.resync() {
+                tracing::error!(error = %e, "vault could not re-read its state after a rollback");
+            }
+        }
+        result
+    }
+
+    /// The manifest, checked against the keyslots and sessions in the file (see
+    /// [`manifest`]); for a vault written before manifests, a new one (written in the open
+    /// transaction, with the session records re-sealed at its generation).
+    fn verified_manifest(&mut self, keys: &Keys) -> Result<Manifest> {
+        let vault_id = *keys.vault_id();
+        let slots = self.store.keyslots()?;
+        let rows = self.store.sessions()?;
+        if let Some(m) = Manifest::load(&mut self.store, keys)? {
+            m.check_keyslots(&vault_id, &slots)?;
+            // Session records are checked against their floors when read (every read of a
+            // session goes through them), so that one damaged session does not lock out the
+            // others.
+            m.check_sessions(rows.iter().map(|r| r.id))?;
+            return Ok(m);
+        }
+        if rows
+            .iter()
+            .any(|r| r.record.first() != Some(&super::crypto::RECORD_FORMAT_V1))
+        {
+            return Err(manifest::PLACE.corrupt(
+                "the manifest is missing while records written after it exist (deleted)",
+            ));
+        }
+        let m = Manifest {
+            generation: 1,
+            keyslots: slots
+                .iter()
+                .map(|s| (s.slot, s.checksum(&vault_id)))
+                .collect(),
+            sessions: rows.iter().map(|r| (r.id, 1)).collect(),
+        };
+        for row in &rows {
+            let (place_row, opened) = Self::open_session_row(keys, row)?;
+            let place = Self::session_place(row.id, &place_row);
+            let sealed = keys.seal(&place, m.generation, &opened.plain, PAD_FIXED)?;
+            self.store
+                .put_session_record(row.id, &sealed, row.updated_at)?;
+        }
+        m.store(&mut self.store, keys)?;
+        tracing::info!(
+            sessions = rows.len(),
+            "vault manifest written (first unlock by a build with rollback detection)"
+        );
+        Ok(m)
+    }
+
+    /// Opens a session row's record with `keys`; returns its AAD row key too.
+    fn open_session_row(
+        keys: &Keys,
+        row: &SessionRow,
+    ) -> Result<(Vec<u8>, super::crypto::records::Opened)> {
+        let place_row = Self::session_row_key(&row.name);
+        let opened = keys.open(&Self::session_place(row.id, &place_row), &row.record)?;
+        Ok((place_row, opened))
+    }
+
+    fn session_place(id: i64, row: &[u8]) -> RecordPlace<'_> {
+        RecordPlace {
+            table: "sessions",
+            session_id: id,
+            row,
+        }
     }
 
     fn index_sessions(store: &mut S, u: &mut Unlocked) -> Result<()> {
@@ -248,6 +355,9 @@ impl<S: Store> Engine<S> {
                 VaultState::Unlocked(u) => {
                     u.last_touch.clear();
                     Self::index_sessions(&mut self.store, u)?;
+                    if let Some(m) = Manifest::load(&mut self.store, &u.keys)? {
+                        u.manifest = m;
+                    }
                 }
                 _ => self.state = VaultState::Locked(h),
             },
@@ -267,15 +377,6 @@ impl<S: Store> Engine<S> {
         Ok(())
     }
 
-    /// Replaces (or adds) a keyslot. Durable write. The caller proved a passphrase by opening
-    /// a keyslot to get the DEK this one wraps, so the vault may be locked.
-    pub fn put_keyslot(&mut self, slot: &Keyslot) -> Result<()> {
-        if matches!(self.state, VaultState::Uninitialized) {
-            return Err(VaultError::Uninitialized);
-        }
-        self.store.put_keyslot(slot)
-    }
-
     /// The DEK, to seal a new keyslot with (passphrase change).
     pub fn with_dek<T>(&self, f: impl FnOnce(&SecretKey) -> T) -> Result<T> {
         match &self.state {
@@ -291,6 +392,31 @@ impl<S: Store> Engine<S> {
             VaultState::Locked(_) => Err(VaultError::Locked),
             VaultState::Uninitialized => Err(VaultError::Uninitialized),
         }
+    }
+
+    /// The store and the unlocked state at once (for writes that need both).
+    fn parts(&mut self) -> Result<(&mut S, &mut Unlocked)> {
+        match &mut self.state {
+            VaultState::Unlocked(u) => Ok((&mut self.store, u)),
+            VaultState::Locked(_) => Err(VaultError::Locked),
+            VaultState::Uninitialized => Err(VaultError::Uninitialized),
+        }
+    }
+
+    /// The current vault generation, which every record written now carries.
+    fn generation(&self) -> Result<u64> {
+        Ok(self.unlocked()?.manifest.generation)
+    }
+
+    /// Bumps the vault generation, lets `f` update the manifest for the new generation, and
+    /// stores it, in the open transaction. Returns the new generation.
+    fn bump(&mut self, f: impl FnOnce(&mut Manifest, u64)) -> Result<u64> {
+        let (store, u) = self.parts()?;
+        u.manifest.generation += 1;
+        let g = u.manifest.generation;
+        f(&mut u.manifest, g);
+        u.manifest.store(store, &u.keys)?;
+        Ok(g)
     }
 
     fn unlocked_mut(&mut self) -> Result<&mut Unlocked> {
@@ -351,9 +477,13 @@ impl<S: Store> Engine<S> {
             let u = self.unlocked_mut()?;
             u.by_name.remove(name);
             u.names.remove(&old);
+            u.manifest.sessions.remove(&old.0);
         }
         let t = now();
         let sid = SessionId(self.store.insert_session(name, t)?);
+        self.bump(|m, g| {
+            m.sessions.insert(sid.0, g);
+        })?;
         {
             let u = self.unlocked_mut()?;
             u.by_name.insert(name.to_owned(), sid);
@@ -424,6 +554,10 @@ impl<S: Store> Engine<S> {
         // same transaction as the rename.
         let record = self.session_record(sid)?;
         self.store.rename_session(sid.0, new)?;
+        // The old name's row, put back, is older than this floor.
+        self.bump(|m, g| {
+            m.sessions.insert(sid.0, g);
+        })?;
         let u = self.unlocked_mut()?;
         u.by_name.remove(old);
         u.by_name.insert(new.to_owned(), sid);
@@ -435,6 +569,9 @@ impl<S: Store> Engine<S> {
     pub fn delete_session(&mut self, name: &str) -> Result<()> {
         let sid = self.open_session(name)?;
         self.store.delete_session(sid.0)?;
+        self.bump(|m, _| {
+            m.sessions.remove(&sid.0);
+        })?;
         let u = self.unlocked_mut()?;
         u.by_name.remove(name);
         u.names.remove(&sid);
@@ -486,13 +623,11 @@ impl<S: Store> Engine<S> {
         sealed: &[u8],
     ) -> Result<SessionRecord> {
         let row = Self::session_row_key(name);
-        let place = RecordPlace {
-            table: "sessions",
-            session_id: sid.0,
-            row: &row,
-        };
-        let plain = self.unlocked()?.keys.open(&place, sealed)?;
-        decode(&place, &plain)
+        let place = Self::session_place(sid.0, &row);
+        let u = self.unlocked()?;
+        let opened = u.keys.open(&place, sealed)?;
+        u.manifest.check_session_record(&place, opened.generation)?;
+        decode(&place, &opened.plain)
     }
 
     /// The sealed session record (home DC, self user, extras, ACL).
@@ -510,12 +645,10 @@ impl<S: Store> Engine<S> {
     fn put_session_record(&mut self, sid: SessionId, record: &SessionRecord) -> Result<()> {
         let u = self.live(sid)?;
         let row = Self::session_row_key(&u.names[&sid]);
-        let place = RecordPlace {
-            table: "sessions",
-            session_id: sid.0,
-            row: &row,
-        };
-        let sealed = u.keys.seal(&place, &encode(record)?)?;
+        let place = Self::session_place(sid.0, &row);
+        let sealed = u
+            .keys
+            .seal(&place, u.manifest.generation, &encode(record)?, PAD_FIXED)?;
         let t = now();
         self.store.put_session_record(sid.0, &sealed, t)?;
         self.unlocked_mut()?.last_touch.insert(sid, t);
@@ -560,9 +693,18 @@ impl<S: Store> Engine<S> {
         self.update_record(sid, |r| r.extras = extras)
     }
 
-    /// Replaces the session's ACL. Durable.
+    /// Replaces the session's ACL. Durable. Bumps the vault generation and raises the
+    /// session's floor to it, so that the record with the old ACL, put back, is `Corrupt`.
     pub fn set_acl(&mut self, sid: SessionId, acl: SessionAcl) -> Result<()> {
-        self.update_record(sid, |r| r.acl = acl)
+        let mut record = self.session_record(sid)?;
+        if record.acl == acl {
+            return Ok(());
+        }
+        record.acl = acl;
+        self.bump(|m, g| {
+            m.sessions.insert(sid.0, g);
+        })?;
+        self.put_session_record(sid, &record)
     }
 
     /// The logged-in account.
@@ -588,7 +730,10 @@ impl<S: Store> Engine<S> {
             session_id: sid.0,
             row: key,
         };
-        let value = self.live(sid)?.keys.seal(&place, &encode(v)?)?;
+        let u = self.live(sid)?;
+        let value = u
+            .keys
+            .seal(&place, u.manifest.generation, &encode(v)?, pad_class(table))?;
         Ok(Row {
             key: key.to_vec(),
             value,
@@ -612,8 +757,10 @@ impl<S: Store> Engine<S> {
             session_id: sid.0,
             row: key,
         };
-        let plain = self.live(sid)?.keys.open(&place, value)?;
-        decode(&place, &plain)
+        let u = self.live(sid)?;
+        let opened = u.keys.open(&place, value)?;
+        u.manifest.check_generation(&place, opened.generation)?;
+        decode(&place, &opened.plain)
     }
 
     fn get_row<T: DeserializeOwned>(
