@@ -33,6 +33,10 @@ pub const CHEAP_KDF: [&str; 6] = [
     "1",
 ];
 
+/// The `vaultd` flag that lets new keyslots use [`CHEAP_KDF`] (below the daemon's floor);
+/// every test daemon gets it, except [`Env::start_strict`]'s.
+pub const ALLOW_WEAK_KDF: &str = "--insecure-allow-weak-kdf";
+
 /// The same cheap KDF, as the protocol's `init` takes it.
 pub const CHEAP_KDF_SPEC: KdfSpec = KdfSpec {
     m_cost_kib: 64,
@@ -96,6 +100,11 @@ impl Env {
     /// Starts `vaultd` with extra arguments.
     pub fn start_with(&self, extra: &[&str]) -> Daemon {
         Daemon::start(self, extra)
+    }
+
+    /// Starts `vaultd` without [`ALLOW_WEAK_KDF`]: the KDF floor applies.
+    pub fn start_strict(&self) -> Daemon {
+        Daemon::spawn(self, &self.socket(), &[], |_| {}, false)
     }
 
     /// Runs `vaultctl --socket S args…` with no stdin.
@@ -181,7 +190,7 @@ impl Daemon {
     /// Starts `vaultd` with at most `max_fds` open files (`RLIMIT_NOFILE`, as systemd's
     /// `LimitNOFILE=` would set it).
     pub fn start_with_fd_limit(env: &Env, max_fds: u64) -> Daemon {
-        Daemon::spawn(env, &env.socket(), &[], move |cmd| {
+        Daemon::spawn_weak_kdf(env, &env.socket(), &[], move |cmd| {
             use std::os::unix::process::CommandExt;
             // SAFETY: setrlimit(2) is async-signal-safe and touches nothing but the child.
             unsafe {
@@ -200,7 +209,7 @@ impl Daemon {
     }
 
     fn start_on(env: &Env, socket: &Path, umask: Option<u32>, extra: &[&str]) -> Daemon {
-        Daemon::spawn(env, socket, extra, move |cmd| {
+        Daemon::spawn_weak_kdf(env, socket, extra, move |cmd| {
             if let Some(mask) = umask {
                 use std::os::unix::process::CommandExt;
                 // SAFETY: umask(2) is async-signal-safe and touches nothing but the child.
@@ -214,9 +223,27 @@ impl Daemon {
         })
     }
 
-    fn spawn(env: &Env, socket: &Path, extra: &[&str], setup: impl FnOnce(&mut Command)) -> Daemon {
+    fn spawn_weak_kdf(
+        env: &Env,
+        socket: &Path,
+        extra: &[&str],
+        setup: impl FnOnce(&mut Command),
+    ) -> Daemon {
+        Daemon::spawn(env, socket, extra, setup, true)
+    }
+
+    fn spawn(
+        env: &Env,
+        socket: &Path,
+        extra: &[&str],
+        setup: impl FnOnce(&mut Command),
+        weak_kdf: bool,
+    ) -> Daemon {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_vaultd"));
         setup(&mut cmd);
+        if weak_kdf {
+            cmd.arg(ALLOW_WEAK_KDF);
+        }
         let mut child = cmd
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())

@@ -34,6 +34,10 @@ struct Args {
     /// credential, e.g. from LoadCredentialEncrypted=). On failure the daemon stays locked.
     #[arg(long, value_name = "NAME")]
     unlock_credential: Option<String>,
+    /// TESTS AND BENCHMARKS ONLY: accept Argon2 parameters below the floor (m = 19 MiB,
+    /// t = 2) for new keyslots. Logged as a warning at startup.
+    #[arg(long, hide = true)]
+    insecure_allow_weak_kdf: bool,
 }
 
 fn main() -> ExitCode {
@@ -60,7 +64,13 @@ fn main() -> ExitCode {
         flush_interval_ms: args.flush_interval_ms,
         max_frame_bytes: args.max_frame_bytes,
         unlock_credential: args.unlock_credential,
+        insecure_allow_weak_kdf: args.insecure_allow_weak_kdf,
     };
+    if args.insecure_allow_weak_kdf {
+        tracing::warn!(
+            "INSECURE: --insecure-allow-weak-kdf given: new keyslots may use KDF parameters below the floor; for tests and benchmarks only"
+        );
+    }
     let result = config::Config::resolve(overrides)
         .map_err(anyhow::Error::from)
         .and_then(|cfg| {

@@ -47,6 +47,8 @@ pub struct Overrides {
     pub max_frame_bytes: Option<u32>,
     /// `--unlock-credential`.
     pub unlock_credential: Option<String>,
+    /// `--insecure-allow-weak-kdf` (flag only, never from the file: tests and benchmarks).
+    pub insecure_allow_weak_kdf: bool,
 }
 
 /// The resolved configuration.
@@ -64,6 +66,8 @@ pub struct Config {
     pub max_frame: u32,
     /// systemd credential name for unattended unlock.
     pub unlock_credential: Option<String>,
+    /// Accept KDF parameters below `KdfParams::FLOOR` for new keyslots (tests only).
+    pub insecure_allow_weak_kdf: bool,
 }
 
 /// Why the configuration could not be resolved.
@@ -149,6 +153,7 @@ impl Config {
                 .or(file.max_frame_bytes)
                 .unwrap_or(session_vault_proto::DEFAULT_MAX_FRAME),
             unlock_credential: o.unlock_credential.or(file.unlock_credential),
+            insecure_allow_weak_kdf: o.insecure_allow_weak_kdf,
         })
     }
 }
