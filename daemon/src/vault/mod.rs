@@ -282,10 +282,10 @@ impl Vault {
     /// Initializes an empty vault: random vault id and DEK, keyslot 0 for `passphrase`.
     /// Runs Argon2 in `spawn_blocking`. Leaves the vault unlocked.
     pub async fn init(&self, passphrase: &[u8], kdf: KdfParams) -> Result<()> {
-        crypto::check_new_passphrase(passphrase)?;
         if self.status().await?.state != StateKind::Uninitialized {
             return Err(VaultError::AlreadyInitialized);
         }
+        crypto::check_new_passphrase(passphrase)?;
         let pass = Zeroizing::new(passphrase.to_vec());
         let (header, slot, dek) = blocking(move || {
             let mut vault_id = [0u8; VAULT_ID_LEN];
