@@ -16,3 +16,4 @@ mod reliability;
 mod shutdown;
 mod startup;
 mod systemd;
+mod vaultfile;
