@@ -20,18 +20,44 @@ async fn weak_passphrases_and_kdf_parameters_are_refused() {
     let env = Env::new();
     let _d = env.start_strict();
     let c = env.connect().await;
-    let weak = fails(&c, Request::Init { passphrase: passphrase(PASS), kdf: Some(CHEAP_KDF_SPEC) });
+    let weak = fails(
+        &c,
+        Request::Init {
+            passphrase: passphrase(PASS),
+            kdf: Some(CHEAP_KDF_SPEC),
+        },
+    );
     assert_eq!(weak.await, ErrorCode::InvalidRequest);
-    let weak_t = KdfSpec { t_cost: 1, ..FLOOR_KDF };
-    let r = fails(&c, Request::Init { passphrase: passphrase(PASS), kdf: Some(weak_t) }).await;
+    let weak_t = KdfSpec {
+        t_cost: 1,
+        ..FLOOR_KDF
+    };
+    let r = fails(
+        &c,
+        Request::Init {
+            passphrase: passphrase(PASS),
+            kdf: Some(weak_t),
+        },
+    )
+    .await;
     assert_eq!(r, ErrorCode::InvalidRequest);
     for short in ["x", "1234567", "ééééééé"] {
-        let r = fails(&c, Request::Init { passphrase: passphrase(short), kdf: Some(FLOOR_KDF) }).await;
+        let r = fails(
+            &c,
+            Request::Init {
+                passphrase: passphrase(short),
+                kdf: Some(FLOOR_KDF),
+            },
+        )
+        .await;
         assert_eq!(r, ErrorCode::WeakPassphrase, "{short:?}");
     }
     // At the floor, with 8 characters, it works (Argon2 at 19 MiB, t = 2: a moment).
     match c
-        .call(Request::Init { passphrase: passphrase("12345678"), kdf: Some(FLOOR_KDF) })
+        .call(Request::Init {
+            passphrase: passphrase("12345678"),
+            kdf: Some(FLOOR_KDF),
+        })
         .await
     {
         Ok(Response::Ok) => {}
@@ -57,7 +83,13 @@ async fn weak_passphrases_and_kdf_parameters_are_refused() {
     )
     .await;
     assert_eq!(r, ErrorCode::InvalidRequest);
-    let r = fails(&c, Request::Rekey { passphrase: passphrase("12345678"), kdf: Some(CHEAP_KDF_SPEC) });
+    let r = fails(
+        &c,
+        Request::Rekey {
+            passphrase: passphrase("12345678"),
+            kdf: Some(CHEAP_KDF_SPEC),
+        },
+    );
     assert_eq!(r.await, ErrorCode::InvalidRequest);
 }
 
@@ -84,7 +116,15 @@ async fn record_sizes_do_not_show_which_dcs_hold_auth_keys() {
     let _without = handle(&c, "without").await;
     for id in 1..=5 {
         let key = (id % 2 == 0).then_some(id as u8);
-        ok(&c, Request::SetDcOption { handle: with_key, option: dc(id, key) }, "set dc").await;
+        ok(
+            &c,
+            Request::SetDcOption {
+                handle: with_key,
+                option: dc(id, key),
+            },
+            "set dc",
+        )
+        .await;
     }
     drop(c);
     stop(d);
@@ -97,6 +137,12 @@ async fn record_sizes_do_not_show_which_dcs_hold_auth_keys() {
             .collect::<Result<_, _>>()
             .unwrap()
     };
-    assert_eq!(distinct("SELECT DISTINCT length(v) FROM dc_options").len(), 1);
-    assert_eq!(distinct("SELECT DISTINCT length(record) FROM sessions").len(), 1);
+    assert_eq!(
+        distinct("SELECT DISTINCT length(v) FROM dc_options").len(),
+        1
+    );
+    assert_eq!(
+        distinct("SELECT DISTINCT length(record) FROM sessions").len(),
+        1
+    );
 }

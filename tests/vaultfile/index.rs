@@ -21,16 +21,25 @@ async fn swapped_index_values_are_corrupt_not_another_peer() {
     let env = Env::new();
     let (d, c) = env.start_initialized(&[]).await;
     let h = handle(&c, "bot").await;
-    let (alice, bob) = (named(101, "alice", "+1 555 0101"), named(202, "bob", "+1 555 0202"));
+    let (alice, bob) = (
+        named(101, "alice", "+1 555 0101"),
+        named(202, "bob", "+1 555 0202"),
+    );
     ok(
         &c,
-        Request::CachePeers { handle: h, peers: vec![alice.clone(), bob.clone()] },
+        Request::CachePeers {
+            handle: h,
+            peers: vec![alice.clone(), bob.clone()],
+        },
         "cache peers",
     )
     .await;
     // Lookups answer the right peers before the swap.
     match c
-        .call(Request::GetPeer { handle: h, query: PeerQuery::Username("alice".into()) })
+        .call(Request::GetPeer {
+            handle: h,
+            query: PeerQuery::Username("alice".into()),
+        })
         .await
     {
         Ok(Response::Peer(Some(p))) => assert_eq!(p, alice),
@@ -49,7 +58,8 @@ async fn swapped_index_values_are_corrupt_not_another_peer() {
         .collect::<Result<_, _>>()
         .unwrap();
     assert_eq!(rows.len(), 2);
-    db.execute("UPDATE peers SET i1 = NULL, i2 = NULL", []).unwrap();
+    db.execute("UPDATE peers SET i1 = NULL, i2 = NULL", [])
+        .unwrap();
     for (me, other) in [(0, 1), (1, 0)] {
         db.execute(
             "UPDATE peers SET i1 = ?2, i2 = ?3 WHERE rowid = ?1",
@@ -68,9 +78,17 @@ async fn swapped_index_values_are_corrupt_not_another_peer() {
         PeerQuery::Username("bob".into()),
         PeerQuery::Phone("15550101".into()),
     ] {
-        let r = c.call(Request::GetPeer { handle: h, query: query.clone() }).await;
+        let r = c
+            .call(Request::GetPeer {
+                handle: h,
+                query: query.clone(),
+            })
+            .await;
         if let Ok(Response::Peer(Some(p))) = &r {
-            panic!("{query:?} answered peer {} (access hash {:?})", p.id, p.access_hash);
+            panic!(
+                "{query:?} answered peer {} (access hash {:?})",
+                p.id, p.access_hash
+            );
         }
         assert_eq!(err_code(r), ErrorCode::Corrupt, "{query:?}");
     }
@@ -78,7 +96,10 @@ async fn swapped_index_values_are_corrupt_not_another_peer() {
     match c
         .call(Request::GetPeer {
             handle: h,
-            query: PeerQuery::Key(session_vault_proto::model::PeerKey { kind: PeerKind::User, id: 101 }),
+            query: PeerQuery::Key(session_vault_proto::model::PeerKey {
+                kind: PeerKind::User,
+                id: 101,
+            }),
         })
         .await
     {

@@ -61,7 +61,10 @@ pub async fn ok(c: &Connection, request: Request, what: &str) {
 }
 
 /// Unlocks over the protocol with `pass`; the answer.
-pub async fn unlock(c: &Connection, pass: &str) -> Result<Response, session_vault_client::ClientError> {
+pub async fn unlock(
+    c: &Connection,
+    pass: &str,
+) -> Result<Response, session_vault_client::ClientError> {
     c.call(Request::Unlock {
         passphrase: passphrase(pass),
     })
@@ -84,8 +87,11 @@ pub fn save_copy(env: &Env, name: &str) -> PathBuf {
 /// The thief: `vault.db` opened with rusqlite (daemon stopped), an old copy attached as `old`.
 pub fn thief(env: &Env, old: &Path) -> rusqlite::Connection {
     let db = rusqlite::Connection::open(env.vault_db()).expect("open vault.db");
-    db.execute("ATTACH DATABASE ?1 AS old", [old.to_str().expect("utf-8 path")])
-        .expect("attach the old copy");
+    db.execute(
+        "ATTACH DATABASE ?1 AS old",
+        [old.to_str().expect("utf-8 path")],
+    )
+    .expect("attach the old copy");
     db
 }
 

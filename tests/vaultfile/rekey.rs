@@ -45,7 +45,15 @@ async fn after_rekey_no_earlier_keyslot_opens_anything() {
     let env = Env::new();
     let (d, c) = env.start_initialized(&[]).await;
     let h = handle(&c, "bot").await;
-    ok(&c, Request::SetDcOption { handle: h, option: dc(2, Some(9)) }, "set dc").await;
+    ok(
+        &c,
+        Request::SetDcOption {
+            handle: h,
+            option: dc(2, Some(9)),
+        },
+        "set dc",
+    )
+    .await;
     cache_peers(&c, h, 0, 300).await;
     drop(c);
     stop(d);
@@ -67,7 +75,14 @@ async fn after_rekey_no_earlier_keyslot_opens_anything() {
     .await;
     // A wrong passphrase is refused and changes nothing.
     assert!(matches!(
-        fails(&c, Request::Rekey { passphrase: passphrase(PASS), kdf: Some(CHEAP_KDF_SPEC) }).await,
+        fails(
+            &c,
+            Request::Rekey {
+                passphrase: passphrase(PASS),
+                kdf: Some(CHEAP_KDF_SPEC)
+            }
+        )
+        .await,
         ErrorCode::BadPassphrase { .. }
     ));
     // The throttle holds the next attempt back for a moment after a wrong one.
@@ -88,7 +103,10 @@ async fn after_rekey_no_earlier_keyslot_opens_anything() {
         other => panic!("dc options after rekey: {other:?}"),
     }
     match c
-        .call(Request::GetPeer { handle: h, query: PeerQuery::Username("user299".into()) })
+        .call(Request::GetPeer {
+            handle: h,
+            query: PeerQuery::Username("user299".into()),
+        })
         .await
     {
         Ok(Response::Peer(Some(p))) => assert_eq!(p, peer(299)),
@@ -115,7 +133,11 @@ async fn after_rekey_no_earlier_keyslot_opens_anything() {
         "{code:?}"
     );
     let h = c
-        .call(Request::OpenSession { name: "bot".into(), exclusive: false, create_if_missing: false })
+        .call(Request::OpenSession {
+            name: "bot".into(),
+            exclusive: false,
+            create_if_missing: false,
+        })
         .await;
     assert_eq!(err_code(h), ErrorCode::Locked);
 }
@@ -135,7 +157,15 @@ async fn a_rekey_killed_midway_leaves_the_old_or_the_new_vault() {
     let env = Env::new();
     let (d, c) = env.start_initialized(&[]).await;
     let h = handle(&c, "bot").await;
-    ok(&c, Request::SetDcOption { handle: h, option: dc(4, Some(5)) }, "set dc").await;
+    ok(
+        &c,
+        Request::SetDcOption {
+            handle: h,
+            option: dc(4, Some(5)),
+        },
+        "set dc",
+    )
+    .await;
     cache_peers(&c, h, 0, PEERS).await;
     drop(c);
     stop(d);
@@ -149,7 +179,10 @@ async fn a_rekey_killed_midway_leaves_the_old_or_the_new_vault() {
         let d = env.start();
         let c = env.connect().await;
         assert!(matches!(unlock(&c, PASS).await, Ok(Response::Ok)));
-        let rekey = Request::Rekey { passphrase: passphrase(PASS), kdf: Some(CHEAP_KDF_SPEC) };
+        let rekey = Request::Rekey {
+            passphrase: passphrase(PASS),
+            kdf: Some(CHEAP_KDF_SPEC),
+        };
         match fraction {
             None => {
                 let t = std::time::Instant::now();
@@ -179,7 +212,10 @@ async fn a_rekey_killed_midway_leaves_the_old_or_the_new_vault() {
         }
         let d = env.start();
         let c = env.connect().await;
-        assert!(matches!(unlock(&c, PASS).await, Ok(Response::Ok)), "after a kill at {delay_ms} of the rekey");
+        assert!(
+            matches!(unlock(&c, PASS).await, Ok(Response::Ok)),
+            "after a kill at {delay_ms} of the rekey"
+        );
         let h = handle(&c, "bot").await;
         match c.call(Request::GetDcOptions { handle: h }).await {
             Ok(Response::DcOptions(opts)) => {
@@ -194,7 +230,10 @@ async fn a_rekey_killed_midway_leaves_the_old_or_the_new_vault() {
         }
         for i in [0, PEERS / 2, PEERS - 1] {
             match c
-                .call(Request::GetPeer { handle: h, query: PeerQuery::Username(format!("user{i}")) })
+                .call(Request::GetPeer {
+                    handle: h,
+                    query: PeerQuery::Username(format!("user{i}")),
+                })
                 .await
             {
                 Ok(Response::Peer(Some(p))) => assert_eq!(p, peer(i)),

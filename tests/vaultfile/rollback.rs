@@ -14,7 +14,15 @@ async fn an_old_keyslot_put_back_after_passwd_does_not_unlock() {
     let env = Env::new();
     let (d, c) = env.start_initialized(&[]).await;
     let h = handle(&c, "bot").await;
-    ok(&c, Request::SetDcOption { handle: h, option: dc(2, Some(1)) }, "set dc").await;
+    ok(
+        &c,
+        Request::SetDcOption {
+            handle: h,
+            option: dc(2, Some(1)),
+        },
+        "set dc",
+    )
+    .await;
     drop(c);
     stop(d);
     let old = save_copy(&env, "before-passwd.db");
@@ -43,7 +51,11 @@ async fn an_old_keyslot_put_back_after_passwd_does_not_unlock() {
     let _d = env.start();
     let c = env.connect().await;
     let r = unlock(&c, PASS).await;
-    assert_eq!(err_code(r), ErrorCode::Corrupt, "the old passphrase must not unlock");
+    assert_eq!(
+        err_code(r),
+        ErrorCode::Corrupt,
+        "the old passphrase must not unlock"
+    );
     // Nothing was unlocked on the way.
     let h = c
         .call(Request::OpenSession {
@@ -90,7 +102,15 @@ async fn an_old_acl_put_back_after_revoke_is_corrupt() {
     )
     .await;
     let h = handle(&c, "bot").await;
-    ok(&c, Request::SetDcOption { handle: h, option: dc(2, Some(7)) }, "new auth key").await;
+    ok(
+        &c,
+        Request::SetDcOption {
+            handle: h,
+            option: dc(2, Some(7)),
+        },
+        "new auth key",
+    )
+    .await;
     drop(c);
     stop(d);
 
@@ -126,9 +146,7 @@ async fn an_old_acl_put_back_after_revoke_is_corrupt() {
             other => panic!("the revoked uid opened the session: {other:?}"),
         }
     }
-    let r = c
-        .call(Request::ExportSession { name: "bot".into() })
-        .await;
+    let r = c.call(Request::ExportSession { name: "bot".into() }).await;
     assert_eq!(err_code(r), ErrorCode::Corrupt);
 }
 
@@ -140,7 +158,15 @@ async fn a_deleted_session_put_back_is_corrupt() {
     let (d, c) = env.start_initialized(&[]).await;
     for name in ["keep", "gone"] {
         let h = handle(&c, name).await;
-        ok(&c, Request::SetDcOption { handle: h, option: dc(2, Some(3)) }, "set dc").await;
+        ok(
+            &c,
+            Request::SetDcOption {
+                handle: h,
+                option: dc(2, Some(3)),
+            },
+            "set dc",
+        )
+        .await;
     }
     drop(c);
     stop(d);
@@ -149,7 +175,14 @@ async fn a_deleted_session_put_back_is_corrupt() {
     let d = env.start();
     let c = env.connect().await;
     assert!(matches!(unlock(&c, PASS).await, Ok(Response::Ok)));
-    ok(&c, Request::DeleteSession { name: "gone".into() }, "delete").await;
+    ok(
+        &c,
+        Request::DeleteSession {
+            name: "gone".into(),
+        },
+        "delete",
+    )
+    .await;
     drop(c);
     stop(d);
 

@@ -8,9 +8,7 @@
 //! minimum), unless the daemon was started with `--insecure-allow-weak-kdf` (tests and
 //! benchmarks); their passphrase floor (8 characters) is the vault's own.
 
-use session_vault_proto::message::{
-    ErrorCode, Event, KdfSpec, Passphrase, Response, WireError,
-};
+use session_vault_proto::message::{ErrorCode, Event, KdfSpec, Passphrase, Response, WireError};
 
 use crate::server::conn::Conn;
 use crate::server::errors::{self, wire};
@@ -45,10 +43,7 @@ pub async fn init(
     spec: Option<KdfSpec>,
 ) -> Result<Response, WireError> {
     let params = kdf(conn, spec)?;
-    conn.daemon
-        .vault
-        .init(passphrase.expose(), params)
-        .await?;
+    conn.daemon.vault.init(passphrase.expose(), params).await?;
     tracing::info!(uid = conn.peer.uid, "vault initialized");
     conn.daemon.publish(Event::Unlocked);
     Ok(Response::Ok)

@@ -39,7 +39,7 @@ const TAG_LEN: usize = 16;
 
 /// Bytes of stack [`scrub_stack`] zeroes: more than any sealing, opening, MAC or KDF call
 /// here uses below its caller (measured: the daemon's memory scan finds no key after `lock`).
-const SCRUB_BYTES: usize = 16 * 1024;
+pub const SCRUB_BYTES: usize = 16 * 1024;
 
 /// Zeroes [`SCRUB_BYTES`] of the stack below the caller's frame: where the function the
 /// caller called just before had its frames, with whatever key schedule, MAC midstate or

@@ -82,7 +82,9 @@ impl Manifest {
         let opened = keys.open(&PLACE, &sealed)?;
         let m: Manifest = decode(&PLACE, &opened.plain)?;
         if opened.generation != m.generation {
-            return Err(corrupt("manifest sealed at another generation than it names"));
+            return Err(corrupt(
+                "manifest sealed at another generation than it names",
+            ));
         }
         Ok(Some(m))
     }
@@ -131,7 +133,9 @@ impl Manifest {
             }
         }
         if n != self.sessions.len() {
-            return Err(corrupt("a session of the manifest is missing from the file"));
+            return Err(corrupt(
+                "a session of the manifest is missing from the file",
+            ));
         }
         Ok(())
     }
@@ -139,9 +143,9 @@ impl Manifest {
     /// Checks a record's generation: not above `G`.
     pub(super) fn check_generation(&self, place: &RecordPlace<'_>, generation: u64) -> Result<()> {
         if generation > self.generation {
-            return Err(place.corrupt(
-                "record is newer than the manifest (the manifest was rolled back)",
-            ));
+            return Err(
+                place.corrupt("record is newer than the manifest (the manifest was rolled back)")
+            );
         }
         Ok(())
     }

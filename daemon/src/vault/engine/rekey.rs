@@ -16,9 +16,7 @@ use session_vault_proto::model::{ChannelState, DcOption, Peer, SentFile};
 
 use super::manifest::Manifest;
 use super::record::encode;
-use super::{
-    Engine, STATE_UPDATES, ScalarState, SessionId, SessionRecord, VaultState, pad_class,
-};
+use super::{Engine, STATE_UPDATES, ScalarState, SessionId, SessionRecord, VaultState, pad_class};
 use crate::vault::crypto::{Keys, Keyslot, PAD_FIXED, RecordPlace, SecretKey};
 use crate::vault::error::{Result, VaultError};
 use crate::vault::store::{Row, Store, Table};

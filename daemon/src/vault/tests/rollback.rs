@@ -46,8 +46,14 @@ async fn the_previous_schema_gets_a_manifest_at_first_unlock() {
     std::fs::copy(FIXTURE, t.db()).expect("copy the fixture");
     {
         let c = raw(&t.db());
-        let v: u32 = c.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
-        assert_eq!(v, SCHEMA_VERSION - 1, "the fixture is of the previous schema");
+        let v: u32 = c
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(
+            v,
+            SCHEMA_VERSION - 1,
+            "the fixture is of the previous schema"
+        );
     }
     let vault = unlocked(&t).await.expect("the old vault unlocks");
     let alpha = sid(&vault, "alpha").await;
@@ -57,7 +63,9 @@ async fn the_previous_schema_gets_a_manifest_at_first_unlock() {
     );
     close(vault).await;
     let c = raw(&t.db());
-    let v: u32 = c.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+    let v: u32 = c
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(v, SCHEMA_VERSION);
     let formats: Vec<u8> = c
         .prepare("SELECT substr(record, 1, 1) FROM sessions")
@@ -100,9 +108,14 @@ async fn a_manifest_rolled_back_under_newer_records_is_corrupt() {
     vault.set_acl(alpha, acl).await.unwrap();
     close(vault).await;
     put_manifest(&t, &old);
-    let vault = unlocked(&t).await.expect("keyslots and sessions still match");
+    let vault = unlocked(&t)
+        .await
+        .expect("keyslots and sessions still match");
     let alpha = sid(&vault, "alpha").await;
-    assert_corrupt(&vault.session_record(alpha).await, "record above the manifest");
+    assert_corrupt(
+        &vault.session_record(alpha).await,
+        "record above the manifest",
+    );
 }
 
 /// A rename put back (old name with its old record, which the AEAD accepts for that name) is
@@ -164,7 +177,10 @@ async fn rekey_keeps_everything_and_its_order() {
         .await
         .unwrap();
     vault.unlock(b"an interim passphrase").await.unwrap();
-    vault.rekey(b"an interim passphrase", fast_kdf()).await.unwrap();
+    vault
+        .rekey(b"an interim passphrase", fast_kdf())
+        .await
+        .unwrap();
     assert_eq!(vault.export(a).await.unwrap(), before);
     let order: Vec<i64> = vault
         .updates_state(a)
@@ -188,4 +204,38 @@ async fn rekey_keeps_everything_and_its_order() {
     let vault = open(&t);
     vault.unlock(b"an interim passphrase").await.unwrap();
     assert_eq!(vault.export(a).await.unwrap(), before);
+}
+
+/// How long `rekey` holds the storage thread for a session of `SV_REKEY_PEERS` peers (default
+/// 10,000): a measurement for the README, not a check. Run in release:
+/// `cargo test --release -p session-vault-daemon --lib rekey_pause -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "a measurement; run by hand in release"]
+async fn rekey_pause() {
+    let n: i64 = std::env::var("SV_REKEY_PEERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
+    let t = TestDir::new();
+    let vault = create(&t).await;
+    let a = vault
+        .create_session("bot", SessionAcl::default())
+        .await
+        .unwrap();
+    let mut rng = Rng(7);
+    let mut i = 0;
+    while i < n {
+        let batch = (i..(i + 1_000).min(n))
+            .map(|k| random_user(&mut rng, &format!("p{k}")))
+            .collect();
+        vault.cache_peers(a, batch).await.unwrap();
+        i += 1_000;
+    }
+    vault.lock().await.unwrap();
+    vault.unlock(PASS).await.unwrap();
+    let started = std::time::Instant::now();
+    vault.rekey(PASS, fast_kdf()).await.unwrap();
+    let took = started.elapsed();
+    eprintln!("rekey of {n} peers: {took:?}");
+    close(vault).await;
 }
