@@ -17,7 +17,7 @@ use super::{CtlError, DaemonClient, KdfArgs, PASSPHRASE_HELP};
 ///
 /// One transaction: a crash or power loss leaves the old vault or the new one. The vault must
 /// be unlocked; the daemon stays up and open sessions keep working, but requests wait while it
-/// runs (about a second per 100,000 cached peers). The passphrase is throttled like `unlock`.
+/// runs (about 0.2 s for 10,000 cached peers, 3 s for 100,000). The passphrase is throttled like `unlock`.
 #[derive(Debug, clap::Args)]
 #[command(verbatim_doc_comment)]
 #[command(after_long_help = PASSPHRASE_HELP)]

@@ -14,7 +14,16 @@
 //! Durability: writes of auth keys, home DC, DC options, session create/rename/delete,
 //! extras, ACLs and keyslots are **durable** (answered after fsync); peer caching, update
 //! state and the sent-file cache are **cache** class (answered when applied, committed within
-//! [`VaultConfig::flush_interval`], 100 ms by default).
+//! [`VaultConfig::flush_interval`], 100 ms by default). Keyslot changes (`change_passphrase`)
+//! and [`Vault::rekey`] run as barrier jobs with a transaction of their own, then checkpoint
+//! the WAL so that a replaced keyslot does not linger in it.
+//!
+//! Rollback detection: a vault generation and a sealed manifest ([`engine::manifest`]) make
+//! old keyslots, ACLs, names and deleted sessions put back into the file `Corrupt`.
+//!
+//! New keyslots need a passphrase of at least 8 characters
+//! ([`crypto::check_new_passphrase`]); the KDF floor is the daemon's (it may be lifted for
+//! tests), so the engine takes any parameters Argon2 accepts.
 
 pub mod crypto;
 pub mod engine;
