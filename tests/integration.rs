@@ -21,3 +21,4 @@ mod startup;
 mod systemd;
 mod untrusted_dirs;
 mod userns;
+mod vaultfile;

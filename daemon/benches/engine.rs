@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkGroup, Criterion, Throughput, measurement::WallTime};
 use rusqlite::params;
-use session_vault_daemon::vault::crypto::{Keys, RecordPlace, SecretKey, fill_random};
+use session_vault_daemon::vault::crypto::{Keys, PAD_SMALL, RecordPlace, SecretKey, fill_random};
 use session_vault_daemon::vault::engine::Engine;
 use session_vault_daemon::vault::sqlite::SqliteStore;
 use session_vault_daemon::vault::store::Store;
@@ -590,11 +590,11 @@ fn bench_breakdown(c: &mut Criterion, f: Fixture, dir: &Path, sizes: Sizes) {
     bench(&mut g, "breakdown", "aead_seal_peer", |iters| {
         let start = Instant::now();
         for _ in 0..iters {
-            black_box(keys.seal(&place, black_box(&record)).unwrap());
+            black_box(keys.seal(&place, 1, black_box(&record), PAD_SMALL).unwrap());
         }
         start.elapsed()
     });
-    let sealed = keys.seal(&place, &record).unwrap();
+    let sealed = keys.seal(&place, 1, &record, PAD_SMALL).unwrap();
     bench(&mut g, "breakdown", "aead_open_peer", |iters| {
         let start = Instant::now();
         for _ in 0..iters {

@@ -22,7 +22,7 @@ use crate::model::{
 /// of different majors refuse each other in the handshake.
 pub const PROTOCOL_MAJOR: u16 = 1;
 /// Protocol minor version: bumped by hand when messages are added compatibly.
-pub const PROTOCOL_MINOR: u16 = 0;
+pub const PROTOCOL_MINOR: u16 = 1;
 
 /// Request id reserved for server-pushed events.
 pub const EVENT_ID: u32 = 0;
@@ -155,6 +155,17 @@ pub enum Request {
         /// New passphrase.
         new: Passphrase,
         /// KDF cost of the new keyslot; the daemon's default when absent.
+        kdf: Option<KdfSpec>,
+    },
+    /// Replace the vault's data-encryption key: every record re-sealed under a new random
+    /// key, every keyslot replaced by one new keyslot 0 for `passphrase`, in one transaction.
+    /// `passphrase` must open a current keyslot (throttled like `unlock`); the vault must be
+    /// unlocked. → [`Response::Ok`]. Added in protocol minor 1.
+    Rekey {
+        /// The current passphrase, which the new keyslot is sealed for.
+        passphrase: Passphrase,
+        /// KDF cost of the new keyslot; the daemon's default when absent.
+        #[serde(default)]
         kdf: Option<KdfSpec>,
     },
     /// Summaries of every session. → [`Response::Sessions`].

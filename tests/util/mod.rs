@@ -33,6 +33,10 @@ pub const CHEAP_KDF: [&str; 6] = [
     "1",
 ];
 
+/// The `vaultd` flag that lets new keyslots use [`CHEAP_KDF`] (below the daemon's floor);
+/// every test daemon gets it, except [`Env::start_strict`]'s.
+pub const ALLOW_WEAK_KDF: &str = "--insecure-allow-weak-kdf";
+
 /// The same cheap KDF, as the protocol's `init` takes it.
 pub const CHEAP_KDF_SPEC: KdfSpec = KdfSpec {
     m_cost_kib: 64,
@@ -101,6 +105,11 @@ impl Env {
     /// Starts `vaultd` with extra arguments.
     pub fn start_with(&self, extra: &[&str]) -> Daemon {
         Daemon::start(self, extra)
+    }
+
+    /// Starts `vaultd` without [`ALLOW_WEAK_KDF`]: the KDF floor applies.
+    pub fn start_strict(&self) -> Daemon {
+        Daemon::spawn(self, &self.socket(), &[], |_| {}, false)
     }
 
     /// Runs `vaultctl --socket S args…` with no stdin.
@@ -186,7 +195,7 @@ impl Daemon {
     /// Starts `vaultd` with at most `max_fds` open files (`RLIMIT_NOFILE`, as systemd's
     /// `LimitNOFILE=` would set it).
     pub fn start_with_fd_limit(env: &Env, max_fds: u64) -> Daemon {
-        Daemon::spawn(env, &env.socket(), &[], move |cmd| {
+        Daemon::spawn_weak_kdf(env, &env.socket(), &[], move |cmd| {
             use std::os::unix::process::CommandExt;
             // SAFETY: setrlimit(2) is async-signal-safe and touches nothing but the child.
             unsafe {
@@ -205,7 +214,7 @@ impl Daemon {
     }
 
     fn start_on(env: &Env, socket: &Path, umask: Option<u32>, extra: &[&str]) -> Daemon {
-        Daemon::spawn(env, socket, extra, move |cmd| {
+        Daemon::spawn_weak_kdf(env, socket, extra, move |cmd| {
             if let Some(mask) = umask {
                 use std::os::unix::process::CommandExt;
                 // SAFETY: umask(2) is async-signal-safe and touches nothing but the child.
@@ -222,16 +231,31 @@ impl Daemon {
     /// Starts `vaultd` through `wrapper` (a command that execs its arguments in place, such
     /// as `unshare --user --map-root-user`), so that the guard's pid is vaultd's.
     pub fn start_wrapped(env: &Env, wrapper: &[&str], extra: &[&str]) -> Daemon {
-        Daemon::spawn_in(wrapper, &env.socket(), &env.data_dir(), extra, |_| {})
+        Daemon::spawn_in(wrapper, &env.socket(), &env.data_dir(), extra, |_| {}, true)
     }
 
     /// Starts `vaultd` on `socket` and `data_dir` instead of the env's.
     pub fn spawn_at(socket: &Path, data_dir: &Path) -> Daemon {
-        Daemon::spawn_in(&[], socket, data_dir, &[], |_| {})
+        Daemon::spawn_in(&[], socket, data_dir, &[], |_| {}, true)
     }
 
-    fn spawn(env: &Env, socket: &Path, extra: &[&str], setup: impl FnOnce(&mut Command)) -> Daemon {
-        Daemon::spawn_in(&[], socket, &env.data_dir(), extra, setup)
+    fn spawn_weak_kdf(
+        env: &Env,
+        socket: &Path,
+        extra: &[&str],
+        setup: impl FnOnce(&mut Command),
+    ) -> Daemon {
+        Daemon::spawn(env, socket, extra, setup, true)
+    }
+
+    fn spawn(
+        env: &Env,
+        socket: &Path,
+        extra: &[&str],
+        setup: impl FnOnce(&mut Command),
+        weak_kdf: bool,
+    ) -> Daemon {
+        Daemon::spawn_in(&[], socket, &env.data_dir(), extra, setup, weak_kdf)
     }
 
     fn spawn_in(
@@ -240,6 +264,7 @@ impl Daemon {
         data_dir: &Path,
         extra: &[&str],
         setup: impl FnOnce(&mut Command),
+        weak_kdf: bool,
     ) -> Daemon {
         let vaultd = env!("CARGO_BIN_EXE_vaultd");
         let mut cmd = match wrapper.split_first() {
@@ -251,6 +276,9 @@ impl Daemon {
             None => Command::new(vaultd),
         };
         setup(&mut cmd);
+        if weak_kdf {
+            cmd.arg(ALLOW_WEAK_KDF);
+        }
         let mut child = cmd
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())

@@ -61,6 +61,10 @@ struct Args {
     /// Requests of one uid running at once [default: 64].
     #[arg(long, value_name = "N")]
     requests_running_per_uid: Option<u32>,
+    /// TESTS AND BENCHMARKS ONLY: accept Argon2 parameters below the floor (m = 19 MiB,
+    /// t = 2) for new keyslots. Logged as a warning at startup.
+    #[arg(long, hide = true)]
+    insecure_allow_weak_kdf: bool,
 }
 
 fn main() -> ExitCode {
@@ -95,7 +99,13 @@ fn main() -> ExitCode {
         request_memory_mib: args.request_memory_mib,
         request_memory_per_uid_mib: args.request_memory_per_uid_mib,
         requests_running_per_uid: args.requests_running_per_uid,
+        insecure_allow_weak_kdf: args.insecure_allow_weak_kdf,
     };
+    if args.insecure_allow_weak_kdf {
+        tracing::warn!(
+            "INSECURE: --insecure-allow-weak-kdf given: new keyslots may use KDF parameters below the floor; for tests and benchmarks only"
+        );
+    }
     let result = config::Config::resolve(overrides)
         .map_err(anyhow::Error::from)
         .and_then(|cfg| {

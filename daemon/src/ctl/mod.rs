@@ -1,7 +1,7 @@
 //! `vaultctl`, the admin CLI of the Session Vault daemon: its clap definitions, the one
 //! `match` that dispatches to a module per subcommand, and the link to the daemon they share.
 //!
-//! - one file per subcommand (`status`, `init`, `unlock`, `lock`, `passwd`, `list`, `rm`,
+//! - one file per subcommand (`status`, `init`, `unlock`, `lock`, `passwd`, `rekey`, `list`, `rm`,
 //!   `rename`, `grant`, `revoke`, `completions`), each with its clap `Args` and a
 //!   `run(args, &DaemonClient, out)` that sends one request;
 //! - `prompt`: where passphrases and confirmations come from (terminal, file, fd; never
@@ -34,6 +34,7 @@ mod lock;
 mod output;
 mod passwd;
 mod prompt;
+mod rekey;
 mod rename;
 mod revoke;
 mod rm;
@@ -125,6 +126,7 @@ pub enum Command {
     Unlock(unlock::Args),
     Lock(lock::Args),
     Passwd(passwd::Args),
+    Rekey(rekey::Args),
     List(list::Args),
     Rm(rm::Args),
     Rename(rename::Args),
@@ -135,7 +137,7 @@ pub enum Command {
     Completions(completions::Args),
 }
 
-/// Argon2id cost of a new keyslot (`init`, `passwd`): all three or none.
+/// Argon2id cost of a new keyslot (`init`, `passwd`, `rekey`): all three or none.
 #[derive(Debug, Clone, clap::Args)]
 #[command(next_help_heading = "Key derivation (Argon2id; default: the daemon's, m=64 MiB t=3 p=1)")]
 pub struct KdfArgs {
@@ -228,6 +230,7 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CtlError> {
         Command::Unlock(args) => unlock::run(args, &daemon, out),
         Command::Lock(args) => lock::run(args, &daemon, out),
         Command::Passwd(args) => passwd::run(args, &daemon, out),
+        Command::Rekey(args) => rekey::run(args, &daemon, out),
         Command::List(args) => list::run(args, &daemon, out),
         Command::Rm(args) => rm::run(args, &daemon, out),
         Command::Rename(args) => rename::run(args, &daemon, out),

@@ -84,6 +84,8 @@ pub struct Overrides {
     pub request_memory_per_uid_mib: Option<u32>,
     /// `--requests-running-per-uid`.
     pub requests_running_per_uid: Option<u32>,
+    /// `--insecure-allow-weak-kdf` (flag only, never from the file: tests and benchmarks).
+    pub insecure_allow_weak_kdf: bool,
 }
 
 /// The resolved configuration.
@@ -105,6 +107,8 @@ pub struct Config {
     pub max_sessions_per_uid: usize,
     /// Caps on connections, memory and storage use per uid (see [`super::limits`]).
     pub limits: Settings,
+    /// Accept KDF parameters below `KdfParams::FLOOR` for new keyslots (tests only).
+    pub insecure_allow_weak_kdf: bool,
 }
 
 /// Default of [`Config::max_sessions_per_uid`].
@@ -199,6 +203,7 @@ impl Config {
                 .max_sessions_per_uid
                 .or(file.max_sessions_per_uid)
                 .unwrap_or(DEFAULT_MAX_SESSIONS_PER_UID),
+            insecure_allow_weak_kdf: o.insecure_allow_weak_kdf,
         })
     }
 }

@@ -54,6 +54,8 @@ fn a_handler_that_panics_is_answered_internal_and_the_daemon_keeps_serving() {
     let config = Config::resolve(Overrides {
         socket: Some(socket.clone()),
         data_dir: Some(dir.path().join("data")),
+        // The tests initialize with the cheap KDF.
+        insecure_allow_weak_kdf: true,
         ..Overrides::default()
     })
     .expect("config");

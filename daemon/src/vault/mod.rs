@@ -14,7 +14,16 @@
 //! Durability: writes of auth keys, home DC, DC options, session create/rename/delete,
 //! extras, ACLs and keyslots are **durable** (answered after fsync); peer caching, update
 //! state and the sent-file cache are **cache** class (answered when applied, committed within
-//! [`VaultConfig::flush_interval`], 100 ms by default).
+//! [`VaultConfig::flush_interval`], 100 ms by default). Keyslot changes (`change_passphrase`)
+//! and [`Vault::rekey`] run as barrier jobs with a transaction of their own, then checkpoint
+//! the WAL so that a replaced keyslot does not linger in it.
+//!
+//! Rollback detection: a vault generation and a sealed manifest ([`engine::manifest`]) make
+//! old keyslots, ACLs, names and deleted sessions put back into the file `Corrupt`.
+//!
+//! New keyslots need a passphrase of at least 8 characters
+//! ([`crypto::check_new_passphrase`]); the KDF floor is the daemon's (it may be lifted for
+//! tests), so the engine takes any parameters Argon2 accepts.
 
 pub mod crypto;
 pub mod engine;
@@ -285,6 +294,7 @@ impl Vault {
         if self.status().await?.state != StateKind::Uninitialized {
             return Err(VaultError::AlreadyInitialized);
         }
+        crypto::check_new_passphrase(passphrase)?;
         let pass = Zeroizing::new(passphrase.to_vec());
         let (header, slot, dek) = blocking(move || {
             let mut vault_id = [0u8; VAULT_ID_LEN];
@@ -343,19 +353,48 @@ impl Vault {
     }
 
     /// Rewrites the keyslot `old` opens so that `new` opens it instead (fresh salt, `kdf`
-    /// parameters). The data is not touched: the DEK stays the same.
+    /// parameters). The data is not touched: the DEK stays the same, so whoever knows `old`
+    /// and kept the old keyslot (a copy of the file) still holds the DEK; [`Vault::rekey`]
+    /// takes that away. The manifest records the new keyslot at a new generation, so the old
+    /// one put back is `Corrupt`; the WAL is checkpointed after the commit so that the old
+    /// keyslot does not linger in it.
     pub async fn change_passphrase(&self, old: &[u8], new: &[u8], kdf: KdfParams) -> Result<()> {
-        if new.is_empty() {
-            return Err(VaultError::WeakPassphrase("the passphrase is empty"));
-        }
+        crypto::check_new_passphrase(new)?;
         let (slot_no, dek) = self.open_keyslot(old).await?;
         let (vault_id, _) = self.call(Class::Read, |e| e.keyslots()).await?;
         let pass = Zeroizing::new(new.to_vec());
-        let slot =
-            blocking(move || Keyslot::seal(&vault_id, slot_no, "passphrase", kdf, &pass, &dek))
-                .await?;
-        self.call(Class::Durable, move |e| e.put_keyslot(&slot))
+        let (slot, dek) = blocking(move || {
+            let slot = Keyslot::seal(&vault_id, slot_no, "passphrase", kdf, &pass, &dek)?;
+            Ok((slot, dek))
+        })
+        .await?;
+        self.call(Class::Barrier, move |e| e.replace_keyslot(slot, dek))
             .await
+    }
+
+    /// Replaces the DEK: a new random one, every record re-sealed and every blind index
+    /// recomputed under its subkeys, and every keyslot replaced by one new keyslot 0 for
+    /// `passphrase` (which must open a current keyslot; other keyslots must be added again).
+    /// One transaction on the storage thread: a crash leaves the old vault or the new one.
+    /// Requests wait meanwhile; open sessions keep their ids. The vault must be unlocked.
+    /// Afterwards no old passphrase or keyslot opens anything.
+    pub async fn rekey(&self, passphrase: &[u8], kdf: KdfParams) -> Result<()> {
+        crypto::check_new_passphrase(passphrase)?;
+        if self.status().await?.state != StateKind::Unlocked {
+            // Checked before Argon2 runs; the storage thread checks again.
+            return Err(VaultError::Locked);
+        }
+        let (_, old_dek) = self.open_keyslot(passphrase).await?;
+        drop(old_dek);
+        let (vault_id, _) = self.call(Class::Read, |e| e.keyslots()).await?;
+        let pass = Zeroizing::new(passphrase.to_vec());
+        let (slot, dek) = blocking(move || {
+            let dek = SecretKey::random()?;
+            let slot = Keyslot::seal(&vault_id, 0, "passphrase", kdf, &pass, &dek)?;
+            Ok((slot, dek))
+        })
+        .await?;
+        self.call(Class::Barrier, move |e| e.rekey(slot, dek)).await
     }
 
     // ---- sessions -------------------------------------------------------------------------
@@ -524,9 +563,10 @@ impl Vault {
     }
 }
 
-/// Runs blocking work (Argon2) on tokio's blocking pool.
+/// Runs blocking work (Argon2) on tokio's blocking pool, and zeroes the stack it used
+/// before the pool thread takes other work.
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f)
+    tokio::task::spawn_blocking(move || crypto::scrubbed(f))
         .await
         .map_err(|e| VaultError::Storage {
             kind: StorageErrorKind::Other,

@@ -46,6 +46,11 @@ pub const MIGRATIONS: &[&str] = &[
          i1 BLOB, i2 BLOB, UNIQUE (session, k));
      CREATE INDEX peers_username ON peers (session, i1) WHERE i1 IS NOT NULL;
      CREATE INDEX peers_phone ON peers (session, i2) WHERE i2 IS NOT NULL;",
+    // 3: record format 2 (records carry the vault generation, plaintexts padded) and the
+    // sealed manifest in `meta` (`engine::manifest`). No table changes: the version bump keeps
+    // older builds, which cannot read format-2 records, from opening the vault at all
+    // (`UnsupportedFormat`) instead of failing on every rewritten record as `Corrupt`.
+    "",
 ];
 
 /// The schema version this build writes.
@@ -357,6 +362,34 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    fn delete_keyslots(&mut self) -> Result<()> {
+        self.conn.execute("DELETE FROM keyslots", [])?;
+        Ok(())
+    }
+
+    fn manifest(&mut self) -> Result<Option<Vec<u8>>> {
+        self.meta("manifest")
+    }
+
+    fn put_manifest(&mut self, sealed: &[u8]) -> Result<()> {
+        self.conn
+            .prepare_cached("INSERT OR REPLACE INTO meta (k, v) VALUES ('manifest', ?1)")?
+            .execute([sealed])?;
+        Ok(())
+    }
+
+    fn checkpoint(&mut self) -> Result<()> {
+        // TRUNCATE: copy every committed frame into the database file (where secure_delete
+        // has zeroed what they replace), then cut the WAL to zero bytes.
+        let busy: i64 = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))?;
+        if busy != 0 {
+            tracing::warn!(path = %self.path.display(), "vault WAL checkpoint could not complete");
+        }
+        Ok(())
+    }
+
     fn begin(&mut self) -> Result<()> {
         self.conn.execute_batch("BEGIN IMMEDIATE")?;
         Ok(())
@@ -521,6 +554,25 @@ impl Store for SqliteStore {
                 key: r.get(0)?,
                 value: r.get(1)?,
             })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn scan_indexed(&mut self, table: Table, session: i64) -> Result<Vec<(Row, [bool; 2])>> {
+        let sql = per_table!(
+            table,
+            "SELECT k, v, i1 IS NOT NULL, i2 IS NOT NULL FROM ",
+            " WHERE session = ?1 ORDER BY rowid"
+        );
+        let mut stmt = self.conn.prepare_cached(sql)?;
+        let rows = stmt.query_map([session], |r| {
+            Ok((
+                Row {
+                    key: r.get(0)?,
+                    value: r.get(1)?,
+                },
+                [r.get(2)?, r.get(3)?],
+            ))
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }

@@ -104,6 +104,16 @@ pub trait Store: Send {
     fn keyslots(&mut self) -> Result<Vec<Keyslot>>;
     /// Inserts or replaces a keyslot.
     fn put_keyslot(&mut self, slot: &Keyslot) -> Result<()>;
+    /// Deletes every keyslot (`rekey`, which then writes the one new slot).
+    fn delete_keyslots(&mut self) -> Result<()>;
+    /// The sealed manifest (`engine::manifest`), if written.
+    fn manifest(&mut self) -> Result<Option<Vec<u8>>>;
+    /// Writes the sealed manifest.
+    fn put_manifest(&mut self, sealed: &[u8]) -> Result<()>;
+    /// Moves committed writes into the main database file and empties any write-ahead log, so
+    /// that the versions they replaced (an old keyslot above all) do not linger in the log.
+    /// Called with no transaction open.
+    fn checkpoint(&mut self) -> Result<()>;
 
     /// Opens the write transaction that a group of operations shares.
     fn begin(&mut self) -> Result<()>;
@@ -149,6 +159,9 @@ pub trait Store: Send {
     fn put_last(&mut self, table: Table, session: i64, row: &Row) -> Result<()>;
     /// Every row of a session in a table, oldest first.
     fn scan(&mut self, table: Table, session: i64) -> Result<Vec<Row>>;
+    /// [`Store::scan`] with, for each row, whether its two index columns are set (`rekey`
+    /// re-blinds exactly the index values that exist).
+    fn scan_indexed(&mut self, table: Table, session: i64) -> Result<Vec<(Row, [bool; 2])>>;
     /// Deletes every row of a session in a table.
     fn clear(&mut self, table: Table, session: i64) -> Result<()>;
     /// The row whose index column matches `value`, if any.

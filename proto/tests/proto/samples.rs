@@ -216,6 +216,18 @@ pub fn requests() -> Vec<Request> {
             new: Passphrase::new(vec![0xff, 0x00, 0x80]),
             kdf: None,
         },
+        Request::Rekey {
+            passphrase: pass("correct horse battery staple"),
+            kdf: None,
+        },
+        Request::Rekey {
+            passphrase: pass("correct horse battery staple"),
+            kdf: Some(KdfSpec {
+                m_cost_kib: 65536,
+                t_cost: 3,
+                p_cost: 1,
+            }),
+        },
         Request::ListSessions,
         Request::RenameSession {
             old: "bot-a".into(),

@@ -27,6 +27,11 @@ fn passphrase_debug_is_redacted() {
     };
     assert_hidden(&format!("{r:?}"));
     assert_hidden(&format!("{r:#?}"));
+    let r = Request::Rekey {
+        passphrase: Passphrase::new(SECRET.as_bytes().to_vec()),
+        kdf: None,
+    };
+    assert_hidden(&format!("{r:?}"));
 }
 
 #[test]

@@ -109,7 +109,7 @@ impl Shimmed {
             .arg(env.socket())
             .arg("--data-dir")
             .arg(&data)
-            .args(["--flush-interval-ms", "20"])
+            .args(["--flush-interval-ms", "20", crate::util::ALLOW_WEAK_KDF])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

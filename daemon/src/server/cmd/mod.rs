@@ -1,7 +1,7 @@
 //! Request handlers, one module per kind, dispatched from one `match`.
 //!
 //! - [`status`]: `status` (anyone);
-//! - [`keys`]: `init`, `unlock`, `lock`, `change_passphrase` (admins; throttled);
+//! - [`keys`]: `init`, `unlock`, `lock`, `change_passphrase`, `rekey` (admins; throttled);
 //! - [`admin`]: list, rename, delete, grant, revoke, import, export by name (admins);
 //! - [`open`]: `open_session`, `close_session` (owner, granted uids/gids, admins);
 //! - [`data`]: reads and writes on an open session handle.
@@ -47,7 +47,9 @@ pub fn weight(request: &Request) -> Weight {
     use Request as R;
     match request {
         R::ListSessions | R::ExportSession { .. } | R::Export { .. } => Weight::HeavyRead,
-        R::DeleteSession { .. } | R::ImportSession { .. } | R::Import { .. } => Weight::HeavyWrite,
+        R::DeleteSession { .. } | R::ImportSession { .. } | R::Import { .. } | R::Rekey { .. } => {
+            Weight::HeavyWrite
+        }
         _ => Weight::Cheap,
     }
 }
@@ -90,6 +92,10 @@ async fn run(conn: &Conn, request: Request) -> Result<Response, WireError> {
         R::ChangePassphrase { old, new, kdf } => {
             require_admin(conn, "passphrase change")?;
             keys::change_passphrase(conn, old, new, kdf).await
+        }
+        R::Rekey { passphrase, kdf } => {
+            require_admin(conn, "rekey")?;
+            keys::rekey(conn, passphrase, kdf).await
         }
 
         R::ListSessions => {

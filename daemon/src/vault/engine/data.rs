@@ -10,7 +10,7 @@ use session_vault_proto::model::{
 use super::{
     Engine, STATE_UPDATES, ScalarState, SessionId, kind_byte, normalize_phone, normalize_username,
 };
-use crate::vault::error::Result;
+use crate::vault::error::{Result, VaultError};
 use crate::vault::store::{Index, Store, Table};
 
 impl<S: Store> Engine<S> {
@@ -39,7 +39,7 @@ impl<S: Store> Engine<S> {
 
     // ---- peers --------------------------------------------------------------------------------
 
-    fn peer_key_bytes(key: PeerKey) -> [u8; 9] {
+    pub(super) fn peer_key_bytes(key: PeerKey) -> [u8; 9] {
         let mut b = [0u8; 9];
         b[0] = kind_byte(key.kind);
         b[1..].copy_from_slice(&key.id.to_be_bytes());
@@ -81,10 +81,41 @@ impl<S: Store> Engine<S> {
             .live(sid)?
             .keys
             .blind("peers", sid.0, field, value.as_bytes());
-        match self.store.find(Table::Peers, sid.0, index, &blind)? {
-            None => Ok(None),
-            Some(row) => self.open_row(sid, Table::Peers, &row).map(Some),
+        let Some(row) = self.store.find(Table::Peers, sid.0, index, &blind)? else {
+            return Ok(None);
+        };
+        let peer: Peer = self.open_row(sid, Table::Peers, &row)?;
+        // The index columns are not covered by the record's AEAD: a value moved or swapped
+        // between rows would hand out another peer. The record itself must name the value.
+        let [username, phone] = Self::peer_index_values(&peer);
+        let named = match index {
+            Index::Username => username,
+            Index::Phone => phone,
+        };
+        if named.as_deref() != Some(value) {
+            return Err(VaultError::Corrupt {
+                table: "peers",
+                session_id: sid.0,
+                row: String::new(),
+                reason: "index value does not match the record it points to (moved or swapped)",
+            });
         }
+        Ok(Some(peer))
+    }
+
+    /// A peer's normalized username and phone, where set and not empty: the values its index
+    /// columns blind.
+    pub(super) fn peer_index_values(peer: &Peer) -> [Option<String>; 2] {
+        [
+            peer.username
+                .as_deref()
+                .map(normalize_username)
+                .filter(|s| !s.is_empty()),
+            peer.phone
+                .as_deref()
+                .map(normalize_phone)
+                .filter(|s| !s.is_empty()),
+        ]
     }
 
     /// A cached peer by username, case-insensitively (a leading `@` is ignored).
@@ -142,18 +173,9 @@ impl<S: Store> Engine<S> {
 
     fn write_peer(&mut self, sid: SessionId, k: &[u8; 16], peer: &Peer) -> Result<()> {
         let u = self.live(sid)?;
-        let uname = peer
-            .username
-            .as_deref()
-            .map(normalize_username)
-            .filter(|s| !s.is_empty())
-            .map(|s| u.keys.blind("peers", sid.0, "username", s.as_bytes()));
-        let phone = peer
-            .phone
-            .as_deref()
-            .map(normalize_phone)
-            .filter(|s| !s.is_empty())
-            .map(|s| u.keys.blind("peers", sid.0, "phone", s.as_bytes()));
+        let [uname, phone] = Self::peer_index_values(peer);
+        let uname = uname.map(|s| u.keys.blind("peers", sid.0, "username", s.as_bytes()));
+        let phone = phone.map(|s| u.keys.blind("peers", sid.0, "phone", s.as_bytes()));
         let row = self.seal_row(sid, Table::Peers, k, peer)?;
         self.store.put(
             Table::Peers,
@@ -233,7 +255,7 @@ impl<S: Store> Engine<S> {
 
     // ---- Telethon sent files ------------------------------------------------------------------
 
-    fn sent_file_key(md5: &[u8], size: i64, file_type: i32) -> Vec<u8> {
+    pub(super) fn sent_file_key(md5: &[u8], size: i64, file_type: i32) -> Vec<u8> {
         let mut k = Vec::with_capacity(md5.len() + 12);
         k.extend_from_slice(&size.to_be_bytes());
         k.extend_from_slice(&file_type.to_be_bytes());

@@ -8,7 +8,11 @@
 //! `mod.rs` holds the state machine, sessions and the sealed-row helpers; `data.rs` the
 //! per-session data rows (DC options, peers, update state, sent files); `record.rs` the
 //! records' plaintext encoding (positional MessagePack; older vaults' named maps still read);
-//! `names.rs` session names: [`validate_name`], namespaces, the lookup `open_session` uses.
+//! `names.rs` session names: [`validate_name`], namespaces, the lookup `open_session` uses;
+//! `sessions.rs` sessions and their sealed record;
+//! `manifest.rs` the vault generation and the sealed manifest that make rollbacks of
+//! keyslots, ACLs and sessions show as `Corrupt`; `rekey.rs` keyslot changes and `rekey`
+//! (a new DEK, every record re-sealed in one transaction).
 //!
 //! Record layout (all sealed with [`Keys::seal`], keyed by blind indexes):
 //! - `sessions.record`: [`SessionRecord`] (home DC, self user, extras, ACL);
@@ -16,25 +20,28 @@
 //! - `peers`: one [`Peer`](session_vault_proto::model::Peer) per (kind, id), with blinded username and phone columns;
 //! - `state`: the scalar update state ([`ScalarState`]);
 //! - `channels`: one [`ChannelState`](session_vault_proto::model::ChannelState) per channel, in write order;
-//! - `sent_files`: Telethon's [`SentFile`](session_vault_proto::model::SentFile) cache.
+//! - `sent_files`: Telethon's [`SentFile`](session_vault_proto::model::SentFile) cache;
+//! - `meta.manifest`: the [`Manifest`] (vault generation, current keyslots, live sessions).
 
 use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
-use session_vault_proto::model::{
-    PeerKind, SelfUser, SessionAcl, SessionData, SessionExtras, SessionSummary, UpdateStateChange,
-};
+use session_vault_proto::model::{PeerKind, SelfUser, SessionAcl, SessionExtras};
 
-use super::crypto::{Keys, Keyslot, RecordPlace, SecretKey, VAULT_ID_LEN};
+use super::crypto::{Keys, Keyslot, PAD_FIXED, PAD_SMALL, RecordPlace, SecretKey, VAULT_ID_LEN};
 use super::error::{Result, VaultError};
-use super::store::{Header, Row, Store, Table};
+use super::store::{Header, Row, SessionRow, Store, Table};
 
 mod data;
+pub mod manifest;
 pub mod names;
 mod record;
+mod rekey;
+mod sessions;
 
 pub use names::validate_name;
 
+pub use manifest::Manifest;
 use record::{decode, encode};
 
 /// Internal id of a session: stable across renames, never reused after a delete.
@@ -80,6 +87,8 @@ pub struct Unlocked {
     names: HashMap<SessionId, String>,
     last_touch: HashMap<SessionId, i64>,
     header: Header,
+    /// The verified manifest, kept in step with the store (re-read after a rollback).
+    manifest: Manifest,
 }
 
 /// The sealed per-session record.
@@ -121,6 +130,15 @@ pub fn normalize_username(username: &str) -> String {
 /// Keeps the digits of a phone number, for lookups that ignore `+`, spaces and dashes.
 pub fn normalize_phone(phone: &str) -> String {
     phone.chars().filter(char::is_ascii_digit).collect()
+}
+
+/// The padding size class of a table's records: DC options all one size (an auth key's
+/// presence does not show), the rest in small steps.
+fn pad_class(table: Table) -> usize {
+    match table {
+        Table::DcOptions => PAD_FIXED,
+        _ => PAD_SMALL,
+    }
 }
 
 fn kind_byte(kind: PeerKind) -> u8 {
@@ -187,12 +205,19 @@ impl<S: Store> Engine<S> {
         self.store.put_header(&header)?;
         self.store.put_keyslot(&slot)?;
         let keys = Keys::derive(header.vault_id, dek);
+        let manifest = Manifest {
+            generation: 1,
+            keyslots: [(slot.slot, slot.checksum(&header.vault_id))].into(),
+            sessions: Default::default(),
+        };
+        manifest.store(&mut self.store, &keys)?;
         self.state = VaultState::Unlocked(Box::new(Unlocked {
             keys,
             by_name: HashMap::new(),
             names: HashMap::new(),
             last_touch: HashMap::new(),
             header,
+            manifest,
         }));
         Ok(())
     }
@@ -206,16 +231,98 @@ impl<S: Store> Engine<S> {
             VaultState::Unlocked(_) => return Ok(()),
         };
         let keys = Keys::derive(header.vault_id, dek);
+        let manifest = self.in_transaction(|e| e.verified_manifest(&keys))?;
         let mut unlocked = Unlocked {
             keys,
             by_name: HashMap::new(),
             names: HashMap::new(),
             last_touch: HashMap::new(),
             header,
+            manifest,
         };
         Self::index_sessions(&mut self.store, &mut unlocked)?;
         self.state = VaultState::Unlocked(Box::new(unlocked));
         Ok(())
+    }
+
+    /// Runs `f` in a transaction of its own (for barrier jobs, which run with none open):
+    /// committed if it succeeds, rolled back (and the engine's state re-read) if not.
+    fn in_transaction<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+        self.store.begin()?;
+        let result = f(self).and_then(|v| self.store.commit().map(|()| v));
+        if result.is_err() {
+            if let Err(e) = self.store.rollback() {
+                tracing::error!(error = %e, "vault rollback failed");
+            }
+            if let Err(e) = self.resync() {
+                tracing::error!(error = %e, "vault could not re-read its state after a rollback");
+            }
+        }
+        result
+    }
+
+    /// The manifest, checked against the keyslots and sessions in the file (see
+    /// [`manifest`]); for a vault written before manifests, a new one (written in the open
+    /// transaction, with the session records re-sealed at its generation).
+    fn verified_manifest(&mut self, keys: &Keys) -> Result<Manifest> {
+        let vault_id = *keys.vault_id();
+        let slots = self.store.keyslots()?;
+        let rows = self.store.sessions()?;
+        if let Some(m) = Manifest::load(&mut self.store, keys)? {
+            m.check_keyslots(&vault_id, &slots)?;
+            // Session records are checked against their floors when read (every read of a
+            // session goes through them), so that one damaged session does not lock out the
+            // others.
+            m.check_sessions(rows.iter().map(|r| r.id))?;
+            return Ok(m);
+        }
+        if rows
+            .iter()
+            .any(|r| r.record.first() != Some(&super::crypto::RECORD_FORMAT_V1))
+        {
+            return Err(manifest::PLACE.corrupt(
+                "the manifest is missing while records written after it exist (deleted)",
+            ));
+        }
+        let m = Manifest {
+            generation: 1,
+            keyslots: slots
+                .iter()
+                .map(|s| (s.slot, s.checksum(&vault_id)))
+                .collect(),
+            sessions: rows.iter().map(|r| (r.id, 1)).collect(),
+        };
+        for row in &rows {
+            let (place_row, opened) = Self::open_session_row(keys, row)?;
+            let place = Self::session_place(row.id, &place_row);
+            let sealed = keys.seal(&place, m.generation, &opened.plain, PAD_FIXED)?;
+            self.store
+                .put_session_record(row.id, &sealed, row.updated_at)?;
+        }
+        m.store(&mut self.store, keys)?;
+        tracing::info!(
+            sessions = rows.len(),
+            "vault manifest written (first unlock by a build with rollback detection)"
+        );
+        Ok(m)
+    }
+
+    /// Opens a session row's record with `keys`; returns its AAD row key too.
+    fn open_session_row(
+        keys: &Keys,
+        row: &SessionRow,
+    ) -> Result<(Vec<u8>, super::crypto::records::Opened)> {
+        let place_row = Self::session_row_key(&row.name);
+        let opened = keys.open(&Self::session_place(row.id, &place_row), &row.record)?;
+        Ok((place_row, opened))
+    }
+
+    fn session_place(id: i64, row: &[u8]) -> RecordPlace<'_> {
+        RecordPlace {
+            table: "sessions",
+            session_id: id,
+            row,
+        }
     }
 
     fn index_sessions(store: &mut S, u: &mut Unlocked) -> Result<()> {
@@ -237,6 +344,9 @@ impl<S: Store> Engine<S> {
                 VaultState::Unlocked(u) => {
                     u.last_touch.clear();
                     Self::index_sessions(&mut self.store, u)?;
+                    if let Some(m) = Manifest::load(&mut self.store, &u.keys)? {
+                        u.manifest = m;
+                    }
                 }
                 _ => self.state = VaultState::Locked(h),
             },
@@ -256,15 +366,6 @@ impl<S: Store> Engine<S> {
         Ok(())
     }
 
-    /// Replaces (or adds) a keyslot. Durable write. The caller proved a passphrase by opening
-    /// a keyslot to get the DEK this one wraps, so the vault may be locked.
-    pub fn put_keyslot(&mut self, slot: &Keyslot) -> Result<()> {
-        if matches!(self.state, VaultState::Uninitialized) {
-            return Err(VaultError::Uninitialized);
-        }
-        self.store.put_keyslot(slot)
-    }
-
     /// The DEK, to seal a new keyslot with (passphrase change).
     pub fn with_dek<T>(&self, f: impl FnOnce(&SecretKey) -> T) -> Result<T> {
         match &self.state {
@@ -280,6 +381,31 @@ impl<S: Store> Engine<S> {
             VaultState::Locked(_) => Err(VaultError::Locked),
             VaultState::Uninitialized => Err(VaultError::Uninitialized),
         }
+    }
+
+    /// The store and the unlocked state at once (for writes that need both).
+    fn parts(&mut self) -> Result<(&mut S, &mut Unlocked)> {
+        match &mut self.state {
+            VaultState::Unlocked(u) => Ok((&mut self.store, u)),
+            VaultState::Locked(_) => Err(VaultError::Locked),
+            VaultState::Uninitialized => Err(VaultError::Uninitialized),
+        }
+    }
+
+    /// The current vault generation, which every record written now carries.
+    fn generation(&self) -> Result<u64> {
+        Ok(self.unlocked()?.manifest.generation)
+    }
+
+    /// Bumps the vault generation, lets `f` update the manifest for the new generation, and
+    /// stores it, in the open transaction. Returns the new generation.
+    fn bump(&mut self, f: impl FnOnce(&mut Manifest, u64)) -> Result<u64> {
+        let (store, u) = self.parts()?;
+        u.manifest.generation += 1;
+        let g = u.manifest.generation;
+        f(&mut u.manifest, g);
+        u.manifest.store(store, &u.keys)?;
+        Ok(g)
     }
 
     fn unlocked_mut(&mut self) -> Result<&mut Unlocked> {
@@ -301,264 +427,6 @@ impl<S: Store> Engine<S> {
         }
     }
 
-    // ---- sessions -------------------------------------------------------------------------
-
-    /// Resolves a name to the session's id.
-    pub fn open_session(&self, name: &str) -> Result<SessionId> {
-        self.unlocked()?
-            .by_name
-            .get(name)
-            .copied()
-            .ok_or_else(|| VaultError::NoSuchSession { name: name.into() })
-    }
-
-    /// The current name of a session.
-    pub fn session_name(&self, sid: SessionId) -> Result<String> {
-        Ok(self.live(sid)?.names[&sid].clone())
-    }
-
-    /// Creates a session holding what grammers' `SessionData::default()` holds. Durable.
-    pub fn create_session(&mut self, name: &str, acl: SessionAcl) -> Result<SessionId> {
-        self.import(name, &SessionData::default(), false, acl)
-    }
-
-    /// Stores `data` as session `name` in the current transaction (all or nothing with it).
-    /// With `replace`, an existing session of that name is deleted first. Durable.
-    pub fn import(
-        &mut self,
-        name: &str,
-        data: &SessionData,
-        replace: bool,
-        acl: SessionAcl,
-    ) -> Result<SessionId> {
-        validate_name(name)?;
-        if let Some(&old) = self.unlocked()?.by_name.get(name) {
-            if !replace {
-                return Err(VaultError::NameTaken { name: name.into() });
-            }
-            self.store.delete_session(old.0)?;
-            let u = self.unlocked_mut()?;
-            u.by_name.remove(name);
-            u.names.remove(&old);
-        }
-        let t = now();
-        let sid = SessionId(self.store.insert_session(name, t)?);
-        {
-            let u = self.unlocked_mut()?;
-            u.by_name.insert(name.to_owned(), sid);
-            u.names.insert(sid, name.to_owned());
-        }
-        self.write_contents(sid, data, acl)?;
-        Ok(sid)
-    }
-
-    /// Replaces everything session `sid` holds with `data`, keeping its name and ACL. Durable.
-    pub fn replace_contents(&mut self, sid: SessionId, data: &SessionData) -> Result<()> {
-        let acl = self.session_record(sid)?.acl;
-        for table in Table::ALL {
-            self.store.clear(table, sid.0)?;
-        }
-        self.write_contents(sid, data, acl)
-    }
-
-    fn write_contents(
-        &mut self,
-        sid: SessionId,
-        data: &SessionData,
-        acl: SessionAcl,
-    ) -> Result<()> {
-        let record = SessionRecord {
-            home_dc: data.home_dc,
-            self_user: data.self_user,
-            extras: data.extras.clone(),
-            acl,
-        };
-        self.put_session_record(sid, &record)?;
-        for dc in &data.dc_options {
-            self.set_dc_option(sid, dc)?;
-        }
-        self.cache_peers(sid, &data.peers)?;
-        self.set_update_state(sid, &UpdateStateChange::All(data.updates_state.clone()))?;
-        for f in &data.sent_files {
-            self.put_sent_file(sid, f)?;
-        }
-        Ok(())
-    }
-
-    /// Everything a session holds.
-    pub fn export(&mut self, sid: SessionId) -> Result<SessionData> {
-        let record = self.session_record(sid)?;
-        Ok(SessionData {
-            home_dc: record.home_dc,
-            dc_options: self.dc_options(sid)?,
-            self_user: record.self_user,
-            peers: self.peers(sid)?,
-            updates_state: self.updates_state(sid)?,
-            sent_files: self.sent_files(sid)?,
-            extras: record.extras,
-        })
-    }
-
-    /// Renames a session. Durable.
-    pub fn rename_session(&mut self, old: &str, new: &str) -> Result<()> {
-        validate_name(new)?;
-        let sid = self.open_session(old)?;
-        if old == new {
-            return Ok(());
-        }
-        if self.unlocked()?.by_name.contains_key(new) {
-            return Err(VaultError::NameTaken { name: new.into() });
-        }
-        // The name is bound into the record's AAD: re-seal it under the new name, in the
-        // same transaction as the rename.
-        let record = self.session_record(sid)?;
-        self.store.rename_session(sid.0, new)?;
-        let u = self.unlocked_mut()?;
-        u.by_name.remove(old);
-        u.by_name.insert(new.to_owned(), sid);
-        u.names.insert(sid, new.to_owned());
-        self.put_session_record(sid, &record)
-    }
-
-    /// Deletes a session and all its rows. Durable.
-    pub fn delete_session(&mut self, name: &str) -> Result<()> {
-        let sid = self.open_session(name)?;
-        self.store.delete_session(sid.0)?;
-        let u = self.unlocked_mut()?;
-        u.by_name.remove(name);
-        u.names.remove(&sid);
-        u.last_touch.remove(&sid);
-        Ok(())
-    }
-
-    /// A summary of every session, by name.
-    pub fn list_sessions(&mut self) -> Result<Vec<(SessionId, SessionSummary)>> {
-        self.unlocked()?;
-        let rows = self.store.sessions()?;
-        let mut out = Vec::with_capacity(rows.len());
-        for row in rows {
-            let sid = SessionId(row.id);
-            let record = self.open_session_record(sid, &row.name, &row.record)?;
-            let has_auth_key = self
-                .dc_option(sid, record.home_dc)?
-                .is_some_and(|dc| dc.auth_key.is_some());
-            out.push((
-                sid,
-                SessionSummary {
-                    name: row.name,
-                    created_at: row.created_at,
-                    updated_at: row.updated_at,
-                    home_dc: record.home_dc,
-                    has_auth_key,
-                    user_id: record.self_user.map(|u| u.id),
-                    peer_count: self.store.count(Table::Peers, row.id)?,
-                    owner_uid: record.acl.owner_uid,
-                },
-            ));
-        }
-        Ok(out)
-    }
-
-    /// The row key of a session record: its name is bound into the AAD, so that names
-    /// swapped or edited in the file make the record `Corrupt` instead of handing one
-    /// session's keys out under another's name.
-    fn session_row_key(name: &str) -> Vec<u8> {
-        let mut row = b"record\0".to_vec();
-        row.extend_from_slice(name.as_bytes());
-        row
-    }
-
-    fn open_session_record(
-        &self,
-        sid: SessionId,
-        name: &str,
-        sealed: &[u8],
-    ) -> Result<SessionRecord> {
-        let row = Self::session_row_key(name);
-        let place = RecordPlace {
-            table: "sessions",
-            session_id: sid.0,
-            row: &row,
-        };
-        let plain = self.unlocked()?.keys.open(&place, sealed)?;
-        decode(&place, &plain)
-    }
-
-    /// The sealed session record (home DC, self user, extras, ACL).
-    pub fn session_record(&mut self, sid: SessionId) -> Result<SessionRecord> {
-        self.live(sid)?;
-        let row = self
-            .store
-            .session(sid.0)?
-            .ok_or_else(|| VaultError::NoSuchSession {
-                name: "(deleted while open)".into(),
-            })?;
-        self.open_session_record(sid, &row.name, &row.record)
-    }
-
-    fn put_session_record(&mut self, sid: SessionId, record: &SessionRecord) -> Result<()> {
-        let u = self.live(sid)?;
-        let row = Self::session_row_key(&u.names[&sid]);
-        let place = RecordPlace {
-            table: "sessions",
-            session_id: sid.0,
-            row: &row,
-        };
-        let sealed = u.keys.seal(&place, &encode(record)?)?;
-        let t = now();
-        self.store.put_session_record(sid.0, &sealed, t)?;
-        self.unlocked_mut()?.last_touch.insert(sid, t);
-        Ok(())
-    }
-
-    fn update_record(&mut self, sid: SessionId, f: impl FnOnce(&mut SessionRecord)) -> Result<()> {
-        let mut record = self.session_record(sid)?;
-        let before = record.clone();
-        f(&mut record);
-        if record != before {
-            self.put_session_record(sid, &record)?;
-        }
-        Ok(())
-    }
-
-    /// Bumps `updated_at` at most once a second per session.
-    fn touch(&mut self, sid: SessionId) -> Result<()> {
-        let t = now();
-        let u = self.unlocked_mut()?;
-        if u.last_touch.get(&sid) != Some(&t) {
-            u.last_touch.insert(sid, t);
-            self.store.touch_session(sid.0, t)?;
-        }
-        Ok(())
-    }
-
-    // ---- home DC, extras, ACL ---------------------------------------------------------------
-
-    /// The home DC id.
-    pub fn home_dc(&mut self, sid: SessionId) -> Result<i32> {
-        Ok(self.session_record(sid)?.home_dc)
-    }
-
-    /// Sets the home DC id. Durable.
-    pub fn set_home_dc(&mut self, sid: SessionId, dc: i32) -> Result<()> {
-        self.update_record(sid, |r| r.home_dc = dc)
-    }
-
-    /// Sets Telethon/Pyrogram extras. Durable.
-    pub fn set_extras(&mut self, sid: SessionId, extras: SessionExtras) -> Result<()> {
-        self.update_record(sid, |r| r.extras = extras)
-    }
-
-    /// Replaces the session's ACL. Durable.
-    pub fn set_acl(&mut self, sid: SessionId, acl: SessionAcl) -> Result<()> {
-        self.update_record(sid, |r| r.acl = acl)
-    }
-
-    /// The logged-in account.
-    pub fn self_user(&mut self, sid: SessionId) -> Result<Option<SelfUser>> {
-        Ok(self.session_record(sid)?.self_user)
-    }
-
     // ---- generic rows -------------------------------------------------------------------------
 
     fn row_key(&self, sid: SessionId, table: Table, key: &[u8]) -> Result<[u8; 16]> {
@@ -577,7 +445,10 @@ impl<S: Store> Engine<S> {
             session_id: sid.0,
             row: key,
         };
-        let value = self.live(sid)?.keys.seal(&place, &encode(v)?)?;
+        let u = self.live(sid)?;
+        let value = u
+            .keys
+            .seal(&place, u.manifest.generation, &encode(v)?, pad_class(table))?;
         Ok(Row {
             key: key.to_vec(),
             value,
@@ -601,8 +472,10 @@ impl<S: Store> Engine<S> {
             session_id: sid.0,
             row: key,
         };
-        let plain = self.live(sid)?.keys.open(&place, value)?;
-        decode(&place, &plain)
+        let u = self.live(sid)?;
+        let opened = u.keys.open(&place, value)?;
+        u.manifest.check_generation(&place, opened.generation)?;
+        decode(&place, &opened.plain)
     }
 
     fn get_row<T: DeserializeOwned>(

@@ -16,10 +16,11 @@ use icu_properties::{CodePointMapData, CodePointSetData};
 use session_vault_proto::model::SessionAcl;
 
 use super::{Engine, SessionId, SessionRecord};
+use crate::vault::Vault;
+use crate::vault::crypto::{PAD_FIXED, RecordPlace};
 use crate::vault::error::{Result, VaultError};
 use crate::vault::store::Store;
 use crate::vault::worker::Class;
-use crate::vault::{Vault, crypto::RecordPlace};
 
 /// Names starting with this are never stored: `open_session` expands them to the caller's
 /// namespace (`<uid>/`).
@@ -138,9 +139,12 @@ impl<S: Store> Engine<S> {
                     session_id: 0,
                     row: &row,
                 };
-                let keys = &self.unlocked()?.keys;
-                let sealed = keys.seal(&place, &DECOY_PLAINTEXT)?;
-                let _ = keys.open(&place, &sealed)?;
+                let u = self.unlocked()?;
+                // Sealed as a session record is (same generation, same padded size).
+                let sealed =
+                    u.keys
+                        .seal(&place, u.manifest.generation, &DECOY_PLAINTEXT, PAD_FIXED)?;
+                let _ = u.keys.open(&place, &sealed)?;
                 Ok(None)
             }
         }

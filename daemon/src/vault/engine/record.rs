@@ -6,11 +6,13 @@
 //! both forms (it follows the MessagePack marker, array or map), at any depth, so both read
 //! with the same [`decode`], in this build and in builds before it.
 //!
-//! That is why the record format version ([`RECORD_FORMAT`](crate::vault::crypto::RECORD_FORMAT),
-//! the byte in front of every sealed record and in its AAD) stays 1: version 1 means "MessagePack
-//! of the record type, structs as arrays or maps", which is what every build so far decodes. A
-//! new version would make older builds refuse every rewritten record as `Corrupt` (a downgrade
-//! would look like tampering) while buying nothing the marker does not already tell.
+//! The record format version ([`RECORD_FORMAT`](crate::vault::crypto::RECORD_FORMAT), the
+//! byte in front of every sealed record and in its AAD) does not change with this encoding:
+//! version 1 and version 2 both mean "MessagePack of the record type, structs as arrays or
+//! maps". Version 2 added the vault generation and padding around the plaintext
+//! ([`crate::vault::crypto::records`]); it came with schema version 3, so that builds which
+//! cannot read it refuse the whole vault (`UnsupportedFormat`) rather than report rewritten
+//! records as `Corrupt`.
 //!
 //! What positional records ask of the stored types (the `session_vault_proto::model` types and
 //! [`SessionRecord`](super::SessionRecord), [`ScalarState`](super::ScalarState)):

@@ -11,6 +11,7 @@ mod format_compat;
 mod migrations;
 mod passphrase;
 mod plaintext;
+mod rollback;
 mod roundtrip;
 mod semantics;
 mod tamper;

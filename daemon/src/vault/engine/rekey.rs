@@ -1,0 +1,158 @@
+//! Keyslot changes and `rekey`, run on the storage thread as barrier jobs: each opens its
+//! own transaction, commits it, then checkpoints the WAL (`Store::checkpoint`) so that the
+//! keyslot it replaced does not linger in the log.
+//!
+//! `rekey` replaces the DEK: every record is opened with the old keys and sealed again under
+//! the new ones, every blinded row key and index value computed again under the new index
+//! key, rows re-inserted in their old order (channels and peers are read back in write
+//! order), and every keyslot replaced by the one new slot; all in one transaction, so a crash
+//! leaves the old vault or the new one, nothing between. The old keys are swapped out only
+//! once the commit returned. Session ids stay, so open handles and leases survive; requests
+//! wait on the storage thread meanwhile.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use session_vault_proto::model::{ChannelState, DcOption, Peer, SentFile};
+
+use super::manifest::Manifest;
+use super::record::encode;
+use super::{Engine, STATE_UPDATES, ScalarState, SessionId, SessionRecord, VaultState, pad_class};
+use crate::vault::crypto::{Keys, Keyslot, PAD_FIXED, RecordPlace, SecretKey};
+use crate::vault::error::{Result, VaultError};
+use crate::vault::store::{Row, Store, Table};
+
+impl<S: Store> Engine<S> {
+    /// Replaces (or adds) keyslot `slot.slot`, wrapping `dek`, and records it in the manifest
+    /// at a new generation; then checkpoints. The caller proved a passphrase by opening a
+    /// keyslot to get `dek`, so the vault may be locked: the manifest is then opened with keys
+    /// derived from `dek` for this call only.
+    pub fn replace_keyslot(&mut self, slot: Keyslot, dek: SecretKey) -> Result<()> {
+        let header = match &self.state {
+            VaultState::Uninitialized => return Err(VaultError::Uninitialized),
+            VaultState::Locked(h) => h.clone(),
+            VaultState::Unlocked(u) => u.header.clone(),
+        };
+        let checksum = slot.checksum(&header.vault_id);
+        let unlocked = matches!(self.state, VaultState::Unlocked(_));
+        let temporary = (!unlocked).then(|| Keys::derive(header.vault_id, dek));
+        self.in_transaction(|e| {
+            let mut m = match &temporary {
+                Some(keys) => e.verified_manifest(keys)?,
+                None => e.unlocked()?.manifest.clone(),
+            };
+            m.generation += 1;
+            m.keyslots.insert(slot.slot, checksum);
+            e.store.put_keyslot(&slot)?;
+            match (&temporary, &mut e.state) {
+                (Some(keys), _) => m.store(&mut e.store, keys),
+                (None, VaultState::Unlocked(u)) => {
+                    m.store(&mut e.store, &u.keys)?;
+                    u.manifest = m;
+                    Ok(())
+                }
+                (None, _) => Err(VaultError::Locked),
+            }
+        })?;
+        self.store.checkpoint()
+    }
+
+    /// Replaces the DEK with `dek` and every keyslot with `slot` (which wraps it): see the
+    /// module docs. The vault must be unlocked.
+    pub fn rekey(&mut self, slot: Keyslot, dek: SecretKey) -> Result<()> {
+        let vault_id = *self.unlocked()?.keys.vault_id();
+        let new = Keys::derive(vault_id, dek);
+        let manifest = self.in_transaction(|e| e.reseal_all(&new, &slot))?;
+        let (_, u) = self.parts()?;
+        // The old keys are dropped (wiped) here.
+        u.keys = new;
+        u.manifest = manifest;
+        self.store.checkpoint()
+    }
+
+    fn reseal_all(&mut self, new: &Keys, slot: &Keyslot) -> Result<Manifest> {
+        let g = self.generation()? + 1;
+        let rows = self.store.sessions()?;
+        for row in &rows {
+            let sid = SessionId(row.id);
+            let record: SessionRecord = self.open_session_record(sid, &row.name, &row.record)?;
+            let key = Self::session_row_key(&row.name);
+            let place = Self::session_place(row.id, &key);
+            let sealed = new.seal(&place, g, &encode(&record)?, PAD_FIXED)?;
+            self.store
+                .put_session_record(row.id, &sealed, row.updated_at)?;
+            self.reseal_table(new, g, sid, Table::DcOptions, |d: &DcOption| {
+                (d.id.to_be_bytes().to_vec(), [None, None])
+            })?;
+            self.reseal_table(new, g, sid, Table::Peers, |p: &Peer| {
+                let [u, ph] = Self::peer_index_values(p);
+                (Self::peer_key_bytes(p.key()).to_vec(), [u, ph])
+            })?;
+            self.reseal_table(new, g, sid, Table::State, |_: &ScalarState| {
+                (STATE_UPDATES.to_vec(), [None, None])
+            })?;
+            self.reseal_table(new, g, sid, Table::Channels, |c: &ChannelState| {
+                (c.id.to_be_bytes().to_vec(), [None, None])
+            })?;
+            self.reseal_table(new, g, sid, Table::SentFiles, |f: &SentFile| {
+                let k = Self::sent_file_key(&f.md5_digest, f.file_size, f.file_type);
+                (k, [None, None])
+            })?;
+        }
+        let m = Manifest {
+            generation: g,
+            keyslots: [(slot.slot, slot.checksum(new.vault_id()))].into(),
+            sessions: rows.iter().map(|r| (r.id, g)).collect(),
+        };
+        self.store.delete_keyslots()?;
+        self.store.put_keyslot(slot)?;
+        m.store(&mut self.store, new)?;
+        Ok(m)
+    }
+
+    /// Re-seals every row of `table` for `sid` under `new`, in the same order. `keys` gives a
+    /// record's raw row key and its index values (username, phone); an index value is kept
+    /// only where the old row had one (a username taken over by another peer stays cleared).
+    fn reseal_table<T: Serialize + DeserializeOwned>(
+        &mut self,
+        new: &Keys,
+        g: u64,
+        sid: SessionId,
+        table: Table,
+        keys: impl Fn(&T) -> (Vec<u8>, [Option<String>; 2]),
+    ) -> Result<()> {
+        let rows = self.store.scan_indexed(table, sid.0)?;
+        self.store.clear(table, sid.0)?;
+        for (row, had) in rows {
+            let value: T = self.open_at(sid, table, &row.key, &row.value)?;
+            let (raw, idx) = keys(&value);
+            let k = new.blind(table.name(), sid.0, "key", &raw);
+            let place = RecordPlace {
+                table: table.name(),
+                session_id: sid.0,
+                row: &k,
+            };
+            let sealed = new.seal(&place, g, &encode(&value)?, pad_class(table))?;
+            let blinded = [("username", &idx[0], had[0]), ("phone", &idx[1], had[1])].map(
+                |(field, v, had)| {
+                    v.as_ref()
+                        .filter(|_| had)
+                        .map(|v| new.blind(table.name(), sid.0, field, v.as_bytes()))
+                },
+            );
+            let row = Row {
+                key: k.to_vec(),
+                value: sealed,
+            };
+            self.store.put(
+                table,
+                sid.0,
+                &row,
+                [
+                    blinded[0].as_ref().map(|b| &b[..]),
+                    blinded[1].as_ref().map(|b| &b[..]),
+                ],
+            )?;
+        }
+        Ok(())
+    }
+}
