@@ -254,7 +254,7 @@ async fn peers_flood(socket: &std::path::Path, conns: usize, make: fn(u32) -> (V
             .call(
                 2,
                 Request::OpenSession {
-                    name: format!("flood{i}"),
+                    name: format!("~/flood{i}"),
                     exclusive: false,
                     create_if_missing: true,
                 },

@@ -85,7 +85,7 @@ pub async fn idle_check_child(socket: &Path, secs: u64) {
         .call(
             2,
             Request::OpenSession {
-                name: "idle-bot".into(),
+                name: "~/idle-bot".into(),
                 exclusive: true,
                 create_if_missing: true,
             },
