@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use session_vault_daemon::formats::{Format, Input};
+use session_vault_formats::{Format, Input};
 
 fuzz_target!(|data: &[u8]| {
     session_vault_fuzz::import_as(|| Input::Bytes(data), &Format::ALL);

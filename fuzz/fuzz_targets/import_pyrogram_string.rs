@@ -6,7 +6,7 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use libfuzzer_sys::fuzz_target;
-use session_vault_daemon::formats::{Format, Input};
+use session_vault_formats::{Format, Input};
 
 fuzz_target!(|data: &[u8]| {
     let s = URL_SAFE_NO_PAD.encode(data);

@@ -7,7 +7,7 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE;
 use libfuzzer_sys::fuzz_target;
-use session_vault_daemon::formats::{Format, Input};
+use session_vault_formats::{Format, Input};
 
 fuzz_target!(|data: &[u8]| {
     let s = format!("1{}", URL_SAFE.encode(data));

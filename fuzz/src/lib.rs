@@ -6,7 +6,7 @@ use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 
 use serde::de::DeserializeOwned;
-use session_vault_daemon::formats::{Format, Input, import};
+use session_vault_formats::{Format, Input, import};
 use session_vault_proto::codec::{self, FrameError};
 
 /// Runs a future that never waits: reading from a `&[u8]` is always ready, so the frame

@@ -443,7 +443,7 @@ async fn sixty_four_clients_on_sixteen_sessions_through_lock_cycles() {
         let socket = env.socket();
         let (lock, unlock) = tokio::task::spawn_blocking(move || {
             let ctl = |args: &[&str]| {
-                std::process::Command::new(env!("CARGO_BIN_EXE_vaultctl"))
+                std::process::Command::new(crate::util::vaultctl_bin())
                     .arg("--socket")
                     .arg(&socket)
                     .args(args)

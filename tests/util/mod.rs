@@ -122,7 +122,7 @@ impl Env {
 
     /// A `vaultctl` command with the socket set and a clean environment.
     pub fn ctl_cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_vaultctl"));
+        let mut c = Command::new(vaultctl_bin());
         c.env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .arg("--socket")
@@ -568,4 +568,27 @@ pub fn executable_by_others(env: &Env, program: &Path) -> PathBuf {
             .expect("chmod program copy");
     }
     copy
+}
+
+/// The `vaultctl` binary of this build. It is another package's binary (the `vaultctl`
+/// crate), which cargo does not hand to this test as `CARGO_BIN_EXE_*`: it sits beside the
+/// test's own profile directory (`target/<profile>/vaultctl`, this test running from
+/// `target/<profile>/deps/`), built by `cargo build --workspace` (README's test command
+/// builds it first). `SESSION_VAULT_VAULTCTL` overrides.
+pub fn vaultctl_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("SESSION_VAULT_VAULTCTL") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("test binary path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test binary in target/<profile>/deps");
+    let bin = profile_dir.join(format!("vaultctl{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.is_file(),
+        "{} is missing: build the workspace first (cargo build --workspace)",
+        bin.display()
+    );
+    bin
 }

@@ -168,7 +168,7 @@ fn sidecar(path: &Path, suffix: &str) -> PathBuf {
 }
 
 /// Creates a new file `PREFIX-<random>` in `dir` with mode 0600 (never an existing one).
-pub(crate) fn create_private(dir: &Path, prefix: &str) -> io::Result<(File, PathBuf)> {
+pub fn create_private(dir: &Path, prefix: &str) -> io::Result<(File, PathBuf)> {
     for _ in 0..16 {
         let mut rnd = [0u8; 8];
         getrandom::fill(&mut rnd).map_err(|e| io::Error::other(e.to_string()))?;
@@ -184,7 +184,7 @@ pub(crate) fn create_private(dir: &Path, prefix: &str) -> io::Result<(File, Path
 }
 
 /// Creates `path` (which must not exist) with mode 0600.
-pub(crate) fn new_file_0600(path: &Path) -> io::Result<File> {
+pub fn new_file_0600(path: &Path) -> io::Result<File> {
     let mut opts = OpenOptions::new();
     opts.write(true).create_new(true);
     #[cfg(unix)]
@@ -212,7 +212,7 @@ pub(crate) fn write_database(conn: &Connection, path: &Path) -> io::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{Format, Input, import};
+    use crate::{Format, Input, import};
     use super::*;
 
     fn fixture(name: &str) -> PathBuf {

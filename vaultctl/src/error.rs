@@ -304,7 +304,7 @@ pub(super) mod tests {
     use super::*;
 
     /// A daemon's error answer as vaultctl reports it (other ctl tests use it too).
-    pub(in crate::ctl) fn daemon(code: ErrorCode, message: &str) -> CtlError {
+    pub(crate) fn daemon(code: ErrorCode, message: &str) -> CtlError {
         CtlError::client(
             Path::new("/run/test.sock"),
             ClientError::Daemon(WireError {

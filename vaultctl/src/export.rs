@@ -13,7 +13,7 @@ use session_vault_proto::message::{Request, Response};
 
 use super::output::sanitize;
 use super::{CtlError, DaemonClient};
-use crate::formats::{self, Format, sqlite_io};
+use session_vault_formats::{self as formats, Format, sqlite_io};
 
 const AFTER_HELP: &str = "\
 Formats (--format):

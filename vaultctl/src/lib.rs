@@ -512,7 +512,15 @@ mod tests {
 
     #[test]
     fn the_daemons_refusal_is_recognized() {
-        let wire = crate::server::errors::not_judged(std::time::Duration::from_millis(1));
+        // What vaultd's throttle answers (the server's `errors::not_judged`): the flag, not
+        // the wording, is what vaultctl reads.
+        let wire = WireError {
+            code: ErrorCode::BadPassphrase {
+                retry_after_ms: 1,
+                unchecked: true,
+            },
+            message: "attempts are held back".into(),
+        };
         let e = CtlError::client(Path::new("/run/v.sock"), ClientError::Daemon(wire));
         assert_eq!(
             unchecked_wait(&e),

@@ -28,7 +28,7 @@ use zeroize::Zeroizing;
 
 use super::output::sanitize;
 use super::{CtlError, DaemonClient};
-use crate::formats::{self, Format, Imported, Input};
+use session_vault_formats::{self as formats, Format, Imported, Input};
 use source::{Owners, SourceFile};
 
 /// Rows above which a progress bar is shown (on a terminal only).

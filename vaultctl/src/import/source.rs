@@ -14,7 +14,7 @@
 //!    with one link, owned by an accepted uid ([`Owners`]), at most 1 GiB;
 //! 3. the same inode is opened for reading (or reading and writing with `--shred`) through
 //!    `/proc/self/fd/N`, which the kernel resolves to the open file, not to its name; the
-//!    importer reads from it ([`crate::formats::Input::File`]), and the shred writes zeros
+//!    importer reads from it ([`session_vault_formats::Input::File`]), and the shred writes zeros
 //!    through it ([`SourceFile::shred`]).
 //!
 //! The owner rule: a file of the caller's real uid, of root, of the user who ran `sudo`
@@ -32,7 +32,7 @@ use std::path::{Path, PathBuf};
 
 use rustix::fs::{self as rfs, FileType, Mode, OFlags, Stat};
 
-use crate::formats::MAX_INPUT_BYTES;
+use session_vault_formats::MAX_INPUT_BYTES;
 
 /// The owners whose files `vaultctl import` reads and shreds.
 pub(crate) struct Owners {
