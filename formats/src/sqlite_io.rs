@@ -212,8 +212,8 @@ pub(crate) fn write_database(conn: &Connection, path: &Path) -> io::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use crate::{Format, Input, import};
     use super::*;
+    use crate::{Format, Input, import};
 
     fn fixture(name: &str) -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR"))
