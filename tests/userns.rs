@@ -82,10 +82,18 @@ async fn unmapped_uids_are_refused_at_the_handshake_and_mapped_root_is_served() 
             "uid {who}: the refusal does not say why: {}",
             e.message
         );
+        // The refusal is sent before its log line is written: wait for the line.
+        let names_pid = |log: &str| {
+            log.lines()
+                .any(|l| l.contains("WARN") && l.contains(&format!("pid={pid}")))
+        };
+        let waited = std::time::Instant::now();
+        while !names_pid(&d.log()) && waited.elapsed() < std::time::Duration::from_secs(5) {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
         let log = d.log();
         assert!(
-            log.lines()
-                .any(|l| l.contains("WARN") && l.contains(&format!("pid={pid}"))),
+            names_pid(&log),
             "no warning names pid {pid} (uid {who}):\n{log}"
         );
     }
