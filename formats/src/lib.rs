@@ -108,9 +108,41 @@ impl Format {
         matches!(self, Format::TelethonString | Format::PyrogramString)
     }
 
+    /// What is read, and which versions: one line of `vaultctl import --help`.
+    pub fn reads(self) -> &'static str {
+        match self {
+            Format::TelethonSqlite => {
+                "Telethon SQLiteSession file, schema v1 to v8 (Telethon 0.16 to 1.45)"
+            }
+            Format::TelethonString => {
+                "Telethon StringSession (IPv4 or IPv6; with or without its = padding)"
+            }
+            Format::PyrogramSqlite => {
+                "Pyrogram session file, schema v1 to v3 (and forks' v4 to v7)"
+            }
+            Format::PyrogramString => "Pyrogram session string of 351, 356 or 362 characters",
+            Format::GrammersSqlite => "grammers SqliteSession file (grammers-session 0.8 to 0.11)",
+            Format::GrammersTl => "grammers binary TlSession file (grammers-session 0.4 to 0.8)",
+        }
+    }
+
+    /// What is written, in which version, for `vaultctl export --help`; `None` for a format
+    /// read only. This is the one place that says which formats [`export_string`] and
+    /// [`export_file`] can write.
+    pub fn writes(self) -> Option<&'static str> {
+        match self {
+            Format::TelethonSqlite => Some("Telethon SQLiteSession file, schema v8"),
+            Format::TelethonString => Some("Telethon StringSession (home DC, address, auth key)"),
+            Format::PyrogramSqlite => None,
+            Format::PyrogramString => Some("Pyrogram session string, current 362-character layout"),
+            Format::GrammersSqlite => Some("grammers SqliteSession file, user_version 1"),
+            Format::GrammersTl => None,
+        }
+    }
+
     /// Whether [`export_string`] or [`export_file`] can write this format.
-    pub fn can_export(self) -> bool {
-        !matches!(self, Format::PyrogramSqlite | Format::GrammersTl)
+    pub fn can_write(self) -> bool {
+        self.writes().is_some()
     }
 }
 
