@@ -136,7 +136,7 @@ pub(super) fn run(args: Args, daemon: &DaemonClient, out: &mut dyn Write) -> Res
     let payload = codec::encode_frame(&frame)
         .map(|f| f.len().saturating_sub(4))
         .map_err(|e| CtlError::usage(format!("the session cannot be encoded: {e}")))?;
-    if payload > DEFAULT_MAX_FRAME as usize {
+    if payload > default_max_frame() {
         eprintln!(
             "vaultctl: note: the import request is {} ({payload} bytes), above vaultd's default \
              frame limit of 1 MiB; it goes through only if vaultd runs with --max-frame-bytes \
@@ -303,7 +303,7 @@ fn too_large(e: CtlError, payload: usize, link: &super::Link) -> CtlError {
         }
         _ => false,
     };
-    if !dropped || payload <= DEFAULT_MAX_FRAME as usize {
+    if !dropped || payload <= default_max_frame() {
         return e;
     }
     link.state_error(
@@ -331,6 +331,11 @@ fn human_size(n: usize) -> String {
     } else {
         format!("{:.1} KiB", n as f64 / 1024.0)
     }
+}
+
+/// vaultd's default frame limit, in bytes (a u32 that any usize of 32 bits or more holds).
+fn default_max_frame() -> usize {
+    usize::try_from(DEFAULT_MAX_FRAME).unwrap_or(usize::MAX)
 }
 
 /// What the summary shows, taken before the data moves into the request.
