@@ -326,7 +326,11 @@ fn read_update_state(db: &SqliteSource) -> Result<UpdatesState, FormatError> {
 fn whole_i32(v: f64) -> Option<i32> {
     let v = v.trunc();
     // Checked: every whole f64 in this range converts exactly.
-    (v >= f64::from(i32::MIN) && v <= f64::from(i32::MAX)).then(|| v as i32)
+    if (f64::from(i32::MIN)..=f64::from(i32::MAX)).contains(&v) {
+        Some(v as i32)
+    } else {
+        None // out of range, infinite or NaN
+    }
 }
 
 /// The `sent_files` table (v3; a v2 file's older table is skipped, as Telethon drops it).
