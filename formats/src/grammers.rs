@@ -26,15 +26,14 @@ use std::path::Path;
 
 use rusqlite::{Connection, params};
 use session_vault_proto::model::{
-    AuthKey, ChannelKind, ChannelState, DcOption, Peer, PeerKind, SelfUser, SessionData,
-    SessionExtras, UpdatesState, known_dc_options,
+    AuthKey, ChannelKind, ChannelState, DcOption, PeerKind, SelfUser, SessionData, SessionExtras,
+    UpdatesState, known_dc_options,
 };
 use zeroize::Zeroizing;
 
+use super::peer_rows::{PeerQuery, unreadable};
 use super::sqlite_io::{SqliteSource, write_database};
-use super::{
-    ErrorKind, Format, FormatError, Imported, Progress, home_option, known_dc, mark, unmark,
-};
+use super::{ErrorKind, Format, FormatError, Imported, Progress, home_option, known_dc, mark};
 
 const F: Format = Format::GrammersSqlite;
 
@@ -46,10 +45,22 @@ const SUB_GIGAGROUP: i64 = 12;
 const SUB_COMMUNITY: i64 = 16;
 
 fn sql_err(e: rusqlite::Error) -> FormatError {
-    FormatError::malformed(
-        F,
-        format!("the database cannot be read (truncated or corrupt?): {e}"),
-    )
+    unreadable(F, e)
+}
+
+/// The kind of a channel from its `subtype` bits (Gigagroup sets two of them).
+fn channel_kind(subtype: i64) -> Option<ChannelKind> {
+    if subtype & SUB_GIGAGROUP == SUB_GIGAGROUP {
+        Some(ChannelKind::Gigagroup)
+    } else if subtype & SUB_BROADCAST != 0 {
+        Some(ChannelKind::Broadcast)
+    } else if subtype & SUB_MEGAGROUP != 0 {
+        Some(ChannelKind::Megagroup)
+    } else if subtype & SUB_COMMUNITY != 0 {
+        Some(ChannelKind::Community)
+    } else {
+        None
+    }
 }
 
 pub(super) fn key_from(format: Format, dc: i32, bytes: &[u8]) -> Result<AuthKey, FormatError> {
@@ -163,68 +174,31 @@ pub(crate) fn parse_sqlite(
     }
     no_home_key(F, home_dc, &dcs)?;
 
-    let total = db.count("peer_info").map_err(sql_err)?;
-    let mut peers = Vec::new();
     let mut self_user = None;
-    let mut bad = 0;
-    {
-        let mut stmt = conn
-            .prepare("SELECT peer_id, hash, subtype FROM peer_info ORDER BY rowid")
-            .map_err(sql_err)?;
-        let mut rows = stmt.query([]).map_err(sql_err)?;
-        let mut done = 0u64;
-        while let Some(r) = rows.next().map_err(sql_err)? {
-            done += 1;
-            if done % 4096 == 0 {
-                progress(done, total);
-            }
-            let marked: i64 = r.get(0).map_err(sql_err)?;
-            let hash: Option<i64> = r.get(1).map_err(sql_err)?;
-            let subtype: Option<i64> = r.get(2).map_err(sql_err)?;
-            let Some((kind, id)) = unmark(marked) else {
-                bad += 1;
-                continue;
-            };
-            let mut p = Peer::new(kind, id);
-            match kind {
-                PeerKind::User => {
-                    p.access_hash = hash;
-                    p.bot = subtype.map(|s| s & SUB_USER_BOT != 0);
-                    p.is_self = subtype.map(|s| s & SUB_USER_SELF != 0);
-                    if p.is_self == Some(true) {
-                        self_user = Some(SelfUser {
-                            id,
-                            bot: p.bot.unwrap_or(false),
-                        });
-                    }
-                }
-                PeerKind::Chat => {}
-                PeerKind::Channel => {
-                    p.access_hash = hash;
-                    p.channel_kind = subtype.and_then(|s| {
-                        if s & SUB_GIGAGROUP == SUB_GIGAGROUP {
-                            Some(ChannelKind::Gigagroup)
-                        } else if s & SUB_BROADCAST != 0 {
-                            Some(ChannelKind::Broadcast)
-                        } else if s & SUB_MEGAGROUP != 0 {
-                            Some(ChannelKind::Megagroup)
-                        } else if s & SUB_COMMUNITY != 0 {
-                            Some(ChannelKind::Community)
-                        } else {
-                            None
-                        }
+    let query = PeerQuery {
+        format: F,
+        table: "peer_info",
+        sql: "SELECT peer_id, hash, subtype FROM peer_info ORDER BY rowid",
+        noun: "peers",
+    };
+    let peers = query.read(db, &mut notes, progress, |r, p| {
+        let subtype: Option<i64> = r.get(2).map_err(sql_err)?;
+        match p.kind {
+            PeerKind::User => {
+                p.bot = subtype.map(|s| s & SUB_USER_BOT != 0);
+                p.is_self = subtype.map(|s| s & SUB_USER_SELF != 0);
+                if p.is_self == Some(true) {
+                    self_user = Some(SelfUser {
+                        id: p.id,
+                        bot: p.bot.unwrap_or(false),
                     });
                 }
             }
-            peers.push(p);
+            PeerKind::Chat => {}
+            PeerKind::Channel => p.channel_kind = subtype.and_then(channel_kind),
         }
-        progress(done, total);
-    }
-    if bad > 0 {
-        notes.push(format!(
-            "{bad} peers with ids that name no user, chat or channel were skipped"
-        ));
-    }
+        Ok(())
+    })?;
 
     let mut updates_state = conn
         .query_row(

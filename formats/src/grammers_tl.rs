@@ -54,7 +54,9 @@ impl<'a> Reader<'a> {
         ))
     }
     fn i32(&mut self) -> Result<i32, FormatError> {
-        Ok(self.u32()? as i32)
+        Ok(i32::from_le_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
     }
     fn i64(&mut self) -> Result<i64, FormatError> {
         Ok(i64::from_le_bytes(
@@ -80,9 +82,10 @@ impl<'a> Reader<'a> {
         let first = self.take(1)?[0];
         let (len, header) = if first == 254 {
             let l = self.take(3)?;
-            (u32::from_le_bytes([l[0], l[1], l[2], 0]) as usize, 4)
+            let len = usize::from(l[0]) | usize::from(l[1]) << 8 | usize::from(l[2]) << 16;
+            (len, 4)
         } else {
-            (first as usize, 1)
+            (usize::from(first), 1)
         };
         let data = self.take(len)?;
         let pad = (4 - (header + len) % 4) % 4;
@@ -248,7 +251,8 @@ pub(crate) fn parse_tl(buf: &[u8]) -> Result<Imported, FormatError> {
         }
         let (ipv4, ipv6) = if written_by_08 {
             (
-                d.ipv4.map(|v| Ipv4Addr::from_bits(v as u32)),
+                // 0.8 wrote `to_bits() as i32`: the same 32 bits, reinterpreted.
+                d.ipv4.map(|v| Ipv4Addr::from(v.to_be_bytes())),
                 d.ipv6.map(|b| Ipv6Addr::from_bits(u128::from_le_bytes(b))),
             )
         } else {

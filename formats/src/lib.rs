@@ -19,11 +19,47 @@
 //! What a format holds that the vault cannot (or what the vault needs that the format lacks)
 //! is listed in [`Imported::notes`] rather than dropped silently.
 //!
-//! Depends on `session-vault-proto` (the data model), `rusqlite` and `base64`; nothing here
-//! talks to the daemon or touches the vault.
+//! Adding a format is one [`Format`] variant (its name, what it reads and writes are data on
+//! the enum: [`Format::ALL`], [`Format::name`], [`Format::reads`], [`Format::writes`]) and its
+//! reader and writer; `vaultctl`'s `--format` values, help and completions follow from it.
+//!
+//! # Dependencies
+//!
+//! `session-vault-proto` (the data model, [`SessionData`]; it brings `serde`, `rmp-serde` and
+//! `tokio` for its frame codec, which nothing here uses), `rusqlite` with bundled SQLite (no
+//! system library), `base64` (session strings), `getrandom` (names of private temporary
+//! files), `thiserror` and `zeroize`. Not the daemon, not the client, no runtime, no network:
+//! nothing here talks to the daemon or touches the vault, so a bot can use this crate in its
+//! own code, e.g. to turn the session string it was given into a [`SessionData`]:
+//!
+//! ```
+//! use session_vault_formats::{Format, Input, import};
+//! use session_vault_proto::model::SessionData;
+//!
+//! # fn main() -> Result<(), session_vault_formats::FormatError> {
+//! # // A Telethon string: '1', then DC 2 at 149.154.167.51:443 and a key, in URL-safe base64.
+//! # use base64::Engine as _;
+//! # let mut raw = vec![2u8, 149, 154, 167, 51, 1, 187];
+//! # raw.extend([7u8; 256]);
+//! # let string = format!("1{}", base64::engine::general_purpose::URL_SAFE.encode(&raw));
+//! // `string` holds what Telethon's `StringSession.save()` returned.
+//! let imported = import(
+//!     Input::Bytes(string.as_bytes()),
+//!     Some(Format::TelethonString), // or None: detected from the content
+//!     &mut |_done, _total| {},      // progress, for large SQLite files
+//! )?;
+//! for note in &imported.notes {
+//!     eprintln!("not carried over: {note}"); // e.g. a string holds no peers
+//! }
+//! let data: SessionData = imported.data;
+//! assert_eq!(data.home_dc, 2);
+//! # Ok(())
+//! # }
+//! ```
 
 mod grammers;
 mod grammers_tl;
+mod peer_rows;
 mod pyrogram;
 pub mod sqlite_io;
 mod telethon;
@@ -108,9 +144,41 @@ impl Format {
         matches!(self, Format::TelethonString | Format::PyrogramString)
     }
 
+    /// What is read, and which versions: one line of `vaultctl import --help`.
+    pub fn reads(self) -> &'static str {
+        match self {
+            Format::TelethonSqlite => {
+                "Telethon SQLiteSession file, schema v1 to v8 (Telethon 0.16 to 1.45)"
+            }
+            Format::TelethonString => {
+                "Telethon StringSession (IPv4 or IPv6; with or without its = padding)"
+            }
+            Format::PyrogramSqlite => {
+                "Pyrogram session file, schema v1 to v3 (and forks' v4 to v7)"
+            }
+            Format::PyrogramString => "Pyrogram session string of 351, 356 or 362 characters",
+            Format::GrammersSqlite => "grammers SqliteSession file (grammers-session 0.8 to 0.11)",
+            Format::GrammersTl => "grammers binary TlSession file (grammers-session 0.4 to 0.8)",
+        }
+    }
+
+    /// What is written, in which version, for `vaultctl export --help`; `None` for a format
+    /// read only. This is the one place that says which formats [`export_string`] and
+    /// [`export_file`] can write.
+    pub fn writes(self) -> Option<&'static str> {
+        match self {
+            Format::TelethonSqlite => Some("Telethon SQLiteSession file, schema v8"),
+            Format::TelethonString => Some("Telethon StringSession (home DC, address, auth key)"),
+            Format::PyrogramSqlite => None,
+            Format::PyrogramString => Some("Pyrogram session string, current 362-character layout"),
+            Format::GrammersSqlite => Some("grammers SqliteSession file, user_version 1"),
+            Format::GrammersTl => None,
+        }
+    }
+
     /// Whether [`export_string`] or [`export_file`] can write this format.
-    pub fn can_export(self) -> bool {
-        !matches!(self, Format::PyrogramSqlite | Format::GrammersTl)
+    pub fn can_write(self) -> bool {
+        self.writes().is_some()
     }
 }
 
@@ -250,10 +318,14 @@ fn import_file(
 /// Reads all of `input`, at most [`MAX_INPUT_BYTES`], into a buffer that leaves no copy of
 /// itself behind as it grows (`size_hint` sizes it up front when known).
 pub fn read_limited(input: impl Read, size_hint: u64) -> std::io::Result<Zeroizing<Vec<u8>>> {
-    let capacity = size_hint.min(MAX_INPUT_BYTES) as usize + 1;
+    // A hint beyond what usize holds (32-bit targets) just starts the buffer empty.
+    let capacity = usize::try_from(size_hint.min(MAX_INPUT_BYTES)).map_or(0, |n| n + 1);
     let mut out = ZeroizingWriter(Zeroizing::new(Vec::with_capacity(capacity)));
     std::io::copy(&mut input.take(MAX_INPUT_BYTES + 1), &mut out)?;
-    if out.0.len() as u64 > MAX_INPUT_BYTES {
+    if u64::try_from(out.0.len())
+        .ok()
+        .is_none_or(|n| n > MAX_INPUT_BYTES)
+    {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
             "larger than 1 GiB: not a session",

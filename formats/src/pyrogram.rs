@@ -32,12 +32,12 @@ use session_vault_proto::model::{
 };
 use zeroize::Zeroizing;
 
+use super::peer_rows::{PeerQuery, unreadable};
 use super::sqlite_io::{SqliteSource, text_value};
 use super::telethon::auth_key_from;
 use super::telethon_string::lost_by_strings;
 use super::{
-    ErrorKind, Format, FormatError, Imported, Progress, dc_table_with, home_option, known_dc,
-    unmark,
+    ErrorKind, Format, FormatError, Imported, Progress, dc_table_with, home_option, known_dc, mark,
 };
 
 /// Lengths of the three string layouts.
@@ -50,10 +50,7 @@ const F: Format = Format::PyrogramSqlite;
 const FS: Format = Format::PyrogramString;
 
 fn sql_err(e: rusqlite::Error) -> FormatError {
-    FormatError::malformed(
-        F,
-        format!("the database cannot be read (truncated or corrupt?): {e}"),
-    )
+    unreadable(F, e)
 }
 
 /// Pyrogram's DC table: production (`PROD`, `PROD_IPV6`) or test (`TEST`, `TEST_IPV6`, port 80)
@@ -258,41 +255,32 @@ fn read_peers(
     notes: &mut Vec<String>,
     progress: Progress<'_>,
 ) -> Result<Vec<Peer>, FormatError> {
-    let total = db.count("peers").map_err(sql_err)?;
     let cols = db.columns("peers").map_err(sql_err)?;
-    let has = |c: &str| cols.iter().any(|x| x == c);
-    let sql = format!(
-        "SELECT id, access_hash, type, {}, {} FROM peers ORDER BY {}",
-        if has("username") { "username" } else { "NULL" },
-        if has("phone_number") {
-            "phone_number"
+    let col = |c: &'static str| {
+        if cols.iter().any(|x| x == c) {
+            c
         } else {
             "NULL"
-        },
-        if has("last_update_on") {
-            "last_update_on, rowid"
-        } else {
-            "rowid"
         }
-    );
-    let mut stmt = db.conn().prepare(&sql).map_err(sql_err)?;
-    let mut rows = stmt.query([]).map_err(sql_err)?;
-    let (mut peers, mut bad, mut done) = (Vec::new(), 0u64, 0u64);
-    let mut index = HashMap::new();
-    while let Some(r) = rows.next().map_err(sql_err)? {
-        done += 1;
-        if done % 4096 == 0 {
-            progress(done, total);
-        }
-        let marked: i64 = r.get(0).map_err(sql_err)?;
-        let hash: Option<i64> = r.get(1).map_err(sql_err)?;
+    };
+    let order = if cols.iter().any(|x| x == "last_update_on") {
+        "last_update_on, rowid"
+    } else {
+        "rowid"
+    };
+    let query = PeerQuery {
+        format: F,
+        table: "peers",
+        sql: &format!(
+            "SELECT id, access_hash, type, {}, {} FROM peers ORDER BY {order}",
+            col("username"),
+            col("phone_number"),
+        ),
+        noun: "peers",
+    };
+    let mut peers = query.read(db, notes, progress, |r, peer| {
         let ty: Option<String> = r.get(2).map_err(sql_err)?;
-        let Some((kind, id)) = unmark(marked) else {
-            bad += 1;
-            continue;
-        };
-        let mut peer = Peer::new(kind, id);
-        match (kind, ty.as_deref()) {
+        match (peer.kind, ty.as_deref()) {
             (PeerKind::User, Some("bot")) => peer.bot = Some(true),
             (PeerKind::User, Some("user")) => peer.bot = Some(false),
             (PeerKind::Channel, Some("channel")) => {
@@ -303,24 +291,13 @@ fn read_peers(
             }
             _ => {}
         }
-        peer.access_hash = match kind {
-            PeerKind::Chat => None,
-            _ => hash,
-        };
         peer.username = r
             .get::<_, Option<String>>(3)
             .map_err(sql_err)?
             .filter(|s| !s.is_empty());
         peer.phone = text_value(r.get_ref(4).map_err(sql_err)?).filter(|s| !s.is_empty());
-        index.insert(marked, peers.len());
-        peers.push(peer);
-    }
-    progress(done, total);
-    if bad > 0 {
-        notes.push(format!(
-            "{bad} peers with ids that name no user, chat or channel were skipped"
-        ));
-    }
+        Ok(())
+    })?;
     // Forks keep usernames in a table of their own.
     if db.has_table("usernames").map_err(sql_err)? {
         let ucols = db.columns("usernames").map_err(sql_err)?;
@@ -329,6 +306,11 @@ fn read_peers(
         } else {
             "SELECT id, username FROM usernames" // kurigram
         };
+        let index: HashMap<i64, usize> = peers
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (mark(p.kind, p.id), i))
+            .collect();
         let mut stmt = db.conn().prepare(sql).map_err(sql_err)?;
         let mut rows = stmt.query([]).map_err(sql_err)?;
         while let Some(r) = rows.next().map_err(sql_err)? {
@@ -380,7 +362,9 @@ pub(crate) fn parse_string(s: &str) -> Result<Imported, FormatError> {
     let test_mode = rest[0] != 0;
     let key = auth_key_from(&rest[1..257], FS)?;
     let user_id = match rest.len() - 257 {
-        5 => u32::from_be_bytes(rest[257..261].try_into().expect("4 bytes")) as i64,
+        5 => i64::from(u32::from_be_bytes(
+            rest[257..261].try_into().expect("4 bytes"),
+        )),
         9 => i64::from_be_bytes(rest[257..265].try_into().expect("8 bytes")),
         n => {
             return Err(FormatError::malformed(
@@ -390,7 +374,7 @@ pub(crate) fn parse_string(s: &str) -> Result<Imported, FormatError> {
         }
     };
     let bot = rest[rest.len() - 1] != 0;
-    let home = home_dc(FS, dc as i64, test_mode, key)?;
+    let home = home_dc(FS, i64::from(dc), test_mode, key)?;
     let api_id = api_id
         .and_then(|a| i32::try_from(a).ok())
         .filter(|&a| a != 0);
@@ -429,7 +413,12 @@ pub(crate) fn export_string(
     })?;
     let mut lost = lost_by_strings(data);
     let api_id = match data.extras.api_id {
-        Some(a) => a as u32,
+        Some(a) => u32::try_from(a).map_err(|_| {
+            FormatError::malformed(
+                FS,
+                format!("api_id {a} is negative: it does not fit the string"),
+            )
+        })?,
         None => {
             lost.push("the API id, unknown here: written as 0 (pass api_id to the Client)".into());
             0
@@ -445,7 +434,7 @@ pub(crate) fn export_string(
     let mut raw = Zeroizing::new(Vec::with_capacity(271));
     raw.push(dc);
     raw.extend_from_slice(&api_id.to_be_bytes());
-    raw.push(data.extras.test_mode as u8);
+    raw.push(u8::from(data.extras.test_mode));
     raw.extend_from_slice(
         home.auth_key
             .as_ref()
@@ -453,7 +442,7 @@ pub(crate) fn export_string(
             .as_bytes(),
     );
     raw.extend_from_slice(&user_id.to_be_bytes());
-    raw.push(bot as u8);
+    raw.push(u8::from(bot));
     let mut out = Zeroizing::new(String::with_capacity(362));
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode_string(&raw[..], &mut out);
     Ok((out, lost))

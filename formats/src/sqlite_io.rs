@@ -66,7 +66,10 @@ impl SqliteSource {
             ));
         };
         // rusqlite sizes SQLite's allocation as a C int: a larger image would panic there.
-        if bytes.len() as u64 > super::MAX_INPUT_BYTES {
+        if u64::try_from(bytes.len())
+            .ok()
+            .is_none_or(|n| n > super::MAX_INPUT_BYTES)
+        {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 "larger than 1 GiB: not a session",
@@ -133,7 +136,7 @@ impl SqliteSource {
             .query_row(&format!("SELECT count(*) FROM \"{table}\""), [], |r| {
                 r.get::<_, i64>(0)
             })
-            .map(|n| n.max(0) as u64)
+            .map(|n| u64::try_from(n).unwrap_or(0))
     }
 }
 

@@ -33,16 +33,17 @@ use std::path::Path;
 
 use rusqlite::{Connection, params};
 use session_vault_proto::model::{
-    AuthKey, ChannelState, Peer, PeerKind, SelfUser, SentFile, SessionData, SessionExtras,
-    TmpAuthKey, UpdatesState,
+    AuthKey, ChannelState, DcOption, Peer, PeerKind, SelfUser, SentFile, SessionData,
+    SessionExtras, TmpAuthKey, UpdatesState,
 };
 use zeroize::Zeroizing;
 
+use super::peer_rows::{PeerQuery, unreadable};
 use super::sqlite_io::{SqliteSource, text_value, write_database};
 use super::telethon_string::home_address;
 use super::{
     ErrorKind, Format, FormatError, Imported, Progress, dc_at, dc_table_with, home_option,
-    known_dc, mark, unmark,
+    known_dc, mark,
 };
 
 /// The newest schema version this importer knows.
@@ -51,17 +52,42 @@ pub(crate) const CURRENT_VERSION: i64 = 8;
 const F: Format = Format::TelethonSqlite;
 
 fn sql_err(e: rusqlite::Error) -> FormatError {
-    FormatError::malformed(
-        F,
-        format!("the database cannot be read (truncated or corrupt?): {e}"),
-    )
+    unreadable(F, e)
 }
 
 pub(crate) fn parse_sqlite(
     db: &SqliteSource,
     progress: Progress<'_>,
 ) -> Result<Imported, FormatError> {
-    let conn = db.conn();
+    let version = schema_version(db)?;
+    let mut notes = Vec::new();
+    let session = read_session_row(db, &mut notes)?;
+    let (self_id, peers) = read_entities(db, version, &mut notes, progress)?;
+    let updates_state = read_update_state(db)?;
+    let sent_files = read_sent_files(db, version, &mut notes)?;
+    Ok(Imported {
+        data: SessionData {
+            home_dc: session.home.id,
+            dc_options: dc_table_with(session.home),
+            self_user: self_id.map(|id| SelfUser { id, bot: false }),
+            peers,
+            updates_state,
+            sent_files,
+            extras: SessionExtras {
+                takeout_id: session.takeout_id,
+                tmp_auth_key: session.tmp_auth_key,
+                api_id: None,
+                test_mode: false,
+            },
+        },
+        format: F,
+        version: Some(format!("schema v{version}")),
+        notes,
+    })
+}
+
+/// The schema version (the `version` table), refused outside 1 to [`CURRENT_VERSION`].
+fn schema_version(db: &SqliteSource) -> Result<i64, FormatError> {
     if !db.has_table("version").map_err(sql_err)? || !db.has_table("sessions").map_err(sql_err)? {
         return Err(FormatError::new(
             F,
@@ -69,7 +95,8 @@ pub(crate) fn parse_sqlite(
             "no `version` and `sessions` tables: not a Telethon session",
         ));
     }
-    let version: i64 = conn
+    let version: i64 = db
+        .conn()
         .query_row("SELECT version FROM version", [], |r| r.get(0))
         .map_err(|e| FormatError::malformed(F, format!("the version table is unreadable: {e}")))?;
     if version > CURRENT_VERSION {
@@ -89,25 +116,33 @@ pub(crate) fn parse_sqlite(
             format!("schema version {version} is not valid"),
         ));
     }
-    let mut notes = Vec::new();
+    Ok(version)
+}
 
-    // ---- sessions ----
+/// What the `sessions` row holds.
+struct SessionRow {
+    /// The home DC, with its address and auth key.
+    home: DcOption,
+    takeout_id: Option<i64>,
+    tmp_auth_key: Option<TmpAuthKey>,
+}
+
+/// The first row of `sessions` (Telethon writes one): home DC, address, keys, takeout id.
+fn read_session_row(db: &SqliteSource, notes: &mut Vec<String>) -> Result<SessionRow, FormatError> {
     let cols = db.columns("sessions").map_err(sql_err)?;
-    let has = |c: &str| cols.iter().any(|x| x == c);
-    let takeout_col = if has("takeout_id") {
-        "takeout_id"
-    } else {
-        "NULL"
-    };
-    let tmp_col = if has("tmp_auth_key") {
-        "tmp_auth_key"
-    } else {
-        "NULL"
+    let col = |c: &'static str| {
+        if cols.iter().any(|x| x == c) {
+            c
+        } else {
+            "NULL"
+        }
     };
     let sql = format!(
-        "SELECT dc_id, server_address, port, auth_key, {takeout_col}, {tmp_col} FROM sessions"
+        "SELECT dc_id, server_address, port, auth_key, {}, {} FROM sessions",
+        col("takeout_id"),
+        col("tmp_auth_key")
     );
-    let mut stmt = conn.prepare(&sql).map_err(sql_err)?;
+    let mut stmt = db.conn().prepare(&sql).map_err(sql_err)?;
     let mut rows = stmt.query([]).map_err(sql_err)?;
     let Some(row) = rows.next().map_err(sql_err)? else {
         return Err(FormatError::no_auth_key(
@@ -118,16 +153,20 @@ pub(crate) fn parse_sqlite(
     let dc_id: i64 = row.get(0).map_err(sql_err)?;
     let address: Option<String> = row.get(1).map_err(sql_err)?;
     let port: Option<i64> = row.get(2).map_err(sql_err)?;
-    let key: Option<Vec<u8>> = row.get(3).map_err(sql_err)?;
+    let key = Zeroizing::new(
+        row.get::<_, Option<Vec<u8>>>(3)
+            .map_err(sql_err)?
+            .unwrap_or_default(),
+    );
     let takeout_id: Option<i64> = row.get(4).map_err(sql_err)?;
-    let tmp_key: Option<Vec<u8>> = row.get(5).map_err(sql_err)?;
+    let tmp_key = Zeroizing::new(
+        row.get::<_, Option<Vec<u8>>>(5)
+            .map_err(sql_err)?
+            .unwrap_or_default(),
+    );
     if rows.next().map_err(sql_err)?.is_some() {
         notes.push("the sessions table has more than one row; the first was imported".into());
     }
-    drop(rows);
-    drop(stmt);
-    let key = Zeroizing::new(key.unwrap_or_default());
-    let tmp_key = Zeroizing::new(tmp_key.unwrap_or_default());
     let home_dc = i32::try_from(dc_id)
         .ok()
         .filter(|d| (1..=1000).contains(d))
@@ -165,10 +204,25 @@ pub(crate) fn parse_sqlite(
     } else {
         None
     };
+    Ok(SessionRow {
+        home,
+        takeout_id,
+        tmp_auth_key,
+    })
+}
 
-    // ---- entities ----
-    let mut peers = Vec::new();
-    let mut self_id = None;
+/// The entities table: the self id (row 0, whose hash is the user's id) and the peers,
+/// oldest first so that the newest row of a username is written last and keeps it. Files
+/// below schema v6 give none: Telethon deletes their entities on upgrade.
+fn read_entities(
+    db: &SqliteSource,
+    version: i64,
+    notes: &mut Vec<String>,
+    progress: Progress<'_>,
+) -> Result<(Option<i64>, Vec<Peer>), FormatError> {
+    if !db.has_table("entities").map_err(sql_err)? {
+        return Ok((None, Vec::new()));
+    }
     if version < 6 {
         let n = db.count("entities").unwrap_or(0);
         if n > 0 {
@@ -177,11 +231,43 @@ pub(crate) fn parse_sqlite(
                  than schema v6 on upgrade, as their access hashes may be wrong"
             ));
         }
-    } else {
-        let (found_self, list) = read_entities(db, &mut notes, progress)?;
-        self_id = found_self;
-        peers = list;
+        return Ok((None, Vec::new()));
     }
+    let has_date = db
+        .columns("entities")
+        .map_err(sql_err)?
+        .iter()
+        .any(|c| c == "date");
+    let order = if has_date {
+        "ORDER BY date IS NOT NULL, date, rowid"
+    } else {
+        "ORDER BY rowid"
+    };
+    // The newest row 0 names the logged-in user (the column is a primary key: one at most).
+    let self_id = db
+        .conn()
+        .prepare(&format!("SELECT hash FROM entities WHERE id = 0 {order}"))
+        .and_then(|mut stmt| {
+            stmt.query_map([], |r| r.get::<_, Option<i64>>(0))?
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .map_err(sql_err)?
+        .into_iter()
+        .next_back()
+        .flatten()
+        .filter(|&h| h > 0);
+    let query = PeerQuery {
+        format: F,
+        table: "entities",
+        sql: &format!("SELECT id, hash, username, phone, name FROM entities WHERE id != 0 {order}"),
+        noun: "entities",
+    };
+    let mut peers = query.read(db, notes, progress, |r, peer| {
+        peer.username = text_value(r.get_ref(2).map_err(sql_err)?).filter(|s| !s.is_empty());
+        peer.phone = text_value(r.get_ref(3).map_err(sql_err)?).filter(|s| !s.is_empty());
+        peer.name = text_value(r.get_ref(4).map_err(sql_err)?).filter(|s| !s.is_empty());
+        Ok(())
+    })?;
     if let Some(me) = self_id {
         for p in peers
             .iter_mut()
@@ -195,143 +281,93 @@ pub(crate) fn parse_sqlite(
                 .into(),
         );
     }
-
-    // ---- update state ----
-    let mut updates_state = UpdatesState::default();
-    if db.has_table("update_state").map_err(sql_err)? {
-        let mut stmt = conn
-            .prepare("SELECT id, pts, qts, date, seq FROM update_state ORDER BY rowid")
-            .map_err(sql_err)?;
-        let mut rows = stmt.query([]).map_err(sql_err)?;
-        while let Some(r) = rows.next().map_err(sql_err)? {
-            let id: i64 = r.get(0).map_err(sql_err)?;
-            let int = |i| -> Result<i32, FormatError> {
-                Ok(r.get::<_, Option<f64>>(i).map_err(sql_err)?.unwrap_or(0.0) as i32)
-            };
-            if id == 0 {
-                updates_state.pts = int(1)?;
-                updates_state.qts = int(2)?;
-                updates_state.date = int(3)?;
-                updates_state.seq = int(4)?;
-            } else {
-                updates_state
-                    .channels
-                    .push(ChannelState { id, pts: int(1)? });
-            }
-        }
-    }
-
-    // ---- sent files ----
-    let mut sent_files = Vec::new();
-    if db.has_table("sent_files").map_err(sql_err)? {
-        if version <= 2 {
-            notes.push(
-                "the sent-file cache of a schema v2 file was skipped (Telethon drops it on \
-                 upgrade)"
-                    .into(),
-            );
-        } else {
-            let mut stmt = conn
-                .prepare("SELECT md5_digest, file_size, type, id, hash FROM sent_files")
-                .map_err(sql_err)?;
-            let mut rows = stmt.query([]).map_err(sql_err)?;
-            while let Some(r) = rows.next().map_err(sql_err)? {
-                sent_files.push(SentFile {
-                    md5_digest: r
-                        .get::<_, Option<Vec<u8>>>(0)
-                        .map_err(sql_err)?
-                        .unwrap_or_default(),
-                    file_size: r.get::<_, Option<i64>>(1).map_err(sql_err)?.unwrap_or(0),
-                    file_type: r.get::<_, Option<i32>>(2).map_err(sql_err)?.unwrap_or(0),
-                    id: r.get::<_, Option<i64>>(3).map_err(sql_err)?.unwrap_or(0),
-                    hash: r.get::<_, Option<i64>>(4).map_err(sql_err)?.unwrap_or(0),
-                });
-            }
-        }
-    }
-
-    Ok(Imported {
-        data: SessionData {
-            home_dc,
-            dc_options: dc_table_with(home),
-            self_user: self_id.map(|id| SelfUser { id, bot: false }),
-            peers,
-            updates_state,
-            sent_files,
-            extras: SessionExtras {
-                takeout_id,
-                tmp_auth_key,
-                api_id: None,
-                test_mode: false,
-            },
-        },
-        format: F,
-        version: Some(format!("schema v{version}")),
-        notes,
-    })
+    Ok((self_id, peers))
 }
 
-/// The entities table: the self id (row 0) and the peers, oldest first so that the newest
-/// row of a username is written last and keeps it.
-fn read_entities(
-    db: &SqliteSource,
-    notes: &mut Vec<String>,
-    progress: Progress<'_>,
-) -> Result<(Option<i64>, Vec<Peer>), FormatError> {
-    if !db.has_table("entities").map_err(sql_err)? {
-        return Ok((None, Vec::new()));
+/// The `update_state` table (v4): row 0 is the account's state, every other a channel's pts.
+fn read_update_state(db: &SqliteSource) -> Result<UpdatesState, FormatError> {
+    let mut state = UpdatesState::default();
+    if !db.has_table("update_state").map_err(sql_err)? {
+        return Ok(state);
     }
-    let total = db.count("entities").map_err(sql_err)?;
-    let order = if db
-        .columns("entities")
-        .map_err(sql_err)?
-        .iter()
-        .any(|c| c == "date")
-    {
-        "ORDER BY date IS NOT NULL, date, rowid"
-    } else {
-        "ORDER BY rowid"
-    };
     let mut stmt = db
         .conn()
-        .prepare(&format!(
-            "SELECT id, hash, username, phone, name FROM entities {order}"
-        ))
+        .prepare("SELECT id, pts, qts, date, seq FROM update_state ORDER BY rowid")
         .map_err(sql_err)?;
     let mut rows = stmt.query([]).map_err(sql_err)?;
-    let (mut self_id, mut peers, mut bad, mut done) = (None, Vec::new(), 0u64, 0u64);
     while let Some(r) = rows.next().map_err(sql_err)? {
-        done += 1;
-        if done % 4096 == 0 {
-            progress(done, total);
-        }
         let id: i64 = r.get(0).map_err(sql_err)?;
-        let hash: Option<i64> = r.get(1).map_err(sql_err)?;
+        // Telethon writes `date` as a float timestamp; the counters as integers.
+        let int = |i, field: &str| -> Result<i32, FormatError> {
+            let v = r.get::<_, Option<f64>>(i).map_err(sql_err)?.unwrap_or(0.0);
+            whole_i32(v).ok_or_else(|| {
+                FormatError::malformed(
+                    F,
+                    format!("update_state {field} {v} of row {id} does not fit 32 bits"),
+                )
+            })
+        };
         if id == 0 {
-            self_id = hash.filter(|&h| h > 0);
-            continue;
+            state.pts = int(1, "pts")?;
+            state.qts = int(2, "qts")?;
+            state.date = int(3, "date")?;
+            state.seq = int(4, "seq")?;
+        } else {
+            state.channels.push(ChannelState {
+                id,
+                pts: int(1, "pts")?,
+            });
         }
-        let Some((kind, bare)) = unmark(id) else {
-            bad += 1;
-            continue;
-        };
-        let mut peer = Peer::new(kind, bare);
-        peer.access_hash = match kind {
-            PeerKind::Chat => None,
-            _ => hash,
-        };
-        peer.username = text_value(r.get_ref(2).map_err(sql_err)?).filter(|s| !s.is_empty());
-        peer.phone = text_value(r.get_ref(3).map_err(sql_err)?).filter(|s| !s.is_empty());
-        peer.name = text_value(r.get_ref(4).map_err(sql_err)?).filter(|s| !s.is_empty());
-        peers.push(peer);
     }
-    progress(done, total);
-    if bad > 0 {
-        notes.push(format!(
-            "{bad} entities with ids that name no user, chat or channel were skipped"
-        ));
+    Ok(state)
+}
+
+/// `v` without its fraction, if it is a number within `i32`.
+fn whole_i32(v: f64) -> Option<i32> {
+    let v = v.trunc();
+    // Checked: every whole f64 in this range converts exactly.
+    if (f64::from(i32::MIN)..=f64::from(i32::MAX)).contains(&v) {
+        Some(v as i32)
+    } else {
+        None // out of range, infinite or NaN
     }
-    Ok((self_id, peers))
+}
+
+/// The `sent_files` table (v3; a v2 file's older table is skipped, as Telethon drops it).
+fn read_sent_files(
+    db: &SqliteSource,
+    version: i64,
+    notes: &mut Vec<String>,
+) -> Result<Vec<SentFile>, FormatError> {
+    if !db.has_table("sent_files").map_err(sql_err)? {
+        return Ok(Vec::new());
+    }
+    if version <= 2 {
+        notes.push(
+            "the sent-file cache of a schema v2 file was skipped (Telethon drops it on upgrade)"
+                .into(),
+        );
+        return Ok(Vec::new());
+    }
+    let mut stmt = db
+        .conn()
+        .prepare("SELECT md5_digest, file_size, type, id, hash FROM sent_files")
+        .map_err(sql_err)?;
+    let mut rows = stmt.query([]).map_err(sql_err)?;
+    let mut files = Vec::new();
+    while let Some(r) = rows.next().map_err(sql_err)? {
+        files.push(SentFile {
+            md5_digest: r
+                .get::<_, Option<Vec<u8>>>(0)
+                .map_err(sql_err)?
+                .unwrap_or_default(),
+            file_size: r.get::<_, Option<i64>>(1).map_err(sql_err)?.unwrap_or(0),
+            file_type: r.get::<_, Option<i32>>(2).map_err(sql_err)?.unwrap_or(0),
+            id: r.get::<_, Option<i64>>(3).map_err(sql_err)?.unwrap_or(0),
+            hash: r.get::<_, Option<i64>>(4).map_err(sql_err)?.unwrap_or(0),
+        });
+    }
+    Ok(files)
 }
 
 pub(crate) fn auth_key_from(key: &[u8], format: Format) -> Result<AuthKey, FormatError> {
@@ -420,7 +456,9 @@ pub(crate) fn export_sqlite(data: &SessionData, path: &Path) -> Result<Vec<Strin
     .map_err(err)?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
+        .ok()
+        .and_then(|d| i64::try_from(d.as_secs()).ok())
+        .unwrap_or(0);
     let mut lost = Vec::new();
     let mut no_hash = 0;
     {

@@ -54,7 +54,7 @@ pub(crate) fn parse_string(s: &str) -> Result<Imported, FormatError> {
             .map_err(|e| FormatError::malformed(FS, format!("not valid URL-safe base64: {e}")))?,
     );
     let ip_len = raw.len() - 1 - 2 - 256;
-    let dc = raw[0] as i32;
+    let dc = i32::from(raw[0]);
     if dc == 0 {
         return Err(FormatError::malformed(FS, "DC id 0 is not valid"));
     }

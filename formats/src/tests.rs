@@ -309,6 +309,62 @@ fn every_telethon_schema_version() {
 }
 
 #[test]
+fn telethon_update_state_takes_float_dates_and_refuses_what_overflows_32_bits() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = telethon_file(dir.path(), 8, &key(1, 1));
+    let c = Connection::open(&path).unwrap();
+    // Telethon writes `date` as `datetime.timestamp()`, a float.
+    c.execute(
+        "UPDATE update_state SET date = 1700000000.75 WHERE id = 0",
+        [],
+    )
+    .unwrap();
+    c.execute("INSERT INTO update_state VALUES (77, 9, 0, 0, 0)", [])
+        .unwrap();
+    drop(c);
+    let d = read_path(&path, None).unwrap().data;
+    assert_eq!(d.updates_state.date, 1_700_000_000);
+    assert_eq!(d.updates_state.channels.len(), 1);
+    assert_eq!(d.updates_state.channels[0].pts, 9);
+
+    let c = Connection::open(&path).unwrap();
+    c.execute("UPDATE update_state SET pts = 4294967296 WHERE id = 77", [])
+        .unwrap();
+    drop(c);
+    let e = read_path(&path, None).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Malformed);
+    assert!(e.to_string().contains("update_state pts"), "{e}");
+}
+
+#[test]
+fn can_write_names_exactly_the_formats_the_writers_take() {
+    let data = read_path(&fixture("telethon-v8.session"), None)
+        .unwrap()
+        .data;
+    let dir = tempfile::tempdir().unwrap();
+    for f in Format::ALL {
+        let written = if f.is_string() {
+            export_string(&data, f).is_ok()
+        } else {
+            export_file(&data, f, &dir.path().join(f.name())).is_ok()
+        };
+        assert_eq!(written, f.can_write(), "{f}");
+        assert_eq!(Format::from_name(f.name()), Some(f));
+    }
+}
+
+#[test]
+fn a_negative_api_id_is_refused_not_wrapped() {
+    let mut data = read_path(&fixture("pyrogram-362.string"), None)
+        .unwrap()
+        .data;
+    data.extras.api_id = Some(-5);
+    let e = export_string(&data, Format::PyrogramString).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Malformed);
+    assert!(e.to_string().contains("api_id -5"), "{e}");
+}
+
+#[test]
 fn telethon_future_version_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = telethon_file(dir.path(), 8, &key(1, 1));

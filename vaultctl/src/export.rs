@@ -11,17 +11,20 @@ use std::path::{Path, PathBuf};
 
 use session_vault_proto::message::{Request, Response};
 
+use super::format_arg;
 use super::output::sanitize;
 use super::{CtlError, DaemonClient};
 use session_vault_formats::{self as formats, Format, sqlite_io};
 
-const AFTER_HELP: &str = "\
-Formats (--format):
-  telethon-string   Telethon StringSession (home DC, address, auth key)
-  pyrogram-string   Pyrogram session string, current 362-character layout
-  telethon-sqlite   Telethon SQLiteSession file, schema v8 (needs --output)
-  grammers-sqlite   grammers SqliteSession file, user_version 1 (needs --output)
+/// `export --long-help` after the options: the formats written (from [`Format`] itself).
+fn after_help() -> String {
+    format!(
+        "Formats (--format):\n{}{AFTER_FORMATS}",
+        format_arg::export_table()
+    )
+}
 
+const AFTER_FORMATS: &str = "
 What the chosen format cannot hold (peers for strings, names for grammers, other DCs' keys
 for Telethon, ...) is listed on stderr.
 
@@ -34,13 +37,13 @@ importing it straight into the program that needs it.";
 /// an existing file is kept unless --force), or a string to standard output (not to a
 /// terminal unless --force). The result is a plaintext credential. Admin only.
 #[derive(Debug, clap::Args)]
-#[command(verbatim_doc_comment, after_long_help = AFTER_HELP)]
+#[command(verbatim_doc_comment, after_long_help = after_help())]
 pub struct Args {
     /// The session to export
     pub name: String,
     /// The format to write
-    #[arg(long, value_enum)]
-    pub format: ExportFormat,
+    #[arg(long, value_parser = format_arg::export_parser())]
+    pub format: Format,
     /// Write to FILE (mode 0600) instead of standard output
     #[arg(long, short = 'o', value_name = "FILE", value_hint = clap::ValueHint::FilePath)]
     pub output: Option<PathBuf>,
@@ -49,32 +52,8 @@ pub struct Args {
     pub force: bool,
 }
 
-/// `--format` of `export`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum ExportFormat {
-    /// Telethon StringSession
-    TelethonString,
-    /// Pyrogram session string
-    PyrogramString,
-    /// grammers SqliteSession file
-    GrammersSqlite,
-    /// Telethon SQLiteSession file
-    TelethonSqlite,
-}
-
-impl ExportFormat {
-    fn format(self) -> Format {
-        match self {
-            ExportFormat::TelethonString => Format::TelethonString,
-            ExportFormat::PyrogramString => Format::PyrogramString,
-            ExportFormat::GrammersSqlite => Format::GrammersSqlite,
-            ExportFormat::TelethonSqlite => Format::TelethonSqlite,
-        }
-    }
-}
-
 pub(super) fn run(args: Args, daemon: &DaemonClient, out: &mut dyn Write) -> Result<(), CtlError> {
-    let format = args.format.format();
+    let format = args.format;
     // Usage checks first: nothing is asked of the daemon for an export bound to fail.
     match &args.output {
         None if !format.is_string() => {

@@ -26,6 +26,7 @@
 mod completions;
 mod error;
 mod export;
+mod format_arg;
 mod grant;
 mod import;
 mod init;

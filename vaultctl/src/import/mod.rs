@@ -26,6 +26,7 @@ use session_vault_proto::message::{ClientFrame, ErrorCode, Request};
 use session_vault_proto::model::{SelfUser, SessionData};
 use zeroize::Zeroizing;
 
+use super::format_arg::{self, FormatOrAuto};
 use super::output::sanitize;
 use super::{CtlError, DaemonClient};
 use session_vault_formats::{self as formats, Format, Imported, Input};
@@ -34,15 +35,17 @@ use source::{Owners, SourceFile};
 /// Rows above which a progress bar is shown (on a terminal only).
 const PROGRESS_THRESHOLD: u64 = 20_000;
 
-const AFTER_HELP: &str = "\
-Formats (--format; default auto: detected from the content, never from the file name):
-  telethon-sqlite   Telethon SQLiteSession file, schema v1 to v8 (Telethon 0.16 to 1.45)
-  telethon-string   Telethon StringSession (IPv4 or IPv6; with or without its = padding)
-  pyrogram-sqlite   Pyrogram session file, schema v1 to v3 (and forks' v4 to v7)
-  pyrogram-string   Pyrogram session string of 351, 356 or 362 characters
-  grammers-sqlite   grammers SqliteSession file (grammers-session 0.8 to 0.11)
-  grammers-tl       grammers binary TlSession file (grammers-session 0.4 to 0.8)
+/// `import --long-help` after the options: the formats read (from [`Format`] itself), then
+/// which files are read and how.
+fn after_help() -> String {
+    format!(
+        "Formats (--format; default auto: detected from the content, never from the file \
+         name):\n{}{AFTER_FORMATS}",
+        format_arg::import_table()
+    )
+}
 
+const AFTER_FORMATS: &str = "
 A source file is opened once and read into memory; the source is never modified, and no
 journal, WAL or temporary file is created (except that --shred removes the file afterwards).
 --shred overwrites the file with zeros, syncs and removes it once the import committed;
@@ -74,7 +77,7 @@ Examples:
 /// Prints what was imported and what could not be mapped. Refuses to overwrite an existing
 /// session unless --replace. Needs an unlocked vault and an admin uid.
 #[derive(Debug, clap::Args)]
-#[command(verbatim_doc_comment, after_long_help = AFTER_HELP)]
+#[command(verbatim_doc_comment, after_long_help = after_help())]
 pub struct Args {
     /// A session file, a session string, or - to read either from standard input
     #[arg(value_name = "SOURCE")]
@@ -83,8 +86,8 @@ pub struct Args {
     #[arg(long, value_name = "NAME")]
     pub name: String,
     /// The source's format
-    #[arg(long, value_enum, default_value_t = ImportFormat::Auto)]
-    pub format: ImportFormat,
+    #[arg(long, value_parser = format_arg::import_parser(), default_value = "auto")]
+    pub format: FormatOrAuto,
     /// After the import committed, overwrite the source file with zeros and remove it
     /// (best effort on SSDs and copy-on-write filesystems)
     #[arg(long)]
@@ -105,39 +108,6 @@ pub struct Args {
     pub force: bool,
 }
 
-/// `--format` of `import`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum ImportFormat {
-    /// Detect from the content
-    Auto,
-    /// Telethon SQLiteSession file
-    TelethonSqlite,
-    /// Telethon StringSession
-    TelethonString,
-    /// Pyrogram session file
-    PyrogramSqlite,
-    /// Pyrogram session string
-    PyrogramString,
-    /// grammers SqliteSession file
-    GrammersSqlite,
-    /// grammers TlSession file
-    GrammersTl,
-}
-
-impl ImportFormat {
-    fn format(self) -> Option<Format> {
-        match self {
-            ImportFormat::Auto => None,
-            ImportFormat::TelethonSqlite => Some(Format::TelethonSqlite),
-            ImportFormat::TelethonString => Some(Format::TelethonString),
-            ImportFormat::PyrogramSqlite => Some(Format::PyrogramSqlite),
-            ImportFormat::PyrogramString => Some(Format::PyrogramString),
-            ImportFormat::GrammersSqlite => Some(Format::GrammersSqlite),
-            ImportFormat::GrammersTl => Some(Format::GrammersTl),
-        }
-    }
-}
-
 /// Where the session comes from.
 enum Source {
     File(SourceFile),
@@ -147,7 +117,7 @@ enum Source {
 
 pub(super) fn run(args: Args, daemon: &DaemonClient, out: &mut dyn Write) -> Result<(), CtlError> {
     let source = source(&args)?;
-    let mut imported = parse(&source, args.format.format())?;
+    let mut imported = parse(&source, args.format)?;
     if let Some(id) = args.self_id {
         apply_self_id(&mut imported, id);
     }
@@ -166,7 +136,7 @@ pub(super) fn run(args: Args, daemon: &DaemonClient, out: &mut dyn Write) -> Res
     let payload = codec::encode_frame(&frame)
         .map(|f| f.len().saturating_sub(4))
         .map_err(|e| CtlError::usage(format!("the session cannot be encoded: {e}")))?;
-    if payload > DEFAULT_MAX_FRAME as usize {
+    if payload > default_max_frame() {
         eprintln!(
             "vaultctl: note: the import request is {} ({payload} bytes), above vaultd's default \
              frame limit of 1 MiB; it goes through only if vaultd runs with --max-frame-bytes \
@@ -333,7 +303,7 @@ fn too_large(e: CtlError, payload: usize, link: &super::Link) -> CtlError {
         }
         _ => false,
     };
-    if !dropped || payload <= DEFAULT_MAX_FRAME as usize {
+    if !dropped || payload <= default_max_frame() {
         return e;
     }
     link.state_error(
@@ -361,6 +331,11 @@ fn human_size(n: usize) -> String {
     } else {
         format!("{:.1} KiB", n as f64 / 1024.0)
     }
+}
+
+/// vaultd's default frame limit, in bytes (a u32 that any usize of 32 bits or more holds).
+fn default_max_frame() -> usize {
+    usize::try_from(DEFAULT_MAX_FRAME).unwrap_or(usize::MAX)
 }
 
 /// What the summary shows, taken before the data moves into the request.

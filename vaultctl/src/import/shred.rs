@@ -88,7 +88,9 @@ impl SourceFile {
         if !self.still_named(&now) {
             return Err(ShredError::Changed(self.path.clone()));
         }
-        overwrite_with_zeros(&self.file, now.st_size as u64).map_err(io_err)?;
+        let len = u64::try_from(now.st_size)
+            .map_err(|_| io_err(io::Error::other("the file reports a negative size")))?;
+        overwrite_with_zeros(&self.file, len).map_err(io_err)?;
         if !self.still_named(&now) {
             return Err(ShredError::ChangedAfterZeros(self.path.clone()));
         }
@@ -117,9 +119,9 @@ fn overwrite_with_zeros(file: &std::fs::File, len: u64) -> io::Result<()> {
     let zeros = [0u8; 64 * 1024];
     let mut done = 0u64;
     while done < len {
-        let n = (len - done).min(zeros.len() as u64) as usize;
+        let n = usize::try_from(len - done).map_or(zeros.len(), |left| left.min(zeros.len()));
         file.write_all_at(&zeros[..n], done)?;
-        done += n as u64;
+        done += u64::try_from(n).expect("a chunk is at most 64 KiB");
     }
     file.sync_all()
 }

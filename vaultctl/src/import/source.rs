@@ -214,7 +214,10 @@ pub(crate) fn open(path: &Path, owners: &Owners, write: bool) -> Result<SourceFi
             allowed: owners.describe(),
         });
     }
-    if stat.st_size as u64 > MAX_INPUT_BYTES {
+    if u64::try_from(stat.st_size)
+        .ok()
+        .is_none_or(|n| n > MAX_INPUT_BYTES)
+    {
         return Err(SourceError::TooLarge {
             path: path.to_owned(),
         });
@@ -229,9 +232,10 @@ pub(crate) fn open(path: &Path, owners: &Owners, write: bool) -> Result<SourceFi
 }
 
 /// The number of links of a file: `nlink_t` is 64 bits on some targets, 32 on others.
-#[allow(clippy::unnecessary_cast)]
+/// (`From`, lossless either way; on the 64-bit ones the conversion is the identity.)
+#[allow(clippy::useless_conversion)]
 pub(super) fn link_count(stat: &Stat) -> u64 {
-    stat.st_nlink as u64
+    u64::from(stat.st_nlink)
 }
 
 /// `path`'s directory (`.` when it has none) and final name.
