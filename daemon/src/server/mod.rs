@@ -22,6 +22,7 @@
 pub mod cmd;
 pub mod config;
 pub mod conn;
+pub mod context;
 pub mod datadir;
 pub mod dirs;
 pub mod errors;
@@ -243,7 +244,7 @@ pub async fn serve(
     }
     // Commit whatever is pending, then wipe the keys.
     match daemon.vault.lock().await {
-        Ok(()) | Err(crate::vault::VaultError::Uninitialized) => {}
+        Ok(()) | Err(crate::vault::EngineError::Uninitialized) => {}
         Err(e) => tracing::error!(error = %e, "final flush failed"),
     }
     // Close the database: the WAL is checkpointed and removed, nothing is left to replay.

@@ -25,7 +25,7 @@ use sha2::Sha256;
 use zeroize::{Zeroize, Zeroizing};
 
 use super::{NONCE_LEN, SecretKey, TAG_LEN, VAULT_ID_LEN, fill_random, push_field, scrubbed};
-use crate::vault::error::{Result, VaultError};
+use crate::vault::error::{EngineError, Result};
 
 /// Record format version written by this build (see the module docs).
 pub const RECORD_FORMAT: u8 = 2;
@@ -53,10 +53,10 @@ pub struct RecordPlace<'a> {
 
 impl RecordPlace<'_> {
     /// A `Corrupt` error naming this place.
-    pub fn corrupt(&self, reason: &'static str) -> VaultError {
+    pub fn corrupt(&self, reason: &'static str) -> EngineError {
         let n = self.row.len().min(8);
         let row = self.row[..n].iter().map(|b| format!("{b:02x}")).collect();
-        VaultError::Corrupt {
+        EngineError::Corrupt {
             table: self.table,
             session_id: self.session_id,
             row,
@@ -171,7 +171,7 @@ impl Keys {
             Err(_) => {
                 // Never leave the plaintext behind in a buffer that does not zeroize itself.
                 out.zeroize();
-                Err(VaultError::Invalid("encryption failed".into()))
+                Err(EngineError::Invalid("encryption failed".into()))
             }
         }
     }

@@ -10,7 +10,7 @@ use session_vault_proto::model::{
 use super::record::{decode, encode};
 use super::{Engine, SessionId, SessionRecord, now, validate_name};
 use crate::vault::crypto::PAD_FIXED;
-use crate::vault::error::{Result, VaultError};
+use crate::vault::error::{EngineError, Result};
 use crate::vault::store::{Store, Table};
 
 impl<S: Store> Engine<S> {
@@ -22,7 +22,7 @@ impl<S: Store> Engine<S> {
             .by_name
             .get(name)
             .copied()
-            .ok_or_else(|| VaultError::NoSuchSession { name: name.into() })
+            .ok_or_else(|| EngineError::NoSuchSession { name: name.into() })
     }
 
     /// The current name of a session.
@@ -47,7 +47,7 @@ impl<S: Store> Engine<S> {
         validate_name(name)?;
         if let Some(&old) = self.unlocked()?.by_name.get(name) {
             if !replace {
-                return Err(VaultError::NameTaken { name: name.into() });
+                return Err(EngineError::NameTaken { name: name.into() });
             }
             self.store.delete_session(old.0)?;
             let u = self.unlocked_mut()?;
@@ -124,7 +124,7 @@ impl<S: Store> Engine<S> {
             return Ok(());
         }
         if self.unlocked()?.by_name.contains_key(new) {
-            return Err(VaultError::NameTaken { name: new.into() });
+            return Err(EngineError::NameTaken { name: new.into() });
         }
         // The name is bound into the record's AAD: re-seal it under the new name, in the
         // same transaction as the rename.
@@ -212,7 +212,7 @@ impl<S: Store> Engine<S> {
         let row = self
             .store
             .session(sid.0)?
-            .ok_or_else(|| VaultError::NoSuchSession {
+            .ok_or_else(|| EngineError::NoSuchSession {
                 name: "(deleted while open)".into(),
             })?;
         self.open_session_record(sid, &row.name, &row.record)

@@ -20,7 +20,7 @@ use session_vault_proto::model::{
 };
 
 use super::support::*;
-use crate::vault::{SessionId, Vault, VaultError};
+use crate::vault::{EngineError, SessionId, Vault};
 
 /// An unlocked vault over a crash image of `t` taken now (keep the dir alive while using it).
 async fn crash_now(t: &TestDir, pass: &[u8]) -> (TestDir, Vault) {
@@ -228,7 +228,7 @@ async fn durable_writes_are_on_disk_when_they_return() {
     let (_i, c) = crash_now(&t, PASS).await;
     assert!(matches!(
         c.open_session("created").await,
-        Err(VaultError::NoSuchSession { .. })
+        Err(EngineError::NoSuchSession { .. })
     ));
     assert_eq!(c.open_session("renamed").await.unwrap(), sid);
     close(c).await;
@@ -237,7 +237,7 @@ async fn durable_writes_are_on_disk_when_they_return() {
     let (_i, c) = crash_now(&t, PASS).await;
     assert!(matches!(
         c.open_session("imported").await,
-        Err(VaultError::NoSuchSession { .. })
+        Err(EngineError::NoSuchSession { .. })
     ));
     close(c).await;
 
@@ -249,7 +249,7 @@ async fn durable_writes_are_on_disk_when_they_return() {
     let c = open(&image);
     assert!(matches!(
         c.unlock(PASS).await,
-        Err(VaultError::BadPassphrase)
+        Err(EngineError::BadPassphrase)
     ));
     c.unlock(NEW_PASS)
         .await
@@ -296,17 +296,17 @@ async fn a_refused_write_leaves_nothing_behind() {
         vault
             .import("acct", full_session(2), false, SessionAcl::default())
             .await,
-        Err(VaultError::NameTaken { .. })
+        Err(EngineError::NameTaken { .. })
     ));
     assert!(matches!(
         vault
             .create_session(" bad name", SessionAcl::default())
             .await,
-        Err(VaultError::Invalid(_))
+        Err(EngineError::Invalid(_))
     ));
     assert!(matches!(
         vault.set_home_dc(SessionId(9_999), 1).await,
-        Err(VaultError::NoSuchSession { .. })
+        Err(EngineError::NoSuchSession { .. })
     ));
     close(vault).await;
     let vault = open(&t);
@@ -357,7 +357,7 @@ async fn a_write_that_fails_midway_leaves_the_session_index_as_on_disk() {
     assert!(
         matches!(
             vault.open_session("b").await,
-            Err(VaultError::NoSuchSession { .. })
+            Err(EngineError::NoSuchSession { .. })
         ),
         "the failed import's name resolves"
     );

@@ -13,7 +13,7 @@ use session_vault_proto::model::{
 };
 
 use super::support::*;
-use crate::vault::{SessionId, StateKind, Vault};
+use crate::vault::{SessionId, Vault, VaultState};
 
 const FIXTURE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -85,7 +85,7 @@ async fn assert_reads(vault: &Vault, sid: SessionId, want: &SessionData, what: &
 async fn a_vault_of_named_records_reads_and_takes_positional_ones_beside_them() {
     let t = fixture_copy();
     let vault = open(&t);
-    assert_eq!(vault.status().await.unwrap().state, StateKind::Locked);
+    assert_eq!(vault.status().await.unwrap().state, VaultState::Locked);
     vault.unlock(PASS).await.expect("unlock the fixture");
     let names: Vec<_> = vault
         .list_sessions()

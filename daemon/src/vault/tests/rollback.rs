@@ -7,7 +7,7 @@ use session_vault_proto::model::{ChannelState, PeerKind, SessionAcl, UpdateState
 use super::support::*;
 use crate::vault::crypto::RECORD_FORMAT;
 use crate::vault::sqlite::SCHEMA_VERSION;
-use crate::vault::{SessionId, Vault, VaultError};
+use crate::vault::{EngineError, SessionId, Vault};
 
 const FIXTURE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -29,7 +29,7 @@ fn put_manifest(t: &TestDir, sealed: &[u8]) {
 }
 
 /// Opens and unlocks the vault in `t`.
-async fn unlocked(t: &TestDir) -> Result<Vault, VaultError> {
+async fn unlocked(t: &TestDir) -> Result<Vault, EngineError> {
     let vault = open(t);
     vault.unlock(PASS).await.map(|()| vault)
 }

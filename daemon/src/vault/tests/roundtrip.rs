@@ -3,7 +3,7 @@
 use session_vault_proto::model::{PeerKey, PeerKind, SessionAcl};
 
 use super::support::*;
-use crate::vault::{StateKind, VaultError};
+use crate::vault::{EngineError, VaultState};
 
 #[tokio::test]
 async fn full_session_round_trips_through_lock_and_reopen() {
@@ -20,7 +20,7 @@ async fn full_session_round_trips_through_lock_and_reopen() {
     );
 
     vault.lock().await.unwrap();
-    assert!(matches!(vault.export(sid).await, Err(VaultError::Locked)));
+    assert!(matches!(vault.export(sid).await, Err(EngineError::Locked)));
     vault.unlock(PASS).await.unwrap();
     assert_eq!(
         normalized(vault.export(sid).await.unwrap()),
@@ -29,7 +29,7 @@ async fn full_session_round_trips_through_lock_and_reopen() {
     vault.close().await.unwrap();
 
     let vault = open(&t);
-    assert_eq!(vault.status().await.unwrap().state, StateKind::Locked);
+    assert_eq!(vault.status().await.unwrap().state, VaultState::Locked);
     vault.unlock(PASS).await.unwrap();
     let sid = vault.open_session("acct").await.unwrap();
     assert_eq!(

@@ -8,7 +8,7 @@ use session_vault_proto::model::{
 };
 
 use super::support::*;
-use crate::vault::{SessionId, Vault, VaultError};
+use crate::vault::{EngineError, SessionId, Vault};
 
 /// grammers' `MemorySession::set_update_state`, restated as the reference model.
 fn apply(s: &mut UpdatesState, change: &UpdateStateChange) {
@@ -377,7 +377,7 @@ async fn rename_keeps_the_data_and_frees_the_old_name() {
     vault.rename_session("a", "c").await.unwrap();
     assert!(matches!(
         vault.open_session("a").await,
-        Err(VaultError::NoSuchSession { .. })
+        Err(EngineError::NoSuchSession { .. })
     ));
     assert_eq!(
         vault.open_session("c").await.unwrap(),
@@ -390,19 +390,19 @@ async fn rename_keeps_the_data_and_frees_the_old_name() {
     // Refusals change nothing.
     assert!(matches!(
         vault.rename_session("c", "b").await,
-        Err(VaultError::NameTaken { .. })
+        Err(EngineError::NameTaken { .. })
     ));
     assert!(matches!(
         vault.rename_session("missing", "d").await,
-        Err(VaultError::NoSuchSession { .. })
+        Err(EngineError::NoSuchSession { .. })
     ));
     assert!(matches!(
         vault.rename_session("c", "").await,
-        Err(VaultError::Invalid(_))
+        Err(EngineError::Invalid(_))
     ));
     assert!(matches!(
         vault.rename_session("a", "d").await,
-        Err(VaultError::NoSuchSession { .. })
+        Err(EngineError::NoSuchSession { .. })
     ));
     vault
         .rename_session("c", "c")
@@ -501,7 +501,7 @@ async fn a_deleted_name_can_be_reused_and_nothing_old_leaks_into_it() {
         ),
     ] {
         assert!(
-            matches!(r, Err(VaultError::NoSuchSession { .. })),
+            matches!(r, Err(EngineError::NoSuchSession { .. })),
             "{op} after delete: {r:?}"
         );
     }

@@ -21,7 +21,7 @@ use rusqlite::{Connection, params};
 use session_vault_proto::model::{SessionAcl, SessionData, UpdateStateChange};
 
 use super::support::*;
-use crate::vault::{SessionId, Vault, VaultError};
+use crate::vault::{EngineError, SessionId, Vault};
 
 mod keyslots;
 
@@ -194,7 +194,7 @@ enum Seen {
 fn seen<T: PartialEq>(r: crate::vault::Result<Option<T>>, want: &T) -> Seen {
     match r {
         Ok(Some(v)) if &v == want => Seen::Same,
-        Err(VaultError::Corrupt { .. }) => Seen::Corrupt,
+        Err(EngineError::Corrupt { .. }) => Seen::Corrupt,
         Ok(Some(_)) => Seen::Other("a different value".into()),
         Ok(None) => Seen::Other("None".into()),
         Err(e) => Seen::Other(format!("{e:?}")),
@@ -460,7 +460,7 @@ async fn swapped_session_names_are_detected() {
     let sid = vault.open_session("alpha").await.unwrap();
     let r = vault.export(sid).await;
     assert!(
-        matches!(r, Err(VaultError::Corrupt { .. })),
+        matches!(r, Err(EngineError::Corrupt { .. })),
         "session 'alpha' after a name swap: {}",
         outcome(&r)
     );
