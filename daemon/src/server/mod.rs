@@ -264,8 +264,12 @@ fn admit(
     stop_conns: &broadcast::Sender<()>,
     done_tx: &mpsc::Sender<()>,
 ) {
-    let admin = daemon.config.admin_uids.contains(&peer.uid);
-    match daemon.limits.admit(peer.uid, admin) {
+    let standing = if daemon.config.admin_uids.contains(&peer.uid) {
+        limits::Standing::Admin
+    } else {
+        limits::Standing::NonAdmin
+    };
+    match daemon.limits.admit(peer.uid, standing) {
         Ok(admitted) => {
             let d = Arc::clone(daemon);
             let s = stop_conns.subscribe();

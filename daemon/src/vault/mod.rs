@@ -44,7 +44,7 @@ use session_vault_proto::model::{
 use zeroize::Zeroizing;
 
 pub use crypto::KdfParams;
-pub use engine::SessionId;
+pub use engine::{IfExists, SessionId};
 pub use error::{EngineError, Result, StorageErrorKind};
 /// The vault's state as `status` reports it: the wire's type, one name for one concept.
 pub use session_vault_proto::message::VaultState;
@@ -413,12 +413,12 @@ impl Vault {
         &self,
         name: &str,
         data: SessionData,
-        replace: bool,
+        if_exists: IfExists,
         acl: SessionAcl,
     ) -> Result<SessionId> {
         let name = name.to_owned();
         self.call(Class::Durable, move |e| {
-            e.import(&name, &data, replace, acl)
+            e.import(&name, &data, if_exists, acl)
         })
         .await
     }

@@ -9,6 +9,7 @@ use super::open::allowed;
 use crate::server::context::Conn;
 use crate::server::errors::wire_error;
 use crate::server::handles::Ended;
+use crate::vault::IfExists;
 
 /// `list_sessions`, with each session's lease holder.
 pub async fn list(conn: &Conn) -> Result<Response, WireError> {
@@ -138,7 +139,12 @@ pub async fn import(
         owner_uid: Some(owner_uid.unwrap_or(conn.peer.uid)),
         ..SessionAcl::default()
     };
-    let sid = d.vault.import(&name, data, replace, acl).await?;
+    let if_exists = if replace {
+        IfExists::Replace
+    } else {
+        IfExists::Refuse
+    };
+    let sid = d.vault.import(&name, data, if_exists, acl).await?;
     let ended = match replaced {
         Some(old) if old != sid => d
             .handles

@@ -73,8 +73,11 @@ pub struct Opened {
     pub plain: Zeroizing<Vec<u8>>,
 }
 
-/// The unlocked key set: the DEK and its HKDF subkeys, as bytes only. Dropping it wipes all
-/// three.
+/// The unlocked key set: the DEK and its HKDF subkeys, as bytes only. Dropping it zeroes
+/// the three keys' own buffers (each a [`SecretKey`], zeroized on drop); the vault id beside
+/// them is not secret and stays. It wipes no copy made from them: the cipher and MAC states
+/// are scrubbed by the functions that build them (`scrub_stack`), and the unwrapped DEK a
+/// keyslot's `open` copies in is wiped there.
 pub struct Keys {
     vault_id: [u8; VAULT_ID_LEN],
     // Kept so that new keyslots can wrap it (passphrase change, recovery keys).

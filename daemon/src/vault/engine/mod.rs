@@ -45,6 +45,15 @@ pub use names::validate_name;
 pub use manifest::Manifest;
 use record::{decode, encode};
 
+/// What an import does when a session of its name exists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IfExists {
+    /// Refuse it with `NameTaken`.
+    Refuse,
+    /// Delete the existing session first, in the same transaction.
+    Replace,
+}
+
 /// Internal id of a session: stable across renames, never reused after a delete.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct SessionId(pub i64);

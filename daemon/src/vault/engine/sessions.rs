@@ -8,7 +8,7 @@ use session_vault_proto::model::{
 };
 
 use super::record::{decode, encode};
-use super::{Engine, SessionId, SessionRecord, now, validate_name};
+use super::{Engine, IfExists, SessionId, SessionRecord, now, validate_name};
 use crate::vault::crypto::PAD_FIXED;
 use crate::vault::error::{EngineError, Result};
 use crate::vault::store::{Store, Table};
@@ -32,21 +32,21 @@ impl<S: Store> Engine<S> {
 
     /// Creates a session holding what grammers' `SessionData::default()` holds. Durable.
     pub fn create_session(&mut self, name: &str, acl: SessionAcl) -> Result<SessionId> {
-        self.import(name, &SessionData::default(), false, acl)
+        self.import(name, &SessionData::default(), IfExists::Refuse, acl)
     }
 
     /// Stores `data` as session `name` in the current transaction (all or nothing with it).
-    /// With `replace`, an existing session of that name is deleted first. Durable.
+    /// With [`IfExists::Replace`], an existing session of that name is deleted first. Durable.
     pub fn import(
         &mut self,
         name: &str,
         data: &SessionData,
-        replace: bool,
+        if_exists: IfExists,
         acl: SessionAcl,
     ) -> Result<SessionId> {
         validate_name(name)?;
         if let Some(&old) = self.unlocked()?.by_name.get(name) {
-            if !replace {
+            if if_exists == IfExists::Refuse {
                 return Err(EngineError::NameTaken { name: name.into() });
             }
             self.store.delete_session(old.0)?;

@@ -8,6 +8,7 @@
 //! `full_session(1)` and `beta` = `full_session(2)` imported with [`acl`], then a clean
 //! `close` (no WAL left). Its records are all named maps of record format 1.
 
+use crate::vault::IfExists;
 use session_vault_proto::model::{
     ChannelState, PeerKey, PeerKind, SessionAcl, SessionData, UpdateStateChange,
 };
@@ -150,7 +151,7 @@ async fn a_vault_of_named_records_reads_and_takes_positional_ones_beside_them() 
     let mut gamma = full_session(3);
     gamma.peers.truncate(3);
     let gamma_id = vault
-        .import("gamma", gamma.clone(), false, acl())
+        .import("gamma", gamma.clone(), IfExists::Refuse, acl())
         .await
         .unwrap();
     close(vault).await;

@@ -8,6 +8,7 @@
 //!   truncated vault and another application's SQLite database are refused (`NotAVault` or a
 //!   storage error naming the damage) — each left byte-for-byte as it was.
 
+use crate::vault::IfExists;
 use session_vault_proto::model::SessionAcl;
 
 use super::support::*;
@@ -32,7 +33,7 @@ fn snapshot(t: &TestDir) -> Vec<(String, Vec<u8>)> {
 async fn assert_usable(vault: &Vault, name: &str, seed: u8) {
     let data = full_session(seed);
     let sid = vault
-        .import(name, data.clone(), false, SessionAcl::default())
+        .import(name, data.clone(), IfExists::Refuse, SessionAcl::default())
         .await
         .expect("import after migration");
     let got = vault.export(sid).await.expect("export after migration");
@@ -105,7 +106,7 @@ async fn data_written_at_an_earlier_version_survives_migration() {
             };
             engine.initialize(header, slot, dek).expect("initialize");
             engine
-                .import("old", &old_data, false, SessionAcl::default())
+                .import("old", &old_data, IfExists::Refuse, SessionAcl::default())
                 .expect("import at the old version");
         }
         assert_eq!(version_on_disk(&t), v);

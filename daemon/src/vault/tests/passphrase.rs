@@ -3,6 +3,7 @@
 //! stops working); empty passphrases and a second `init` are refused; every operation is
 //! refused with `Locked` while locked and `Uninitialized` before `init`.
 
+use crate::vault::IfExists;
 use session_vault_proto::model::{
     DcOption, Peer, PeerKey, PeerKind, SentFile, SessionAcl, SessionData, SessionExtras,
     UpdateStateChange,
@@ -30,7 +31,7 @@ async fn vault_with_data(t: &TestDir) -> Vec<(String, SessionData)> {
         let name = format!("acct{seed}");
         let data = full_session(seed);
         vault
-            .import(&name, data.clone(), false, SessionAcl::default())
+            .import(&name, data.clone(), IfExists::Refuse, SessionAcl::default())
             .await
             .expect("import");
         sessions.push((name, data));
@@ -263,7 +264,12 @@ async fn init_twice_is_refused() {
     let t = TestDir::new();
     let vault = create(&t).await;
     let sid = vault
-        .import("acct", full_session(3), false, SessionAcl::default())
+        .import(
+            "acct",
+            full_session(3),
+            IfExists::Refuse,
+            SessionAcl::default(),
+        )
         .await
         .unwrap();
     for pass in [PASS, NEW_PASS] {
@@ -322,7 +328,12 @@ async fn every_operation(vault: &Vault, sid: SessionId) -> Vec<(&'static str, St
         (
             "import",
             err(vault
-                .import("imported", SessionData::default(), true, acl.clone())
+                .import(
+                    "imported",
+                    SessionData::default(),
+                    IfExists::Replace,
+                    acl.clone(),
+                )
                 .await),
         ),
         ("export", err(vault.export(sid).await)),
@@ -389,7 +400,12 @@ async fn every_operation_is_refused_while_locked() {
     let vault = create(&t).await;
     let data = full_session(4);
     let sid = vault
-        .import("acct", data.clone(), false, SessionAcl::default())
+        .import(
+            "acct",
+            data.clone(),
+            IfExists::Refuse,
+            SessionAcl::default(),
+        )
         .await
         .unwrap();
     vault.lock().await.unwrap();

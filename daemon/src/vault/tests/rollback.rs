@@ -2,6 +2,7 @@
 //! back into the file are `Corrupt`; a vault of the previous schema gets its manifest at its
 //! first unlock; `rekey` keeps every record and its order.
 
+use crate::vault::IfExists;
 use session_vault_proto::model::{ChannelState, PeerKind, SessionAcl, UpdateStateChange};
 
 use super::support::*;
@@ -94,7 +95,12 @@ async fn a_manifest_rolled_back_under_newer_records_is_corrupt() {
     let t = TestDir::new();
     let vault = create(&t).await;
     vault
-        .import("alpha", full_session(1), false, SessionAcl::default())
+        .import(
+            "alpha",
+            full_session(1),
+            IfExists::Refuse,
+            SessionAcl::default(),
+        )
         .await
         .unwrap();
     close(vault).await;
@@ -125,7 +131,12 @@ async fn an_old_name_put_back_is_corrupt() {
     let t = TestDir::new();
     let vault = create(&t).await;
     vault
-        .import("alpha", full_session(1), false, SessionAcl::default())
+        .import(
+            "alpha",
+            full_session(1),
+            IfExists::Refuse,
+            SessionAcl::default(),
+        )
         .await
         .unwrap();
     close(vault).await;
@@ -160,7 +171,7 @@ async fn rekey_keeps_everything_and_its_order() {
     let vault = create(&t).await;
     let data = full_session(3);
     let a = vault
-        .import("a", data.clone(), false, SessionAcl::default())
+        .import("a", data.clone(), IfExists::Refuse, SessionAcl::default())
         .await
         .unwrap();
     // Channels in an order that is not their id order.

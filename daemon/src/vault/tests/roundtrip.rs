@@ -1,5 +1,6 @@
 //! Every field of the data model survives lock/unlock and close/reopen.
 
+use crate::vault::IfExists;
 use session_vault_proto::model::{PeerKey, PeerKind, SessionAcl};
 
 use super::support::*;
@@ -11,7 +12,12 @@ async fn full_session_round_trips_through_lock_and_reopen() {
     let vault = create(&t).await;
     let data = full_session(1);
     let sid = vault
-        .import("acct", data.clone(), false, SessionAcl::default())
+        .import(
+            "acct",
+            data.clone(),
+            IfExists::Refuse,
+            SessionAcl::default(),
+        )
         .await
         .unwrap();
     assert_eq!(

@@ -17,6 +17,7 @@
 //! The other session of the vault stays readable in every case: damage is reported where it
 //! is, not spread. Keyslot tampering is in [`keyslots`].
 
+use crate::vault::IfExists;
 use rusqlite::{Connection, params};
 use session_vault_proto::model::{SessionAcl, SessionData, UpdateStateChange};
 
@@ -41,7 +42,7 @@ impl Fixture {
         let (alpha, beta) = (full_session(1), full_session(2));
         for (name, data) in [("alpha", &alpha), ("beta", &beta)] {
             vault
-                .import(name, data.clone(), false, SessionAcl::default())
+                .import(name, data.clone(), IfExists::Refuse, SessionAcl::default())
                 .await
                 .expect("import");
         }
