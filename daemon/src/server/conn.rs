@@ -1,9 +1,9 @@
 //! One client connection: handshake, the frame loop, concurrent requests, clean teardown.
 //!
-//! [`serve`] runs the stages in order: [`handshake`] (hello, version, welcome), the read
-//! loop ([`Requests::run`]: room, header, weight, payload, decode), [`run_request`] per
-//! request (limits, the role check and the handler in [`cmd::dispatch`], the answer queued),
-//! and [`teardown`]. What handlers see of the connection is [`super::context::Conn`].
+//! [`serve`] runs the stages in order: `handshake` (hello, version, welcome), the read loop
+//! (`Requests::run`: room, header, weight, payload, decode), `run_request` per request
+//! (limits, the role check and the handler in [`cmd::dispatch`], the answer queued), and
+//! `teardown`. What handlers see of the connection is [`super::context::Conn`].
 //!
 //! The reader reads frames one at a time (check-then-parse, length bounded before
 //! allocation) and spawns a task per request; answers go through a bounded queue to a single
