@@ -4,8 +4,10 @@
 //! - [`dirs`]: the data and socket directories, checked through a descriptor before use;
 //! - [`refuse`]: peers the kernel cannot name (the overflow uid/gid), refused at `hello`;
 //! - [`conn`]: one task per connection: handshake, frame loop, bounded in-flight requests
-//!   and answers, fair use of the storage thread by heavy requests;
-//! - [`cmd`]: one module per kind of request, dispatched from one `match`;
+//!   and answers, fair use of the storage thread by heavy requests, teardown;
+//! - [`context`]: what a request handler knows of its connection ([`context::Conn`]);
+//! - [`cmd`]: one module per kind of request, dispatched from one `match` once the request's
+//!   role ([`cmd::role`]: anyone, session ACL, handle holder, admin) admits its sender;
 //! - [`leases`]: exclusive session leases tied to connections;
 //! - [`handles`]: every connection's open session handles, so that revoke and delete end
 //!   them at once;
