@@ -1,5 +1,10 @@
 //! One client connection: handshake, the frame loop, concurrent requests, clean teardown.
 //!
+//! [`serve`] runs the stages in order: `handshake` (hello, version, welcome), the read loop
+//! (`Requests::run`: room, header, weight, payload, decode), `run_request` per request
+//! (limits, the role check and the handler in [`cmd::dispatch`], the answer queued), and
+//! `teardown`. What handlers see of the connection is [`super::context::Conn`].
+//!
 //! The reader reads frames one at a time (check-then-parse, length bounded before
 //! allocation) and spawns a task per request; answers go through a bounded queue to a single
 //! writer. How much a client can have running or queued, in count, in bytes and in heavy
@@ -42,14 +47,15 @@ use session_vault_proto::message::{
 use tokio::io::AsyncWriteExt;
 use tokio::sync::broadcast;
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 use zeroize::Zeroizing;
 
 use super::Daemon;
 use super::cmd::{self, Weight};
-use super::errors::wire;
+use super::context::Conn;
+use super::errors::wire_error;
 use super::limits::{Admitted, MemoryPermit};
 use super::transport::PeerInfo;
-use crate::vault::StateKind;
 
 pub use answers::MAX_IN_FLIGHT;
 /// How long answers may wait for a client that stopped reading, once the connection ends.
@@ -60,104 +66,351 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// a frame in one go; one that stops midway holds its request's weight until then.
 pub const FRAME_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// What request handlers know of their connection.
-pub struct Conn {
-    /// Connection id (for leases and logs).
-    pub id: u64,
-    /// The peer's credentials.
-    pub peer: PeerInfo,
-    /// The daemon. Its session handles live in the daemon-wide [`super::handles`] table.
-    pub daemon: Arc<Daemon>,
-}
-
-impl Conn {
-    /// Whether any session is open on this connection (a bot's connection: never idle).
-    pub fn has_handles(&self) -> bool {
-        self.daemon.handles.has_open(self.id)
-    }
-
-    /// Whether the peer is an admin.
-    pub fn is_admin(&self) -> bool {
-        self.daemon.config.admin_uids.contains(&self.peer.uid)
-    }
-}
-
-/// Maps the engine's state to the wire's.
-pub fn wire_state(s: StateKind) -> VaultState {
-    match s {
-        StateKind::Uninitialized => VaultState::Uninitialized,
-        StateKind::Locked => VaultState::Locked,
-        StateKind::Unlocked => VaultState::Unlocked,
-    }
-}
-
 #[derive(Deserialize)]
 struct IdOnly {
     id: u32,
 }
 
-fn frame(id: u32, response: Response) -> Option<Zeroizing<Vec<u8>>> {
-    match codec::encode_frame(&ServerFrame { id, response }) {
-        Ok(f) => Some(f),
-        Err(e) => {
-            tracing::error!(error = %e, "cannot encode a response");
-            codec::encode_frame(&ServerFrame {
-                id,
-                response: Response::Error(wire(ErrorCode::Internal, "cannot encode the response")),
-            })
-            .ok()
-        }
-    }
+/// Why a connection's read loop ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// The client closed, broke the framing, timed out, or the writer is gone.
+    Closed,
+    /// The daemon is shutting down: the client is told before the connection closes.
+    Stopping,
 }
 
-/// Runs one request. A handler that panics (a bug) is answered `internal` under the request's
-/// id instead of leaving its client waiting forever, and the connection goes on. The panic's
-/// payload is neither sent nor put in this log line (it may quote anything the handler held);
-/// the standard panic hook has printed it with its location, as for any panic.
-async fn run_guarded(conn: &Conn, id: u32, request: Request) -> Response {
-    // Unwind safety: the state a handler shares (leases, handles, the vault handle) is only
-    // changed under short locks that nothing inside can panic, or through channels.
-    match AssertUnwindSafe(cmd::dispatch(conn, request))
-        .catch_unwind()
+/// Serves one connection, admitted by the limits, until it closes or `stop` fires.
+pub async fn serve(
+    daemon: Arc<Daemon>,
+    stream: Stream,
+    peer: PeerInfo,
+    admitted: Admitted,
+    mut stop: broadcast::Receiver<()>,
+) {
+    daemon.connections.fetch_add(1, Ordering::Relaxed);
+    let _counted = Counted(Arc::clone(&daemon));
+    let id = daemon.next_conn_id();
+    let stream = Arc::new(stream);
+    tracing::debug!(conn = id, uid = peer.uid, pid = ?peer.pid, "connection opened");
+    let Some(events) = handshake(&daemon, id, &stream, &mut stop).await else {
+        return;
+    };
+    let conn = Arc::new(Conn {
+        id,
+        peer,
+        daemon: Arc::clone(&daemon),
+    });
+    let (outbox, answer_writer) = answers::Outbox::new(Arc::clone(&stream));
+    let events_task = tokio::spawn(forward_events(events, outbox.clone()));
+    // Admins are never timed out: one may sit at `vaultctl unlock`'s passphrase prompt.
+    let idle_timeout = if conn.is_admin() {
+        None
+    } else {
+        daemon.limits.idle_timeout()
+    };
+    let mut requests = Requests {
+        conn: Arc::clone(&conn),
+        reader: &stream,
+        admitted: Arc::new(admitted),
+        outbox: &outbox,
+        stop: &mut stop,
+        tasks: JoinSet::new(),
+        idle_timeout,
+        last_heard: Instant::now(),
+        header: frames::Header::default(),
+        limit: daemon.config.max_frame,
+    };
+    let end = requests.run().await;
+    let tasks = requests.tasks;
+    events_task.abort();
+    teardown(&conn, end, outbox, answer_writer, tasks).await;
+}
+
+/// Stage 1: reads `hello` within [`HANDSHAKE_TIMEOUT`], checks the protocol version and
+/// answers `welcome`. Returns the connection's event subscription, or `None` once it has
+/// answered a bad start (or the client left, or `stop` fired) and the connection must close.
+async fn handshake(
+    daemon: &Daemon,
+    id: u64,
+    stream: &Stream,
+    stop: &mut broadcast::Receiver<()>,
+) -> Option<broadcast::Receiver<Event>> {
+    let (hello_id, major) = read_hello(daemon.config.max_frame, id, stream, stop).await?;
+    let mut writer = stream;
+    if major != PROTOCOL_MAJOR {
+        let resp = Response::Error(wire_error(
+            ErrorCode::ProtocolMismatch {
+                server_major: PROTOCOL_MAJOR,
+            },
+            format!(
+                "protocol version mismatch: client speaks {major}.x, this daemon speaks {PROTOCOL_MAJOR}.x"
+            ),
+        ));
+        if let Some(f) = frame(hello_id, resp) {
+            let _ = writer.write_all(&f).await;
+        }
+        return None;
+    }
+    // Subscribe before the snapshot: a lock or unlock after it is then pushed, never lost
+    // between the Welcome's state and the first event.
+    let events = daemon.events.subscribe();
+    let state = daemon
+        .vault
+        .status()
         .await
-    {
-        Ok(response) => response,
+        .map(|s| s.state)
+        .unwrap_or(VaultState::Locked);
+    let welcome = Response::Welcome {
+        protocol_major: PROTOCOL_MAJOR,
+        protocol_minor: PROTOCOL_MINOR,
+        server: format!("vaultd {}", env!("CARGO_PKG_VERSION")),
+        vault_state: state,
+    };
+    match frame(hello_id, welcome) {
+        Some(f) if writer.write_all(&f).await.is_ok() => Some(events),
+        _ => None,
+    }
+}
+
+/// The first frame, which must be `hello`: its id and the client's protocol major. Anything
+/// else is answered (where there is an answer) and gives `None`.
+async fn read_hello(
+    limit: u32,
+    id: u64,
+    stream: &Stream,
+    stop: &mut broadcast::Receiver<()>,
+) -> Option<(u32, u16)> {
+    let mut reader = stream;
+    let first = tokio::select! {
+        r = tokio::time::timeout(HANDSHAKE_TIMEOUT, codec::read_frame(&mut reader, limit)) => r,
+        _ = stop.recv() => return None,
+    };
+    let mut writer = stream;
+    let hello = match first {
         Err(_) => {
-            let conn_id = conn.id;
-            // Guarded too: if logging is what panicked, this line would panic again.
-            let _ = std::panic::catch_unwind(|| {
-                tracing::error!(
-                    conn = conn_id,
-                    request = id,
-                    "request handler panicked; answered `internal`"
-                );
-            });
-            Response::Error(wire(
-                ErrorCode::Internal,
-                "internal error: the daemon failed to handle this request (see its log)",
-            ))
+            tracing::debug!(conn = id, "no hello within {HANDSHAKE_TIMEOUT:?}; closing");
+            return None;
+        }
+        Ok(Ok(Some(payload))) => codec::decode_payload::<ClientFrame>(&payload),
+        Ok(Ok(None)) => return None,
+        Ok(Err(FrameError::TooLarge { limit, .. })) => {
+            let resp = Response::Error(wire_error(
+                ErrorCode::FrameTooLarge { limit },
+                format!("frame exceeds the limit of {limit} bytes"),
+            ));
+            if let Some(f) = frame(EVENT_ID, resp) {
+                let _ = writer.write_all(&f).await;
+            }
+            return None;
+        }
+        Ok(Err(_)) => return None,
+    };
+    let (rid, error) = match hello {
+        Ok(ClientFrame {
+            id: hello_id,
+            request:
+                Request::Hello {
+                    protocol_major,
+                    client,
+                    ..
+                },
+        }) => {
+            tracing::debug!(conn = id, client = %client, "hello");
+            return Some((hello_id, protocol_major));
+        }
+        Ok(ClientFrame { id: rid, .. }) => (
+            rid,
+            wire_error(ErrorCode::InvalidRequest, "the first request must be hello"),
+        ),
+        Err(e) => (
+            EVENT_ID,
+            wire_error(ErrorCode::InvalidRequest, format!("malformed hello: {e}")),
+        ),
+    };
+    if let Some(f) = frame(rid, Response::Error(error)) {
+        let _ = writer.write_all(&f).await;
+    }
+    None
+}
+
+/// Pushes the daemon's events (lock, unlock, shutdown) to the client, until the writer is
+/// gone or the task is aborted at teardown.
+async fn forward_events(mut events: broadcast::Receiver<Event>, outbox: answers::Outbox) {
+    loop {
+        match events.recv().await {
+            Ok(ev) => {
+                let Some(f) = frame(EVENT_ID, Response::Event(ev)) else {
+                    continue;
+                };
+                if !outbox.send_small(f).await {
+                    break;
+                }
+            }
+            Err(broadcast::error::RecvError::Lagged(_)) => continue,
+            Err(broadcast::error::RecvError::Closed) => break,
         }
     }
 }
 
-struct Counted(Arc<Daemon>);
-impl Drop for Counted {
-    fn drop(&mut self) {
-        self.0.connections.fetch_sub(1, Ordering::Relaxed);
+/// Stage 2: the read side of a connection after the handshake, one frame at a time.
+struct Requests<'a> {
+    conn: Arc<Conn>,
+    reader: &'a Stream,
+    admitted: Arc<Admitted>,
+    outbox: &'a answers::Outbox,
+    stop: &'a mut broadcast::Receiver<()>,
+    /// Requests running or waiting to queue their answers.
+    tasks: JoinSet<()>,
+    idle_timeout: Option<Duration>,
+    last_heard: Instant,
+    /// The header being read, kept across the idle timer's interruptions.
+    header: frames::Header,
+    limit: u32,
+}
+
+impl Requests<'_> {
+    /// Reads requests and starts each (see [`run_request`]) until the connection ends.
+    async fn run(&mut self) -> End {
+        let mut spare = None;
+        loop {
+            // Room for the answer first: a client that does not read stops being read.
+            let room = match spare.take() {
+                Some(room) => room,
+                None => match self.reserve().await {
+                    Ok(room) => room,
+                    Err(end) => return end,
+                },
+            };
+            let (memory, payload) = match self.read_frame().await {
+                Ok(read) => read,
+                Err(end) => return end,
+            };
+            let request = match codec::decode_payload::<ClientFrame>(&payload) {
+                Ok(f) => f,
+                Err(e) => {
+                    // The framing is intact: answer, keep the room, go on.
+                    let rid = codec::decode_payload::<IdOnly>(&payload).map_or(EVENT_ID, |f| f.id);
+                    let resp = Response::Error(wire_error(
+                        ErrorCode::InvalidRequest,
+                        format!("malformed or unknown request: {e}"),
+                    ));
+                    spare = Some(room);
+                    if let Some(f) = frame(rid, resp) {
+                        if !self.outbox.send_small(f).await {
+                            return End::Closed;
+                        }
+                    }
+                    continue;
+                }
+            };
+            drop(payload);
+            self.tasks.spawn(run_request(
+                Arc::clone(&self.conn),
+                Arc::clone(&self.admitted),
+                room,
+                memory,
+                request,
+            ));
+            while self.tasks.try_join_next().is_some() {}
+        }
+    }
+
+    /// Room for one more answer in the outgoing queue.
+    async fn reserve(&mut self) -> Result<answers::Slot, End> {
+        tokio::select! {
+            s = self.outbox.reserve() => s.ok_or(End::Closed),
+            _ = self.stop.recv() => Err(End::Stopping),
+        }
+    }
+
+    /// One frame: its header, its weight taken from the uid's memory budget before any byte
+    /// of it is allocated, then its payload within [`FRAME_TIMEOUT`]. A frame over the limit
+    /// is answered `frame_too_large` and ends the connection.
+    async fn read_frame(&mut self) -> Result<(MemoryPermit, Zeroizing<Vec<u8>>), End> {
+        let conn_id = self.conn.id;
+        let len = match self.read_header().await? {
+            Ok(Some(len)) => len,
+            Ok(None) => return Err(End::Closed),
+            Err(e) => {
+                tracing::debug!(conn = conn_id, error = %e, "connection ended");
+                return Err(End::Closed);
+            }
+        };
+        let limit = self.limit;
+        if len > limit {
+            tracing::warn!(conn = conn_id, len, limit, "frame over the limit; closing");
+            let resp = Response::Error(wire_error(
+                ErrorCode::FrameTooLarge { limit },
+                format!("frame of {len} bytes exceeds the limit of {limit} bytes"),
+            ));
+            if let Some(f) = frame(EVENT_ID, resp) {
+                self.outbox.send_small(f).await;
+            }
+            return Err(End::Closed);
+        }
+        // Its weight before its bytes: nothing is allocated beyond the uid's share.
+        let memory = tokio::select! {
+            m = self.admitted.memory(len) => m,
+            _ = self.stop.recv() => return Err(End::Stopping),
+        };
+        let payload = tokio::select! {
+            r = tokio::time::timeout(FRAME_TIMEOUT, frames::read_payload(&mut self.reader, len)) => r,
+            _ = self.stop.recv() => return Err(End::Stopping),
+        };
+        let payload = match payload {
+            Ok(Ok(p)) => p,
+            Ok(Err(e)) => {
+                tracing::debug!(conn = conn_id, error = %e, "connection ended");
+                return Err(End::Closed);
+            }
+            Err(_) => {
+                tracing::debug!(
+                    conn = conn_id,
+                    "frame not completed within {FRAME_TIMEOUT:?}; closing"
+                );
+                return Err(End::Closed);
+            }
+        };
+        self.last_heard = Instant::now();
+        Ok((memory, payload))
+    }
+
+    /// The next frame's header, cancel-safe: the idle timer can interrupt and resume it. A
+    /// non-admin connection with no session handle and no request running is closed once
+    /// idle.
+    async fn read_header(&mut self) -> Result<Result<Option<u32>, FrameError>, End> {
+        loop {
+            let idle = self
+                .idle_timeout
+                .and_then(|t| self.last_heard.checked_add(t));
+            tokio::select! {
+                r = self.header.read(&mut self.reader) => return Ok(r),
+                _ = self.stop.recv() => return Err(End::Stopping),
+                () = sleep_until_some(idle) => {
+                    while self.tasks.try_join_next().is_some() {}
+                    if self.tasks.is_empty() && !self.conn.has_handles() {
+                        tracing::debug!(conn = self.conn.id, "idle without a session handle; closing");
+                        return Err(End::Closed);
+                    }
+                    self.last_heard = Instant::now();
+                }
+            }
+        }
     }
 }
 
 /// Sleeps until `deadline`, or forever without one.
-async fn sleep_until_some(deadline: Option<tokio::time::Instant>) {
+async fn sleep_until_some(deadline: Option<Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
     }
 }
 
-/// Runs one request within its connection's and its uid's limits and queues its answer.
-/// `memory` (its weight) and its running slots are given back once the answer is built,
-/// before it waits for room in the outgoing queue, which depends on the client reading.
+/// Stage 3: runs one request within its connection's and its uid's limits and queues its
+/// answer. `memory` (its weight) and its running slots are given back once the answer is
+/// built, before it waits for room in the outgoing queue, which depends on the client reading.
 async fn run_request(
     c: Arc<Conn>,
     admitted: Arc<Admitted>,
@@ -198,274 +451,72 @@ async fn run_request(
     }
 }
 
-/// Serves one connection, admitted by the limits, until it closes or `stop` fires.
-pub async fn serve(
-    daemon: Arc<Daemon>,
-    stream: Stream,
-    peer: PeerInfo,
-    admitted: Admitted,
-    mut stop: broadcast::Receiver<()>,
-) {
-    let admitted = Arc::new(admitted);
-    daemon.connections.fetch_add(1, Ordering::Relaxed);
-    let _counted = Counted(Arc::clone(&daemon));
-    let id = daemon.next_conn_id();
-    let stream = Arc::new(stream);
-    let limit = daemon.config.max_frame;
-    tracing::debug!(conn = id, uid = peer.uid, pid = ?peer.pid, "connection opened");
-
-    // ---- handshake ----
-    let mut reader = &*stream;
-    let first = tokio::select! {
-        r = tokio::time::timeout(HANDSHAKE_TIMEOUT, codec::read_frame(&mut reader, limit)) => r,
-        _ = stop.recv() => return,
-    };
-    let mut writer = &*stream;
-    let hello = match first {
-        Err(_) => {
-            tracing::debug!(conn = id, "no hello within {HANDSHAKE_TIMEOUT:?}; closing");
-            return;
-        }
-        Ok(Ok(Some(payload))) => codec::decode_payload::<ClientFrame>(&payload),
-        Ok(Ok(None)) => return,
-        Ok(Err(FrameError::TooLarge { limit, .. })) => {
-            let resp = Response::Error(wire(
-                ErrorCode::FrameTooLarge { limit },
-                format!("frame exceeds the limit of {limit} bytes"),
-            ));
-            if let Some(f) = frame(EVENT_ID, resp) {
-                let _ = writer.write_all(&f).await;
-            }
-            return;
-        }
-        Ok(Err(_)) => return,
-    };
-    let (hello_id, major) = match hello {
-        Ok(ClientFrame {
-            id,
-            request:
-                Request::Hello {
-                    protocol_major,
-                    client,
-                    ..
-                },
-        }) => {
-            tracing::debug!(conn = id, client = %client, "hello");
-            (id, protocol_major)
-        }
-        Ok(ClientFrame { id, .. }) => {
-            if let Some(f) = frame(
-                id,
-                Response::Error(wire(
-                    ErrorCode::InvalidRequest,
-                    "the first request must be hello",
-                )),
-            ) {
-                let _ = writer.write_all(&f).await;
-            }
-            return;
-        }
-        Err(e) => {
-            if let Some(f) = frame(
-                EVENT_ID,
-                Response::Error(wire(
-                    ErrorCode::InvalidRequest,
-                    format!("malformed hello: {e}"),
-                )),
-            ) {
-                let _ = writer.write_all(&f).await;
-            }
-            return;
-        }
-    };
-    if major != PROTOCOL_MAJOR {
-        let resp = Response::Error(wire(
-            ErrorCode::ProtocolMismatch {
-                server_major: PROTOCOL_MAJOR,
-            },
-            format!(
-                "protocol version mismatch: client speaks {major}.x, this daemon speaks {PROTOCOL_MAJOR}.x"
-            ),
-        ));
-        if let Some(f) = frame(hello_id, resp) {
-            let _ = writer.write_all(&f).await;
-        }
-        return;
-    }
-    // Subscribe before the snapshot: a lock or unlock after it is then pushed, never lost
-    // between the Welcome's state and the first event.
-    let mut events = daemon.events.subscribe();
-    let state = daemon
-        .vault
-        .status()
+/// Runs one request (role check and handler: [`cmd::dispatch`]). A handler that panics (a
+/// bug) is answered `internal` under the request's id instead of leaving its client waiting
+/// forever, and the connection goes on. The panic's payload is neither sent nor put in this
+/// log line (it may quote anything the handler held); the standard panic hook has printed it
+/// with its location, as for any panic.
+async fn run_guarded(conn: &Conn, id: u32, request: Request) -> Response {
+    // Unwind safety: the state a handler shares (leases, handles, the vault handle) is only
+    // changed under short locks that nothing inside can panic, or through channels.
+    match AssertUnwindSafe(cmd::dispatch(conn, request))
+        .catch_unwind()
         .await
-        .map(|s| wire_state(s.state))
-        .unwrap_or(VaultState::Locked);
-    let welcome = Response::Welcome {
-        protocol_major: PROTOCOL_MAJOR,
-        protocol_minor: PROTOCOL_MINOR,
-        server: format!("vaultd {}", env!("CARGO_PKG_VERSION")),
-        vault_state: state,
-    };
-    match frame(hello_id, welcome) {
-        Some(f) if writer.write_all(&f).await.is_ok() => {}
-        _ => return,
-    }
-
-    // ---- request loop ----
-    let conn = Arc::new(Conn {
-        id,
-        peer,
-        daemon: Arc::clone(&daemon),
-    });
-    let (outbox, answer_writer) = answers::Outbox::new(Arc::clone(&stream));
-    let event_out = outbox.clone();
-    let events_task = tokio::spawn(async move {
-        loop {
-            match events.recv().await {
-                Ok(ev) => {
-                    let Some(f) = frame(EVENT_ID, Response::Event(ev)) else {
-                        continue;
-                    };
-                    if !event_out.send_small(f).await {
-                        break;
-                    }
-                }
-                Err(broadcast::error::RecvError::Lagged(_)) => continue,
-                Err(broadcast::error::RecvError::Closed) => break,
-            }
-        }
-    });
-
-    let mut stopping = false;
-    let mut tasks = JoinSet::new();
-    // Admins are never timed out: one may sit at `vaultctl unlock`'s passphrase prompt.
-    let idle_timeout = if conn.is_admin() {
-        None
-    } else {
-        daemon.limits.idle_timeout()
-    };
-    let mut last_heard = tokio::time::Instant::now();
-    let mut header = frames::Header::default();
-    let mut slot = None;
-    'frames: loop {
-        // Room for the answer first: a client that does not read stops being read.
-        let room = match slot.take() {
-            Some(s) => s,
-            None => tokio::select! {
-                s = outbox.reserve() => match s {
-                    Some(s) => s,
-                    None => break,
-                },
-                _ = stop.recv() => {
-                    stopping = true;
-                    break;
-                }
-            },
-        };
-        // The header, cancel-safe: the idle timer can interrupt and resume it.
-        let read = loop {
-            let idle = idle_timeout.and_then(|t| last_heard.checked_add(t));
-            tokio::select! {
-                r = header.read(&mut reader) => break r,
-                _ = stop.recv() => {
-                    stopping = true;
-                    break 'frames;
-                }
-                () = sleep_until_some(idle) => {
-                    while tasks.try_join_next().is_some() {}
-                    if tasks.is_empty() && !conn.has_handles() {
-                        tracing::debug!(conn = id, "idle without a session handle; closing");
-                        break 'frames;
-                    }
-                    last_heard = tokio::time::Instant::now();
-                }
-            }
-        };
-        let len = match read {
-            Ok(Some(len)) => len,
-            Ok(None) => break,
-            Err(e) => {
-                tracing::debug!(conn = id, error = %e, "connection ended");
-                break;
-            }
-        };
-        if len > limit {
-            tracing::warn!(conn = id, len, limit, "frame over the limit; closing");
-            let resp = Response::Error(wire(
-                ErrorCode::FrameTooLarge { limit },
-                format!("frame of {len} bytes exceeds the limit of {limit} bytes"),
-            ));
-            if let Some(f) = frame(EVENT_ID, resp) {
-                outbox.send_small(f).await;
-            }
-            break;
-        }
-        // Its weight before its bytes: nothing is allocated beyond the uid's share.
-        let memory = tokio::select! {
-            m = admitted.memory(len) => m,
-            _ = stop.recv() => {
-                stopping = true;
-                break;
-            }
-        };
-        let payload = tokio::select! {
-            r = tokio::time::timeout(FRAME_TIMEOUT, frames::read_payload(&mut reader, len)) => r,
-            _ = stop.recv() => {
-                stopping = true;
-                break;
-            }
-        };
-        let payload = match payload {
-            Ok(Ok(p)) => p,
-            Ok(Err(e)) => {
-                tracing::debug!(conn = id, error = %e, "connection ended");
-                break;
-            }
-            Err(_) => {
-                tracing::debug!(
-                    conn = id,
-                    "frame not completed within {FRAME_TIMEOUT:?}; closing"
+    {
+        Ok(response) => response,
+        Err(_) => {
+            let conn_id = conn.id;
+            // Guarded too: if logging is what panicked, this line would panic again.
+            let _ = std::panic::catch_unwind(|| {
+                tracing::error!(
+                    conn = conn_id,
+                    request = id,
+                    "request handler panicked; answered `internal`"
                 );
-                break;
-            }
-        };
-        last_heard = tokio::time::Instant::now();
-        let request = match codec::decode_payload::<ClientFrame>(&payload) {
-            Ok(f) => f,
-            Err(e) => {
-                let rid = codec::decode_payload::<IdOnly>(&payload).map_or(EVENT_ID, |f| f.id);
-                let resp = Response::Error(wire(
-                    ErrorCode::InvalidRequest,
-                    format!("malformed or unknown request: {e}"),
-                ));
-                slot = Some(room);
-                if let Some(f) = frame(rid, resp) {
-                    if !outbox.send_small(f).await {
-                        break;
-                    }
-                }
-                continue;
-            }
-        };
-        drop(payload);
-        tasks.spawn(run_request(
-            Arc::clone(&conn),
-            Arc::clone(&admitted),
-            room,
-            memory,
-            request,
-        ));
-        while tasks.try_join_next().is_some() {}
+            });
+            Response::Error(wire_error(
+                ErrorCode::Internal,
+                "internal error: the daemon failed to handle this request (see its log)",
+            ))
+        }
     }
-    // Finish what is in flight, then close. Requests that change something complete
-    // regardless (heavy reads nobody can receive are skipped, see `answers`); only delivering
-    // answers can stall, on a client that does not read: after a grace period the writer
-    // gives up on it and drops the answers, which lets the tasks end.
-    events_task.abort();
-    if stopping {
-        // Said here rather than through the broadcast, which the aborted task may not have
-        // forwarded yet: a client is always told before its connection closes.
+}
+
+/// Stage 4, the answer's bytes: `response` framed under request `id` for the writer (see
+/// [`answers`]). One that cannot be encoded becomes `internal`; `None` if even that fails.
+fn frame(id: u32, response: Response) -> Option<Zeroizing<Vec<u8>>> {
+    match codec::encode_frame(&ServerFrame { id, response }) {
+        Ok(f) => Some(f),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot encode a response");
+            codec::encode_frame(&ServerFrame {
+                id,
+                response: Response::Error(wire_error(
+                    ErrorCode::Internal,
+                    "cannot encode the response",
+                )),
+            })
+            .ok()
+        }
+    }
+}
+
+/// Stage 5: finishes what is in flight, then closes. Requests that change something complete
+/// regardless (heavy reads nobody can receive are skipped, see `answers`); only delivering
+/// answers can stall, on a client that does not read: after [`WRITE_GRACE`] the writer gives
+/// up on it and drops the answers, which lets the tasks end. Then the connection's handles
+/// and leases go.
+async fn teardown(
+    conn: &Conn,
+    end: End,
+    outbox: answers::Outbox,
+    answer_writer: answers::Writer,
+    mut tasks: JoinSet<()>,
+) {
+    let id = conn.id;
+    if end == End::Stopping {
+        // Said here rather than through the broadcast, which the aborted event task may not
+        // have forwarded yet: a client is always told before its connection closes.
         if let Some(f) = frame(EVENT_ID, Response::Event(Event::ShuttingDown)) {
             let _ = tokio::time::timeout(WRITE_GRACE, outbox.send_small(f)).await;
         }
@@ -480,7 +531,16 @@ pub async fn serve(
         answer_writer.give_up();
         while tasks.join_next().await.is_some() {}
     }
+    let daemon = &conn.daemon;
     daemon.handles.connection_ended(id, &daemon.leases);
     answer_writer.finish(WRITE_GRACE).await;
     tracing::debug!(conn = id, "connection closed");
+}
+
+/// Keeps [`Daemon::connections`] counting this connection until it ends.
+struct Counted(Arc<Daemon>);
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::Relaxed);
+    }
 }

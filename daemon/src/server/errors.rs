@@ -5,10 +5,10 @@ use std::time::Duration;
 use session_vault_proto::message::{ErrorCode, WireError};
 
 use super::throttle::NOT_CHECKED;
-use crate::vault::VaultError;
+use crate::vault::EngineError;
 
 /// A wire error from a code and a message.
-pub fn wire(code: ErrorCode, message: impl Into<String>) -> WireError {
+pub fn wire_error(code: ErrorCode, message: impl Into<String>) -> WireError {
     WireError {
         code,
         message: message.into(),
@@ -17,30 +17,30 @@ pub fn wire(code: ErrorCode, message: impl Into<String>) -> WireError {
 
 /// The wire form of an engine error. `retry_after` is the throttle's delay for
 /// `BadPassphrase`.
-pub fn from_vault(err: &VaultError, retry_after: Duration) -> WireError {
+pub fn from_engine(err: &EngineError, retry_after: Duration) -> WireError {
     let code = match err {
-        VaultError::Uninitialized => ErrorCode::Uninitialized,
-        VaultError::AlreadyInitialized => ErrorCode::AlreadyInitialized,
-        VaultError::Locked => ErrorCode::Locked,
-        VaultError::BadPassphrase => ErrorCode::BadPassphrase {
+        EngineError::Uninitialized => ErrorCode::Uninitialized,
+        EngineError::AlreadyInitialized => ErrorCode::AlreadyInitialized,
+        EngineError::Locked => ErrorCode::Locked,
+        EngineError::BadPassphrase => ErrorCode::BadPassphrase {
             retry_after_ms: retry_after.as_millis() as u64,
             unchecked: false,
         },
-        VaultError::WeakPassphrase(_) => ErrorCode::WeakPassphrase,
-        VaultError::NoSuchSession { .. } => ErrorCode::NoSuchSession,
-        VaultError::NameTaken { .. } => ErrorCode::NameTaken,
-        VaultError::Invalid(_) => ErrorCode::InvalidRequest,
-        VaultError::Corrupt { .. } | VaultError::NotAVault { .. } => ErrorCode::Corrupt,
-        VaultError::UnsupportedFormat { .. } => ErrorCode::Unsupported,
-        VaultError::Storage { .. } => ErrorCode::Storage,
-        VaultError::Closed => ErrorCode::ShuttingDown,
+        EngineError::WeakPassphrase(_) => ErrorCode::WeakPassphrase,
+        EngineError::NoSuchSession { .. } => ErrorCode::NoSuchSession,
+        EngineError::NameTaken { .. } => ErrorCode::NameTaken,
+        EngineError::Invalid(_) => ErrorCode::InvalidRequest,
+        EngineError::Corrupt { .. } | EngineError::NotAVault { .. } => ErrorCode::Corrupt,
+        EngineError::UnsupportedFormat { .. } => ErrorCode::Unsupported,
+        EngineError::Storage { .. } => ErrorCode::Storage,
+        EngineError::Closed => ErrorCode::ShuttingDown,
     };
     let message = match err {
-        VaultError::Locked => "the vault is locked (run `vaultctl unlock`)".to_owned(),
-        VaultError::Uninitialized => {
+        EngineError::Locked => "the vault is locked (run `vaultctl unlock`)".to_owned(),
+        EngineError::Uninitialized => {
             "the vault is not initialized (run `vaultctl init`)".to_owned()
         }
-        VaultError::BadPassphrase if !retry_after.is_zero() => format!(
+        EngineError::BadPassphrase if !retry_after.is_zero() => format!(
             "wrong passphrase; the next attempt is accepted after {} ms",
             retry_after.as_millis()
         ),
@@ -69,8 +69,8 @@ pub fn not_judged(retry_after: Duration) -> WireError {
     }
 }
 
-impl From<VaultError> for WireError {
-    fn from(err: VaultError) -> Self {
-        from_vault(&err, Duration::ZERO)
+impl From<EngineError> for WireError {
+    fn from(err: EngineError) -> Self {
+        from_engine(&err, Duration::ZERO)
     }
 }

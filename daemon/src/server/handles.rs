@@ -12,15 +12,27 @@
 //! Lock order: this table's lock, then the lease table's; the lease table never calls back.
 
 use std::collections::HashMap;
+use std::fmt;
 use std::sync::{Mutex, MutexGuard};
 
 use super::leases::Leases;
 use super::transport::PeerInfo;
 use crate::vault::SessionId;
 
-/// A session opened on a connection.
+/// A session handle's number on its connection: the wire's `handle` (a `u32`), wrapped
+/// where a request enters the server ([`crate::server::cmd`]) and unwrapped in `opened`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct HandleId(pub u32);
+
+impl fmt::Display for HandleId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// What a handle stands for: a session opened on a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Handle {
+pub struct HandleEntry {
     /// The session.
     pub sid: SessionId,
     /// Whether it holds the lease.
@@ -53,7 +65,7 @@ impl Ended {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lookup {
     /// Open.
-    Open(Handle),
+    Open(HandleEntry),
     /// Ended by the daemon; the client has not closed it yet.
     Ended(Ended),
     /// Never opened on this connection, or closed.
@@ -63,10 +75,10 @@ pub enum Lookup {
 struct ConnHandles {
     peer: PeerInfo,
     next: u32,
-    open: HashMap<u32, Handle>,
+    open: HashMap<HandleId, HandleEntry>,
     /// Handles the daemon ended, until the client closes them or disconnects: bounded by the
     /// handles it opened.
-    ended: HashMap<u32, Ended>,
+    ended: HashMap<HandleId, Ended>,
 }
 
 #[derive(Default)]
@@ -98,7 +110,13 @@ impl Handles {
     /// Registers a handle of connection `conn` (of `peer`) and returns its number (from 1),
     /// or `None` if handles were ended since `epoch` was read: the caller's ACL decision may
     /// be stale, so it gives back what it took (the lease) and decides again.
-    pub fn add(&self, conn: u64, peer: PeerInfo, handle: Handle, epoch: u64) -> Option<u32> {
+    pub fn add(
+        &self,
+        conn: u64,
+        peer: PeerInfo,
+        handle: HandleEntry,
+        epoch: u64,
+    ) -> Option<HandleId> {
         let mut t = self.table();
         if t.epoch != epoch {
             return None;
@@ -109,7 +127,7 @@ impl Handles {
             open: HashMap::new(),
             ended: HashMap::new(),
         });
-        let h = c.next;
+        let h = HandleId(c.next);
         c.next = c.next.wrapping_add(1).max(1);
         c.open.insert(h, handle);
         Some(h)
@@ -124,7 +142,7 @@ impl Handles {
     }
 
     /// What handle number `h` of connection `conn` stands for.
-    pub fn get(&self, conn: u64, h: u32) -> Lookup {
+    pub fn get(&self, conn: u64, h: HandleId) -> Lookup {
         let t = self.table();
         let Some(c) = t.conns.get(&conn) else {
             return Lookup::Unknown;
@@ -137,7 +155,7 @@ impl Handles {
     }
 
     /// Closes handle `h` of `conn` (an ended one is forgotten) and gives back its lease.
-    pub fn close(&self, conn: u64, h: u32, leases: &Leases) -> Lookup {
+    pub fn close(&self, conn: u64, h: HandleId, leases: &Leases) -> Lookup {
         let mut t = self.table();
         let Some(c) = t.conns.get_mut(&conn) else {
             return Lookup::Unknown;
@@ -167,7 +185,7 @@ impl Handles {
             if keep(&c.peer) {
                 continue;
             }
-            let gone: Vec<u32> = c
+            let gone: Vec<HandleId> = c
                 .open
                 .iter()
                 .filter(|(_, handle)| handle.sid == sid)
@@ -217,7 +235,7 @@ mod tests {
             .add(
                 10,
                 peer(10),
-                Handle {
+                HandleEntry {
                     sid: s,
                     exclusive: true,
                 },
@@ -228,7 +246,7 @@ mod tests {
             .add(
                 10,
                 peer(10),
-                Handle {
+                HandleEntry {
                     sid: other,
                     exclusive: false,
                 },
@@ -239,14 +257,14 @@ mod tests {
             .add(
                 11,
                 peer(11),
-                Handle {
+                HandleEntry {
                     sid: s,
                     exclusive: false,
                 },
                 e,
             )
             .unwrap();
-        assert_eq!((a, b, c), (1, 2, 1));
+        assert_eq!((a, b, c), (HandleId(1), HandleId(2), HandleId(1)));
 
         assert_eq!(h.end_session(s, Ended::Revoked, &l, |p| p.uid == 11), 1);
         assert_eq!(h.get(10, a), Lookup::Ended(Ended::Revoked));
@@ -262,7 +280,7 @@ mod tests {
             h.add(
                 10,
                 peer(10),
-                Handle {
+                HandleEntry {
                     sid: s,
                     exclusive: false
                 },

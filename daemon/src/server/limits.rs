@@ -280,10 +280,10 @@ impl Limits {
     }
 
     /// Admits a new connection of `uid`, or says why not.
-    pub fn admit(self: &Arc<Self>, uid: u32, admin: bool) -> Result<Admitted, Refusal> {
+    pub fn admit(self: &Arc<Self>, uid: u32, standing: Standing) -> Result<Admitted, Refusal> {
         let mut open = self.open();
         let of_uid = open.uids.get(&uid).map_or(0, |e| e.conns);
-        if admin {
+        if standing == Standing::Admin {
             let limit = self.max_connections + self.admin_reserve;
             if open.total >= limit {
                 return Err(Refusal::Total { limit });
@@ -348,6 +348,15 @@ impl Limits {
             refusal.message(uid)
         );
     }
+}
+
+/// Which connection caps apply to a uid ([`Limits::admit`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Standing {
+    /// An admin uid: no per-uid cap, and the admin reserve beyond `max_connections`.
+    Admin,
+    /// Any other uid: its per-uid cap and `max_connections`.
+    NonAdmin,
 }
 
 /// An admitted connection: counted until dropped, with its uid's shares.
@@ -444,29 +453,38 @@ mod tests {
             ..Settings::default()
         };
         let l = limits(s, 1 << 20);
-        let a: Vec<_> = (0..3).map(|_| l.admit(1000, false).unwrap()).collect();
+        let a: Vec<_> = (0..3)
+            .map(|_| l.admit(1000, Standing::NonAdmin).unwrap())
+            .collect();
         assert_eq!(
-            l.admit(1000, false).err(),
+            l.admit(1000, Standing::NonAdmin).err(),
             Some(Refusal::PerUid { limit: 3 })
         );
-        let b: Vec<_> = (0..2).map(|_| l.admit(1001, false).unwrap()).collect();
+        let b: Vec<_> = (0..2)
+            .map(|_| l.admit(1001, Standing::NonAdmin).unwrap())
+            .collect();
         // The total (5) is reached: others are refused, admins get the reserve (2).
         assert_eq!(
-            l.admit(1002, false).err(),
+            l.admit(1002, Standing::NonAdmin).err(),
             Some(Refusal::Total { limit: 5 })
         );
-        let root: Vec<_> = (0..2).map(|_| l.admit(0, true).unwrap()).collect();
-        assert_eq!(l.admit(0, true).err(), Some(Refusal::Total { limit: 7 }));
+        let root: Vec<_> = (0..2)
+            .map(|_| l.admit(0, Standing::Admin).unwrap())
+            .collect();
+        assert_eq!(
+            l.admit(0, Standing::Admin).err(),
+            Some(Refusal::Total { limit: 7 })
+        );
         // Admins' connections count in the total too: with theirs open, closing two of
         // uid 1000's makes room for one more (5 - 2 of 1001 - 2 of root), not two.
         drop(a);
-        let again = l.admit(1000, false).unwrap();
+        let again = l.admit(1000, Standing::NonAdmin).unwrap();
         assert_eq!(
-            l.admit(1000, false).err(),
+            l.admit(1000, Standing::NonAdmin).err(),
             Some(Refusal::Total { limit: 5 })
         );
         drop(root);
-        let more = l.admit(1002, false).unwrap();
+        let more = l.admit(1002, Standing::NonAdmin).unwrap();
         drop(more);
         // An unused uid's entry goes away.
         assert!(!l.open().uids.contains_key(&1002));
@@ -491,8 +509,8 @@ mod tests {
             ..Settings::default()
         };
         let l = limits(s, 1 << 20);
-        let a = l.admit(1000, false).unwrap();
-        let b = l.admit(1001, false).unwrap();
+        let a = l.admit(1000, Standing::NonAdmin).unwrap();
+        let b = l.admit(1001, Standing::NonAdmin).unwrap();
         // A frame heavier than the share takes the whole share, and still gets it.
         let big = a.memory(1 << 20).await;
         let small = tokio::time::timeout(Duration::from_secs(1), a.memory(10)).await;
@@ -512,9 +530,9 @@ mod tests {
             ..Settings::default()
         };
         let l = limits(s, 1 << 20);
-        let a = l.admit(1000, false).unwrap();
-        let a2 = l.admit(1000, false).unwrap();
-        let b = l.admit(1001, false).unwrap();
+        let a = l.admit(1000, Standing::NonAdmin).unwrap();
+        let a2 = l.admit(1000, Standing::NonAdmin).unwrap();
+        let b = l.admit(1001, Standing::NonAdmin).unwrap();
         let _r = (a.running().await, a2.running().await);
         let third = tokio::time::timeout(Duration::from_secs(1), a.running()).await;
         assert!(third.is_err(), "a third request of uid 1000 ran");

@@ -4,8 +4,10 @@
 //! - [`dirs`]: the data and socket directories, checked through a descriptor before use;
 //! - [`refuse`]: peers the kernel cannot name (the overflow uid/gid), refused at `hello`;
 //! - [`conn`]: one task per connection: handshake, frame loop, bounded in-flight requests
-//!   and answers, fair use of the storage thread by heavy requests;
-//! - [`cmd`]: one module per kind of request, dispatched from one `match`;
+//!   and answers, fair use of the storage thread by heavy requests, teardown;
+//! - [`context`]: what a request handler knows of its connection ([`context::Conn`]);
+//! - [`cmd`]: one module per kind of request, dispatched from one `match` once the request's
+//!   role ([`cmd::role`]: anyone, session ACL, handle holder, admin) admits its sender;
 //! - [`leases`]: exclusive session leases tied to connections;
 //! - [`handles`]: every connection's open session handles, so that revoke and delete end
 //!   them at once;
@@ -22,6 +24,7 @@
 pub mod cmd;
 pub mod config;
 pub mod conn;
+pub mod context;
 pub mod datadir;
 pub mod dirs;
 pub mod errors;
@@ -243,7 +246,7 @@ pub async fn serve(
     }
     // Commit whatever is pending, then wipe the keys.
     match daemon.vault.lock().await {
-        Ok(()) | Err(crate::vault::VaultError::Uninitialized) => {}
+        Ok(()) | Err(crate::vault::EngineError::Uninitialized) => {}
         Err(e) => tracing::error!(error = %e, "final flush failed"),
     }
     // Close the database: the WAL is checkpointed and removed, nothing is left to replay.
@@ -263,8 +266,12 @@ fn admit(
     stop_conns: &broadcast::Sender<()>,
     done_tx: &mpsc::Sender<()>,
 ) {
-    let admin = daemon.config.admin_uids.contains(&peer.uid);
-    match daemon.limits.admit(peer.uid, admin) {
+    let standing = if daemon.config.admin_uids.contains(&peer.uid) {
+        limits::Standing::Admin
+    } else {
+        limits::Standing::NonAdmin
+    };
+    match daemon.limits.admit(peer.uid, standing) {
         Ok(admitted) => {
             let d = Arc::clone(daemon);
             let s = stop_conns.subscribe();

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 /// Everything the vault engine can refuse or fail with.
 #[derive(Debug, Clone, thiserror::Error)]
-pub enum VaultError {
+pub enum EngineError {
     /// The vault has no keyslot yet: `init` it first.
     #[error("the vault is not initialized")]
     Uninitialized,
@@ -79,7 +79,7 @@ pub enum VaultError {
     Closed,
 }
 
-/// Classification of a [`VaultError::Storage`].
+/// Classification of a [`EngineError::Storage`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StorageErrorKind {
     /// No space left on the device (or the database hit its size limit).
@@ -106,7 +106,7 @@ impl std::fmt::Display for StorageErrorKind {
     }
 }
 
-impl From<rusqlite::Error> for VaultError {
+impl From<rusqlite::Error> for EngineError {
     fn from(err: rusqlite::Error) -> Self {
         use rusqlite::ErrorCode;
         let kind = match err.sqlite_error_code() {
@@ -118,7 +118,7 @@ impl From<rusqlite::Error> for VaultError {
             Some(ErrorCode::SystemIoFailure) => StorageErrorKind::Io,
             _ => StorageErrorKind::Other,
         };
-        VaultError::Storage {
+        EngineError::Storage {
             kind,
             message: err.to_string(),
         }
@@ -126,4 +126,4 @@ impl From<rusqlite::Error> for VaultError {
 }
 
 /// Result alias of the vault engine.
-pub type Result<T, E = VaultError> = std::result::Result<T, E>;
+pub type Result<T, E = EngineError> = std::result::Result<T, E>;

@@ -44,8 +44,10 @@ use session_vault_proto::model::{
 use zeroize::Zeroizing;
 
 pub use crypto::KdfParams;
-pub use engine::{SessionId, StateKind};
-pub use error::{Result, StorageErrorKind, VaultError};
+pub use engine::{IfExists, SessionId};
+pub use error::{EngineError, Result, StorageErrorKind};
+/// The vault's state as `status` reports it: the wire's type, one name for one concept.
+pub use session_vault_proto::message::VaultState;
 
 use crypto::{Keyslot, SecretKey, VAULT_ID_LEN};
 use engine::Engine;
@@ -81,7 +83,7 @@ impl Default for VaultConfig {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VaultStatus {
     /// Uninitialized, locked or unlocked.
-    pub state: StateKind,
+    pub state: VaultState,
     /// Number of sessions (known only while unlocked).
     pub sessions: Option<usize>,
 }
@@ -120,7 +122,7 @@ impl Vault {
         let thread = std::thread::Builder::new()
             .name("vault-storage".into())
             .spawn(move || worker::run(for_thread, rx))
-            .map_err(|e| VaultError::Storage {
+            .map_err(|e| EngineError::Storage {
                 kind: StorageErrorKind::Other,
                 message: format!("cannot start the storage thread: {e}"),
             })?;
@@ -236,9 +238,9 @@ impl Vault {
         self.inner.shared.sending();
         if self.inner.tx.send(job).is_err() {
             self.inner.shared.unsent();
-            return Err(VaultError::Closed);
+            return Err(EngineError::Closed);
         }
-        rx.await.map_err(|_| VaultError::Closed)?
+        rx.await.map_err(|_| EngineError::Closed)?
     }
 
     /// Flushes pending writes. When this is the last handle, also stops the storage thread
@@ -255,7 +257,7 @@ impl Vault {
                     .await
                     .ok()
                     .and_then(|r| r.ok())
-                    .ok_or(VaultError::Closed)?;
+                    .ok_or(EngineError::Closed)?;
             }
         }
         Ok(())
@@ -272,7 +274,7 @@ impl Vault {
                 .await
                 .ok()
                 .and_then(|r| r.ok())
-                .ok_or(VaultError::Closed)?;
+                .ok_or(EngineError::Closed)?;
         }
         Ok(())
     }
@@ -291,8 +293,8 @@ impl Vault {
     /// Initializes an empty vault: random vault id and DEK, keyslot 0 for `passphrase`.
     /// Runs Argon2 in `spawn_blocking`. Leaves the vault unlocked.
     pub async fn init(&self, passphrase: &[u8], kdf: KdfParams) -> Result<()> {
-        if self.status().await?.state != StateKind::Uninitialized {
-            return Err(VaultError::AlreadyInitialized);
+        if self.status().await?.state != VaultState::Uninitialized {
+            return Err(EngineError::AlreadyInitialized);
         }
         crypto::check_new_passphrase(passphrase)?;
         let pass = Zeroizing::new(passphrase.to_vec());
@@ -324,13 +326,13 @@ impl Vault {
         let (vault_id, slots) = self.call(Class::Read, |e| e.keyslots()).await?;
         let pass = Zeroizing::new(passphrase.to_vec());
         blocking(move || {
-            let mut err = VaultError::BadPassphrase;
+            let mut err = EngineError::BadPassphrase;
             for slot in &slots {
                 match slot.open(&vault_id, &pass) {
                     Ok(dek) => return Ok((slot.slot, dek)),
                     // A damaged slot says more than "wrong passphrase": report it if no slot opens.
-                    Err(e @ VaultError::Corrupt { .. }) => err = e,
-                    Err(VaultError::BadPassphrase) => {}
+                    Err(e @ EngineError::Corrupt { .. }) => err = e,
+                    Err(EngineError::BadPassphrase) => {}
                     Err(e) => return Err(e),
                 }
             }
@@ -380,9 +382,9 @@ impl Vault {
     /// Afterwards no old passphrase or keyslot opens anything.
     pub async fn rekey(&self, passphrase: &[u8], kdf: KdfParams) -> Result<()> {
         crypto::check_new_passphrase(passphrase)?;
-        if self.status().await?.state != StateKind::Unlocked {
+        if self.status().await?.state != VaultState::Unlocked {
             // Checked before Argon2 runs; the storage thread checks again.
-            return Err(VaultError::Locked);
+            return Err(EngineError::Locked);
         }
         let (_, old_dek) = self.open_keyslot(passphrase).await?;
         drop(old_dek);
@@ -411,12 +413,12 @@ impl Vault {
         &self,
         name: &str,
         data: SessionData,
-        replace: bool,
+        if_exists: IfExists,
         acl: SessionAcl,
     ) -> Result<SessionId> {
         let name = name.to_owned();
         self.call(Class::Durable, move |e| {
-            e.import(&name, &data, replace, acl)
+            e.import(&name, &data, if_exists, acl)
         })
         .await
     }
@@ -568,7 +570,7 @@ impl Vault {
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
     tokio::task::spawn_blocking(move || crypto::scrubbed(f))
         .await
-        .map_err(|e| VaultError::Storage {
+        .map_err(|e| EngineError::Storage {
             kind: StorageErrorKind::Other,
             message: format!("key derivation task failed: {e}"),
         })?

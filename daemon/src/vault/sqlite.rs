@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 use super::crypto::{KdfParams, Keyslot, VAULT_ID_LEN};
-use super::error::{Result, VaultError};
+use super::error::{EngineError, Result};
 use super::store::{Header, Index, Row, SessionRow, Store, Table};
 
 /// `PRAGMA application_id` of a Session Vault database ("SVLT").
@@ -87,7 +87,7 @@ impl SqliteStore {
     #[doc(hidden)]
     pub fn open_at_version(path: &Path, target: u32) -> Result<Self> {
         let mut file = open_private(path)?;
-        let not_a_vault = |reason: String| VaultError::NotAVault {
+        let not_a_vault = |reason: String| EngineError::NotAVault {
             path: path.to_owned(),
             reason,
         };
@@ -99,7 +99,7 @@ impl SqliteStore {
             OpenFlags::default() | OpenFlags::SQLITE_OPEN_NOFOLLOW,
         )
         .map_err(|e| match e.sqlite_error().map(|e| e.extended_code) {
-            Some(rusqlite::ffi::SQLITE_CANTOPEN_SYMLINK) => VaultError::Storage {
+            Some(rusqlite::ffi::SQLITE_CANTOPEN_SYMLINK) => EngineError::Storage {
                 kind: super::error::StorageErrorKind::Io,
                 message: format!(
                     "{} or a directory above it is a symbolic link; vaultd opens its vault \
@@ -131,7 +131,7 @@ impl SqliteStore {
             )));
         }
         if version > SCHEMA_VERSION {
-            return Err(VaultError::UnsupportedFormat {
+            return Err(EngineError::UnsupportedFormat {
                 found: version,
                 supported: SCHEMA_VERSION,
             });
@@ -224,7 +224,7 @@ fn check_whole_pages(file: &mut std::fs::File) -> std::result::Result<(), String
 /// std opens is `O_CLOEXEC`): a link planted where the vault belongs could otherwise make a
 /// root daemon write its database into the file the link points at.
 fn open_private(path: &Path) -> Result<std::fs::File> {
-    let storage = |e: std::io::Error, what: &str| VaultError::Storage {
+    let storage = |e: std::io::Error, what: &str| EngineError::Storage {
         kind: match e.kind() {
             std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem => {
                 super::error::StorageErrorKind::ReadOnly
@@ -233,7 +233,7 @@ fn open_private(path: &Path) -> Result<std::fs::File> {
         },
         message: format!("cannot {what} {}: {e}", path.display()),
     };
-    let symlink = || VaultError::Storage {
+    let symlink = || EngineError::Storage {
         kind: super::error::StorageErrorKind::Io,
         message: format!(
             "{} is a symbolic link; vaultd does not follow it (move the real file there)",
@@ -299,7 +299,7 @@ impl Store for SqliteStore {
         let vault_id: [u8; VAULT_ID_LEN] =
             id.as_slice()
                 .try_into()
-                .map_err(|_| VaultError::NotAVault {
+                .map_err(|_| EngineError::NotAVault {
                     path: self.path.clone(),
                     reason: "vault id has the wrong length".into(),
                 })?;

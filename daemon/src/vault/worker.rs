@@ -41,7 +41,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::engine::Engine;
-use super::error::VaultError;
+use super::error::EngineError;
 use super::sqlite::SqliteStore;
 use super::store::Store;
 
@@ -69,14 +69,14 @@ pub enum Class {
 }
 
 /// Delivers a job's answer; gets the commit's error, if its commit failed.
-pub type Completion = Box<dyn FnOnce(Option<VaultError>) + Send>;
+pub type Completion = Box<dyn FnOnce(Option<EngineError>) + Send>;
 
 /// A job's body: runs on the engine, or is handed the error that kept it from running.
 pub type JobFn =
-    Box<dyn FnOnce(Result<&mut SqliteEngine, VaultError>) -> (bool, Completion) + Send>;
+    Box<dyn FnOnce(Result<&mut SqliteEngine, EngineError>) -> (bool, Completion) + Send>;
 
 /// Re-applies an acknowledged cache-class write after its transaction was rolled back.
-pub type Redo = Arc<dyn Fn(&mut SqliteEngine) -> Result<(), VaultError> + Send + Sync>;
+pub type Redo = Arc<dyn Fn(&mut SqliteEngine) -> Result<(), EngineError> + Send + Sync>;
 
 /// A unit of work for the storage thread.
 pub struct Job {
@@ -129,7 +129,7 @@ impl Shared {
     /// running, the engine is free and the storage is not failing; `None` means: queue it.
     /// `Some((answer, wake))`: the write's answer, and whether the storage thread must be woken
     /// (sent an empty job) to commit it, because nothing was waiting for a commit before it.
-    pub fn try_cache(&self, redo: &Redo) -> Option<(Result<(), VaultError>, bool)> {
+    pub fn try_cache(&self, redo: &Redo) -> Option<(Result<(), EngineError>, bool)> {
         let mut w = self.idle_worker()?;
         if w.failing || w.stopping || w.engine.is_none() {
             return None;
@@ -141,16 +141,16 @@ impl Shared {
 
     /// Runs the read `f` on the caller's thread if no job is queued or running and the
     /// engine is free; otherwise hands `f` back to be queued.
-    pub fn try_read<T, F>(&self, f: F) -> Result<Result<T, VaultError>, F>
+    pub fn try_read<T, F>(&self, f: F) -> Result<Result<T, EngineError>, F>
     where
-        F: FnOnce(&mut SqliteEngine) -> Result<T, VaultError>,
+        F: FnOnce(&mut SqliteEngine) -> Result<T, EngineError>,
     {
         let Some(mut w) = self.idle_worker() else {
             return Err(f);
         };
         Ok(match w.engine.as_mut() {
             Some(engine) => f(engine),
-            None => Err(VaultError::Closed),
+            None => Err(EngineError::Closed),
         })
     }
 
@@ -249,15 +249,15 @@ pub fn run(shared: Arc<Shared>, rx: Receiver<Job>) {
     drop(w);
     // Answer what is still queued (requests racing the stop).
     for job in rx.try_iter() {
-        let (_, done) = (job.run)(Err(VaultError::Closed));
+        let (_, done) = (job.run)(Err(EngineError::Closed));
         done(None);
         shared.applied();
     }
 }
 
 impl Worker {
-    fn engine(&mut self) -> Result<&mut SqliteEngine, VaultError> {
-        self.engine.as_mut().ok_or(VaultError::Closed)
+    fn engine(&mut self) -> Result<&mut SqliteEngine, EngineError> {
+        self.engine.as_mut().ok_or(EngineError::Closed)
     }
 
     fn flush_due(&self) -> bool {
@@ -314,8 +314,8 @@ impl Worker {
     /// could not end, and the transaction was aborted with that error.
     fn in_savepoint<R>(
         &mut self,
-        op: impl FnOnce(Result<&mut SqliteEngine, VaultError>) -> (bool, R),
-    ) -> (Result<bool, VaultError>, R) {
+        op: impl FnOnce(Result<&mut SqliteEngine, EngineError>) -> (bool, R),
+    ) -> (Result<bool, EngineError>, R) {
         let engine = match self.begin_op().and_then(|()| self.engine()) {
             Ok(engine) => engine,
             Err(e) => return (Ok(false), op(Err(e)).1),
@@ -341,7 +341,7 @@ impl Worker {
 
     /// A cache-class write applied outside [`Worker::apply`] (see [`Shared::try_cache`]),
     /// with the same savepoint and redo bookkeeping.
-    fn apply_cache(&mut self, redo: &Redo) -> Result<(), VaultError> {
+    fn apply_cache(&mut self, redo: &Redo) -> Result<(), EngineError> {
         let (kept, result) = self.in_savepoint(|engine| {
             let result = engine.and_then(|e| redo(e));
             (result.is_ok(), result)
@@ -353,7 +353,7 @@ impl Worker {
         Ok(())
     }
 
-    fn begin_op(&mut self) -> Result<(), VaultError> {
+    fn begin_op(&mut self) -> Result<(), EngineError> {
         if !self.in_txn {
             self.engine()?.store().begin()?;
             self.in_txn = true;
@@ -392,7 +392,7 @@ impl Worker {
         }
     }
 
-    fn answer_waiting(&mut self, err: Option<&VaultError>) {
+    fn answer_waiting(&mut self, err: Option<&EngineError>) {
         self.waiting_since = None;
         for done in self.waiting.drain(..) {
             done(err.cloned());
@@ -401,7 +401,7 @@ impl Worker {
 
     /// Rolls the open transaction back, fails every waiting writer with `err`, and re-applies
     /// the acknowledged cache-class writes (entering the failing state).
-    fn abort(&mut self, err: &VaultError) {
+    fn abort(&mut self, err: &EngineError) {
         if let Ok(engine) = self.engine() {
             if let Err(e) = engine.store().rollback() {
                 tracing::error!(error = %e, "vault rollback failed");

@@ -6,9 +6,10 @@ use session_vault_proto::message::{ErrorCode, Response, SessionListing, WireErro
 use session_vault_proto::model::{SessionAcl, SessionData};
 
 use super::open::allowed;
-use crate::server::conn::Conn;
-use crate::server::errors::wire;
+use crate::server::context::Conn;
+use crate::server::errors::wire_error;
 use crate::server::handles::Ended;
+use crate::vault::IfExists;
 
 /// `list_sessions`, with each session's lease holder.
 pub async fn list(conn: &Conn) -> Result<Response, WireError> {
@@ -40,7 +41,7 @@ pub async fn delete(conn: &Conn, name: String, force: bool) -> Result<Response, 
     let sid = d.vault.open_session(&name).await?;
     if !force {
         if let Some(holder_pid) = d.leases.holder(sid) {
-            return Err(wire(
+            return Err(wire_error(
                 ErrorCode::SessionBusy { holder_pid },
                 format!(
                     "session {name:?} is open by {}; stop that process first, or delete with \
@@ -59,16 +60,25 @@ pub async fn delete(conn: &Conn, name: String, force: bool) -> Result<Response, 
     Ok(Response::Ok)
 }
 
-/// `grant` (`allow = true`) and `revoke`: exactly one of `uid`, `gid`.
-pub async fn grant(
+/// What `grant` and `revoke` do to a uid's or gid's access to a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// `grant`: add it to the session's ACL.
+    Grant,
+    /// `revoke`: take it out, and end the handles of connections no longer allowed.
+    Revoke,
+}
+
+/// `grant` and `revoke`: exactly one of `uid`, `gid`.
+pub async fn set_access(
     conn: &Conn,
     name: String,
     uid: Option<u32>,
     gid: Option<u32>,
-    allow: bool,
+    access: Access,
 ) -> Result<Response, WireError> {
     if uid.is_some() == gid.is_some() {
-        return Err(wire(
+        return Err(wire_error(
             ErrorCode::InvalidRequest,
             "give exactly one of uid and gid",
         ));
@@ -82,20 +92,20 @@ pub async fn grant(
         _ => unreachable!("checked above: exactly one is set"),
     };
     list.retain(|&x| x != id);
-    if allow {
+    if access == Access::Grant {
         list.push(id);
     }
     d.vault.set_acl(sid, acl.clone()).await?;
     // A revoke takes effect at once: handles of connections no longer allowed end now.
-    let ended = if allow {
-        0
-    } else {
-        d.handles
+    let ended = match access {
+        Access::Grant => 0,
+        Access::Revoke => d
+            .handles
             .end_session(sid, Ended::Revoked, &d.leases, |peer| {
                 d.config.admin_uids.contains(&peer.uid) || allowed(peer, &acl)
-            })
+            }),
     };
-    tracing::info!(uid = conn.peer.uid, name = %name.escape_debug(), ?uid, ?gid, allow, ended, "session access changed");
+    tracing::info!(uid = conn.peer.uid, name = %name.escape_debug(), ?uid, ?gid, ?access, ended, "session access changed");
     Ok(Response::Ok)
 }
 
@@ -114,7 +124,7 @@ pub async fn import(
     if replace {
         if let Ok(sid) = d.vault.open_session(&name).await {
             if let (false, Some(holder_pid)) = (force, d.leases.holder(sid)) {
-                return Err(wire(
+                return Err(wire_error(
                     ErrorCode::SessionBusy { holder_pid },
                     format!(
                         "session {name:?} is open; it cannot be replaced now (or replace with \
@@ -129,7 +139,12 @@ pub async fn import(
         owner_uid: Some(owner_uid.unwrap_or(conn.peer.uid)),
         ..SessionAcl::default()
     };
-    let sid = d.vault.import(&name, data, replace, acl).await?;
+    let if_exists = if replace {
+        IfExists::Replace
+    } else {
+        IfExists::Refuse
+    };
+    let sid = d.vault.import(&name, data, if_exists, acl).await?;
     let ended = match replaced {
         Some(old) if old != sid => d
             .handles

@@ -6,14 +6,14 @@ use session_vault_proto::model::{
     DcOption, Peer, SentFile, SessionData, SessionExtras, UpdateStateChange,
 };
 
-use crate::server::conn::Conn;
-use crate::server::errors::wire;
-use crate::server::handles::{Handle, Lookup};
+use crate::server::context::Conn;
+use crate::server::errors::wire_error;
+use crate::server::handles::{HandleEntry, HandleId, Lookup};
 use crate::vault::SessionId;
 
 /// The open handle `handle` of this connection; `no_such_session` (saying why, when the
 /// daemon ended it: revoked, deleted, replaced) otherwise.
-pub fn open_handle(conn: &Conn, handle: u32) -> Result<Handle, WireError> {
+pub fn open_handle(conn: &Conn, handle: HandleId) -> Result<HandleEntry, WireError> {
     match conn.daemon.handles.get(conn.id, handle) {
         Lookup::Open(h) => Ok(h),
         other => Err(not_open(handle, other)),
@@ -21,7 +21,7 @@ pub fn open_handle(conn: &Conn, handle: u32) -> Result<Handle, WireError> {
 }
 
 /// The `no_such_session` answer for a handle that is not open.
-pub fn not_open(handle: u32, lookup: Lookup) -> WireError {
+pub fn not_open(handle: HandleId, lookup: Lookup) -> WireError {
     let message = match lookup {
         Lookup::Ended(why) => format!(
             "session handle {handle} was ended by the daemon: {}; close it",
@@ -29,15 +29,15 @@ pub fn not_open(handle: u32, lookup: Lookup) -> WireError {
         ),
         _ => format!("no open session handle {handle}"),
     };
-    wire(ErrorCode::NoSuchSession, message)
+    wire_error(ErrorCode::NoSuchSession, message)
 }
 
-fn sid(conn: &Conn, handle: u32) -> Result<SessionId, WireError> {
+fn sid(conn: &Conn, handle: HandleId) -> Result<SessionId, WireError> {
     open_handle(conn, handle).map(|h| h.sid)
 }
 
 /// `get_home_dc`.
-pub async fn get_home_dc(conn: &Conn, handle: u32) -> Result<Response, WireError> {
+pub async fn get_home_dc(conn: &Conn, handle: HandleId) -> Result<Response, WireError> {
     let s = sid(conn, handle)?;
     Ok(Response::HomeDc(
         conn.daemon.vault.session_record(s).await?.home_dc,
@@ -45,7 +45,7 @@ pub async fn get_home_dc(conn: &Conn, handle: u32) -> Result<Response, WireError
 }
 
 /// `set_home_dc` (durable).
-pub async fn set_home_dc(conn: &Conn, handle: u32, dc: i32) -> Result<Response, WireError> {
+pub async fn set_home_dc(conn: &Conn, handle: HandleId, dc: i32) -> Result<Response, WireError> {
     conn.daemon
         .vault
         .set_home_dc(sid(conn, handle)?, dc)
@@ -54,7 +54,7 @@ pub async fn set_home_dc(conn: &Conn, handle: u32, dc: i32) -> Result<Response, 
 }
 
 /// `get_dc_options`.
-pub async fn get_dc_options(conn: &Conn, handle: u32) -> Result<Response, WireError> {
+pub async fn get_dc_options(conn: &Conn, handle: HandleId) -> Result<Response, WireError> {
     Ok(Response::DcOptions(
         conn.daemon.vault.dc_options(sid(conn, handle)?).await?,
     ))
@@ -63,7 +63,7 @@ pub async fn get_dc_options(conn: &Conn, handle: u32) -> Result<Response, WireEr
 /// `set_dc_option` (durable).
 pub async fn set_dc_option(
     conn: &Conn,
-    handle: u32,
+    handle: HandleId,
     option: DcOption,
 ) -> Result<Response, WireError> {
     conn.daemon
@@ -74,7 +74,11 @@ pub async fn set_dc_option(
 }
 
 /// `get_peer`.
-pub async fn get_peer(conn: &Conn, handle: u32, query: PeerQuery) -> Result<Response, WireError> {
+pub async fn get_peer(
+    conn: &Conn,
+    handle: HandleId,
+    query: PeerQuery,
+) -> Result<Response, WireError> {
     let s = sid(conn, handle)?;
     let v = &conn.daemon.vault;
     let peer = match query {
@@ -97,7 +101,7 @@ pub const PEERS_PER_JOB: usize = 256;
 /// `cache_peers` (cache class).
 pub async fn cache_peers(
     conn: &Conn,
-    handle: u32,
+    handle: HandleId,
     peers: Vec<Peer>,
 ) -> Result<Response, WireError> {
     let sid = sid(conn, handle)?;
@@ -114,7 +118,7 @@ pub async fn cache_peers(
 }
 
 /// `get_updates_state`.
-pub async fn get_updates_state(conn: &Conn, handle: u32) -> Result<Response, WireError> {
+pub async fn get_updates_state(conn: &Conn, handle: HandleId) -> Result<Response, WireError> {
     Ok(Response::UpdatesState(
         conn.daemon.vault.updates_state(sid(conn, handle)?).await?,
     ))
@@ -123,7 +127,7 @@ pub async fn get_updates_state(conn: &Conn, handle: u32) -> Result<Response, Wir
 /// `set_update_state` (cache class).
 pub async fn set_update_state(
     conn: &Conn,
-    handle: u32,
+    handle: HandleId,
     change: UpdateStateChange,
 ) -> Result<Response, WireError> {
     conn.daemon
@@ -134,7 +138,7 @@ pub async fn set_update_state(
 }
 
 /// `get_extras`.
-pub async fn get_extras(conn: &Conn, handle: u32) -> Result<Response, WireError> {
+pub async fn get_extras(conn: &Conn, handle: HandleId) -> Result<Response, WireError> {
     let s = sid(conn, handle)?;
     Ok(Response::Extras(
         conn.daemon.vault.session_record(s).await?.extras,
@@ -144,7 +148,7 @@ pub async fn get_extras(conn: &Conn, handle: u32) -> Result<Response, WireError>
 /// `set_extras` (durable).
 pub async fn set_extras(
     conn: &Conn,
-    handle: u32,
+    handle: HandleId,
     extras: SessionExtras,
 ) -> Result<Response, WireError> {
     conn.daemon
@@ -157,7 +161,7 @@ pub async fn set_extras(
 /// `get_sent_file`.
 pub async fn get_sent_file(
     conn: &Conn,
-    handle: u32,
+    handle: HandleId,
     md5: Vec<u8>,
     size: i64,
     file_type: i32,
@@ -171,7 +175,7 @@ pub async fn get_sent_file(
 /// `put_sent_file` (cache class).
 pub async fn put_sent_file(
     conn: &Conn,
-    handle: u32,
+    handle: HandleId,
     file: SentFile,
 ) -> Result<Response, WireError> {
     conn.daemon
@@ -182,7 +186,7 @@ pub async fn put_sent_file(
 }
 
 /// `export` of the open session.
-pub async fn export(conn: &Conn, handle: u32) -> Result<Response, WireError> {
+pub async fn export(conn: &Conn, handle: HandleId) -> Result<Response, WireError> {
     Ok(Response::SessionData(
         conn.daemon.vault.export(sid(conn, handle)?).await?,
     ))
@@ -190,10 +194,14 @@ pub async fn export(conn: &Conn, handle: u32) -> Result<Response, WireError> {
 
 /// `import` into the open session: replaces everything it holds, in one durable
 /// transaction, keeping its name, owner and grants. Needs the session's lease.
-pub async fn import(conn: &Conn, handle: u32, data: SessionData) -> Result<Response, WireError> {
+pub async fn import(
+    conn: &Conn,
+    handle: HandleId,
+    data: SessionData,
+) -> Result<Response, WireError> {
     let h = open_handle(conn, handle)?;
     if !h.exclusive {
-        return Err(wire(
+        return Err(wire_error(
             ErrorCode::InvalidRequest,
             "import replaces the whole session: open it exclusively first",
         ));

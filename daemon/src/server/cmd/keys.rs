@@ -10,10 +10,10 @@
 
 use session_vault_proto::message::{ErrorCode, Event, KdfSpec, Passphrase, Response, WireError};
 
-use crate::server::conn::Conn;
-use crate::server::errors::{self, wire};
+use crate::server::context::Conn;
+use crate::server::errors::{self, wire_error};
 use crate::server::throttle::Refusal;
-use crate::vault::{KdfParams, VaultError};
+use crate::vault::{EngineError, KdfParams};
 
 /// The KDF parameters of a new keyslot: the default when none are given; refused below the
 /// floor unless the daemon allows weak ones.
@@ -25,7 +25,7 @@ fn kdf(conn: &Conn, spec: Option<KdfSpec>) -> Result<KdfParams, WireError> {
     });
     if !params.meets_floor() && !conn.daemon.config.insecure_allow_weak_kdf {
         let f = KdfParams::FLOOR;
-        return Err(wire(
+        return Err(wire_error(
             ErrorCode::InvalidRequest,
             format!(
                 "KDF parameters below the floor: at least {} KiB of memory, {} iterations and {} lane are required",
@@ -52,14 +52,14 @@ pub async fn init(
 /// The wire error for a throttled attempt that did not succeed. Wrong passphrases are logged
 /// (they are few: the throttle spaces them out); attempts refused unjudged are not, since a
 /// brute force sends them as fast as they are answered.
-fn refused(conn: &Conn, what: &str, refusal: Refusal<VaultError>) -> WireError {
+fn refused(conn: &Conn, what: &str, refusal: Refusal<EngineError>) -> WireError {
     match refusal {
         Refusal::NotJudged { retry_after } => errors::not_judged(retry_after),
         Refusal::Failed { error, retry_after } => {
-            if matches!(error, VaultError::BadPassphrase) {
+            if matches!(error, EngineError::BadPassphrase) {
                 tracing::warn!(uid = conn.peer.uid, pid = ?conn.peer.pid, "{what} refused: wrong passphrase");
             }
-            errors::from_vault(&error, retry_after)
+            errors::from_engine(&error, retry_after)
         }
     }
 }
@@ -70,7 +70,7 @@ pub async fn unlock(conn: &Conn, passphrase: Passphrase) -> Result<Response, Wir
     d.throttle
         .attempt(
             || d.vault.unlock(passphrase.expose()),
-            |e| matches!(e, VaultError::BadPassphrase),
+            |e| matches!(e, EngineError::BadPassphrase),
         )
         .await
         .map_err(|r| refused(conn, "unlock", r))?;
@@ -102,7 +102,7 @@ pub async fn change_passphrase(
                 d.vault
                     .change_passphrase(old.expose(), new.expose(), params)
             },
-            |e| matches!(e, VaultError::BadPassphrase),
+            |e| matches!(e, EngineError::BadPassphrase),
         )
         .await
         .map_err(|r| refused(conn, "passphrase change", r))?;
@@ -122,7 +122,7 @@ pub async fn rekey(
     d.throttle
         .attempt(
             || d.vault.rekey(passphrase.expose(), params),
-            |e| matches!(e, VaultError::BadPassphrase),
+            |e| matches!(e, EngineError::BadPassphrase),
         )
         .await
         .map_err(|r| refused(conn, "rekey", r))?;

@@ -1,5 +1,7 @@
-//! Request handlers, one module per kind, dispatched from one `match`.
+//! Request handlers, one module per kind, dispatched from one `match` once the request's
+//! [`role`] admits its sender.
 //!
+//! - [`role`]: who may send each request, one table checked before dispatch;
 //! - [`status`]: `status` (anyone);
 //! - [`keys`]: `init`, `unlock`, `lock`, `change_passphrase`, `rekey` (admins; throttled);
 //! - [`admin`]: list, rename, delete, grant, revoke, import, export by name (admins);
@@ -10,16 +12,24 @@ pub mod admin;
 pub mod data;
 pub mod keys;
 pub mod open;
+pub mod role;
 pub mod status;
 
 use session_vault_proto::message::{ErrorCode, Request, Response, WireError};
 
-use super::conn::Conn;
-use super::errors::wire;
+use super::context::Conn;
+use super::errors::wire_error;
+use super::handles::HandleId;
+use admin::Access;
 
-/// Runs one request; errors become [`Response::Error`].
+/// Runs one request if its [`role::role`] admits the sender; errors become
+/// [`Response::Error`].
 pub async fn dispatch(conn: &Conn, request: Request) -> Response {
-    match run(conn, request).await {
+    let answer = match role::admit(conn, role::role(&request)) {
+        Ok(()) => run(conn, request).await,
+        Err(refused) => Err(refused),
+    };
+    match answer {
         Ok(r) => r,
         Err(e) => Response::Error(e),
     }
@@ -54,69 +64,28 @@ pub fn weight(request: &Request) -> Weight {
     }
 }
 
-fn require_admin(conn: &Conn, what: &str) -> Result<(), WireError> {
-    if conn.is_admin() {
-        Ok(())
-    } else {
-        Err(wire(
-            ErrorCode::PermissionDenied,
-            format!(
-                "{what} is an admin request; uid {} is not an admin of this daemon",
-                conn.peer.uid
-            ),
-        ))
-    }
-}
-
+/// Runs a request its role admits. Handle numbers become [`HandleId`]s here, at the edge.
 async fn run(conn: &Conn, request: Request) -> Result<Response, WireError> {
     use Request as R;
     match request {
-        R::Hello { .. } => Err(wire(
+        R::Hello { .. } => Err(wire_error(
             ErrorCode::InvalidRequest,
             "hello was already exchanged",
         )),
         R::Status => status::status(conn).await,
 
-        R::Init { passphrase, kdf } => {
-            require_admin(conn, "init")?;
-            keys::init(conn, passphrase, kdf).await
-        }
-        R::Unlock { passphrase } => {
-            require_admin(conn, "unlock")?;
-            keys::unlock(conn, passphrase).await
-        }
-        R::Lock => {
-            require_admin(conn, "lock")?;
-            keys::lock(conn).await
-        }
-        R::ChangePassphrase { old, new, kdf } => {
-            require_admin(conn, "passphrase change")?;
-            keys::change_passphrase(conn, old, new, kdf).await
-        }
-        R::Rekey { passphrase, kdf } => {
-            require_admin(conn, "rekey")?;
-            keys::rekey(conn, passphrase, kdf).await
-        }
+        R::Init { passphrase, kdf } => keys::init(conn, passphrase, kdf).await,
+        R::Unlock { passphrase } => keys::unlock(conn, passphrase).await,
+        R::Lock => keys::lock(conn).await,
+        R::ChangePassphrase { old, new, kdf } => keys::change_passphrase(conn, old, new, kdf).await,
+        R::Rekey { passphrase, kdf } => keys::rekey(conn, passphrase, kdf).await,
 
-        R::ListSessions => {
-            require_admin(conn, "list")?;
-            admin::list(conn).await
-        }
-        R::RenameSession { old, new } => {
-            require_admin(conn, "rename")?;
-            admin::rename(conn, old, new).await
-        }
-        R::DeleteSession { name, force } => {
-            require_admin(conn, "delete")?;
-            admin::delete(conn, name, force).await
-        }
-        R::Grant { name, uid, gid } => {
-            require_admin(conn, "grant")?;
-            admin::grant(conn, name, uid, gid, true).await
-        }
+        R::ListSessions => admin::list(conn).await,
+        R::RenameSession { old, new } => admin::rename(conn, old, new).await,
+        R::DeleteSession { name, force } => admin::delete(conn, name, force).await,
+        R::Grant { name, uid, gid } => admin::set_access(conn, name, uid, gid, Access::Grant).await,
         R::Revoke { name, uid, gid } => {
-            require_admin(conn, "revoke")?;
-            admin::grant(conn, name, uid, gid, false).await
+            admin::set_access(conn, name, uid, gid, Access::Revoke).await
         }
         R::ImportSession {
             name,
@@ -124,40 +93,38 @@ async fn run(conn: &Conn, request: Request) -> Result<Response, WireError> {
             replace,
             owner_uid,
             force,
-        } => {
-            require_admin(conn, "import")?;
-            admin::import(conn, name, data, replace, owner_uid, force).await
-        }
-        R::ExportSession { name } => {
-            require_admin(conn, "export")?;
-            admin::export(conn, name).await
-        }
+        } => admin::import(conn, name, data, replace, owner_uid, force).await,
+        R::ExportSession { name } => admin::export(conn, name).await,
 
         R::OpenSession {
             name,
             exclusive,
             create_if_missing,
         } => open::open(conn, name, exclusive, create_if_missing).await,
-        R::CloseSession { handle } => open::close(conn, handle),
+        R::CloseSession { handle } => open::close(conn, HandleId(handle)),
 
-        R::GetHomeDc { handle } => data::get_home_dc(conn, handle).await,
-        R::SetHomeDc { handle, dc_id } => data::set_home_dc(conn, handle, dc_id).await,
-        R::GetDcOptions { handle } => data::get_dc_options(conn, handle).await,
-        R::SetDcOption { handle, option } => data::set_dc_option(conn, handle, option).await,
-        R::GetPeer { handle, query } => data::get_peer(conn, handle, query).await,
-        R::CachePeers { handle, peers } => data::cache_peers(conn, handle, peers).await,
-        R::GetUpdatesState { handle } => data::get_updates_state(conn, handle).await,
-        R::SetUpdateState { handle, change } => data::set_update_state(conn, handle, change).await,
-        R::GetExtras { handle } => data::get_extras(conn, handle).await,
-        R::SetExtras { handle, extras } => data::set_extras(conn, handle, extras).await,
+        R::GetHomeDc { handle } => data::get_home_dc(conn, HandleId(handle)).await,
+        R::SetHomeDc { handle, dc_id } => data::set_home_dc(conn, HandleId(handle), dc_id).await,
+        R::GetDcOptions { handle } => data::get_dc_options(conn, HandleId(handle)).await,
+        R::SetDcOption { handle, option } => {
+            data::set_dc_option(conn, HandleId(handle), option).await
+        }
+        R::GetPeer { handle, query } => data::get_peer(conn, HandleId(handle), query).await,
+        R::CachePeers { handle, peers } => data::cache_peers(conn, HandleId(handle), peers).await,
+        R::GetUpdatesState { handle } => data::get_updates_state(conn, HandleId(handle)).await,
+        R::SetUpdateState { handle, change } => {
+            data::set_update_state(conn, HandleId(handle), change).await
+        }
+        R::GetExtras { handle } => data::get_extras(conn, HandleId(handle)).await,
+        R::SetExtras { handle, extras } => data::set_extras(conn, HandleId(handle), extras).await,
         R::GetSentFile {
             handle,
             md5_digest,
             file_size,
             file_type,
-        } => data::get_sent_file(conn, handle, md5_digest, file_size, file_type).await,
-        R::PutSentFile { handle, file } => data::put_sent_file(conn, handle, file).await,
-        R::Export { handle } => data::export(conn, handle).await,
-        R::Import { handle, data: d } => data::import(conn, handle, d).await,
+        } => data::get_sent_file(conn, HandleId(handle), md5_digest, file_size, file_type).await,
+        R::PutSentFile { handle, file } => data::put_sent_file(conn, HandleId(handle), file).await,
+        R::Export { handle } => data::export(conn, HandleId(handle)).await,
+        R::Import { handle, data: d } => data::import(conn, HandleId(handle), d).await,
     }
 }

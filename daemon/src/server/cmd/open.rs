@@ -23,11 +23,11 @@
 use session_vault_proto::message::{ErrorCode, Response, WireError};
 use session_vault_proto::model::SessionAcl;
 
-use crate::server::conn::Conn;
-use crate::server::errors::wire;
-use crate::server::handles::{Handle, Lookup};
+use crate::server::context::Conn;
+use crate::server::errors::wire_error;
+use crate::server::handles::{HandleEntry, HandleId, Lookup};
 use crate::server::transport::PeerInfo;
-use crate::vault::VaultError;
+use crate::vault::EngineError;
 use crate::vault::engine::names::{self, QuotaFull};
 
 use super::data::not_open;
@@ -46,7 +46,7 @@ pub fn allowed(peer: &PeerInfo, acl: &SessionAcl) -> bool {
 /// namespace.
 fn unavailable(uid: u32, name: &str) -> WireError {
     let ns = names::namespace(uid);
-    wire(
+    wire_error(
         ErrorCode::NoSuchSession,
         format!(
             "no session named {name:?} is available to uid {uid} (non-admin uids may create \
@@ -68,7 +68,7 @@ pub async fn open(
             return Ok(opened);
         }
     }
-    Err(wire(
+    Err(wire_error(
         ErrorCode::SessionBusy { holder_pid: None },
         format!("session {name:?} kept changing while it was being opened (admin acts); try again"),
     ))
@@ -89,7 +89,7 @@ async fn try_open(
     let found = match d.vault.lookup_for_open(name).await {
         Ok(found) => found,
         // A damaged record must not tell a non-admin that the name exists.
-        Err(e @ VaultError::Corrupt { .. }) if !admin => {
+        Err(e @ EngineError::Corrupt { .. }) if !admin => {
             tracing::error!(uid, error = %e, "session record unreadable while authorizing an open");
             return Err(unavailable(uid, name));
         }
@@ -109,7 +109,7 @@ async fn try_open(
                     let owner = acl
                         .owner_uid
                         .map_or("no uid".to_owned(), |o| format!("uid {o}"));
-                    return Err(wire(
+                    return Err(wire_error(
                         ErrorCode::PermissionDenied,
                         format!(
                             "session {name:?} exists and belongs to {owner}, not to uid {uid}: \
@@ -123,7 +123,7 @@ async fn try_open(
         }
         None if !create_if_missing => {
             return Err(if admin {
-                VaultError::NoSuchSession { name: name.into() }.into()
+                EngineError::NoSuchSession { name: name.into() }.into()
             } else {
                 unavailable(uid, name)
             });
@@ -152,7 +152,7 @@ async fn try_open(
                 }
                 Ok(Err(QuotaFull { count })) => {
                     let max = d.config.max_sessions_per_uid;
-                    return Err(wire(
+                    return Err(wire_error(
                         ErrorCode::PermissionDenied,
                         format!(
                             "uid {uid} has {count} sessions under \"{uid}/\", the most this daemon \
@@ -162,7 +162,7 @@ async fn try_open(
                     ));
                 }
                 // Another client created it between our lookup and our create: decide again.
-                Err(VaultError::NameTaken { .. }) => return Ok(None),
+                Err(EngineError::NameTaken { .. }) => return Ok(None),
                 Err(e) => return Err(e.into()),
             }
         }
@@ -171,7 +171,7 @@ async fn try_open(
         d.leases
             .acquire(sid, conn.id, conn.peer.pid)
             .map_err(|busy| {
-                wire(
+                wire_error(
                     ErrorCode::SessionBusy {
                         holder_pid: busy.holder_pid,
                     },
@@ -195,16 +195,18 @@ async fn try_open(
             return Err(e.into());
         }
     };
-    let Some(handle) = d
-        .handles
-        .add(conn.id, conn.peer.clone(), Handle { sid, exclusive }, epoch)
-    else {
+    let Some(handle) = d.handles.add(
+        conn.id,
+        conn.peer.clone(),
+        HandleEntry { sid, exclusive },
+        epoch,
+    ) else {
         release();
         return Ok(None);
     };
     tracing::debug!(conn = conn.id, name = %name.escape_debug(), exclusive, created, "session opened");
     Ok(Some(Response::Opened {
-        handle,
+        handle: handle.0,
         created,
         home_dc,
         dc_options,
@@ -214,7 +216,7 @@ async fn try_open(
 
 /// `close_session`: forgets the handle and gives back its lease. Closing a handle the daemon
 /// ended (revoke, delete, replace) is fine: it is forgotten.
-pub fn close(conn: &Conn, handle: u32) -> Result<Response, WireError> {
+pub fn close(conn: &Conn, handle: HandleId) -> Result<Response, WireError> {
     let d = &conn.daemon;
     match d.handles.close(conn.id, handle, &d.leases) {
         Lookup::Open(_) | Lookup::Ended(_) => Ok(Response::Ok),

@@ -2,14 +2,14 @@
 
 use session_vault_proto::message::{Response, StatusInfo, WireError};
 
-use crate::server::conn::{Conn, wire_state};
+use crate::server::context::Conn;
 
 /// Answers `status`.
 pub async fn status(conn: &Conn) -> Result<Response, WireError> {
     let d = &conn.daemon;
     let s = d.vault.status().await?;
     Ok(Response::Status(StatusInfo {
-        state: wire_state(s.state),
+        state: s.state,
         vault_path: d.vault.path().display().to_string(),
         sessions: s.sessions.map(|n| n as u64),
         uptime_secs: d.started.elapsed().as_secs(),

@@ -14,7 +14,7 @@ use session_vault_proto::message::{ClientFrame, ErrorCode, Request, Response};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::OwnedSemaphorePermit;
 
-use crate::server::errors::wire;
+use crate::server::errors::wire_error;
 use crate::server::limits::{REFUSAL_HELLO_TIMEOUT, REFUSAL_MAX_FRAME};
 
 /// Reads the refused client's `hello`, answers it `permission_denied` with `message`, and
@@ -36,7 +36,7 @@ pub async fn refuse(stream: Stream, message: String, _permit: OwnedSemaphorePerm
         }) => id,
         _ => return,
     };
-    let answer = Response::Error(wire(ErrorCode::PermissionDenied, message));
+    let answer = Response::Error(wire_error(ErrorCode::PermissionDenied, message));
     if let Some(f) = super::frame(id, answer) {
         let mut writer = &stream;
         let _ = tokio::time::timeout(REFUSAL_HELLO_TIMEOUT, writer.write_all(&f)).await;

@@ -26,7 +26,7 @@ use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use sha2::{Digest, Sha256};
 use zeroize::{Zeroize, Zeroizing};
 
-use super::error::{Result, VaultError};
+use super::error::{EngineError, Result};
 
 pub mod records;
 
@@ -77,7 +77,7 @@ pub fn check_new_passphrase(passphrase: &[u8]) -> Result<()> {
         .map(|s| s.chars().count())
         .unwrap_or(passphrase.len());
     if chars < MIN_PASSPHRASE_CHARS {
-        return Err(VaultError::WeakPassphrase(
+        return Err(EngineError::WeakPassphrase(
             "a passphrase must be at least 8 characters long",
         ));
     }
@@ -162,7 +162,7 @@ impl std::fmt::Debug for SecretKey {
 
 /// Fills `buf` from the OS's CSPRNG.
 pub fn fill_random(buf: &mut [u8]) -> Result<()> {
-    getrandom::fill(buf).map_err(|e| VaultError::Storage {
+    getrandom::fill(buf).map_err(|e| EngineError::Storage {
         kind: super::error::StorageErrorKind::Other,
         message: format!("the OS random number generator failed: {e}"),
     })
@@ -219,7 +219,7 @@ impl KdfParams {
 
     fn argon2(&self) -> Result<argon2::Argon2<'static>> {
         let params = argon2::Params::new(self.m_cost_kib, self.t_cost, self.p_cost, Some(32))
-            .map_err(|e| VaultError::Invalid(format!("bad KDF parameters: {e}")))?;
+            .map_err(|e| EngineError::Invalid(format!("bad KDF parameters: {e}")))?;
         Ok(argon2::Argon2::new(
             argon2::Algorithm::Argon2id,
             argon2::Version::V0x13,
@@ -283,7 +283,7 @@ impl Keyslot {
         dek: &SecretKey,
     ) -> Result<Keyslot> {
         if passphrase.is_empty() {
-            return Err(VaultError::WeakPassphrase("the passphrase is empty"));
+            return Err(EngineError::WeakPassphrase("the passphrase is empty"));
         }
         let mut salt = vec![0u8; 16];
         fill_random(&mut salt)?;
@@ -307,7 +307,7 @@ impl Keyslot {
     /// Unwraps the DEK with `passphrase`. `Corrupt` if the slot was damaged or edited,
     /// `BadPassphrase` if the passphrase does not open it. Blocking (Argon2).
     pub fn open(&self, vault_id: &[u8], passphrase: &[u8]) -> Result<SecretKey> {
-        let corrupt = |reason| VaultError::Corrupt {
+        let corrupt = |reason| EngineError::Corrupt {
             table: "keyslots",
             session_id: 0,
             row: self.slot.to_string(),
@@ -321,7 +321,7 @@ impl Keyslot {
             // Refuse parameters weaker than Argon2 itself accepts before spending time on them.
             let kek = derive_kek(&self.kdf, passphrase, &self.salt)
                 .map_err(|_| corrupt("keyslot KDF parameters are invalid"))?;
-            let dek = open_raw(&kek, &aad, &self.wrapped).ok_or(VaultError::BadPassphrase)?;
+            let dek = open_raw(&kek, &aad, &self.wrapped).ok_or(EngineError::BadPassphrase)?;
             SecretKey::from_slice(&dek).ok_or_else(|| corrupt("wrapped key has the wrong length"))
         })
     }
@@ -332,7 +332,7 @@ fn derive_kek(kdf: &KdfParams, passphrase: &[u8], salt: &[u8]) -> Result<SecretK
     let mut kek = SecretKey::zeroed();
     kdf.argon2()?
         .hash_password_into(passphrase, salt, &mut kek.0[..])
-        .map_err(|e| VaultError::Invalid(format!("key derivation failed: {e}")))?;
+        .map_err(|e| EngineError::Invalid(format!("key derivation failed: {e}")))?;
     Ok(kek)
 }
 
@@ -350,7 +350,7 @@ fn seal_raw(key: &SecretKey, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>> {
     out.extend_from_slice(plaintext);
     let tag = cipher
         .encrypt_in_place_detached(XNonce::from_slice(&nonce), aad, &mut out[NONCE_LEN..])
-        .map_err(|_| VaultError::Invalid("encryption failed".into()))?;
+        .map_err(|_| EngineError::Invalid("encryption failed".into()))?;
     out.extend_from_slice(&tag);
     Ok(std::mem::take(&mut *out))
 }

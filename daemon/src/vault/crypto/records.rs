@@ -25,7 +25,7 @@ use sha2::Sha256;
 use zeroize::{Zeroize, Zeroizing};
 
 use super::{NONCE_LEN, SecretKey, TAG_LEN, VAULT_ID_LEN, fill_random, push_field, scrubbed};
-use crate::vault::error::{Result, VaultError};
+use crate::vault::error::{EngineError, Result};
 
 /// Record format version written by this build (see the module docs).
 pub const RECORD_FORMAT: u8 = 2;
@@ -53,10 +53,10 @@ pub struct RecordPlace<'a> {
 
 impl RecordPlace<'_> {
     /// A `Corrupt` error naming this place.
-    pub fn corrupt(&self, reason: &'static str) -> VaultError {
+    pub fn corrupt(&self, reason: &'static str) -> EngineError {
         let n = self.row.len().min(8);
         let row = self.row[..n].iter().map(|b| format!("{b:02x}")).collect();
-        VaultError::Corrupt {
+        EngineError::Corrupt {
             table: self.table,
             session_id: self.session_id,
             row,
@@ -73,8 +73,11 @@ pub struct Opened {
     pub plain: Zeroizing<Vec<u8>>,
 }
 
-/// The unlocked key set: the DEK and its HKDF subkeys, as bytes only. Dropping it wipes all
-/// three.
+/// The unlocked key set: the DEK and its HKDF subkeys, as bytes only. Dropping it zeroes
+/// the three keys' own buffers (each a [`SecretKey`], zeroized on drop); the vault id beside
+/// them is not secret and stays. It wipes no copy made from them: the cipher and MAC states
+/// are scrubbed by the functions that build them (`scrub_stack`), and the unwrapped DEK a
+/// keyslot's `open` copies in is wiped there.
 pub struct Keys {
     vault_id: [u8; VAULT_ID_LEN],
     // Kept so that new keyslots can wrap it (passphrase change, recovery keys).
@@ -171,7 +174,7 @@ impl Keys {
             Err(_) => {
                 // Never leave the plaintext behind in a buffer that does not zeroize itself.
                 out.zeroize();
-                Err(VaultError::Invalid("encryption failed".into()))
+                Err(EngineError::Invalid("encryption failed".into()))
             }
         }
     }

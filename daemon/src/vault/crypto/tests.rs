@@ -66,14 +66,14 @@ fn record_round_trip_and_binding() {
     ] {
         assert!(matches!(
             k.open(&other, &sealed),
-            Err(VaultError::Corrupt { .. })
+            Err(EngineError::Corrupt { .. })
         ));
     }
     for i in 0..sealed.len() {
         let mut bad = sealed.clone();
         bad[i] ^= 0x01;
         assert!(
-            matches!(k.open(&place, &bad), Err(VaultError::Corrupt { .. })),
+            matches!(k.open(&place, &bad), Err(EngineError::Corrupt { .. })),
             "byte {i}"
         );
     }
@@ -163,20 +163,20 @@ fn keyslot_round_trip_wrong_passphrase_and_edits() {
     assert_eq!(ks.open(&vid, b"hunter2").unwrap().expose(), dek.expose());
     assert!(matches!(
         ks.open(&vid, b"hunter3"),
-        Err(VaultError::BadPassphrase)
+        Err(EngineError::BadPassphrase)
     ));
     let mut edited = ks.clone();
     edited.kdf.t_cost += 1;
     assert!(matches!(
         edited.open(&vid, b"hunter2"),
-        Err(VaultError::Corrupt { .. })
+        Err(EngineError::Corrupt { .. })
     ));
     // An attacker who also fixes the checksum still cannot make the slot decode.
     edited.check = edited.checksum(&vid);
     assert!(edited.open(&vid, b"hunter2").is_err());
     assert!(matches!(
         ks.open(&[4u8; VAULT_ID_LEN], b"hunter2"),
-        Err(VaultError::Corrupt { .. })
+        Err(EngineError::Corrupt { .. })
     ));
 }
 

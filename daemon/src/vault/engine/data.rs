@@ -10,7 +10,7 @@ use session_vault_proto::model::{
 use super::{
     Engine, STATE_UPDATES, ScalarState, SessionId, kind_byte, normalize_phone, normalize_username,
 };
-use crate::vault::error::{Result, VaultError};
+use crate::vault::error::{EngineError, Result};
 use crate::vault::store::{Index, Store, Table};
 
 impl<S: Store> Engine<S> {
@@ -93,7 +93,7 @@ impl<S: Store> Engine<S> {
             Index::Phone => phone,
         };
         if named.as_deref() != Some(value) {
-            return Err(VaultError::Corrupt {
+            return Err(EngineError::Corrupt {
                 table: "peers",
                 session_id: sid.0,
                 row: String::new(),

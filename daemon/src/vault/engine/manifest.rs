@@ -48,7 +48,7 @@ use serde::{Deserialize, Serialize};
 
 use super::record::{decode, encode};
 use crate::vault::crypto::{Keys, Keyslot, PAD_SMALL, RecordPlace};
-use crate::vault::error::{Result, VaultError};
+use crate::vault::error::{EngineError, Result};
 use crate::vault::store::Store;
 
 /// Where the manifest record lives (its AAD).
@@ -69,7 +69,7 @@ pub struct Manifest {
     pub sessions: BTreeMap<i64, u64>,
 }
 
-fn corrupt(reason: &'static str) -> VaultError {
+fn corrupt(reason: &'static str) -> EngineError {
     PLACE.corrupt(reason)
 }
 
@@ -106,7 +106,7 @@ impl Manifest {
             match self.keyslots.get(&slot.slot) {
                 Some(sum) if *sum == slot.checksum(vault_id) => {}
                 _ => {
-                    return Err(VaultError::Corrupt {
+                    return Err(EngineError::Corrupt {
                         table: "keyslots",
                         session_id: 0,
                         row: slot.slot.to_string(),
@@ -124,7 +124,7 @@ impl Manifest {
         for id in ids {
             n += 1;
             if !self.sessions.contains_key(&id) {
-                return Err(VaultError::Corrupt {
+                return Err(EngineError::Corrupt {
                     table: "sessions",
                     session_id: id,
                     row: String::new(),

@@ -1,6 +1,6 @@
 //! The vault state machine and its operations, run on the storage thread.
 //!
-//! [`Engine`] owns the [`Store`] and the [`VaultState`]; every method is synchronous and is
+//! [`Engine`] owns the [`Store`] and the [`KeyState`]; every method is synchronous and is
 //! called only by the storage thread ([`super::worker`]), which wraps writes in savepoints
 //! and group-commits them. Argon2 never runs here: keyslots are opened by the caller off the
 //! runtime and the resulting DEK is handed in ([`Engine::install_keys`]).
@@ -26,10 +26,11 @@
 use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use session_vault_proto::message::VaultState;
 use session_vault_proto::model::{PeerKind, SelfUser, SessionAcl, SessionExtras};
 
 use super::crypto::{Keys, Keyslot, PAD_FIXED, PAD_SMALL, RecordPlace, SecretKey, VAULT_ID_LEN};
-use super::error::{Result, VaultError};
+use super::error::{EngineError, Result};
 use super::store::{Header, Row, SessionRow, Store, Table};
 
 mod data;
@@ -44,40 +45,39 @@ pub use names::validate_name;
 pub use manifest::Manifest;
 use record::{decode, encode};
 
+/// What an import does when a session of its name exists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IfExists {
+    /// Refuse it with `NameTaken`.
+    Refuse,
+    /// Delete the existing session first, in the same transaction.
+    Replace,
+}
+
 /// Internal id of a session: stable across renames, never reused after a delete.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct SessionId(pub i64);
 
-/// Which state the vault is in, without the keys (for status reports).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum StateKind {
-    /// No keyslot yet.
-    Uninitialized,
-    /// Keys wiped; every session request is refused with `Locked`.
-    Locked,
-    /// Keys in memory.
-    Unlocked,
-}
-
-impl StateKind {
-    /// Lower-case name used by status output.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            StateKind::Uninitialized => "uninitialized",
-            StateKind::Locked => "locked",
-            StateKind::Unlocked => "unlocked",
-        }
-    }
-}
-
-/// The vault's state; locking replaces `Unlocked`, whose keys zeroize on drop.
-pub enum VaultState {
+/// Whether the engine holds the keys, and what it holds with them; locking replaces
+/// `Unlocked`, whose keys zeroize on drop. Its wire form, without the keys, is
+/// [`VaultState`] (`VaultState::from(&key_state)`).
+pub enum KeyState {
     /// No keyslot yet.
     Uninitialized,
     /// Initialized, keys not in memory.
     Locked(Header),
     /// Keys in memory, sessions indexed by name.
     Unlocked(Box<Unlocked>),
+}
+
+impl From<&KeyState> for VaultState {
+    fn from(state: &KeyState) -> VaultState {
+        match state {
+            KeyState::Uninitialized => VaultState::Uninitialized,
+            KeyState::Locked(_) => VaultState::Locked,
+            KeyState::Unlocked(_) => VaultState::Unlocked,
+        }
+    }
 }
 
 /// What exists only while the vault is unlocked.
@@ -152,15 +152,15 @@ fn kind_byte(kind: PeerKind) -> u8 {
 /// The vault engine. Generic over its [`Store`]; SQLite is the default.
 pub struct Engine<S: Store> {
     store: S,
-    state: VaultState,
+    state: KeyState,
 }
 
 impl<S: Store> Engine<S> {
     /// Wraps an opened store; the vault starts `Uninitialized` or `Locked`.
     pub fn new(mut store: S) -> Result<Self> {
         let state = match store.header()? {
-            None => VaultState::Uninitialized,
-            Some(h) => VaultState::Locked(h),
+            None => KeyState::Uninitialized,
+            Some(h) => KeyState::Locked(h),
         };
         Ok(Engine { store, state })
     }
@@ -171,18 +171,14 @@ impl<S: Store> Engine<S> {
     }
 
     /// The current state.
-    pub fn state(&self) -> StateKind {
-        match self.state {
-            VaultState::Uninitialized => StateKind::Uninitialized,
-            VaultState::Locked(_) => StateKind::Locked,
-            VaultState::Unlocked(_) => StateKind::Unlocked,
-        }
+    pub fn state(&self) -> VaultState {
+        VaultState::from(&self.state)
     }
 
     /// Number of sessions, when unlocked.
     pub fn session_count(&self) -> Option<usize> {
         match &self.state {
-            VaultState::Unlocked(u) => Some(u.by_name.len()),
+            KeyState::Unlocked(u) => Some(u.by_name.len()),
             _ => None,
         }
     }
@@ -190,17 +186,17 @@ impl<S: Store> Engine<S> {
     /// The vault id and keyslots, for the caller to open off the runtime.
     pub fn keyslots(&mut self) -> Result<([u8; VAULT_ID_LEN], Vec<Keyslot>)> {
         let header = match &self.state {
-            VaultState::Uninitialized => return Err(VaultError::Uninitialized),
-            VaultState::Locked(h) => h.clone(),
-            VaultState::Unlocked(u) => u.header.clone(),
+            KeyState::Uninitialized => return Err(EngineError::Uninitialized),
+            KeyState::Locked(h) => h.clone(),
+            KeyState::Unlocked(u) => u.header.clone(),
         };
         Ok((header.vault_id, self.store.keyslots()?))
     }
 
     /// Writes the header and the first keyslot, and unlocks with `dek`. Durable write.
     pub fn initialize(&mut self, header: Header, slot: Keyslot, dek: SecretKey) -> Result<()> {
-        if !matches!(self.state, VaultState::Uninitialized) {
-            return Err(VaultError::AlreadyInitialized);
+        if !matches!(self.state, KeyState::Uninitialized) {
+            return Err(EngineError::AlreadyInitialized);
         }
         self.store.put_header(&header)?;
         self.store.put_keyslot(&slot)?;
@@ -211,7 +207,7 @@ impl<S: Store> Engine<S> {
             sessions: Default::default(),
         };
         manifest.store(&mut self.store, &keys)?;
-        self.state = VaultState::Unlocked(Box::new(Unlocked {
+        self.state = KeyState::Unlocked(Box::new(Unlocked {
             keys,
             by_name: HashMap::new(),
             names: HashMap::new(),
@@ -225,10 +221,10 @@ impl<S: Store> Engine<S> {
     /// Installs the DEK a keyslot opened to, and indexes the sessions.
     pub fn install_keys(&mut self, dek: SecretKey) -> Result<()> {
         let header = match &self.state {
-            VaultState::Uninitialized => return Err(VaultError::Uninitialized),
-            VaultState::Locked(h) => h.clone(),
+            KeyState::Uninitialized => return Err(EngineError::Uninitialized),
+            KeyState::Locked(h) => h.clone(),
             // Already unlocked: the caller proved the passphrase; keep the keys we have.
-            VaultState::Unlocked(_) => return Ok(()),
+            KeyState::Unlocked(_) => return Ok(()),
         };
         let keys = Keys::derive(header.vault_id, dek);
         let manifest = self.in_transaction(|e| e.verified_manifest(&keys))?;
@@ -241,7 +237,7 @@ impl<S: Store> Engine<S> {
             manifest,
         };
         Self::index_sessions(&mut self.store, &mut unlocked)?;
-        self.state = VaultState::Unlocked(Box::new(unlocked));
+        self.state = KeyState::Unlocked(Box::new(unlocked));
         Ok(())
     }
 
@@ -339,16 +335,16 @@ impl<S: Store> Engine<S> {
     pub fn resync(&mut self) -> Result<()> {
         match self.store.header()? {
             // An `init` whose commit failed: the vault is uninitialized again.
-            None => self.state = VaultState::Uninitialized,
+            None => self.state = KeyState::Uninitialized,
             Some(h) => match &mut self.state {
-                VaultState::Unlocked(u) => {
+                KeyState::Unlocked(u) => {
                     u.last_touch.clear();
                     Self::index_sessions(&mut self.store, u)?;
                     if let Some(m) = Manifest::load(&mut self.store, &u.keys)? {
                         u.manifest = m;
                     }
                 }
-                _ => self.state = VaultState::Locked(h),
+                _ => self.state = KeyState::Locked(h),
             },
         }
         Ok(())
@@ -357,38 +353,38 @@ impl<S: Store> Engine<S> {
     /// Wipes the keys. Idempotent; refused while uninitialized.
     pub fn lock(&mut self) -> Result<()> {
         let header = match &self.state {
-            VaultState::Uninitialized => return Err(VaultError::Uninitialized),
-            VaultState::Locked(_) => return Ok(()),
-            VaultState::Unlocked(u) => u.header.clone(),
+            KeyState::Uninitialized => return Err(EngineError::Uninitialized),
+            KeyState::Locked(_) => return Ok(()),
+            KeyState::Unlocked(u) => u.header.clone(),
         };
         // Dropping the Unlocked value zeroizes the DEK and both subkeys.
-        self.state = VaultState::Locked(header);
+        self.state = KeyState::Locked(header);
         Ok(())
     }
 
     /// The DEK, to seal a new keyslot with (passphrase change).
     pub fn with_dek<T>(&self, f: impl FnOnce(&SecretKey) -> T) -> Result<T> {
         match &self.state {
-            VaultState::Unlocked(u) => Ok(f(u.keys.dek())),
-            VaultState::Locked(_) => Err(VaultError::Locked),
-            VaultState::Uninitialized => Err(VaultError::Uninitialized),
+            KeyState::Unlocked(u) => Ok(f(u.keys.dek())),
+            KeyState::Locked(_) => Err(EngineError::Locked),
+            KeyState::Uninitialized => Err(EngineError::Uninitialized),
         }
     }
 
     fn unlocked(&self) -> Result<&Unlocked> {
         match &self.state {
-            VaultState::Unlocked(u) => Ok(u),
-            VaultState::Locked(_) => Err(VaultError::Locked),
-            VaultState::Uninitialized => Err(VaultError::Uninitialized),
+            KeyState::Unlocked(u) => Ok(u),
+            KeyState::Locked(_) => Err(EngineError::Locked),
+            KeyState::Uninitialized => Err(EngineError::Uninitialized),
         }
     }
 
     /// The store and the unlocked state at once (for writes that need both).
     fn parts(&mut self) -> Result<(&mut S, &mut Unlocked)> {
         match &mut self.state {
-            VaultState::Unlocked(u) => Ok((&mut self.store, u)),
-            VaultState::Locked(_) => Err(VaultError::Locked),
-            VaultState::Uninitialized => Err(VaultError::Uninitialized),
+            KeyState::Unlocked(u) => Ok((&mut self.store, u)),
+            KeyState::Locked(_) => Err(EngineError::Locked),
+            KeyState::Uninitialized => Err(EngineError::Uninitialized),
         }
     }
 
@@ -410,9 +406,9 @@ impl<S: Store> Engine<S> {
 
     fn unlocked_mut(&mut self) -> Result<&mut Unlocked> {
         match &mut self.state {
-            VaultState::Unlocked(u) => Ok(u),
-            VaultState::Locked(_) => Err(VaultError::Locked),
-            VaultState::Uninitialized => Err(VaultError::Uninitialized),
+            KeyState::Unlocked(u) => Ok(u),
+            KeyState::Locked(_) => Err(EngineError::Locked),
+            KeyState::Uninitialized => Err(EngineError::Uninitialized),
         }
     }
 
@@ -421,7 +417,7 @@ impl<S: Store> Engine<S> {
         if u.names.contains_key(&sid) {
             Ok(u)
         } else {
-            Err(VaultError::NoSuchSession {
+            Err(EngineError::NoSuchSession {
                 name: "(deleted while open)".into(),
             })
         }

@@ -18,7 +18,7 @@ use session_vault_proto::model::SessionAcl;
 use super::{Engine, SessionId, SessionRecord};
 use crate::vault::Vault;
 use crate::vault::crypto::{PAD_FIXED, RecordPlace};
-use crate::vault::error::{Result, VaultError};
+use crate::vault::error::{EngineError, Result};
 use crate::vault::store::Store;
 use crate::vault::worker::Class;
 
@@ -60,7 +60,7 @@ fn refusal(c: char) -> Option<&'static str> {
 pub fn check_characters(name: &str) -> Result<()> {
     for (i, c) in name.chars().enumerate() {
         if let Some(why) = refusal(c) {
-            return Err(VaultError::Invalid(format!(
+            return Err(EngineError::Invalid(format!(
                 "a session name may not contain U+{:04X} (character {} of the name): it is {why}",
                 c as u32,
                 i + 1
@@ -75,18 +75,18 @@ pub fn check_characters(name: &str) -> Result<()> {
 /// `~/`, which `open_session` expands to the caller's namespace.
 pub fn validate_name(name: &str) -> Result<()> {
     if name.is_empty() || name.chars().count() > 128 {
-        return Err(VaultError::Invalid(
+        return Err(EngineError::Invalid(
             "a session name must be 1 to 128 characters long".into(),
         ));
     }
     check_characters(name)?;
     if name.trim_matches(' ') != name {
-        return Err(VaultError::Invalid(
+        return Err(EngineError::Invalid(
             "a session name may not start or end with a space".into(),
         ));
     }
     if name.starts_with(HOME_PREFIX) {
-        return Err(VaultError::Invalid(format!(
+        return Err(EngineError::Invalid(format!(
             "a session name may not start with {:?}: open_session expands it to the caller's \
              namespace (\"<uid>/\")",
             HOME_PREFIX
@@ -215,7 +215,7 @@ mod tests {
 
     fn refused(name: &str) -> String {
         match check_characters(name) {
-            Err(VaultError::Invalid(m)) => m,
+            Err(EngineError::Invalid(m)) => m,
             other => panic!("{name:?} should be refused, got {other:?}"),
         }
     }
@@ -277,7 +277,7 @@ mod tests {
         }
         for bad in ["", " bot", "bot ", "~/bot", &"x".repeat(129), "a\u{202E}b"] {
             assert!(
-                matches!(validate_name(bad), Err(VaultError::Invalid(_))),
+                matches!(validate_name(bad), Err(EngineError::Invalid(_))),
                 "{bad:?}"
             );
         }

@@ -26,7 +26,7 @@ use session_vault_proto::codec::ZeroizingWriter;
 use zeroize::Zeroizing;
 
 use crate::vault::crypto::RecordPlace;
-use crate::vault::error::{Result, VaultError};
+use crate::vault::error::{EngineError, Result};
 
 /// Room for most records at once (a peer takes about 40 bytes; a DC option with its auth key
 /// about 300, which grows the buffer once).
@@ -37,13 +37,13 @@ const INITIAL_CAPACITY: usize = 128;
 pub(super) fn encode<T: Serialize>(value: &T) -> Result<Zeroizing<Vec<u8>>> {
     let mut out = ZeroizingWriter(Zeroizing::new(Vec::with_capacity(INITIAL_CAPACITY)));
     rmp_serde::encode::write(&mut out, value)
-        .map_err(|e| VaultError::Invalid(format!("cannot encode record: {e}")))?;
+        .map_err(|e| EngineError::Invalid(format!("cannot encode record: {e}")))?;
     Ok(out.0)
 }
 
 /// A record from its plaintext, structs as arrays or as maps (see the module docs).
 pub(super) fn decode<T: DeserializeOwned>(place: &RecordPlace<'_>, bytes: &[u8]) -> Result<T> {
-    rmp_serde::from_slice(bytes).map_err(|_| VaultError::Corrupt {
+    rmp_serde::from_slice(bytes).map_err(|_| EngineError::Corrupt {
         table: place.table,
         session_id: place.session_id,
         row: String::new(),
@@ -166,7 +166,7 @@ mod tests {
         let bytes = encode(&ChannelState { id: 5, pts: 6 }).unwrap();
         assert!(matches!(
             decode::<Peer>(&PLACE, &bytes),
-            Err(VaultError::Corrupt { .. })
+            Err(EngineError::Corrupt { .. })
         ));
     }
 

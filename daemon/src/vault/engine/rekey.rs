@@ -16,9 +16,9 @@ use session_vault_proto::model::{ChannelState, DcOption, Peer, SentFile};
 
 use super::manifest::Manifest;
 use super::record::encode;
-use super::{Engine, STATE_UPDATES, ScalarState, SessionId, SessionRecord, VaultState, pad_class};
+use super::{Engine, KeyState, STATE_UPDATES, ScalarState, SessionId, SessionRecord, pad_class};
 use crate::vault::crypto::{Keys, Keyslot, PAD_FIXED, RecordPlace, SecretKey};
-use crate::vault::error::{Result, VaultError};
+use crate::vault::error::{EngineError, Result};
 use crate::vault::store::{Row, Store, Table};
 
 impl<S: Store> Engine<S> {
@@ -28,12 +28,12 @@ impl<S: Store> Engine<S> {
     /// derived from `dek` for this call only.
     pub fn replace_keyslot(&mut self, slot: Keyslot, dek: SecretKey) -> Result<()> {
         let header = match &self.state {
-            VaultState::Uninitialized => return Err(VaultError::Uninitialized),
-            VaultState::Locked(h) => h.clone(),
-            VaultState::Unlocked(u) => u.header.clone(),
+            KeyState::Uninitialized => return Err(EngineError::Uninitialized),
+            KeyState::Locked(h) => h.clone(),
+            KeyState::Unlocked(u) => u.header.clone(),
         };
         let checksum = slot.checksum(&header.vault_id);
-        let unlocked = matches!(self.state, VaultState::Unlocked(_));
+        let unlocked = matches!(self.state, KeyState::Unlocked(_));
         let temporary = (!unlocked).then(|| Keys::derive(header.vault_id, dek));
         self.in_transaction(|e| {
             let mut m = match &temporary {
@@ -45,12 +45,12 @@ impl<S: Store> Engine<S> {
             e.store.put_keyslot(&slot)?;
             match (&temporary, &mut e.state) {
                 (Some(keys), _) => m.store(&mut e.store, keys),
-                (None, VaultState::Unlocked(u)) => {
+                (None, KeyState::Unlocked(u)) => {
                     m.store(&mut e.store, &u.keys)?;
                     u.manifest = m;
                     Ok(())
                 }
-                (None, _) => Err(VaultError::Locked),
+                (None, _) => Err(EngineError::Locked),
             }
         })?;
         self.store.checkpoint()

@@ -8,9 +8,9 @@ use session_vault_proto::model::{
 };
 
 use super::record::{decode, encode};
-use super::{Engine, SessionId, SessionRecord, now, validate_name};
+use super::{Engine, IfExists, SessionId, SessionRecord, now, validate_name};
 use crate::vault::crypto::PAD_FIXED;
-use crate::vault::error::{Result, VaultError};
+use crate::vault::error::{EngineError, Result};
 use crate::vault::store::{Store, Table};
 
 impl<S: Store> Engine<S> {
@@ -22,7 +22,7 @@ impl<S: Store> Engine<S> {
             .by_name
             .get(name)
             .copied()
-            .ok_or_else(|| VaultError::NoSuchSession { name: name.into() })
+            .ok_or_else(|| EngineError::NoSuchSession { name: name.into() })
     }
 
     /// The current name of a session.
@@ -32,22 +32,22 @@ impl<S: Store> Engine<S> {
 
     /// Creates a session holding what grammers' `SessionData::default()` holds. Durable.
     pub fn create_session(&mut self, name: &str, acl: SessionAcl) -> Result<SessionId> {
-        self.import(name, &SessionData::default(), false, acl)
+        self.import(name, &SessionData::default(), IfExists::Refuse, acl)
     }
 
     /// Stores `data` as session `name` in the current transaction (all or nothing with it).
-    /// With `replace`, an existing session of that name is deleted first. Durable.
+    /// With [`IfExists::Replace`], an existing session of that name is deleted first. Durable.
     pub fn import(
         &mut self,
         name: &str,
         data: &SessionData,
-        replace: bool,
+        if_exists: IfExists,
         acl: SessionAcl,
     ) -> Result<SessionId> {
         validate_name(name)?;
         if let Some(&old) = self.unlocked()?.by_name.get(name) {
-            if !replace {
-                return Err(VaultError::NameTaken { name: name.into() });
+            if if_exists == IfExists::Refuse {
+                return Err(EngineError::NameTaken { name: name.into() });
             }
             self.store.delete_session(old.0)?;
             let u = self.unlocked_mut()?;
@@ -124,7 +124,7 @@ impl<S: Store> Engine<S> {
             return Ok(());
         }
         if self.unlocked()?.by_name.contains_key(new) {
-            return Err(VaultError::NameTaken { name: new.into() });
+            return Err(EngineError::NameTaken { name: new.into() });
         }
         // The name is bound into the record's AAD: re-seal it under the new name, in the
         // same transaction as the rename.
@@ -212,7 +212,7 @@ impl<S: Store> Engine<S> {
         let row = self
             .store
             .session(sid.0)?
-            .ok_or_else(|| VaultError::NoSuchSession {
+            .ok_or_else(|| EngineError::NoSuchSession {
                 name: "(deleted while open)".into(),
             })?;
         self.open_session_record(sid, &row.name, &row.record)

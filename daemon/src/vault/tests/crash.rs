@@ -19,6 +19,7 @@
 //! `cargo test -- --ignored` by hand is harmless. Works under libtest and nextest alike
 //! (both run the same libtest harness in the test binary).
 
+use crate::vault::IfExists;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
@@ -162,7 +163,7 @@ async fn import_stream(vault: &Vault, round: u64, deadline: Instant) {
             .import(
                 &name,
                 full_session(import_seed(i)),
-                false,
+                IfExists::Refuse,
                 SessionAcl::default(),
             )
             .await

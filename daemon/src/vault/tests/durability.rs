@@ -13,6 +13,7 @@
 //! Semantics of the same operations (update state, peer merging, rename, delete) are in
 //! [`super::semantics`].
 
+use crate::vault::IfExists;
 use std::time::{Duration, Instant};
 
 use session_vault_proto::model::{
@@ -20,7 +21,7 @@ use session_vault_proto::model::{
 };
 
 use super::support::*;
-use crate::vault::{SessionId, Vault, VaultError};
+use crate::vault::{EngineError, SessionId, Vault};
 
 /// An unlocked vault over a crash image of `t` taken now (keep the dir alive while using it).
 async fn crash_now(t: &TestDir, pass: &[u8]) -> (TestDir, Vault) {
@@ -177,7 +178,12 @@ async fn durable_writes_are_on_disk_when_they_return() {
     close(c).await;
 
     let imported = vault
-        .import("imported", full_session(1), false, SessionAcl::default())
+        .import(
+            "imported",
+            full_session(1),
+            IfExists::Refuse,
+            SessionAcl::default(),
+        )
         .await
         .unwrap();
     let (_i, c) = crash_now(&t, PASS).await;
@@ -228,7 +234,7 @@ async fn durable_writes_are_on_disk_when_they_return() {
     let (_i, c) = crash_now(&t, PASS).await;
     assert!(matches!(
         c.open_session("created").await,
-        Err(VaultError::NoSuchSession { .. })
+        Err(EngineError::NoSuchSession { .. })
     ));
     assert_eq!(c.open_session("renamed").await.unwrap(), sid);
     close(c).await;
@@ -237,7 +243,7 @@ async fn durable_writes_are_on_disk_when_they_return() {
     let (_i, c) = crash_now(&t, PASS).await;
     assert!(matches!(
         c.open_session("imported").await,
-        Err(VaultError::NoSuchSession { .. })
+        Err(EngineError::NoSuchSession { .. })
     ));
     close(c).await;
 
@@ -249,7 +255,7 @@ async fn durable_writes_are_on_disk_when_they_return() {
     let c = open(&image);
     assert!(matches!(
         c.unlock(PASS).await,
-        Err(VaultError::BadPassphrase)
+        Err(EngineError::BadPassphrase)
     ));
     c.unlock(NEW_PASS)
         .await
@@ -287,26 +293,36 @@ async fn a_refused_write_leaves_nothing_behind() {
     let t = TestDir::new();
     let vault = create_with(&t, flush_every(60_000)).await;
     let sid = vault
-        .import("acct", full_session(1), false, SessionAcl::default())
+        .import(
+            "acct",
+            full_session(1),
+            IfExists::Refuse,
+            SessionAcl::default(),
+        )
         .await
         .unwrap();
     let p = peer(55_555_555, "e");
     vault.cache_peers(sid, vec![p.clone()]).await.unwrap();
     assert!(matches!(
         vault
-            .import("acct", full_session(2), false, SessionAcl::default())
+            .import(
+                "acct",
+                full_session(2),
+                IfExists::Refuse,
+                SessionAcl::default()
+            )
             .await,
-        Err(VaultError::NameTaken { .. })
+        Err(EngineError::NameTaken { .. })
     ));
     assert!(matches!(
         vault
             .create_session(" bad name", SessionAcl::default())
             .await,
-        Err(VaultError::Invalid(_))
+        Err(EngineError::Invalid(_))
     ));
     assert!(matches!(
         vault.set_home_dc(SessionId(9_999), 1).await,
-        Err(VaultError::NoSuchSession { .. })
+        Err(EngineError::NoSuchSession { .. })
     ));
     close(vault).await;
     let vault = open(&t);
@@ -326,7 +342,12 @@ async fn a_write_that_fails_midway_leaves_the_session_index_as_on_disk() {
     let t = TestDir::new();
     let vault = create(&t).await;
     let first = vault
-        .import("a", full_session(1), false, SessionAcl::default())
+        .import(
+            "a",
+            full_session(1),
+            IfExists::Refuse,
+            SessionAcl::default(),
+        )
         .await
         .unwrap();
     close(vault).await;
@@ -342,7 +363,12 @@ async fn a_write_that_fails_midway_leaves_the_session_index_as_on_disk() {
 
     // A new session whose import fails: nothing of it remains, the name stays free.
     let r = vault
-        .import("b", full_session(2), false, SessionAcl::default())
+        .import(
+            "b",
+            full_session(2),
+            IfExists::Refuse,
+            SessionAcl::default(),
+        )
         .await;
     assert!(r.is_err(), "the injected fault fails the import");
     let listed: Vec<String> = vault
@@ -357,7 +383,7 @@ async fn a_write_that_fails_midway_leaves_the_session_index_as_on_disk() {
     assert!(
         matches!(
             vault.open_session("b").await,
-            Err(VaultError::NoSuchSession { .. })
+            Err(EngineError::NoSuchSession { .. })
         ),
         "the failed import's name resolves"
     );
@@ -366,7 +392,12 @@ async fn a_write_that_fails_midway_leaves_the_session_index_as_on_disk() {
 
     // A replacing import that fails keeps the replaced session, by its name.
     let r = vault
-        .import("a", full_session(3), true, SessionAcl::default())
+        .import(
+            "a",
+            full_session(3),
+            IfExists::Replace,
+            SessionAcl::default(),
+        )
         .await;
     assert!(r.is_err(), "the injected fault fails the replacing import");
     let sid = vault.open_session("a").await.unwrap();

@@ -8,12 +8,13 @@
 //! `full_session(1)` and `beta` = `full_session(2)` imported with [`acl`], then a clean
 //! `close` (no WAL left). Its records are all named maps of record format 1.
 
+use crate::vault::IfExists;
 use session_vault_proto::model::{
     ChannelState, PeerKey, PeerKind, SessionAcl, SessionData, UpdateStateChange,
 };
 
 use super::support::*;
-use crate::vault::{SessionId, StateKind, Vault};
+use crate::vault::{SessionId, Vault, VaultState};
 
 const FIXTURE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -85,7 +86,7 @@ async fn assert_reads(vault: &Vault, sid: SessionId, want: &SessionData, what: &
 async fn a_vault_of_named_records_reads_and_takes_positional_ones_beside_them() {
     let t = fixture_copy();
     let vault = open(&t);
-    assert_eq!(vault.status().await.unwrap().state, StateKind::Locked);
+    assert_eq!(vault.status().await.unwrap().state, VaultState::Locked);
     vault.unlock(PASS).await.expect("unlock the fixture");
     let names: Vec<_> = vault
         .list_sessions()
@@ -150,7 +151,7 @@ async fn a_vault_of_named_records_reads_and_takes_positional_ones_beside_them() 
     let mut gamma = full_session(3);
     gamma.peers.truncate(3);
     let gamma_id = vault
-        .import("gamma", gamma.clone(), false, acl())
+        .import("gamma", gamma.clone(), IfExists::Refuse, acl())
         .await
         .unwrap();
     close(vault).await;

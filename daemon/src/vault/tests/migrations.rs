@@ -8,6 +8,7 @@
 //!   truncated vault and another application's SQLite database are refused (`NotAVault` or a
 //!   storage error naming the damage) — each left byte-for-byte as it was.
 
+use crate::vault::IfExists;
 use session_vault_proto::model::SessionAcl;
 
 use super::support::*;
@@ -15,7 +16,7 @@ use crate::vault::crypto::{self, Keyslot, SecretKey, VAULT_ID_LEN};
 use crate::vault::engine::Engine;
 use crate::vault::sqlite::{APPLICATION_ID, SCHEMA_VERSION, SqliteStore};
 use crate::vault::store::Header;
-use crate::vault::{StateKind, Vault, VaultConfig, VaultError};
+use crate::vault::{EngineError, Vault, VaultConfig, VaultState};
 
 /// The version on disk, read without migrating (a target of 0 applies no step).
 fn version_on_disk(t: &TestDir) -> u32 {
@@ -32,7 +33,7 @@ fn snapshot(t: &TestDir) -> Vec<(String, Vec<u8>)> {
 async fn assert_usable(vault: &Vault, name: &str, seed: u8) {
     let data = full_session(seed);
     let sid = vault
-        .import(name, data.clone(), false, SessionAcl::default())
+        .import(name, data.clone(), IfExists::Refuse, SessionAcl::default())
         .await
         .expect("import after migration");
     let got = vault.export(sid).await.expect("export after migration");
@@ -59,7 +60,7 @@ async fn every_earlier_schema_version_is_migrated_and_usable() {
         let vault = open(&t);
         assert_eq!(
             vault.status().await.unwrap().state,
-            StateKind::Uninitialized,
+            VaultState::Uninitialized,
             "{what}"
         );
         vault.init(PASS, fast_kdf()).await.expect("init");
@@ -105,13 +106,13 @@ async fn data_written_at_an_earlier_version_survives_migration() {
             };
             engine.initialize(header, slot, dek).expect("initialize");
             engine
-                .import("old", &old_data, false, SessionAcl::default())
+                .import("old", &old_data, IfExists::Refuse, SessionAcl::default())
                 .expect("import at the old version");
         }
         assert_eq!(version_on_disk(&t), v);
 
         let vault = open(&t);
-        assert_eq!(vault.status().await.unwrap().state, StateKind::Locked);
+        assert_eq!(vault.status().await.unwrap().state, VaultState::Locked);
         vault.unlock(PASS).await.expect("unlock migrated vault");
         let sid = vault.open_session("old").await.unwrap();
         let got = vault.export(sid).await.unwrap();
@@ -129,7 +130,7 @@ async fn data_written_at_an_earlier_version_survives_migration() {
 /// Asserts that opening `t`'s file fails as `check` expects, through both the vault and the
 /// store, and that no byte of any file changed (and no file appeared or vanished).
 #[track_caller]
-fn assert_refused_untouched(t: &TestDir, what: &str, check: impl Fn(&VaultError) -> bool) {
+fn assert_refused_untouched(t: &TestDir, what: &str, check: impl Fn(&EngineError) -> bool) {
     let before = snapshot(t);
     match Vault::open(&t.db(), VaultConfig::default()) {
         Ok(_) => panic!("{what}: Vault::open accepted it"),
@@ -147,13 +148,13 @@ fn assert_refused_untouched(t: &TestDir, what: &str, check: impl Fn(&VaultError)
     }
 }
 
-fn not_a_vault(e: &VaultError) -> bool {
-    matches!(e, VaultError::NotAVault { .. })
+fn not_a_vault(e: &EngineError) -> bool {
+    matches!(e, EngineError::NotAVault { .. })
 }
 
 /// SQLite's own verdict on a damaged file, passed through as a storage error.
-fn is_malformed(e: &VaultError) -> bool {
-    matches!(e, VaultError::Storage { message, .. } if message.contains("malformed"))
+fn is_malformed(e: &EngineError) -> bool {
+    matches!(e, EngineError::Storage { message, .. } if message.contains("malformed"))
 }
 
 #[tokio::test]
@@ -167,7 +168,7 @@ async fn newer_schema_is_refused_and_left_untouched() {
         .execute_batch(&format!("PRAGMA user_version = {newer}"))
         .unwrap();
     assert_refused_untouched(&t, "newer schema", |e| {
-        matches!(e, VaultError::UnsupportedFormat { found, supported }
+        matches!(e, EngineError::UnsupportedFormat { found, supported }
             if *found == newer && *supported == SCHEMA_VERSION)
     });
 }

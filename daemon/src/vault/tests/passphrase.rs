@@ -3,6 +3,7 @@
 //! stops working); empty passphrases and a second `init` are refused; every operation is
 //! refused with `Locked` while locked and `Uninitialized` before `init`.
 
+use crate::vault::IfExists;
 use session_vault_proto::model::{
     DcOption, Peer, PeerKey, PeerKind, SentFile, SessionAcl, SessionData, SessionExtras,
     UpdateStateChange,
@@ -12,7 +13,7 @@ use super::support::*;
 use crate::vault::crypto::Keyslot;
 use crate::vault::sqlite::SqliteStore;
 use crate::vault::store::Store;
-use crate::vault::{KdfParams, SessionId, StateKind, Vault, VaultError};
+use crate::vault::{EngineError, KdfParams, SessionId, Vault, VaultState};
 
 const NEW_PASS: &[u8] = b"a different, longer passphrase";
 
@@ -30,7 +31,7 @@ async fn vault_with_data(t: &TestDir) -> Vec<(String, SessionData)> {
         let name = format!("acct{seed}");
         let data = full_session(seed);
         vault
-            .import(&name, data.clone(), false, SessionAcl::default())
+            .import(&name, data.clone(), IfExists::Refuse, SessionAcl::default())
             .await
             .expect("import");
         sessions.push((name, data));
@@ -57,7 +58,7 @@ async fn assert_data(vault: &Vault, sessions: &[(String, SessionData)]) {
 #[track_caller]
 fn assert_bad_passphrase(r: &crate::vault::Result<()>, what: &str) {
     assert!(
-        matches!(r, Err(VaultError::BadPassphrase)),
+        matches!(r, Err(EngineError::BadPassphrase)),
         "{what}: expected BadPassphrase, got {r:?}"
     );
 }
@@ -70,7 +71,7 @@ async fn wrong_passphrase_is_refused_and_changes_nothing() {
     assert_eq!(slots_before.len(), 1);
 
     let vault = open(&t);
-    assert_eq!(vault.status().await.unwrap().state, StateKind::Locked);
+    assert_eq!(vault.status().await.unwrap().state, VaultState::Locked);
     for wrong in [
         &b"wrong"[..],
         b"",
@@ -80,14 +81,14 @@ async fn wrong_passphrase_is_refused_and_changes_nothing() {
     ] {
         assert_bad_passphrase(&vault.unlock(wrong).await, "unlock with a wrong passphrase");
         let status = vault.status().await.unwrap();
-        assert_eq!(status.state, StateKind::Locked, "still locked");
+        assert_eq!(status.state, VaultState::Locked, "still locked");
         assert_eq!(
             status.sessions, None,
             "a locked vault does not count sessions"
         );
         assert!(matches!(
             vault.open_session("acct1").await,
-            Err(VaultError::Locked)
+            Err(EngineError::Locked)
         ));
     }
     // A change attempt with a wrong old passphrase is refused the same way.
@@ -114,7 +115,7 @@ async fn wrong_passphrase_is_refused_and_changes_nothing() {
 
     // On an unlocked vault a wrong passphrase is refused and the vault stays unlocked.
     assert_bad_passphrase(&vault.unlock(b"wrong").await, "unlock while unlocked");
-    assert_eq!(vault.status().await.unwrap().state, StateKind::Unlocked);
+    assert_eq!(vault.status().await.unwrap().state, VaultState::Unlocked);
     assert_data(&vault, &sessions).await;
     close(vault).await;
     assert_same(
@@ -142,7 +143,7 @@ async fn changed_passphrase_keeps_the_data_and_retires_the_old_one() {
         .await
         .expect("change passphrase");
     // Still unlocked, with the same keys; only the new passphrase checks out.
-    assert_eq!(vault.status().await.unwrap().state, StateKind::Unlocked);
+    assert_eq!(vault.status().await.unwrap().state, VaultState::Unlocked);
     assert_bad_passphrase(&vault.unlock(PASS).await, "old passphrase after change");
     vault.unlock(NEW_PASS).await.expect("new passphrase");
     assert_data(&vault, &sessions).await;
@@ -157,7 +158,7 @@ async fn changed_passphrase_keeps_the_data_and_retires_the_old_one() {
 
     let vault = open(&t);
     assert_bad_passphrase(&vault.unlock(PASS).await, "old passphrase after reopen");
-    assert_eq!(vault.status().await.unwrap().state, StateKind::Locked);
+    assert_eq!(vault.status().await.unwrap().state, VaultState::Locked);
     vault
         .unlock(NEW_PASS)
         .await
@@ -172,7 +173,7 @@ async fn changed_passphrase_keeps_the_data_and_retires_the_old_one() {
         .change_passphrase(NEW_PASS, THIRD, fast_kdf())
         .await
         .expect("change while locked");
-    assert_eq!(vault.status().await.unwrap().state, StateKind::Locked);
+    assert_eq!(vault.status().await.unwrap().state, VaultState::Locked);
     assert_bad_passphrase(&vault.unlock(NEW_PASS).await, "second passphrase");
     vault.unlock(THIRD).await.expect("third passphrase");
     assert_data(&vault, &sessions).await;
@@ -203,7 +204,7 @@ async fn passphrase_change_with_a_wrong_old_passphrase_is_refused() {
     );
     assert!(matches!(
         vault.change_passphrase(PASS, b"", fast_kdf()).await,
-        Err(VaultError::WeakPassphrase(_))
+        Err(EngineError::WeakPassphrase(_))
     ));
     assert_bad_passphrase(&vault.unlock(NEW_PASS).await, "refused new passphrase");
     close(vault).await;
@@ -225,11 +226,11 @@ async fn empty_passphrase_is_refused_at_init() {
     let vault = open(&t);
     assert!(matches!(
         vault.init(b"", fast_kdf()).await,
-        Err(VaultError::WeakPassphrase(_))
+        Err(EngineError::WeakPassphrase(_))
     ));
     assert_eq!(
         vault.status().await.unwrap().state,
-        StateKind::Uninitialized
+        VaultState::Uninitialized
     );
     // KDF parameters Argon2 itself refuses are refused too, and also leave nothing behind.
     let invalid = KdfParams {
@@ -239,18 +240,18 @@ async fn empty_passphrase_is_refused_at_init() {
     assert!(vault.init(PASS, invalid).await.is_err());
     assert_eq!(
         vault.status().await.unwrap().state,
-        StateKind::Uninitialized
+        VaultState::Uninitialized
     );
     close(vault).await;
 
     let vault = open(&t);
     assert_eq!(
         vault.status().await.unwrap().state,
-        StateKind::Uninitialized,
+        VaultState::Uninitialized,
         "a refused init wrote nothing"
     );
     vault.init(PASS, fast_kdf()).await.expect("init");
-    assert_eq!(vault.status().await.unwrap().state, StateKind::Unlocked);
+    assert_eq!(vault.status().await.unwrap().state, VaultState::Unlocked);
     close(vault).await;
 
     let vault = open(&t);
@@ -263,13 +264,18 @@ async fn init_twice_is_refused() {
     let t = TestDir::new();
     let vault = create(&t).await;
     let sid = vault
-        .import("acct", full_session(3), false, SessionAcl::default())
+        .import(
+            "acct",
+            full_session(3),
+            IfExists::Refuse,
+            SessionAcl::default(),
+        )
         .await
         .unwrap();
     for pass in [PASS, NEW_PASS] {
         assert!(matches!(
             vault.init(pass, fast_kdf()).await,
-            Err(VaultError::AlreadyInitialized)
+            Err(EngineError::AlreadyInitialized)
         ));
     }
     assert!(vault.export(sid).await.is_ok(), "still unlocked and intact");
@@ -279,9 +285,9 @@ async fn init_twice_is_refused() {
     let vault = open(&t);
     assert!(matches!(
         vault.init(NEW_PASS, fast_kdf()).await,
-        Err(VaultError::AlreadyInitialized)
+        Err(EngineError::AlreadyInitialized)
     ));
-    assert_eq!(vault.status().await.unwrap().state, StateKind::Locked);
+    assert_eq!(vault.status().await.unwrap().state, VaultState::Locked);
     assert_bad_passphrase(&vault.unlock(NEW_PASS).await, "second init's passphrase");
     vault.unlock(PASS).await.expect("first passphrase");
     let sid = vault.open_session("acct").await.unwrap();
@@ -322,7 +328,12 @@ async fn every_operation(vault: &Vault, sid: SessionId) -> Vec<(&'static str, St
         (
             "import",
             err(vault
-                .import("imported", SessionData::default(), true, acl.clone())
+                .import(
+                    "imported",
+                    SessionData::default(),
+                    IfExists::Replace,
+                    acl.clone(),
+                )
                 .await),
         ),
         ("export", err(vault.export(sid).await)),
@@ -389,7 +400,12 @@ async fn every_operation_is_refused_while_locked() {
     let vault = create(&t).await;
     let data = full_session(4);
     let sid = vault
-        .import("acct", data.clone(), false, SessionAcl::default())
+        .import(
+            "acct",
+            data.clone(),
+            IfExists::Refuse,
+            SessionAcl::default(),
+        )
         .await
         .unwrap();
     vault.lock().await.unwrap();
@@ -433,18 +449,18 @@ async fn every_operation_is_refused_while_uninitialized() {
         ),
     ] {
         assert!(
-            matches!(r, Err(VaultError::Uninitialized)),
+            matches!(r, Err(EngineError::Uninitialized)),
             "{op} while uninitialized: {r:?}"
         );
     }
     let status = vault.status().await.unwrap();
-    assert_eq!(status.state, StateKind::Uninitialized);
+    assert_eq!(status.state, VaultState::Uninitialized);
     assert_eq!(status.sessions, None);
     close(vault).await;
     let vault = open(&t);
     assert_eq!(
         vault.status().await.unwrap().state,
-        StateKind::Uninitialized
+        VaultState::Uninitialized
     );
     close(vault).await;
 }
@@ -465,7 +481,7 @@ async fn lookups_with_empty_keys_are_refused_while_locked() {
         ("phone '+'", vault.peer_by_phone(sid, "+").await),
     ] {
         assert!(
-            matches!(r, Err(VaultError::Locked)),
+            matches!(r, Err(EngineError::Locked)),
             "{op} while locked: {r:?}"
         );
     }

@@ -9,6 +9,7 @@
 //! Also: deleted and overwritten ciphertext does not linger in the file after close
 //! (`secure_delete=ON`).
 
+use crate::vault::IfExists;
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -222,7 +223,7 @@ async fn write_sessions(vault: &Vault, rng: &mut Rng, secrets: &mut Secrets) -> 
         }
         secrets.session(&label, &data);
         let sid = vault
-            .import(&name, data, false, SessionAcl::default())
+            .import(&name, data, IfExists::Refuse, SessionAcl::default())
             .await
             .expect("import");
 
@@ -364,11 +365,16 @@ async fn deleted_and_overwritten_ciphertext_does_not_linger() {
         doomed.peers.push(random_user(&mut rng, &format!("d{i}")));
     }
     vault
-        .import(DOOMED, doomed, false, SessionAcl::default())
+        .import(DOOMED, doomed, IfExists::Refuse, SessionAcl::default())
         .await
         .unwrap();
     let keeper = vault
-        .import("keeper", full_session(8), false, SessionAcl::default())
+        .import(
+            "keeper",
+            full_session(8),
+            IfExists::Refuse,
+            SessionAcl::default(),
+        )
         .await
         .unwrap();
     close(vault).await;

@@ -2,12 +2,13 @@
 //! back into the file are `Corrupt`; a vault of the previous schema gets its manifest at its
 //! first unlock; `rekey` keeps every record and its order.
 
+use crate::vault::IfExists;
 use session_vault_proto::model::{ChannelState, PeerKind, SessionAcl, UpdateStateChange};
 
 use super::support::*;
 use crate::vault::crypto::RECORD_FORMAT;
 use crate::vault::sqlite::SCHEMA_VERSION;
-use crate::vault::{SessionId, Vault, VaultError};
+use crate::vault::{EngineError, SessionId, Vault};
 
 const FIXTURE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -29,7 +30,7 @@ fn put_manifest(t: &TestDir, sealed: &[u8]) {
 }
 
 /// Opens and unlocks the vault in `t`.
-async fn unlocked(t: &TestDir) -> Result<Vault, VaultError> {
+async fn unlocked(t: &TestDir) -> Result<Vault, EngineError> {
     let vault = open(t);
     vault.unlock(PASS).await.map(|()| vault)
 }
@@ -94,7 +95,12 @@ async fn a_manifest_rolled_back_under_newer_records_is_corrupt() {
     let t = TestDir::new();
     let vault = create(&t).await;
     vault
-        .import("alpha", full_session(1), false, SessionAcl::default())
+        .import(
+            "alpha",
+            full_session(1),
+            IfExists::Refuse,
+            SessionAcl::default(),
+        )
         .await
         .unwrap();
     close(vault).await;
@@ -125,7 +131,12 @@ async fn an_old_name_put_back_is_corrupt() {
     let t = TestDir::new();
     let vault = create(&t).await;
     vault
-        .import("alpha", full_session(1), false, SessionAcl::default())
+        .import(
+            "alpha",
+            full_session(1),
+            IfExists::Refuse,
+            SessionAcl::default(),
+        )
         .await
         .unwrap();
     close(vault).await;
@@ -160,7 +171,7 @@ async fn rekey_keeps_everything_and_its_order() {
     let vault = create(&t).await;
     let data = full_session(3);
     let a = vault
-        .import("a", data.clone(), false, SessionAcl::default())
+        .import("a", data.clone(), IfExists::Refuse, SessionAcl::default())
         .await
         .unwrap();
     // Channels in an order that is not their id order.

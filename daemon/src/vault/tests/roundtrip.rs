@@ -1,9 +1,10 @@
 //! Every field of the data model survives lock/unlock and close/reopen.
 
+use crate::vault::IfExists;
 use session_vault_proto::model::{PeerKey, PeerKind, SessionAcl};
 
 use super::support::*;
-use crate::vault::{StateKind, VaultError};
+use crate::vault::{EngineError, VaultState};
 
 #[tokio::test]
 async fn full_session_round_trips_through_lock_and_reopen() {
@@ -11,7 +12,12 @@ async fn full_session_round_trips_through_lock_and_reopen() {
     let vault = create(&t).await;
     let data = full_session(1);
     let sid = vault
-        .import("acct", data.clone(), false, SessionAcl::default())
+        .import(
+            "acct",
+            data.clone(),
+            IfExists::Refuse,
+            SessionAcl::default(),
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -20,7 +26,7 @@ async fn full_session_round_trips_through_lock_and_reopen() {
     );
 
     vault.lock().await.unwrap();
-    assert!(matches!(vault.export(sid).await, Err(VaultError::Locked)));
+    assert!(matches!(vault.export(sid).await, Err(EngineError::Locked)));
     vault.unlock(PASS).await.unwrap();
     assert_eq!(
         normalized(vault.export(sid).await.unwrap()),
@@ -29,7 +35,7 @@ async fn full_session_round_trips_through_lock_and_reopen() {
     vault.close().await.unwrap();
 
     let vault = open(&t);
-    assert_eq!(vault.status().await.unwrap().state, StateKind::Locked);
+    assert_eq!(vault.status().await.unwrap().state, VaultState::Locked);
     vault.unlock(PASS).await.unwrap();
     let sid = vault.open_session("acct").await.unwrap();
     assert_eq!(

@@ -2,13 +2,14 @@
 //! update-state changes, peer merging and the self user, rename and delete. Each checked
 //! live and again after a close and reopen.
 
+use crate::vault::IfExists;
 use session_vault_proto::model::{
     ChannelKind, ChannelState, Peer, PeerKind, SelfUser, SessionAcl, SessionData,
     UpdateStateChange, UpdatesState,
 };
 
 use super::support::*;
-use crate::vault::{SessionId, Vault, VaultError};
+use crate::vault::{EngineError, SessionId, Vault};
 
 /// grammers' `MemorySession::set_update_state`, restated as the reference model.
 fn apply(s: &mut UpdatesState, change: &UpdateStateChange) {
@@ -366,18 +367,18 @@ async fn rename_keeps_the_data_and_frees_the_old_name() {
     let vault = create(&t).await;
     let (a, b) = (full_session(1), full_session(2));
     let sid_a = vault
-        .import("a", a.clone(), false, SessionAcl::default())
+        .import("a", a.clone(), IfExists::Refuse, SessionAcl::default())
         .await
         .unwrap();
     vault
-        .import("b", b.clone(), false, SessionAcl::default())
+        .import("b", b.clone(), IfExists::Refuse, SessionAcl::default())
         .await
         .unwrap();
 
     vault.rename_session("a", "c").await.unwrap();
     assert!(matches!(
         vault.open_session("a").await,
-        Err(VaultError::NoSuchSession { .. })
+        Err(EngineError::NoSuchSession { .. })
     ));
     assert_eq!(
         vault.open_session("c").await.unwrap(),
@@ -390,19 +391,19 @@ async fn rename_keeps_the_data_and_frees_the_old_name() {
     // Refusals change nothing.
     assert!(matches!(
         vault.rename_session("c", "b").await,
-        Err(VaultError::NameTaken { .. })
+        Err(EngineError::NameTaken { .. })
     ));
     assert!(matches!(
         vault.rename_session("missing", "d").await,
-        Err(VaultError::NoSuchSession { .. })
+        Err(EngineError::NoSuchSession { .. })
     ));
     assert!(matches!(
         vault.rename_session("c", "").await,
-        Err(VaultError::Invalid(_))
+        Err(EngineError::Invalid(_))
     ));
     assert!(matches!(
         vault.rename_session("a", "d").await,
-        Err(VaultError::NoSuchSession { .. })
+        Err(EngineError::NoSuchSession { .. })
     ));
     vault
         .rename_session("c", "c")
@@ -476,7 +477,7 @@ async fn a_deleted_name_can_be_reused_and_nothing_old_leaks_into_it() {
     let vault = create(&t).await;
     let old = full_session(1);
     let old_sid = vault
-        .import("acct", old.clone(), false, SessionAcl::default())
+        .import("acct", old.clone(), IfExists::Refuse, SessionAcl::default())
         .await
         .unwrap();
     vault
@@ -501,7 +502,7 @@ async fn a_deleted_name_can_be_reused_and_nothing_old_leaks_into_it() {
         ),
     ] {
         assert!(
-            matches!(r, Err(VaultError::NoSuchSession { .. })),
+            matches!(r, Err(EngineError::NoSuchSession { .. })),
             "{op} after delete: {r:?}"
         );
     }
@@ -555,7 +556,12 @@ async fn a_deleted_name_can_be_reused_and_nothing_old_leaks_into_it() {
     vault.cache_peers(new_sid, vec![extra]).await.unwrap();
     let replacement = full_session(2);
     let replaced_sid = vault
-        .import("acct", replacement.clone(), true, SessionAcl::default())
+        .import(
+            "acct",
+            replacement.clone(),
+            IfExists::Replace,
+            SessionAcl::default(),
+        )
         .await
         .unwrap();
     assert_ne!(replaced_sid, new_sid);

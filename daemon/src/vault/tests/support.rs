@@ -12,7 +12,7 @@ use session_vault_proto::model::{
     SessionExtras, TmpAuthKey, UpdatesState,
 };
 
-use crate::vault::{KdfParams, Result, StorageErrorKind, Vault, VaultConfig, VaultError};
+use crate::vault::{EngineError, KdfParams, Result, StorageErrorKind, Vault, VaultConfig};
 
 pub const PASS: &[u8] = b"correct horse battery staple";
 
@@ -84,7 +84,7 @@ pub fn open_path(path: &Path, config: VaultConfig) -> Result<Vault> {
     let mut attempts = 0;
     loop {
         match Vault::open(path, config.clone()) {
-            Err(VaultError::Storage {
+            Err(EngineError::Storage {
                 kind: StorageErrorKind::Busy,
                 ..
             }) if attempts < 20 => {
@@ -163,7 +163,7 @@ pub fn outcome<T>(r: &Result<T>) -> String {
 #[track_caller]
 pub fn assert_corrupt<T>(r: &Result<T>, what: &str) {
     assert!(
-        matches!(r, Err(VaultError::Corrupt { .. })),
+        matches!(r, Err(EngineError::Corrupt { .. })),
         "{what}: expected Corrupt, got {}",
         outcome(r)
     );

@@ -17,11 +17,12 @@
 //! The other session of the vault stays readable in every case: damage is reported where it
 //! is, not spread. Keyslot tampering is in [`keyslots`].
 
+use crate::vault::IfExists;
 use rusqlite::{Connection, params};
 use session_vault_proto::model::{SessionAcl, SessionData, UpdateStateChange};
 
 use super::support::*;
-use crate::vault::{SessionId, Vault, VaultError};
+use crate::vault::{EngineError, SessionId, Vault};
 
 mod keyslots;
 
@@ -41,7 +42,7 @@ impl Fixture {
         let (alpha, beta) = (full_session(1), full_session(2));
         for (name, data) in [("alpha", &alpha), ("beta", &beta)] {
             vault
-                .import(name, data.clone(), false, SessionAcl::default())
+                .import(name, data.clone(), IfExists::Refuse, SessionAcl::default())
                 .await
                 .expect("import");
         }
@@ -194,7 +195,7 @@ enum Seen {
 fn seen<T: PartialEq>(r: crate::vault::Result<Option<T>>, want: &T) -> Seen {
     match r {
         Ok(Some(v)) if &v == want => Seen::Same,
-        Err(VaultError::Corrupt { .. }) => Seen::Corrupt,
+        Err(EngineError::Corrupt { .. }) => Seen::Corrupt,
         Ok(Some(_)) => Seen::Other("a different value".into()),
         Ok(None) => Seen::Other("None".into()),
         Err(e) => Seen::Other(format!("{e:?}")),
@@ -460,7 +461,7 @@ async fn swapped_session_names_are_detected() {
     let sid = vault.open_session("alpha").await.unwrap();
     let r = vault.export(sid).await;
     assert!(
-        matches!(r, Err(VaultError::Corrupt { .. })),
+        matches!(r, Err(EngineError::Corrupt { .. })),
         "session 'alpha' after a name swap: {}",
         outcome(&r)
     );

@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 
 use super::super::support::*;
 use super::Fixture;
-use crate::vault::{StateKind, VaultError};
+use crate::vault::{EngineError, VaultState};
 
 /// `Keyslot::aad` and `Keyslot::checksum`, restated: lets the test forge a consistent
 /// checksum, as an attacker who read the source would.
@@ -132,19 +132,19 @@ async fn edited_keyslot_is_corrupt_at_unlock() {
         assert!(
             matches!(
                 r,
-                Err(VaultError::Corrupt {
+                Err(EngineError::Corrupt {
                     table: "keyslots",
                     ..
                 })
             ),
             "{what}: unlock gave {r:?}"
         );
-        assert_eq!(vault.status().await.unwrap().state, StateKind::Locked);
+        assert_eq!(vault.status().await.unwrap().state, VaultState::Locked);
         let r = vault
             .change_passphrase(PASS, b"new passphrase", fast_kdf())
             .await;
         assert!(
-            matches!(r, Err(VaultError::Corrupt { .. })),
+            matches!(r, Err(EngineError::Corrupt { .. })),
             "{what}: change_passphrase gave {r:?}"
         );
         close(vault).await;
@@ -175,10 +175,10 @@ async fn downgraded_keyslot_with_a_forged_checksum_never_unlocks() {
     let r = vault.unlock(PASS).await;
     // BadPassphrase (not Corrupt) shows the forged checksum passed and the AEAD refused.
     assert!(
-        matches!(r, Err(VaultError::BadPassphrase)),
+        matches!(r, Err(EngineError::BadPassphrase)),
         "downgraded slot: {r:?}"
     );
-    assert_eq!(vault.status().await.unwrap().state, StateKind::Locked);
+    assert_eq!(vault.status().await.unwrap().state, VaultState::Locked);
     close(vault).await;
 
     // Control: the forger's checksum is right (an unedited slot with it still unlocks).
