@@ -143,6 +143,17 @@ pub fn decode_payload<T: DeserializeOwned>(payload: &[u8]) -> Result<T, FrameErr
     }
 }
 
+/// The `id` of a frame whose payload does not decode as a whole (an unknown request or
+/// response, a wrong field): its map's `id` entry, when the payload is well-formed
+/// MessagePack with a valid u32 there. Other keys are skipped unread.
+pub fn decode_frame_id(payload: &[u8]) -> Option<u32> {
+    #[derive(Deserialize)]
+    struct IdOnly {
+        id: u32,
+    }
+    decode_payload::<IdOnly>(payload).ok().map(|f| f.id)
+}
+
 /// Strips the payload's values out of a decode error text, keeping their kind.
 ///
 /// serde words a type or value mismatch as ``invalid type: string "…", expected …`` or

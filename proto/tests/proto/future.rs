@@ -60,9 +60,18 @@ struct LaterStatus {
 #[serde(rename_all = "snake_case")]
 enum LaterName {
     QuotaExceeded,
-    RateLimited { retry_after_ms: u64, scope: Vec<&'static str> },
-    SessionBusy { holder_pid: Option<u32>, holder_uid: u32 },
-    SessionRenamed { old: &'static str, new: &'static str },
+    RateLimited {
+        retry_after_ms: u64,
+        scope: Vec<&'static str>,
+    },
+    SessionBusy {
+        holder_pid: Option<u32>,
+        holder_uid: u32,
+    },
+    SessionRenamed {
+        old: &'static str,
+        new: &'static str,
+    },
     Locked,
 }
 
@@ -141,10 +150,7 @@ fn an_unknown_event_decodes_as_other_with_or_without_content() {
         Event::Other("quota_exceeded".into())
     );
     assert_eq!(
-        event(LaterName::SessionRenamed {
-            old: "a",
-            new: "b"
-        }),
+        event(LaterName::SessionRenamed { old: "a", new: "b" }),
         Event::Other("session_renamed".into())
     );
     assert_eq!(event(LaterName::Locked), Event::Locked);
@@ -196,7 +202,10 @@ fn other_encodes_as_the_bare_name_and_round_trips() {
     ] {
         // "quota_exceeded" / "locked": a str, like a known code without fields.
         let bytes = payload(&code);
-        assert_eq!(bytes[0], 0xa0 | u8::try_from(code.name().len()).expect("a short name"));
+        assert_eq!(
+            bytes[0],
+            0xa0 | u8::try_from(code.name().len()).expect("a short name")
+        );
         assert_eq!(&bytes[1..], code.name().as_bytes());
     }
     let code = ErrorCode::Other("quota_exceeded".into());
