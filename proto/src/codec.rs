@@ -75,7 +75,10 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
     if len > limit {
         return Err(FrameError::TooLarge { len, limit });
     }
-    let mut payload = Zeroizing::new(vec![0u8; len as usize]);
+    // Only a target whose usize is narrower than 32 bits could refuse; there the frame is
+    // too large indeed.
+    let size = usize::try_from(len).map_err(|_| FrameError::TooLarge { len, limit })?;
+    let mut payload = Zeroizing::new(vec![0u8; size]);
     reader
         .read_exact(&mut payload[..])
         .await
