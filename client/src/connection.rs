@@ -3,6 +3,11 @@
 //! A writer lock serializes whole frames; a reader task routes each response to the task
 //! that sent the request with that id, and events (id 0) to subscribers. When the daemon goes
 //! away every pending request fails with [`ClientError::Disconnected`].
+//!
+//! What a daemon of a later minor version may add does not end the connection
+//! (`PROTOCOL.md` §6): an unknown error code arrives as [`ErrorCode::Other`] in that
+//! request's [`ClientError::Daemon`], an unknown event is dropped, and a frame that does not
+//! decode at all (the framing is still intact) fails only the request whose id it carries.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -12,6 +17,8 @@ use std::sync::{Arc, Mutex};
 use interprocess::local_socket::GenericFilePath;
 use interprocess::local_socket::tokio::{Stream, prelude::*};
 use session_vault_proto::codec::{self, FrameError};
+#[cfg(doc)]
+use session_vault_proto::message::ErrorCode;
 use session_vault_proto::message::{
     ClientFrame, EVENT_ID, Event, PROTOCOL_MAJOR, PROTOCOL_MINOR, Request, Response, ServerFrame,
     VaultState, WireError,
@@ -39,7 +46,8 @@ pub enum ClientError {
     /// The connection was lost before the answer came.
     #[error("the connection to the daemon was lost")]
     Disconnected,
-    /// A frame could not be written or read.
+    /// A frame could not be written or read, or the response to this request could not be
+    /// decoded.
     #[error("protocol error: {0}")]
     Frame(#[from] FrameError),
     /// The daemon answered with a response of the wrong kind.
@@ -61,7 +69,8 @@ impl ClientError {
 /// fits). Bounded so that whatever listens at the socket cannot make us allocate gigabytes.
 pub const MAX_RESPONSE_FRAME: u32 = 256 << 20;
 
-type Pending = Arc<Mutex<HashMap<u32, oneshot::Sender<Response>>>>;
+/// The requests awaiting their response, by id: a response, or why it could not be decoded.
+type Pending = Arc<Mutex<HashMap<u32, oneshot::Sender<Result<Response, FrameError>>>>>;
 
 struct Inner {
     stream: Arc<Stream>,
@@ -169,7 +178,8 @@ impl Connection {
         self.inner.closed.load(Ordering::Acquire)
     }
 
-    /// Events the daemon pushes (locked, unlocked, shutting down).
+    /// Events the daemon pushes (locked, unlocked, shutting down). Events of a later minor
+    /// version that this client does not know ([`Event::Other`]) are not passed on.
     pub fn events(&self) -> broadcast::Receiver<Event> {
         self.inner.events.subscribe()
     }
@@ -212,7 +222,9 @@ impl Connection {
                 .remove(&id);
             return Err(ClientError::Frame(FrameError::Io(e)));
         }
-        rx.await.map_err(|_| ClientError::Disconnected)
+        rx.await
+            .map_err(|_| ClientError::Disconnected)?
+            .map_err(ClientError::Frame)
     }
 
     /// Sends `request`; a [`Response::Error`] becomes [`ClientError::Daemon`].
@@ -240,28 +252,49 @@ async fn read_loop(
 ) {
     let mut reader = &*stream;
     loop {
-        let frame: ServerFrame = match codec::read_message(&mut reader, MAX_RESPONSE_FRAME).await {
-            Ok(Some(f)) => f,
+        let payload = match codec::read_frame(&mut reader, MAX_RESPONSE_FRAME).await {
+            Ok(Some(p)) => p,
             Ok(None) => break,
             Err(e) => {
                 tracing::debug!(error = %e, "connection to the daemon ended");
                 break;
             }
         };
-        if frame.id == EVENT_ID {
-            if let Response::Event(ev) = frame.response {
+        let (id, response) = match codec::decode_payload::<ServerFrame>(&payload) {
+            Ok(frame) => (frame.id, Ok(frame.response)),
+            // The length prefix kept the stream in step, so one frame this client cannot
+            // read (a response of a later version, a daemon bug) fails only its request.
+            Err(e) => match codec::decode_frame_id(&payload) {
+                Some(id) if id != EVENT_ID => (id, Err(e)),
+                _ => {
+                    tracing::debug!(error = %e, "ignored a frame from the daemon without a request id");
+                    continue;
+                }
+            },
+        };
+        if id == EVENT_ID {
+            match response {
+                Ok(Response::Event(Event::Other(name))) => {
+                    tracing::debug!(event = %name, "ignored an event of a later protocol version");
+                }
                 // No subscriber is fine: events are advisory.
-                let _ = events.send(ev);
+                Ok(Response::Event(ev)) => drop(events.send(ev)),
+                // An error that answers no request (frame_too_large, an unreadable frame):
+                // the daemon closes the connection after it, which ends this loop.
+                Ok(other) => {
+                    tracing::debug!(response = ?other, "unsolicited frame from the daemon")
+                }
+                Err(_) => {}
             }
             continue;
         }
         let waiter = pending
             .lock()
             .expect("pending map lock is never poisoned")
-            .remove(&frame.id);
+            .remove(&id);
         if let Some(tx) = waiter {
             // The requester may have given up (dropped its future); nothing to do then.
-            let _ = tx.send(frame.response);
+            let _ = tx.send(response);
         }
     }
     closed.store(true, Ordering::Release);

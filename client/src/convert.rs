@@ -247,7 +247,7 @@ pub(crate) fn session_to_wire(d: &GSessionData) -> SessionData {
     let mut dc_options: Vec<DcOption> = d.dc_options.values().map(dc_option_to_wire).collect();
     dc_options.sort_by_key(|o| o.id);
     let mut peers: Vec<Peer> = d.peer_infos.values().map(peer_to_wire).collect();
-    peers.sort_by_key(|p| (p.kind as u8, p.id));
+    peers.sort_by_key(|p| (p.kind, p.id));
     let self_user = peers
         .iter()
         .filter(|p| p.kind == PeerKind::User && p.is_self == Some(true))

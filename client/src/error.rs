@@ -148,3 +148,18 @@ impl Failure {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use grammers_session::storages::{ErasedSession, erase};
+
+    use crate::VaultSession;
+
+    /// The module's promise, checked by the compiler: `erase` takes a `VaultSession`.
+    #[test]
+    fn erase_accepts_a_vault_session() {
+        let _erase: fn(Arc<VaultSession>) -> Arc<ErasedSession> = erase::<VaultSession>;
+    }
+}

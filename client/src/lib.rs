@@ -10,7 +10,8 @@
 //! - [`Connection`]: one local-socket connection carrying concurrent requests (request ids),
 //!   with the handshake done at connect. `vaultctl` and `VaultSession` stand on it.
 //!
-//! Depends on `session-vault-proto` and `grammers-session` (plus the transport crate).
+//! Of the workspace it depends on `session-vault-proto` only; beyond it on `grammers-session`,
+//! tokio, and `interprocess` for the socket.
 //!
 //! ```no_run
 //! # async fn f() -> Result<(), session_vault_client::VaultError> {
@@ -29,6 +30,12 @@
 //! # Ok(()) }
 //! ```
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
+#![warn(
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss
+)]
 
 mod cache;
 mod connection;

@@ -75,7 +75,10 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
     if len > limit {
         return Err(FrameError::TooLarge { len, limit });
     }
-    let mut payload = Zeroizing::new(vec![0u8; len as usize]);
+    // Only a target whose usize is narrower than 32 bits could refuse; there the frame is
+    // too large indeed.
+    let size = usize::try_from(len).map_err(|_| FrameError::TooLarge { len, limit })?;
+    let mut payload = Zeroizing::new(vec![0u8; size]);
     reader
         .read_exact(&mut payload[..])
         .await
@@ -141,6 +144,17 @@ pub fn decode_payload<T: DeserializeOwned>(payload: &[u8]) -> Result<T, FrameErr
             "trailing bytes after the message".into(),
         )),
     }
+}
+
+/// The `id` of a frame whose payload does not decode as a whole (an unknown request or
+/// response, a wrong field): its map's `id` entry, when the payload is well-formed
+/// MessagePack with a valid u32 there. Other keys are skipped unread.
+pub fn decode_frame_id(payload: &[u8]) -> Option<u32> {
+    #[derive(Deserialize)]
+    struct IdOnly {
+        id: u32,
+    }
+    decode_payload::<IdOnly>(payload).ok().map(|f| f.id)
 }
 
 /// Strips the payload's values out of a decode error text, keeping their kind.

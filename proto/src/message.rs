@@ -452,8 +452,11 @@ pub enum Response {
 }
 
 /// Server-pushed events (frames with id 0).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+///
+/// A later minor version may add events: one this version does not know decodes as
+/// [`Event::Other`], which a client ignores (the `compat` module has the decoder).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Event {
     /// The vault was locked; session requests now get `Locked`.
     Locked,
@@ -461,6 +464,9 @@ pub enum Event {
     Unlocked,
     /// The daemon is shutting down; reconnect later.
     ShuttingDown,
+    /// An event of a later minor version, by its wire name; its content, if any, is not
+    /// kept. Encodes as the bare name.
+    Other(String),
 }
 
 /// A typed error and a message a person can read.
@@ -473,8 +479,12 @@ pub struct WireError {
 }
 
 /// Error codes a client can match on.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+///
+/// Encoded as snake_case names like the other enums. A later minor version may add codes:
+/// one this version does not know decodes as [`ErrorCode::Other`], which a client treats
+/// as a generic failure (the `compat` module has the decoder).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ErrorCode {
     /// The vault is locked.
     Locked,
@@ -501,7 +511,7 @@ pub enum ErrorCode {
         /// The attempt was refused without checking its passphrase (it came too soon), so
         /// it may be sent again after `retry_after_ms`; `false` (and absent on the wire,
         /// as from daemons before this field): the passphrase was checked and is wrong.
-        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        /// Omitted from the wire when `false`.
         unchecked: bool,
     },
     /// The new passphrase is unacceptable (e.g. empty).
@@ -528,6 +538,36 @@ pub enum ErrorCode {
     ShuttingDown,
     /// A bug or an unexpected condition in the daemon.
     Internal,
+    /// A code of a later minor version, by its wire name; its fields, if any, are not kept.
+    /// Encodes as the bare name, so it round-trips a code without fields unchanged.
+    Other(String),
+}
+
+impl ErrorCode {
+    /// The code's wire name (`locked`, `session_busy`, …; for [`ErrorCode::Other`], the
+    /// name it came with).
+    pub fn name(&self) -> &str {
+        match self {
+            ErrorCode::Locked => "locked",
+            ErrorCode::Uninitialized => "uninitialized",
+            ErrorCode::AlreadyInitialized => "already_initialized",
+            ErrorCode::NoSuchSession => "no_such_session",
+            ErrorCode::NameTaken => "name_taken",
+            ErrorCode::SessionBusy { .. } => "session_busy",
+            ErrorCode::PermissionDenied => "permission_denied",
+            ErrorCode::BadPassphrase { .. } => "bad_passphrase",
+            ErrorCode::WeakPassphrase => "weak_passphrase",
+            ErrorCode::InvalidRequest => "invalid_request",
+            ErrorCode::FrameTooLarge { .. } => "frame_too_large",
+            ErrorCode::ProtocolMismatch { .. } => "protocol_mismatch",
+            ErrorCode::Corrupt => "corrupt",
+            ErrorCode::Storage => "storage",
+            ErrorCode::Unsupported => "unsupported",
+            ErrorCode::ShuttingDown => "shutting_down",
+            ErrorCode::Internal => "internal",
+            ErrorCode::Other(name) => name,
+        }
+    }
 }
 
 impl fmt::Display for WireError {

@@ -104,8 +104,8 @@ pub struct DcOption {
     pub auth_key: Option<AuthKey>,
 }
 
-/// What kind of peer an id names.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// What kind of peer an id names. Ordered as declared (users, chats, channels).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PeerKind {
     /// A user or bot account.

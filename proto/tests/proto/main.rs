@@ -9,12 +9,14 @@
 //! - [`encoding`]: the exact MessagePack forms `PROTOCOL.md` promises;
 //! - [`doc`]: `PROTOCOL.md`'s hex dumps and its coverage of every message;
 //! - [`fuzz`]: arbitrary and mutated bytes never panic the decoder;
+//! - [`future`]: frames of a later minor version (new error codes, events, fields) decode;
 //! - [`secrets`]: passphrases and keys never show in `Debug` or error texts.
 
 mod alloc;
 mod codec;
 mod doc;
 mod encoding;
+mod future;
 mod fuzz;
 mod probe;
 mod roundtrip;
