@@ -33,7 +33,7 @@ use session_vault_client::Connection;
 use session_vault_proto::message::{Request, Response};
 
 use super::{Rng, figure, long, mono_ns};
-use crate::util::{Daemon, Env, PASS, passphrase};
+use crate::util::{Daemon, Env};
 use model::{Ack, Line, Model, Snapshot};
 
 /// Streams (one session each) in the writer.
