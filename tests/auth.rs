@@ -74,12 +74,7 @@ async fn another_uid_is_refused_admin_requests_and_others_sessions() {
 
     let admin: Vec<(&str, Request)> = vec![
         ("lock", Request::Lock),
-        (
-            "unlock",
-            Request::Unlock {
-                passphrase: passphrase(PASS),
-            },
-        ),
+        ("unlock", unlock_request(PASS)),
         (
             "init",
             Request::Init {
@@ -190,12 +185,7 @@ async fn another_uid_is_refused_admin_requests_and_others_sessions() {
     assert_eq!(list.len(), 2);
     // The passphrase was not changed.
     c.call(Request::Lock).await.unwrap();
-    let r = c
-        .call(Request::Unlock {
-            passphrase: passphrase(PASS),
-        })
-        .await;
-    assert!(matches!(r, Ok(Response::Ok)), "{r:?}");
+    unlock_proto(&c).await;
 }
 
 #[tokio::test]

@@ -93,8 +93,7 @@ fn usage_errors_are_exit_2() {
 #[tokio::test]
 async fn rm_needs_yes_without_a_terminal_and_refuses_a_leased_session() {
     let env = Env::new();
-    let d = env.start();
-    env.init();
+    let d = env.start_and_init();
     let c = env.connect().await;
     open_session(&c, "bot", false).await;
     let held = open_session(&c, "held", true).await;
@@ -126,8 +125,7 @@ async fn rm_needs_yes_without_a_terminal_and_refuses_a_leased_session() {
 #[tokio::test]
 async fn list_shows_the_lease_holder_pid() {
     let env = Env::new();
-    let _d = env.start();
-    env.init();
+    let _d = env.start_and_init();
     let c = env.connect().await;
     let h = open_session(&c, "mine", true).await;
     c.call(Request::SetHomeDc {
@@ -188,8 +186,7 @@ async fn list_shows_the_lease_holder_pid() {
 #[tokio::test]
 async fn rename_moves_a_session_and_refuses_taken_or_missing_names() {
     let env = Env::new();
-    let _d = env.start();
-    env.init();
+    let _d = env.start_and_init();
     let c = env.connect().await;
     let h = open_session(&c, "old", true).await;
     open_session(&c, "other", false).await;
@@ -236,8 +233,7 @@ fn another_uid_gets_permission_denied_from_vaultctl() {
         return;
     }
     let env = Env::new();
-    let _d = env.start();
-    env.init();
+    let _d = env.start_and_init();
     env.open_socket_to_everyone();
     let pf = env.secret_file("other-pass", PASS);
     let pass = || Stdio::from(std::fs::File::open(&pf).unwrap());
@@ -291,8 +287,7 @@ async fn grant_and_revoke_let_another_uid_open_a_session() {
         return;
     }
     let env = Env::new();
-    let _d = env.start();
-    env.init();
+    let _d = env.start_and_init();
     let c = env.connect().await;
     open_session(&c, "rootbot", false).await;
     env.open_socket_to_everyone();
@@ -356,8 +351,7 @@ async fn grant_and_revoke_let_another_uid_open_a_session() {
 #[test]
 fn passwd_changes_the_passphrase_and_refuses_a_wrong_one() {
     let env = Env::new();
-    let d = env.start();
-    env.init();
+    let d = env.start_and_init();
     // `init` on an initialized vault is a daemon error.
     let pf = env.secret_file("again", "again");
     let mut args = vec!["init", "--passphrase-file", pf.to_str().unwrap()];

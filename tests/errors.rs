@@ -24,12 +24,8 @@ async fn wrong_passphrase_is_refused_and_the_next_attempt_delayed() {
     let env = Env::new();
     let (_d, c) = env.start_initialized(&[]).await;
     assert!(matches!(c.call(Request::Lock).await, Ok(Response::Ok)));
-    let wrong = || Request::Unlock {
-        passphrase: passphrase("not the passphrase"),
-    };
-    let right = || Request::Unlock {
-        passphrase: passphrase(PASS),
-    };
+    let wrong = || unlock_request("not the passphrase");
+    let right = || unlock_request(PASS);
 
     let r = c.request(wrong()).await;
     let Ok(Response::Error(e)) = &r else {
@@ -164,14 +160,7 @@ async fn a_locked_vault_refuses_session_requests_until_unlocked() {
     );
 
     // After unlock the same handle serves again, with the data written before the lock.
-    assert!(matches!(
-        other
-            .call(Request::Unlock {
-                passphrase: passphrase(PASS)
-            })
-            .await,
-        Ok(Response::Ok)
-    ));
+    assert!(matches!(unlock_with(&other, PASS).await, Ok(Response::Ok)));
     let r = c.call(Request::GetHomeDc { handle: h }).await;
     assert!(matches!(r, Ok(Response::HomeDc(4))), "{r:?}");
 }
@@ -190,11 +179,7 @@ async fn an_uninitialized_vault_says_so() {
         })
         .await;
     assert_eq!(err_code(r), ErrorCode::Uninitialized);
-    let r = c
-        .call(Request::Unlock {
-            passphrase: passphrase(PASS),
-        })
-        .await;
+    let r = unlock_with(&c, PASS).await;
     assert_eq!(err_code(r), ErrorCode::Uninitialized);
     assert_eq!(
         err_code(c.call(Request::ListSessions).await),
@@ -213,12 +198,7 @@ async fn an_uninitialized_vault_says_so() {
     assert_eq!(err_code(r), ErrorCode::AlreadyInitialized);
     // The first passphrase still opens the vault.
     assert!(matches!(c.call(Request::Lock).await, Ok(Response::Ok)));
-    let r = c
-        .call(Request::Unlock {
-            passphrase: passphrase(PASS),
-        })
-        .await;
-    assert!(matches!(r, Ok(Response::Ok)), "{r:?}");
+    unlock_proto(&c).await;
 }
 
 #[tokio::test]
@@ -413,12 +393,7 @@ async fn every_state_change_after_the_welcome_is_pushed() {
                 "round {i}: welcomed as unlocked, then no locked event: {f:?}"
             );
         }
-        let r = c
-            .call(Request::Unlock {
-                passphrase: passphrase(PASS),
-            })
-            .await;
-        assert!(matches!(r, Ok(Response::Ok)), "{r:?}");
+        unlock_proto(&c).await;
     }
     println!("{raced} handshakes raced a lock; each got its event");
 }

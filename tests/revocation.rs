@@ -120,8 +120,7 @@ async fn revoke_ends_a_live_handle_and_its_lease_at_once() {
 #[tokio::test]
 async fn rm_force_ends_the_holders_handle_and_lease_and_deletes() {
     let env = Env::new();
-    let _d = env.start();
-    env.init();
+    let _d = env.start_and_init();
     let c = env.connect().await;
     let holder = env.connect().await;
     let h = open_session(&holder, "bot", true).await;

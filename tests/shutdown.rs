@@ -101,13 +101,7 @@ async fn sigterm_during_durable_writes_loses_no_acknowledged_write() {
     // Restart, unlock: every acknowledged write is there, with its own key.
     let d = env.start();
     assert_ne!(d.pid(), pid);
-    let c = env.connect().await;
-    let r = c
-        .call(Request::Unlock {
-            passphrase: passphrase(PASS),
-        })
-        .await;
-    assert!(matches!(r, Ok(Response::Ok)), "{r:?}");
+    let c = env.connect_unlocked().await;
     let h = open_session(&c, "bot", true).await;
     let Ok(Response::DcOptions(options)) = c.call(Request::GetDcOptions { handle: h }).await else {
         panic!("get_dc_options")
@@ -304,13 +298,7 @@ async fn write_cache_class(
 /// After a restart and unlock: the cache-class writes of [`write_cache_class`] are there.
 async fn assert_cache_class_kept(env: &Env, state: &session_vault_proto::model::UpdatesState) {
     use session_vault_proto::message::PeerQuery;
-    let c = env.connect().await;
-    let r = c
-        .call(Request::Unlock {
-            passphrase: passphrase(PASS),
-        })
-        .await;
-    assert!(matches!(r, Ok(Response::Ok)), "{r:?}");
+    let c = env.connect_unlocked().await;
     let h = open_session(&c, "bot", true).await;
     let r = c.call(Request::GetUpdatesState { handle: h }).await;
     assert!(

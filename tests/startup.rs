@@ -98,13 +98,7 @@ async fn a_stale_socket_of_a_killed_vaultd_is_replaced() {
         d.log()
     );
     // The durable write made before the SIGKILL is there.
-    let c = env.connect().await;
-    let r = c
-        .call(Request::Unlock {
-            passphrase: passphrase(PASS),
-        })
-        .await;
-    assert!(matches!(r, Ok(Response::Ok)), "{r:?}");
+    let c = env.connect_unlocked().await;
     let r = c
         .call(Request::OpenSession {
             name: "bot".into(),

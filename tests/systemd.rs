@@ -25,16 +25,9 @@ fn spawn_vaultd(
     vars: &[(&str, &std::ffi::OsStr)],
     args: &[&str],
 ) -> (Guard, mpsc::Receiver<String>) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_vaultd"));
-    cmd.env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .arg("--socket")
-        .arg(env.socket())
-        .arg("--data-dir")
-        .arg(env.data_dir())
-        .arg(ALLOW_WEAK_KDF)
+    let mut cmd = env.vaultd_cmd();
+    cmd.arg(ALLOW_WEAK_KDF)
         .args(args)
-        .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     for (k, v) in vars {
@@ -94,23 +87,22 @@ fn socket_activation_serves_on_the_passed_socket() {
         panic!("systemd-socket-activate is missing: .ci/run installs Debian's systemd package");
     }
     let env = Env::new();
-    let mut child = Command::new("systemd-socket-activate")
-        .arg("-l")
-        .arg(env.socket())
-        .arg(env!("CARGO_BIN_EXE_vaultd"))
-        // The socket path given to vaultd is only informational here: it must use fd 3.
-        .arg("--socket")
-        .arg(env.path().join("unused.sock"))
-        .arg("--data-dir")
-        .arg(env.data_dir())
-        .arg(ALLOW_WEAK_KDF)
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn systemd-socket-activate");
+    let listen = env.socket();
+    // The socket path given to vaultd is only informational here: it must use fd 3.
+    let mut child = vaultd_cmd_via(
+        &[
+            "systemd-socket-activate",
+            "-l",
+            listen.to_str().expect("UTF-8 temp path"),
+        ],
+        &env.path().join("unused.sock"),
+        &env.data_dir(),
+    )
+    .arg(ALLOW_WEAK_KDF)
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("spawn systemd-socket-activate");
     let lines = forward_lines(child.stderr.take().expect("stderr"));
     let _guard = Guard(child);
     wait_line(&lines, "Listening on");
@@ -177,8 +169,7 @@ fn notify_socket_gets_ready_status_changes_and_stopping() {
 fn credential_unlocks_at_start_and_failures_leave_it_running_locked() {
     let env = Env::new();
     {
-        let _d = env.start();
-        env.init();
+        let _d = env.start_and_init();
     }
     let creds = env.path().join("creds");
     std::fs::create_dir(&creds).unwrap();

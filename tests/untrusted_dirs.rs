@@ -7,7 +7,7 @@
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -23,14 +23,7 @@ const EXIT_LIMIT: Duration = Duration::from_secs(30);
 /// an error, without panicking, before it says it is listening. Returns its log.
 #[track_caller]
 fn refused(socket: &Path, data_dir: &Path) -> String {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_vaultd"))
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .arg("--socket")
-        .arg(socket)
-        .arg("--data-dir")
-        .arg(data_dir)
-        .stdin(Stdio::null())
+    let mut child = vaultd_cmd(socket, data_dir)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

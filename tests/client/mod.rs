@@ -32,8 +32,7 @@ use crate::util::{Daemon, Env, PASS, assert_success};
 /// A started, initialized (cheap KDF) and therefore unlocked daemon.
 pub fn unlocked() -> (Env, Daemon) {
     let env = Env::new();
-    let d = env.start();
-    env.init();
+    let d = env.start_and_init();
     (env, d)
 }
 

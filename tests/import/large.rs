@@ -47,8 +47,7 @@ async fn a_telethon_file_with_100k_entities() {
 
     // With the default 1 MiB frame limit the daemon cannot take it: said plainly.
     {
-        let _d = env.start();
-        env.init();
+        let _d = env.start_and_init();
         let out = env.ctl(&["import", src, "--name", "big"]);
         let err = stderr(&out);
         assert_eq!(out.status.code(), Some(1), "{err}");

@@ -47,8 +47,7 @@ pub fn expected(json: &str, key: &str) -> Value {
 /// A started, initialized (and so unlocked) daemon.
 pub fn started() -> (Env, Daemon) {
     let env = Env::new();
-    let d = env.start();
-    env.init();
+    let d = env.start_and_init();
     (env, d)
 }
 

@@ -33,7 +33,7 @@ use session_vault_client::Connection;
 use session_vault_proto::message::{Request, Response};
 
 use super::{Rng, figure, long, mono_ns};
-use crate::util::{Daemon, Env, PASS, passphrase};
+use crate::util::{Daemon, Env};
 use model::{Ack, Line, Model, Snapshot};
 
 /// Streams (one session each) in the writer.
@@ -269,18 +269,6 @@ fn window_ns() -> u64 {
     (FLUSH_MS + MARGIN_MS) * 1_000_000
 }
 
-/// Connects to a freshly started daemon and unlocks it.
-async fn unlock(env: &Env) -> Connection {
-    let c = env.connect().await;
-    let r = c
-        .call(Request::Unlock {
-            passphrase: passphrase(PASS),
-        })
-        .await;
-    assert!(matches!(r, Ok(Response::Ok)), "unlock after restart: {r:?}");
-    c
-}
-
 /// Checks the live daemon behind `c` against `model`; `writer`, if running, goes on writing
 /// meanwhile. Returns the number of sessions exported.
 async fn check(
@@ -383,7 +371,7 @@ async fn daemon_kills(test: &str, kills: usize) {
         kill_daemon(d, &mut model, &mut logs);
         writer.drain(&mut model);
         d = env.start_with(&flags());
-        let c = unlock(&env).await;
+        let c = env.connect_unlocked().await;
         let when = format!("after kill {i}");
         sessions = check(&mut model, Some(&writer), &c, &when, &logs).await;
     }
@@ -393,7 +381,7 @@ async fn daemon_kills(test: &str, kills: usize) {
     tokio::time::sleep(Duration::from_millis(5 * (FLUSH_MS + MARGIN_MS))).await;
     kill_daemon(d, &mut model, &mut logs);
     let _d = env.start_with(&flags());
-    let c = unlock(&env).await;
+    let c = env.connect_unlocked().await;
     check(&mut model, None, &c, "after the final kill", &logs).await;
     print_counts(test, &model, kills + 1, started.elapsed());
     figure(test, &format!("{sessions} sessions exported at each check"));
@@ -422,7 +410,7 @@ async fn sigkill_of_the_writer_loses_no_acknowledged_write() {
     let mut rng = Rng::from_env(TEST);
     let started = Instant::now();
     let (env, d) = setup().await;
-    let c = unlock(&env).await;
+    let c = env.connect_unlocked().await;
     let mut model = Model::new(window_ns(), HARD_MS * 1_000_000, true);
     let mut logs = Vec::new();
     let mut lease_waits = Vec::new();
@@ -446,7 +434,7 @@ async fn sigkill_of_the_writer_loses_no_acknowledged_write() {
     tokio::time::sleep(Duration::from_millis(5 * (FLUSH_MS + MARGIN_MS))).await;
     kill_daemon(d, &mut model, &mut logs);
     let _d = env.start_with(&flags());
-    let c = unlock(&env).await;
+    let c = env.connect_unlocked().await;
     check(&mut model, None, &c, "after the daemon restart", &logs).await;
     print_counts(TEST, &model, kills, started.elapsed());
     lease_waits.sort();
@@ -541,7 +529,7 @@ async fn the_flush_interval_holds_under_a_steady_stream_of_writes() {
         let _ = f.await;
     }
     let _d = env.start_with(&flags());
-    let c = unlock(&env).await;
+    let c = env.connect_unlocked().await;
     let r = c
         .call(Request::ExportSession {
             name: "probe".into(),

@@ -47,11 +47,7 @@ async fn a_brute_force_of_unlock_gets_a_handful_of_attempts() {
             let mut guess = 0u64;
             loop {
                 guess += 1;
-                let r = c
-                    .call(Request::Unlock {
-                        passphrase: passphrase(&format!("guess {a} {guess}")),
-                    })
-                    .await;
+                let r = unlock_with(&c, &format!("guess {a} {guess}")).await;
                 match r {
                     Err(ClientError::Daemon(e)) => match e.code {
                         ErrorCode::BadPassphrase {
@@ -302,13 +298,8 @@ async fn abandoned_unlock_attempts_do_not_lock_the_admin_out() {
     // timeout, retrying): their connections close before they are answered.
     for i in 0..ATTACKERS {
         let mut r = Raw::connect_hello(&env.socket()).await;
-        r.send_request(
-            2,
-            Request::Unlock {
-                passphrase: passphrase(&format!("wrong {i}")),
-            },
-        )
-        .await;
+        r.send_request(2, unlock_request(&format!("wrong {i}")))
+            .await;
         drop(r);
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -318,13 +309,7 @@ async fn abandoned_unlock_attempts_do_not_lock_the_admin_out() {
     let t = Instant::now();
     let mut waits = Vec::new();
     let r = loop {
-        let r = tokio::time::timeout(
-            Duration::from_secs(5),
-            c.call(Request::Unlock {
-                passphrase: passphrase(PASS),
-            }),
-        )
-        .await;
+        let r = tokio::time::timeout(Duration::from_secs(5), c.call(unlock_request(PASS))).await;
         match &r {
             Ok(Err(ClientError::Daemon(e))) if waits.len() < 3 => match e.code {
                 ErrorCode::BadPassphrase { retry_after_ms, .. } => {

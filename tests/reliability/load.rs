@@ -473,14 +473,7 @@ async fn sixty_four_clients_on_sixteen_sessions_through_lock_cycles() {
     // Everything was acknowledged long enough ago to be on disk.
     tokio::time::sleep(Duration::from_millis(200)).await;
     d.kill();
-    let _d = env.start();
-    let c = env.connect().await;
-    let r = c
-        .call(Request::Unlock {
-            passphrase: passphrase(PASS),
-        })
-        .await;
-    assert!(matches!(r, Ok(Response::Ok)), "{r:?}");
+    let (_d, _c) = env.start_unlocked(&[]).await;
     export_all(&env, &models, "after SIGKILL and restart").await;
 
     let mut t = shared.tally.lock().await;

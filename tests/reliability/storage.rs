@@ -125,15 +125,6 @@ fn assert_has(data: &SessionData, ids: &[i64], when: &str) {
     }
 }
 
-async fn unlock(c: &Connection) {
-    let r = c
-        .call(Request::Unlock {
-            passphrase: passphrase(PASS),
-        })
-        .await;
-    assert!(matches!(r, Ok(Response::Ok)), "unlock: {r:?}");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_fails_writes_with_storage_keeps_reads_and_recovers() {
     const TEST: &str = "storage/disk-full";
@@ -213,7 +204,7 @@ async fn a_full_disk_fails_writes_with_storage_keeps_reads_and_recovers() {
     d.kill();
     let _d = env.start();
     let c = env.connect().await;
-    unlock(&c).await;
+    unlock_proto(&c).await;
     let data = export(&c, "bot").await;
     assert_has(&data, &committed, "after restart");
     assert_has_batches(&data, &[next], "after restart");

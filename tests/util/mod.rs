@@ -97,6 +97,12 @@ impl Env {
         p
     }
 
+    /// A `vaultd` command on this env's socket and data dir ([`vaultd_cmd`]), for tests that
+    /// watch a daemon's start or exit themselves.
+    pub fn vaultd_cmd(&self) -> Command {
+        vaultd_cmd(&self.socket(), &self.data_dir())
+    }
+
     /// Starts `vaultd` on this env's socket and data dir.
     pub fn start(&self) -> Daemon {
         self.start_with(&[])
@@ -140,6 +146,14 @@ impl Env {
         assert_success(&out, "vaultctl init");
     }
 
+    /// Starts `vaultd` and initializes the vault with `vaultctl init` ([`Env::init`]), which
+    /// leaves it unlocked: the usual start of a `vaultctl`-level test.
+    pub fn start_and_init(&self) -> Daemon {
+        let d = self.start();
+        self.init();
+        d
+    }
+
     /// `vaultctl unlock` with `passphrase`.
     pub fn unlock(&self, passphrase: &str) -> Output {
         let pf = self.secret_file("unlock-pass", passphrase);
@@ -173,6 +187,41 @@ pub fn stdout(out: &Output) -> String {
 /// Stderr as text.
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The `vaultd` binary of this build.
+pub fn vaultd_bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_vaultd"))
+}
+
+/// A `vaultd` command serving `socket` with the vault in `data_dir`, as every test daemon
+/// runs: a cleaned environment (`PATH` only), no stdin. Logging level, [`ALLOW_WEAK_KDF`],
+/// other flags and where the output goes are the caller's; [`Daemon`] is the guard that
+/// most tests want instead (it awaits readiness and kills on drop).
+pub fn vaultd_cmd(socket: &Path, data_dir: &Path) -> Command {
+    vaultd_cmd_via(&[], socket, data_dir)
+}
+
+/// [`vaultd_cmd`] run through `wrapper` (a command that execs its arguments, such as
+/// `unshare --user` or `systemd-socket-activate -l SOCKET`), which gets the same cleaned
+/// environment.
+pub fn vaultd_cmd_via(wrapper: &[&str], socket: &Path, data_dir: &Path) -> Command {
+    let mut cmd = match wrapper.split_first() {
+        Some((program, args)) => {
+            let mut c = Command::new(program);
+            c.args(args).arg(vaultd_bin());
+            c
+        }
+        None => Command::new(vaultd_bin()),
+    };
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .arg("--socket")
+        .arg(socket)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .stdin(Stdio::null());
+    cmd
 }
 
 /// A running `vaultd`; killed on drop.
@@ -266,29 +315,14 @@ impl Daemon {
         setup: impl FnOnce(&mut Command),
         weak_kdf: bool,
     ) -> Daemon {
-        let vaultd = env!("CARGO_BIN_EXE_vaultd");
-        let mut cmd = match wrapper.split_first() {
-            Some((program, args)) => {
-                let mut c = Command::new(program);
-                c.args(args).arg(vaultd);
-                c
-            }
-            None => Command::new(vaultd),
-        };
+        let mut cmd = vaultd_cmd_via(wrapper, socket, data_dir);
         setup(&mut cmd);
         if weak_kdf {
             cmd.arg(ALLOW_WEAK_KDF);
         }
         let mut child = cmd
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("VAULTD_LOG", "info")
-            .arg("--socket")
-            .arg(socket)
-            .arg("--data-dir")
-            .arg(data_dir)
             .args(extra)
-            .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -331,15 +365,8 @@ impl Daemon {
         data_dir: &Path,
         extra: &[&str],
     ) -> (std::process::ExitStatus, String) {
-        let out = Command::new(env!("CARGO_BIN_EXE_vaultd"))
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .arg("--socket")
-            .arg(env.socket())
-            .arg("--data-dir")
-            .arg(data_dir)
+        let out = vaultd_cmd(&env.socket(), data_dir)
             .args(extra)
-            .stdin(Stdio::null())
             .output()
             .expect("run vaultd");
         (
@@ -410,6 +437,22 @@ impl Env {
         assert!(matches!(r, Ok(Response::Ok)), "init: {r:?}");
     }
 
+    /// Connects and unlocks the (initialized, locked) vault with [`PASS`]; asserts success.
+    /// The usual first step after a restart.
+    pub async fn connect_unlocked(&self) -> Connection {
+        let c = self.connect().await;
+        unlock_proto(&c).await;
+        c
+    }
+
+    /// Starts `vaultd` (with `extra` flags) on the env's existing vault, connects and
+    /// unlocks it with [`PASS`].
+    pub async fn start_unlocked(&self, extra: &[&str]) -> (Daemon, Connection) {
+        let d = self.start_with(extra);
+        let c = self.connect_unlocked().await;
+        (d, c)
+    }
+
     /// Starts `vaultd` (with `extra` flags), connects and initializes the vault over the
     /// protocol: the usual start of a protocol-level test.
     pub async fn start_initialized(&self, extra: &[&str]) -> (Daemon, Connection) {
@@ -447,6 +490,24 @@ impl Env {
             other => panic!("status: {other:?}"),
         }
     }
+}
+
+/// The `unlock` request with `pass`.
+pub fn unlock_request(pass: &str) -> Request {
+    Request::Unlock {
+        passphrase: passphrase(pass),
+    }
+}
+
+/// Sends `unlock` with `pass` on `c`: the daemon's answer, for tests of what it refuses.
+pub async fn unlock_with(c: &Connection, pass: &str) -> Result<Response, ClientError> {
+    c.call(unlock_request(pass)).await
+}
+
+/// Unlocks with [`PASS`] on `c`; asserts success.
+pub async fn unlock_proto(c: &Connection) {
+    let r = unlock_with(c, PASS).await;
+    assert!(matches!(r, Ok(Response::Ok)), "unlock: {r:?}");
 }
 
 /// A passphrase for a request.

@@ -71,7 +71,7 @@ async fn swapped_index_values_are_corrupt_not_another_peer() {
 
     let _d = env.start();
     let c = env.connect().await;
-    assert!(matches!(unlock(&c, PASS).await, Ok(Response::Ok)));
+    assert!(matches!(unlock_with(&c, PASS).await, Ok(Response::Ok)));
     let h = handle(&c, "bot").await;
     for query in [
         PeerQuery::Username("alice".into()),

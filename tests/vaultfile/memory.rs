@@ -184,7 +184,7 @@ async fn no_key_material_stays_in_memory_after_lock() {
 
     let d = env.start();
     let c = env.connect().await;
-    assert!(matches!(unlock(&c, PASS).await, Ok(Response::Ok)));
+    assert!(matches!(unlock_with(&c, PASS).await, Ok(Response::Ok)));
     work(&c).await;
     let before = scan(d.pid(), &secrets);
     eprintln!("found while unlocked: {before:?}");

@@ -60,17 +60,6 @@ pub async fn ok(c: &Connection, request: Request, what: &str) {
     }
 }
 
-/// Unlocks over the protocol with `pass`; the answer.
-pub async fn unlock(
-    c: &Connection,
-    pass: &str,
-) -> Result<Response, session_vault_client::ClientError> {
-    c.call(Request::Unlock {
-        passphrase: passphrase(pass),
-    })
-    .await
-}
-
 /// Stops the daemon gracefully (SQLite checkpoints its WAL into `vault.db` on close).
 pub fn stop(d: Daemon) {
     let status = d.terminate();

@@ -61,7 +61,7 @@ async fn after_rekey_no_earlier_keyslot_opens_anything() {
 
     let d = env.start();
     let c = env.connect().await;
-    assert!(matches!(unlock(&c, PASS).await, Ok(Response::Ok)));
+    assert!(matches!(unlock_with(&c, PASS).await, Ok(Response::Ok)));
     let h = handle(&c, "bot").await;
     ok(
         &c,
@@ -114,7 +114,7 @@ async fn after_rekey_no_earlier_keyslot_opens_anything() {
     }
     ok(&c, Request::Lock, "lock").await;
     assert!(matches!(
-        err_code(unlock(&c, PASS).await),
+        err_code(unlock_with(&c, PASS).await),
         ErrorCode::BadPassphrase { .. }
     ));
     drop(c);
@@ -127,7 +127,7 @@ async fn after_rekey_no_earlier_keyslot_opens_anything() {
     drop(db);
     let _d = env.start();
     let c = env.connect().await;
-    let code = err_code(unlock(&c, PASS).await);
+    let code = err_code(unlock_with(&c, PASS).await);
     assert!(
         matches!(code, ErrorCode::Corrupt | ErrorCode::BadPassphrase { .. }),
         "{code:?}"
@@ -178,7 +178,7 @@ async fn a_rekey_killed_midway_leaves_the_old_or_the_new_vault() {
         let before = keyslot_sum(&env);
         let d = env.start();
         let c = env.connect().await;
-        assert!(matches!(unlock(&c, PASS).await, Ok(Response::Ok)));
+        assert!(matches!(unlock_with(&c, PASS).await, Ok(Response::Ok)));
         let rekey = Request::Rekey {
             passphrase: passphrase(PASS),
             kdf: Some(CHEAP_KDF_SPEC),
@@ -213,7 +213,7 @@ async fn a_rekey_killed_midway_leaves_the_old_or_the_new_vault() {
         let d = env.start();
         let c = env.connect().await;
         assert!(
-            matches!(unlock(&c, PASS).await, Ok(Response::Ok)),
+            matches!(unlock_with(&c, PASS).await, Ok(Response::Ok)),
             "after a kill at {delay_ms} of the rekey"
         );
         let h = handle(&c, "bot").await;

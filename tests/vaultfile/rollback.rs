@@ -50,7 +50,7 @@ async fn an_old_keyslot_put_back_after_passwd_does_not_unlock() {
 
     let _d = env.start();
     let c = env.connect().await;
-    let r = unlock(&c, PASS).await;
+    let r = unlock_with(&c, PASS).await;
     assert_eq!(
         err_code(r),
         ErrorCode::Corrupt,
@@ -90,7 +90,7 @@ async fn an_old_acl_put_back_after_revoke_is_corrupt() {
 
     let d = env.start();
     let c = env.connect().await;
-    assert!(matches!(unlock(&c, PASS).await, Ok(Response::Ok)));
+    assert!(matches!(unlock_with(&c, PASS).await, Ok(Response::Ok)));
     ok(
         &c,
         Request::Revoke {
@@ -126,7 +126,7 @@ async fn an_old_acl_put_back_after_revoke_is_corrupt() {
 
     let _d = env.start();
     let c = env.connect().await;
-    assert!(matches!(unlock(&c, PASS).await, Ok(Response::Ok)));
+    assert!(matches!(unlock_with(&c, PASS).await, Ok(Response::Ok)));
     if can_switch_uid() {
         env.open_socket_to_everyone();
         let child = ChildClient::spawn(
@@ -176,7 +176,7 @@ async fn a_deleted_session_put_back_is_corrupt() {
 
     let d = env.start();
     let c = env.connect().await;
-    assert!(matches!(unlock(&c, PASS).await, Ok(Response::Ok)));
+    assert!(matches!(unlock_with(&c, PASS).await, Ok(Response::Ok)));
     ok(
         &c,
         Request::DeleteSession {
@@ -200,5 +200,5 @@ async fn a_deleted_session_put_back_is_corrupt() {
 
     let _d = env.start();
     let c = env.connect().await;
-    assert_eq!(err_code(unlock(&c, PASS).await), ErrorCode::Corrupt);
+    assert_eq!(err_code(unlock_with(&c, PASS).await), ErrorCode::Corrupt);
 }

@@ -98,19 +98,12 @@ struct Shimmed {
 impl Shimmed {
     fn start(env: &Env, shim: &Path, flag: &Path) -> Shimmed {
         let data = env.data_dir().canonicalize().expect("data dir exists");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_vaultd"))
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        let mut child = vaultd_cmd(&env.socket(), &data)
             .env("VAULTD_LOG", "info")
             .env("LD_PRELOAD", shim)
             .env("SV_FAULT_DIR", &data)
             .env("SV_FAULT_FLAG", flag)
-            .arg("--socket")
-            .arg(env.socket())
-            .arg("--data-dir")
-            .arg(&data)
             .args(["--flush-interval-ms", "20", crate::util::ALLOW_WEAK_KDF])
-            .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -223,7 +216,7 @@ async fn a_file_system_turning_read_only_under_the_daemon_fails_writes_with_stor
     drop(d);
     let _d = env.start();
     let c = env.connect().await;
-    unlock(&c).await;
+    unlock_proto(&c).await;
     let data = export(&c, "bot").await;
     assert_has_batches(&data, &[1, 1_000], "after restart");
     assert_eq!(data.home_dc, 5);
@@ -313,7 +306,7 @@ async fn cache_class_writes_during_a_storage_fault_are_refused_or_kept() {
     drop(d);
     let _d = env.start();
     let c = env.connect().await;
-    unlock(&c).await;
+    unlock_proto(&c).await;
     assert_has(
         &export(&c, "bot").await,
         &[1],

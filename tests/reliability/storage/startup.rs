@@ -3,7 +3,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use session_vault_proto::message::{Request, Response};
@@ -58,16 +58,10 @@ impl Drop for Daemonish {
 /// Starts vaultd on `env`'s vault file as it is, and waits until it exits or is ready
 /// (`Daemon::start_failing` would wait forever on a daemon that starts).
 fn start_or_refuse(env: &Env) -> Start {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_vaultd"))
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+    let mut child = env
+        .vaultd_cmd()
         .env("VAULTD_LOG", "info")
-        .arg("--socket")
-        .arg(env.socket())
-        .arg("--data-dir")
-        .arg(env.data_dir())
         .arg(crate::util::ALLOW_WEAK_KDF)
-        .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -140,11 +134,7 @@ async fn probe(env: &Env) -> String {
     let Ok(c) = Connection::connect(&env.socket(), "probe").await else {
         return "no connection".into();
     };
-    let r = c
-        .call(Request::Unlock {
-            passphrase: passphrase(PASS),
-        })
-        .await;
+    let r = unlock_with(&c, PASS).await;
     if !matches!(r, Ok(Response::Ok)) {
         return format!("unlock: {r:?}");
     }
@@ -217,7 +207,7 @@ async fn a_read_only_vault_directory_at_startup_is_refused_then_served_once_writ
     fs.remount("rw").expect("remount rw");
     let _d = env.start();
     let c = env.connect().await;
-    unlock(&c).await;
+    unlock_proto(&c).await;
     for s in 0..4 {
         assert_has(
             &export(&c, &format!("s{s}")).await,
@@ -236,15 +226,9 @@ async fn a_read_only_vault_directory_at_startup_is_refused_then_served_once_writ
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_closed_log_stream_does_not_hang_requests() {
     let env = Env::new();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_vaultd"))
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .arg("--socket")
-        .arg(env.socket())
-        .arg("--data-dir")
-        .arg(env.data_dir())
+    let mut child = env
+        .vaultd_cmd()
         .arg(crate::util::ALLOW_WEAK_KDF)
-        .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -274,12 +258,7 @@ async fn a_closed_log_stream_does_not_hang_requests() {
             },
         ),
         ("lock", Request::Lock),
-        (
-            "unlock",
-            Request::Unlock {
-                passphrase: passphrase(PASS),
-            },
-        ),
+        ("unlock", unlock_request(PASS)),
         (
             "open_session",
             Request::OpenSession {

@@ -10,16 +10,25 @@
 //!   written ([`records`] documents the two record format versions).
 //! - Blind indexes are HMAC-SHA256 under the index key, truncated to 16 bytes.
 //!
-//! Keys in memory: the DEK and both subkeys live only as [`SecretKey`]s (boxed, `mlock`ed,
-//! zeroized on drop). The cipher and MAC states built from them (the XChaCha20 key schedule,
-//! HMAC's keyed ipad/opad midstates, HKDF's PRK) are built per call on the stack, and every
-//! function that builds one zeroes the stack it used before it returns ([`scrub_stack`]),
-//! on whichever thread it ran (storage thread, runtime worker on the inline path, blocking
-//! pool): `lock` then leaves no copy of a key behind (an integration test scans the running
-//! daemon's memory for them).
+//! Keys in memory: the DEK and both subkeys live only as [`SecretKey`]s (boxed, `mlock`ed
+//! where the OS allows, zeroized on drop). The cipher and MAC states built from them (the
+//! XChaCha20 key schedule, HMAC's keyed ipad/opad midstates, HKDF's PRK) are built per call
+//! on the stack, and every function that builds one zeroes the stack it used before it
+//! returns ([`scrub_stack`]), on whichever thread it ran (storage thread, runtime worker on
+//! the inline path, blocking pool): `lock` then leaves no copy of a key behind (an
+//! integration test scans the running daemon's memory for them).
 //!
 //! Only audited RustCrypto primitives are used; nothing here is hand-rolled. Every function
 //! that runs Argon2 is blocking and must be called off the async runtime (`spawn_blocking`).
+
+// No `as` here: a length or number that changes width goes through `From`/`try_from`, so a
+// value that does not fit is an error or a stated invariant, never a silent truncation.
+#![warn(
+    clippy::as_conversions,
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss
+)]
 
 use chacha20poly1305::aead::{AeadInPlace, KeyInit};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
@@ -98,7 +107,7 @@ pub fn lock_in_memory<T: ?Sized>(value: &T) {
         if len == 0 {
             return;
         }
-        let ptr = value as *const T as *const u8 as *const libc::c_void;
+        let ptr = std::ptr::from_ref(value).cast::<libc::c_void>();
         // SAFETY: mlock only changes the residency of the pages spanning [ptr, ptr+len), which
         // belong to the live object `value`; it reads and writes no memory.
         let rc = unsafe { libc::mlock(ptr, len) };
@@ -336,9 +345,25 @@ fn derive_kek(kdf: &KdfParams, passphrase: &[u8], salt: &[u8]) -> Result<SecretK
     Ok(kek)
 }
 
+/// Appends `field` to an AAD or checksum input as `len(u32 BE) ‖ field`.
 fn push_field(buf: &mut Vec<u8>, field: &[u8]) {
-    buf.extend_from_slice(&(field.len() as u32).to_be_bytes());
+    buf.extend_from_slice(&len_prefix(field));
     buf.extend_from_slice(field);
+}
+
+/// The 4-byte big-endian length prefix of an AAD, checksum or blind-index field.
+///
+/// Invariant: every such field is shorter than 4 GiB, so the prefix never truncates (a
+/// truncated prefix would let two different field splits encode alike). The fixed-size ones
+/// (vault id, numbers, labels) trivially; the others come either from a request, whose frame
+/// length is itself a `u32` (and capped far lower by the frame limit), or from a row of the
+/// vault file, which SQLite caps at `SQLITE_MAX_LENGTH` (1,000,000,000 bytes in the bundled
+/// build). A violation is a bug, not an input error, so it panics rather than returning a
+/// result: the prefix format is fixed by the vault files already written.
+fn len_prefix(field: &[u8]) -> [u8; 4] {
+    u32::try_from(field.len())
+        .expect("AAD and blind-index fields are shorter than 4 GiB (see len_prefix)")
+        .to_be_bytes()
 }
 
 fn seal_raw(key: &SecretKey, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>> {

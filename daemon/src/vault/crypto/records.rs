@@ -24,7 +24,9 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use zeroize::{Zeroize, Zeroizing};
 
-use super::{NONCE_LEN, SecretKey, TAG_LEN, VAULT_ID_LEN, fill_random, push_field, scrubbed};
+use super::{
+    NONCE_LEN, SecretKey, TAG_LEN, VAULT_ID_LEN, fill_random, len_prefix, push_field, scrubbed,
+};
 use crate::vault::error::{EngineError, Result};
 
 /// Record format version written by this build (see the module docs).
@@ -242,7 +244,7 @@ impl Keys {
                 field.as_bytes(),
                 value,
             ] {
-                mac.update(&(part.len() as u32).to_be_bytes());
+                mac.update(&len_prefix(part));
                 mac.update(part);
             }
             let full = mac.finalize().into_bytes();

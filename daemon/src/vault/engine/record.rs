@@ -21,6 +21,15 @@
 //! - add fields at the end only, with `#[serde(default)]` (a shorter array then decodes; a
 //!   missing field without it is an error, even an `Option`).
 
+// No `as` here: a length or number that changes width goes through `From`/`try_from`, so a
+// value that does not fit is an error or a stated invariant, never a silent truncation.
+#![warn(
+    clippy::as_conversions,
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss
+)]
+
 use serde::{Serialize, de::DeserializeOwned};
 use session_vault_proto::codec::ZeroizingWriter;
 use zeroize::Zeroizing;
