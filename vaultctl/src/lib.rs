@@ -301,7 +301,7 @@ impl DaemonClient {
     }
 
     /// Starts a current-thread runtime and connects (handshake included).
-    pub(crate) fn connect(&self) -> Result<Link, CtlError> {
+    pub(crate) fn connect(&self) -> Result<BlockingConnection, CtlError> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -316,7 +316,7 @@ impl DaemonClient {
                 .unwrap_or_else(|_| Err(timed_out(&self.socket, "the handshake")))
             })
             .map_err(|e| CtlError::client(&self.socket, e))?;
-        Ok(Link {
+        Ok(BlockingConnection {
             conn,
             runtime,
             socket: self.socket.clone(),
@@ -330,14 +330,14 @@ impl DaemonClient {
 }
 
 /// A connection to the daemon and the runtime that drives it.
-pub(crate) struct Link {
+pub(crate) struct BlockingConnection {
     // Declared before the runtime: dropped first, while the runtime still exists.
     conn: Connection,
     runtime: tokio::runtime::Runtime,
     socket: PathBuf,
 }
 
-impl Link {
+impl BlockingConnection {
     /// The vault's state at the handshake.
     pub(crate) fn vault_state(&self) -> VaultState {
         self.conn.vault_state_at_connect()

@@ -38,7 +38,6 @@ use std::time::Duration;
 
 use futures_util::FutureExt;
 use interprocess::local_socket::tokio::Stream;
-use serde::Deserialize;
 use session_vault_proto::codec::{self, FrameError};
 use session_vault_proto::message::{
     ClientFrame, EVENT_ID, ErrorCode, Event, PROTOCOL_MAJOR, PROTOCOL_MINOR, Request, Response,
@@ -65,11 +64,6 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a request's payload may take to arrive once the daemon reads it. A client writes
 /// a frame in one go; one that stops midway holds its request's weight until then.
 pub const FRAME_TIMEOUT: Duration = Duration::from_secs(30);
-
-#[derive(Deserialize)]
-struct IdOnly {
-    id: u32,
-}
 
 /// Why a connection's read loop ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -290,7 +284,7 @@ impl Requests<'_> {
                 Ok(f) => f,
                 Err(e) => {
                     // The framing is intact: answer, keep the room, go on.
-                    let rid = codec::decode_payload::<IdOnly>(&payload).map_or(EVENT_ID, |f| f.id);
+                    let rid = codec::decode_frame_id(&payload).unwrap_or(EVENT_ID);
                     let resp = Response::Error(wire_error(
                         ErrorCode::InvalidRequest,
                         format!("malformed or unknown request: {e}"),

@@ -296,7 +296,7 @@ fn apply_self_id(imported: &mut Imported, id: i64) {
 }
 
 /// Turns the daemon dropping an over-limit request into a message that says why.
-fn too_large(e: CtlError, payload: usize, link: &super::Link) -> CtlError {
+fn too_large(e: CtlError, payload: usize, link: &super::BlockingConnection) -> CtlError {
     let dropped = match &e {
         CtlError::Client { source, .. } => {
             matches!(source, ClientError::Disconnected | ClientError::Frame(_))
