@@ -104,10 +104,11 @@ class Connection:
     # ---- frames --------------------------------------------------------------------------
 
     def close(self):
-        try:
-            self.sock.close()
-        except OSError:
-            pass
+        if self.sock is not None:
+            try:
+                self.sock.close()
+            except OSError:
+                pass
         self.sock = None
 
     @property

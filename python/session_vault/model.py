@@ -107,6 +107,8 @@ class Writer:
         self.cache = {}
         self.peers = {}
         self.since = None
+        self.depth = 0  # flushes in progress (a reconnect inside a flush may flush again)
+        self.after = None  # runs once the outermost flush has sent everything
 
     def put(self, key, name, fields, durable=False):
         (self.durable if durable else self.cache)[key] = (name, fields)
@@ -114,6 +116,11 @@ class Writer:
             self.since = time.monotonic()
 
     def put_peer(self, key, wire_peer):
+        """Queues a peer for `cache_peers`; merged into one already queued under `key` by the
+        daemon's own rule (a field given replaces, a nil field keeps)."""
+        old = self.peers.get(key)
+        if old is not None:
+            wire_peer = dict(old, **{k: v for k, v in wire_peer.items() if v is not None})
         self.peers[key] = wire_peer
         if self.since is None:
             self.since = time.monotonic()
@@ -128,13 +135,27 @@ class Writer:
     def flush(self):
         from .errors import VaultLocked
 
+        self.depth += 1
         try:
-            self._flush()
-        except VaultLocked:
-            if not self.link.wait_for_unlock:
-                raise
-            self.link._wait_unlocked()
-            self._flush()
+            try:
+                self._flush()
+            except VaultLocked:
+                if not self.link.wait_for_unlock:
+                    raise
+                self.link._wait_unlocked()
+                self._flush()
+        finally:
+            self.depth -= 1
+        if self.depth == 0 and self.after is not None:
+            after, self.after = self.after, None
+            after()
+
+    def then(self, fn):
+        """Runs `fn` now if no flush is in progress, else once the outermost one is done."""
+        if self.depth:
+            self.after = fn
+        else:
+            fn()
 
     def _flush(self):
         if not self.pending():

@@ -127,8 +127,11 @@ class VaultStorage(Storage):
     def _reopened(self, _opened):
         # Send what was changed but not sent yet, then reload: another process may have had
         # the session while we were away.
-        self._writer.flush()
-        self._load()
+        if self._writer.depth:
+            self._writer.then(self._load)
+        else:
+            self._writer.flush()
+            self._load()
 
     def _load(self):
         data = unwrap(self._link.call("export"), "session_data")

@@ -122,8 +122,11 @@ class VaultSession(MemorySession):
     def _reopened(self, _opened):
         # Send what was changed but not sent yet, then reload: another process may have had
         # the session while we were away.
-        self._writer.flush()
-        self._load()
+        if self._writer.depth:
+            self._writer.then(self._load)
+        else:
+            self._writer.flush()
+            self._load()
 
     def _load(self):
         data = unwrap(self._link.call("export"), "session_data")
@@ -140,9 +143,12 @@ class VaultSession(MemorySession):
         self._auth_key = AuthKey(data=bytes(key)) if key else None
         self._takeout_id = self._extras.get("takeout_id")
         tmp = self._extras.get("tmp_auth_key")
-        self._tmp_auth_key = (
-            AuthKey(data=bytes(tmp["key"])) if tmp and tmp.get("dc_id") == self._home else None
-        )
+        if tmp and tmp.get("dc_id") == self._home:
+            self._tmp_auth_key = AuthKey(data=bytes(tmp["key"]))
+        elif self.store_tmp_auth_key_on_disk:
+            self._tmp_auth_key = None
+        # else: a temporary key that is not stored lives in this object only (as in
+        # SQLiteSession), and survives a reconnect's reload.
         # entities: marked id -> [hash, username, phone, name, date]
         self._rows = {}
         self._wire = {}  # marked id -> the peer as last written (bot, is_self, kind)
@@ -321,7 +327,11 @@ class VaultSession(MemorySession):
                 continue
             if marked == 0:
                 if old is None or old[0] != h:
-                    self._writer.put_peer(0, peer("user", h, is_self=True))
+                    if old is not None and old[0] and old[0] > 0:
+                        # The daemon takes any peer marked is_self as the self user: unmark
+                        # the previous one, so that caching it again does not bring it back.
+                        self._writer.put_peer(old[0], peer("user", old[0], is_self=False))
+                    self._writer.put_peer(h, peer("user", h, is_self=True))
                 continue
             resolved = unmark(marked)
             if resolved is None:

@@ -36,7 +36,7 @@ def rand_row(rng):
 
 async def answer(coro):
     try:
-        return repr(await coro)
+        return str(await coro)
     except KeyError as e:
         return f"KeyError {e}"
     except Exception as e:  # export_session_string with None values: struct.error

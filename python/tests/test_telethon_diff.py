@@ -131,7 +131,7 @@ def keys_to_query():
 
 def answer(session, key):
     try:
-        return repr(session.get_input_entity(key))
+        return str(session.get_input_entity(key))
     except ValueError:
         return "ValueError"
     except TypeError:
@@ -158,8 +158,11 @@ def snapshot(s):
     files = {}
     for n in range(4):
         for cls in (types.InputDocument, types.InputPhoto):
-            r = s.get_file(bytes([n]) * 16, 1000 + n, cls)
-            files[(n, cls.__name__)] = repr(r)
+            try:
+                r = str(s.get_file(bytes([n]) * 16, 1000 + n, cls))
+            except TypeError:  # Telethon's own get_file: cls(id, hash) lacks file_reference
+                r = "TypeError"
+            files[(n, cls.__name__)] = r
     snap = {
         "dc": (s.dc_id, s.server_address, s.port),
         "auth_key": key_of(s.auth_key),
@@ -167,10 +170,13 @@ def snapshot(s):
         "states": states,
         "single": single,
         "files": files,
-        "entities": [(repr(k), answer(s, k)) for k in keys_to_query()],
+        "entities": [(str(k), answer(s, k)) for k in keys_to_query()],
     }
     if hasattr(s, "tmp_auth_key"):
-        snap["tmp"] = key_of(s.tmp_auth_key)
+        # Telethon 1.43-1.45's MemorySession defines the getter with `@auth_key.setter`, so its
+        # `tmp_auth_key` reads the permanent key; VaultSession's reads the temporary one.
+        # Compare what both hold.
+        snap["tmp"] = key_of(s._tmp_auth_key)
     return snap
 
 
