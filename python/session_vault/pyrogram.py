@@ -109,6 +109,8 @@ class VaultStorage(Storage):
     # ---- lifetime ------------------------------------------------------------------------
 
     async def open(self):
+        for attr in ("_user_id", "_is_bot", "_rows"):
+            self.__dict__.pop(attr, None)
         self._link = SessionLink(
             self.name,
             client_name=f"session-vault-python pyrogram pid {os.getpid()}",
@@ -141,8 +143,15 @@ class VaultStorage(Storage):
         opt = self._dcs.get(self._dc)
         self._key = bytes(opt["auth_key"]) if opt and opt.get("auth_key") else None
         me = data.get("self_user")
-        self._user_id = me["id"] if me else None
-        self._is_bot = me["bot"] if me else None
+        if not hasattr(self, "_user_id"):
+            self._user_id = me["id"] if me else None
+            self._is_bot = me["bot"] if me else None
+        # else (a reload after a reconnect): this object is the session's only writer, and
+        # keeps the user_id / is_bot it holds, some of which the vault cannot (None, or
+        # is_bot without a user_id).
+        # When this object last saw each row (Pyrogram's last_update_on) is not in the vault's
+        # model: a reload after a reconnect keeps what it knew, a first load says "now".
+        before = getattr(self, "_rows", {})
         self._rows = {}  # marked id -> [access_hash, type, username, phone, seen_at, order]
         self._wire = {}
         self._usernames, self._phones = {}, {}
@@ -152,7 +161,8 @@ class VaultStorage(Storage):
             h = p.get("access_hash")
             if p["kind"] == "chat":
                 h = 0
-            self._set_row(m, [h, _ptype(p), text(p.get("username")), text(p.get("phone")), now, i])
+            seen = before[m][4] if m in before else now
+            self._set_row(m, [h, _ptype(p), text(p.get("username")), text(p.get("phone")), seen, i])
             self._wire[m] = p
         self._order = len(data["peers"])
 
@@ -278,7 +288,7 @@ class VaultStorage(Storage):
         if self._user_id is None:
             return
         bot = None if self._is_bot is None else bool(self._is_bot)
-        self._writer.put_peer(("self",), peer("user", self._user_id, is_self=True, bot=bot))
+        self._writer.put_peer(("self", self._user_id), peer("user", self._user_id, is_self=True, bot=bot))
         self._writer.maybe_flush()
 
     async def dc_id(self, value=_UNSET):
@@ -317,7 +327,10 @@ class VaultStorage(Storage):
     async def user_id(self, value=_UNSET):
         if value is _UNSET:
             return self._user_id
-        self._user_id = value
+        old, self._user_id = self._user_id, value
+        if old is not None and old != value:
+            # The daemon takes any peer marked is_self as the self user: unmark the old one.
+            self._writer.put_peer(("self", old), peer("user", old, is_self=False))
         self._put_self()
 
     async def is_bot(self, value=_UNSET):

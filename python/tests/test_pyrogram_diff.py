@@ -16,6 +16,38 @@ from pyrogram.storage import FileStorage  # noqa: E402
 
 from session_vault.pyrogram import VaultStorage  # noqa: E402
 
+class RefStorage(FileStorage):
+    """Pyrogram's FileStorage, with each accessor naming its column instead of finding it with
+    `inspect.stack()` (about 90 ms a call under pytest). The SQL is Pyrogram's own."""
+
+    def _acc(self, attr, value):
+        if value == object:
+            return self.conn.execute(f"SELECT {attr} FROM sessions").fetchone()[0]
+        with self.conn:
+            self.conn.execute(f"UPDATE sessions SET {attr} = ?", (value,))
+
+    async def dc_id(self, value=object):
+        return self._acc("dc_id", value)
+
+    async def api_id(self, value=object):
+        return self._acc("api_id", value)
+
+    async def test_mode(self, value=object):
+        return self._acc("test_mode", value)
+
+    async def auth_key(self, value=object):
+        return self._acc("auth_key", value)
+
+    async def date(self, value=object):
+        return self._acc("date", value)
+
+    async def user_id(self, value=object):
+        return self._acc("user_id", value)
+
+    async def is_bot(self, value=object):
+        return self._acc("is_bot", value)
+
+
 USERNAMES = ["alice", "bob", "news", "shop", None, None]
 USERS = [11, 12, 13, 777000]
 GROUPS = [-21, -22, -13]
@@ -103,7 +135,7 @@ async def step(rng, sessions, vault, daemon):
 def test_differential_against_file_storage(daemon, tmpdir_short, seed):
     async def run():
         rng = random.Random(seed)
-        ref = FileStorage("ref", tmpdir_short)
+        ref = RefStorage("ref", tmpdir_short)
         await ref.open()
         vault = VaultStorage("pdiff", socket=daemon.socket)
         await vault.open()
