@@ -109,8 +109,7 @@ class VaultStorage(Storage):
     # ---- lifetime ------------------------------------------------------------------------
 
     async def open(self):
-        for attr in ("_user_id", "_is_bot", "_rows"):
-            self.__dict__.pop(attr, None)
+        self._forget()
         self._link = SessionLink(
             self.name,
             client_name=f"session-vault-python pyrogram pid {os.getpid()}",
@@ -120,11 +119,16 @@ class VaultStorage(Storage):
         fresh = bool(self._link.opened.get("created"))
         self._date = 0
         self._test_mode = None if fresh else _UNSET
-        self._api_id_none = fresh
         self._load()
         if fresh:
             self._user_id = self._is_bot = None
         self._link.on_reopen = self._reopened
+
+    def _forget(self):
+        """Drops what this object holds beyond the vault (after an import replaced it all)."""
+        for attr in ("_user_id", "_is_bot", "_rows"):
+            self.__dict__.pop(attr, None)
+        self._test_mode = _UNSET
 
     def _reopened(self, _opened):
         # Send what was changed but not sent yet, then reload: another process may have had
@@ -299,8 +303,7 @@ class VaultStorage(Storage):
 
     async def api_id(self, value=_UNSET):
         if value is _UNSET:
-            return None if self._api_id_none else self._extras.get("api_id")
-        self._api_id_none = value is None
+            return self._extras.get("api_id")
         self._extras = dict(self._extras, api_id=value)
         self._put_extras()
 

@@ -306,7 +306,8 @@ class VaultSession(MemorySession):
         row = super()._entity_to_row(e)
         if not row:
             return row
-        bot = getattr(e, "bot", None) if isinstance(e, types.User) else None
+        # A flag Telegram left out is False (a TL object built by hand has None there).
+        bot = bool(getattr(e, "bot", False)) if isinstance(e, types.User) else None
         is_self = getattr(e, "is_self", None) if isinstance(e, types.User) else None
         return row + ((bot, is_self or None, _channel_kind(e)),)
 

@@ -199,6 +199,7 @@ async def _pyrogram_import(vault, src):
     data = await pyrogram_data(src)
     vault._writer.flush()
     _replace(vault._link, list(vault._dcs.values()), data)
+    vault._forget()
     vault._load()
     return vault
 

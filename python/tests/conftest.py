@@ -17,6 +17,13 @@ import pytest
 
 from session_vault.connection import Connection
 
+try:
+    # Pyrogram asks for the current event loop when imported: import it now, before a test's
+    # asyncio.run() leaves the main thread without one.
+    import pyrogram  # noqa: F401
+except ImportError:
+    pass
+
 ROOT = Path(__file__).resolve().parents[2]
 PASS = b"correct horse battery staple"
 CHEAP_KDF = {"m_cost_kib": 64, "t_cost": 1, "p_cost": 1}
