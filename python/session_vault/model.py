@@ -118,7 +118,7 @@ class Writer:
     def put_peer(self, key, wire_peer):
         """Queues a peer for `cache_peers`; merged into one already queued under `key` by the
         daemon's own rule (a field given replaces, a nil field keeps)."""
-        old = self.peers.get(key)
+        old = self.peers.pop(key, None)  # re-inserted last: the daemon writes in list order
         if old is not None:
             wire_peer = dict(old, **{k: v for k, v in wire_peer.items() if v is not None})
         self.peers[key] = wire_peer

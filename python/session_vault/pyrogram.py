@@ -165,6 +165,8 @@ class VaultStorage(Storage):
             h = p.get("access_hash")
             if p["kind"] == "chat":
                 h = 0
+            elif h is None:
+                continue  # e.g. the self user's entry: Pyrogram keeps no peer without a hash
             seen = before[m][4] if m in before else now
             self._set_row(m, [h, _ptype(p), text(p.get("username")), text(p.get("phone")), seen, i])
             self._wire[m] = p

@@ -149,7 +149,10 @@ class VaultSession(MemorySession):
             self._tmp_auth_key = None
         # else: a temporary key that is not stored lives in this object only (as in
         # SQLiteSession), and survives a reconnect's reload.
-        # entities: marked id -> [hash, username, phone, name, date]
+        # entities: marked id -> [hash, username, phone, name, date]. The date (Telethon's
+        # per-entity update time, which decides between holders of one username) is not in
+        # the vault's model: a reload after a reconnect keeps the dates this object knew.
+        before = getattr(self, "_rows", None) or {}
         self._rows = {}
         self._wire = {}  # marked id -> the peer as last written (bot, is_self, kind)
         self._usernames, self._phones, self._names = {}, {}, {}
@@ -160,11 +163,13 @@ class VaultSession(MemorySession):
                 h = 0
             elif h is None:
                 continue  # Telethon keeps no entity without an access hash
+            m = mark(kind, bare)
             self._clock += 1
+            date = before[m][4] if m in before else self._clock
             self._set_row(
-                mark(kind, bare),
+                m,
                 [h, (text(p.get("username")) or "").lower() or None, text(p.get("phone")),
-                 text(p.get("name")), self._clock],
+                 text(p.get("name")), date],
             )
             self._wire[mark(kind, bare)] = p
         me = data.get("self_user")
@@ -212,10 +217,16 @@ class VaultSession(MemorySession):
 
     def _put_dc(self):
         """Queues the home DC and its option (address, permanent key)."""
-        if not self._dc_id or self._dc_id < 1:
-            return
         from .model import with_address
 
+        if not self._dc_id or self._dc_id < 1:
+            # No DC yet (a new session before set_dc): the key goes on the vault's home DC,
+            # whose address stays as it is.
+            opt = dict(self._dcs.get(self._home) or {"id": self._home, "ipv4": None, "ipv6": None})
+            opt["auth_key"] = self._auth_key.key if self._auth_key else None
+            self._dcs[self._home] = opt
+            self._writer.put(("dc", self._home), "set_dc_option", {"option": opt}, durable=True)
+            return
         opt = self._dcs.get(self._dc_id) or {"id": self._dc_id, "ipv4": None, "ipv6": None}
         opt = with_address(opt, self._server_address, self._port)
         opt["id"] = self._dc_id

@@ -131,7 +131,7 @@ async def step(rng, sessions, vault, daemon):
     return "daemon restart"
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize("seed", range(1, 1 + int(os.environ.get("SV_DIFF_SEEDS", "3"))))
 def test_differential_against_file_storage(daemon, tmpdir_short, seed):
     async def run():
         rng = random.Random(seed)
@@ -150,14 +150,29 @@ def test_differential_against_file_storage(daemon, tmpdir_short, seed):
         await vault.save()
         await ref.save()
         await vault.close()
+        await ref.close()
+        ref = RefStorage("ref", tmpdir_short)
+        await ref.open()
         again = VaultStorage("pdiff", socket=daemon.socket)
         await again.open()
         a, b = await snapshot(ref), await snapshot(again)
+        # What the vault's model does not hold (see the module doc and the README): `date`;
+        # `test_mode`, `user_id` and `is_bot` set back to None; an is_bot that contradicts the
+        # self user's own peer row (the vault derives its self user from that peer); and,
+        # among several holders of one username, which one was seen last.
         exceptions = {"date", "string"}
         if a["test_mode"] is None:
             exceptions.add("test_mode")
         if a["user_id"] is None or a["is_bot"] is None:
             exceptions |= {"user_id", "is_bot"}
+        else:
+            row = ref.conn.execute("SELECT type FROM peers WHERE id = ?", (a["user_id"],)).fetchone()
+            if row and (row[0] == "bot") != bool(a["is_bot"]):
+                exceptions.add("is_bot")
+        for (u, n) in ref.conn.execute(
+                "SELECT username, count(*) FROM peers WHERE username IS NOT NULL GROUP BY username"):
+            if n > 1:
+                exceptions.add(f"@{u}")
         for k in a:
             if k not in exceptions:
                 assert b[k] == a[k], f"{k} differs after a re-open"
