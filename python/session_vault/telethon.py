@@ -154,6 +154,7 @@ class VaultSession(MemorySession):
         # the vault's model: a reload after a reconnect keeps the dates this object knew.
         before = getattr(self, "_rows", None) or {}
         self._rows = {}
+        self._seen = {}  # marked id -> (bot, is_self, channel kind) as last processed
         self._wire = {}  # marked id -> the peer as last written (bot, is_self, kind)
         self._usernames, self._phones, self._names = {}, {}, {}
         for p in data["peers"]:
@@ -330,13 +331,24 @@ class VaultSession(MemorySession):
             return
         self._clock += 1
         now = self._clock
-        for marked, h, username, phone, name, (bot, is_self, ckind) in rows:
+        seen = self._seen
+        for marked, h, username, phone, name, extra in rows:
             phone = str(phone) if phone is not None else None
-            new = [h, username, phone, name, now]
             old = self._rows.get(marked)
-            self._set_row(marked, new)
-            if old is not None and old[:4] == new[:4] and bot is None and is_self is None and ckind is None:
+            if (
+                old is not None
+                and old[0] == h
+                and old[1] == username
+                and old[2] == phone
+                and old[3] == name
+                and seen.get(marked) == extra
+            ):
+                old[4] = now  # the common case: an entity seen again, unchanged
                 continue
+            seen[marked] = extra
+            bot, is_self, ckind = extra
+            new = [h, username, phone, name, now]
+            self._set_row(marked, new)
             if marked == 0:
                 if old is None or old[0] != h:
                     if old is not None and old[0] and old[0] > 0:
