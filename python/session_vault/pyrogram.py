@@ -217,6 +217,7 @@ class VaultStorage(Storage):
                     }
                 },
             )
+            self._forget()
             self._load()
             try:
                 self._link.call_plain({"delete_session": {"name": self._link.name, "force": True}})
