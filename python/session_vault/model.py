@@ -129,21 +129,23 @@ class Writer:
         return bool(self.durable or self.cache or self.peers)
 
     def maybe_flush(self):
+        """The timed flush: sends what is due without waiting for the answers (the next
+        flush reads them first, so no two writes of one key are ever in flight together)."""
         if self.since is not None and time.monotonic() - self.since >= FLUSH_AFTER:
-            self.flush()
+            self.flush(wait=False)
 
-    def flush(self):
+    def flush(self, wait=True):
         from .errors import VaultLocked
 
         self.depth += 1
         try:
             try:
-                self._flush()
+                self._flush(wait)
             except VaultLocked:
                 if not self.link.wait_for_unlock:
                     raise
                 self.link._wait_unlocked()
-                self._flush()
+                self._flush(wait)
         finally:
             self.depth -= 1
         if self.depth == 0 and self.after is not None:
@@ -157,9 +159,9 @@ class Writer:
         else:
             fn()
 
-    def _flush(self):
+    def _flush(self, wait):
+        self.link.flush()  # the answers to the previous flush, first
         if not self.pending():
-            self.link.flush()
             return
         durable, cache, peers = self.durable, self.cache, self.peers
         self.durable, self.cache, self.peers, self.since = {}, {}, {}, None
@@ -171,7 +173,8 @@ class Writer:
             batch = list(peers.values())
             for i in range(0, len(batch), PEERS_PER_REQUEST):
                 self.link.post("cache_peers", {"peers": batch[i : i + PEERS_PER_REQUEST]})
-            self.link.flush()
+            if wait:
+                self.link.flush()
         except BaseException:
             # Keep what failed to be written (unless written again since) for the next flush.
             for mine, theirs in ((durable, self.durable), (cache, self.cache), (peers, self.peers)):

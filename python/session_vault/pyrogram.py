@@ -140,6 +140,7 @@ class VaultStorage(Storage):
             self._load()
 
     def _load(self):
+        self._link.flush()  # writes still in flight first: the daemon does not order requests
         data = unwrap(self._link.call("export"), "session_data")
         self._dc = data["home_dc"]
         self._dcs = {o["id"]: o for o in data["dc_options"]}
@@ -203,6 +204,7 @@ class VaultStorage(Storage):
             self._writer.durable.clear()
             self._writer.cache.clear()
             self._writer.peers.clear()
+            self._link.flush()
             self._link.call(
                 "import",
                 {

@@ -129,6 +129,7 @@ class VaultSession(MemorySession):
             self._load()
 
     def _load(self):
+        self._link.flush()  # writes still in flight first: the daemon does not order requests
         data = unwrap(self._link.call("export"), "session_data")
         self._home = data["home_dc"]
         self._dcs = {o["id"]: o for o in data["dc_options"]}
@@ -490,6 +491,7 @@ class VaultSession(MemorySession):
             self._writer.durable.clear()
             self._writer.cache.clear()
             self._writer.peers.clear()
+            self._link.flush()
             self._link.call(
                 "import",
                 {
