@@ -363,28 +363,30 @@ class VaultSession(MemorySession):
                 continue
             kind, bare = resolved
             prev = self._wire.get(marked)
-
-            def field(value, key):
-                if value is not None:
-                    return value
-                # Telethon replaces the row: a value no longer reported is cleared ("").
-                return "" if old is None or old[key] is not None or prev is None else None
-
-            p = peer(
-                kind,
-                bare,
-                access_hash=h if kind != "chat" else None,
-                bot=bot,
-                is_self=is_self,
-                channel_kind=ckind,
-                username=field(username, 1),
-                phone=field(phone, 2),
-                name=field(name, 3),
-            )
-            if prev is not None and all(prev.get(k) == v for k, v in p.items() if v is not None):
-                self._wire[marked] = dict(prev, **{k: v for k, v in p.items() if v is not None})
-                continue
-            self._wire[marked] = dict(prev or {}, **{k: v for k, v in p.items() if v is not None})
+            # Telethon replaces the row: a value no longer reported is cleared (""), unless
+            # the vault is known to hold none.
+            clear = "" if old is None or prev is None else None
+            p = {
+                "kind": kind,
+                "id": bare,
+                "access_hash": h if kind != "chat" else None,
+                "bot": bot,
+                "is_self": is_self,
+                "channel_kind": ckind,
+                "username": username if username is not None else (
+                    "" if old is not None and old[1] is not None else clear),
+                "phone": phone if phone is not None else (
+                    "" if old is not None and old[2] is not None else clear),
+                "name": name if name is not None else (
+                    "" if old is not None and old[3] is not None else clear),
+            }
+            if prev is None:
+                self._wire[marked] = p
+            else:
+                given = {k: v for k, v in p.items() if v is not None}
+                if all(prev.get(k) == v for k, v in given.items()):
+                    continue  # the vault holds exactly this already (after a reload)
+                prev.update(given)
             self._writer.put_peer(marked, p)
         self._touch()
 
