@@ -142,7 +142,7 @@ class VaultStorage(Storage):
     def _load(self):
         self._link.flush()  # writes still in flight first: the daemon does not order requests
         data = unwrap(self._link.call("export"), "session_data")
-        self._dc = data["home_dc"]
+        self._dc = self._stored_home = data["home_dc"]
         self._dcs = {o["id"]: o for o in data["dc_options"]}
         self._extras = dict(empty_extras(), **(data.get("extras") or {}))
         opt = self._dcs.get(self._dc)
@@ -285,7 +285,9 @@ class VaultStorage(Storage):
         opt = self._dcs.get(self._dc) or {"id": self._dc, "ipv4": None, "ipv6": None}
         opt = dict(opt, id=self._dc, auth_key=self._key)
         self._dcs[self._dc] = opt
-        self._writer.put("home", "set_home_dc", {"dc_id": self._dc}, durable=True)
+        if self._dc != self._stored_home:  # one durable write fewer when it is the same
+            self._stored_home = self._dc
+            self._writer.put("home", "set_home_dc", {"dc_id": self._dc}, durable=True)
         self._writer.put(("dc", self._dc), "set_dc_option", {"option": opt}, durable=True)
         self._writer.maybe_flush()
 

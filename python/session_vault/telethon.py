@@ -131,7 +131,7 @@ class VaultSession(MemorySession):
     def _load(self):
         self._link.flush()  # writes still in flight first: the daemon does not order requests
         data = unwrap(self._link.call("export"), "session_data")
-        self._home = data["home_dc"]
+        self._home = self._stored_home = data["home_dc"]
         self._dcs = {o["id"]: o for o in data["dc_options"]}
         self._extras = dict(empty_extras(), **(data.get("extras") or {}))
         opt = self._dcs.get(self._home)
@@ -235,7 +235,9 @@ class VaultSession(MemorySession):
         opt["auth_key"] = self._auth_key.key if self._auth_key else None
         self._dcs[self._dc_id] = opt
         self._home = self._dc_id
-        self._writer.put("home", "set_home_dc", {"dc_id": self._dc_id}, durable=True)
+        if self._dc_id != self._stored_home:  # one durable write fewer when it is the same
+            self._stored_home = self._dc_id
+            self._writer.put("home", "set_home_dc", {"dc_id": self._dc_id}, durable=True)
         self._writer.put(("dc", self._dc_id), "set_dc_option", {"option": opt}, durable=True)
 
     def _put_extras(self):
