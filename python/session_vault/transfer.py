@@ -159,7 +159,8 @@ async def _maybe(value):
 
 
 async def pyrogram_data(src):
-    """The vault's SessionData of a Pyrogram storage (FileStorage, MemoryStorage, a string)."""
+    """The vault's SessionData of an open Pyrogram storage (FileStorage, or MemoryStorage,
+    which is also how Pyrogram 2.0 opens a session string)."""
     from .pyrogram import peer_from_row
 
     dc_id = await src.dc_id()

@@ -176,6 +176,16 @@ def test_pyrogram_import_from_file_storage(daemon, tmpdir_short):
         assert await again.auth_key() == key and await again.user_id() == 42
         assert await again.get_peer_by_id(42) == await src.get_peer_by_id(42)
         await again.close()
+
+        from pyrogram.storage import MemoryStorage
+
+        string = await src.export_session_string()
+        st = MemoryStorage("s", string)  # how Pyrogram 2.0 opens a session string
+        await st.open()
+        from_string = await VaultStorage.import_from(st, name="pyro-string", socket=daemon.socket)
+        assert await from_string.auth_key() == key
+        assert await from_string.export_session_string() == string
+        await from_string.close()
         await src.close()
 
     asyncio.run(run())
