@@ -1,0 +1,215 @@
+"""A session opened in the vault: the handle, its lease, and the reconnect that keeps them.
+
+`SessionLink` is what `VaultSession` (Telethon) and `VaultStorage` (Pyrogram) share. It
+opens the session (exclusively by default, like the Rust client: a second holder gets
+`SessionBusy` with the first one's pid), sends requests on its handle, and when the
+connection is lost (the daemon restarted) connects again, re-opens the session, sends again
+the posted writes that were not answered yet, and tells its owner (`on_reopen`) so that it
+can reload what it caches. A restarted daemon comes back locked: with `wait_for_unlock`
+(seconds) the link waits that long for an admin's unlock, else it raises `VaultLocked`.
+"""
+
+import os
+import time
+
+from .connection import (
+    DEFAULT_TIMEOUT,
+    Connection,
+    ConnectionLost,
+    unwrap,
+)
+from .errors import DaemonUnavailable, VaultLocked
+
+DEFAULT_RECONNECT_TIMEOUT = 30.0
+POLL = 0.05
+
+
+class SessionLink:
+    def __init__(
+        self,
+        name,
+        socket=None,
+        exclusive=True,
+        create_if_missing=True,
+        wait_for_unlock=None,
+        reconnect_timeout=DEFAULT_RECONNECT_TIMEOUT,
+        timeout=DEFAULT_TIMEOUT,
+        client_name=None,
+    ):
+        self.name = name
+        self.socket = socket
+        self.exclusive = exclusive
+        self.create_if_missing = create_if_missing
+        self.wait_for_unlock = wait_for_unlock
+        self.reconnect_timeout = reconnect_timeout
+        self.timeout = timeout
+        self.client_name = client_name or f"session-vault-python pid {os.getpid()}"
+        self.on_reopen = None  # callback(opened) after a reconnect
+        self.conn = None
+        self.handle = None
+        self.opened = None
+        self._unacked = {}  # posted key -> (name, fields), until answered
+        self._next_key = 0
+        self._deferred = None  # the first error of a posted request, raised at the next call
+        self.reconnects = 0
+        self._connect(first=True)
+
+    # ---- connecting ----------------------------------------------------------------------
+
+    def _connect(self, first):
+        deadline_unlock = time.monotonic() + (self.wait_for_unlock or 0)
+        deadline_connect = time.monotonic() + (0 if first else self.reconnect_timeout)
+        while True:
+            try:
+                conn = Connection(self.socket, self.client_name, self.timeout)
+            except DaemonUnavailable:
+                if time.monotonic() >= deadline_connect:
+                    raise
+                time.sleep(POLL)
+                continue
+            try:
+                opened = unwrap(
+                    conn.call(
+                        {
+                            "open_session": {
+                                "name": self.name,
+                                "exclusive": self.exclusive,
+                                "create_if_missing": self.create_if_missing,
+                            }
+                        }
+                    ),
+                    "opened",
+                )
+            except VaultLocked:
+                conn.close()
+                if time.monotonic() >= deadline_unlock:
+                    raise
+                time.sleep(POLL * 4)
+                continue
+            except ConnectionLost:
+                if time.monotonic() >= deadline_connect:
+                    raise
+                time.sleep(POLL)
+                continue
+            except BaseException:
+                conn.close()
+                raise
+            self.conn, self.opened, self.handle = conn, opened, opened["handle"]
+            if opened.get("name"):
+                self.name = opened["name"]
+            return
+
+    def _reconnect(self):
+        if self.conn is not None:
+            self.conn.close()
+        self.conn = None
+        self._connect(first=False)
+        self.reconnects += 1
+        pending = sorted(self._unacked.items())
+        self._unacked.clear()
+        for _, (name, fields) in pending:
+            self._post(name, fields)
+        if self.on_reopen is not None:
+            self.on_reopen(self.opened)
+
+    def _wait_unlocked(self):
+        deadline = time.monotonic() + self.wait_for_unlock
+        while time.monotonic() < deadline:
+            time.sleep(POLL * 4)
+            try:
+                status = unwrap(self.conn.call("status"), "status")
+            except ConnectionLost:
+                self._reconnect()
+                return
+            if status.get("state") == "unlocked":
+                return
+        raise VaultLocked(f"the vault stayed locked for {self.wait_for_unlock}s")
+
+    # ---- requests ------------------------------------------------------------------------
+
+    def _raise_deferred(self):
+        if self._deferred is not None:
+            e, self._deferred = self._deferred, None
+            raise e
+
+    def call(self, name, fields=None):
+        """Sends a request on the session's handle and returns its response."""
+        locked_waits = 0
+        while True:
+            if self.conn is None:
+                self._reconnect()
+            req = dict(fields or {}, handle=self.handle)
+            try:
+                resp = self.conn.call({name: req})
+            except ConnectionLost:
+                self._reconnect()
+                continue
+            except VaultLocked:
+                if self.wait_for_unlock and locked_waits == 0:
+                    locked_waits += 1
+                    self._wait_unlocked()
+                    continue
+                raise
+            self._raise_deferred()
+            return resp
+
+    def call_plain(self, request):
+        """A request that names no handle (status, admin requests), on this connection."""
+        if self.conn is None:
+            self._reconnect()
+        try:
+            return self.conn.call(request)
+        except ConnectionLost:
+            self._reconnect()
+            return self.conn.call(request)
+
+    def _post(self, name, fields):
+        key = self._next_key
+        self._next_key += 1
+        self._unacked[key] = (name, fields)
+
+        def answered(response, key=key):
+            self._unacked.pop(key, None)
+            if isinstance(response, dict) and "error" in response and self._deferred is None:
+                from .errors import from_wire
+
+                self._deferred = from_wire(response["error"])
+
+        self.conn.post({name: dict(fields, handle=self.handle)}, answered)
+
+    def post(self, name, fields):
+        """A cache-class write sent without waiting for its answer (see the module doc)."""
+        while True:
+            if self.conn is None:
+                self._reconnect()
+            try:
+                self._post(name, fields)
+                return
+            except ConnectionLost:
+                self._reconnect()  # re-sends what was unanswered, this one included
+                return
+
+    def flush(self):
+        """Waits until every posted write is answered; raises the first error among them."""
+        while True:
+            if self.conn is None:
+                self._reconnect()
+            try:
+                self.conn.drain(0)
+                break
+            except ConnectionLost:
+                self._reconnect()
+        self._raise_deferred()
+
+    def close(self):
+        """Flushes, then closes the connection (which frees the lease)."""
+        if self.conn is None:
+            return
+        try:
+            if not self.conn.closed:
+                self.conn.drain(0)
+                self._raise_deferred()
+        finally:
+            if self.conn is not None:
+                self.conn.close()
+            self.conn = None

@@ -1,0 +1,185 @@
+"""The vault's data model (PROTOCOL.md section 15) as plain dicts, and the bits of it both
+library adapters need: marked ids, IP addresses, an empty session, a dirty-set writer.
+
+Marked ("Bot API") ids: users positive, chats ``-id``, channels ``-(10**12 + id)``; the vault
+stores bare ids with a kind.
+"""
+
+import ipaddress
+import time
+
+CHANNEL_BASE = 1_000_000_000_000
+# A cache write is sent at the latest this long after it was made (checked at every call),
+# and at save() / close(); the daemon then makes it durable within its flush interval.
+FLUSH_AFTER = 0.1
+PEERS_PER_REQUEST = 500
+
+
+def unmark(marked):
+    """Marked id -> (kind, bare id), or None for an id that names no peer."""
+    if marked > 0:
+        return "user", marked
+    if -CHANNEL_BASE < marked < 0:
+        return "chat", -marked
+    if marked < -CHANNEL_BASE:
+        return "channel", -marked - CHANNEL_BASE
+    return None
+
+
+def mark(kind, bare):
+    if kind == "user":
+        return bare
+    if kind == "chat":
+        return -bare
+    return -(CHANNEL_BASE + bare)
+
+
+def address_of(option):
+    """(host, port) of a DcOption: its IPv4 address if it has one, else its IPv6 one."""
+    if option is None:
+        return None, None
+    for family in ("ipv4", "ipv6"):
+        sa = option.get(family)
+        if sa:
+            octets, port = sa
+            return str(ipaddress.ip_address(bytes(octets))), port
+    return None, None
+
+
+def with_address(option, host, port):
+    """A copy of `option` (a DcOption) at `host`:`port`; the other family is cleared so that
+    reading the address back gives this one. A host that is not an IP address keeps the
+    stored addresses."""
+    out = dict(option)
+    try:
+        ip = ipaddress.ip_address(host)
+    except (TypeError, ValueError):
+        return out
+    sa = [list(ip.packed), int(port or 443)]
+    if ip.version == 4:
+        out["ipv4"], out["ipv6"] = sa, None
+    else:
+        out["ipv4"], out["ipv6"] = None, sa
+    return out
+
+
+def empty_extras():
+    return {"takeout_id": None, "tmp_auth_key": None, "api_id": None, "test_mode": False}
+
+
+def empty_state():
+    return {"pts": 0, "qts": 0, "date": 0, "seq": 0, "channels": []}
+
+
+def peer(kind, bare, **fields):
+    p = {
+        "kind": kind,
+        "id": bare,
+        "access_hash": None,
+        "bot": None,
+        "is_self": None,
+        "channel_kind": None,
+        "username": None,
+        "phone": None,
+        "name": None,
+    }
+    p.update(fields)
+    return p
+
+
+def text(value):
+    """A stored optional text: "" (how this package clears a field) reads as None."""
+    return value or None
+
+
+class Writer:
+    """Write-behind of a session's changes, by key: the newest value of each key is sent.
+
+    `dirty` maps a key (``("peer", marked_id)``, ``"state"``, ``("dc", id)``, …) to a
+    ``(request_name, fields)``; `flush` posts them all on the link (durable ones first) and
+    waits for every answer, so that two writes of one key are never in flight together (the
+    daemon runs a connection's requests concurrently and does not promise their order).
+    """
+
+    def __init__(self, link):
+        self.link = link
+        self.durable = {}
+        self.cache = {}
+        self.peers = {}
+        self.since = None
+        self.depth = 0  # flushes in progress (a reconnect inside a flush may flush again)
+        self.after = None  # runs once the outermost flush has sent everything
+
+    def put(self, key, name, fields, durable=False):
+        (self.durable if durable else self.cache)[key] = (name, fields)
+        if self.since is None:
+            self.since = time.monotonic()
+
+    def put_peer(self, key, wire_peer):
+        """Queues a peer for `cache_peers`; merged into one already queued under `key` by the
+        daemon's own rule (a field given replaces, a nil field keeps)."""
+        old = self.peers.pop(key, None)  # re-inserted last: the daemon writes in list order
+        if old is not None:
+            wire_peer = dict(old, **{k: v for k, v in wire_peer.items() if v is not None})
+        self.peers[key] = wire_peer
+        if self.since is None:
+            self.since = time.monotonic()
+
+    def pending(self):
+        return bool(self.durable or self.cache or self.peers)
+
+    def maybe_flush(self):
+        """The timed flush: sends what is due without waiting for the answers (the next
+        flush reads them first, so no two writes of one key are ever in flight together)."""
+        if self.since is not None and time.monotonic() - self.since >= FLUSH_AFTER:
+            self.flush(wait=False)
+
+    def flush(self, wait=True):
+        from .errors import VaultLocked
+
+        self.depth += 1
+        try:
+            try:
+                self._flush(wait)
+            except VaultLocked:
+                if not self.link.wait_for_unlock:
+                    raise
+                self.link._wait_unlocked()
+                self._flush(wait)
+        finally:
+            self.depth -= 1
+        if self.depth == 0 and self.after is not None:
+            after, self.after = self.after, None
+            after()
+
+    def then(self, fn):
+        """Runs `fn` now if no flush is in progress, else once the outermost one is done."""
+        if self.depth:
+            self.after = fn
+        else:
+            fn()
+
+    def _flush(self, wait):
+        self.link.flush()  # the answers to the previous flush, first
+        if not self.pending():
+            return
+        durable, cache, peers = self.durable, self.cache, self.peers
+        self.durable, self.cache, self.peers, self.since = {}, {}, {}, None
+        try:
+            for name, fields in durable.values():
+                self.link.post(name, fields)
+            for name, fields in cache.values():
+                self.link.post(name, fields)
+            batch = list(peers.values())
+            for i in range(0, len(batch), PEERS_PER_REQUEST):
+                self.link.post("cache_peers", {"peers": batch[i : i + PEERS_PER_REQUEST]})
+            if wait:
+                self.link.flush()
+        except BaseException:
+            # Keep what failed to be written (unless written again since) for the next flush.
+            for mine, theirs in ((durable, self.durable), (cache, self.cache), (peers, self.peers)):
+                for k, v in mine.items():
+                    theirs.setdefault(k, v)
+            if self.since is None:
+                self.since = time.monotonic()
+            raise
