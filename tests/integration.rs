@@ -18,6 +18,7 @@ mod reliability;
 mod revocation;
 mod shutdown;
 mod startup;
+mod strength;
 mod systemd;
 mod untrusted_dirs;
 mod userns;

@@ -5,12 +5,13 @@ use std::io::Write;
 use session_vault_proto::message::{ErrorCode, Request, VaultState};
 
 use super::prompt::{self, PASSPHRASE, PassphraseArgs};
-use super::{CtlError, DaemonClient, KdfArgs, PASSPHRASE_HELP};
+use super::{CtlError, DaemonClient, KdfArgs, PASSPHRASE_HELP, strength};
 
 /// Initialize the vault with its first passphrase (and leave it unlocked)
 ///
 /// Creates the vault's data key and stores it wrapped under the passphrase (keyslot 0).
-/// On a terminal the passphrase is asked twice; an empty one is refused. Without the
+/// On a terminal the passphrase is asked twice. A passphrase that zxcvbn estimates below
+/// score 3 (10^8 guesses) is refused with the reason, unless --weak-passphrase is given. Without the
 /// --kdf-* flags the daemon's default Argon2id cost applies. There is no way to recover a
 /// vault whose passphrase is lost.
 #[derive(Debug, clap::Args)]
@@ -21,6 +22,9 @@ pub struct Args {
     pub passphrase: PassphraseArgs,
     #[command(flatten)]
     pub kdf: KdfArgs,
+    /// Accept a passphrase below the strength floor (zxcvbn score 3, over 10^8 guesses)
+    #[arg(long)]
+    pub weak_passphrase: bool,
 }
 
 pub(super) fn run(args: Args, daemon: &DaemonClient, out: &mut dyn Write) -> Result<(), CtlError> {
@@ -38,6 +42,9 @@ pub(super) fn run(args: Args, daemon: &DaemonClient, out: &mut dyn Write) -> Res
         ));
     }
     let passphrase = pending.resolve_on_terminal()?;
+    if let Some(warning) = strength::check(&passphrase, "passphrase", args.weak_passphrase)? {
+        eprintln!("{warning}");
+    }
     link.call_ok(
         Request::Init {
             passphrase,

@@ -40,6 +40,7 @@ mod rename;
 mod revoke;
 mod rm;
 mod status;
+mod strength;
 mod unlock;
 
 use std::io::{self, Write};

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use session_vault_proto::message::{ErrorCode, Request, VaultState};
 
 use super::prompt::{self, CURRENT_PASSPHRASE, NEW_PASSPHRASE, Source};
-use super::{CtlError, DaemonClient, KdfArgs};
+use super::{CtlError, DaemonClient, KdfArgs, strength};
 
 const PASSWD_PASSPHRASE_HELP: &str = "\
 The current passphrase comes from exactly one of:
@@ -27,7 +27,8 @@ never taken from a command-line argument or an environment variable.";
 /// Rewrites the keyslot the current passphrase opens so that the new one opens it instead;
 /// the sessions are not re-encrypted. The new keyslot gets the --kdf-* cost when given, else
 /// the daemon's default (giving the same passphrase again with a higher cost is allowed).
-/// An empty new passphrase is refused.
+/// A new passphrase that zxcvbn estimates below score 3 (10^8 guesses) is refused with the
+/// reason, unless --weak-passphrase is given.
 #[derive(Debug, clap::Args)]
 #[command(verbatim_doc_comment)]
 #[command(after_long_help = PASSWD_PASSPHRASE_HELP)]
@@ -68,6 +69,9 @@ pub struct Args {
     pub new_passphrase_fd: Option<i32>,
     #[command(flatten)]
     pub kdf: KdfArgs,
+    /// Accept a passphrase below the strength floor (zxcvbn score 3, over 10^8 guesses)
+    #[arg(long)]
+    pub weak_passphrase: bool,
 }
 
 pub(super) fn run(args: Args, daemon: &DaemonClient, out: &mut dyn Write) -> Result<(), CtlError> {
@@ -91,6 +95,9 @@ pub(super) fn run(args: Args, daemon: &DaemonClient, out: &mut dyn Write) -> Res
     }
     let old = old.resolve_on_terminal()?;
     let new = new.resolve_on_terminal()?;
+    if let Some(warning) = strength::check(&new, "new passphrase", args.weak_passphrase)? {
+        eprintln!("{warning}");
+    }
     let kdf = args.kdf.spec();
     link.call_passphrase_ok(
         || Request::ChangePassphrase {

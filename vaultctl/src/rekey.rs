@@ -5,7 +5,7 @@ use std::io::Write;
 use session_vault_proto::message::{ErrorCode, Request, VaultState};
 
 use super::prompt::{self, CURRENT_PASSPHRASE, PassphraseArgs};
-use super::{CtlError, DaemonClient, KdfArgs, PASSPHRASE_HELP};
+use super::{CtlError, DaemonClient, KdfArgs, PASSPHRASE_HELP, strength};
 
 /// Replace the vault's data-encryption key
 ///
@@ -13,7 +13,9 @@ use super::{CtlError, DaemonClient, KdfArgs, PASSPHRASE_HELP};
 /// keyslot with one new keyslot for the current passphrase (given here). Afterwards no
 /// earlier passphrase or keyslot, from a saved copy of vault.db or otherwise, opens anything:
 /// use it after `passwd` when the old passphrase may be known, or when a copy of the vault
-/// may have leaked together with a passphrase. Other keyslots must be added again.
+/// may have leaked together with a passphrase. Other keyslots must be added again. A
+/// passphrase that zxcvbn estimates below score 3 is refused (change it with `passwd`
+/// first), unless --weak-passphrase is given.
 ///
 /// One transaction: a crash or power loss leaves the old vault or the new one. The vault must
 /// be unlocked; the daemon stays up and open sessions keep working, but requests wait while it
@@ -26,6 +28,9 @@ pub struct Args {
     pub passphrase: PassphraseArgs,
     #[command(flatten)]
     pub kdf: KdfArgs,
+    /// Accept a passphrase below the strength floor (zxcvbn score 3, over 10^8 guesses)
+    #[arg(long)]
+    pub weak_passphrase: bool,
 }
 
 pub(super) fn run(args: Args, daemon: &DaemonClient, out: &mut dyn Write) -> Result<(), CtlError> {
@@ -49,6 +54,11 @@ pub(super) fn run(args: Args, daemon: &DaemonClient, out: &mut dyn Write) -> Res
         VaultState::Unlocked => {}
     }
     let passphrase = pending.resolve_on_terminal()?;
+    // The passphrase becomes the only keyslot's: a weak one is refused here too (change it
+    // with `passwd` first).
+    if let Some(warning) = strength::check(&passphrase, "passphrase", args.weak_passphrase)? {
+        eprintln!("{warning}");
+    }
     let kdf = args.kdf.spec();
     link.call_passphrase_ok(
         || Request::Rekey {
