@@ -12,6 +12,7 @@ posted requests until they are answered so that it can send them again after a r
 """
 
 import os
+import select
 import socket
 import struct
 import threading
@@ -220,6 +221,17 @@ class Connection:
             if len(self._posted) >= MAX_POSTED:
                 self.drain(MAX_POSTED // 2)
             return rid
+
+    def poll(self):
+        """Reads the answers that have arrived, without waiting for more."""
+        with self.lock:
+            while self._posted and self.sock is not None:
+                if len(self._buf) < 4 or len(self._buf) < 4 + struct.unpack(">I", self._buf[:4])[0]:
+                    ready, _, _ = select.select([self.sock], [], [], 0)
+                    if not ready:
+                        return
+                got, response = self._recv_frame(time.monotonic() + self.timeout)
+                self._dispatch(got, response)
 
     def drain(self, keep=0):
         """Reads answers until at most `keep` posted requests are unanswered."""

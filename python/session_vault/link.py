@@ -48,7 +48,8 @@ class SessionLink:
         self.conn = None
         self.handle = None
         self.opened = None
-        self._unacked = {}  # posted key -> (name, fields), until answered
+        self._unacked = {}  # posted key -> (name, fields, keys), until answered
+        self._inflight = {}  # writer key -> posted writes carrying it, not answered yet
         self._next_key = 0
         self._deferred = None  # the first error of a posted request, raised at the next call
         self.reconnects = 0
@@ -107,8 +108,8 @@ class SessionLink:
         self.reconnects += 1
         pending = sorted(self._unacked.items())
         self._unacked.clear()
-        for _, (name, fields) in pending:
-            self._post(name, fields)
+        for key, (name, fields, keys) in pending:
+            self._post(name, fields, keys, key)
         if self.on_reopen is not None:
             self.on_reopen(self.opened)
 
@@ -163,13 +164,21 @@ class SessionLink:
             self._reconnect()
             return self.conn.call(request)
 
-    def _post(self, name, fields):
-        key = self._next_key
-        self._next_key += 1
-        self._unacked[key] = (name, fields)
+    def _post(self, name, fields, keys=(), key=None):
+        if key is None:  # a new write (a re-sent one keeps its key and its count)
+            key = self._next_key
+            self._next_key += 1
+            for k in keys:
+                self._inflight[k] = self._inflight.get(k, 0) + 1
+        self._unacked[key] = (name, fields, keys)
 
         def answered(response, key=key):
-            self._unacked.pop(key, None)
+            done = self._unacked.pop(key, None)
+            if done is not None:
+                for k in done[2]:
+                    left = self._inflight.pop(k) - 1
+                    if left:
+                        self._inflight[k] = left
             if isinstance(response, dict) and "error" in response and self._deferred is None:
                 from .errors import from_wire
 
@@ -177,17 +186,29 @@ class SessionLink:
 
         self.conn.post({name: dict(fields, handle=self.handle)}, answered)
 
-    def post(self, name, fields):
-        """A cache-class write sent without waiting for its answer (see the module doc)."""
+    def post(self, name, fields, keys=()):
+        """A cache-class write sent without waiting for its answer (see the module doc).
+        `keys` name what it writes, for `in_flight`."""
         while True:
             if self.conn is None:
                 self._reconnect()
             try:
-                self._post(name, fields)
+                self._post(name, fields, keys)
                 return
             except ConnectionLost:
                 self._reconnect()  # re-sends what was unanswered, this one included
                 return
+
+    def in_flight(self, keys):
+        """Whether a posted write of any of `keys` is still unanswered, after reading the
+        answers that have arrived (without waiting for more)."""
+        if self._inflight and self.conn is not None:
+            try:
+                self.conn.poll()
+            except ConnectionLost:
+                self._reconnect()
+        inflight = self._inflight
+        return bool(inflight) and any(k in inflight for k in keys)
 
     def flush(self):
         """Waits until every posted write is answered; raises the first error among them."""

@@ -160,19 +160,31 @@ class Writer:
             fn()
 
     def _flush(self, wait):
-        self.link.flush()  # the answers to the previous flush, first
+        self.link._raise_deferred()  # an earlier posted write failed: say so first
         if not self.pending():
+            if wait:
+                self.link.flush()
             return
         durable, cache, peers = self.durable, self.cache, self.peers
+        # Two writes of one key are never in flight together: wait for the earlier answers
+        # only when this flush writes a key that is still in flight (new peers never are).
+        keys = [*durable, *cache, *(("peer", k) for k in peers)]
+        if self.link.in_flight(keys):
+            self.link.flush()
         self.durable, self.cache, self.peers, self.since = {}, {}, {}, None
         try:
-            for name, fields in durable.values():
-                self.link.post(name, fields)
-            for name, fields in cache.values():
-                self.link.post(name, fields)
-            batch = list(peers.values())
+            for key, (name, fields) in durable.items():
+                self.link.post(name, fields, (key,))
+            for key, (name, fields) in cache.items():
+                self.link.post(name, fields, (key,))
+            batch = list(peers.items())
             for i in range(0, len(batch), PEERS_PER_REQUEST):
-                self.link.post("cache_peers", {"peers": batch[i : i + PEERS_PER_REQUEST]})
+                chunk = batch[i : i + PEERS_PER_REQUEST]
+                self.link.post(
+                    "cache_peers",
+                    {"peers": [p for _, p in chunk]},
+                    tuple(("peer", k) for k, _ in chunk),
+                )
             if wait:
                 self.link.flush()
         except BaseException:
