@@ -113,6 +113,16 @@ fn socket_activation_serves_on_the_passed_socket() {
         log.contains("using the socket passed in by systemd"),
         "{log}"
     );
+    // The log names the socket systemd passed in, not the configured path it does not use.
+    let listening = log
+        .lines()
+        .find(|l| l.contains("vaultd listening"))
+        .expect("listening line");
+    assert!(
+        listening.contains(&format!("socket={}", listen.display())),
+        "{listening}"
+    );
+    assert!(!listening.contains("unused.sock"), "{listening}");
     assert!(
         !env.path().join("unused.sock").exists(),
         "vaultd bound its own socket"

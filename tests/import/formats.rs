@@ -6,7 +6,7 @@ use session_vault_proto::message::{PeerQuery, Request, Response};
 use super::{
     assert_peers, expected, fixture, import_ok, import_stdin, key_hex, read_back, started,
 };
-use crate::util::{assert_success, stdout};
+use crate::util::{assert_success, stderr, stdout};
 
 fn i(v: &Value) -> i64 {
     v.as_i64()
@@ -247,6 +247,10 @@ async fn replace_and_shred() {
     let out = env.ctl(&["import", src, "--name", "bot", "--shred"]);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert!(copy.exists());
+    // ... and the refusal says how to replace it.
+    let err = stderr(&out);
+    assert!(err.contains("nothing was imported"), "{err}");
+    assert!(err.contains("--replace"), "{err}");
     // With --replace it goes through, and --shred removes the file afterwards.
     let shown = import_ok(&env, src, "bot", &["--replace", "--shred"]);
     assert!(shown.contains("Shredded"), "{shown}");

@@ -61,6 +61,10 @@ struct Args {
     /// Requests of one uid running at once [default: 64].
     #[arg(long, value_name = "N")]
     requests_running_per_uid: Option<u32>,
+    /// Lock the vault after this long without a request (status aside), e.g. `30m`, `2h`,
+    /// `90s`; 0 or unset: never. Bots with sessions open then get `locked` until an unlock.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    auto_lock_after: Option<std::time::Duration>,
     /// TESTS AND BENCHMARKS ONLY: accept Argon2 parameters below the floor (m = 19 MiB,
     /// t = 2) for new keyslots. Logged as a warning at startup.
     #[arg(long, hide = true)]
@@ -99,6 +103,7 @@ fn main() -> ExitCode {
         request_memory_mib: args.request_memory_mib,
         request_memory_per_uid_mib: args.request_memory_per_uid_mib,
         requests_running_per_uid: args.requests_running_per_uid,
+        auto_lock_after: args.auto_lock_after,
         insecure_allow_weak_kdf: args.insecure_allow_weak_kdf,
     };
     if args.insecure_allow_weak_kdf {

@@ -49,6 +49,26 @@ pub struct FileConfig {
     pub request_memory_per_uid_mib: Option<u32>,
     /// Requests of one uid running at once (default 64).
     pub requests_running_per_uid: Option<u32>,
+    /// Lock the vault after this long without a request, as `"30m"`, `"2h"` (default: never;
+    /// `"0s"`: never).
+    #[serde(default, with = "humantime_serde_opt")]
+    pub auto_lock_after: Option<Duration>,
+}
+
+/// `Option<Duration>` from a humantime string in the file.
+mod humantime_serde_opt {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        match Option::<String>::deserialize(d)? {
+            None => Ok(None),
+            Some(s) => humantime::parse_duration(&s)
+                .map(Some)
+                .map_err(|e| serde::de::Error::custom(format!("{s:?}: {e}"))),
+        }
+    }
 }
 
 /// Values given on the command line (each overrides the file).
@@ -84,6 +104,8 @@ pub struct Overrides {
     pub request_memory_per_uid_mib: Option<u32>,
     /// `--requests-running-per-uid`.
     pub requests_running_per_uid: Option<u32>,
+    /// `--auto-lock-after`.
+    pub auto_lock_after: Option<Duration>,
     /// `--insecure-allow-weak-kdf` (flag only, never from the file: tests and benchmarks).
     pub insecure_allow_weak_kdf: bool,
 }
@@ -107,6 +129,8 @@ pub struct Config {
     pub max_sessions_per_uid: usize,
     /// Caps on connections, memory and storage use per uid (see [`super::limits`]).
     pub limits: Settings,
+    /// Lock the vault after this long without a request (`None`: never).
+    pub auto_lock_after: Option<Duration>,
     /// Accept KDF parameters below `KdfParams::FLOOR` for new keyslots (tests only).
     pub insecure_allow_weak_kdf: bool,
 }
@@ -203,6 +227,10 @@ impl Config {
                 .max_sessions_per_uid
                 .or(file.max_sessions_per_uid)
                 .unwrap_or(DEFAULT_MAX_SESSIONS_PER_UID),
+            auto_lock_after: o
+                .auto_lock_after
+                .or(file.auto_lock_after)
+                .filter(|d| !d.is_zero()),
             insecure_allow_weak_kdf: o.insecure_allow_weak_kdf,
         })
     }
@@ -303,6 +331,39 @@ mod tests {
         assert_eq!(c.admin_uids, vec![42]);
         assert_eq!(c.vault_path(), PathBuf::from("/tmp/file-data/vault.db"));
         assert_eq!(c.limits, Settings::default());
+    }
+
+    #[test]
+    fn auto_lock_after_from_the_file_as_people_write_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("vaultd.toml");
+        let resolve = |text: &str, flag: Option<Duration>| {
+            std::fs::write(&cfg, text).unwrap();
+            Config::resolve(Overrides {
+                config: Some(cfg.clone()),
+                auto_lock_after: flag,
+                ..Default::default()
+            })
+        };
+        let c = resolve("auto_lock_after = \"1h 30m\"\n", None).unwrap();
+        assert_eq!(c.auto_lock_after, Some(Duration::from_secs(5400)));
+        let c = resolve("auto_lock_after = \"1h\"\n", Some(Duration::from_secs(9))).unwrap();
+        assert_eq!(
+            c.auto_lock_after,
+            Some(Duration::from_secs(9)),
+            "the flag wins"
+        );
+        assert_eq!(
+            resolve("auto_lock_after = \"0s\"\n", None)
+                .unwrap()
+                .auto_lock_after,
+            None
+        );
+        assert_eq!(resolve("", None).unwrap().auto_lock_after, None);
+        let err = resolve("auto_lock_after = \"soon\"\n", None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("soon"), "{err}");
     }
 
     #[test]

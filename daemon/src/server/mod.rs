@@ -21,6 +21,7 @@
 //! ends, every connection stops reading, finishes its in-flight requests and closes; then the
 //! vault flushes, the keys are wiped, the socket file is removed, and `run` returns.
 
+pub mod autolock;
 pub mod cmd;
 pub mod config;
 pub mod conn;
@@ -78,6 +79,8 @@ pub struct Daemon {
     pub events: broadcast::Sender<Event>,
     /// When the daemon started.
     pub started: Instant,
+    /// The last request, for `--auto-lock-after` (see [`autolock`]).
+    pub activity: autolock::Activity,
     /// Open connections.
     pub connections: AtomicU64,
     next_conn_id: AtomicU64,
@@ -129,6 +132,7 @@ impl Daemon {
             limits,
             events,
             started: Instant::now(),
+            activity: autolock::Activity::default(),
             connections: AtomicU64::new(0),
             next_conn_id: AtomicU64::new(1),
             _datadir_lock: lock,
@@ -327,13 +331,21 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // Then the data directory's lock, then the socket, and only then the vault file: a second
     // daemon is refused at once, by name, and creates nothing.
     let lock = datadir::DataDirLock::acquire(&config.data_dir)?;
+    // The socket clients reach: the configured path, or the one systemd passed in (which
+    // may differ from the configured one: the .socket unit's ListenStream= decides).
+    let mut socket_shown = config.socket.display().to_string();
     #[cfg(unix)]
     let listener = match systemd::inherited_listener()? {
         Some(fd) => {
+            use std::os::fd::AsFd;
+            socket_shown = match transport::bound_path(fd.as_fd()) {
+                Some(path) => path.display().to_string(),
+                None => "an unnamed socket".to_owned(),
+            };
             let mut l = transport::from_inherited_fd(fd)?;
             // systemd owns the socket file: leave it for the next activation.
             l.keep_socket_file();
-            tracing::info!("using the socket passed in by systemd");
+            tracing::info!(socket = %socket_shown, "using the socket passed in by systemd");
             l
         }
         None => transport::bind(&config.socket)?,
@@ -346,7 +358,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     let state = daemon.vault.status().await?.state;
     tracing::info!(
-        socket = %daemon.config.socket.display(),
+        socket = %socket_shown,
         vault = %daemon.vault.path().display(),
         state = state.as_str(),
         "vaultd listening"
@@ -366,8 +378,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             }
         }
     });
+    let autolock_task = daemon
+        .config
+        .auto_lock_after
+        .map(|after| tokio::spawn(autolock::run(Arc::downgrade(&daemon), after)));
     let result = serve(daemon, listener, stop_rx).await;
     status_task.abort();
+    if let Some(task) = autolock_task {
+        task.abort();
+    }
     result
 }
 

@@ -231,6 +231,17 @@ fn remove_stale(dir: &TrustedDir, name: &std::ffi::OsStr, path: &Path) -> Result
     }
 }
 
+/// The path a listening socket is bound to (`getsockname`): what systemd passed in, for the
+/// log. `None` for an abstract or unnamed socket, or one that is not a Unix socket.
+#[cfg(unix)]
+pub fn bound_path(fd: std::os::fd::BorrowedFd<'_>) -> Option<std::path::PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    let addr = rustix::net::getsockname(fd).ok()?;
+    let unix = rustix::net::SocketAddrUnix::try_from(addr).ok()?;
+    let bytes = unix.path_bytes()?;
+    Some(std::path::PathBuf::from(std::ffi::OsStr::from_bytes(bytes)))
+}
+
 /// Wraps a listening socket inherited from systemd (`LISTEN_FDS`), used as is.
 #[cfg(unix)]
 pub fn from_inherited_fd(fd: std::os::fd::OwnedFd) -> io::Result<Listener> {

@@ -156,6 +156,17 @@ pub(super) fn run(args: Args, daemon: &DaemonClient, out: &mut dyn Write) -> Res
     let link = daemon.connect()?;
     let result = link.call_ok(frame.request, "import");
     if let Err(e) = result {
+        if let Some(wire) = e.wire().filter(|w| w.code == ErrorCode::NameTaken) {
+            // The generic hint (another name, or `vaultctl rm`) misses the import's own way.
+            return Err(link.state_error(
+                ErrorCode::NameTaken,
+                &format!(
+                    "{}; nothing was imported. To overwrite that session with this file's \
+                     contents, run the import again with --replace",
+                    wire.message
+                ),
+            ));
+        }
         return Err(too_large(e, payload, &link));
     }
     let shown = sanitize(&name);

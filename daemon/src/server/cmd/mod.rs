@@ -25,6 +25,7 @@ use admin::Access;
 /// Runs one request if its [`role::role`] admits the sender; errors become
 /// [`Response::Error`].
 pub async fn dispatch(conn: &Conn, request: Request) -> Response {
+    conn.daemon.activity.note(&request);
     let answer = match role::admit(conn, role::role(&request)) {
         Ok(()) => run(conn, request).await,
         Err(refused) => Err(refused),
