@@ -4,6 +4,7 @@
 mod util;
 
 mod auth;
+mod backup;
 mod bad_input;
 mod cli;
 mod client;

@@ -1,5 +1,6 @@
 //! `session-vault-proto`: the Session Vault wire protocol.
 //!
+//! - [`backup`]: the types of backup, restore and verify;
 //! - [`model`]: the session data model shared by the daemon and its clients;
 //! - [`message`]: every request, response, event and error, and the protocol version;
 //! - [`codec`]: the length-prefixed MessagePack frame codec, generic over tokio's
@@ -9,6 +10,7 @@
 //! `daemon` nor `client`. `PROTOCOL.md` beside this crate is the written specification.
 #![deny(missing_docs)]
 
+pub mod backup;
 pub mod codec;
 pub mod message;
 pub mod model;

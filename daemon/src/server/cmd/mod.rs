@@ -4,9 +4,11 @@
 //! - [`keys`]: `init`, `unlock`, `lock`, `change_passphrase`, `rekey` (admins; throttled);
 //! - [`admin`]: list, rename, delete, grant, revoke, import, export by name (admins);
 //! - [`open`]: `open_session`, `close_session` (owner, granted uids/gids, admins);
-//! - [`data`]: reads and writes on an open session handle.
+//! - [`data`]: reads and writes on an open session handle;
+//! - [`backup`]: backup, restore and verify transfers (admins).
 
 pub mod admin;
+pub mod backup;
 pub mod data;
 pub mod keys;
 pub mod open;
@@ -46,7 +48,9 @@ pub enum Weight {
 pub fn weight(request: &Request) -> Weight {
     use Request as R;
     match request {
-        R::ListSessions | R::ExportSession { .. } | R::Export { .. } => Weight::HeavyRead,
+        R::ListSessions | R::ExportSession { .. } | R::Export { .. } | R::Verify => {
+            Weight::HeavyRead
+        }
         R::DeleteSession { .. } | R::ImportSession { .. } | R::Import { .. } | R::Rekey { .. } => {
             Weight::HeavyWrite
         }
@@ -131,6 +135,34 @@ async fn run(conn: &Conn, request: Request) -> Result<Response, WireError> {
         R::ExportSession { name } => {
             require_admin(conn, "export")?;
             admin::export(conn, name).await
+        }
+        R::BackupBegin => {
+            require_admin(conn, "backup")?;
+            backup::backup_begin(conn).await
+        }
+        R::BackupChunk { id, offset } => {
+            require_admin(conn, "backup")?;
+            backup::backup_chunk(conn, id, offset).await
+        }
+        R::RestoreBegin { size, sha256 } => {
+            require_admin(conn, "restore")?;
+            backup::restore_begin(conn, size, sha256).await
+        }
+        R::RestoreChunk { id, offset, data } => {
+            require_admin(conn, "restore")?;
+            backup::restore_chunk(conn, id, offset, data).await
+        }
+        R::RestoreCommit { id, passphrase } => {
+            require_admin(conn, "restore")?;
+            backup::restore_commit(conn, id, passphrase).await
+        }
+        R::TransferEnd { id } => {
+            require_admin(conn, "backup")?;
+            backup::transfer_end(conn, id)
+        }
+        R::Verify => {
+            require_admin(conn, "verify")?;
+            backup::verify(conn).await
         }
 
         R::OpenSession {
