@@ -60,6 +60,28 @@ struct Transfer {
     last_used: Instant,
 }
 
+/// A request's hold on the transfer it works on: ends the transfer (deleting its file) when
+/// dropped, unless [`Hold::keep`] hands it back, so that a request abandoned midway (its
+/// connection gone) cannot leave the one transfer slot busy.
+struct Hold<'a> {
+    transfers: &'a Transfers,
+    id: u64,
+}
+
+impl Hold<'_> {
+    /// Hands the transfer back for later requests, with `written` bytes received.
+    fn keep(self, written: u64) {
+        self.transfers.put_back(self.id, Some(written));
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for Hold<'_> {
+    fn drop(&mut self) {
+        self.transfers.put_back(self.id, None);
+    }
+}
+
 /// The daemon's transfer (at most one).
 #[derive(Default)]
 pub struct Transfers {
@@ -100,7 +122,7 @@ impl Transfers {
         dir: &Path,
         size: u64,
         sha256: Vec<u8>,
-    ) -> Result<(u64, PathBuf), WireError> {
+    ) -> Result<(Hold<'_>, PathBuf), WireError> {
         let mut cur = self.lock();
         if let Some(t) = cur.as_ref() {
             if t.busy || t.last_used.elapsed() < TRANSFER_IDLE {
@@ -130,11 +152,23 @@ impl Transfers {
             busy: true,
             last_used: Instant::now(),
         });
-        Ok((id, path))
+        Ok((
+            Hold {
+                transfers: self,
+                id,
+            },
+            path,
+        ))
     }
 
-    /// Marks transfer `id` of `kind` busy and returns a copy of what a request needs.
-    fn take(&self, id: u64, kind: Kind) -> Result<(PathBuf, u64, Vec<u8>, u64), WireError> {
+    /// Marks transfer `id` of `kind` busy and returns a hold on it and a copy of what a
+    /// request needs.
+    #[allow(clippy::type_complexity)]
+    fn take(
+        &self,
+        id: u64,
+        kind: Kind,
+    ) -> Result<(Hold<'_>, PathBuf, u64, Vec<u8>, u64), WireError> {
         let mut cur = self.lock();
         match cur.as_mut() {
             Some(t) if t.id == id && t.kind == kind => {
@@ -143,7 +177,11 @@ impl Transfers {
                 }
                 t.busy = true;
                 t.last_used = Instant::now();
-                Ok((t.path.clone(), t.size, t.sha256.clone(), t.written))
+                let hold = Hold {
+                    transfers: self,
+                    id,
+                };
+                Ok((hold, t.path.clone(), t.size, t.sha256.clone(), t.written))
             }
             _ => Err(invalid(format!(
                 "no transfer {id} in progress (ended, or dropped after {} s unused)",
@@ -215,7 +253,8 @@ pub async fn backup_begin(conn: &Conn) -> Result<Response, WireError> {
         return Err(VaultError::Uninitialized.into());
     }
     let dir = data_dir(&d.vault);
-    let (id, path) = d.transfers.start(Kind::Backup, &dir, 0, Vec::new())?;
+    let (hold, path) = d.transfers.start(Kind::Backup, &dir, 0, Vec::new())?;
+    let id = hold.id;
     let started = Instant::now();
     let result = async {
         d.vault.backup_to(&path).await?;
@@ -223,33 +262,26 @@ pub async fn backup_begin(conn: &Conn) -> Result<Response, WireError> {
         blocking(move || digest(&p)).await
     }
     .await;
-    match result {
-        Ok((size, sha256)) => {
-            d.transfers.set_info(id, size, sha256.clone());
-            d.transfers.put_back(id, Some(0));
-            tracing::info!(
-                uid = conn.peer.uid,
-                bytes = size,
-                ms = started.elapsed().as_millis() as u64,
-                "online backup taken"
-            );
-            Ok(Response::Transfer(TransferInfo {
-                id,
-                size,
-                sha256: Blob(sha256),
-            }))
-        }
-        Err(e) => {
-            d.transfers.put_back(id, None);
-            Err(e)
-        }
-    }
+    let (size, sha256) = result?;
+    d.transfers.set_info(id, size, sha256.clone());
+    hold.keep(0);
+    tracing::info!(
+        uid = conn.peer.uid,
+        bytes = size,
+        ms = started.elapsed().as_millis() as u64,
+        "online backup taken"
+    );
+    Ok(Response::Transfer(TransferInfo {
+        id,
+        size,
+        sha256: Blob(sha256),
+    }))
 }
 
 /// `backup_chunk`.
 pub async fn backup_chunk(conn: &Conn, id: u64, offset: u64) -> Result<Response, WireError> {
     let t = &conn.daemon.transfers;
-    let (path, size, ..) = t.take(id, Kind::Backup)?;
+    let (hold, path, size, ..) = t.take(id, Kind::Backup)?;
     let result = blocking(move || {
         let len = size.saturating_sub(offset).min(CHUNK_MAX as u64) as usize;
         let mut buf = vec![0u8; len];
@@ -259,7 +291,7 @@ pub async fn backup_chunk(conn: &Conn, id: u64, offset: u64) -> Result<Response,
         Ok(buf)
     })
     .await;
-    t.put_back(id, Some(0));
+    hold.keep(0);
     Ok(Response::Chunk(Blob(result?)))
 }
 
@@ -275,9 +307,10 @@ pub async fn restore_begin(conn: &Conn, size: u64, sha256: Blob) -> Result<Respo
         ));
     }
     let dir = data_dir(&d.vault);
-    let (id, path) = d
+    let (hold, path) = d
         .transfers
         .start(Kind::Restore, &dir, size, sha256.0.clone())?;
+    let id = hold.id;
     let created = blocking(move || {
         let mut o = std::fs::OpenOptions::new();
         o.write(true).create_new(true);
@@ -290,16 +323,9 @@ pub async fn restore_begin(conn: &Conn, size: u64, sha256: Blob) -> Result<Respo
             .map_err(|e| storage("create", &path, e))
     })
     .await;
-    match created {
-        Ok(()) => {
-            d.transfers.put_back(id, Some(0));
-            Ok(Response::Transfer(TransferInfo { id, size, sha256 }))
-        }
-        Err(e) => {
-            d.transfers.put_back(id, None);
-            Err(e)
-        }
-    }
+    created?;
+    hold.keep(0);
+    Ok(Response::Transfer(TransferInfo { id, size, sha256 }))
 }
 
 /// `restore_chunk`.
@@ -310,10 +336,10 @@ pub async fn restore_chunk(
     data: Blob,
 ) -> Result<Response, WireError> {
     let t = &conn.daemon.transfers;
-    let (path, size, _, written) = t.take(id, Kind::Restore)?;
+    let (hold, path, size, _, written) = t.take(id, Kind::Restore)?;
     let len = data.0.len() as u64;
     if offset != written || data.0.len() > CHUNK_MAX || written + len > size {
-        t.put_back(id, Some(written));
+        hold.keep(written);
         return Err(invalid(format!(
             "restore chunk out of order or too long: offset {offset}, {len} bytes; \
              {written} of {size} bytes received, chunks of at most {CHUNK_MAX} bytes"
@@ -328,16 +354,9 @@ pub async fn restore_chunk(
             .map_err(|e| storage("write", &path, e))
     })
     .await;
-    match result {
-        Ok(()) => {
-            t.put_back(id, Some(written + len));
-            Ok(Response::Ok)
-        }
-        Err(e) => {
-            t.put_back(id, None);
-            Err(e)
-        }
-    }
+    result?;
+    hold.keep(written + len);
+    Ok(Response::Ok)
 }
 
 /// `restore_commit`: see the module docs.
@@ -347,21 +366,16 @@ pub async fn restore_commit(
     passphrase: Passphrase,
 ) -> Result<Response, WireError> {
     let d = &conn.daemon;
-    let (path, size, sha256, written) = d.transfers.take(id, Kind::Restore)?;
+    let (hold, path, size, sha256, written) = d.transfers.take(id, Kind::Restore)?;
+    // Dropping `hold` ends the transfer: after a swap (its file is the vault now, so there is
+    // nothing to delete) and after a refusal.
     match commit(conn, &path, size, &sha256, written, passphrase).await {
-        Ok(response) => {
-            d.transfers.put_back(id, None);
-            Ok(response)
-        }
         // A wrong passphrase may be sent again without sending the file again.
         Err(e) if matches!(e.code, ErrorCode::BadPassphrase { .. }) => {
-            d.transfers.put_back(id, Some(written));
+            hold.keep(written);
             Err(e)
         }
-        Err(e) => {
-            d.transfers.put_back(id, None);
-            Err(e)
-        }
+        other => other,
     }
 }
 

@@ -260,8 +260,11 @@ pub fn check_vault_file(path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// One schema entry: type, name, table, SQL text.
+type SchemaEntry = (String, String, String, Option<String>);
+
 /// The schema as SQLite stores it, in a fixed order.
-fn schema(conn: &Connection) -> rusqlite::Result<Vec<(String, String, String, Option<String>)>> {
+fn schema(conn: &Connection) -> rusqlite::Result<Vec<SchemaEntry>> {
     conn.prepare(
         "SELECT type, name, tbl_name, sql FROM sqlite_master
          WHERE name <> 'sqlite_sequence' ORDER BY type, name",

@@ -44,7 +44,10 @@ async fn online_backup_under_writes_holds_every_acknowledged_write_and_restores(
     let peers: Vec<_> = (0..20_000)
         .map(|k| random_user(&mut rng, &format!("p{k}")))
         .collect();
-    vault.cache_peers(sid, peers[..2_000].to_vec()).await.unwrap();
+    vault
+        .cache_peers(sid, peers[..2_000].to_vec())
+        .await
+        .unwrap();
 
     let acked = Arc::new(AtomicUsize::new(0));
     let stop = Arc::new(AtomicBool::new(false));
@@ -71,7 +74,11 @@ async fn online_backup_under_writes_holds_every_acknowledged_write_and_restores(
     let report = staged.verify().await.unwrap();
     assert!(report.failures.is_empty(), "{:?}", report.failures);
     assert_eq!(report.sessions, 1);
-    assert!(report.peers as usize >= before, "{} < {before}", report.peers);
+    assert!(
+        report.peers as usize >= before,
+        "{} < {before}",
+        report.peers
+    );
     let s = staged.open_session("bot").await.unwrap();
     for p in &peers[..before] {
         let key: PeerKey = p.key();
@@ -83,7 +90,10 @@ async fn online_backup_under_writes_holds_every_acknowledged_write_and_restores(
     let aside = t.dir.path().join("vault.db.before-restore-test");
     let refused = vault.replace_with(&copy, &aside).await;
     assert!(refused.is_err(), "{}", outcome(&refused));
-    vault.cache_peers(sid, vec![peers[19_999].clone()]).await.unwrap();
+    vault
+        .cache_peers(sid, vec![peers[19_999].clone()])
+        .await
+        .unwrap();
     vault.lock().await.unwrap();
     assert!(vault.replace_with(&copy, &aside).await.unwrap());
     assert!(aside.exists() && !copy.exists());
@@ -154,10 +164,7 @@ async fn backup_pause() {
             let p = vault.backup_to(&copy).await.unwrap();
             let bytes = std::fs::metadata(&copy).unwrap().len();
             std::fs::remove_file(&copy).unwrap();
-            eprintln!(
-                "backup of {n} peers: {} pages, {bytes} bytes",
-                p.total
-            );
+            eprintln!("backup of {n} peers: {} pages, {bytes} bytes", p.total);
             started.elapsed()
         } else {
             tokio::time::sleep(Duration::from_millis(1_500)).await;
@@ -167,5 +174,12 @@ async fn backup_pause() {
         let latencies = writer.await.unwrap();
         eprintln!("{run} ({took:?}): {}", summary(latencies));
     }
+    let started = Instant::now();
+    let report = vault.verify().await.unwrap();
+    eprintln!(
+        "verify of {} records: {:?}",
+        report.records,
+        started.elapsed()
+    );
     close(vault).await;
 }
