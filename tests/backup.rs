@@ -306,6 +306,14 @@ async fn verify_counts_records_and_fails_on_a_tampered_vault() {
         report["records"].as_u64().unwrap() >= 45,
         "every record counted: {report}"
     );
+    // Nightly style: into a directory, keeping the newest one.
+    let dir = env.path().join("nightly");
+    for _ in 0..2 {
+        let out = env.ctl(&["backup", "--dir", dir.to_str().unwrap(), "--keep", "1"]);
+        assert_success(&out, "backup --dir --keep");
+    }
+    let kept: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
     let text = env.ctl(&["verify"]);
     assert!(
         stdout(&text).contains("Every record authenticated"),

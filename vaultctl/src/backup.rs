@@ -41,7 +41,7 @@ pub struct Args {
         value_hint = clap::ValueHint::FilePath
     )]
     pub file: Option<PathBuf>,
-    /// Write DIR/vault-YYYYMMDDTHHMMSSZ.db instead of FILE
+    /// Write DIR/vault-YYYYMMDDTHHMMSSZ.db instead of FILE (DIR is created 0700 if missing)
     #[arg(long, value_name = "DIR", value_hint = clap::ValueHint::DirPath)]
     pub dir: Option<PathBuf>,
     /// With --dir: keep the newest N backups in DIR, delete older vault-*.db files
@@ -68,7 +68,21 @@ pub(super) fn run(args: Args, daemon: &DaemonClient, out: &mut dyn Write) -> Res
         }
         (None, None) => return Err(CtlError::usage("name a FILE or --dir DIR")),
     };
-    if !args.force && path.exists() {
+    if let Some(dir) = &args.dir {
+        // A backup directory of its own: created private, like the files in it.
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            builder.mode(0o700);
+        }
+        builder
+            .create(dir)
+            .map_err(|e| local(dir, "create the directory", e))?;
+    }
+    // In --dir, a backup of the same second is replaced by this newer one.
+    let force = args.force || args.dir.is_some();
+    if !force && path.exists() {
         return Err(exists(&path));
     }
     let link = daemon.connect()?;
@@ -76,7 +90,7 @@ pub(super) fn run(args: Args, daemon: &DaemonClient, out: &mut dyn Write) -> Res
         Response::Transfer(info) => info,
         _ => return Err(CtlError::unexpected(daemon.socket(), "backup")),
     };
-    let written = write_backup(&link, daemon.socket(), &info, &path, args.force);
+    let written = write_backup(&link, daemon.socket(), &info, &path, force);
     // The daemon deletes its copy now; if this fails it does so at the next backup.
     let _ = link.call(Request::TransferEnd { id: info.id });
     written?;

@@ -408,7 +408,19 @@ async fn commit(
         ));
     }
     let p = path.to_owned();
-    blocking(move || check_vault_file(&p).map_err(WireError::from)).await?;
+    blocking(move || {
+        check_vault_file(&p).map_err(|e| match e {
+            VaultError::NotAVault { reason, .. } => wire(
+                ErrorCode::Corrupt,
+                format!(
+                    "the backup is not a whole Session Vault database ({reason}); \
+                     the vault was not changed"
+                ),
+            ),
+            other => WireError::from(other),
+        })
+    })
+    .await?;
     if d.vault.status().await?.state == StateKind::Unlocked {
         return Err(invalid(
             "the vault is unlocked: lock it first (`vaultctl lock`), then restore",
