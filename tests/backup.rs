@@ -173,6 +173,9 @@ async fn backup_under_write_load_keeps_every_acknowledged_write_and_restores() {
     // Changes after the backup, then a restore: back to the backup.
     add_peers(&c, h, 100_000, 100_010).await;
     drop(c);
+    // A bot that keeps its session open across the restore.
+    let bot = env.connect().await;
+    let bot_h = open_session(&bot, "bot", true).await;
     assert_success(&env.ctl(&["lock"]), "lock");
     let out = restore(&env, &file, PASS);
     assert_success(&out, "vaultctl restore");
@@ -184,6 +187,15 @@ async fn backup_under_write_load_keeps_every_acknowledged_write_and_restores() {
     assert_eq!(kept.len(), 1, "the old vault is kept aside: {kept:?}");
     assert!(kept[0].starts_with("vault.db.before-restore-"), "{kept:?}");
 
+    // Its handle was ended: session ids of the old vault mean nothing in the restored one.
+    let r = bot.call(Request::GetHomeDc { handle: bot_h }).await;
+    match r {
+        Err(session_vault_client::ClientError::Daemon(e)) => {
+            assert_eq!(e.code, ErrorCode::NoSuchSession, "{e:?}");
+            assert!(e.message.contains("restored"), "{e:?}");
+        }
+        other => panic!("a handle across a restore: {other:?}"),
+    }
     let status = env.ctl(&["status", "--json"]);
     assert!(stdout(&status).contains("locked"), "{}", stdout(&status));
     assert_success(&env.unlock(PASS), "unlock the restored vault");
