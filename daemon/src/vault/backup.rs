@@ -70,7 +70,12 @@ impl Vault {
     /// Copies the vault into the new file `dest` (mode 0600, it must not exist) while
     /// requests go on; see the module docs. On error the file is removed.
     pub async fn backup_to(&self, dest: &Path) -> Result<BackupProgress> {
+        let abandoned = Abandoned {
+            vault: self.clone(),
+            dest: Some(dest.to_owned()),
+        };
         let result = self.backup_steps(dest).await;
+        abandoned.disarm();
         if result.is_err() {
             // The handle (if any) is dropped first, so that the file is closed when removed.
             let _ = self
@@ -145,6 +150,44 @@ impl Vault {
         let (staged, aside) = (staged.to_owned(), aside.to_owned());
         self.call(Class::Barrier, move |e| swap(e, &vault, &staged, &aside))
             .await
+    }
+}
+
+/// Cleans up after a backup whose caller stopped waiting midway (its future dropped: the
+/// client went away): the storage thread drops the backup handle, so that writes stop being
+/// copied into it, and the file is removed. Not waited for.
+struct Abandoned {
+    vault: Vault,
+    dest: Option<PathBuf>,
+}
+
+impl Abandoned {
+    fn disarm(mut self) {
+        self.dest = None;
+    }
+}
+
+impl Drop for Abandoned {
+    fn drop(&mut self) {
+        let Some(dest) = self.dest.take() else {
+            return;
+        };
+        let job = super::worker::Job {
+            class: Class::Barrier,
+            run: Box::new(move |engine| {
+                if let Ok(e) = engine {
+                    e.store().backup_cancel();
+                }
+                let _ = std::fs::remove_file(&dest);
+                (true, Box::new(|_| ()))
+            }),
+            redo: None,
+        };
+        self.vault.inner.shared.sending();
+        if self.vault.inner.tx.send(job).is_err() {
+            // The storage thread is gone, and the backup handle with it.
+            self.vault.inner.shared.unsent();
+        }
     }
 }
 

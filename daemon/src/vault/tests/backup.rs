@@ -183,3 +183,32 @@ async fn backup_pause() {
     );
     close(vault).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abandoned_backup_is_cleaned_up_and_the_next_one_works() {
+    let t = TestDir::new();
+    let vault = create(&t).await;
+    let sid = vault
+        .create_session("bot", SessionAcl::default())
+        .await
+        .unwrap();
+    let mut rng = Rng(3);
+    let peers: Vec<_> = (0..20_000)
+        .map(|k| random_user(&mut rng, &format!("p{k}")))
+        .collect();
+    vault.cache_peers(sid, peers).await.unwrap();
+    let dest = t.dir.path().join("abandoned.db");
+    // Given up after its first steps: the caller (a client) went away.
+    let gave_up = tokio::time::timeout(Duration::from_millis(3), vault.backup_to(&dest)).await;
+    assert!(
+        gave_up.is_err(),
+        "the backup should still have been running"
+    );
+    // The clean-up job runs before anything sent after it.
+    vault.lock().await.unwrap();
+    assert!(!dest.exists(), "the abandoned copy is removed");
+    let copy = t.dir.path().join("copy.db");
+    assert!(vault.backup_to(&copy).await.unwrap().done);
+    crate::vault::sqlite::check_vault_file(&copy).unwrap();
+    close(vault).await;
+}
