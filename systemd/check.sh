@@ -1,19 +1,23 @@
 #!/usr/bin/env bash
 # Checks the unit files: `systemd-analyze verify` on every unit (system and user), and the
 # service's `systemd-analyze security` exposure against the target (<= 1.5).
-# Usage: systemd/check.sh PATH-TO-VAULTD
+# Usage: systemd/check.sh PATH-TO-VAULTD (vaultctl is expected beside it)
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 vaultd="$(realpath "$1")"
+vaultctl="$(dirname "$vaultd")/vaultctl"
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 mkdir -p "$tmp/system" "$tmp/user" "$tmp/runtime"
-cp "$here"/session-vault.service "$here"/session-vault.socket "$tmp/system/"
+cp "$here"/session-vault.service "$here"/session-vault.socket \
+    "$here"/session-vault-backup.service "$here"/session-vault-backup.timer "$tmp/system/"
 cp "$here"/user/session-vault.service "$here"/user/session-vault.socket "$tmp/user/"
 # The units name the installed binary; point them at the one just built.
 sed -i "s#/usr/bin/vaultd#$vaultd#" "$tmp/system/session-vault.service"
 sed -i "s#%h/.cargo/bin/vaultd#$vaultd#" "$tmp/user/session-vault.service"
-systemd-analyze verify "$tmp/system/session-vault.service" "$tmp/system/session-vault.socket"
+sed -i "s#/usr/bin/vaultctl#$vaultctl#" "$tmp/system/session-vault-backup.service"
+systemd-analyze verify "$tmp/system/session-vault.service" "$tmp/system/session-vault.socket" \
+    "$tmp/system/session-vault-backup.service" "$tmp/system/session-vault-backup.timer"
 XDG_RUNTIME_DIR="$tmp/runtime" systemd-analyze --user verify \
     "$tmp/user/session-vault.service" "$tmp/user/session-vault.socket"
 exposure="$(systemd-analyze security --offline=true "$here/session-vault.service" \

@@ -5,6 +5,7 @@ mod util;
 
 mod auth;
 mod autolock;
+mod backup;
 mod bad_input;
 mod cli;
 mod client;

@@ -1,5 +1,6 @@
 //! `session-vault-proto`: the Session Vault wire protocol.
 //!
+//! - [`backup`]: the types of backup, restore and verify;
 //! - [`model`]: the session data model shared by the daemon and its clients;
 //! - [`message`]: every request, response, event and error, and the protocol version;
 //! - [`codec`]: the length-prefixed MessagePack frame codec, generic over tokio's
@@ -19,6 +20,7 @@
     clippy::cast_sign_loss
 )]
 
+pub mod backup;
 pub mod codec;
 mod compat;
 pub mod message;

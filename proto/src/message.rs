@@ -13,6 +13,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
+use crate::backup::{Blob, RestoreInfo, TransferInfo, VerifyReport};
 use crate::model::{
     DcOption, Peer, PeerKey, SentFile, SessionData, SessionExtras, SessionSummary,
     UpdateStateChange, UpdatesState,
@@ -22,7 +23,7 @@ use crate::model::{
 /// of different majors refuse each other in the handshake.
 pub const PROTOCOL_MAJOR: u16 = 1;
 /// Protocol minor version: bumped by hand when messages are added compatibly.
-pub const PROTOCOL_MINOR: u16 = 1;
+pub const PROTOCOL_MINOR: u16 = 2;
 
 /// Request id reserved for server-pushed events.
 pub const EVENT_ID: u32 = 0;
@@ -227,6 +228,50 @@ pub enum Request {
         /// Name.
         name: String,
     },
+    /// Take an online backup into a private file of the daemon's (locked or unlocked: the
+    /// copy is ciphertext) and hold it for reading. → [`Response::Transfer`]. Minor 2.
+    BackupBegin,
+    /// Up to [`crate::backup::CHUNK_MAX`] bytes of backup `id` from `offset` (fewer at the
+    /// end, none past it). → [`Response::Chunk`]. Minor 2.
+    BackupChunk {
+        /// From `backup_begin`.
+        id: u64,
+        /// Byte offset.
+        offset: u64,
+    },
+    /// Announce a file to restore. → [`Response::Transfer`] (echoing it). Minor 2.
+    RestoreBegin {
+        /// Its length in bytes.
+        size: u64,
+        /// Its SHA-256.
+        sha256: Blob,
+    },
+    /// The next bytes of restore `id`, in order. → [`Response::Ok`]. Minor 2.
+    RestoreChunk {
+        /// From `restore_begin`.
+        id: u64,
+        /// Byte offset: the bytes received so far.
+        offset: u64,
+        /// At most [`crate::backup::CHUNK_MAX`] bytes.
+        data: Blob,
+    },
+    /// Check the restore file (size, hash, a vault, intact, every record authenticated with
+    /// `passphrase`), then replace the vault with it; the vault must be locked or
+    /// uninitialized and stays locked. → [`Response::Restored`]. Minor 2.
+    RestoreCommit {
+        /// From `restore_begin`.
+        id: u64,
+        /// The backup's passphrase (throttled like `unlock`).
+        passphrase: Passphrase,
+    },
+    /// Ends a backup or restore transfer and deletes its file. → [`Response::Ok`]. Minor 2.
+    TransferEnd {
+        /// The transfer.
+        id: u64,
+    },
+    /// Read and authenticate every record of the unlocked vault. → [`Response::Verified`].
+    /// Minor 2.
+    Verify,
 
     // ---- session requests (owner, granted uids/gids, or admins) -------------------------
     /// Open a session on this connection. → [`Response::Opened`].
@@ -445,6 +490,14 @@ pub enum Response {
     SentFile(Option<SentFile>),
     /// To [`Request::Export`] and [`Request::ExportSession`].
     SessionData(SessionData),
+    /// To [`Request::BackupBegin`] and [`Request::RestoreBegin`].
+    Transfer(TransferInfo),
+    /// To [`Request::BackupChunk`].
+    Chunk(Blob),
+    /// To [`Request::Verify`].
+    Verified(VerifyReport),
+    /// To [`Request::RestoreCommit`].
+    Restored(RestoreInfo),
     /// The request failed.
     Error(WireError),
     /// Pushed by the daemon with id 0.

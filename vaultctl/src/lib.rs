@@ -2,7 +2,8 @@
 //! `match` that dispatches to a module per subcommand, and the link to the daemon they share.
 //!
 //! - one file per subcommand (`status`, `init`, `unlock`, `lock`, `passwd`, `rekey`, `list`, `rm`,
-//!   `rename`, `grant`, `revoke`, `completions`), each with its clap `Args` and a
+//!   `rename`, `grant`, `revoke`, `import`, `export`, `backup`, `restore`, `verify`,
+//!   `completions`), each with its clap `Args` and a
 //!   `run(args, &DaemonClient, out)` that sends one request;
 //! - `prompt`: where passphrases and confirmations come from (terminal, file, fd; never
 //!   arguments or the environment);
@@ -23,6 +24,7 @@
 //! Depends on `session-vault-client` (the connection) and `session-vault-proto` (messages),
 //! never on the vault engine or the server: it is a client like any other.
 
+mod backup;
 mod completions;
 mod error;
 mod export;
@@ -37,11 +39,13 @@ mod passwd;
 mod prompt;
 mod rekey;
 mod rename;
+mod restore;
 mod revoke;
 mod rm;
 mod status;
 mod strength;
 mod unlock;
+mod verify;
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -136,6 +140,9 @@ pub enum Command {
     Revoke(revoke::Args),
     Import(import::Args),
     Export(export::Args),
+    Backup(backup::Args),
+    Restore(restore::Args),
+    Verify(verify::Args),
     Completions(completions::Args),
 }
 
@@ -240,6 +247,9 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CtlError> {
         Command::Revoke(args) => revoke::run(args, &daemon, out),
         Command::Import(args) => import::run(args, &daemon, out),
         Command::Export(args) => export::run(args, &daemon, out),
+        Command::Backup(args) => backup::run(args, &daemon, out),
+        Command::Restore(args) => restore::run(args, &daemon, out),
+        Command::Verify(args) => verify::run(args, &daemon, out),
         Command::Completions(args) => completions::run(args, out),
     }
 }

@@ -48,6 +48,8 @@ pub enum Ended {
     Deleted,
     /// The session was replaced by an import.
     Replaced,
+    /// The whole vault was replaced by a backup (`restore_commit`).
+    Restored,
 }
 
 impl Ended {
@@ -57,6 +59,7 @@ impl Ended {
             Ended::Revoked => "access to its session was revoked",
             Ended::Deleted => "its session was deleted",
             Ended::Replaced => "its session was replaced by an import",
+            Ended::Restored => "the vault was restored from a backup",
         }
     }
 }
@@ -199,6 +202,24 @@ impl Handles {
                     c.ended.insert(h, why);
                     n += 1;
                 }
+            }
+        }
+        n
+    }
+
+    /// Ends every open handle of every connection (a restore replaced the vault: session ids
+    /// of the old file mean nothing in the new one), and gives back their leases.
+    pub fn end_all(&self, why: Ended, leases: &Leases) -> usize {
+        let mut t = self.table();
+        t.epoch += 1;
+        let mut n = 0;
+        for (&conn, c) in t.conns.iter_mut() {
+            for (h, handle) in c.open.drain() {
+                if handle.exclusive {
+                    leases.release(handle.sid, conn);
+                }
+                c.ended.insert(h, why);
+                n += 1;
             }
         }
         n

@@ -71,6 +71,8 @@ pub struct Daemon {
     pub handles: handles::Handles,
     /// Passphrase-attempt throttle.
     pub throttle: throttle::Throttle,
+    /// The backup or restore transfer in progress (see [`cmd::backup`]).
+    pub transfers: cmd::backup::Transfers,
     /// Heavy requests running, over all connections (see [`conn::answers`]).
     pub heavy_running: Semaphore,
     /// Caps on connections, request memory and running requests (see [`limits`]).
@@ -128,6 +130,7 @@ impl Daemon {
             leases: leases::Leases::default(),
             handles: handles::Handles::default(),
             throttle: throttle::Throttle::default(),
+            transfers: cmd::backup::Transfers::default(),
             heavy_running: Semaphore::new(conn::answers::HEAVY_RUNNING),
             limits,
             events,

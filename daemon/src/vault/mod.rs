@@ -9,7 +9,8 @@
 //! - [`store`]: the backend trait over encrypted rows; [`sqlite`] its embedded implementation;
 //! - [`engine`]: the state machine (`Uninitialized` → `Unlocked` ⇄ `Locked`) and the data
 //!   model operations;
-//! - [`worker`]: the storage thread and group commit with two durability classes.
+//! - [`worker`]: the storage thread and group commit with two durability classes;
+//! - [`backup`]: online backup, `verify` and the file swap of a restore.
 //!
 //! Durability: writes of auth keys, home DC, DC options, session create/rename/delete,
 //! extras, ACLs and keyslots are **durable** (answered after fsync); peer caching, update
@@ -25,6 +26,7 @@
 //! ([`crypto::check_new_passphrase`]); the KDF floor is the daemon's (it may be lifted for
 //! tests), so the engine takes any parameters Argon2 accepts.
 
+pub mod backup;
 pub mod crypto;
 pub mod engine;
 pub mod error;

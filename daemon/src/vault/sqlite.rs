@@ -69,8 +69,15 @@ macro_rules! per_table {
     };
 }
 
+mod backup;
+
+pub use backup::{BackupProgress, check_vault_file};
+
 /// A vault in one SQLite file.
 pub struct SqliteStore {
+    /// An online backup in progress (see [`backup`]); declared before `conn` so that it is
+    /// finished before the connection it reads closes.
+    backup: Option<backup::OnlineBackup>,
     conn: Connection,
     path: PathBuf,
 }
@@ -147,6 +154,7 @@ impl SqliteStore {
         )?;
         conn.set_prepared_statement_cache_capacity(64);
         let mut store = SqliteStore {
+            backup: None,
             conn,
             path: path.to_owned(),
         };

@@ -3,6 +3,7 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
 
+use session_vault_proto::backup::{Blob, RestoreInfo, TransferInfo, VerifyFailure, VerifyReport};
 use session_vault_proto::message::{
     ClientFrame, ErrorCode, Event, KdfSpec, Passphrase, PeerQuery, Request, Response, ServerFrame,
     SessionListing, StatusInfo, VaultState, WireError,
@@ -268,6 +269,26 @@ pub fn requests() -> Vec<Request> {
         Request::ExportSession {
             name: "bot-a".into(),
         },
+        Request::BackupBegin,
+        Request::BackupChunk {
+            id: 1,
+            offset: 262_144,
+        },
+        Request::RestoreBegin {
+            size: 4096,
+            sha256: Blob(vec![0xab; 32]),
+        },
+        Request::RestoreChunk {
+            id: 2,
+            offset: 0,
+            data: Blob(b"SQLite format 3\0".to_vec()),
+        },
+        Request::RestoreCommit {
+            id: 2,
+            passphrase: Passphrase::new(b"hunter2 hunter2".to_vec()),
+        },
+        Request::TransferEnd { id: 2 },
+        Request::Verify,
         Request::OpenSession {
             name: "bot-a".into(),
             exclusive: true,
@@ -455,6 +476,17 @@ pub fn responses() -> Vec<Response> {
         Response::SentFile(Some(sent_file())),
         Response::SentFile(None),
         Response::SessionData(session_data()),
+        Response::Transfer(TransferInfo {
+            id: 1,
+            size: 4096,
+            sha256: Blob(vec![0xab; 32]),
+        }),
+        Response::Chunk(Blob(vec![0, 1, 2, 255])),
+        Response::Verified(verify_report()),
+        Response::Restored(RestoreInfo {
+            report: verify_report(),
+            previous: Some("/var/lib/session-vault/vault.db.before-restore-1765000000".into()),
+        }),
     ];
     for code in error_codes() {
         out.push(Response::Error(WireError {
@@ -490,4 +522,21 @@ pub fn server_frames() -> Vec<ServerFrame> {
             ServerFrame { id, response }
         })
         .collect()
+}
+
+/// A verification report with one failure.
+pub fn verify_report() -> VerifyReport {
+    VerifyReport {
+        keyslots: 1,
+        sessions: 2,
+        dc_options: 5,
+        peers: 40,
+        update_states: 3,
+        sent_files: 1,
+        records: 53,
+        failures: vec![VerifyFailure {
+            place: "session \"bot-a\": peers".into(),
+            reason: "corrupt record".into(),
+        }],
+    }
 }

@@ -6,9 +6,11 @@
 //! - [`keys`]: `init`, `unlock`, `lock`, `change_passphrase`, `rekey` (admins; throttled);
 //! - [`admin`]: list, rename, delete, grant, revoke, import, export by name (admins);
 //! - [`open`]: `open_session`, `close_session` (owner, granted uids/gids, admins);
-//! - [`data`]: reads and writes on an open session handle.
+//! - [`data`]: reads and writes on an open session handle;
+//! - [`backup`]: backup, restore and verify transfers (admins).
 
 pub mod admin;
+pub mod backup;
 pub mod data;
 pub mod keys;
 pub mod open;
@@ -57,7 +59,9 @@ pub enum Weight {
 pub fn weight(request: &Request) -> Weight {
     use Request as R;
     match request {
-        R::ListSessions | R::ExportSession { .. } | R::Export { .. } => Weight::HeavyRead,
+        R::ListSessions | R::ExportSession { .. } | R::Export { .. } | R::Verify => {
+            Weight::HeavyRead
+        }
         R::DeleteSession { .. } | R::ImportSession { .. } | R::Import { .. } | R::Rekey { .. } => {
             Weight::HeavyWrite
         }
@@ -96,6 +100,13 @@ async fn run(conn: &Conn, request: Request) -> Result<Response, WireError> {
             force,
         } => admin::import(conn, name, data, replace, owner_uid, force).await,
         R::ExportSession { name } => admin::export(conn, name).await,
+        R::BackupBegin => backup::backup_begin(conn).await,
+        R::BackupChunk { id, offset } => backup::backup_chunk(conn, id, offset).await,
+        R::RestoreBegin { size, sha256 } => backup::restore_begin(conn, size, sha256).await,
+        R::RestoreChunk { id, offset, data } => backup::restore_chunk(conn, id, offset, data).await,
+        R::RestoreCommit { id, passphrase } => backup::restore_commit(conn, id, passphrase).await,
+        R::TransferEnd { id } => backup::transfer_end(conn, id),
+        R::Verify => backup::verify(conn).await,
 
         R::OpenSession {
             name,

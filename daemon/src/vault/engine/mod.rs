@@ -12,7 +12,8 @@
 //! `sessions.rs` sessions and their sealed record;
 //! `manifest.rs` the vault generation and the sealed manifest that make rollbacks of
 //! keyslots, ACLs and sessions show as `Corrupt`; `rekey.rs` keyslot changes and `rekey`
-//! (a new DEK, every record re-sealed in one transaction).
+//! (a new DEK, every record re-sealed in one transaction); `verify.rs` the pass that reads and
+//! authenticates every record (`vaultctl verify`, and a backup before it is restored).
 //!
 //! Record layout (all sealed with [`Keys::seal`], keyed by blind indexes):
 //! - `sessions.record`: [`SessionRecord`] (home DC, self user, extras, ACL);
@@ -39,6 +40,7 @@ pub mod names;
 mod record;
 mod rekey;
 mod sessions;
+mod verify;
 
 pub use names::validate_name;
 
