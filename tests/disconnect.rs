@@ -44,7 +44,7 @@ async fn holder_pid(c: &Connection, name: &str) -> Option<u32> {
 #[tokio::test]
 async fn disconnect_by_name_ends_the_client_and_frees_its_lease() {
     let env = Env::new();
-    let (_d, admin) = env.start_initialized(&[]).await;
+    let (d, admin) = env.start_initialized(&[]).await;
     let idle = open_session(&admin, "idle", false).await;
     admin
         .call(Request::CloseSession { handle: idle })
@@ -87,6 +87,16 @@ async fn disconnect_by_name_ends_the_client_and_frees_its_lease() {
     assert!(matches!(r, Ok(Response::HomeDc(_))), "{r:?}");
     let r = second.call(Request::GetHomeDc { handle: h2 }).await;
     assert!(matches!(r, Ok(Response::HomeDc(_))), "{r:?}");
+
+    // The daemon's log names the admin, the target and the count.
+    let log = d.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("clients disconnected"))
+        .unwrap_or_else(|| panic!("no disconnect line in the log:\n{log}"));
+    for part in ["uid=0", "session=bot", "connections=1"] {
+        assert!(line.contains(part), "{part} not in {line:?}");
+    }
 
     // Nobody connected to a session: exit 1, saying so.
     let out = env.ctl(&["disconnect", "idle"]);
