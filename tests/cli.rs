@@ -213,7 +213,7 @@ async fn rename_moves_a_session_and_refuses_taken_or_missing_names() {
 }
 
 /// `vaultctl` run as [`OTHER_UID`].
-fn ctl_as_other(env: &Env, args: &[&str], stdin: Stdio) -> Output {
+pub(crate) fn ctl_as_other(env: &Env, args: &[&str], stdin: Stdio) -> Output {
     let exe = executable_by_others(env, &crate::util::vaultctl_bin());
     as_other_uid(&exe)
         .env_clear()

@@ -9,6 +9,7 @@ mod backup;
 mod bad_input;
 mod cli;
 mod client;
+mod disconnect;
 mod errors;
 mod groups;
 mod import;

@@ -272,6 +272,16 @@ pub enum Request {
     /// Read and authenticate every record of the unlocked vault. → [`Response::Verified`].
     /// Minor 2.
     Verify,
+    /// End the connections of clients: those holding a handle on session `session` and/or
+    /// those of process `pid` (a connection must match every target given; at least one is
+    /// required). Their handles end at once (their leases are given back before the answer)
+    /// and the daemon closes the connections. → [`Response::Disconnected`]. Minor 2.
+    Disconnect {
+        /// A session name: connections with a handle on it.
+        session: Option<String>,
+        /// A peer pid: connections of that process.
+        pid: Option<u32>,
+    },
 
     // ---- session requests (owner, granted uids/gids, or admins) -------------------------
     /// Open a session on this connection. → [`Response::Opened`].
@@ -498,6 +508,11 @@ pub enum Response {
     Verified(VerifyReport),
     /// To [`Request::RestoreCommit`].
     Restored(RestoreInfo),
+    /// To [`Request::Disconnect`].
+    Disconnected {
+        /// How many connections were ended (0: no client matched).
+        connections: u32,
+    },
     /// The request failed.
     Error(WireError),
     /// Pushed by the daemon with id 0.

@@ -3,6 +3,7 @@
 //!
 //! - one file per subcommand (`status`, `init`, `unlock`, `lock`, `passwd`, `rekey`, `list`, `rm`,
 //!   `rename`, `grant`, `revoke`, `import`, `export`, `backup`, `restore`, `verify`,
+//!   `disconnect`,
 //!   `completions`), each with its clap `Args` and a
 //!   `run(args, &DaemonClient, out)` that sends one request;
 //! - `prompt`: where passphrases and confirmations come from (terminal, file, fd; never
@@ -26,6 +27,7 @@
 
 mod backup;
 mod completions;
+mod disconnect;
 mod error;
 mod export;
 mod format_arg;
@@ -143,6 +145,7 @@ pub enum Command {
     Backup(backup::Args),
     Restore(restore::Args),
     Verify(verify::Args),
+    Disconnect(disconnect::Args),
     Completions(completions::Args),
 }
 
@@ -250,6 +253,7 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CtlError> {
         Command::Backup(args) => backup::run(args, &daemon, out),
         Command::Restore(args) => restore::run(args, &daemon, out),
         Command::Verify(args) => verify::run(args, &daemon, out),
+        Command::Disconnect(args) => disconnect::run(args, &daemon, out),
         Command::Completions(args) => completions::run(args, out),
     }
 }
@@ -450,6 +454,8 @@ mod tests {
             ],
             &["unlock", "--passphrase", "hunter2"],
             &["rm"],
+            &["disconnect"],
+            &["disconnect", "--pid", "x"],
             &["bogus"],
         ] {
             let err = parse(bad).expect_err(&format!("{bad:?} should not parse"));

@@ -50,6 +50,7 @@ use tokio::time::Instant;
 use zeroize::Zeroizing;
 
 use super::Daemon;
+use super::clients::Kicked;
 use super::cmd::{self, Weight};
 use super::context::Conn;
 use super::errors::wire_error;
@@ -72,6 +73,25 @@ enum End {
     Closed,
     /// The daemon is shutting down: the client is told before the connection closes.
     Stopping,
+    /// An admin ended the connection (`disconnect`); its handles are already ended.
+    Kicked,
+}
+
+/// What ends a connection's read loop from outside: the daemon's shutdown, or an admin's
+/// `disconnect` ([`super::clients`]).
+struct Stop<'a> {
+    shutdown: &'a mut broadcast::Receiver<()>,
+    kicked: Kicked,
+}
+
+impl Stop<'_> {
+    /// Waits for either, and says which.
+    async fn recv(&mut self) -> End {
+        tokio::select! {
+            _ = self.shutdown.recv() => End::Stopping,
+            () = self.kicked.wait() => End::Kicked,
+        }
+    }
 }
 
 /// Serves one connection, admitted by the limits, until it closes or `stop` fires.
@@ -95,6 +115,7 @@ pub async fn serve(
         peer,
         daemon: Arc::clone(&daemon),
     });
+    let kicked = daemon.clients.register(id, conn.peer.pid);
     let (outbox, answer_writer) = answers::Outbox::new(Arc::clone(&stream));
     let events_task = tokio::spawn(forward_events(events, outbox.clone()));
     // Admins are never timed out: one may sit at `vaultctl unlock`'s passphrase prompt.
@@ -108,7 +129,10 @@ pub async fn serve(
         reader: &stream,
         admitted: Arc::new(admitted),
         outbox: &outbox,
-        stop: &mut stop,
+        stop: Stop {
+            shutdown: &mut stop,
+            kicked,
+        },
         tasks: JoinSet::new(),
         idle_timeout,
         last_heard: Instant::now(),
@@ -253,7 +277,7 @@ struct Requests<'a> {
     reader: &'a Stream,
     admitted: Arc<Admitted>,
     outbox: &'a answers::Outbox,
-    stop: &'a mut broadcast::Receiver<()>,
+    stop: Stop<'a>,
     /// Requests running or waiting to queue their answers.
     tasks: JoinSet<()>,
     idle_timeout: Option<Duration>,
@@ -314,7 +338,7 @@ impl Requests<'_> {
     async fn reserve(&mut self) -> Result<answers::Slot, End> {
         tokio::select! {
             s = self.outbox.reserve() => s.ok_or(End::Closed),
-            _ = self.stop.recv() => Err(End::Stopping),
+            end = self.stop.recv() => Err(end),
         }
     }
 
@@ -346,11 +370,11 @@ impl Requests<'_> {
         // Its weight before its bytes: nothing is allocated beyond the uid's share.
         let memory = tokio::select! {
             m = self.admitted.memory(len) => m,
-            _ = self.stop.recv() => return Err(End::Stopping),
+            end = self.stop.recv() => return Err(end),
         };
         let payload = tokio::select! {
             r = tokio::time::timeout(FRAME_TIMEOUT, frames::read_payload(&mut self.reader, len)) => r,
-            _ = self.stop.recv() => return Err(End::Stopping),
+            end = self.stop.recv() => return Err(end),
         };
         let payload = match payload {
             Ok(Ok(p)) => p,
@@ -380,7 +404,7 @@ impl Requests<'_> {
                 .and_then(|t| self.last_heard.checked_add(t));
             tokio::select! {
                 r = self.header.read(&mut self.reader) => return Ok(r),
-                _ = self.stop.recv() => return Err(End::Stopping),
+                end = self.stop.recv() => return Err(end),
                 () = sleep_until_some(idle) => {
                     while self.tasks.try_join_next().is_some() {}
                     if self.tasks.is_empty() && !self.conn.has_handles() {
@@ -515,6 +539,17 @@ async fn teardown(
             let _ = tokio::time::timeout(WRITE_GRACE, outbox.send_small(f)).await;
         }
     }
+    if end == End::Kicked {
+        // An error that answers no request (id 0), then the close: what the client can read.
+        tracing::debug!(conn = id, "disconnected by an admin; closing");
+        let resp = Response::Error(wire_error(
+            ErrorCode::PermissionDenied,
+            "an admin disconnected this client (vaultctl disconnect)",
+        ));
+        if let Some(f) = frame(EVENT_ID, resp) {
+            let _ = tokio::time::timeout(WRITE_GRACE, outbox.send_small(f)).await;
+        }
+    }
     drop(outbox);
     let drained = tokio::time::timeout(WRITE_GRACE, async {
         while tasks.join_next().await.is_some() {}
@@ -526,6 +561,7 @@ async fn teardown(
         while tasks.join_next().await.is_some() {}
     }
     let daemon = &conn.daemon;
+    daemon.clients.remove(id);
     daemon.handles.connection_ended(id, &daemon.leases);
     answer_writer.finish(WRITE_GRACE).await;
     tracing::debug!(conn = id, "connection closed");

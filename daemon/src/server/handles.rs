@@ -50,6 +50,8 @@ pub enum Ended {
     Replaced,
     /// The whole vault was replaced by a backup (`restore_commit`).
     Restored,
+    /// An admin ended the connection (`disconnect`).
+    Disconnected,
 }
 
 impl Ended {
@@ -60,6 +62,7 @@ impl Ended {
             Ended::Deleted => "its session was deleted",
             Ended::Replaced => "its session was replaced by an import",
             Ended::Restored => "the vault was restored from a backup",
+            Ended::Disconnected => "an admin disconnected this client",
         }
     }
 }
@@ -225,6 +228,35 @@ impl Handles {
         n
     }
 
+    /// The connections with a handle open on `sid`.
+    pub fn holding(&self, sid: SessionId) -> Vec<u64> {
+        self.table()
+            .conns
+            .iter()
+            .filter(|(_, c)| c.open.values().any(|h| h.sid == sid))
+            .map(|(&conn, _)| conn)
+            .collect()
+    }
+
+    /// Ends every open handle of connection `conn` and gives back its leases. Returns how
+    /// many handles were ended.
+    pub fn end_connection(&self, conn: u64, why: Ended, leases: &Leases) -> usize {
+        let mut t = self.table();
+        t.epoch += 1;
+        let Some(c) = t.conns.get_mut(&conn) else {
+            return 0;
+        };
+        let mut n = 0;
+        for (h, handle) in c.open.drain() {
+            if handle.exclusive {
+                leases.release(handle.sid, conn);
+            }
+            c.ended.insert(h, why);
+            n += 1;
+        }
+        n
+    }
+
     /// Forgets every handle of a connection that ended, and frees its leases.
     pub fn connection_ended(&self, conn: u64, leases: &Leases) {
         let mut t = self.table();
@@ -314,5 +346,28 @@ mod tests {
 
         h.connection_ended(11, &l);
         assert_eq!(h.get(11, c), Lookup::Unknown);
+
+        // Ending a connection ends all its handles and frees its leases.
+        let e = h.epoch();
+        l.acquire(other, 12, Some(12)).unwrap();
+        let d = h
+            .add(
+                12,
+                peer(12),
+                HandleEntry {
+                    sid: other,
+                    exclusive: true,
+                },
+                e,
+            )
+            .unwrap();
+        let mut holders = h.holding(other);
+        holders.sort_unstable();
+        assert_eq!(holders, vec![10, 12]);
+        assert_eq!(h.end_connection(12, Ended::Disconnected, &l), 1);
+        assert_eq!(h.get(12, d), Lookup::Ended(Ended::Disconnected));
+        assert_eq!(l.holder(other), None);
+        assert_eq!(h.holding(other), vec![10]);
+        assert_eq!(h.end_connection(99, Ended::Disconnected, &l), 0);
     }
 }

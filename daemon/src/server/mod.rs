@@ -11,6 +11,8 @@
 //! - [`leases`]: exclusive session leases tied to connections;
 //! - [`handles`]: every connection's open session handles, so that revoke and delete end
 //!   them at once;
+//! - [`clients`]: every connection with its peer pid and a signal that ends it
+//!   (`disconnect`);
 //! - [`throttle`]: daemon-wide throttling of passphrase attempts;
 //! - [`limits`]: caps on connections, memory and storage use per uid, so that one local user
 //!   cannot take the daemon down for others;
@@ -22,6 +24,7 @@
 //! vault flushes, the keys are wiped, the socket file is removed, and `run` returns.
 
 pub mod autolock;
+pub mod clients;
 pub mod cmd;
 pub mod config;
 pub mod conn;
@@ -69,6 +72,8 @@ pub struct Daemon {
     pub leases: leases::Leases,
     /// Open session handles of every connection.
     pub handles: handles::Handles,
+    /// Connections, for `disconnect`.
+    pub clients: clients::Clients,
     /// Passphrase-attempt throttle.
     pub throttle: throttle::Throttle,
     /// The backup or restore transfer in progress (see [`cmd::backup`]).
@@ -129,6 +134,7 @@ impl Daemon {
             vault,
             leases: leases::Leases::default(),
             handles: handles::Handles::default(),
+            clients: clients::Clients::default(),
             throttle: throttle::Throttle::default(),
             transfers: cmd::backup::Transfers::default(),
             heavy_running: Semaphore::new(conn::answers::HEAVY_RUNNING),

@@ -289,6 +289,10 @@ pub fn requests() -> Vec<Request> {
         },
         Request::TransferEnd { id: 2 },
         Request::Verify,
+        Request::Disconnect {
+            session: Some("bot-a".into()),
+            pid: Some(4242),
+        },
         Request::OpenSession {
             name: "bot-a".into(),
             exclusive: true,
@@ -483,6 +487,7 @@ pub fn responses() -> Vec<Response> {
         }),
         Response::Chunk(Blob(vec![0, 1, 2, 255])),
         Response::Verified(verify_report()),
+        Response::Disconnected { connections: 1 },
         Response::Restored(RestoreInfo {
             report: verify_report(),
             previous: Some("/var/lib/session-vault/vault.db.before-restore-1765000000".into()),

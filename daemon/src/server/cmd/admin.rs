@@ -1,6 +1,6 @@
 //! Admin requests addressed by session name: list, rename, delete, grant/revoke, import,
-//! export. Revoke, delete and a replacing import end the handles they take away at once
-//! (see [`crate::server::handles`]).
+//! export; disconnect. Revoke, delete and a replacing import end the handles they take away
+//! at once (see [`crate::server::handles`]); disconnect ends whole connections.
 
 use session_vault_proto::message::{ErrorCode, Response, SessionListing, WireError};
 use session_vault_proto::model::{SessionAcl, SessionData};
@@ -163,4 +163,58 @@ pub async fn export(conn: &Conn, name: String) -> Result<Response, WireError> {
     let data = d.vault.export(sid).await?;
     tracing::info!(uid = conn.peer.uid, name = %name.escape_debug(), "session exported");
     Ok(Response::SessionData(data))
+}
+
+/// `disconnect`: ends the connections holding a handle on session `session` and/or of
+/// process `pid` (every target given must match), never the requesting one. Their handles
+/// end first, leases with them, so that the session is free when this is answered; then
+/// each connection is told to stop reading and close (see [`crate::server::clients`]).
+pub async fn disconnect(
+    conn: &Conn,
+    session: Option<String>,
+    pid: Option<u32>,
+) -> Result<Response, WireError> {
+    let d = &conn.daemon;
+    let mut targets: Vec<u64> = match (&session, pid) {
+        (None, None) => {
+            return Err(wire_error(
+                ErrorCode::InvalidRequest,
+                "give a session name, a pid, or both",
+            ));
+        }
+        (Some(name), _) => {
+            let sid = d.vault.open_session(name).await?;
+            let mut holding = d.handles.holding(sid);
+            if let Some(pid) = pid {
+                let of_pid = d.clients.of_pid(pid);
+                holding.retain(|c| of_pid.contains(c));
+            }
+            holding
+        }
+        (None, Some(pid)) => d.clients.of_pid(pid),
+    };
+    targets.retain(|&c| c != conn.id);
+    targets.sort_unstable();
+    targets.dedup();
+    let mut ended_conns: u32 = 0;
+    let mut ended_handles = 0;
+    for target in targets {
+        ended_handles += d
+            .handles
+            .end_connection(target, Ended::Disconnected, &d.leases);
+        if d.clients.kick(target) {
+            ended_conns += 1;
+        }
+    }
+    tracing::info!(
+        uid = conn.peer.uid,
+        session = %session.as_deref().unwrap_or("-").escape_debug(),
+        ?pid,
+        connections = ended_conns,
+        handles = ended_handles,
+        "clients disconnected"
+    );
+    Ok(Response::Disconnected {
+        connections: ended_conns,
+    })
 }

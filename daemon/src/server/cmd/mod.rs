@@ -107,6 +107,7 @@ async fn run(conn: &Conn, request: Request) -> Result<Response, WireError> {
         R::RestoreCommit { id, passphrase } => backup::restore_commit(conn, id, passphrase).await,
         R::TransferEnd { id } => backup::transfer_end(conn, id),
         R::Verify => backup::verify(conn).await,
+        R::Disconnect { session, pid } => admin::disconnect(conn, session, pid).await,
 
         R::OpenSession {
             name,
