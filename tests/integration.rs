@@ -16,6 +16,7 @@ mod leases;
 mod lifecycle;
 mod load;
 mod namespaces;
+mod recovery;
 mod reliability;
 mod revocation;
 mod shutdown;

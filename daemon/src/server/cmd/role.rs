@@ -46,6 +46,7 @@ pub fn role(request: &Request) -> Role {
         }
         R::TransferEnd { .. } => Role::Admin("backup"),
         R::Verify => Role::Admin("verify"),
+        R::AddRecoveryKey | R::RemoveRecoveryKey => Role::Admin("recovery key"),
 
         R::OpenSession { .. } => Role::SessionAcl,
 
@@ -131,7 +132,7 @@ mod tests {
     fn the_role_table_agrees_with_the_protocol() {
         let admin = names_with(|r| matches!(r, Role::Admin(_)));
         assert_eq!(admin, protocol_lists("Admin requests"));
-        assert_eq!(admin.len(), 19, "{admin:?}");
+        assert_eq!(admin.len(), 21, "{admin:?}");
         let anyone = names_with(|r| r == Role::Anyone);
         assert_eq!(anyone, protocol_lists("Anyone who can connect"));
         assert_eq!(

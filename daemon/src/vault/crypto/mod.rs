@@ -237,12 +237,27 @@ impl KdfParams {
     }
 }
 
+/// The `kind` of a passphrase keyslot.
+pub const KIND_PASSPHRASE: &str = "passphrase";
+/// The `kind` of the recovery keyslot (at most one per vault).
+pub const KIND_RECOVERY: &str = "recovery";
+
+/// Argon2id parameters of the recovery keyslot: deliberately cheap (1 MiB, one pass). The
+/// recovery key is 128 random bits from the OS, not a passphrase: guessing it costs 2^127
+/// tries on average whatever the KDF, so a slow KDF would add nothing but unlock time.
+/// Argon2id is kept (not HKDF) so that the recovery keyslot has the format of every other.
+pub const RECOVERY_KDF: KdfParams = KdfParams {
+    m_cost_kib: 1024,
+    t_cost: 1,
+    p_cost: 1,
+};
+
 /// A stored keyslot: a wrapped DEK and what is needed to rederive its KEK.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Keyslot {
     /// Slot number (0 is the passphrase slot made by `init`).
     pub slot: u32,
-    /// What unlocks it, e.g. `passphrase`.
+    /// What unlocks it: [`KIND_PASSPHRASE`] or [`KIND_RECOVERY`].
     pub kind: String,
     /// Argon2id parameters.
     pub kdf: KdfParams,
