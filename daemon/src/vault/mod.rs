@@ -339,10 +339,17 @@ impl Vault {
         let pass = Zeroizing::new(secret.to_vec());
         blocking(move || {
             let mut err = EngineError::BadPassphrase;
-            for slot in slots
+            let (wanted, others): (Vec<_>, Vec<_>) = slots
                 .iter()
-                .filter(|s| (s.kind == crypto::KIND_RECOVERY) == recovery)
-            {
+                .partition(|s| (s.kind == crypto::KIND_RECOVERY) == recovery);
+            // A slot of the other kind is not tried, but a damaged or edited one (its kind
+            // changed, say) is still reported if no slot opens.
+            for slot in others {
+                if let Err(e) = slot.verify_check(&vault_id) {
+                    err = e;
+                }
+            }
+            for slot in wanted {
                 match slot.open(&vault_id, &pass) {
                     Ok(dek) => return Ok((slot.slot, dek)),
                     // A damaged slot says more than "wrong passphrase": report it if no slot opens.
@@ -480,7 +487,8 @@ impl Vault {
 
     /// Replaces the DEK: a new random one, every record re-sealed and every blind index
     /// recomputed under its subkeys, and every keyslot replaced by one new keyslot 0 for
-    /// `passphrase` (which must open a current keyslot; other keyslots must be added again).
+    /// `passphrase` (which must open a current passphrase keyslot; other keyslots, the
+    /// recovery keyslot among them, must be added again).
     /// One transaction on the storage thread: a crash leaves the old vault or the new one.
     /// Requests wait meanwhile; open sessions keep their ids. The vault must be unlocked.
     /// Afterwards no old passphrase or keyslot opens anything.

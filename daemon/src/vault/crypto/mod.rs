@@ -328,6 +328,20 @@ impl Keyslot {
         Ok(ks)
     }
 
+    /// `Corrupt` if the slot's stored checksum does not match its fields (damage or a naive
+    /// edit, its kind included); no KDF runs.
+    pub fn verify_check(&self, vault_id: &[u8]) -> Result<()> {
+        if self.check != self.checksum(vault_id) {
+            return Err(EngineError::Corrupt {
+                table: "keyslots",
+                session_id: 0,
+                row: self.slot.to_string(),
+                reason: "keyslot parameters or wrapped key were altered",
+            });
+        }
+        Ok(())
+    }
+
     /// Unwraps the DEK with `passphrase`. `Corrupt` if the slot was damaged or edited,
     /// `BadPassphrase` if the passphrase does not open it. Blocking (Argon2).
     pub fn open(&self, vault_id: &[u8], passphrase: &[u8]) -> Result<SecretKey> {
@@ -337,9 +351,7 @@ impl Keyslot {
             row: self.slot.to_string(),
             reason,
         };
-        if self.check != self.checksum(vault_id) {
-            return Err(corrupt("keyslot parameters or wrapped key were altered"));
-        }
+        self.verify_check(vault_id)?;
         let aad = Self::aad(vault_id, self.slot, &self.kind, &self.kdf, &self.salt);
         scrubbed(|| {
             // Refuse parameters weaker than Argon2 itself accepts before spending time on them.
