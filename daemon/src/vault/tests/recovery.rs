@@ -52,6 +52,9 @@ async fn recovery_key_unlocks_until_removed_and_only_as_a_recovery_key() {
     assert_eq!(vault.status().await.unwrap().recovery_key, Some(false));
     let key = vault.add_recovery_key().await.expect("add a recovery key");
     assert_eq!(vault.status().await.unwrap().recovery_key, Some(true));
+    let report = vault.verify().await.expect("verify");
+    assert_eq!(report.keyslots, 2);
+    assert!(report.failures.is_empty(), "{:?}", report.failures);
     close(vault).await;
 
     let slots = keyslots_on_disk(&t);
