@@ -85,6 +85,7 @@ async fn another_uid_is_refused_admin_requests_and_others_sessions() {
         (
             "change passphrase",
             Request::ChangePassphrase {
+                recovery: false,
                 old: passphrase(PASS),
                 new: passphrase("mine now"),
                 kdf: Some(CHEAP_KDF_SPEC),

@@ -148,6 +148,7 @@ impl Vaultd {
         let t = Instant::now();
         expect_ok(
             c.call(Request::Unlock {
+                recovery: false,
                 passphrase: Passphrase::new(PASS.as_bytes().to_vec()),
             })
             .await?,

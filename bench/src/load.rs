@@ -61,6 +61,7 @@ pub async fn run(a: LoadArgs) -> Result<()> {
         }
         VaultState::Locked => {
             c.call(Request::Unlock {
+                recovery: false,
                 passphrase: Passphrase::new(PASS.as_bytes().to_vec()),
             })
             .await?;

@@ -41,6 +41,7 @@ fn status() -> Response {
         version: "0.2.0".into(),
         pid: 1,
         connections: 1,
+        recovery_key: None,
     })
 }
 

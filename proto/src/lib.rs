@@ -26,6 +26,7 @@ mod compat;
 pub mod message;
 pub mod model;
 pub mod paths;
+pub mod recovery;
 
 pub use codec::{DEFAULT_MAX_FRAME, FrameError};
 pub use message::{

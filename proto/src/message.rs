@@ -18,12 +18,13 @@ use crate::model::{
     DcOption, Peer, PeerKey, SentFile, SessionData, SessionExtras, SessionSummary,
     UpdateStateChange, UpdatesState,
 };
+use crate::recovery::RecoveryKey;
 
 /// Protocol major version: bumped by hand on any incompatible change. A client and a daemon
 /// of different majors refuse each other in the handshake.
 pub const PROTOCOL_MAJOR: u16 = 1;
 /// Protocol minor version: bumped by hand when messages are added compatibly.
-pub const PROTOCOL_MINOR: u16 = 2;
+pub const PROTOCOL_MINOR: u16 = 3;
 
 /// Request id reserved for server-pushed events.
 pub const EVENT_ID: u32 = 0;
@@ -144,19 +145,28 @@ pub enum Request {
     },
     /// Unlock. → [`Response::Ok`]; `BadPassphrase` with a retry delay when wrong.
     Unlock {
-        /// The passphrase.
+        /// The passphrase, or with `recovery` the recovery key's text.
         passphrase: Passphrase,
+        /// `passphrase` is the recovery key (`crate::recovery`): only the recovery keyslot is
+        /// tried. Absent on the wire means `false`. Minor 3.
+        #[serde(default)]
+        recovery: bool,
     },
     /// Flush and wipe the keys. → [`Response::Ok`].
     Lock,
     /// Rewrite the keyslot `old` opens for `new`. → [`Response::Ok`].
     ChangePassphrase {
-        /// Current passphrase.
+        /// Current passphrase, or with `recovery` the recovery key's text.
         old: Passphrase,
         /// New passphrase.
         new: Passphrase,
         /// KDF cost of the new keyslot; the daemon's default when absent.
         kdf: Option<KdfSpec>,
+        /// `old` is the recovery key: the passphrase keyslot (0) is rewritten for `new`, the
+        /// recovery keyslot stays (the forgotten-passphrase case). Absent means `false`.
+        /// Minor 3.
+        #[serde(default)]
+        recovery: bool,
     },
     /// Replace the vault's data-encryption key: every record re-sealed under a new random
     /// key, every keyslot replaced by one new keyslot 0 for `passphrase`, in one transaction.
@@ -275,13 +285,20 @@ pub enum Request {
     /// End the connections of clients: those holding a handle on session `session` and/or
     /// those of process `pid` (a connection must match every target given; at least one is
     /// required). Their handles end at once (their leases are given back before the answer)
-    /// and the daemon closes the connections. → [`Response::Disconnected`]. Minor 2.
+    /// and the daemon closes the connections. → [`Response::Disconnected`]. Minor 3.
     Disconnect {
         /// A session name: connections with a handle on it.
         session: Option<String>,
         /// A peer pid: connections of that process.
         pid: Option<u32>,
     },
+    /// Create the recovery keyslot, replacing any earlier one, for a new random recovery key;
+    /// the vault must be unlocked. → [`Response::RecoveryKey`], the only time the key is
+    /// shown. Minor 3.
+    AddRecoveryKey,
+    /// Delete the recovery keyslot. → [`Response::Ok`]; `InvalidRequest` when there is none.
+    /// Minor 3.
+    RemoveRecoveryKey,
 
     // ---- session requests (owner, granted uids/gids, or admins) -------------------------
     /// Open a session on this connection. → [`Response::Opened`].
@@ -439,6 +456,10 @@ pub struct StatusInfo {
     pub pid: u32,
     /// Open client connections.
     pub connections: u64,
+    /// Whether the vault has a recovery keyslot; `None` while uninitialized and from
+    /// daemons before minor 3.
+    #[serde(default)]
+    pub recovery_key: Option<bool>,
 }
 
 /// A session as `list` shows it.
@@ -513,6 +534,8 @@ pub enum Response {
         /// How many connections were ended (0: no client matched).
         connections: u32,
     },
+    /// To [`Request::AddRecoveryKey`]: the new recovery key, shown once. Minor 3.
+    RecoveryKey(RecoveryKey),
     /// The request failed.
     Error(WireError),
     /// Pushed by the daemon with id 0.

@@ -495,6 +495,7 @@ impl Env {
 /// The `unlock` request with `pass`.
 pub fn unlock_request(pass: &str) -> Request {
     Request::Unlock {
+        recovery: false,
         passphrase: passphrase(pass),
     }
 }

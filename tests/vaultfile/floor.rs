@@ -66,6 +66,7 @@ async fn weak_passphrases_and_kdf_parameters_are_refused() {
     let r = fails(
         &c,
         Request::ChangePassphrase {
+            recovery: false,
             old: passphrase("12345678"),
             new: passphrase("short"),
             kdf: Some(FLOOR_KDF),
@@ -76,6 +77,7 @@ async fn weak_passphrases_and_kdf_parameters_are_refused() {
     let r = fails(
         &c,
         Request::ChangePassphrase {
+            recovery: false,
             old: passphrase("12345678"),
             new: passphrase(NEW_PASS),
             kdf: Some(CHEAP_KDF_SPEC),

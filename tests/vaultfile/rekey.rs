@@ -66,6 +66,7 @@ async fn after_rekey_no_earlier_keyslot_opens_anything() {
     ok(
         &c,
         Request::ChangePassphrase {
+            recovery: false,
             old: passphrase(PASS),
             new: passphrase(NEW_PASS),
             kdf: Some(CHEAP_KDF_SPEC),

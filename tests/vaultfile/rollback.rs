@@ -32,6 +32,7 @@ async fn an_old_keyslot_put_back_after_passwd_does_not_unlock() {
     ok(
         &c,
         Request::ChangePassphrase {
+            recovery: false,
             old: passphrase(PASS),
             new: passphrase(NEW_PASS),
             kdf: Some(CHEAP_KDF_SPEC),

@@ -5,15 +5,15 @@ use std::io::Write;
 use session_vault_proto::message::{ErrorCode, Request, VaultState};
 
 use super::prompt::{self, PASSPHRASE, PassphraseArgs};
-use super::{CtlError, DaemonClient, KdfArgs, PASSPHRASE_HELP, strength};
+use super::{CtlError, DaemonClient, KdfArgs, PASSPHRASE_HELP, recovery_key, strength};
 
 /// Initialize the vault with its first passphrase (and leave it unlocked)
 ///
 /// Creates the vault's data key and stores it wrapped under the passphrase (keyslot 0).
 /// On a terminal the passphrase is asked twice. A passphrase that zxcvbn estimates below
 /// score 3 (10^8 guesses) is refused with the reason, unless --weak-passphrase is given. Without the
-/// --kdf-* flags the daemon's default Argon2id cost applies. There is no way to recover a
-/// vault whose passphrase is lost.
+/// --kdf-* flags the daemon's default Argon2id cost applies. A vault whose passphrase is
+/// lost opens only with its recovery key: --recovery-key makes one and prints it, once.
 #[derive(Debug, clap::Args)]
 #[command(verbatim_doc_comment)]
 #[command(after_long_help = PASSPHRASE_HELP)]
@@ -25,6 +25,9 @@ pub struct Args {
     /// Accept a passphrase below the strength floor (zxcvbn score 3, over 10^8 guesses)
     #[arg(long)]
     pub weak_passphrase: bool,
+    /// Also make a recovery key and print it, once (see `vaultctl recovery-key`)
+    #[arg(long)]
+    pub recovery_key: bool,
 }
 
 pub(super) fn run(args: Args, daemon: &DaemonClient, out: &mut dyn Write) -> Result<(), CtlError> {
@@ -53,5 +56,8 @@ pub(super) fn run(args: Args, daemon: &DaemonClient, out: &mut dyn Write) -> Res
         "init",
     )?;
     writeln!(out, "The vault is initialized and unlocked.")?;
+    if args.recovery_key {
+        recovery_key::add(&link, out)?;
+    }
     Ok(())
 }

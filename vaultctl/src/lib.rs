@@ -39,6 +39,7 @@ mod lock;
 mod output;
 mod passwd;
 mod prompt;
+mod recovery_key;
 mod rekey;
 mod rename;
 mod restore;
@@ -135,6 +136,7 @@ pub enum Command {
     Lock(lock::Args),
     Passwd(passwd::Args),
     Rekey(rekey::Args),
+    RecoveryKey(recovery_key::Args),
     List(list::Args),
     Rm(rm::Args),
     Rename(rename::Args),
@@ -243,6 +245,7 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CtlError> {
         Command::Lock(args) => lock::run(args, &daemon, out),
         Command::Passwd(args) => passwd::run(args, &daemon, out),
         Command::Rekey(args) => rekey::run(args, &daemon, out),
+        Command::RecoveryKey(args) => recovery_key::run(args, &daemon, out),
         Command::List(args) => list::run(args, &daemon, out),
         Command::Rm(args) => rm::run(args, &daemon, out),
         Command::Rename(args) => rename::run(args, &daemon, out),

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use session_vault_proto::message::{ErrorCode, Request, VaultState};
 
 use super::prompt::{self, CURRENT_PASSPHRASE, NEW_PASSPHRASE, Source};
+use super::recovery_key::{self, RECOVERY_KEY};
 use super::{CtlError, DaemonClient, KdfArgs, strength};
 
 const PASSWD_PASSPHRASE_HELP: &str = "\
@@ -28,7 +29,8 @@ never taken from a command-line argument or an environment variable.";
 /// the sessions are not re-encrypted. The new keyslot gets the --kdf-* cost when given, else
 /// the daemon's default (giving the same passphrase again with a higher cost is allowed).
 /// A new passphrase that zxcvbn estimates below score 3 (10^8 guesses) is refused with the
-/// reason, unless --weak-passphrase is given.
+/// reason, unless --weak-passphrase is given. With --recovery-key the recovery key stands in
+/// for the current passphrase (the passphrase was forgotten).
 #[derive(Debug, clap::Args)]
 #[command(verbatim_doc_comment)]
 #[command(after_long_help = PASSWD_PASSPHRASE_HELP)]
@@ -72,6 +74,12 @@ pub struct Args {
     /// Accept a passphrase below the strength floor (zxcvbn score 3, over 10^8 guesses)
     #[arg(long)]
     pub weak_passphrase: bool,
+    /// The current credential is the recovery key, not the passphrase (a forgotten
+    /// passphrase): the passphrase keyslot is rewritten for the new passphrase and the
+    /// recovery key keeps working. It comes from --passphrase-file/--passphrase-fd or the
+    /// terminal, and is checked for typos first
+    #[arg(long)]
+    pub recovery_key: bool,
 }
 
 pub(super) fn run(args: Args, daemon: &DaemonClient, out: &mut dyn Write) -> Result<(), CtlError> {
@@ -79,7 +87,11 @@ pub(super) fn run(args: Args, daemon: &DaemonClient, out: &mut dyn Write) -> Res
     // The current passphrase first: with one fd for both, it is the first line.
     let old = prompt::prepare(
         &Source::from_flags(args.passphrase_file, args.passphrase_fd),
-        CURRENT_PASSPHRASE,
+        if args.recovery_key {
+            RECOVERY_KEY
+        } else {
+            CURRENT_PASSPHRASE
+        },
         false,
         tty,
     )?;
@@ -93,7 +105,10 @@ pub(super) fn run(args: Args, daemon: &DaemonClient, out: &mut dyn Write) -> Res
     if link.vault_state() == VaultState::Uninitialized {
         return Err(link.state_error(ErrorCode::Uninitialized, "the vault is not initialized"));
     }
-    let old = old.resolve_on_terminal()?;
+    let mut old = old.resolve_on_terminal()?;
+    if args.recovery_key {
+        old = recovery_key::checked(&old)?;
+    }
     let new = new.resolve_on_terminal()?;
     if let Some(warning) = strength::check(&new, "new passphrase", args.weak_passphrase)? {
         eprintln!("{warning}");
@@ -104,6 +119,7 @@ pub(super) fn run(args: Args, daemon: &DaemonClient, out: &mut dyn Write) -> Res
             old: old.clone(),
             new: new.clone(),
             kdf,
+            recovery: args.recovery_key,
         },
         "passwd",
     )?;

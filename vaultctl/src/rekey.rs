@@ -2,7 +2,7 @@
 
 use std::io::Write;
 
-use session_vault_proto::message::{ErrorCode, Request, VaultState};
+use session_vault_proto::message::{ErrorCode, Request, Response, StatusInfo, VaultState};
 
 use super::prompt::{self, CURRENT_PASSPHRASE, PassphraseArgs};
 use super::{CtlError, DaemonClient, KdfArgs, PASSPHRASE_HELP, strength};
@@ -13,7 +13,8 @@ use super::{CtlError, DaemonClient, KdfArgs, PASSPHRASE_HELP, strength};
 /// keyslot with one new keyslot for the current passphrase (given here). Afterwards no
 /// earlier passphrase or keyslot, from a saved copy of vault.db or otherwise, opens anything:
 /// use it after `passwd` when the old passphrase may be known, or when a copy of the vault
-/// may have leaked together with a passphrase. Other keyslots must be added again. A
+/// may have leaked together with a passphrase. Other keyslots must be added again: the
+/// recovery key is deleted too (`vaultctl recovery-key add` makes a new one). A
 /// passphrase that zxcvbn estimates below score 3 is refused (change it with `passwd`
 /// first), unless --weak-passphrase is given.
 ///
@@ -60,6 +61,14 @@ pub(super) fn run(args: Args, daemon: &DaemonClient, out: &mut dyn Write) -> Res
         eprintln!("{warning}");
     }
     let kdf = args.kdf.spec();
+    // Whether a recovery key exists now: rekey deletes it, and the note below says so.
+    let had_recovery_key = matches!(
+        link.call(Request::Status),
+        Ok(Response::Status(StatusInfo {
+            recovery_key: Some(true),
+            ..
+        }))
+    );
     link.call_passphrase_ok(
         || Request::Rekey {
             passphrase: passphrase.clone(),
@@ -71,5 +80,11 @@ pub(super) fn run(args: Args, daemon: &DaemonClient, out: &mut dyn Write) -> Res
         out,
         "The vault is rekeyed: every record is sealed under a new key, and one keyslot is left."
     )?;
+    if had_recovery_key {
+        writeln!(
+            out,
+            "The recovery key was deleted with the other keyslots; `vaultctl recovery-key add` makes a new one."
+        )?;
+    }
     Ok(())
 }

@@ -12,7 +12,8 @@ use super::{CtlError, DaemonClient};
 /// Show the daemon's and the vault's state
 ///
 /// Prints the vault's state (uninitialized, locked or unlocked), the vault file, the number
-/// of sessions (when unlocked), and the daemon's uptime, version, pid and open connections.
+/// of sessions (when unlocked), whether a recovery key exists, and the daemon's uptime,
+/// version, pid and open connections.
 /// Exits 0 whenever the daemon answered, whatever the vault's state; 3 when it is not
 /// reachable.
 #[derive(Debug, clap::Args)]
@@ -21,7 +22,9 @@ pub struct Args {
     /// Print one JSON object instead of text
     ///
     /// Fields: state (uninitialized, locked, unlocked), vault_path, sessions (null unless
-    /// unlocked), uptime_secs, version, pid, connections, socket (the path vaultctl used).
+    /// unlocked), uptime_secs, version, pid, connections, socket (the path vaultctl used),
+    /// recovery_key (whether a recovery key exists; null while uninitialized or from a daemon
+    /// before protocol 1.3).
     #[arg(long)]
     pub json: bool,
 }
@@ -37,6 +40,7 @@ struct StatusJson<'a> {
     pid: u32,
     connections: u64,
     socket: String,
+    recovery_key: Option<bool>,
 }
 
 pub(super) fn run(args: Args, daemon: &DaemonClient, out: &mut dyn Write) -> Result<(), CtlError> {
@@ -62,6 +66,7 @@ fn json<'a>(info: &'a StatusInfo, socket: &Path) -> StatusJson<'a> {
         pid: info.pid,
         connections: info.connections,
         socket: socket.display().to_string(),
+        recovery_key: info.recovery_key,
     }
 }
 
@@ -79,6 +84,15 @@ fn write_human(info: &StatusInfo, socket: &Path, out: &mut dyn Write) -> std::io
         ("state", state.to_owned()),
         ("vault", sanitize(&info.vault_path)),
         ("sessions", sessions),
+        (
+            "recovery",
+            match info.recovery_key {
+                Some(true) => "yes",
+                Some(false) => "no",
+                None => "-",
+            }
+            .to_owned(),
+        ),
         ("uptime", format_uptime(info.uptime_secs)),
         ("version", sanitize(&info.version)),
         ("pid", info.pid.to_string()),
@@ -104,6 +118,7 @@ mod tests {
             version: "0.1.0".into(),
             pid: 4242,
             connections: 2,
+            recovery_key: Some(false),
         }
     }
 
@@ -121,6 +136,7 @@ mod tests {
             "state:       unlocked\n\
              vault:       /var/lib/session-vault/vault.db\n\
              sessions:    3\n\
+             recovery:    no\n\
              uptime:      1h 2m 3s\n\
              version:     0.1.0\n\
              pid:         4242\n\
@@ -144,6 +160,7 @@ mod tests {
                 "pid": 4242,
                 "connections": 2,
                 "socket": "/s.sock",
+                "recovery_key": false,
             })
         );
     }

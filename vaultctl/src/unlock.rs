@@ -5,6 +5,7 @@ use std::io::Write;
 use session_vault_proto::message::{ErrorCode, Request, VaultState};
 
 use super::prompt::{self, PASSPHRASE, PassphraseArgs};
+use super::recovery_key::{self, RECOVERY_KEY};
 use super::{CtlError, DaemonClient, PASSPHRASE_HELP};
 
 /// Unlock the vault with its passphrase
@@ -13,19 +14,28 @@ use super::{CtlError, DaemonClient, PASSPHRASE_HELP};
 /// passphrases are throttled daemon-wide: after a failure, vaultctl says how long to wait
 /// before the next attempt. Sent within a few seconds of someone's wrong passphrase, an
 /// attempt is held back unchecked: vaultctl waits and sends it again by itself. Unlocking
-/// an unlocked vault succeeds without asking.
+/// an unlocked vault succeeds without asking. With --recovery-key, the vault's recovery key
+/// (`vaultctl recovery-key add`) is asked for instead, and checked for typos first.
 #[derive(Debug, clap::Args)]
 #[command(verbatim_doc_comment)]
 #[command(after_long_help = PASSPHRASE_HELP)]
 pub struct Args {
     #[command(flatten)]
     pub passphrase: PassphraseArgs,
+    /// Unlock with the recovery key instead of the passphrase (asked on the terminal, or read
+    /// from --passphrase-file/--passphrase-fd); its group checks are verified before it is sent
+    #[arg(long)]
+    pub recovery_key: bool,
 }
 
 pub(super) fn run(args: Args, daemon: &DaemonClient, out: &mut dyn Write) -> Result<(), CtlError> {
     let pending = prompt::prepare(
         &args.passphrase.source(),
-        PASSPHRASE,
+        if args.recovery_key {
+            RECOVERY_KEY
+        } else {
+            PASSPHRASE
+        },
         false,
         prompt::stdin_is_terminal(),
     )?;
@@ -40,10 +50,14 @@ pub(super) fn run(args: Args, daemon: &DaemonClient, out: &mut dyn Write) -> Res
         }
         VaultState::Locked => {}
     }
-    let passphrase = pending.resolve_on_terminal()?;
+    let mut passphrase = pending.resolve_on_terminal()?;
+    if args.recovery_key {
+        passphrase = recovery_key::checked(&passphrase)?;
+    }
     link.call_passphrase_ok(
         || Request::Unlock {
             passphrase: passphrase.clone(),
+            recovery: args.recovery_key,
         },
         "unlock",
     )?;

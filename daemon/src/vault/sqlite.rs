@@ -375,6 +375,12 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    fn delete_keyslot(&mut self, slot: u32) -> Result<()> {
+        self.conn
+            .execute("DELETE FROM keyslots WHERE slot = ?1", params![slot])?;
+        Ok(())
+    }
+
     fn manifest(&mut self) -> Result<Option<Vec<u8>>> {
         self.meta("manifest")
     }

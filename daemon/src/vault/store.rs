@@ -106,6 +106,8 @@ pub trait Store: Send {
     fn put_keyslot(&mut self, slot: &Keyslot) -> Result<()>;
     /// Deletes every keyslot (`rekey`, which then writes the one new slot).
     fn delete_keyslots(&mut self) -> Result<()>;
+    /// Deletes one keyslot (removing the recovery key).
+    fn delete_keyslot(&mut self, slot: u32) -> Result<()>;
     /// The sealed manifest (`engine::manifest`), if written.
     fn manifest(&mut self) -> Result<Option<Vec<u8>>>;
     /// Writes the sealed manifest.

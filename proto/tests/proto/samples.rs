@@ -12,6 +12,7 @@ use session_vault_proto::model::{
     AuthKey, ChannelKind, ChannelState, DcOption, Peer, PeerKey, PeerKind, SelfUser, SentFile,
     SessionData, SessionExtras, SessionSummary, TmpAuthKey, UpdateStateChange, UpdatesState,
 };
+use session_vault_proto::recovery::RecoveryKey;
 
 /// The snake_case wire name of an enum value, from its `Debug` form (`GetPeer { .. }` →
 /// `get_peer`).
@@ -183,6 +184,7 @@ pub fn status_info() -> StatusInfo {
         version: "0.1.0".into(),
         pid: 4242,
         connections: 2,
+        recovery_key: Some(true),
     }
 }
 
@@ -210,12 +212,24 @@ pub fn requests() -> Vec<Request> {
         },
         Request::Unlock {
             passphrase: pass("correct horse battery staple"),
+            recovery: false,
+        },
+        Request::Unlock {
+            passphrase: pass("000000-000011-000022-000033-000044-000055-000066-000077"),
+            recovery: true,
         },
         Request::Lock,
         Request::ChangePassphrase {
             old: pass("old"),
             new: Passphrase::new(vec![0xff, 0x00, 0x80]),
             kdf: None,
+            recovery: false,
+        },
+        Request::ChangePassphrase {
+            old: pass("000000-000011-000022-000033-000044-000055-000066-000077"),
+            new: pass("a new passphrase"),
+            kdf: None,
+            recovery: true,
         },
         Request::Rekey {
             passphrase: pass("correct horse battery staple"),
@@ -293,6 +307,8 @@ pub fn requests() -> Vec<Request> {
             session: Some("bot-a".into()),
             pid: Some(4242),
         },
+        Request::AddRecoveryKey,
+        Request::RemoveRecoveryKey,
         Request::OpenSession {
             name: "bot-a".into(),
             exclusive: true,
@@ -437,6 +453,7 @@ pub fn responses() -> Vec<Response> {
         Response::Status(StatusInfo {
             state: VaultState::Locked,
             sessions: None,
+            recovery_key: None,
             ..status_info()
         }),
         Response::Sessions(vec![
@@ -488,6 +505,7 @@ pub fn responses() -> Vec<Response> {
         Response::Chunk(Blob(vec![0, 1, 2, 255])),
         Response::Verified(verify_report()),
         Response::Disconnected { connections: 1 },
+        Response::RecoveryKey(RecoveryKey::from_bytes(&[7; 16])),
         Response::Restored(RestoreInfo {
             report: verify_report(),
             previous: Some("/var/lib/session-vault/vault.db.before-restore-1765000000".into()),

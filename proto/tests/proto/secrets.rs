@@ -21,6 +21,7 @@ fn passphrase_debug_is_redacted() {
     assert_eq!(format!("{p:?}"), "Passphrase(<redacted>)");
     assert_hidden(&format!("{p:#?}"));
     let r = Request::ChangePassphrase {
+        recovery: false,
         old: p.clone(),
         new: p,
         kdf: None,

@@ -1,4 +1,4 @@
-//! `init`, `unlock`, `lock`, `change_passphrase` and `rekey`.
+//! `init`, `unlock`, `lock`, `change_passphrase`, `rekey` and the recovery key.
 //!
 //! Passphrase checks go through the daemon-wide throttle (one judged at a time, none before
 //! the delay earned by the last wrong one); Argon2 runs in `spawn_blocking` inside the vault
@@ -9,6 +9,7 @@
 //! benchmarks); their passphrase floor (8 characters) is the vault's own.
 
 use session_vault_proto::message::{ErrorCode, Event, KdfSpec, Passphrase, Response, WireError};
+use session_vault_proto::recovery::{self, RecoveryKey};
 
 use crate::server::context::Conn;
 use crate::server::errors::{self, wire_error};
@@ -64,17 +65,47 @@ fn refused(conn: &Conn, what: &str, refusal: Refusal<EngineError>) -> WireError 
     }
 }
 
-/// `unlock`, throttled.
-pub async fn unlock(conn: &Conn, passphrase: Passphrase) -> Result<Response, WireError> {
+/// The 16 bytes of a recovery key sent as text; `InvalidRequest` (before any throttle or
+/// KDF) when it fails its checks. The message never repeats the key.
+fn recovery_bytes(text: &Passphrase) -> Result<zeroize::Zeroizing<[u8; 16]>, WireError> {
+    let text = std::str::from_utf8(text.expose()).map_err(|_| {
+        wire_error(
+            ErrorCode::InvalidRequest,
+            "a recovery key holds only digits, in groups separated by '-' or spaces",
+        )
+    })?;
+    recovery::parse(text).map_err(|e| wire_error(ErrorCode::InvalidRequest, e.to_string()))
+}
+
+/// `unlock`, throttled; with `recovery`, by the recovery key (throttled alike).
+pub async fn unlock(
+    conn: &Conn,
+    passphrase: Passphrase,
+    recovery: bool,
+) -> Result<Response, WireError> {
     let d = &conn.daemon;
+    let key = if recovery {
+        Some(recovery_bytes(&passphrase)?)
+    } else {
+        None
+    };
     d.throttle
         .attempt(
-            || d.vault.unlock(passphrase.expose()),
+            || async {
+                match &key {
+                    Some(key) => d.vault.unlock_with_recovery_key(&key[..]).await,
+                    None => d.vault.unlock(passphrase.expose()).await,
+                }
+            },
             |e| matches!(e, EngineError::BadPassphrase),
         )
         .await
         .map_err(|r| refused(conn, "unlock", r))?;
-    tracing::info!(uid = conn.peer.uid, "vault unlocked");
+    if recovery {
+        tracing::warn!(uid = conn.peer.uid, "vault unlocked with the recovery key");
+    } else {
+        tracing::info!(uid = conn.peer.uid, "vault unlocked");
+    }
     d.publish(Event::Unlocked);
     Ok(Response::Ok)
 }
@@ -93,20 +124,54 @@ pub async fn change_passphrase(
     old: Passphrase,
     new: Passphrase,
     spec: Option<KdfSpec>,
+    recovery: bool,
 ) -> Result<Response, WireError> {
     let d = &conn.daemon;
     let params = kdf(conn, spec)?;
+    let key = if recovery {
+        Some(recovery_bytes(&old)?)
+    } else {
+        None
+    };
+    let old: &[u8] = match &key {
+        Some(key) => &key[..],
+        None => old.expose(),
+    };
     d.throttle
         .attempt(
             || {
                 d.vault
-                    .change_passphrase(old.expose(), new.expose(), params)
+                    .change_passphrase_with(old, recovery, new.expose(), params)
             },
             |e| matches!(e, EngineError::BadPassphrase),
         )
         .await
         .map_err(|r| refused(conn, "passphrase change", r))?;
-    tracing::info!(uid = conn.peer.uid, "passphrase changed");
+    if recovery {
+        tracing::warn!(uid = conn.peer.uid, "passphrase set with the recovery key");
+    } else {
+        tracing::info!(uid = conn.peer.uid, "passphrase changed");
+    }
+    Ok(Response::Ok)
+}
+
+/// `add_recovery_key`: a new recovery keyslot (replacing any earlier one); the key is in
+/// the answer only, never in a log.
+pub async fn add_recovery_key(conn: &Conn) -> Result<Response, WireError> {
+    let key = conn.daemon.vault.add_recovery_key().await?;
+    tracing::info!(uid = conn.peer.uid, "recovery key added");
+    Ok(Response::RecoveryKey(RecoveryKey::from_bytes(&key)))
+}
+
+/// `remove_recovery_key`: deletes the recovery keyslot.
+pub async fn remove_recovery_key(conn: &Conn) -> Result<Response, WireError> {
+    if !conn.daemon.vault.remove_recovery_key().await? {
+        return Err(wire_error(
+            ErrorCode::InvalidRequest,
+            "the vault has no recovery key",
+        ));
+    }
+    tracing::info!(uid = conn.peer.uid, "recovery key removed");
     Ok(Response::Ok)
 }
 

@@ -80,9 +80,19 @@ async fn run(conn: &Conn, request: Request) -> Result<Response, WireError> {
         R::Status => status::status(conn).await,
 
         R::Init { passphrase, kdf } => keys::init(conn, passphrase, kdf).await,
-        R::Unlock { passphrase } => keys::unlock(conn, passphrase).await,
+        R::Unlock {
+            passphrase,
+            recovery,
+        } => keys::unlock(conn, passphrase, recovery).await,
         R::Lock => keys::lock(conn).await,
-        R::ChangePassphrase { old, new, kdf } => keys::change_passphrase(conn, old, new, kdf).await,
+        R::ChangePassphrase {
+            old,
+            new,
+            kdf,
+            recovery,
+        } => keys::change_passphrase(conn, old, new, kdf, recovery).await,
+        R::AddRecoveryKey => keys::add_recovery_key(conn).await,
+        R::RemoveRecoveryKey => keys::remove_recovery_key(conn).await,
         R::Rekey { passphrase, kdf } => keys::rekey(conn, passphrase, kdf).await,
 
         R::ListSessions => admin::list(conn).await,

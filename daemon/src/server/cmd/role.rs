@@ -47,6 +47,7 @@ pub fn role(request: &Request) -> Role {
         R::TransferEnd { .. } => Role::Admin("backup"),
         R::Verify => Role::Admin("verify"),
         R::Disconnect { .. } => Role::Admin("disconnect"),
+        R::AddRecoveryKey | R::RemoveRecoveryKey => Role::Admin("recovery key"),
 
         R::OpenSession { .. } => Role::SessionAcl,
 
@@ -132,7 +133,7 @@ mod tests {
     fn the_role_table_agrees_with_the_protocol() {
         let admin = names_with(|r| matches!(r, Role::Admin(_)));
         assert_eq!(admin, protocol_lists("Admin requests"));
-        assert_eq!(admin.len(), 20, "{admin:?}");
+        assert_eq!(admin.len(), 22, "{admin:?}");
         let anyone = names_with(|r| r == Role::Anyone);
         assert_eq!(anyone, protocol_lists("Anyone who can connect"));
         assert_eq!(

@@ -16,5 +16,6 @@ pub async fn status(conn: &Conn) -> Result<Response, WireError> {
         version: env!("CARGO_PKG_VERSION").to_owned(),
         pid: std::process::id(),
         connections: d.connections.load(std::sync::atomic::Ordering::Relaxed),
+        recovery_key: s.recovery_key,
     }))
 }

@@ -237,12 +237,27 @@ impl KdfParams {
     }
 }
 
+/// The `kind` of a passphrase keyslot.
+pub const KIND_PASSPHRASE: &str = "passphrase";
+/// The `kind` of the recovery keyslot (at most one per vault).
+pub const KIND_RECOVERY: &str = "recovery";
+
+/// Argon2id parameters of the recovery keyslot: deliberately cheap (1 MiB, one pass). The
+/// recovery key is 128 random bits from the OS, not a passphrase: guessing it costs 2^127
+/// tries on average whatever the KDF, so a slow KDF would add nothing but unlock time.
+/// Argon2id is kept (not HKDF) so that the recovery keyslot has the format of every other.
+pub const RECOVERY_KDF: KdfParams = KdfParams {
+    m_cost_kib: 1024,
+    t_cost: 1,
+    p_cost: 1,
+};
+
 /// A stored keyslot: a wrapped DEK and what is needed to rederive its KEK.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Keyslot {
     /// Slot number (0 is the passphrase slot made by `init`).
     pub slot: u32,
-    /// What unlocks it, e.g. `passphrase`.
+    /// What unlocks it: [`KIND_PASSPHRASE`] or [`KIND_RECOVERY`].
     pub kind: String,
     /// Argon2id parameters.
     pub kdf: KdfParams,
@@ -313,6 +328,20 @@ impl Keyslot {
         Ok(ks)
     }
 
+    /// `Corrupt` if the slot's stored checksum does not match its fields (damage or a naive
+    /// edit, its kind included); no KDF runs.
+    pub fn verify_check(&self, vault_id: &[u8]) -> Result<()> {
+        if self.check != self.checksum(vault_id) {
+            return Err(EngineError::Corrupt {
+                table: "keyslots",
+                session_id: 0,
+                row: self.slot.to_string(),
+                reason: "keyslot parameters or wrapped key were altered",
+            });
+        }
+        Ok(())
+    }
+
     /// Unwraps the DEK with `passphrase`. `Corrupt` if the slot was damaged or edited,
     /// `BadPassphrase` if the passphrase does not open it. Blocking (Argon2).
     pub fn open(&self, vault_id: &[u8], passphrase: &[u8]) -> Result<SecretKey> {
@@ -322,9 +351,7 @@ impl Keyslot {
             row: self.slot.to_string(),
             reason,
         };
-        if self.check != self.checksum(vault_id) {
-            return Err(corrupt("keyslot parameters or wrapped key were altered"));
-        }
+        self.verify_check(vault_id)?;
         let aad = Self::aad(vault_id, self.slot, &self.kind, &self.kdf, &self.salt);
         scrubbed(|| {
             // Refuse parameters weaker than Argon2 itself accepts before spending time on them.

@@ -8,7 +8,11 @@
 //! order), and every keyslot replaced by the one new slot; all in one transaction, so a crash
 //! leaves the old vault or the new one, nothing between. The old keys are swapped out only
 //! once the commit returned. Session ids stay, so open handles and leases survive; requests
-//! wait on the storage thread meanwhile.
+//! wait on the storage thread meanwhile. `rekey` thereby drops the recovery keyslot too.
+//!
+//! The recovery keyslot ([`Engine::set_recovery_keyslot`]) is one more keyslot of kind
+//! `recovery`, recorded in the manifest like any other, so an old or removed one put back
+//! into the file is `Corrupt`.
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -17,7 +21,7 @@ use session_vault_proto::model::{ChannelState, DcOption, Peer, SentFile};
 use super::manifest::Manifest;
 use super::record::encode;
 use super::{Engine, KeyState, STATE_UPDATES, ScalarState, SessionId, SessionRecord, pad_class};
-use crate::vault::crypto::{Keys, Keyslot, PAD_FIXED, RecordPlace, SecretKey};
+use crate::vault::crypto::{KIND_RECOVERY, Keys, Keyslot, PAD_FIXED, RecordPlace, SecretKey};
 use crate::vault::error::{EngineError, Result};
 use crate::vault::store::{Row, Store, Table};
 
@@ -54,6 +58,79 @@ impl<S: Store> Engine<S> {
             }
         })?;
         self.store.checkpoint()
+    }
+
+    /// Writes `slot` as the vault's only recovery keyslot (any other recovery keyslot is
+    /// deleted), recorded in the manifest at a new generation; then checkpoints. The vault
+    /// must be unlocked and `dek` must be its current DEK, the one `slot` wraps: a recovery
+    /// keyslot sealed before a `rekey` that ran meanwhile is refused.
+    pub fn set_recovery_keyslot(&mut self, slot: Keyslot, dek: SecretKey) -> Result<()> {
+        let u = self.unlocked()?;
+        if u.keys.dek().expose() != dek.expose() {
+            return Err(EngineError::Invalid(
+                "the data key changed while the recovery key was made (a rekey ran); add it again"
+                    .into(),
+            ));
+        }
+        let checksum = slot.checksum(u.keys.vault_id());
+        self.in_transaction(|e| {
+            let old = e.recovery_slots()?;
+            for n in &old {
+                e.store.delete_keyslot(*n)?;
+            }
+            e.store.put_keyslot(&slot)?;
+            e.bump(|m, _| {
+                for n in &old {
+                    m.keyslots.remove(n);
+                }
+                m.keyslots.insert(slot.slot, checksum);
+            })?;
+            Ok(())
+        })?;
+        self.store.checkpoint()
+    }
+
+    /// Deletes the recovery keyslot, recorded in the manifest at a new generation; then
+    /// checkpoints. `Ok(false)` when there is none. The vault must be unlocked.
+    pub fn remove_recovery_keyslot(&mut self) -> Result<bool> {
+        self.unlocked()?;
+        let removed = self.in_transaction(|e| {
+            let old = e.recovery_slots()?;
+            if old.is_empty() {
+                return Ok(false);
+            }
+            for n in &old {
+                e.store.delete_keyslot(*n)?;
+            }
+            e.bump(|m, _| {
+                for n in &old {
+                    m.keyslots.remove(n);
+                }
+            })?;
+            Ok(true)
+        })?;
+        if removed {
+            self.store.checkpoint()?;
+        }
+        Ok(removed)
+    }
+
+    /// Whether the vault has a recovery keyslot; `None` while uninitialized.
+    pub fn has_recovery_key(&mut self) -> Result<Option<bool>> {
+        if matches!(self.state, KeyState::Uninitialized) {
+            return Ok(None);
+        }
+        Ok(Some(!self.recovery_slots()?.is_empty()))
+    }
+
+    fn recovery_slots(&mut self) -> Result<Vec<u32>> {
+        Ok(self
+            .store
+            .keyslots()?
+            .iter()
+            .filter(|s| s.kind == KIND_RECOVERY)
+            .map(|s| s.slot)
+            .collect())
     }
 
     /// Replaces the DEK with `dek` and every keyslot with `slot` (which wraps it): see the
