@@ -238,9 +238,20 @@ fn data_dir(vault: &Vault) -> PathBuf {
     }
 }
 
+/// Opens a transfer file of the data directory again by its name, never through a symbolic
+/// link (as every file the daemon creates, see `server::dirs`).
+fn reopen(path: &Path, write: bool) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(!write)
+        .write(write)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+}
+
 /// Size and SHA-256 of a file.
 fn digest(path: &Path) -> Result<(u64, Vec<u8>), WireError> {
-    let mut f = std::fs::File::open(path).map_err(|e| storage("read", path, e))?;
+    let mut f = reopen(path, false).map_err(|e| storage("read", path, e))?;
     let mut h = Sha256::new();
     let n = std::io::copy(&mut f, &mut h).map_err(|e| storage("read", path, e))?;
     Ok((n, h.finalize().to_vec()))
@@ -285,7 +296,7 @@ pub async fn backup_chunk(conn: &Conn, id: u64, offset: u64) -> Result<Response,
     let result = blocking(move || {
         let len = size.saturating_sub(offset).min(CHUNK_MAX as u64) as usize;
         let mut buf = vec![0u8; len];
-        let f = std::fs::File::open(&path).map_err(|e| storage("read", &path, e))?;
+        let f = reopen(&path, false).map_err(|e| storage("read", &path, e))?;
         f.read_exact_at(&mut buf, offset)
             .map_err(|e| storage("read", &path, e))?;
         Ok(buf)
@@ -346,10 +357,7 @@ pub async fn restore_chunk(
         )));
     }
     let result = blocking(move || {
-        let f = std::fs::OpenOptions::new()
-            .write(true)
-            .open(&path)
-            .map_err(|e| storage("write", &path, e))?;
+        let f = reopen(&path, true).map_err(|e| storage("write", &path, e))?;
         f.write_all_at(&data.0, offset)
             .map_err(|e| storage("write", &path, e))
     })
@@ -395,7 +403,7 @@ async fn commit(
     }
     let p = path.to_owned();
     let (n, hash) = blocking(move || {
-        std::fs::File::open(&p)
+        reopen(&p, false)
             .and_then(|f| f.sync_all())
             .map_err(|e| storage("fsync", &p, e))?;
         digest(&p)
