@@ -22,9 +22,8 @@ pub struct Args {
     pub passphrase: PassphraseArgs,
     #[command(flatten)]
     pub kdf: KdfArgs,
-    /// Accept a passphrase below the strength floor (zxcvbn score 3, over 10^8 guesses)
-    #[arg(long)]
-    pub weak_passphrase: bool,
+    #[command(flatten)]
+    pub strength: strength::StrengthArgs,
     /// Also make a recovery key and print it, once (see `vaultctl recovery-key`)
     #[arg(long)]
     pub recovery_key: bool,
@@ -45,9 +44,7 @@ pub(super) fn run(args: Args, daemon: &DaemonClient, out: &mut dyn Write) -> Res
         ));
     }
     let passphrase = pending.resolve_on_terminal()?;
-    if let Some(warning) = strength::check(&passphrase, "passphrase", args.weak_passphrase)? {
-        eprintln!("{warning}");
-    }
+    args.strength.check(&passphrase, "passphrase")?;
     link.call_ok(
         Request::Init {
             passphrase,

@@ -71,9 +71,8 @@ pub struct Args {
     pub new_passphrase_fd: Option<i32>,
     #[command(flatten)]
     pub kdf: KdfArgs,
-    /// Accept a passphrase below the strength floor (zxcvbn score 3, over 10^8 guesses)
-    #[arg(long)]
-    pub weak_passphrase: bool,
+    #[command(flatten)]
+    pub strength: strength::StrengthArgs,
     /// The current credential is the recovery key, not the passphrase (a forgotten
     /// passphrase): the passphrase keyslot is rewritten for the new passphrase and the
     /// recovery key keeps working. It comes from --passphrase-file/--passphrase-fd or the
@@ -110,9 +109,7 @@ pub(super) fn run(args: Args, daemon: &DaemonClient, out: &mut dyn Write) -> Res
         old = recovery_key::checked(&old)?;
     }
     let new = new.resolve_on_terminal()?;
-    if let Some(warning) = strength::check(&new, "new passphrase", args.weak_passphrase)? {
-        eprintln!("{warning}");
-    }
+    args.strength.check(&new, "new passphrase")?;
     let kdf = args.kdf.spec();
     link.call_passphrase_ok(
         || Request::ChangePassphrase {

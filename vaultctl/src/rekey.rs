@@ -29,9 +29,8 @@ pub struct Args {
     pub passphrase: PassphraseArgs,
     #[command(flatten)]
     pub kdf: KdfArgs,
-    /// Accept a passphrase below the strength floor (zxcvbn score 3, over 10^8 guesses)
-    #[arg(long)]
-    pub weak_passphrase: bool,
+    #[command(flatten)]
+    pub strength: strength::StrengthArgs,
 }
 
 pub(super) fn run(args: Args, daemon: &DaemonClient, out: &mut dyn Write) -> Result<(), CtlError> {
@@ -57,9 +56,7 @@ pub(super) fn run(args: Args, daemon: &DaemonClient, out: &mut dyn Write) -> Res
     let passphrase = pending.resolve_on_terminal()?;
     // The passphrase becomes the only keyslot's: a weak one is refused here too (change it
     // with `passwd` first).
-    if let Some(warning) = strength::check(&passphrase, "passphrase", args.weak_passphrase)? {
-        eprintln!("{warning}");
-    }
+    args.strength.check(&passphrase, "passphrase")?;
     let kdf = args.kdf.spec();
     // Whether a recovery key exists now: rekey deletes it, and the note below says so.
     let had_recovery_key = matches!(

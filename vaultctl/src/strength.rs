@@ -122,6 +122,24 @@ fn reason(w: Warning) -> String {
     }
 }
 
+/// `--weak-passphrase`, shared by `init`, `passwd` and `rekey`.
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct StrengthArgs {
+    /// Accept a passphrase below the strength floor (zxcvbn score 3, over 10^8 guesses)
+    #[arg(long)]
+    pub weak_passphrase: bool,
+}
+
+impl StrengthArgs {
+    /// [`check`] with this flag; the warning for an accepted weak passphrase goes to stderr.
+    pub fn check(self, passphrase: &Passphrase, what: &str) -> Result<(), CtlError> {
+        if let Some(warning) = check(passphrase, what, self.weak_passphrase)? {
+            eprintln!("{warning}");
+        }
+        Ok(())
+    }
+}
+
 /// Checks a passphrase that is about to protect the vault. `what` names it in the message
 /// ("new passphrase"). Below [`FLOOR`]: an error, or with `weak_ok` a warning line for
 /// stderr. At or above: `Ok(None)`.
