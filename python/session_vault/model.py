@@ -152,6 +152,16 @@ class Writer:
             after, self.after = self.after, None
             after()
 
+    def flush_then(self, reload):
+        """After a reconnect: sends what was changed but not sent yet, then `reload`s (another
+        process may have had the session meanwhile). Inside a flush, the reload waits for the
+        outermost one to finish."""
+        if self.depth:
+            self.then(reload)
+        else:
+            self.flush()
+            reload()
+
     def then(self, fn):
         """Runs `fn` now if no flush is in progress, else once the outermost one is done."""
         if self.depth:

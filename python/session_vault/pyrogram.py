@@ -131,13 +131,7 @@ class VaultStorage(Storage):
         self._test_mode = _UNSET
 
     def _reopened(self, _opened):
-        # Send what was changed but not sent yet, then reload: another process may have had
-        # the session while we were away.
-        if self._writer.depth:
-            self._writer.then(self._load)
-        else:
-            self._writer.flush()
-            self._load()
+        self._writer.flush_then(self._load)
 
     def _load(self):
         self._link.flush()  # writes still in flight first: the daemon does not order requests
