@@ -21,6 +21,14 @@ struct Args {
     /// Directory holding vault.db (default: $XDG_DATA_HOME/session-vault or /var/lib/session-vault).
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
+    /// Keep the vault in this PostgreSQL database (postgres://USER@HOST/DB, no password),
+    /// shared with other hosts' vaultd, instead of vault.db in --data-dir.
+    #[arg(long, value_name = "URL")]
+    store: Option<String>,
+    /// File whose first line is the PostgreSQL password (default: the systemd credential
+    /// `store-password`, if any). Never put the password in --store.
+    #[arg(long, value_name = "FILE")]
+    store_password_file: Option<PathBuf>,
     /// Uid allowed to send admin requests (repeatable; default: the daemon's uid and root).
     #[arg(long = "admin-uid", value_name = "UID")]
     admin_uids: Vec<u32>,
@@ -91,6 +99,8 @@ fn main() -> ExitCode {
         config: args.config,
         socket: args.socket,
         data_dir: args.data_dir,
+        store: args.store,
+        store_password_file: args.store_password_file,
         admin_uids: args.admin_uids,
         flush_interval_ms: args.flush_interval_ms,
         max_frame_bytes: args.max_frame_bytes,

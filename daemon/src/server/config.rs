@@ -23,6 +23,11 @@ pub struct FileConfig {
     pub socket: Option<PathBuf>,
     /// Directory holding `vault.db`.
     pub data_dir: Option<PathBuf>,
+    /// Where the vault is kept: `postgres://…` for a PostgreSQL database (no password in
+    /// it), else the SQLite `vault.db` in the data directory.
+    pub store: Option<String>,
+    /// File whose first line is the PostgreSQL password.
+    pub store_password_file: Option<PathBuf>,
     /// Uids allowed to send admin requests (default: the daemon's uid and root).
     pub admin_uids: Option<Vec<u32>>,
     /// Longest time a cache-class write stays uncommitted, in ms (default 100).
@@ -80,6 +85,10 @@ pub struct Overrides {
     pub socket: Option<PathBuf>,
     /// `--data-dir`.
     pub data_dir: Option<PathBuf>,
+    /// `--store`.
+    pub store: Option<String>,
+    /// `--store-password-file`.
+    pub store_password_file: Option<PathBuf>,
     /// `--admin-uid`, repeatable.
     pub admin_uids: Vec<u32>,
     /// `--flush-interval-ms`.
@@ -115,8 +124,13 @@ pub struct Overrides {
 pub struct Config {
     /// Socket path.
     pub socket: PathBuf,
-    /// Directory holding `vault.db`.
+    /// Directory holding `vault.db` (and, with a PostgreSQL store, the daemon's lock).
     pub data_dir: PathBuf,
+    /// A PostgreSQL connection string (`postgres://…`, no password); `None`: SQLite in
+    /// `data_dir`.
+    pub store: Option<String>,
+    /// File holding the PostgreSQL password (else the systemd credential `store-password`).
+    pub store_password_file: Option<PathBuf>,
     /// Uids allowed to send admin requests.
     pub admin_uids: Vec<u32>,
     /// Flush interval of cache-class writes.
@@ -208,9 +222,21 @@ impl Config {
         } else {
             vec![euid, 0]
         };
+        let store = o.store.or(file.store);
+        if let Some(s) = &store {
+            if !crate::vault::postgres::is_postgres_url(s) {
+                return Err(ConfigError::Missing(
+                    "--store takes a PostgreSQL connection string (postgres://…); the SQLite \
+                     store is `vault.db` in --data-dir, the default"
+                        .into(),
+                ));
+            }
+        }
         Ok(Config {
             socket,
             data_dir,
+            store,
+            store_password_file: o.store_password_file.or(file.store_password_file),
             admin_uids,
             flush_interval: Duration::from_millis(
                 o.flush_interval_ms

@@ -51,7 +51,8 @@ use futures_util::FutureExt;
 use session_vault_proto::message::Event;
 use tokio::sync::{Semaphore, broadcast, mpsc};
 
-use crate::vault::{Vault, VaultConfig};
+use crate::vault::postgres::PgTarget;
+use crate::vault::{StoreLocation, Vault, VaultConfig};
 use config::Config;
 
 /// First pause after a failed `accept` (e.g. out of file descriptors); doubles per failure.
@@ -106,13 +107,20 @@ impl Daemon {
             Some(name) => data_dir.join(name),
             None => config.vault_path(),
         };
-        let vault = Vault::open(
-            &vault_path,
+        let location = match &config.store {
+            Some(url) => StoreLocation::Postgres(
+                PgTarget::with_password_from(url, config.store_password_file.as_deref())
+                    .context("invalid --store")?,
+            ),
+            None => StoreLocation::Sqlite(vault_path),
+        };
+        let vault = Vault::open_store(
+            &location,
             VaultConfig {
                 flush_interval: config.flush_interval,
             },
         )
-        .with_context(|| format!("cannot open the vault {}", vault_path.display()))?;
+        .with_context(|| format!("cannot open the vault {}", location.label().display()))?;
         lock.check_still_at(&data_dir)?;
         let (events, _) = broadcast::channel(64);
         let l = &config.limits;

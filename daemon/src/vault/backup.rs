@@ -193,6 +193,7 @@ impl Drop for Abandoned {
 
 /// The body of [`Vault::replace_with`], on the storage thread.
 fn swap(e: &mut SqliteEngine, vault: &Path, staged: &Path, aside: &Path) -> Result<bool> {
+    e.store().require_sqlite("a restore")?;
     let had = match e.state() {
         VaultState::Unlocked => {
             return Err(EngineError::Invalid(
@@ -204,7 +205,7 @@ fn swap(e: &mut SqliteEngine, vault: &Path, staged: &Path, aside: &Path) -> Resu
     };
     // Closing the current connection (the old engine dropped) checkpoints the write-ahead
     // log into the file and removes it; the engine meanwhile is an empty one in memory.
-    let old = std::mem::replace(e, Engine::new(SqliteStore::in_memory()?)?);
+    let old = std::mem::replace(e, Engine::new(SqliteStore::in_memory()?.into())?);
     drop(old);
     let moved = (|| {
         std::fs::rename(vault, aside).map_err(|err| io_error("move aside", vault, err))?;
@@ -212,7 +213,7 @@ fn swap(e: &mut SqliteEngine, vault: &Path, staged: &Path, aside: &Path) -> Resu
         sync_dir(vault)?;
         std::fs::rename(staged, vault).map_err(|err| io_error("move into place", staged, err))?;
         sync_dir(vault)?;
-        Engine::new(SqliteStore::open(vault)?)
+        Engine::new(SqliteStore::open(vault)?.into())
     })();
     match moved {
         Ok(new) => {
@@ -232,7 +233,7 @@ fn swap(e: &mut SqliteEngine, vault: &Path, staged: &Path, aside: &Path) -> Resu
                 let _ = rename_if_exists(&with_suffix(aside, "-wal"), &with_suffix(vault, "-wal"));
                 let _ = sync_dir(vault);
             }
-            match SqliteStore::open(vault).and_then(Engine::new) {
+            match SqliteStore::open(vault).and_then(|s| Engine::new(s.into())) {
                 Ok(back) => *e = back,
                 Err(e2) => tracing::error!(
                     error = %e2,

@@ -26,10 +26,12 @@
 //! ([`crypto::check_new_passphrase`]); the KDF floor is the daemon's (it may be lifted for
 //! tests), so the engine takes any parameters Argon2 accepts.
 
+pub mod backend;
 pub mod backup;
 pub mod crypto;
 pub mod engine;
 pub mod error;
+pub mod postgres;
 pub mod sqlite;
 pub mod store;
 pub mod worker;
@@ -53,7 +55,7 @@ pub use session_vault_proto::message::VaultState;
 
 use crypto::{Keyslot, SecretKey, VAULT_ID_LEN};
 use engine::Engine;
-use sqlite::SqliteStore;
+pub use backend::StoreLocation;
 use store::Header;
 use worker::{Class, Job, Redo, Shared, SqliteEngine};
 
@@ -104,6 +106,8 @@ struct Inner {
     shared: Arc<Shared>,
     thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
     path: PathBuf,
+    /// The store is a PostgreSQL database (shared by hosts), not a file.
+    postgres: bool,
 }
 
 impl std::fmt::Debug for Vault {
@@ -118,24 +122,58 @@ impl Vault {
     /// Opens (creating if missing) the vault file at `path`: `Uninitialized` for a new file,
     /// `Locked` otherwise. Starts the storage thread.
     pub fn open(path: &Path, config: VaultConfig) -> Result<Vault> {
-        let store = SqliteStore::open(path)?;
-        let engine = Engine::new(store)?;
+        Vault::open_store(&StoreLocation::Sqlite(path.to_owned()), config)
+    }
+
+    /// [`Vault::open`] on either store: a SQLite file or a PostgreSQL database
+    /// ([`postgres`]). [`Vault::path`] then reports the connection string, without password.
+    pub fn open_store(location: &StoreLocation, config: VaultConfig) -> Result<Vault> {
+        let path = location.label();
+        let postgres = matches!(location, StoreLocation::Postgres(_));
         let (tx, rx) = mpsc::channel();
-        let shared = Shared::new(engine, config.flush_interval);
-        let for_thread = Arc::clone(&shared);
+        // The store is opened (and later dropped) on the storage thread itself: the
+        // PostgreSQL client drives a runtime of its own, which must not run on a thread of
+        // the caller's (tokio panics on a runtime started inside another).
+        let (ready_tx, ready_rx) = mpsc::sync_channel(1);
+        let location = location.clone();
+        let flush_interval = config.flush_interval;
         let thread = std::thread::Builder::new()
             .name("vault-storage".into())
-            .spawn(move || worker::run(for_thread, rx))
+            .spawn(move || {
+                let opened = location.open().and_then(Engine::new);
+                match opened {
+                    Ok(engine) => {
+                        let shared = Shared::new(engine, flush_interval);
+                        let _ = ready_tx.send(Ok(Arc::clone(&shared)));
+                        worker::run(shared, rx);
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                    }
+                }
+            })
             .map_err(|e| EngineError::Storage {
                 kind: StorageErrorKind::Other,
                 message: format!("cannot start the storage thread: {e}"),
             })?;
+        let shared = match ready_rx.recv() {
+            Ok(Ok(shared)) => shared,
+            Ok(Err(e)) => {
+                let _ = thread.join();
+                return Err(e);
+            }
+            Err(_) => {
+                let _ = thread.join();
+                return Err(EngineError::Closed);
+            }
+        };
         Ok(Vault {
             inner: Arc::new(Inner {
                 tx,
                 shared,
                 thread: std::sync::Mutex::new(Some(thread)),
-                path: path.to_owned(),
+                path,
+                postgres,
             }),
         })
     }
@@ -152,9 +190,15 @@ impl Vault {
         Ok(vault)
     }
 
-    /// The vault file.
+    /// The vault file (for a PostgreSQL store: its connection string, without password).
     pub fn path(&self) -> &Path {
         &self.inner.path
+    }
+
+    /// Whether the vault lives in PostgreSQL rather than a SQLite file: file-level
+    /// operations (online backup, restore) are then refused.
+    pub fn is_postgres(&self) -> bool {
+        self.inner.postgres
     }
 
     async fn call<T: Send + 'static>(

@@ -42,11 +42,12 @@ use std::time::{Duration, Instant};
 
 use super::engine::Engine;
 use super::error::EngineError;
-use super::sqlite::SqliteStore;
+use super::backend::Backend;
 use super::store::Store;
 
-/// The engine as the storage thread runs it.
-pub type SqliteEngine = Engine<SqliteStore>;
+/// The engine as the storage thread runs it, on whichever store the vault was opened with
+/// (the name predates the PostgreSQL store).
+pub type SqliteEngine = Engine<Backend>;
 
 /// The longest a durable writer waits for the queue behind it to be drained before its
 /// commit (the flush interval caps it too).
@@ -94,12 +95,18 @@ pub struct Shared {
     worker: Mutex<Worker>,
     /// Jobs sent and not yet applied. Inline reads run only when it is zero.
     queued: AtomicUsize,
+    /// Whether reads and small writes may run on the caller's thread: for SQLite (a few
+    /// µs), never for PostgreSQL, whose client runs a runtime of its own (not allowed on a
+    /// runtime thread) and whose round trips would hold a runtime worker.
+    inline: bool,
 }
 
 impl Shared {
     /// Wraps `engine` for [`run`].
-    pub fn new(engine: SqliteEngine, flush_interval: Duration) -> Arc<Shared> {
+    pub fn new(mut engine: SqliteEngine, flush_interval: Duration) -> Arc<Shared> {
+        let inline = matches!(engine.store(), Backend::Sqlite(_));
         Arc::new(Shared {
+            inline,
             worker: Mutex::new(Worker {
                 engine: Some(engine),
                 flush_interval,
@@ -157,7 +164,7 @@ impl Shared {
     /// The worker, if no job is queued or running (so every job sent before this call has
     /// been applied) and nobody holds it; never waits.
     fn idle_worker(&self) -> Option<MutexGuard<'_, Worker>> {
-        if self.queued.load(Ordering::SeqCst) != 0 {
+        if !self.inline || self.queued.load(Ordering::SeqCst) != 0 {
             return None;
         }
         match self.worker.try_lock() {

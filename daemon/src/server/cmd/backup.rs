@@ -260,6 +260,14 @@ fn digest(path: &Path) -> Result<(u64, Vec<u8>), WireError> {
 /// `backup_begin`.
 pub async fn backup_begin(conn: &Conn) -> Result<Response, WireError> {
     let d = &conn.daemon;
+    if d.vault.is_postgres() {
+        return Err(wire_error(
+            ErrorCode::Unsupported,
+            "this vault is kept in PostgreSQL: back it up with PostgreSQL's tools (pg_dump, \
+             base backups); online backup and restore are for the SQLite store"
+                .into(),
+        ));
+    }
     if d.vault.status().await?.state == VaultState::Uninitialized {
         return Err(EngineError::Uninitialized.into());
     }
@@ -309,6 +317,14 @@ pub async fn backup_chunk(conn: &Conn, id: u64, offset: u64) -> Result<Response,
 /// `restore_begin`.
 pub async fn restore_begin(conn: &Conn, size: u64, sha256: Blob) -> Result<Response, WireError> {
     let d = &conn.daemon;
+    if d.vault.is_postgres() {
+        return Err(wire_error(
+            ErrorCode::Unsupported,
+            "this vault is kept in PostgreSQL: back it up with PostgreSQL's tools (pg_dump, \
+             base backups); online backup and restore are for the SQLite store"
+                .into(),
+        ));
+    }
     if sha256.0.len() != 32 {
         return Err(invalid("sha256 must be 32 bytes"));
     }

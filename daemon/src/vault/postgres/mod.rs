@@ -1,0 +1,665 @@
+//! The PostgreSQL backend of [`Store`]: several hosts' `vaultd` sharing one vault.
+//!
+//! PostgreSQL is untrusted storage: it holds exactly the rows SQLite holds — sealed records,
+//! blind indexes, and the plaintext DESIGN.md allows (format version, vault id, keyslot KDF
+//! parameters and salts, session names, timestamps) — with the same shapes, so every record's
+//! AAD (vault id ‖ table ‖ session id ‖ row key ‖ format version) is the same in both stores
+//! and a vault can be copied between them row by row. No key ever reaches the database.
+//!
+//! **Why the blocking `postgres` client, not `tokio-postgres` with a pool.** The [`Store`]
+//! trait is synchronous and has exactly one caller at a time: the storage thread
+//! ([`super::worker`]) or an inline reader holding the worker's mutex. Group commit needs one
+//! connection (the open transaction *is* the group), so a pool would hold one connection
+//! anyway and add an async/sync bridge on every row. The `postgres` crate is tokio-postgres
+//! driven by a private current-thread runtime on the calling thread: the same protocol code,
+//! no bridge, no runtime worker ever blocked by a query. Pipelining and pooling would only
+//! pay off with several storage threads, which the engine does not have.
+//!
+//! Schema: [`MIGRATIONS`], numbered, each run in its own transaction under an advisory lock
+//! (two daemons starting at once migrate once). Row order: SQLite orders a session's rows by
+//! `rowid`; here a `seq` column drawn from one sequence does the same, and
+//! [`Store::put_last`] draws a new one (the row moves to the end).
+//!
+//! Durability: the session runs with `synchronous_commit = on` whatever the server's
+//! default, so a commit returns once PostgreSQL flushed its WAL (and, with synchronous
+//! replication configured, once a standby has it): durable-class writes keep their meaning.
+//!
+//! Connection loss (PostgreSQL restarted, failed over, network cut): the operation fails with
+//! a `storage` error of kind `i/o`; the open transaction is gone with the connection, which
+//! the worker treats as a failed commit (durable writers get the error, acknowledged
+//! cache-class writes are re-applied). The next operation outside a transaction reconnects,
+//! so the daemon recovers without a restart.
+//!
+//! Errors: only PostgreSQL's SQLSTATE and primary message are kept (never `DETAIL`, which
+//! may quote key values); the connection string is shown without its password.
+//!
+//! Secure deletion: PostgreSQL has no `secure_delete`. [`Store::checkpoint`] (after keyslot
+//! changes) rewrites the keyslot and meta tables (`VACUUM FULL`), so a replaced keyslot does
+//! not stay in a live table file; PostgreSQL's WAL, archives and replicas keep old versions
+//! until they are recycled, as they keep every row. A replaced keyslot is sealed under the old
+//! passphrase: whoever holds both an old WAL segment and the old passphrase holds the DEK,
+//! which is why a suspected passphrase leak calls for `rekey` (a new DEK), not just a change.
+
+use std::collections::HashMap;
+
+use postgres::error::SqlState;
+use postgres::{Client, Statement};
+
+use super::crypto::{KdfParams, Keyslot, VAULT_ID_LEN};
+use super::error::{EngineError, Result, StorageErrorKind};
+use super::store::{Header, Index, Row, SessionRow, Store, Table};
+
+mod target;
+
+pub use target::{PASSWORD_CREDENTIAL, PgTarget, is_postgres_url};
+
+/// The schema, one entry per version; `MIGRATIONS[n]` takes a database from version `n` to
+/// `n + 1`. Append only: a released step is never edited. Version 1 holds what SQLite's
+/// schema version 3 holds (record format 2 and the sealed manifest).
+pub const MIGRATIONS: &[&str] = &[
+    // 1: header, keyslots, sessions and the per-session tables of sealed rows.
+    "CREATE TABLE meta (k TEXT PRIMARY KEY, v BYTEA NOT NULL);
+     CREATE TABLE keyslots (
+         slot BIGINT PRIMARY KEY, kind TEXT NOT NULL,
+         m_cost BIGINT NOT NULL, t_cost BIGINT NOT NULL, p_cost BIGINT NOT NULL,
+         salt BYTEA NOT NULL, wrapped BYTEA NOT NULL, check_sum BYTEA NOT NULL);
+     CREATE TABLE sessions (
+         id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, name TEXT NOT NULL UNIQUE,
+         created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL, record BYTEA NOT NULL);
+     CREATE SEQUENCE row_seq;
+     CREATE TABLE dc_options (seq BIGINT NOT NULL DEFAULT nextval('row_seq'),
+         session BIGINT NOT NULL, k BYTEA NOT NULL, v BYTEA NOT NULL, i1 BYTEA, i2 BYTEA,
+         PRIMARY KEY (session, k));
+     CREATE TABLE peers (seq BIGINT NOT NULL DEFAULT nextval('row_seq'),
+         session BIGINT NOT NULL, k BYTEA NOT NULL, v BYTEA NOT NULL, i1 BYTEA, i2 BYTEA,
+         PRIMARY KEY (session, k));
+     CREATE TABLE state (seq BIGINT NOT NULL DEFAULT nextval('row_seq'),
+         session BIGINT NOT NULL, k BYTEA NOT NULL, v BYTEA NOT NULL, i1 BYTEA, i2 BYTEA,
+         PRIMARY KEY (session, k));
+     CREATE TABLE channels (seq BIGINT NOT NULL DEFAULT nextval('row_seq'),
+         session BIGINT NOT NULL, k BYTEA NOT NULL, v BYTEA NOT NULL, i1 BYTEA, i2 BYTEA,
+         PRIMARY KEY (session, k));
+     CREATE TABLE sent_files (seq BIGINT NOT NULL DEFAULT nextval('row_seq'),
+         session BIGINT NOT NULL, k BYTEA NOT NULL, v BYTEA NOT NULL, i1 BYTEA, i2 BYTEA,
+         PRIMARY KEY (session, k));
+     CREATE INDEX channels_order ON channels (session, seq);
+     CREATE INDEX peers_username ON peers (session, i1) WHERE i1 IS NOT NULL;
+     CREATE INDEX peers_phone ON peers (session, i2) WHERE i2 IS NOT NULL;",
+];
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
+
+/// The advisory lock key that serializes migrations ("SVLT", as SQLite's application id).
+const MIGRATION_LOCK: i64 = 0x5356_4c54;
+
+/// Picks the SQL text for a table: `per_table!(t, "SELECT .. FROM ", " WHERE ..")`.
+macro_rules! per_table {
+    ($table:expr, $head:literal, $tail:literal) => {
+        match $table {
+            Table::DcOptions => concat!($head, "dc_options", $tail),
+            Table::Peers => concat!($head, "peers", $tail),
+            Table::State => concat!($head, "state", $tail),
+            Table::Channels => concat!($head, "channels", $tail),
+            Table::SentFiles => concat!($head, "sent_files", $tail),
+        }
+    };
+}
+
+/// A vault in one PostgreSQL database.
+pub struct PostgresStore {
+    target: PgTarget,
+    /// `None` after the connection was found dead outside a transaction, until reconnected.
+    client: Option<Client>,
+    /// Prepared statements of the current connection, by their SQL text.
+    statements: HashMap<&'static str, Statement>,
+    /// A transaction is open on the server (its loss with the connection is an error).
+    in_txn: bool,
+}
+
+impl PostgresStore {
+    /// Connects to `target`, checks that the database is empty or a Session Vault, and
+    /// migrates it to [`SCHEMA_VERSION`]. A database newer than this build is refused.
+    pub fn open(target: PgTarget) -> Result<Self> {
+        let mut store = PostgresStore {
+            client: None,
+            statements: HashMap::new(),
+            in_txn: false,
+            target,
+        };
+        store.connect()?;
+        store.migrate()?;
+        Ok(store)
+    }
+
+    /// The connection string, without its password.
+    pub fn display(&self) -> &str {
+        self.target.display()
+    }
+
+    fn connect(&mut self) -> Result<&mut Client> {
+        self.statements.clear();
+        let mut client = self.target.connect()?;
+        // Durable-class writes are answered after `COMMIT` returns: it must mean "flushed".
+        client
+            .batch_execute("SET synchronous_commit = on; SET client_min_messages = warning")
+            .map_err(pg_error)?;
+        Ok(self.client.insert(client))
+    }
+
+    /// The live connection; reconnects first if it died outside a transaction.
+    fn client(&mut self) -> Result<&mut Client> {
+        let dead = self.client.as_ref().is_none_or(Client::is_closed);
+        if dead {
+            if self.in_txn {
+                return Err(EngineError::Storage {
+                    kind: StorageErrorKind::Io,
+                    message: "the connection to PostgreSQL was lost with the open transaction"
+                        .into(),
+                });
+            }
+            self.client = None;
+            return self.connect();
+        }
+        Ok(self.client.as_mut().expect("checked alive above"))
+    }
+
+    /// The prepared statement for `sql` on the current connection.
+    fn stmt(&mut self, sql: &'static str) -> Result<(&mut Client, Statement)> {
+        let client_alive = self.client.as_ref().is_some_and(|c| !c.is_closed());
+        if !client_alive {
+            self.client()?;
+        }
+        let client = self.client.as_mut().expect("connected above");
+        let stmt = match self.statements.get(sql) {
+            Some(s) => s.clone(),
+            None => {
+                let s = client.prepare(sql).map_err(pg_error)?;
+                self.statements.insert(sql, s.clone());
+                s
+            }
+        };
+        Ok((client, stmt))
+    }
+
+    fn exec(&mut self, sql: &'static str, params: &[&(dyn postgres::types::ToSql + Sync)]) -> Result<u64> {
+        let (client, stmt) = self.stmt(sql)?;
+        client.execute(&stmt, params).map_err(pg_error)
+    }
+
+    fn query(
+        &mut self,
+        sql: &'static str,
+        params: &[&(dyn postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<postgres::Row>> {
+        let (client, stmt) = self.stmt(sql)?;
+        client.query(&stmt, params).map_err(pg_error)
+    }
+
+    fn query_opt(
+        &mut self,
+        sql: &'static str,
+        params: &[&(dyn postgres::types::ToSql + Sync)],
+    ) -> Result<Option<postgres::Row>> {
+        let (client, stmt) = self.stmt(sql)?;
+        client.query_opt(&stmt, params).map_err(pg_error)
+    }
+
+    fn batch(&mut self, sql: &str) -> Result<()> {
+        self.client()?.batch_execute(sql).map_err(pg_error)
+    }
+
+    /// Runs every missing step of [`MIGRATIONS`], each in its own transaction, under an
+    /// advisory lock held for the transaction.
+    fn migrate(&mut self) -> Result<()> {
+        let shown = self.target.display().to_owned();
+        let not_a_vault = |reason: String| EngineError::NotAVault {
+            path: shown.clone().into(),
+            reason,
+        };
+        loop {
+            let client = self.client()?;
+            let mut tx = client.transaction().map_err(pg_error)?;
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+                .map_err(pg_error)?;
+            tx.batch_execute(
+                "CREATE TABLE IF NOT EXISTS session_vault_schema (
+                     application TEXT NOT NULL, version INTEGER NOT NULL)",
+            )
+            .map_err(pg_error)?;
+            let row = tx
+                .query_opt(
+                    "SELECT application, version FROM session_vault_schema",
+                    &[],
+                )
+                .map_err(pg_error)?;
+            let version = match row {
+                Some(r) => {
+                    let app: String = r.get(0);
+                    if app != "session-vault" {
+                        return Err(not_a_vault(format!("schema belongs to {app:?}")));
+                    }
+                    r.get::<_, i32>(1) as u32
+                }
+                None => {
+                    let foreign: i64 = tx
+                        .query_one(
+                            "SELECT count(*) FROM information_schema.tables
+                             WHERE table_schema = current_schema()
+                               AND table_name <> 'session_vault_schema'",
+                            &[],
+                        )
+                        .map_err(pg_error)?
+                        .get(0);
+                    if foreign != 0 {
+                        return Err(not_a_vault(format!(
+                            "the schema holds {foreign} other tables and no Session Vault marker"
+                        )));
+                    }
+                    tx.execute(
+                        "INSERT INTO session_vault_schema VALUES ('session-vault', 0)",
+                        &[],
+                    )
+                    .map_err(pg_error)?;
+                    0
+                }
+            };
+            if version > SCHEMA_VERSION {
+                return Err(EngineError::UnsupportedFormat {
+                    found: version,
+                    supported: SCHEMA_VERSION,
+                });
+            }
+            if version == SCHEMA_VERSION {
+                tx.commit().map_err(pg_error)?;
+                return Ok(());
+            }
+            tx.batch_execute(MIGRATIONS[version as usize])
+                .map_err(pg_error)?;
+            tx.execute(
+                "UPDATE session_vault_schema SET version = $1",
+                &[&(version as i32 + 1)],
+            )
+            .map_err(pg_error)?;
+            tx.commit().map_err(pg_error)?;
+            tracing::info!(store = %shown, version = version + 1, "vault schema migrated");
+        }
+    }
+
+    fn not_a_vault(&self, reason: String) -> EngineError {
+        EngineError::NotAVault {
+            path: self.target.display().into(),
+            reason,
+        }
+    }
+
+    fn meta(&mut self, k: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .query_opt("SELECT v FROM meta WHERE k = $1", &[&k])?
+            .map(|r| r.get(0)))
+    }
+
+    fn put_meta(&mut self, k: &str, v: &[u8]) -> Result<()> {
+        self.exec(
+            "INSERT INTO meta (k, v) VALUES ($1, $2) ON CONFLICT (k) DO UPDATE SET v = excluded.v",
+            &[&k, &v],
+        )?;
+        Ok(())
+    }
+}
+
+/// A PostgreSQL error as a storage error: SQLSTATE and primary message only (`DETAIL` may
+/// quote row values).
+fn pg_error(e: postgres::Error) -> EngineError {
+    let Some(db) = e.as_db_error() else {
+        // Not from the server: the connection (refused, lost, timed out) or the protocol.
+        return EngineError::Storage {
+            kind: StorageErrorKind::Io,
+            message: format!("PostgreSQL: {e}"),
+        };
+    };
+    let code = db.code();
+    let kind = if *code == SqlState::DISK_FULL || *code == SqlState::OUT_OF_MEMORY {
+        StorageErrorKind::DiskFull
+    } else if *code == SqlState::READ_ONLY_SQL_TRANSACTION
+        || *code == SqlState::INSUFFICIENT_PRIVILEGE
+    {
+        StorageErrorKind::ReadOnly
+    } else if *code == SqlState::T_R_SERIALIZATION_FAILURE
+        || *code == SqlState::T_R_DEADLOCK_DETECTED
+        || *code == SqlState::LOCK_NOT_AVAILABLE
+    {
+        StorageErrorKind::Busy
+    } else if code.code().starts_with("08") || code.code().starts_with("57P") {
+        // Connection exceptions; operator intervention (shutdown, crash recovery).
+        StorageErrorKind::Io
+    } else {
+        StorageErrorKind::Other
+    };
+    EngineError::Storage {
+        kind,
+        message: format!("PostgreSQL {}: {}", code.code(), db.message()),
+    }
+}
+
+fn session_row(r: &postgres::Row) -> SessionRow {
+    SessionRow {
+        id: r.get(0),
+        name: r.get(1),
+        created_at: r.get(2),
+        updated_at: r.get(3),
+        record: r.get(4),
+    }
+}
+
+fn data_row(r: &postgres::Row) -> Row {
+    Row {
+        key: r.get(0),
+        value: r.get(1),
+    }
+}
+
+fn u32_col(r: &postgres::Row, i: usize) -> Result<u32> {
+    let v: i64 = r.get(i);
+    u32::try_from(v).map_err(|_| EngineError::Corrupt {
+        table: "keyslots",
+        session_id: 0,
+        row: format!("column {i}"),
+        reason: "a keyslot number or KDF parameter is out of range",
+    })
+}
+
+impl Store for PostgresStore {
+    fn header(&mut self) -> Result<Option<Header>> {
+        let Some(id) = self.meta("vault_id")? else {
+            return Ok(None);
+        };
+        let vault_id: [u8; VAULT_ID_LEN] = id
+            .as_slice()
+            .try_into()
+            .map_err(|_| self.not_a_vault("vault id has the wrong length".into()))?;
+        let created = self.meta("created_at")?.unwrap_or_default();
+        let created_at = i64::from_be_bytes(created.try_into().unwrap_or([0; 8]));
+        Ok(Some(Header {
+            vault_id,
+            created_at,
+        }))
+    }
+
+    fn put_header(&mut self, header: &Header) -> Result<()> {
+        self.put_meta("vault_id", &header.vault_id)?;
+        self.put_meta("created_at", &header.created_at.to_be_bytes())
+    }
+
+    fn keyslots(&mut self) -> Result<Vec<Keyslot>> {
+        let rows = self.query(
+            "SELECT slot, kind, m_cost, t_cost, p_cost, salt, wrapped, check_sum
+             FROM keyslots ORDER BY slot",
+            &[],
+        )?;
+        rows.iter()
+            .map(|r| {
+                Ok(Keyslot {
+                    slot: u32_col(r, 0)?,
+                    kind: r.get(1),
+                    kdf: KdfParams {
+                        m_cost_kib: u32_col(r, 2)?,
+                        t_cost: u32_col(r, 3)?,
+                        p_cost: u32_col(r, 4)?,
+                    },
+                    salt: r.get(5),
+                    wrapped: r.get(6),
+                    check: r.get(7),
+                })
+            })
+            .collect()
+    }
+
+    fn put_keyslot(&mut self, s: &Keyslot) -> Result<()> {
+        self.exec(
+            "INSERT INTO keyslots (slot, kind, m_cost, t_cost, p_cost, salt, wrapped, check_sum)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+             ON CONFLICT (slot) DO UPDATE SET kind = excluded.kind, m_cost = excluded.m_cost,
+                 t_cost = excluded.t_cost, p_cost = excluded.p_cost, salt = excluded.salt,
+                 wrapped = excluded.wrapped, check_sum = excluded.check_sum",
+            &[
+                &i64::from(s.slot),
+                &s.kind,
+                &i64::from(s.kdf.m_cost_kib),
+                &i64::from(s.kdf.t_cost),
+                &i64::from(s.kdf.p_cost),
+                &s.salt,
+                &s.wrapped,
+                &s.check,
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn delete_keyslots(&mut self) -> Result<()> {
+        self.exec("DELETE FROM keyslots", &[])?;
+        Ok(())
+    }
+
+    fn delete_keyslot(&mut self, slot: u32) -> Result<()> {
+        self.exec("DELETE FROM keyslots WHERE slot = $1", &[&i64::from(slot)])?;
+        Ok(())
+    }
+
+    fn manifest(&mut self) -> Result<Option<Vec<u8>>> {
+        self.meta("manifest")
+    }
+
+    fn put_manifest(&mut self, sealed: &[u8]) -> Result<()> {
+        self.put_meta("manifest", sealed)
+    }
+
+    fn checkpoint(&mut self) -> Result<()> {
+        // Rewrites the two tables into new files (the old ones are unlinked), so a replaced
+        // keyslot's bytes do not stay in a live table file. See the module doc for the WAL.
+        self.batch("VACUUM FULL keyslots, meta")
+    }
+
+    fn begin(&mut self) -> Result<()> {
+        self.batch("BEGIN ISOLATION LEVEL READ COMMITTED")?;
+        self.in_txn = true;
+        Ok(())
+    }
+
+    fn commit(&mut self) -> Result<()> {
+        let done = self.batch("COMMIT");
+        self.in_txn = false;
+        done
+    }
+
+    fn rollback(&mut self) -> Result<()> {
+        let was = std::mem::replace(&mut self.in_txn, false);
+        match self.client.as_mut() {
+            // A dead connection took its transaction with it: nothing to roll back.
+            Some(c) if was && !c.is_closed() => c.batch_execute("ROLLBACK").map_err(pg_error),
+            _ => Ok(()),
+        }
+    }
+
+    fn savepoint(&mut self) -> Result<()> {
+        self.batch("SAVEPOINT op")
+    }
+
+    fn release(&mut self) -> Result<()> {
+        self.batch("RELEASE op")
+    }
+
+    fn rollback_to_savepoint(&mut self) -> Result<()> {
+        self.batch("ROLLBACK TO op; RELEASE op")
+    }
+
+    fn sessions(&mut self) -> Result<Vec<SessionRow>> {
+        let rows = self.query(
+            "SELECT id, name, created_at, updated_at, record FROM sessions ORDER BY name COLLATE \"C\"",
+            &[],
+        )?;
+        Ok(rows.iter().map(session_row).collect())
+    }
+
+    fn session(&mut self, id: i64) -> Result<Option<SessionRow>> {
+        Ok(self
+            .query_opt(
+                "SELECT id, name, created_at, updated_at, record FROM sessions WHERE id = $1",
+                &[&id],
+            )?
+            .as_ref()
+            .map(session_row))
+    }
+
+    fn insert_session(&mut self, name: &str, now: i64) -> Result<i64> {
+        let row = self.query_opt(
+            "INSERT INTO sessions (name, created_at, updated_at, record)
+             VALUES ($1, $2, $2, ''::bytea) RETURNING id",
+            &[&name, &now],
+        )?;
+        row.map(|r| r.get(0)).ok_or_else(|| EngineError::Storage {
+            kind: StorageErrorKind::Other,
+            message: "PostgreSQL returned no id for a new session".into(),
+        })
+    }
+
+    fn put_session_record(&mut self, id: i64, record: &[u8], now: i64) -> Result<()> {
+        self.exec(
+            "UPDATE sessions SET record = $2, updated_at = $3 WHERE id = $1",
+            &[&id, &record, &now],
+        )?;
+        Ok(())
+    }
+
+    fn touch_session(&mut self, id: i64, now: i64) -> Result<()> {
+        self.exec(
+            "UPDATE sessions SET updated_at = $2 WHERE id = $1",
+            &[&id, &now],
+        )?;
+        Ok(())
+    }
+
+    fn rename_session(&mut self, id: i64, name: &str) -> Result<()> {
+        self.exec("UPDATE sessions SET name = $2 WHERE id = $1", &[&id, &name])?;
+        Ok(())
+    }
+
+    fn delete_session(&mut self, id: i64) -> Result<()> {
+        for table in Table::ALL {
+            self.clear(table, id)?;
+        }
+        self.exec("DELETE FROM sessions WHERE id = $1", &[&id])?;
+        Ok(())
+    }
+
+    fn get(&mut self, table: Table, session: i64, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let sql = per_table!(table, "SELECT v FROM ", " WHERE session = $1 AND k = $2");
+        Ok(self.query_opt(sql, &[&session, &key])?.map(|r| r.get(0)))
+    }
+
+    fn put(
+        &mut self,
+        table: Table,
+        session: i64,
+        row: &Row,
+        idx: [Option<&[u8]>; 2],
+    ) -> Result<()> {
+        if let Some(i1) = idx[0] {
+            let sql = per_table!(
+                table,
+                "UPDATE ",
+                " SET i1 = NULL WHERE session = $1 AND i1 = $2 AND k <> $3"
+            );
+            self.exec(sql, &[&session, &i1, &row.key])?;
+        }
+        if let Some(i2) = idx[1] {
+            let sql = per_table!(
+                table,
+                "UPDATE ",
+                " SET i2 = NULL WHERE session = $1 AND i2 = $2 AND k <> $3"
+            );
+            self.exec(sql, &[&session, &i2, &row.key])?;
+        }
+        let sql = per_table!(
+            table,
+            "INSERT INTO ",
+            " (session, k, v, i1, i2) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (session, k) DO UPDATE SET v = excluded.v, i1 = excluded.i1, i2 = excluded.i2"
+        );
+        self.exec(sql, &[&session, &row.key, &row.value, &idx[0], &idx[1]])?;
+        Ok(())
+    }
+
+    fn put_last(&mut self, table: Table, session: i64, row: &Row) -> Result<()> {
+        // A new `seq` moves the row to the end of the table's order, as SQLite's REPLACE
+        // (delete, insert with a new rowid) does; its index columns are cleared likewise.
+        let sql = per_table!(
+            table,
+            "INSERT INTO ",
+            " (session, k, v) VALUES ($1, $2, $3)
+             ON CONFLICT (session, k) DO UPDATE
+             SET v = excluded.v, i1 = NULL, i2 = NULL, seq = nextval('row_seq')"
+        );
+        self.exec(sql, &[&session, &row.key, &row.value])?;
+        Ok(())
+    }
+
+    fn scan(&mut self, table: Table, session: i64) -> Result<Vec<Row>> {
+        let sql = per_table!(
+            table,
+            "SELECT k, v FROM ",
+            " WHERE session = $1 ORDER BY seq"
+        );
+        Ok(self.query(sql, &[&session])?.iter().map(data_row).collect())
+    }
+
+    fn scan_indexed(&mut self, table: Table, session: i64) -> Result<Vec<(Row, [bool; 2])>> {
+        let sql = per_table!(
+            table,
+            "SELECT k, v, i1 IS NOT NULL, i2 IS NOT NULL FROM ",
+            " WHERE session = $1 ORDER BY seq"
+        );
+        Ok(self
+            .query(sql, &[&session])?
+            .iter()
+            .map(|r| (data_row(r), [r.get(2), r.get(3)]))
+            .collect())
+    }
+
+    fn clear(&mut self, table: Table, session: i64) -> Result<()> {
+        let sql = per_table!(table, "DELETE FROM ", " WHERE session = $1");
+        self.exec(sql, &[&session])?;
+        Ok(())
+    }
+
+    fn find(
+        &mut self,
+        table: Table,
+        session: i64,
+        index: Index,
+        value: &[u8],
+    ) -> Result<Option<Row>> {
+        let sql = match index {
+            Index::Username => per_table!(
+                table,
+                "SELECT k, v FROM ",
+                " WHERE session = $1 AND i1 = $2"
+            ),
+            Index::Phone => per_table!(
+                table,
+                "SELECT k, v FROM ",
+                " WHERE session = $1 AND i2 = $2"
+            ),
+        };
+        Ok(self.query_opt(sql, &[&session, &value])?.as_ref().map(data_row))
+    }
+
+    fn count(&mut self, table: Table, session: i64) -> Result<u64> {
+        let sql = per_table!(table, "SELECT count(*) FROM ", " WHERE session = $1");
+        let n: i64 = self
+            .query_opt(sql, &[&session])?
+            .map(|r| r.get(0))
+            .unwrap_or(0);
+        Ok(n as u64)
+    }
+}

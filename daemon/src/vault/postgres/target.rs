@@ -1,0 +1,185 @@
+//! Where a PostgreSQL store lives: the connection string and the password, kept apart.
+//!
+//! The connection string (`postgres://user@host:port/db?…` or `host=… dbname=…`) comes from
+//! `--store` or the config file and may be logged; it must not carry a password, which would
+//! show in `ps`, shell history and unit files. The password comes from a file (mode checked by
+//! the caller's umask discipline; its first line is used) or a systemd credential
+//! (`$CREDENTIALS_DIRECTORY/store-password`), and lives only in the client's config.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use postgres::config::Host;
+use zeroize::Zeroizing;
+
+use super::super::error::{EngineError, Result, StorageErrorKind};
+
+/// The systemd credential (`LoadCredential=`/`LoadCredentialEncrypted=`) holding the
+/// database password, read from `$CREDENTIALS_DIRECTORY` when no password file is given.
+pub const PASSWORD_CREDENTIAL: &str = "store-password";
+
+/// How long a connection attempt may take before the operation fails with a storage error.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A PostgreSQL database to keep a vault in.
+#[derive(Clone)]
+pub struct PgTarget {
+    config: postgres::Config,
+    display: String,
+}
+
+impl std::fmt::Debug for PgTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgTarget")
+            .field("store", &self.display)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether `store` names a PostgreSQL database (rather than a SQLite file).
+pub fn is_postgres_url(store: &str) -> bool {
+    store.starts_with("postgres://") || store.starts_with("postgresql://")
+}
+
+fn invalid(message: String) -> EngineError {
+    EngineError::Invalid(message)
+}
+
+impl PgTarget {
+    /// Parses a connection string that holds no password. `password` is the database
+    /// password, if the server asks for one.
+    pub fn new(url: &str, password: Option<Zeroizing<Vec<u8>>>) -> Result<PgTarget> {
+        let mut config = postgres::Config::from_str(url).map_err(|e| {
+            // The parser's message does not quote the string; ours does not either, since a
+            // malformed string might hold a password.
+            invalid(format!("the PostgreSQL connection string is not valid: {e}"))
+        })?;
+        if config.get_password().is_some() {
+            return Err(invalid(
+                "the PostgreSQL connection string holds a password; put it in a file \
+                 (--store-password-file) or the systemd credential `store-password` instead"
+                    .into(),
+            ));
+        }
+        if config.get_dbname().is_none() {
+            return Err(invalid(
+                "the PostgreSQL connection string names no database".into(),
+            ));
+        }
+        if config.get_application_name().is_none() {
+            config.application_name("vaultd");
+        }
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
+        let display = describe(&config);
+        if let Some(pw) = password {
+            config.password(pw.as_slice());
+        }
+        Ok(PgTarget { config, display })
+    }
+
+    /// [`PgTarget::new`] with the password read from `password_file`, else from the systemd
+    /// credential [`PASSWORD_CREDENTIAL`] if `$CREDENTIALS_DIRECTORY` has it, else none.
+    pub fn with_password_from(url: &str, password_file: Option<&Path>) -> Result<PgTarget> {
+        let password = match password_file {
+            Some(path) => Some(read_password(path)?),
+            None => match std::env::var_os("CREDENTIALS_DIRECTORY") {
+                Some(dir) => {
+                    let path = Path::new(&dir).join(PASSWORD_CREDENTIAL);
+                    if path.exists() {
+                        Some(read_password(&path)?)
+                    } else {
+                        None
+                    }
+                }
+                None => None,
+            },
+        };
+        PgTarget::new(url, password)
+    }
+
+    /// The connection string as it may be shown: user, hosts, ports, database; no password.
+    pub fn display(&self) -> &str {
+        &self.display
+    }
+
+    /// A new connection.
+    pub(super) fn connect(&self) -> Result<postgres::Client> {
+        // TLS: not built in yet; `sslmode=prefer` (the default) falls back to a plain
+        // connection, `sslmode=require` fails. Use a Unix socket or a trusted network.
+        self.config
+            .connect(postgres::NoTls)
+            .map_err(|e| EngineError::Storage {
+                kind: StorageErrorKind::Io,
+                message: format!("cannot connect to PostgreSQL at {}: {e}", self.display),
+            })
+    }
+}
+
+/// The first line of `path`, without its line ending.
+fn read_password(path: &Path) -> Result<Zeroizing<Vec<u8>>> {
+    let bytes = Zeroizing::new(std::fs::read(path).map_err(|e| EngineError::Storage {
+        kind: StorageErrorKind::Io,
+        message: format!("cannot read the PostgreSQL password file {}: {e}", path.display()),
+    })?);
+    let line = bytes.split(|&b| b == b'\n').next().unwrap_or_default();
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    Ok(Zeroizing::new(line.to_vec()))
+}
+
+fn describe(config: &postgres::Config) -> String {
+    let user = config.get_user().map(|u| format!("{u}@")).unwrap_or_default();
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            let host = match h {
+                Host::Tcp(name) => name.clone(),
+                #[cfg(unix)]
+                Host::Unix(path) => path.display().to_string(),
+            };
+            match config.get_ports().get(i).or(config.get_ports().first()) {
+                Some(port) => format!("{host}:{port}"),
+                None => host,
+            }
+        })
+        .collect();
+    format!(
+        "postgres://{user}{}/{}",
+        hosts.join(","),
+        config.get_dbname().unwrap_or_default()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_password_in_the_url_is_refused_and_never_echoed() {
+        let err = PgTarget::new("postgres://u:hunter2secret@db.example/vault", None).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("password"), "{text}");
+        assert!(!text.contains("hunter2secret"));
+    }
+
+    #[test]
+    fn the_display_form_has_no_password() {
+        let pw = Zeroizing::new(b"hunter2secret".to_vec());
+        let t = PgTarget::new("postgres://u@db.example:5433/vault", Some(pw)).unwrap();
+        assert_eq!(t.display(), "postgres://u@db.example:5433/vault");
+        assert!(!format!("{t:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn the_password_file_gives_its_first_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pw");
+        std::fs::write(&path, b"s3cret\r\nignored\n").unwrap();
+        assert_eq!(read_password(&path).unwrap().as_slice(), b"s3cret");
+        assert!(PgTarget::new("postgres://u@h", None).is_err(), "no database");
+    }
+}
