@@ -264,8 +264,7 @@ pub async fn backup_begin(conn: &Conn) -> Result<Response, WireError> {
         return Err(wire_error(
             ErrorCode::Unsupported,
             "this vault is kept in PostgreSQL: back it up with PostgreSQL's tools (pg_dump, \
-             base backups); online backup and restore are for the SQLite store"
-                .into(),
+             base backups); online backup and restore are for the SQLite store",
         ));
     }
     if d.vault.status().await?.state == VaultState::Uninitialized {
@@ -321,8 +320,7 @@ pub async fn restore_begin(conn: &Conn, size: u64, sha256: Blob) -> Result<Respo
         return Err(wire_error(
             ErrorCode::Unsupported,
             "this vault is kept in PostgreSQL: back it up with PostgreSQL's tools (pg_dump, \
-             base backups); online backup and restore are for the SQLite store"
-                .into(),
+             base backups); online backup and restore are for the SQLite store",
         ));
     }
     if sha256.0.len() != 32 {
