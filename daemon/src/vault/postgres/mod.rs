@@ -50,6 +50,8 @@ use super::error::{EngineError, Result, StorageErrorKind};
 use super::store::{Header, Index, Row, SessionRow, Store, Table};
 
 mod target;
+#[cfg(test)]
+pub mod test_cluster;
 
 pub use target::{PASSWORD_CREDENTIAL, PgTarget, is_postgres_url};
 

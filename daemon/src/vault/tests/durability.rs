@@ -57,7 +57,7 @@ async fn peer_in(vault: &Vault, name: &str, p: &Peer) -> Option<Peer> {
 }
 
 #[tokio::test]
-async fn cache_writes_are_visible_at_once_and_durable_within_the_flush_interval() {
+pub(super) async fn cache_writes_are_visible_at_once_and_durable_within_the_flush_interval() {
     let t = TestDir::new();
     let vault = create_with(&t, flush_every(20)).await;
     let sid = vault
@@ -111,7 +111,7 @@ async fn cache_writes_are_visible_at_once_and_durable_within_the_flush_interval(
 }
 
 #[tokio::test]
-async fn cache_writes_wait_for_the_timer_or_ride_along_with_a_durable_commit() {
+pub(super) async fn cache_writes_wait_for_the_timer_or_ride_along_with_a_durable_commit() {
     // A flush interval far longer than the test: only durable writes and barriers commit.
     let t = TestDir::new();
     let vault = create_with(&t, flush_every(60_000)).await;
@@ -287,7 +287,7 @@ async fn durable_writes_are_on_disk_when_they_return() {
 }
 
 #[tokio::test]
-async fn a_refused_write_leaves_nothing_behind() {
+pub(super) async fn a_refused_write_leaves_nothing_behind() {
     // An operation that fails is rolled back to its savepoint; the group it shares a
     // transaction with is not affected.
     let t = TestDir::new();

@@ -12,6 +12,7 @@ mod format_compat;
 mod migrations;
 mod passphrase;
 mod plaintext;
+mod postgres;
 mod recovery;
 mod rollback;
 mod roundtrip;

@@ -64,7 +64,7 @@ fn assert_bad_passphrase(r: &crate::vault::Result<()>, what: &str) {
 }
 
 #[tokio::test]
-async fn wrong_passphrase_is_refused_and_changes_nothing() {
+pub(super) async fn wrong_passphrase_is_refused_and_changes_nothing() {
     let t = TestDir::new();
     let sessions = vault_with_data(&t).await;
     let slots_before = keyslots_on_disk(&t);
@@ -126,7 +126,7 @@ async fn wrong_passphrase_is_refused_and_changes_nothing() {
 }
 
 #[tokio::test]
-async fn changed_passphrase_keeps_the_data_and_retires_the_old_one() {
+pub(super) async fn changed_passphrase_keeps_the_data_and_retires_the_old_one() {
     let t = TestDir::new();
     let sessions = vault_with_data(&t).await;
     let before = keyslots_on_disk(&t);
@@ -189,7 +189,7 @@ async fn changed_passphrase_keeps_the_data_and_retires_the_old_one() {
 }
 
 #[tokio::test]
-async fn passphrase_change_with_a_wrong_old_passphrase_is_refused() {
+pub(super) async fn passphrase_change_with_a_wrong_old_passphrase_is_refused() {
     let t = TestDir::new();
     let sessions = vault_with_data(&t).await;
     let before = keyslots_on_disk(&t);
@@ -221,7 +221,7 @@ async fn passphrase_change_with_a_wrong_old_passphrase_is_refused() {
 }
 
 #[tokio::test]
-async fn empty_passphrase_is_refused_at_init() {
+pub(super) async fn empty_passphrase_is_refused_at_init() {
     let t = TestDir::new();
     let vault = open(&t);
     assert!(matches!(
@@ -260,7 +260,7 @@ async fn empty_passphrase_is_refused_at_init() {
 }
 
 #[tokio::test]
-async fn init_twice_is_refused() {
+pub(super) async fn init_twice_is_refused() {
     let t = TestDir::new();
     let vault = create(&t).await;
     let sid = vault
@@ -395,7 +395,7 @@ async fn every_operation(vault: &Vault, sid: SessionId) -> Vec<(&'static str, St
 }
 
 #[tokio::test]
-async fn every_operation_is_refused_while_locked() {
+pub(super) async fn every_operation_is_refused_while_locked() {
     let t = TestDir::new();
     let vault = create(&t).await;
     let data = full_session(4);
@@ -433,7 +433,7 @@ async fn every_operation_is_refused_while_locked() {
 }
 
 #[tokio::test]
-async fn every_operation_is_refused_while_uninitialized() {
+pub(super) async fn every_operation_is_refused_while_uninitialized() {
     let t = TestDir::new();
     let vault = open(&t);
     let sid = SessionId(1);
@@ -466,7 +466,7 @@ async fn every_operation_is_refused_while_uninitialized() {
 }
 
 #[tokio::test]
-async fn lookups_with_empty_keys_are_refused_while_locked() {
+pub(super) async fn lookups_with_empty_keys_are_refused_while_locked() {
     let t = TestDir::new();
     let vault = create(&t).await;
     let sid = vault

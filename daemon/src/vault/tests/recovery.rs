@@ -103,7 +103,7 @@ async fn recovery_key_unlocks_until_removed_and_only_as_a_recovery_key() {
 }
 
 #[tokio::test]
-async fn a_second_add_replaces_the_first_key() {
+pub(super) async fn a_second_add_replaces_the_first_key() {
     let t = TestDir::new();
     let vault = create(&t).await;
     let first = vault.add_recovery_key().await.expect("add");
@@ -123,7 +123,7 @@ async fn a_second_add_replaces_the_first_key() {
 }
 
 #[tokio::test]
-async fn forgotten_passphrase_is_replaced_with_the_recovery_key() {
+pub(super) async fn forgotten_passphrase_is_replaced_with_the_recovery_key() {
     let t = TestDir::new();
     let vault = create(&t).await;
     let key = vault.add_recovery_key().await.expect("add");
@@ -159,7 +159,7 @@ async fn forgotten_passphrase_is_replaced_with_the_recovery_key() {
 }
 
 #[tokio::test]
-async fn rekey_drops_the_recovery_key() {
+pub(super) async fn rekey_drops_the_recovery_key() {
     let t = TestDir::new();
     let vault = create(&t).await;
     let key = vault.add_recovery_key().await.expect("add");
@@ -176,7 +176,7 @@ async fn rekey_drops_the_recovery_key() {
 }
 
 #[tokio::test]
-async fn a_removed_or_replaced_recovery_keyslot_put_back_is_corrupt() {
+pub(super) async fn a_removed_or_replaced_recovery_keyslot_put_back_is_corrupt() {
     // Removed, then put back.
     let t = TestDir::new();
     let vault = create(&t).await;
@@ -215,7 +215,7 @@ async fn a_removed_or_replaced_recovery_keyslot_put_back_is_corrupt() {
 }
 
 #[tokio::test]
-async fn adding_or_removing_needs_the_vault_unlocked() {
+pub(super) async fn adding_or_removing_needs_the_vault_unlocked() {
     let t = TestDir::new();
     let vault = create(&t).await;
     vault.lock().await.expect("lock");

@@ -91,7 +91,7 @@ async fn the_previous_schema_gets_a_manifest_at_first_unlock() {
 /// The manifest put back from before an ACL change: the record written after it is newer
 /// than the manifest says the vault is.
 #[tokio::test]
-async fn a_manifest_rolled_back_under_newer_records_is_corrupt() {
+pub(super) async fn a_manifest_rolled_back_under_newer_records_is_corrupt() {
     let t = TestDir::new();
     let vault = create(&t).await;
     vault

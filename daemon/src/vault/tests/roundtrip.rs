@@ -7,7 +7,7 @@ use super::support::*;
 use crate::vault::{EngineError, VaultState};
 
 #[tokio::test]
-async fn full_session_round_trips_through_lock_and_reopen() {
+pub(super) async fn full_session_round_trips_through_lock_and_reopen() {
     let t = TestDir::new();
     let vault = create(&t).await;
     let data = full_session(1);

@@ -38,7 +38,7 @@ async fn reopened(vault: Vault, t: &TestDir) -> Vault {
 }
 
 #[tokio::test]
-async fn update_state_changes_follow_memory_session() {
+pub(super) async fn update_state_changes_follow_memory_session() {
     let t = TestDir::new();
     let vault = create(&t).await;
     let sid = vault
@@ -192,7 +192,7 @@ fn full_peer() -> Peer {
 }
 
 #[tokio::test]
-async fn a_later_cache_of_a_peer_merges_field_by_field() {
+pub(super) async fn a_later_cache_of_a_peer_merges_field_by_field() {
     let t = TestDir::new();
     let vault = create(&t).await;
     let sid = vault
@@ -283,7 +283,7 @@ async fn a_later_cache_of_a_peer_merges_field_by_field() {
 }
 
 #[tokio::test]
-async fn a_peer_cached_as_self_becomes_the_self_user() {
+pub(super) async fn a_peer_cached_as_self_becomes_the_self_user() {
     let t = TestDir::new();
     let vault = create(&t).await;
     let sid = vault
@@ -335,7 +335,7 @@ async fn a_peer_cached_as_self_becomes_the_self_user() {
 }
 
 #[tokio::test]
-async fn a_username_moved_to_another_peer_resolves_to_the_new_holder() {
+pub(super) async fn a_username_moved_to_another_peer_resolves_to_the_new_holder() {
     let t = TestDir::new();
     let vault = create(&t).await;
     let sid = vault

@@ -5,6 +5,7 @@
 //! and the suite holds itself to the rule that secrets never reach an output.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use session_vault_proto::model::{
@@ -12,7 +13,11 @@ use session_vault_proto::model::{
     SessionExtras, TmpAuthKey, UpdatesState,
 };
 
-use crate::vault::{EngineError, KdfParams, Result, StorageErrorKind, Vault, VaultConfig};
+use crate::vault::postgres::PgTarget;
+use crate::vault::postgres::test_cluster::Cluster;
+use crate::vault::{
+    EngineError, KdfParams, Result, StorageErrorKind, StoreLocation, Vault, VaultConfig,
+};
 
 pub const PASS: &[u8] = b"correct horse battery staple";
 
@@ -28,18 +33,66 @@ pub fn flush_every(flush_ms: u64) -> VaultConfig {
     }
 }
 
-/// A temp dir holding `vault.db`.
+thread_local! {
+    /// The cluster that [`TestDir::new`] gives databases of, while [`with_postgres`] runs.
+    static POSTGRES: std::cell::RefCell<Option<Arc<Cluster>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `case` (a test of this suite, called as a function) with every [`TestDir`] it makes
+/// backed by a fresh database of `cluster` instead of a SQLite file. The test's own runtime
+/// runs on this thread, so the thread-local reaches it.
+pub fn with_postgres(cluster: &Arc<Cluster>, case: impl FnOnce()) {
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            POSTGRES.with(|p| *p.borrow_mut() = None);
+        }
+    }
+    POSTGRES.with(|p| *p.borrow_mut() = Some(Arc::clone(cluster)));
+    let _reset = Reset;
+    case();
+}
+
+/// A PostgreSQL database that stands in for `vault.db`.
+pub struct PgDb {
+    pub cluster: Arc<Cluster>,
+    pub name: String,
+    pub url: String,
+}
+
+/// A temp dir holding `vault.db` — or, under [`with_postgres`], the password file of a
+/// fresh PostgreSQL database that holds the vault instead.
 pub struct TestDir {
     pub dir: tempfile::TempDir,
+    pub pg: Option<PgDb>,
 }
 
 impl TestDir {
     pub fn new() -> Self {
-        TestDir {
-            dir: tempfile::Builder::new()
-                .prefix("sv")
-                .tempdir()
-                .expect("temp dir"),
+        let dir = tempfile::Builder::new()
+            .prefix("sv")
+            .tempdir()
+            .expect("temp dir");
+        let pg = POSTGRES.with(|p| p.borrow().clone()).map(|cluster| {
+            let name = cluster.create_database();
+            cluster.write_password_file(&dir.path().join("pgpass"));
+            PgDb {
+                url: cluster.url(&name),
+                name,
+                cluster,
+            }
+        });
+        TestDir { dir, pg }
+    }
+
+    /// Where the vault lives: `vault.db`, or the PostgreSQL database.
+    pub fn location(&self) -> StoreLocation {
+        match &self.pg {
+            None => StoreLocation::Sqlite(self.db()),
+            Some(pg) => StoreLocation::Postgres(
+                PgTarget::with_password_from(&pg.url, Some(&self.dir.path().join("pgpass")))
+                    .expect("PostgreSQL target"),
+            ),
         }
     }
 
@@ -65,9 +118,9 @@ pub async fn create(t: &TestDir) -> Vault {
 }
 
 pub async fn create_with(t: &TestDir, config: VaultConfig) -> Vault {
-    Vault::create(&t.db(), PASS, fast_kdf(), config)
-        .await
-        .expect("create vault")
+    let vault = Vault::open_store(&t.location(), config).expect("open the new vault");
+    vault.init(PASS, fast_kdf()).await.expect("create vault");
+    vault
 }
 
 pub fn open(t: &TestDir) -> Vault {
@@ -75,7 +128,10 @@ pub fn open(t: &TestDir) -> Vault {
 }
 
 pub fn open_with(t: &TestDir, config: VaultConfig) -> Vault {
-    open_path(&t.db(), config).expect("open vault")
+    match t.pg {
+        None => open_path(&t.db(), config).expect("open vault"),
+        Some(_) => Vault::open_store(&t.location(), config).expect("open vault"),
+    }
 }
 
 /// [`Vault::open`], retrying for a bounded time while the storage thread of a vault that was
@@ -121,8 +177,11 @@ pub fn raw(path: &Path) -> rusqlite::Connection {
 /// Closes `vault` (its last handle) and waits until its storage thread released the file.
 pub async fn close(vault: Vault) {
     let path = vault.path().to_owned();
+    let postgres = vault.is_postgres();
     vault.close().await.expect("close vault");
-    drop(raw(&path));
+    if !postgres {
+        drop(raw(&path));
+    }
 }
 
 /// Copies the database and its WAL (not the shared-memory index, which a crash loses) into a
@@ -139,8 +198,25 @@ pub fn crash_image(t: &TestDir) -> TestDir {
     copy
 }
 
-/// The raw bytes of every file of the database that exists, with its name.
+/// The raw bytes of every file of the database that exists, with its name. For a
+/// PostgreSQL store: a `pg_dump` of the database, the same with every `bytea` hex literal
+/// decoded, and the files of the database's directory in the cluster.
 pub fn read_db_files(t: &TestDir) -> Vec<(String, Vec<u8>)> {
+    if let Some(pg) = &t.pg {
+        let dump = pg.cluster.dump(&pg.name);
+        let decoded = decode_hex_runs(&dump);
+        let mut files = vec![
+            ("pg_dump".to_owned(), dump),
+            ("pg_dump, bytea decoded".to_owned(), decoded),
+        ];
+        for path in pg.cluster.database_files(&pg.name) {
+            if let Ok(bytes) = std::fs::read(&path) {
+                let name = format!("base/{}", path.file_name().unwrap_or_default().to_string_lossy());
+                files.push((name, bytes));
+            }
+        }
+        return files;
+    }
     t.db_files()
         .into_iter()
         .filter_map(|p| {
@@ -299,4 +375,28 @@ pub fn normalized(mut d: SessionData) -> SessionData {
     d.peers.sort_by_key(|p| (p.kind as u8, p.id));
     d.sent_files.sort_by(|a, b| a.md5_digest.cmp(&b.md5_digest));
     d
+}
+
+/// Every `\\x`-prefixed run of hex digits in a `pg_dump` (how it writes `bytea`), decoded,
+/// one after another.
+fn decode_hex_runs(dump: &[u8]) -> Vec<u8> {
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i + 1 < dump.len() {
+        if dump[i] == b'\\' && dump[i + 1] == b'x' {
+            i += 2;
+            while i + 1 < dump.len() {
+                match (hex(dump[i]), hex(dump[i + 1])) {
+                    (Some(h), Some(l)) => out.push(h << 4 | l),
+                    _ => break,
+                }
+                i += 2;
+            }
+            out.push(b'|');
+        } else {
+            i += 1;
+        }
+    }
+    out
 }

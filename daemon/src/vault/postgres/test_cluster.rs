@@ -1,0 +1,312 @@
+//! A throwaway PostgreSQL cluster for tests: `initdb` and `pg_ctl` from Debian's
+//! `postgresql` package, in a temp dir, listening on a Unix socket in that dir only (no TCP).
+//!
+//! PostgreSQL refuses to run as root, and the tests run as root in CI: the server then runs
+//! as the `postgres` account the package creates (`initdb` wants a passwd entry, so an
+//! unused uid will not do) through `setpriv`, with the data dir owned by it. Run as an
+//! ordinary user, it runs as that user. Password authentication
+//! (`scram-sha-256`) is on, so that the password-file path is what the tests exercise.
+//!
+//! `fsync=off`: these tests check what reaches PostgreSQL, not what survives a power cut of
+//! the test machine; a killed or restarted server still has every committed transaction
+//! (the OS page cache holds it). One cluster serves a whole test group; each test takes a
+//! database of its own ([`Cluster::create_database`]).
+//!
+//! Shared by the daemon's unit tests and the workspace integration tests (`#[path]`), so it
+//! uses std and `tempfile` only and talks SQL through `psql`.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// The uid and gid of the `postgres` account (from `/etc/passwd`), which the server runs as
+/// when the tests run as root.
+fn postgres_account() -> Option<(u32, u32)> {
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    let line = passwd.lines().find(|l| l.starts_with("postgres:"))?;
+    let mut fields = line.split(':').skip(2);
+    Some((fields.next()?.parse().ok()?, fields.next()?.parse().ok()?))
+}
+
+/// The database user the tests connect as.
+pub const USER: &str = "svtest";
+
+/// The directory of Debian's PostgreSQL binaries (`initdb`, `pg_ctl`, `psql`, `pg_dump`):
+/// `$SESSION_VAULT_PG_BIN`, else the newest `/usr/lib/postgresql/*/bin` with `initdb`.
+pub fn bin_dir() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("SESSION_VAULT_PG_BIN") {
+        return Some(PathBuf::from(dir));
+    }
+    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .flatten()
+        .filter_map(|e| {
+            let version = e.file_name().to_str()?.parse::<u32>().ok()?;
+            let bin = e.path().join("bin");
+            bin.join("initdb").exists().then_some((version, bin))
+        })
+        .collect();
+    found.sort();
+    found.pop().map(|(_, bin)| bin)
+}
+
+/// A running cluster; stopped (immediate shutdown) and deleted on drop.
+pub struct Cluster {
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    /// The uid and gid to run the server as (we are root), or `None`: as ourselves.
+    as_other: Option<(u32, u32)>,
+    password: String,
+    next_db: AtomicU32,
+}
+
+impl Cluster {
+    /// Starts a cluster, or returns `None` after a loud message on stderr if PostgreSQL is
+    /// not installed (`apt-get install postgresql`). Panics if it is installed but fails.
+    pub fn start_or_skip(what: &str) -> Option<Cluster> {
+        let Some(bin) = bin_dir() else {
+            eprintln!(
+                "\n\n*** SKIPPED {what}: PostgreSQL is not installed (no /usr/lib/postgresql/*/bin/initdb; \
+                 `apt-get install postgresql`, or set SESSION_VAULT_PG_BIN) ***\n"
+            );
+            return None;
+        };
+        // SAFETY: geteuid has no preconditions.
+        let as_other = if unsafe { libc::geteuid() } == 0 {
+            match postgres_account() {
+                Some(ids) => Some(ids),
+                None => {
+                    eprintln!(
+                        "\n\n*** SKIPPED {what}: running as root and there is no `postgres` \
+                         account to run PostgreSQL as ***\n"
+                    );
+                    return None;
+                }
+            }
+        } else {
+            None
+        };
+        Some(Cluster::start(bin, as_other))
+    }
+
+    fn start(bin: PathBuf, as_other: Option<(u32, u32)>) -> Cluster {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::Builder::new()
+            .prefix("svpg")
+            .tempdir_in("/tmp")
+            .expect("temp dir for PostgreSQL");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod the cluster dir");
+        let password = format!("pw-{:016x}", random_u64());
+        let pwfile = dir.path().join("pwfile");
+        std::fs::write(&pwfile, format!("{password}\n")).expect("write the password file");
+        for sub in ["data", "sock"] {
+            std::fs::create_dir(dir.path().join(sub)).expect("cluster subdir");
+        }
+        std::fs::set_permissions(dir.path().join("data"), std::fs::Permissions::from_mode(0o700))
+            .expect("chmod data");
+        if let Some((uid, gid)) = as_other {
+            for p in ["data", "sock", "pwfile"] {
+                std::os::unix::fs::chown(dir.path().join(p), Some(uid), Some(gid))
+                    .expect("chown to the PostgreSQL test uid");
+            }
+        }
+        let c = Cluster {
+            dir,
+            bin,
+            as_other,
+            password,
+            next_db: AtomicU32::new(0),
+        };
+        let data = c.data_dir();
+        c.run_checked(
+            c.server_cmd("initdb")
+                .arg("-D")
+                .arg(&data)
+                .args(["-U", USER, "-E", "UTF8", "--locale=C", "--no-sync"])
+                .args(["--auth-local=scram-sha-256", "--auth-host=scram-sha-256"])
+                .arg(format!("--pwfile={}", pwfile.display())),
+            "initdb",
+        );
+        let _ = std::fs::remove_file(&pwfile);
+        c.pg_ctl_start();
+        c
+    }
+
+    /// Starts the server (again, after [`Cluster::kill`] or [`Cluster::stop`]) and waits until it
+    /// accepts connections.
+    pub fn pg_ctl_start(&self) {
+        let opts = format!(
+            "-k {} -c listen_addresses='' -c fsync=off -c full_page_writes=off \
+             -c max_connections=60 -c shared_buffers=16MB",
+            self.socket_dir().display()
+        );
+        self.run_checked(
+            self.server_cmd("pg_ctl")
+                .arg("-D")
+                .arg(self.data_dir())
+                .arg("-l")
+                .arg(self.dir.path().join("sock/server.log"))
+                .args(["-w", "-t", "60", "-o", &opts, "start"]),
+            "pg_ctl start",
+        );
+    }
+
+    /// Stops the server at once (`immediate`: as a crash, recovery at the next start).
+    pub fn kill(&self) {
+        let _ = self
+            .server_cmd("pg_ctl")
+            .arg("-D")
+            .arg(self.data_dir())
+            .args(["-m", "immediate", "-w", "stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+
+    fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// The directory of the server's Unix socket.
+    pub fn socket_dir(&self) -> PathBuf {
+        self.dir.path().join("sock")
+    }
+
+    /// The password of [`USER`].
+    pub fn password(&self) -> &str {
+        &self.password
+    }
+
+    /// Writes the password to `path` (mode 0600), as `--store-password-file` takes it.
+    pub fn write_password_file(&self, path: &Path) {
+        use std::os::unix::fs::OpenOptionsExt;
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .expect("create the password file");
+        writeln!(f, "{}", self.password).expect("write the password file");
+    }
+
+    /// A connection string for `db`, without password (the socket dir as host).
+    pub fn url(&self, db: &str) -> String {
+        // The socket directory, percent-encoded into the host part.
+        let host: String = self
+            .socket_dir()
+            .to_str()
+            .expect("socket dir is UTF-8")
+            .replace('/', "%2F");
+        format!("postgres://{USER}@{host}/{db}")
+    }
+
+    /// Creates a fresh, empty database and returns its name.
+    pub fn create_database(&self) -> String {
+        let n = self.next_db.fetch_add(1, Ordering::SeqCst);
+        let name = format!("sv_{}_{n}", std::process::id());
+        self.psql("postgres", &format!("CREATE DATABASE {name}"));
+        name
+    }
+
+    /// Runs SQL in `db` through `psql`; returns its unaligned, tuples-only output.
+    pub fn psql(&self, db: &str, sql: &str) -> String {
+        let out = self.run_checked(
+            self.client_cmd("psql")
+                .args(["-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", "-d", db, "-c", sql]),
+            "psql",
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// `pg_dump` of `db` (plain SQL text).
+    pub fn dump(&self, db: &str) -> Vec<u8> {
+        self.run_checked(
+            self.client_cmd("pg_dump").args(["--no-owner", "-d", db]),
+            "pg_dump",
+        )
+        .stdout
+    }
+
+    /// The files that hold `db`'s tables on disk (`base/<oid>/`).
+    pub fn database_files(&self, db: &str) -> Vec<PathBuf> {
+        let oid = self.psql(
+            "postgres",
+            &format!("SELECT oid FROM pg_database WHERE datname = '{db}'"),
+        );
+        let dir = self.data_dir().join("base").join(oid);
+        std::fs::read_dir(&dir)
+            .expect("the database's directory")
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.is_file())
+            .collect()
+    }
+
+    /// A client program (as this uid), with the password in its environment.
+    fn client_cmd(&self, program: &str) -> Command {
+        let mut c = Command::new(self.bin.join(program));
+        c.args(["-h", self.socket_dir().to_str().expect("UTF-8 path"), "-U", USER])
+            .env("PGPASSWORD", &self.password)
+            .env_remove("PGSERVICE")
+            .env_remove("PGHOST")
+            .env_remove("PGPORT");
+        c
+    }
+
+    /// A server program, as the `postgres` account when we are root.
+    fn server_cmd(&self, program: &str) -> Command {
+        let path = self.bin.join(program);
+        let mut c = if let Some((uid, gid)) = self.as_other {
+            let mut c = Command::new("setpriv");
+            c.args(["--reuid", &uid.to_string(), "--regid", &gid.to_string()])
+                .arg("--clear-groups")
+                .arg(path);
+            c
+        } else {
+            Command::new(path)
+        };
+        c.current_dir(self.dir.path()).env("LC_ALL", "C");
+        c
+    }
+
+    fn run_checked(&self, cmd: &mut Command, what: &str) -> Output {
+        let out = cmd
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
+        if !out.status.success() {
+            let log = std::fs::read_to_string(self.dir.path().join("sock/server.log"))
+                .unwrap_or_default();
+            panic!(
+                "{what} failed ({}): {}{}\nserver log:\n{log}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        out
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A seed for the password: not a secret worth a CSPRNG (a throwaway local cluster).
+fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.finish()
+}
