@@ -11,7 +11,6 @@ use session_vault_proto::model::{
 
 use super::support::*;
 use crate::vault::crypto::Keyslot;
-use crate::vault::sqlite::SqliteStore;
 use crate::vault::store::Store;
 use crate::vault::{EngineError, KdfParams, SessionId, Vault, VaultState};
 
@@ -19,8 +18,7 @@ const NEW_PASS: &[u8] = b"a different, longer passphrase";
 
 /// The keyslots as stored, read through the store of a closed vault.
 fn keyslots_on_disk(t: &TestDir) -> Vec<Keyslot> {
-    let mut store = SqliteStore::open(&t.db()).expect("open the closed vault's store");
-    store.keyslots().expect("read keyslots")
+    with_store(t, |store| store.keyslots().expect("read keyslots"))
 }
 
 /// A vault holding two full sessions, closed; returns what they hold.

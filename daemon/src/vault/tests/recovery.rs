@@ -8,24 +8,17 @@ use session_vault_proto::model::SessionAcl;
 use super::support::*;
 use crate::vault::IfExists;
 use crate::vault::crypto::{KIND_PASSPHRASE, KIND_RECOVERY, Keyslot};
-use crate::vault::sqlite::SqliteStore;
 use crate::vault::store::Store;
 use crate::vault::{EngineError, VaultState};
 
 const NEW_PASS: &[u8] = b"a new passphrase, after the old one was forgotten";
 
 fn keyslots_on_disk(t: &TestDir) -> Vec<Keyslot> {
-    SqliteStore::open(&t.db())
-        .expect("open the closed vault's store")
-        .keyslots()
-        .expect("read keyslots")
+    with_store(t, |store| store.keyslots().expect("read keyslots"))
 }
 
 fn put_keyslot_on_disk(t: &TestDir, slot: &Keyslot) {
-    SqliteStore::open(&t.db())
-        .expect("open the closed vault's store")
-        .put_keyslot(slot)
-        .expect("write a keyslot")
+    with_store(t, |store| store.put_keyslot(slot).expect("write a keyslot"))
 }
 
 #[track_caller]

@@ -6,6 +6,7 @@ use crate::vault::IfExists;
 use session_vault_proto::model::{ChannelState, PeerKind, SessionAcl, UpdateStateChange};
 
 use super::support::*;
+use crate::vault::store::Store;
 use crate::vault::crypto::RECORD_FORMAT;
 use crate::vault::sqlite::SCHEMA_VERSION;
 use crate::vault::{EngineError, SessionId, Vault};
@@ -16,17 +17,11 @@ const FIXTURE: &str = concat!(
 );
 
 fn manifest(t: &TestDir) -> Option<Vec<u8>> {
-    use rusqlite::OptionalExtension;
-    raw(&t.db())
-        .query_row("SELECT v FROM meta WHERE k = 'manifest'", [], |r| r.get(0))
-        .optional()
-        .expect("read meta")
+    with_store(t, |s| s.manifest().expect("read meta"))
 }
 
 fn put_manifest(t: &TestDir, sealed: &[u8]) {
-    raw(&t.db())
-        .execute("UPDATE meta SET v = ?1 WHERE k = 'manifest'", [sealed])
-        .expect("write meta");
+    with_store(t, |s| s.put_manifest(sealed).expect("write meta"));
 }
 
 /// Opens and unlocks the vault in `t`.

@@ -13,6 +13,7 @@ use session_vault_proto::model::{
     SessionExtras, TmpAuthKey, UpdatesState,
 };
 
+use crate::vault::backend::Backend;
 use crate::vault::postgres::PgTarget;
 use crate::vault::postgres::test_cluster::Cluster;
 use crate::vault::{
@@ -113,6 +114,20 @@ impl TestDir {
     }
 }
 
+/// Runs `f` on the store of `t`'s (closed) vault, opened directly, on a thread of its own
+/// (the PostgreSQL client must not run on the test's runtime thread).
+pub fn with_store<T: Send>(t: &TestDir, f: impl FnOnce(&mut Backend) -> T + Send) -> T {
+    let location = t.location();
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            let mut store = location.open().expect("open the closed vault's store");
+            f(&mut store)
+        })
+        .join()
+        .expect("the store thread panicked")
+    })
+}
+
 pub async fn create(t: &TestDir) -> Vault {
     create_with(t, VaultConfig::default()).await
 }
@@ -187,7 +202,25 @@ pub async fn close(vault: Vault) {
 /// Copies the database and its WAL (not the shared-memory index, which a crash loses) into a
 /// fresh dir: the image a power cut or SIGKILL would leave at this instant. Call it only
 /// while the storage thread is idle.
+///
+/// On PostgreSQL the committed state is what a second connection sees: the "image" is the
+/// same database, opened by a second vault beside the first.
 pub fn crash_image(t: &TestDir) -> TestDir {
+    if let Some(pg) = &t.pg {
+        let dir = tempfile::Builder::new()
+            .prefix("sv")
+            .tempdir()
+            .expect("temp dir");
+        pg.cluster.write_password_file(&dir.path().join("pgpass"));
+        return TestDir {
+            dir,
+            pg: Some(PgDb {
+                cluster: Arc::clone(&pg.cluster),
+                name: pg.name.clone(),
+                url: pg.url.clone(),
+            }),
+        };
+    }
     let copy = TestDir::new();
     std::fs::copy(t.db(), copy.db()).expect("copy the database");
     let files = t.db_files();
