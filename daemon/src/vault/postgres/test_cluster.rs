@@ -231,19 +231,40 @@ impl Cluster {
         .stdout
     }
 
-    /// The files that hold `db`'s tables on disk (`base/<oid>/`).
+    /// The files that hold `db`'s own tables, their TOAST tables and indexes on disk (not
+    /// the system catalogs every database has), after a `CHECKPOINT` has written every
+    /// committed page there.
     pub fn database_files(&self, db: &str) -> Vec<PathBuf> {
-        let oid = self.psql(
-            "postgres",
-            &format!("SELECT oid FROM pg_database WHERE datname = '{db}'"),
+        self.psql(db, "CHECKPOINT");
+        let list = self.psql(
+            db,
+            "SELECT pg_relation_filepath(c.oid) FROM pg_class c
+             WHERE (c.relnamespace = 'public'::regnamespace
+                    OR c.oid IN (SELECT reltoastrelid FROM pg_class
+                                 WHERE relnamespace = 'public'::regnamespace)
+                    OR c.oid IN (SELECT i.indexrelid FROM pg_index i JOIN pg_class t
+                                 ON t.oid = i.indrelid AND t.oid IN (SELECT reltoastrelid
+                                 FROM pg_class WHERE relnamespace = 'public'::regnamespace)))
+               AND pg_relation_filepath(c.oid) IS NOT NULL",
         );
-        let dir = self.data_dir().join("base").join(oid);
-        std::fs::read_dir(&dir)
-            .expect("the database's directory")
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.is_file())
-            .collect()
+        let data = self.data_dir();
+        let mut files = Vec::new();
+        for rel in list.lines().filter(|l| !l.is_empty()) {
+            let main = data.join(rel);
+            // The main fork and its 1 GiB segments (`.1`, `.2`, …).
+            for seg in 0.. {
+                let p = if seg == 0 {
+                    main.clone()
+                } else {
+                    PathBuf::from(format!("{}.{seg}", main.display()))
+                };
+                if !p.exists() {
+                    break;
+                }
+                files.push(p);
+            }
+        }
+        files
     }
 
     /// A client program (as this uid), with the password in its environment.

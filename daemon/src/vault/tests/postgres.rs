@@ -117,8 +117,10 @@ fn the_engine_suite_passes_on_postgres() {
     let cluster = Arc::new(cluster);
     let started = std::time::Instant::now();
     for (name, case) in CASES {
-        eprintln!("postgres: {name}");
+        let t = std::time::Instant::now();
+        eprintln!("postgres: {name} ...");
         with_postgres(&cluster, case);
+        eprintln!("postgres: {name}: ok in {} ms", t.elapsed().as_millis());
     }
     eprintln!(
         "postgres: {} cases in {:.1} s",
