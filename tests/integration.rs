@@ -17,6 +17,7 @@ mod leases;
 mod lifecycle;
 mod load;
 mod namespaces;
+mod postgres;
 mod recovery;
 mod reliability;
 mod revocation;

@@ -18,6 +18,7 @@ use session_vault_client::{ClientError, Connection};
 use session_vault_proto::message::{ErrorCode, KdfSpec, Passphrase, Request, Response, StatusInfo};
 
 pub mod child;
+pub mod pg;
 pub mod raw;
 
 /// The passphrase tests use.

@@ -111,9 +111,17 @@ impl PgTarget {
         // connection, `sslmode=require` fails. Use a Unix socket or a trusted network.
         self.config
             .connect(postgres::NoTls)
-            .map_err(|e| EngineError::Storage {
-                kind: StorageErrorKind::Io,
-                message: format!("cannot connect to PostgreSQL at {}: {e}", self.display),
+            .map_err(|e| {
+                // The server's primary message (e.g. "password authentication failed for
+                // user …"); the bare error shows only "db error".
+                let why = match e.as_db_error() {
+                    Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
+                    None => e.to_string(),
+                };
+                EngineError::Storage {
+                    kind: StorageErrorKind::Io,
+                    message: format!("cannot connect to PostgreSQL at {}: {why}", self.display),
+                }
             })
     }
 }

@@ -1,0 +1,108 @@
+//! `vaultd --store postgres://…`: the vault in a PostgreSQL database instead of `vault.db`,
+//! shared by daemons with their own data dirs and sockets ("hosts"), each unlocking for
+//! itself; the password only ever from a file. One cluster per test (a few seconds): these
+//! tests are few; they skip with a loud message where PostgreSQL is not installed.
+
+use session_vault_proto::message::{Request, Response};
+
+use crate::util::pg::Cluster;
+use crate::util::*;
+
+/// `--store URL --store-password-file FILE` for `env`, the password file written there.
+fn store_args(env: &Env, cluster: &Cluster, db: &str) -> Vec<String> {
+    let pw = env.path().join("pgpass");
+    if !pw.exists() {
+        cluster.write_password_file(&pw);
+    }
+    vec![
+        "--store".into(),
+        cluster.url(db),
+        "--store-password-file".into(),
+        pw.display().to_string(),
+    ]
+}
+
+fn refs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemons_with_their_own_dirs_share_one_postgres_vault() {
+    let Some(cluster) = Cluster::start_or_skip("vaultd on PostgreSQL") else {
+        return;
+    };
+    let db = cluster.create_database();
+
+    // "Host" A initializes the vault and writes a session, durably.
+    let a = Env::new();
+    let args_a = store_args(&a, &cluster, &db);
+    let (da, ca) = a.start_initialized(&refs(&args_a)).await;
+    let h = open_session(&ca, "bot", true).await;
+    let r = ca.call(Request::SetHomeDc { handle: h, dc_id: 4 }).await;
+    assert!(matches!(r, Ok(Response::Ok)), "set home dc: {r:?}");
+    assert!(
+        !a.vault_db().exists(),
+        "no SQLite file is made beside a PostgreSQL store"
+    );
+    let status = ca.call(Request::Status).await;
+    let shown = format!("{status:?}");
+    assert!(shown.contains("postgres://svtest@"), "{shown}");
+    assert!(!shown.contains(cluster.password()), "no password in status");
+    drop(ca);
+    da.terminate();
+
+    // "Host" B: its own data dir and socket, the same database; it unlocks for itself (the
+    // keyslots are in PostgreSQL) and reads what A wrote.
+    let b = Env::new();
+    let args_b = store_args(&b, &cluster, &db);
+    let (db_, cb) = b.start_unlocked(&refs(&args_b)).await;
+    let hb = open_session(&cb, "bot", false).await;
+    let r = cb.call(Request::GetHomeDc { handle: hb }).await;
+    assert!(matches!(r, Ok(Response::HomeDc(4))), "home dc on B: {r:?}");
+    let log = db_.log();
+    assert!(!log.contains(cluster.password()), "no password in the log");
+    drop(cb);
+    db_.terminate();
+
+    // A restarts locked, and unlocks with the same passphrase.
+    let (da, ca) = a.start_unlocked(&refs(&args_a)).await;
+    let h = open_session(&ca, "bot", false).await;
+    let r = ca.call(Request::GetHomeDc { handle: h }).await;
+    assert!(matches!(r, Ok(Response::HomeDc(4))), "home dc on A: {r:?}");
+    drop(ca);
+    da.terminate();
+}
+
+#[test]
+fn the_password_never_comes_from_the_command_line_and_a_wrong_one_fails_clearly() {
+    let Some(cluster) = Cluster::start_or_skip("vaultd on PostgreSQL") else {
+        return;
+    };
+    let db = cluster.create_database();
+    let env = Env::new();
+    let with_pw = cluster
+        .url(&db)
+        .replacen("svtest@", &format!("svtest:{}@", cluster.password()), 1);
+    let (status, log) = Daemon::start_failing(&env, &["--store", &with_pw]);
+    assert!(!status.success());
+    assert!(log.contains("--store-password-file"), "{log}");
+    assert!(!log.contains(cluster.password()), "the password is not echoed: {log}");
+
+    let wrong = env.secret_file("wrong-pw", "not-the-password");
+    let (status, log) = Daemon::start_failing(
+        &env,
+        &[
+            "--store",
+            &cluster.url(&db),
+            "--store-password-file",
+            wrong.to_str().unwrap(),
+        ],
+    );
+    assert!(!status.success());
+    assert!(log.contains("cannot connect to PostgreSQL"), "{log}");
+    assert!(log.contains("password authentication failed"), "{log}");
+
+    let (status, log) = Daemon::start_failing(&env, &["--store", "/tmp/some/file.db"]);
+    assert!(!status.success());
+    assert!(log.contains("postgres://"), "{log}");
+}
