@@ -38,7 +38,12 @@ async fn daemons_with_their_own_dirs_share_one_postgres_vault() {
     let args_a = store_args(&a, &cluster, &db);
     let (da, ca) = a.start_initialized(&refs(&args_a)).await;
     let h = open_session(&ca, "bot", true).await;
-    let r = ca.call(Request::SetHomeDc { handle: h, dc_id: 4 }).await;
+    let r = ca
+        .call(Request::SetHomeDc {
+            handle: h,
+            dc_id: 4,
+        })
+        .await;
     assert!(matches!(r, Ok(Response::Ok)), "set home dc: {r:?}");
     assert!(
         !a.vault_db().exists(),
@@ -80,13 +85,17 @@ fn the_password_never_comes_from_the_command_line_and_a_wrong_one_fails_clearly(
     };
     let db = cluster.create_database();
     let env = Env::new();
-    let with_pw = cluster
-        .url(&db)
-        .replacen("svtest@", &format!("svtest:{}@", cluster.password()), 1);
+    let with_pw =
+        cluster
+            .url(&db)
+            .replacen("svtest@", &format!("svtest:{}@", cluster.password()), 1);
     let (status, log) = Daemon::start_failing(&env, &["--store", &with_pw]);
     assert!(!status.success());
     assert!(log.contains("--store-password-file"), "{log}");
-    assert!(!log.contains(cluster.password()), "the password is not echoed: {log}");
+    assert!(
+        !log.contains(cluster.password()),
+        "the password is not echoed: {log}"
+    );
 
     let wrong = env.secret_file("wrong-pw", "not-the-password");
     let (status, log) = Daemon::start_failing(

@@ -360,6 +360,57 @@ mod tests {
     }
 
     #[test]
+    fn the_store_comes_from_the_flag_or_the_file_and_must_be_postgres() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("vaultd.toml");
+        std::fs::write(
+            &cfg,
+            "data_dir = \"/tmp/d\"\nsocket = \"/tmp/s.sock\"\n\
+             store = \"postgres://vault@db.internal/vault\"\n\
+             store_password_file = \"/run/credentials/pw\"\n",
+        )
+        .unwrap();
+        let c = Config::resolve(Overrides {
+            config: Some(cfg.clone()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(
+            c.store.as_deref(),
+            Some("postgres://vault@db.internal/vault")
+        );
+        assert_eq!(
+            c.store_password_file,
+            Some(PathBuf::from("/run/credentials/pw"))
+        );
+        let c = Config::resolve(Overrides {
+            config: Some(cfg.clone()),
+            store: Some("postgresql://other@h/v".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(
+            c.store.as_deref(),
+            Some("postgresql://other@h/v"),
+            "the flag wins"
+        );
+        let err = Config::resolve(Overrides {
+            config: Some(cfg),
+            store: Some("/var/lib/x/vault.db".into()),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("postgres://"), "{err}");
+        let c = Config::resolve(Overrides {
+            data_dir: Some("/tmp/d".into()),
+            socket: Some("/tmp/s.sock".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(c.store, None, "SQLite stays the default");
+    }
+
+    #[test]
     fn auto_lock_after_from_the_file_as_people_write_it() {
         let dir = tempfile::tempdir().unwrap();
         let cfg = dir.path().join("vaultd.toml");

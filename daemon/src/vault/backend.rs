@@ -15,6 +15,8 @@ use super::store::{Header, Index, Row, SessionRow, Store, Table};
 
 /// Where a vault is kept, as `vaultd --store` names it.
 #[derive(Clone, Debug)]
+// One value per vault, made once at start: its size does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum StoreLocation {
     /// A SQLite file.
     Sqlite(PathBuf),
@@ -43,7 +45,9 @@ impl StoreLocation {
     }
 }
 
-/// An open store of either kind.
+/// An open store of either kind. One per vault, for the vault's life: the size difference
+/// of the variants costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Backend {
     /// The embedded default.
     Sqlite(SqliteStore),

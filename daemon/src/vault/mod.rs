@@ -53,9 +53,9 @@ pub use error::{EngineError, Result, StorageErrorKind};
 /// The vault's state as `status` reports it: the wire's type, one name for one concept.
 pub use session_vault_proto::message::VaultState;
 
+pub use backend::StoreLocation;
 use crypto::{Keyslot, SecretKey, VAULT_ID_LEN};
 use engine::Engine;
-pub use backend::StoreLocation;
 use store::Header;
 use worker::{Class, Job, Redo, Shared, SqliteEngine};
 

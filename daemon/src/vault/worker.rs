@@ -40,9 +40,9 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use super::backend::Backend;
 use super::engine::Engine;
 use super::error::EngineError;
-use super::backend::Backend;
 use super::store::Store;
 
 /// The engine as the storage thread runs it, on whichever store the vault was opened with

@@ -184,7 +184,11 @@ impl PostgresStore {
         Ok((client, stmt))
     }
 
-    fn exec(&mut self, sql: &'static str, params: &[&(dyn postgres::types::ToSql + Sync)]) -> Result<u64> {
+    fn exec(
+        &mut self,
+        sql: &'static str,
+        params: &[&(dyn postgres::types::ToSql + Sync)],
+    ) -> Result<u64> {
         let (client, stmt) = self.stmt(sql)?;
         client.execute(&stmt, params).map_err(pg_error)
     }
@@ -230,10 +234,7 @@ impl PostgresStore {
             )
             .map_err(pg_error)?;
             let row = tx
-                .query_opt(
-                    "SELECT application, version FROM session_vault_schema",
-                    &[],
-                )
+                .query_opt("SELECT application, version FROM session_vault_schema", &[])
                 .map_err(pg_error)?;
             let version = match row {
                 Some(r) => {
@@ -653,7 +654,10 @@ impl Store for PostgresStore {
                 " WHERE session = $1 AND i2 = $2"
             ),
         };
-        Ok(self.query_opt(sql, &[&session, &value])?.as_ref().map(data_row))
+        Ok(self
+            .query_opt(sql, &[&session, &value])?
+            .as_ref()
+            .map(data_row))
     }
 
     fn count(&mut self, table: Table, session: i64) -> Result<u64> {

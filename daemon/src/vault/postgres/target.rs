@@ -53,7 +53,9 @@ impl PgTarget {
         let mut config = postgres::Config::from_str(url).map_err(|e| {
             // The parser's message does not quote the string; ours does not either, since a
             // malformed string might hold a password.
-            invalid(format!("the PostgreSQL connection string is not valid: {e}"))
+            invalid(format!(
+                "the PostgreSQL connection string is not valid: {e}"
+            ))
         })?;
         if config.get_password().is_some() {
             return Err(invalid(
@@ -109,20 +111,18 @@ impl PgTarget {
     pub(super) fn connect(&self) -> Result<postgres::Client> {
         // TLS: not built in yet; `sslmode=prefer` (the default) falls back to a plain
         // connection, `sslmode=require` fails. Use a Unix socket or a trusted network.
-        self.config
-            .connect(postgres::NoTls)
-            .map_err(|e| {
-                // The server's primary message (e.g. "password authentication failed for
-                // user …"); the bare error shows only "db error".
-                let why = match e.as_db_error() {
-                    Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
-                    None => e.to_string(),
-                };
-                EngineError::Storage {
-                    kind: StorageErrorKind::Io,
-                    message: format!("cannot connect to PostgreSQL at {}: {why}", self.display),
-                }
-            })
+        self.config.connect(postgres::NoTls).map_err(|e| {
+            // The server's primary message (e.g. "password authentication failed for
+            // user …"); the bare error shows only "db error".
+            let why = match e.as_db_error() {
+                Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
+                None => e.to_string(),
+            };
+            EngineError::Storage {
+                kind: StorageErrorKind::Io,
+                message: format!("cannot connect to PostgreSQL at {}: {why}", self.display),
+            }
+        })
     }
 }
 
@@ -130,7 +130,10 @@ impl PgTarget {
 fn read_password(path: &Path) -> Result<Zeroizing<Vec<u8>>> {
     let bytes = Zeroizing::new(std::fs::read(path).map_err(|e| EngineError::Storage {
         kind: StorageErrorKind::Io,
-        message: format!("cannot read the PostgreSQL password file {}: {e}", path.display()),
+        message: format!(
+            "cannot read the PostgreSQL password file {}: {e}",
+            path.display()
+        ),
     })?);
     let line = bytes.split(|&b| b == b'\n').next().unwrap_or_default();
     let line = line.strip_suffix(b"\r").unwrap_or(line);
@@ -138,7 +141,10 @@ fn read_password(path: &Path) -> Result<Zeroizing<Vec<u8>>> {
 }
 
 fn describe(config: &postgres::Config) -> String {
-    let user = config.get_user().map(|u| format!("{u}@")).unwrap_or_default();
+    let user = config
+        .get_user()
+        .map(|u| format!("{u}@"))
+        .unwrap_or_default();
     let hosts: Vec<String> = config
         .get_hosts()
         .iter()
@@ -188,6 +194,9 @@ mod tests {
         let path = dir.path().join("pw");
         std::fs::write(&path, b"s3cret\r\nignored\n").unwrap();
         assert_eq!(read_password(&path).unwrap().as_slice(), b"s3cret");
-        assert!(PgTarget::new("postgres://u@h", None).is_err(), "no database");
+        assert!(
+            PgTarget::new("postgres://u@h", None).is_err(),
+            "no database"
+        );
     }
 }

@@ -105,8 +105,11 @@ impl Cluster {
         for sub in ["data", "sock"] {
             std::fs::create_dir(dir.path().join(sub)).expect("cluster subdir");
         }
-        std::fs::set_permissions(dir.path().join("data"), std::fs::Permissions::from_mode(0o700))
-            .expect("chmod data");
+        std::fs::set_permissions(
+            dir.path().join("data"),
+            std::fs::Permissions::from_mode(0o700),
+        )
+        .expect("chmod data");
         if let Some((uid, gid)) = as_other {
             for p in ["data", "sock", "pwfile"] {
                 std::os::unix::fs::chown(dir.path().join(p), Some(uid), Some(gid))
@@ -182,8 +185,8 @@ impl Cluster {
 
     /// Writes the password to `path` (mode 0600), as `--store-password-file` takes it.
     pub fn write_password_file(&self, path: &Path) {
-        use std::os::unix::fs::OpenOptionsExt;
         use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
         let mut f = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -215,8 +218,18 @@ impl Cluster {
     /// Runs SQL in `db` through `psql`; returns its unaligned, tuples-only output.
     pub fn psql(&self, db: &str, sql: &str) -> String {
         let out = self.run_checked(
-            self.client_cmd("psql")
-                .args(["-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", "-d", db, "-c", sql]),
+            self.client_cmd("psql").args([
+                "-X",
+                "-q",
+                "-t",
+                "-A",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-d",
+                db,
+                "-c",
+                sql,
+            ]),
             "psql",
         );
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
@@ -270,11 +283,16 @@ impl Cluster {
     /// A client program (as this uid), with the password in its environment.
     fn client_cmd(&self, program: &str) -> Command {
         let mut c = Command::new(self.bin.join(program));
-        c.args(["-h", self.socket_dir().to_str().expect("UTF-8 path"), "-U", USER])
-            .env("PGPASSWORD", &self.password)
-            .env_remove("PGSERVICE")
-            .env_remove("PGHOST")
-            .env_remove("PGPORT");
+        c.args([
+            "-h",
+            self.socket_dir().to_str().expect("UTF-8 path"),
+            "-U",
+            USER,
+        ])
+        .env("PGPASSWORD", &self.password)
+        .env_remove("PGSERVICE")
+        .env_remove("PGHOST")
+        .env_remove("PGPORT");
         c
     }
 

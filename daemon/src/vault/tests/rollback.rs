@@ -6,9 +6,9 @@ use crate::vault::IfExists;
 use session_vault_proto::model::{ChannelState, PeerKind, SessionAcl, UpdateStateChange};
 
 use super::support::*;
-use crate::vault::store::Store;
 use crate::vault::crypto::RECORD_FORMAT;
 use crate::vault::sqlite::SCHEMA_VERSION;
+use crate::vault::store::Store;
 use crate::vault::{EngineError, SessionId, Vault};
 
 const FIXTURE: &str = concat!(

@@ -244,7 +244,10 @@ pub fn read_db_files(t: &TestDir) -> Vec<(String, Vec<u8>)> {
         ];
         for path in pg.cluster.database_files(&pg.name) {
             if let Ok(bytes) = std::fs::read(&path) {
-                let name = format!("base/{}", path.file_name().unwrap_or_default().to_string_lossy());
+                let name = format!(
+                    "base/{}",
+                    path.file_name().unwrap_or_default().to_string_lossy()
+                );
                 files.push((name, bytes));
             }
         }
