@@ -115,3 +115,88 @@ fn the_password_never_comes_from_the_command_line_and_a_wrong_one_fails_clearly(
     assert!(!status.success());
     assert!(log.contains("postgres://"), "{log}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_restart_is_survived_without_restarting_vaultd_and_loses_no_durable_write() {
+    use session_vault_proto::message::ErrorCode;
+    use std::time::{Duration, Instant};
+
+    let Some(cluster) = Cluster::start_or_skip("vaultd on PostgreSQL") else {
+        return;
+    };
+    let db = cluster.create_database();
+    let env = Env::new();
+    let args = store_args(&env, &cluster, &db);
+    let (d, c) = env.start_initialized(&refs(&args)).await;
+    let h = open_session(&c, "bot", true).await;
+    let mut acknowledged = 0;
+    for dc in 1..=5 {
+        let r = c
+            .call(Request::SetHomeDc {
+                handle: h,
+                dc_id: dc,
+            })
+            .await;
+        assert!(matches!(r, Ok(Response::Ok)), "set home dc: {r:?}");
+        acknowledged = dc;
+    }
+
+    // PostgreSQL goes down hard (as a crash: immediate shutdown, recovery at start).
+    cluster.kill();
+    let r = c
+        .call(Request::SetHomeDc {
+            handle: h,
+            dc_id: 99,
+        })
+        .await;
+    assert_eq!(
+        err_code(r),
+        ErrorCode::Storage,
+        "a write while PostgreSQL is down"
+    );
+
+    // Back up: the same daemon and connection recover on their own.
+    cluster.pg_ctl_start();
+    let t = Instant::now();
+    loop {
+        match c
+            .call(Request::SetHomeDc {
+                handle: h,
+                dc_id: 6,
+            })
+            .await
+        {
+            Ok(Response::Ok) => {
+                acknowledged = 6;
+                break;
+            }
+            other => {
+                assert!(
+                    t.elapsed() < Duration::from_secs(15),
+                    "vaultd did not recover from the PostgreSQL restart: {other:?}\n{}",
+                    d.log()
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    eprintln!(
+        "recovered {} ms after PostgreSQL was back",
+        t.elapsed().as_millis()
+    );
+    let r = c.call(Request::GetHomeDc { handle: h }).await;
+    assert!(matches!(r, Ok(Response::HomeDc(6))), "read back: {r:?}");
+
+    // Every acknowledged durable write is in PostgreSQL: a fresh daemon reads the last one.
+    drop(c);
+    d.terminate();
+    cluster.kill();
+    cluster.pg_ctl_start();
+    let (_d, c) = env.start_unlocked(&refs(&args)).await;
+    let h = open_session(&c, "bot", false).await;
+    let r = c.call(Request::GetHomeDc { handle: h }).await;
+    assert!(
+        matches!(r, Ok(Response::HomeDc(dc)) if dc == acknowledged),
+        "after a crash of PostgreSQL: {r:?}, acknowledged {acknowledged}"
+    );
+}
