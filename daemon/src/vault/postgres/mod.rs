@@ -49,10 +49,12 @@ use super::crypto::{KdfParams, Keyslot, VAULT_ID_LEN};
 use super::error::{EngineError, Result, StorageErrorKind};
 use super::store::{Header, Index, Row, SessionRow, Store, Table};
 
+mod lease;
 mod target;
 #[cfg(test)]
 pub mod test_cluster;
 
+pub use lease::{Acquired, Holder};
 pub use target::{PASSWORD_CREDENTIAL, PgTarget, is_postgres_url};
 
 /// The schema, one entry per version; `MIGRATIONS[n]` takes a database from version `n` to
@@ -87,6 +89,11 @@ pub const MIGRATIONS: &[&str] = &[
      CREATE INDEX channels_order ON channels (session, seq);
      CREATE INDEX peers_username ON peers (session, i1) WHERE i1 IS NOT NULL;
      CREATE INDEX peers_phone ON peers (session, i2) WHERE i2 IS NOT NULL;",
+    // 2: leases across hosts with fencing tokens (`lease`).
+    "CREATE SEQUENCE lease_token;
+     CREATE TABLE leases (session BIGINT PRIMARY KEY, token BIGINT NOT NULL,
+         host TEXT NOT NULL, instance TEXT NOT NULL, pid BIGINT, uid BIGINT,
+         expires_at TIMESTAMPTZ NOT NULL);",
 ];
 
 /// The schema version this build writes.
@@ -117,6 +124,14 @@ pub struct PostgresStore {
     statements: HashMap<&'static str, Statement>,
     /// A transaction is open on the server (its loss with the connection is an error).
     in_txn: bool,
+    /// Leases this store holds: session id → fencing token (see [`lease`]).
+    leases: HashMap<i64, i64>,
+    /// Sessions whose lease row this transaction has checked and locked.
+    fenced: std::collections::HashSet<i64>,
+    /// The same, checked inside the open savepoint (its locks go if it is rolled back).
+    fenced_in_savepoint: Vec<i64>,
+    /// A savepoint is open.
+    in_savepoint: bool,
 }
 
 impl PostgresStore {
@@ -127,6 +142,10 @@ impl PostgresStore {
             client: None,
             statements: HashMap::new(),
             in_txn: false,
+            leases: HashMap::new(),
+            fenced: Default::default(),
+            fenced_in_savepoint: Vec::new(),
+            in_savepoint: false,
             target,
         };
         store.connect()?;
@@ -287,6 +306,14 @@ impl PostgresStore {
             tx.commit().map_err(pg_error)?;
             tracing::info!(store = %shown, version = version + 1, "vault schema migrated");
         }
+    }
+
+    /// Forgets the lease checks of the transaction that ended (its row locks are gone).
+    fn end_txn(&mut self) {
+        self.in_txn = false;
+        self.in_savepoint = false;
+        self.fenced.clear();
+        self.fenced_in_savepoint.clear();
     }
 
     fn not_a_vault(&self, reason: String) -> EngineError {
@@ -471,12 +498,13 @@ impl Store for PostgresStore {
 
     fn commit(&mut self) -> Result<()> {
         let done = self.batch("COMMIT");
-        self.in_txn = false;
+        self.end_txn();
         done
     }
 
     fn rollback(&mut self) -> Result<()> {
-        let was = std::mem::replace(&mut self.in_txn, false);
+        let was = self.in_txn;
+        self.end_txn();
         match self.client.as_mut() {
             // A dead connection took its transaction with it: nothing to roll back.
             Some(c) if was && !c.is_closed() => c.batch_execute("ROLLBACK").map_err(pg_error),
@@ -485,14 +513,23 @@ impl Store for PostgresStore {
     }
 
     fn savepoint(&mut self) -> Result<()> {
-        self.batch("SAVEPOINT op")
+        self.batch("SAVEPOINT op")?;
+        self.in_savepoint = true;
+        Ok(())
     }
 
     fn release(&mut self) -> Result<()> {
-        self.batch("RELEASE op")
+        self.batch("RELEASE op")?;
+        self.in_savepoint = false;
+        let checked = std::mem::take(&mut self.fenced_in_savepoint);
+        self.fenced.extend(checked);
+        Ok(())
     }
 
     fn rollback_to_savepoint(&mut self) -> Result<()> {
+        // Row locks taken inside the savepoint are released with it: check again next time.
+        self.in_savepoint = false;
+        self.fenced_in_savepoint.clear();
         self.batch("ROLLBACK TO op; RELEASE op")
     }
 
@@ -527,6 +564,7 @@ impl Store for PostgresStore {
     }
 
     fn put_session_record(&mut self, id: i64, record: &[u8], now: i64) -> Result<()> {
+        self.fence(id)?;
         self.exec(
             "UPDATE sessions SET record = $2, updated_at = $3 WHERE id = $1",
             &[&id, &record, &now],
@@ -535,6 +573,7 @@ impl Store for PostgresStore {
     }
 
     fn touch_session(&mut self, id: i64, now: i64) -> Result<()> {
+        self.fence(id)?;
         self.exec(
             "UPDATE sessions SET updated_at = $2 WHERE id = $1",
             &[&id, &now],
@@ -543,11 +582,13 @@ impl Store for PostgresStore {
     }
 
     fn rename_session(&mut self, id: i64, name: &str) -> Result<()> {
+        self.fence(id)?;
         self.exec("UPDATE sessions SET name = $2 WHERE id = $1", &[&id, &name])?;
         Ok(())
     }
 
     fn delete_session(&mut self, id: i64) -> Result<()> {
+        self.fence(id)?;
         for table in Table::ALL {
             self.clear(table, id)?;
         }
@@ -567,6 +608,7 @@ impl Store for PostgresStore {
         row: &Row,
         idx: [Option<&[u8]>; 2],
     ) -> Result<()> {
+        self.fence(session)?;
         if let Some(i1) = idx[0] {
             let sql = per_table!(
                 table,
@@ -594,6 +636,7 @@ impl Store for PostgresStore {
     }
 
     fn put_last(&mut self, table: Table, session: i64, row: &Row) -> Result<()> {
+        self.fence(session)?;
         // A new `seq` moves the row to the end of the table's order, as SQLite's REPLACE
         // (delete, insert with a new rowid) does; its index columns are cleared likewise.
         let sql = per_table!(
@@ -630,6 +673,7 @@ impl Store for PostgresStore {
     }
 
     fn clear(&mut self, table: Table, session: i64) -> Result<()> {
+        self.fence(session)?;
         let sql = per_table!(table, "DELETE FROM ", " WHERE session = $1");
         self.exec(sql, &[&session])?;
         Ok(())

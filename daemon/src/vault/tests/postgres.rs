@@ -128,3 +128,99 @@ fn the_engine_suite_passes_on_postgres() {
         started.elapsed().as_secs_f64()
     );
 }
+
+/// Leases with fencing tokens, at the store: a live lease makes the session busy elsewhere
+/// (naming the holder and its host), renewal keeps it, and once it lapsed and another store
+/// took it over, the old holder's writes are refused while nothing acknowledged is lost.
+#[test]
+fn a_lapsed_lease_is_fenced_and_a_live_one_is_busy_elsewhere() {
+    use std::time::Duration;
+
+    use crate::vault::postgres::{Acquired, Holder, PgTarget, PostgresStore};
+    use crate::vault::store::{Row, Store, Table};
+
+    let Some(cluster) = Cluster::start_or_skip("PostgreSQL leases") else {
+        return;
+    };
+    let db = cluster.create_database();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pw = dir.path().join("pgpass");
+    cluster.write_password_file(&pw);
+    let target = PgTarget::with_password_from(&cluster.url(&db), Some(&pw)).expect("target");
+    let mut a = PostgresStore::open(target.clone()).expect("store a");
+    let mut b = PostgresStore::open(target).expect("store b");
+    let row = |k: &[u8]| Row {
+        key: k.to_vec(),
+        value: b"sealed".to_vec(),
+    };
+    let write = |s: &mut PostgresStore, sid: i64, k: &[u8]| {
+        s.begin()?;
+        let r = s.put(Table::State, sid, &row(k), [None, None]);
+        match r {
+            Ok(()) => s.commit(),
+            Err(e) => {
+                s.rollback()?;
+                Err(e)
+            }
+        }
+    };
+    a.begin().unwrap();
+    let sid = a.insert_session("leased", 1).unwrap();
+    a.commit().unwrap();
+    let holder = |host: &str, pid| Holder {
+        host: host.into(),
+        instance: format!("{host}-instance"),
+        pid: Some(pid),
+        uid: Some(1000),
+    };
+    let (ha, hb) = (holder("host-a", 11), holder("host-b", 22));
+    let ttl = Duration::from_millis(400);
+
+    let Acquired::Token(ta) = a.acquire_lease(sid, &ha, ttl).unwrap() else {
+        panic!("a free session's lease is taken");
+    };
+    assert_eq!(
+        b.acquire_lease(sid, &hb, ttl).unwrap(),
+        Acquired::Busy(ha.clone())
+    );
+    write(&mut a, sid, b"k1").expect("the holder writes");
+    let refused = write(&mut b, sid, b"kb").expect_err("another store may not write");
+    assert!(refused.to_string().contains("host-a"), "{refused}");
+
+    // Renewed while the holder lives: still busy after more than one ttl.
+    for _ in 0..3 {
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(a.renew_leases(ttl).unwrap().is_empty(), "renewed");
+    }
+    assert!(matches!(
+        b.acquire_lease(sid, &hb, ttl).unwrap(),
+        Acquired::Busy(_)
+    ));
+
+    // The holder pauses past its expiry; another takes over with a larger token.
+    std::thread::sleep(Duration::from_millis(600));
+    let Acquired::Token(tb) = b.acquire_lease(sid, &hb, ttl).unwrap() else {
+        panic!("an expired lease is taken over");
+    };
+    assert!(tb > ta, "fencing tokens grow");
+    // The old holder resumes: its write is refused (fenced), its renewal reports the loss.
+    let fenced = write(&mut a, sid, b"k2").expect_err("a lapsed holder's write is refused");
+    assert!(fenced.to_string().contains("stale"), "{fenced}");
+    assert!(
+        a.renew_leases(ttl).unwrap().is_empty(),
+        "nothing left to renew"
+    );
+    write(&mut b, sid, b"k3").expect("the new holder writes");
+    assert!(
+        b.get(Table::State, sid, b"k1").unwrap().is_some(),
+        "acknowledged write kept"
+    );
+    assert!(
+        b.get(Table::State, sid, b"k2").unwrap().is_none(),
+        "fenced write absent"
+    );
+
+    // Released: free at once for the other.
+    b.release_lease(sid).unwrap();
+    assert!(matches!(a.acquire_lease(sid, &ha, ttl).unwrap(), Acquired::Token(t) if t > tb));
+}

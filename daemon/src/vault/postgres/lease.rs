@@ -1,0 +1,185 @@
+//! Leases across hosts, with fencing tokens, in the database (step 2 of issue 16: the store
+//! side; not yet wired to the server's `leases` module).
+//!
+//! A lease row names its holder (host, daemon instance, pid, uid), an expiry on the
+//! database's clock (one clock for every host: no skew between them) and a fencing token
+//! drawn from a sequence, so every new holder's token is larger than every earlier one.
+//!
+//! Fencing: every write of a session's rows first locks that session's lease row
+//! (`FOR SHARE`, once per session and transaction) and checks it, in the same transaction
+//! as the write:
+//! - if this store holds the session's lease, the row must still carry its token and be
+//!   unexpired, else the write is refused (a paused or partitioned daemon whose lease lapsed
+//!   can never write again without re-acquiring);
+//! - if it does not, no other live lease may exist (another host holds the session).
+//!
+//! A takeover updates the same row, so it waits for the row lock of a writer's open
+//! transaction: a write checked under the old token commits before the new holder's token
+//! exists, never after.
+
+use std::time::Duration;
+
+use super::PostgresStore;
+use crate::vault::error::{EngineError, Result, StorageErrorKind};
+
+/// Who holds a lease.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Holder {
+    /// Host name.
+    pub host: String,
+    /// This daemon's instance id (random per start): tells two daemons of one host apart.
+    pub instance: String,
+    /// Pid of the client process holding the session.
+    pub pid: Option<u32>,
+    /// Uid of that process.
+    pub uid: Option<u32>,
+}
+
+/// Outcome of [`PostgresStore::acquire_lease`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Acquired {
+    /// The lease is ours, with this fencing token.
+    Token(i64),
+    /// Another live holder has it.
+    Busy(Holder),
+}
+
+fn fenced(message: String) -> EngineError {
+    EngineError::Storage {
+        kind: StorageErrorKind::Busy,
+        message,
+    }
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+impl PostgresStore {
+    /// Takes `session`'s lease for `ttl` if it is free, expired or already this instance's.
+    /// Call with no transaction open (it commits at once).
+    pub fn acquire_lease(
+        &mut self,
+        session: i64,
+        holder: &Holder,
+        ttl: Duration,
+    ) -> Result<Acquired> {
+        let pid = holder.pid.map(i64::from);
+        let uid = holder.uid.map(i64::from);
+        let row = self.query_opt(
+            "INSERT INTO leases AS l (session, token, host, instance, pid, uid, expires_at)
+             VALUES ($1, nextval('lease_token'), $2, $3, $4, $5,
+                     clock_timestamp() + $6::bigint * interval '1 millisecond')
+             ON CONFLICT (session) DO UPDATE SET token = nextval('lease_token'),
+                 host = excluded.host, instance = excluded.instance, pid = excluded.pid,
+                 uid = excluded.uid, expires_at = excluded.expires_at
+             WHERE l.expires_at <= clock_timestamp() OR l.instance = excluded.instance
+             RETURNING token",
+            &[
+                &session,
+                &holder.host,
+                &holder.instance,
+                &pid,
+                &uid,
+                &millis(ttl),
+            ],
+        )?;
+        if let Some(r) = row {
+            let token: i64 = r.get(0);
+            self.leases.insert(session, token);
+            return Ok(Acquired::Token(token));
+        }
+        let r = self.query_opt(
+            "SELECT host, instance, pid, uid FROM leases WHERE session = $1",
+            &[&session],
+        )?;
+        match r {
+            Some(r) => Ok(Acquired::Busy(Holder {
+                host: r.get(0),
+                instance: r.get(1),
+                pid: r
+                    .get::<_, Option<i64>>(2)
+                    .and_then(|p| u32::try_from(p).ok()),
+                uid: r
+                    .get::<_, Option<i64>>(3)
+                    .and_then(|u| u32::try_from(u).ok()),
+            })),
+            // Released between the two statements: try again.
+            None => self.acquire_lease(session, holder, ttl),
+        }
+    }
+
+    /// Extends every lease this store holds by `ttl` from now, if still unexpired and still
+    /// ours; returns the sessions whose lease was lost (expired or taken over), which are
+    /// forgotten. Call with no transaction open.
+    pub fn renew_leases(&mut self, ttl: Duration) -> Result<Vec<i64>> {
+        let held: Vec<(i64, i64)> = self.leases.iter().map(|(s, t)| (*s, *t)).collect();
+        let mut lost = Vec::new();
+        for (session, token) in held {
+            let n = self.exec(
+                "UPDATE leases SET expires_at = clock_timestamp() + $3::bigint * interval '1 millisecond'
+                 WHERE session = $1 AND token = $2 AND expires_at > clock_timestamp()",
+                &[&session, &token, &millis(ttl)],
+            )?;
+            if n == 0 {
+                self.leases.remove(&session);
+                lost.push(session);
+            }
+        }
+        Ok(lost)
+    }
+
+    /// Gives `session`'s lease back (if this store still holds it). Call with no transaction
+    /// open.
+    pub fn release_lease(&mut self, session: i64) -> Result<()> {
+        if let Some(token) = self.leases.remove(&session) {
+            self.exec(
+                "DELETE FROM leases WHERE session = $1 AND token = $2",
+                &[&session, &token],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// The fencing check before a write of `session`'s rows (see the module doc); once per
+    /// session and transaction, the row lock holding until its end.
+    pub(super) fn fence(&mut self, session: i64) -> Result<()> {
+        if self.fenced.contains(&session) || self.fenced_in_savepoint.contains(&session) {
+            return Ok(());
+        }
+        let row = self.query_opt(
+            "SELECT token, expires_at > clock_timestamp(), host, pid
+             FROM leases WHERE session = $1 FOR SHARE",
+            &[&session],
+        )?;
+        let live = row
+            .as_ref()
+            .map(|r| (r.get::<_, i64>(0), r.get::<_, bool>(1)));
+        match (self.leases.get(&session), live) {
+            (Some(&mine), Some((token, true))) if token == mine => {}
+            (Some(&mine), _) => {
+                self.leases.remove(&session);
+                return Err(fenced(format!(
+                    "write refused: the lease of session id {session} lapsed or passed to \
+                     another holder (fencing token {mine} is stale); re-open the session"
+                )));
+            }
+            (None, Some((_, true))) => {
+                let r = row.as_ref().expect("live implies a row");
+                let host: String = r.get(2);
+                let pid: Option<i64> = r.get(3);
+                return Err(fenced(format!(
+                    "write refused: session id {session} is leased by pid {} on host {host}",
+                    pid.map_or("?".into(), |p| p.to_string())
+                )));
+            }
+            (None, _) => {}
+        }
+        if self.in_savepoint {
+            self.fenced_in_savepoint.push(session);
+        } else {
+            self.fenced.insert(session);
+        }
+        Ok(())
+    }
+}
