@@ -140,6 +140,11 @@ async fn a_postgres_restart_is_survived_without_restarting_vaultd_and_loses_no_d
         assert!(matches!(r, Ok(Response::Ok)), "set home dc: {r:?}");
         acknowledged = dc;
     }
+    let r = c.call(Request::GetHomeDc { handle: h }).await;
+    assert!(
+        matches!(r, Ok(Response::HomeDc(dc)) if dc == acknowledged),
+        "before the restart: {r:?}"
+    );
 
     // PostgreSQL goes down hard (as a crash: immediate shutdown, recovery at start).
     cluster.kill();
