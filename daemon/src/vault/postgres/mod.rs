@@ -132,6 +132,11 @@ pub struct PostgresStore {
     fenced_in_savepoint: Vec<i64>,
     /// A savepoint is open.
     in_savepoint: bool,
+    /// The sealed manifest as this store last read or wrote it (see `put_manifest`), and as
+    /// it was when the transaction and the savepoint began (restored when they roll back).
+    manifest_seen: Option<Vec<u8>>,
+    manifest_at_begin: Option<Vec<u8>>,
+    manifest_at_savepoint: Option<Vec<u8>>,
 }
 
 impl PostgresStore {
@@ -146,6 +151,9 @@ impl PostgresStore {
             fenced: Default::default(),
             fenced_in_savepoint: Vec::new(),
             in_savepoint: false,
+            manifest_seen: None,
+            manifest_at_begin: None,
+            manifest_at_savepoint: None,
             target,
         };
         store.connect()?;
@@ -477,11 +485,40 @@ impl Store for PostgresStore {
     }
 
     fn manifest(&mut self) -> Result<Option<Vec<u8>>> {
-        self.meta("manifest")
+        let m = self.meta("manifest")?;
+        self.manifest_seen = m.clone();
+        Ok(m)
     }
 
     fn put_manifest(&mut self, sealed: &[u8]) -> Result<()> {
-        self.put_meta("manifest", sealed)
+        // Compare-and-set against the manifest this store last read or wrote: two daemons
+        // must not overwrite each other's manifest (each would drop the other's sessions from
+        // it, which every later unlock reports as `Corrupt`). The loser gets a clear error
+        // and re-reads the vault at its next unlock.
+        let n = match &self.manifest_seen {
+            Some(seen) => {
+                let seen = seen.clone();
+                self.exec(
+                    "UPDATE meta SET v = $2 WHERE k = 'manifest' AND v = $1",
+                    &[&seen, &sealed],
+                )?
+            }
+            None => self.exec(
+                "INSERT INTO meta (k, v) VALUES ('manifest', $1) ON CONFLICT (k) DO NOTHING",
+                &[&sealed],
+            )?,
+        };
+        if n == 0 {
+            return Err(EngineError::Storage {
+                kind: StorageErrorKind::Busy,
+                message: "another vaultd changed this vault (sessions, names, access or \
+                          keyslots) since this one read it: lock and unlock this vaultd to \
+                          re-read it, then try again"
+                    .into(),
+            });
+        }
+        self.manifest_seen = Some(sealed.to_vec());
+        Ok(())
     }
 
     fn checkpoint(&mut self) -> Result<()> {
@@ -493,6 +530,7 @@ impl Store for PostgresStore {
     fn begin(&mut self) -> Result<()> {
         self.batch("BEGIN ISOLATION LEVEL READ COMMITTED")?;
         self.in_txn = true;
+        self.manifest_at_begin = self.manifest_seen.clone();
         Ok(())
     }
 
@@ -505,6 +543,9 @@ impl Store for PostgresStore {
     fn rollback(&mut self) -> Result<()> {
         let was = self.in_txn;
         self.end_txn();
+        if was {
+            self.manifest_seen = self.manifest_at_begin.take();
+        }
         match self.client.as_mut() {
             // A dead connection took its transaction with it: nothing to roll back.
             Some(c) if was && !c.is_closed() => c.batch_execute("ROLLBACK").map_err(pg_error),
@@ -515,6 +556,7 @@ impl Store for PostgresStore {
     fn savepoint(&mut self) -> Result<()> {
         self.batch("SAVEPOINT op")?;
         self.in_savepoint = true;
+        self.manifest_at_savepoint = self.manifest_seen.clone();
         Ok(())
     }
 
@@ -530,6 +572,7 @@ impl Store for PostgresStore {
         // Row locks taken inside the savepoint are released with it: check again next time.
         self.in_savepoint = false;
         self.fenced_in_savepoint.clear();
+        self.manifest_seen = self.manifest_at_savepoint.take();
         self.batch("ROLLBACK TO op; RELEASE op")
     }
 

@@ -224,3 +224,37 @@ fn a_lapsed_lease_is_fenced_and_a_live_one_is_busy_elsewhere() {
     b.release_lease(sid).unwrap();
     assert!(matches!(a.acquire_lease(sid, &ha, ttl).unwrap(), Acquired::Token(t) if t > tb));
 }
+
+/// Two daemons never overwrite each other's manifest: the second write over a manifest it
+/// did not see is refused, and goes through once it has re-read it.
+#[test]
+fn a_manifest_changed_by_another_store_is_not_overwritten() {
+    use crate::vault::postgres::{PgTarget, PostgresStore};
+    use crate::vault::store::Store;
+
+    let Some(cluster) = Cluster::start_or_skip("PostgreSQL manifest compare-and-set") else {
+        return;
+    };
+    let db = cluster.create_database();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pw = dir.path().join("pgpass");
+    cluster.write_password_file(&pw);
+    let target = PgTarget::with_password_from(&cluster.url(&db), Some(&pw)).expect("target");
+    let mut a = PostgresStore::open(target.clone()).expect("store a");
+    let mut b = PostgresStore::open(target).expect("store b");
+    assert_eq!(a.manifest().unwrap(), None);
+    assert_eq!(b.manifest().unwrap(), None);
+    b.put_manifest(b"m1").expect("first manifest");
+    let err = a
+        .put_manifest(b"m2")
+        .expect_err("a manifest written over an unseen one");
+    assert!(err.to_string().contains("lock and unlock"), "{err}");
+    // A rolled-back write leaves what was seen as it was.
+    b.begin().unwrap();
+    b.put_manifest(b"m3").unwrap();
+    b.rollback().unwrap();
+    b.put_manifest(b"m4").expect("b still knows m1");
+    assert_eq!(a.manifest().unwrap().as_deref(), Some(&b"m4"[..]));
+    a.put_manifest(b"m5").expect("after re-reading");
+    assert!(b.put_manifest(b"m6").is_err(), "b has not seen m5");
+}

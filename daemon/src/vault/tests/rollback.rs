@@ -21,7 +21,11 @@ fn manifest(t: &TestDir) -> Option<Vec<u8>> {
 }
 
 fn put_manifest(t: &TestDir, sealed: &[u8]) {
-    with_store(t, |s| s.put_manifest(sealed).expect("write meta"));
+    with_store(t, |s| {
+        // Read first: the PostgreSQL store writes only over the manifest it has seen.
+        s.manifest().expect("read meta");
+        s.put_manifest(sealed).expect("write meta")
+    });
 }
 
 /// Opens and unlocks the vault in `t`.
