@@ -30,6 +30,11 @@
 //! cache-class writes are re-applied). The next operation outside a transaction reconnects,
 //! so the daemon recovers without a restart.
 //!
+//! Several daemons on one database: the manifest (`engine::manifest`) is written
+//! compare-and-set against the version this store last read, so a daemon that has not seen
+//! another's change to sessions, names, ACLs or keyslots gets an error instead of dropping
+//! that change; leases with fencing tokens live in [`lease`] (store side only so far).
+//!
 //! Errors: only PostgreSQL's SQLSTATE and primary message are kept (never `DETAIL`, which
 //! may quote key values); the connection string is shown without its password.
 //!
@@ -49,7 +54,7 @@ use super::crypto::{KdfParams, Keyslot, VAULT_ID_LEN};
 use super::error::{EngineError, Result, StorageErrorKind};
 use super::store::{Header, Index, Row, SessionRow, Store, Table};
 
-mod lease;
+pub mod lease;
 mod target;
 #[cfg(test)]
 pub mod test_cluster;
