@@ -29,6 +29,11 @@ struct Args {
     /// `store-password`, if any). Never put the password in --store.
     #[arg(long, value_name = "FILE")]
     store_password_file: Option<PathBuf>,
+    /// With --store: how long a session's lease in PostgreSQL outlives its holder's last
+    /// renewal (renewed every third of it), e.g. `15s`. Longer tolerates longer pauses; shorter
+    /// hands a dead host's sessions over sooner [default: 15s; at least 300ms].
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    lease_expiry: Option<std::time::Duration>,
     /// Uid allowed to send admin requests (repeatable; default: the daemon's uid and root).
     #[arg(long = "admin-uid", value_name = "UID")]
     admin_uids: Vec<u32>,
@@ -101,6 +106,7 @@ fn main() -> ExitCode {
         data_dir: args.data_dir,
         store: args.store,
         store_password_file: args.store_password_file,
+        lease_expiry: args.lease_expiry,
         admin_uids: args.admin_uids,
         flush_interval_ms: args.flush_interval_ms,
         max_frame_bytes: args.max_frame_bytes,

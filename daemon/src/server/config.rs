@@ -28,6 +28,9 @@ pub struct FileConfig {
     pub store: Option<String>,
     /// File whose first line is the PostgreSQL password.
     pub store_password_file: Option<PathBuf>,
+    /// How long a session's lease in PostgreSQL outlives its last renewal, as `"15s"`.
+    #[serde(default, with = "humantime_serde_opt")]
+    pub lease_expiry: Option<Duration>,
     /// Uids allowed to send admin requests (default: the daemon's uid and root).
     pub admin_uids: Option<Vec<u32>>,
     /// Longest time a cache-class write stays uncommitted, in ms (default 100).
@@ -89,6 +92,8 @@ pub struct Overrides {
     pub store: Option<String>,
     /// `--store-password-file`.
     pub store_password_file: Option<PathBuf>,
+    /// `--lease-expiry`.
+    pub lease_expiry: Option<Duration>,
     /// `--admin-uid`, repeatable.
     pub admin_uids: Vec<u32>,
     /// `--flush-interval-ms`.
@@ -131,6 +136,8 @@ pub struct Config {
     pub store: Option<String>,
     /// File holding the PostgreSQL password (else the systemd credential `store-password`).
     pub store_password_file: Option<PathBuf>,
+    /// Expiry of a session's lease in PostgreSQL (see [`super::host_leases`]).
+    pub lease_expiry: Duration,
     /// Uids allowed to send admin requests.
     pub admin_uids: Vec<u32>,
     /// Flush interval of cache-class writes.
@@ -237,6 +244,11 @@ impl Config {
             data_dir,
             store,
             store_password_file: o.store_password_file.or(file.store_password_file),
+            lease_expiry: o
+                .lease_expiry
+                .or(file.lease_expiry)
+                .filter(|d| *d >= Duration::from_millis(300))
+                .unwrap_or(super::host_leases::DEFAULT_EXPIRY),
             admin_uids,
             flush_interval: Duration::from_millis(
                 o.flush_interval_ms

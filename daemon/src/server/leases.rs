@@ -77,6 +77,11 @@ impl Leases {
         self.table().retain(|_, l| l.conn != conn);
     }
 
+    /// Every session whose lease a connection holds.
+    pub fn held(&self) -> std::collections::HashSet<SessionId> {
+        self.table().keys().copied().collect()
+    }
+
     /// The pid holding `sid`'s lease, if it is held.
     pub fn holder(&self, sid: SessionId) -> Option<Option<u32>> {
         self.table().get(&sid).map(|l| l.pid)

@@ -33,6 +33,7 @@ pub mod datadir;
 pub mod dirs;
 pub mod errors;
 pub mod handles;
+pub mod host_leases;
 pub mod leases;
 pub mod limits;
 pub mod refuse;
@@ -399,7 +400,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .config
         .auto_lock_after
         .map(|after| tokio::spawn(autolock::run(Arc::downgrade(&daemon), after)));
+    let lease_task = daemon.vault.is_postgres().then(|| {
+        tokio::spawn(host_leases::run(
+            Arc::downgrade(&daemon),
+            daemon.config.lease_expiry,
+        ))
+    });
     let result = serve(daemon, listener, stop_rx).await;
+    if let Some(task) = lease_task {
+        task.abort();
+    }
     status_task.abort();
     if let Some(task) = autolock_task {
         task.abort();

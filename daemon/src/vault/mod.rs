@@ -31,6 +31,7 @@ pub mod backup;
 pub mod crypto;
 pub mod engine;
 pub mod error;
+mod host_leases;
 pub mod postgres;
 pub mod sqlite;
 pub mod store;

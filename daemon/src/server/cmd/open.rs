@@ -183,6 +183,14 @@ async fn try_open(
                 )
             })?;
     }
+    if exclusive && d.vault.is_postgres() {
+        let taken =
+            crate::server::host_leases::acquire(d, sid, name, conn.peer.pid, conn.peer.uid).await;
+        if let Err(e) = taken {
+            d.leases.release(sid, conn.id);
+            return Err(e);
+        }
+    }
     let release = || {
         if exclusive {
             d.leases.release(sid, conn.id);

@@ -129,6 +129,11 @@ impl PostgresStore {
         Ok(lost)
     }
 
+    /// The sessions whose lease this store holds.
+    pub fn held_leases(&self) -> Vec<i64> {
+        self.leases.keys().copied().collect()
+    }
+
     /// Gives `session`'s lease back (if this store still holds it). Call with no transaction
     /// open.
     pub fn release_lease(&mut self, session: i64) -> Result<()> {

@@ -1,0 +1,51 @@
+//! [`Vault`]'s side of leases across hosts: taking, renewing and giving back a session's
+//! lease row in PostgreSQL ([`super::postgres::lease`]). On the SQLite store they are no-ops
+//! (one daemon owns the file; its in-memory leases are the whole story).
+//!
+//! Each runs as a barrier job (pending writes committed first, no transaction open), since a
+//! lease change must be committed at once, not ride along with a group commit.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use super::backend::Backend;
+use super::postgres::{Acquired, Holder};
+use super::worker::Class;
+use super::{Result, SessionId, Vault};
+
+impl Vault {
+    /// Takes `sid`'s lease in the database for `ttl`, or says who holds it.
+    pub async fn acquire_host_lease(
+        &self,
+        sid: SessionId,
+        holder: Holder,
+        ttl: Duration,
+    ) -> Result<Acquired> {
+        self.call(Class::Barrier, move |e| match e.store() {
+            Backend::Postgres(p) => p.acquire_lease(sid.0, &holder, ttl),
+            Backend::Sqlite(_) => Ok(Acquired::Token(0)),
+        })
+        .await
+    }
+
+    /// Gives back every database lease not in `keep` and renews the others by `ttl`; returns
+    /// the sessions of `keep` whose lease was lost (lapsed, or taken over after a pause).
+    pub async fn reconcile_host_leases(
+        &self,
+        keep: HashSet<SessionId>,
+        ttl: Duration,
+    ) -> Result<Vec<SessionId>> {
+        self.call(Class::Barrier, move |e| match e.store() {
+            Backend::Postgres(p) => {
+                for sid in p.held_leases() {
+                    if !keep.contains(&SessionId(sid)) {
+                        p.release_lease(sid)?;
+                    }
+                }
+                Ok(p.renew_leases(ttl)?.into_iter().map(SessionId).collect())
+            }
+            Backend::Sqlite(_) => Ok(Vec::new()),
+        })
+        .await
+    }
+}
