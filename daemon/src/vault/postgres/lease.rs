@@ -1,5 +1,5 @@
-//! Leases across hosts, with fencing tokens, in the database (step 2 of issue 16: the store
-//! side; not yet wired to the server's `leases` module).
+//! Leases across hosts, with fencing tokens, in the database; taken, renewed and given back
+//! by the server's `host_leases` for exclusive opens.
 //!
 //! A lease row names its holder (host, daemon instance, pid, uid), an expiry on the
 //! database's clock (one clock for every host: no skew between them) and a fencing token

@@ -33,7 +33,7 @@
 //! Several daemons on one database: the manifest (`engine::manifest`) is written
 //! compare-and-set against the version this store last read, so a daemon that has not seen
 //! another's change to sessions, names, ACLs or keyslots gets an error instead of dropping
-//! that change; leases with fencing tokens live in [`lease`] (store side only so far).
+//! that change; leases with fencing tokens live in [`lease`], taken by the server's `host_leases`.
 //!
 //! Errors: only PostgreSQL's SQLSTATE and primary message are kept (never `DETAIL`, which
 //! may quote key values); the connection string is shown without its password.
