@@ -35,6 +35,7 @@ pub mod errors;
 pub mod handles;
 pub mod leases;
 pub mod limits;
+pub mod peer_process;
 pub mod refuse;
 pub mod systemd;
 pub mod throttle;
