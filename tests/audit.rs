@@ -284,3 +284,24 @@ fn a_non_admin_is_refused_audit() {
         stderr(&out)
     );
 }
+
+#[test]
+fn the_log_survives_a_rekey_and_a_restart() {
+    let env = Env::new();
+    let d = env.start_and_init();
+    assert_success(&env.ctl(&["list"]), "list");
+    let (before, _, _) = audit_json(&env, &[]);
+    let pf = env.secret_file("rekey-pass", PASS);
+    let mut args = vec!["rekey", "--passphrase-file", pf.to_str().unwrap()];
+    args.extend(CHEAP_KDF);
+    assert_success(&env.ctl(&args), "rekey");
+    assert!(d.terminate().success());
+    let _d = env.start();
+    unlock_ok(&env);
+    let (after, verdict, code) = audit_json(&env, &[]);
+    assert_eq!(code, Some(0), "{verdict}");
+    assert_eq!(verdict["verified"], true, "{verdict}");
+    // Every entry from before is still there, re-sealed under the new key.
+    assert_eq!(&after[..before.len()], &before[..]);
+    assert_eq!(find(&after, "rekey", "ok").len(), 1, "{after:?}");
+}
