@@ -227,7 +227,10 @@ fn a_cut_off_tail_is_named() {
     let (env, n) = vault_with_entries();
     tamper(
         &env.vault_db(),
-        &format!("DELETE FROM audit WHERE seq > {}; DELETE FROM meta WHERE k = 'audit_head';", n - 2),
+        &format!(
+            "DELETE FROM audit WHERE seq > {}; DELETE FROM meta WHERE k = 'audit_head';",
+            n - 2
+        ),
     );
     let (code, text) = audit_after(&env);
     assert_eq!(code, Some(1), "{text}");
@@ -261,7 +264,10 @@ async fn since_session_and_json_filter_and_format() {
     assert_success(&out, "audit");
     let text = stdout(&out);
     assert!(text.starts_with("SEQ"), "{text}");
-    assert!(text.contains("open_session") && text.contains("beta"), "{text}");
+    assert!(
+        text.contains("open_session") && text.contains("beta"),
+        "{text}"
+    );
     assert!(!text.contains("alpha"), "{text}");
     assert!(text.contains("The audit log verifies"), "{text}");
 

@@ -44,9 +44,7 @@ fn parse_since(text: &str) -> Result<i64, String> {
             let age = humantime::parse_duration(text).map_err(|_| {
                 format!("{text:?} is neither an RFC 3339 time nor an age such as 1h or 30min")
             })?;
-            SystemTime::now()
-                .checked_sub(age)
-                .unwrap_or(UNIX_EPOCH)
+            SystemTime::now().checked_sub(age).unwrap_or(UNIX_EPOCH)
         }
     };
     Ok(match at.duration_since(UNIX_EPOCH) {
@@ -185,7 +183,10 @@ fn write_human(
         &rows,
     )?;
     if problems.is_empty() {
-        writeln!(out, "The audit log verifies: no entry missing, altered or out of place.")?;
+        writeln!(
+            out,
+            "The audit log verifies: no entry missing, altered or out of place."
+        )?;
     }
     for p in problems {
         writeln!(out, "BROKEN: {}", sanitize(&p.message))?;

@@ -39,11 +39,11 @@ use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::Duration;
 
+use session_vault_proto::audit::{AuditEntry, AuditPage};
 use session_vault_proto::model::{
     DcOption, Peer, PeerKey, SentFile, SessionAcl, SessionData, SessionExtras, SessionSummary,
     UpdateStateChange, UpdatesState,
 };
-use session_vault_proto::audit::{AuditEntry, AuditPage};
 use zeroize::Zeroizing;
 
 pub use crypto::KdfParams;

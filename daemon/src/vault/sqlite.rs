@@ -294,7 +294,8 @@ mod nofollow {
 
 /// An audit entry number as SQLite stores it (a signed 64-bit integer).
 fn audit_seq(seq: u64) -> Result<i64> {
-    i64::try_from(seq).map_err(|_| EngineError::Invalid(format!("audit entry {seq} is out of range")))
+    i64::try_from(seq)
+        .map_err(|_| EngineError::Invalid(format!("audit entry {seq} is out of range")))
 }
 
 fn session_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SessionRow> {

@@ -101,12 +101,20 @@ impl Act {
                 }
                 d.extend(flag(*replace, "replace"));
                 d.extend(flag(*force, "force"));
-                act("import_session", Some(name), (!d.is_empty()).then(|| d.join(", ")))
+                act(
+                    "import_session",
+                    Some(name),
+                    (!d.is_empty()).then(|| d.join(", ")),
+                )
             }
             R::ExportSession { name } => act("export_session", Some(name), None),
             R::BackupBegin => act("backup_begin", None, None),
-            R::RestoreBegin { size, .. } => act("restore_begin", None, Some(format!("{size} bytes"))),
-            R::RestoreCommit { id, .. } => act("restore_commit", None, Some(format!("transfer {id}"))),
+            R::RestoreBegin { size, .. } => {
+                act("restore_begin", None, Some(format!("{size} bytes")))
+            }
+            R::RestoreCommit { id, .. } => {
+                act("restore_commit", None, Some(format!("transfer {id}")))
+            }
             R::TransferEnd { id } => act("transfer_end", None, Some(format!("transfer {id}"))),
             R::Verify => act("verify", None, None),
             R::Disconnect { session, pid } => act(

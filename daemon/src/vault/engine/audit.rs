@@ -137,14 +137,12 @@ fn open_entry(keys: &Keys, seq: u64, sealed: &[u8]) -> Option<(AuditEntry, Link,
 impl Chain {
     /// Reads the head at unlock (see [`Chain`]); never fails the unlock for the log's sake.
     pub(super) fn load<S: Store>(store: &mut S, keys: &Keys) -> Result<Chain> {
-        let stored = match store.audit_head()? {
-            None => None,
-            Some(sealed) => Some(
-                keys.open(&HEAD_PLACE, &sealed)
-                    .ok()
-                    .and_then(|o| decode::<Head>(&HEAD_PLACE, &o.plain).ok()),
-            ),
-        };
+        // `None`: no head; `Some(None)`: a head that does not open.
+        let stored = store.audit_head()?.map(|sealed| {
+            keys.open(&HEAD_PLACE, &sealed)
+                .ok()
+                .and_then(|o| decode::<Head>(&HEAD_PLACE, &o.plain).ok())
+        });
         let last = store.audit_last()?;
         match (stored, last) {
             (Some(Some(head)), _) => Ok(Chain {
@@ -250,7 +248,9 @@ impl<S: Store> Engine<S> {
         })?;
         let hash: Link = Sha256::digest(&plain[..]).into();
         let g = u.manifest.generation;
-        let sealed = u.keys.seal(&place(&seq.to_be_bytes()), g, &plain, PAD_SMALL)?;
+        let sealed = u
+            .keys
+            .seal(&place(&seq.to_be_bytes()), g, &plain, PAD_SMALL)?;
         store.put_audit(seq, &sealed)?;
         let head = Head { seq, hash };
         let sealed_head = u.keys.seal(&HEAD_PLACE, g, &encode(&head)?, PAD_SMALL)?;
@@ -276,7 +276,11 @@ impl<S: Store> Engine<S> {
         since: Option<i64>,
         session: Option<&str>,
     ) -> Result<AuditPage> {
-        let limit = if limit == 0 { PAGE_MAX } else { limit.min(PAGE_MAX) };
+        let limit = if limit == 0 {
+            PAGE_MAX
+        } else {
+            limit.min(PAGE_MAX)
+        };
         let (store, u) = self.parts()?;
         // The entry before the page too, for the first link.
         let mut rows = store.audit_range(after_seq, limit + 2)?;
