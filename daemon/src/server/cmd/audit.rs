@@ -166,7 +166,7 @@ pub async fn record(conn: &Conn, act: Act, answer: &Result<Response, WireError>)
         target: "audit",
         uid = entry.uid,
         gid = entry.gid,
-        pid = ?entry.pid,
+        pid = %entry.pid.map_or_else(|| "-".to_owned(), |p| p.to_string()),
         exe = %entry.exe.escape_debug(),
         unit = %entry.unit.as_deref().unwrap_or("-").escape_debug(),
         action = entry.action,
