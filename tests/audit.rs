@@ -311,3 +311,45 @@ fn the_log_survives_a_rekey_and_a_restart() {
     assert_eq!(&after[..before.len()], &before[..]);
     assert_eq!(find(&after, "rekey", "ok").len(), 1, "{after:?}");
 }
+
+#[test]
+fn an_entry_from_another_copy_of_the_vault_is_named() {
+    let (env, n) = vault_with_entries();
+    let db = env.vault_db();
+    let fork = env.path().join("fork.db");
+    std::fs::copy(&db, &fork).unwrap();
+    // Two histories from one file: each appends n + 1 (its unlock) and n + 2 (list).
+    let run = || {
+        let d = env.start();
+        unlock_ok(&env);
+        assert_success(&env.ctl(&["list"]), "list");
+        assert!(d.terminate().success());
+    };
+    run();
+    let entry = |path: &Path, seq: u64| -> Vec<u8> {
+        rusqlite::Connection::open(path)
+            .unwrap()
+            .query_row("SELECT entry FROM audit WHERE seq = ?1", [seq], |r| {
+                r.get(0)
+            })
+            .unwrap()
+    };
+    let first = entry(&db, n + 2);
+    std::fs::copy(&fork, &db).unwrap();
+    run();
+    // The first history's entry n + 2 authenticates in the second (same key, same number)
+    // but follows another entry n + 1.
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute(
+        "UPDATE audit SET entry = ?1 WHERE seq = ?2",
+        rusqlite::params![first, n + 2],
+    )
+    .unwrap();
+    drop(conn);
+    let (code, text) = audit_after(&env);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains(&format!("entry {} does not follow", n + 2)),
+        "{text}"
+    );
+}

@@ -7,8 +7,8 @@
 //! entry names the peer (uid, gid, pid from the kernel; executable and systemd unit read at
 //! connect, [`crate::server::peer_process`]), the act, the session it named, a detail that
 //! is never a secret, and the result. It goes to the journal at once (one line, target
-//! `audit`) and into the vault ([`crate::vault::engine::audit`]): an admin act's entry is
-//! durable before the act is answered; a session open's is a cache-class write, so the hot
+//! `audit`) and into the vault ([`crate::vault::engine::audit`]): an admin's act's entry is
+//! durable before the act is answered (a non-admin's refused one is cache-class); a session open's is a cache-class write, so the hot
 //! path pays no fsync for it. `lock` is recorded just before it runs, while the keys are
 //! still there to seal its entry.
 
@@ -175,7 +175,10 @@ pub async fn record(conn: &Conn, act: Act, answer: &Result<Response, WireError>)
         result = entry.result,
         "audit"
     );
-    if let Err(e) = conn.daemon.vault.audit(entry, act.durable).await {
+    // A non-admin's refused admin request is not worth an fsync: a bot could otherwise make
+    // the daemon sync the disk with every frame it sends.
+    let durable = act.durable && conn.is_admin();
+    if let Err(e) = conn.daemon.vault.audit(entry, durable).await {
         tracing::error!(error = %e, action = act.action, "audit entry could not be stored");
     }
 }
