@@ -353,3 +353,22 @@ fn an_entry_from_another_copy_of_the_vault_is_named() {
         "{text}"
     );
 }
+
+/// Measures session opens per second (each recorded in the log). Run by hand:
+/// `cargo nextest run -p session-vault-daemon --test integration --run-ignored only -E 'test(open_rate)' --no-capture`.
+#[tokio::test]
+#[ignore = "a measurement, not a check"]
+async fn open_rate() {
+    let env = Env::new();
+    let (_d, c) = env.start_initialized(&[]).await;
+    let h = open_session(&c, "bot", false).await;
+    c.call(Request::CloseSession { handle: h }).await.unwrap();
+    const N: u32 = 3_000;
+    let t = std::time::Instant::now();
+    for _ in 0..N {
+        let h = open_session(&c, "bot", true).await;
+        c.call(Request::CloseSession { handle: h }).await.unwrap();
+    }
+    let each = t.elapsed() / N;
+    eprintln!("open + close: {each:?} each");
+}
