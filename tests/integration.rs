@@ -3,6 +3,7 @@
 
 mod util;
 
+mod audit;
 mod auth;
 mod autolock;
 mod backup;

@@ -1,5 +1,6 @@
 //! `session-vault-proto`: the Session Vault wire protocol.
 //!
+//! - [`audit`]: the audit log's entries and pages;
 //! - [`backup`]: the types of backup, restore and verify;
 //! - [`model`]: the session data model shared by the daemon and its clients;
 //! - [`message`]: every request, response, event and error, and the protocol version;
@@ -20,6 +21,7 @@
     clippy::cast_sign_loss
 )]
 
+pub mod audit;
 pub mod backup;
 pub mod codec;
 mod compat;

@@ -13,6 +13,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
+use crate::audit::AuditPage;
 use crate::backup::{Blob, RestoreInfo, TransferInfo, VerifyReport};
 use crate::model::{
     DcOption, Peer, PeerKey, SentFile, SessionData, SessionExtras, SessionSummary,
@@ -24,7 +25,7 @@ use crate::recovery::RecoveryKey;
 /// of different majors refuse each other in the handshake.
 pub const PROTOCOL_MAJOR: u16 = 1;
 /// Protocol minor version: bumped by hand when messages are added compatibly.
-pub const PROTOCOL_MINOR: u16 = 3;
+pub const PROTOCOL_MINOR: u16 = 4;
 
 /// Request id reserved for server-pushed events.
 pub const EVENT_ID: u32 = 0;
@@ -299,6 +300,19 @@ pub enum Request {
     /// Delete the recovery keyslot. → [`Response::Ok`]; `InvalidRequest` when there is none.
     /// Minor 3.
     RemoveRecoveryKey,
+    /// Read a page of the audit log, verifying its chain as it goes: up to `limit` entries
+    /// after entry `after_seq`, of which those passing the filters are returned; the vault
+    /// must be unlocked. → [`Response::AuditPage`]. Minor 4.
+    Audit {
+        /// Start after this entry (0: from the beginning).
+        after_seq: u64,
+        /// Read at most this many entries (the daemon caps it at 1000; 0 means 1000).
+        limit: u32,
+        /// Only entries at or after this Unix second.
+        since: Option<i64>,
+        /// Only entries naming this session.
+        session: Option<String>,
+    },
 
     // ---- session requests (owner, granted uids/gids, or admins) -------------------------
     /// Open a session on this connection. → [`Response::Opened`].
@@ -536,6 +550,9 @@ pub enum Response {
     },
     /// To [`Request::AddRecoveryKey`]: the new recovery key, shown once. Minor 3.
     RecoveryKey(RecoveryKey),
+    /// To [`Request::Audit`]: a page of the audit log and what its verification found.
+    /// Minor 4.
+    AuditPage(AuditPage),
     /// The request failed.
     Error(WireError),
     /// Pushed by the daemon with id 0.

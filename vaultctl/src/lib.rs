@@ -25,6 +25,7 @@
 //! Depends on `session-vault-client` (the connection) and `session-vault-proto` (messages),
 //! never on the vault engine or the server: it is a client like any other.
 
+mod audit;
 mod backup;
 mod completions;
 mod disconnect;
@@ -148,6 +149,7 @@ pub enum Command {
     Restore(restore::Args),
     Verify(verify::Args),
     Disconnect(disconnect::Args),
+    Audit(audit::Args),
     Completions(completions::Args),
 }
 
@@ -257,6 +259,7 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CtlError> {
         Command::Restore(args) => restore::run(args, &daemon, out),
         Command::Verify(args) => verify::run(args, &daemon, out),
         Command::Disconnect(args) => disconnect::run(args, &daemon, out),
+        Command::Audit(args) => audit::run(args, &daemon, out),
         Command::Completions(args) => completions::run(args, out),
     }
 }

@@ -107,12 +107,15 @@ pub async fn serve(
     let id = daemon.next_conn_id();
     let stream = Arc::new(stream);
     tracing::debug!(conn = id, uid = peer.uid, pid = ?peer.pid, "connection opened");
+    // Read now, while the pid still names the process that connected.
+    let process = super::peer_process::ProcessIdent::of(peer.pid);
     let Some(events) = handshake(&daemon, id, &stream, &mut stop).await else {
         return;
     };
     let conn = Arc::new(Conn {
         id,
         peer,
+        process,
         daemon: Arc::clone(&daemon),
     });
     let kicked = daemon.clients.register(id, conn.peer.pid);

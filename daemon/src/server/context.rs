@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use super::Daemon;
+use super::peer_process::ProcessIdent;
 use super::transport::PeerInfo;
 
 /// What request handlers know of their connection.
@@ -14,6 +15,8 @@ pub struct Conn {
     pub id: u64,
     /// The peer's credentials, as the kernel reported them at connect time.
     pub peer: PeerInfo,
+    /// The peer's executable and systemd unit, read at connect time (for the audit log).
+    pub process: ProcessIdent,
     /// The daemon. Its session handles live in the daemon-wide [`super::handles`] table.
     pub daemon: Arc<Daemon>,
 }

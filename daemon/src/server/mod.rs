@@ -36,6 +36,7 @@ pub mod handles;
 pub mod host_leases;
 pub mod leases;
 pub mod limits;
+pub mod peer_process;
 pub mod refuse;
 pub mod systemd;
 pub mod throttle;

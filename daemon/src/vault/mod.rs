@@ -42,6 +42,7 @@ use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::Duration;
 
+use session_vault_proto::audit::{AuditEntry, AuditPage};
 use session_vault_proto::model::{
     DcOption, Peer, PeerKey, SentFile, SessionAcl, SessionData, SessionExtras, SessionSummary,
     UpdateStateChange, UpdatesState,
@@ -554,6 +555,34 @@ impl Vault {
         })
         .await?;
         self.call(Class::Barrier, move |e| e.rekey(slot, dek)).await
+    }
+
+    // ---- audit log ------------------------------------------------------------------------
+
+    /// Records an audit event ([`engine::audit`]). `durable`: answered once the entry is on
+    /// disk (admin acts); else a cache-class write, committed within the flush interval with
+    /// the writes around it (session opens). While locked the entry waits in memory for the
+    /// next unlock.
+    pub async fn audit(&self, entry: AuditEntry, durable: bool) -> Result<()> {
+        if durable {
+            self.call(Class::Durable, move |e| e.audit(entry)).await
+        } else {
+            self.call_cache(true, move |e| e.audit(entry.clone())).await
+        }
+    }
+
+    /// A page of the audit log, verified as it is read ([`engine::Engine::audit_page`]).
+    pub async fn audit_page(
+        &self,
+        after_seq: u64,
+        limit: u32,
+        since: Option<i64>,
+        session: Option<String>,
+    ) -> Result<AuditPage> {
+        self.call(Class::Read, move |e| {
+            e.audit_page(after_seq, limit, since, session.as_deref())
+        })
+        .await
     }
 
     // ---- sessions -------------------------------------------------------------------------

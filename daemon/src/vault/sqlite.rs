@@ -51,6 +51,9 @@ pub const MIGRATIONS: &[&str] = &[
     // older builds, which cannot read format-2 records, from opening the vault at all
     // (`UnsupportedFormat`) instead of failing on every rewritten record as `Corrupt`.
     "",
+    // 4: the audit log (`engine::audit`): one sealed entry per row, numbered from 1 without
+    // gaps; its sealed head (last number and hash) is `meta.audit_head`.
+    "CREATE TABLE audit (seq INTEGER PRIMARY KEY, entry BLOB NOT NULL);",
 ];
 
 /// The schema version this build writes.
@@ -289,6 +292,12 @@ mod nofollow {
     }
 }
 
+/// An audit entry number as SQLite stores it (a signed 64-bit integer).
+fn audit_seq(seq: u64) -> Result<i64> {
+    i64::try_from(seq)
+        .map_err(|_| EngineError::Invalid(format!("audit entry {seq} is out of range")))
+}
+
 fn session_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SessionRow> {
     Ok(SessionRow {
         id: r.get(0)?,
@@ -388,6 +397,46 @@ impl Store for SqliteStore {
     fn put_manifest(&mut self, sealed: &[u8]) -> Result<()> {
         self.conn
             .prepare_cached("INSERT OR REPLACE INTO meta (k, v) VALUES ('manifest', ?1)")?
+            .execute([sealed])?;
+        Ok(())
+    }
+
+    fn put_audit(&mut self, seq: u64, sealed: &[u8]) -> Result<()> {
+        self.conn
+            .prepare_cached("INSERT OR REPLACE INTO audit (seq, entry) VALUES (?1, ?2)")?
+            .execute(params![audit_seq(seq)?, sealed])?;
+        Ok(())
+    }
+
+    fn audit_range(&mut self, from_seq: u64, limit: u32) -> Result<Vec<(u64, Vec<u8>)>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT seq, entry FROM audit WHERE seq >= ?1 ORDER BY seq LIMIT ?2")?;
+        let rows = stmt.query_map(params![audit_seq(from_seq)?, limit], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get(1)?))
+        })?;
+        rows.map(|r| {
+            let (seq, entry) = r?;
+            Ok((seq.max(0) as u64, entry))
+        })
+        .collect()
+    }
+
+    fn audit_last(&mut self) -> Result<Option<(u64, Vec<u8>)>> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT seq, entry FROM audit ORDER BY seq DESC LIMIT 1")?
+            .query_row([], |r| Ok((r.get::<_, i64>(0)?.max(0) as u64, r.get(1)?)))
+            .optional()?)
+    }
+
+    fn audit_head(&mut self) -> Result<Option<Vec<u8>>> {
+        self.meta("audit_head")
+    }
+
+    fn put_audit_head(&mut self, sealed: &[u8]) -> Result<()> {
+        self.conn
+            .prepare_cached("INSERT OR REPLACE INTO meta (k, v) VALUES ('audit_head', ?1)")?
             .execute([sealed])?;
         Ok(())
     }

@@ -112,6 +112,17 @@ pub trait Store: Send {
     fn manifest(&mut self) -> Result<Option<Vec<u8>>>;
     /// Writes the sealed manifest.
     fn put_manifest(&mut self, sealed: &[u8]) -> Result<()>;
+    /// Stores audit entry `seq` (sealed by the engine, `engine::audit`), replacing any entry
+    /// of that number (the engine appends; `rekey` re-seals in place).
+    fn put_audit(&mut self, seq: u64, sealed: &[u8]) -> Result<()>;
+    /// Up to `limit` audit entries numbered `from_seq` or above, by ascending number.
+    fn audit_range(&mut self, from_seq: u64, limit: u32) -> Result<Vec<(u64, Vec<u8>)>>;
+    /// The highest-numbered audit entry, if any.
+    fn audit_last(&mut self) -> Result<Option<(u64, Vec<u8>)>>;
+    /// The audit log's sealed head (its last number and hash), if written.
+    fn audit_head(&mut self) -> Result<Option<Vec<u8>>>;
+    /// Writes the audit log's sealed head.
+    fn put_audit_head(&mut self, sealed: &[u8]) -> Result<()>;
     /// Moves committed writes into the main database file and empties any write-ahead log, so
     /// that the versions they replaced (an old keyslot above all) do not linger in the log.
     /// Called with no transaction open.

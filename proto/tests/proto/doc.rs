@@ -2,6 +2,7 @@
 //! names every request, response, error code, event and field.
 
 use serde::de::DeserializeOwned;
+use session_vault_proto::audit::{AuditEntry, AuditPage, AuditProblem, AuditProblemKind};
 use session_vault_proto::codec::{DEFAULT_MAX_FRAME, MAX_DEPTH};
 use session_vault_proto::message::{
     ClientFrame, ErrorCode, Event, KdfSpec, PROTOCOL_MAJOR, PROTOCOL_MINOR, PeerQuery, Request,
@@ -143,6 +144,7 @@ fn every_message_is_documented() {
     every_variant_is_named::<PeerKind>();
     every_variant_is_named::<ChannelKind>();
     every_variant_is_named::<UpdateStateChange>();
+    every_variant_is_named::<AuditProblemKind>();
 }
 
 /// The table row of a variant: the line that starts with ``| `name` |``.
@@ -235,6 +237,9 @@ fn every_structure_has_a_section_naming_its_fields() {
     struct_is_documented::<TmpAuthKey>();
     struct_is_documented::<SessionExtras>();
     struct_is_documented::<SessionData>();
+    struct_is_documented::<AuditEntry>();
+    struct_is_documented::<AuditProblem>();
+    struct_is_documented::<AuditPage>();
 }
 
 #[test]

@@ -3,6 +3,7 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
 
+use session_vault_proto::audit::{AuditEntry, AuditPage, AuditProblem, AuditProblemKind};
 use session_vault_proto::backup::{Blob, RestoreInfo, TransferInfo, VerifyFailure, VerifyReport};
 use session_vault_proto::message::{
     ClientFrame, ErrorCode, Event, KdfSpec, Passphrase, PeerQuery, Request, Response, ServerFrame,
@@ -309,6 +310,12 @@ pub fn requests() -> Vec<Request> {
         },
         Request::AddRecoveryKey,
         Request::RemoveRecoveryKey,
+        Request::Audit {
+            after_seq: 16,
+            limit: 500,
+            since: Some(1_765_000_000),
+            session: Some("bot-a".into()),
+        },
         Request::OpenSession {
             name: "bot-a".into(),
             exclusive: true,
@@ -506,6 +513,7 @@ pub fn responses() -> Vec<Response> {
         Response::Verified(verify_report()),
         Response::Disconnected { connections: 1 },
         Response::RecoveryKey(RecoveryKey::from_bytes(&[7; 16])),
+        Response::AuditPage(audit_page()),
         Response::Restored(RestoreInfo {
             report: verify_report(),
             previous: Some("/var/lib/session-vault/vault.db.before-restore-1765000000".into()),
@@ -561,5 +569,38 @@ pub fn verify_report() -> VerifyReport {
             place: "session \"bot-a\": peers".into(),
             reason: "corrupt record".into(),
         }],
+    }
+}
+
+/// An audit page with an entry and one finding of each kind.
+pub fn audit_page() -> AuditPage {
+    let problem = |kind, first_seq, last_seq| AuditProblem {
+        kind,
+        first_seq,
+        last_seq,
+        message: format!("entries {first_seq}-{last_seq}: {kind:?}"),
+    };
+    AuditPage {
+        entries: vec![AuditEntry {
+            seq: 17,
+            time: 1_765_000_123,
+            uid: 0,
+            gid: 0,
+            pid: Some(4242),
+            exe: "/usr/bin/vaultctl".into(),
+            unit: Some("session-1.scope".into()),
+            action: "grant".into(),
+            session: Some("bot-a".into()),
+            detail: Some("uid 1000".into()),
+            result: "ok".into(),
+        }],
+        problems: vec![
+            problem(AuditProblemKind::Missing, 18, 19),
+            problem(AuditProblemKind::Altered, 20, 20),
+            problem(AuditProblemKind::Unlinked, 21, 21),
+            problem(AuditProblemKind::Truncated, 22, 23),
+        ],
+        scanned_to: 21,
+        more: false,
     }
 }

@@ -7,9 +7,11 @@
 //! - [`admin`]: list, rename, delete, grant, revoke, import, export by name (admins);
 //! - [`open`]: `open_session`, `close_session` (owner, granted uids/gids, admins);
 //! - [`data`]: reads and writes on an open session handle;
-//! - [`backup`]: backup, restore and verify transfers (admins).
+//! - [`backup`]: backup, restore and verify transfers (admins);
+//! - [`audit`]: what is recorded in the audit log, and `audit`, which reads it (admins).
 
 pub mod admin;
+pub mod audit;
 pub mod backup;
 pub mod data;
 pub mod keys;
@@ -28,10 +30,21 @@ use admin::Access;
 /// [`Response::Error`].
 pub async fn dispatch(conn: &Conn, request: Request) -> Response {
     conn.daemon.activity.note(&request);
-    let answer = match role::admit(conn, role::role(&request)) {
+    let role = role::role(&request);
+    let mut act = audit::Act::of(&request, role);
+    let admitted = role::admit(conn, role);
+    if admitted.is_ok() {
+        if let Some(a) = act.take_if(|a| a.before()) {
+            act = audit::record_before(conn, a).await;
+        }
+    }
+    let answer = match admitted {
         Ok(()) => run(conn, request).await,
         Err(refused) => Err(refused),
     };
+    if let Some(act) = act {
+        audit::record(conn, act, &answer).await;
+    }
     match answer {
         Ok(r) => r,
         Err(e) => Response::Error(e),
@@ -118,6 +131,12 @@ async fn run(conn: &Conn, request: Request) -> Result<Response, WireError> {
         R::TransferEnd { id } => backup::transfer_end(conn, id),
         R::Verify => backup::verify(conn).await,
         R::Disconnect { session, pid } => admin::disconnect(conn, session, pid).await,
+        R::Audit {
+            after_seq,
+            limit,
+            since,
+            session,
+        } => audit::audit(conn, after_seq, limit, since, session).await,
 
         R::OpenSession {
             name,

@@ -48,6 +48,7 @@ pub fn role(request: &Request) -> Role {
         R::Verify => Role::Admin("verify"),
         R::Disconnect { .. } => Role::Admin("disconnect"),
         R::AddRecoveryKey | R::RemoveRecoveryKey => Role::Admin("recovery key"),
+        R::Audit { .. } => Role::Admin("audit"),
 
         R::OpenSession { .. } => Role::SessionAcl,
 
@@ -133,7 +134,7 @@ mod tests {
     fn the_role_table_agrees_with_the_protocol() {
         let admin = names_with(|r| matches!(r, Role::Admin(_)));
         assert_eq!(admin, protocol_lists("Admin requests"));
-        assert_eq!(admin.len(), 22, "{admin:?}");
+        assert_eq!(admin.len(), 23, "{admin:?}");
         let anyone = names_with(|r| r == Role::Anyone);
         assert_eq!(anyone, protocol_lists("Anyone who can connect"));
         assert_eq!(
@@ -168,6 +169,7 @@ mod tests {
                 groups: Vec::new(),
                 pid: None,
             },
+            process: crate::server::peer_process::ProcessIdent::unknown(),
             daemon: Arc::clone(&daemon),
         };
         assert!(!conn.is_admin());

@@ -12,7 +12,8 @@
 //! - for each keyslot, the SHA-256 checksum of its current version (the checksum covers the
 //!   slot's salt, KDF parameters and wrapped key, so any older version differs);
 //! - for each live session, its *floor*: the generation of its last ACL change, create or
-//!   rename.
+//!   rename;
+//! - the audit log's last entry number at the bump ([`super::audit`]).
 //!
 //! Checks, each answered with `Corrupt`:
 //! - at unlock: a keyslot that differs from the manifest's (an old keyslot put back), a
@@ -67,6 +68,11 @@ pub struct Manifest {
     pub keyslots: BTreeMap<u32, Vec<u8>>,
     /// Session id → floor generation (last ACL change, create or rename).
     pub sessions: BTreeMap<i64, u64>,
+    /// The audit log's last entry number when the generation was last bumped (a floor the
+    /// log may not end below: [`super::audit`]). Absent (0) in manifests written before the
+    /// log existed.
+    #[serde(default)]
+    pub audit_seq: u64,
 }
 
 fn corrupt(reason: &'static str) -> EngineError {

@@ -34,6 +34,7 @@ use super::crypto::{Keys, Keyslot, PAD_FIXED, PAD_SMALL, RecordPlace, SecretKey,
 use super::error::{EngineError, Result};
 use super::store::{Header, Row, SessionRow, Store, Table};
 
+pub mod audit;
 mod data;
 pub mod manifest;
 pub mod names;
@@ -91,6 +92,8 @@ pub struct Unlocked {
     header: Header,
     /// The verified manifest, kept in step with the store (re-read after a rollback).
     manifest: Manifest,
+    /// Where the audit log's next entry goes.
+    audit: audit::Chain,
 }
 
 /// The sealed per-session record.
@@ -155,6 +158,8 @@ fn kind_byte(kind: PeerKind) -> u8 {
 pub struct Engine<S: Store> {
     store: S,
     state: KeyState,
+    /// Audit events waiting for the keys ([`audit`]).
+    pending_audit: audit::Pending,
 }
 
 impl<S: Store> Engine<S> {
@@ -164,7 +169,11 @@ impl<S: Store> Engine<S> {
             None => KeyState::Uninitialized,
             Some(h) => KeyState::Locked(h),
         };
-        Ok(Engine { store, state })
+        Ok(Engine {
+            store,
+            state,
+            pending_audit: audit::Pending::default(),
+        })
     }
 
     /// The store, for the storage thread's transaction control.
@@ -207,6 +216,7 @@ impl<S: Store> Engine<S> {
             generation: 1,
             keyslots: [(slot.slot, slot.checksum(&header.vault_id))].into(),
             sessions: Default::default(),
+            audit_seq: 0,
         };
         manifest.store(&mut self.store, &keys)?;
         self.state = KeyState::Unlocked(Box::new(Unlocked {
@@ -216,8 +226,10 @@ impl<S: Store> Engine<S> {
             last_touch: HashMap::new(),
             header,
             manifest,
+            audit: audit::Chain::default(),
         }));
-        Ok(())
+        // `init` runs in the storage thread's open transaction: append there.
+        self.drain_pending_audit()
     }
 
     /// Installs the DEK a keyslot opened to, and indexes the sessions.
@@ -230,6 +242,7 @@ impl<S: Store> Engine<S> {
         };
         let keys = Keys::derive(header.vault_id, dek);
         let manifest = self.in_transaction(|e| e.verified_manifest(&keys))?;
+        let chain = audit::Chain::load(&mut self.store, &keys)?;
         let mut unlocked = Unlocked {
             keys,
             by_name: HashMap::new(),
@@ -237,9 +250,11 @@ impl<S: Store> Engine<S> {
             last_touch: HashMap::new(),
             header,
             manifest,
+            audit: chain,
         };
         Self::index_sessions(&mut self.store, &mut unlocked)?;
         self.state = KeyState::Unlocked(Box::new(unlocked));
+        self.flush_pending_audit();
         Ok(())
     }
 
@@ -289,6 +304,7 @@ impl<S: Store> Engine<S> {
                 .map(|s| (s.slot, s.checksum(&vault_id)))
                 .collect(),
             sessions: rows.iter().map(|r| (r.id, 1)).collect(),
+            audit_seq: 0,
         };
         for row in &rows {
             let (place_row, opened) = Self::open_session_row(keys, row)?;
@@ -345,6 +361,7 @@ impl<S: Store> Engine<S> {
                     if let Some(m) = Manifest::load(&mut self.store, &u.keys)? {
                         u.manifest = m;
                     }
+                    u.audit = audit::Chain::load(&mut self.store, &u.keys)?;
                 }
                 _ => self.state = KeyState::Locked(h),
             },
@@ -400,6 +417,7 @@ impl<S: Store> Engine<S> {
     fn bump(&mut self, f: impl FnOnce(&mut Manifest, u64)) -> Result<u64> {
         let (store, u) = self.parts()?;
         u.manifest.generation += 1;
+        u.manifest.audit_seq = u.audit.head.seq;
         let g = u.manifest.generation;
         f(&mut u.manifest, g);
         u.manifest.store(store, &u.keys)?;

@@ -175,10 +175,12 @@ impl<S: Store> Engine<S> {
                 (k, [None, None])
             })?;
         }
+        self.reseal_audit(new, g)?;
         let m = Manifest {
             generation: g,
             keyslots: [(slot.slot, slot.checksum(new.vault_id()))].into(),
             sessions: rows.iter().map(|r| (r.id, g)).collect(),
+            audit_seq: self.audit_seq(),
         };
         self.store.delete_keyslots()?;
         self.store.put_keyslot(slot)?;

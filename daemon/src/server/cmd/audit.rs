@@ -1,0 +1,217 @@
+//! The audit log, server side: which requests are recorded and how ([`Act::of`],
+//! [`record`]), and the `audit` request that reads the log back.
+//!
+//! Recorded: every admin request (the [`super::role`] table's `Admin` rows, allowed or
+//! refused) except the chunks of a backup or restore (their `*_begin`, `restore_commit` and
+//! `transfer_end` are), an `audit` read once (its first page), and every `open_session`. Each
+//! entry names the peer (uid, gid, pid from the kernel; executable and systemd unit read at
+//! connect, [`crate::server::peer_process`]), the act, the session it named, a detail that
+//! is never a secret, and the result. It goes to the journal at once (one line, target
+//! `audit`) and into the vault ([`crate::vault::engine::audit`]): an admin's act's entry is
+//! durable before the act is answered (a non-admin's refused one is cache-class); a session open's is a cache-class write, so the hot
+//! path pays no fsync for it. `lock` is recorded just before it runs, while the keys are
+//! still there to seal its entry.
+
+use session_vault_proto::audit::AuditEntry;
+use session_vault_proto::message::{Request, Response, VaultState, WireError};
+
+use super::role::Role;
+use crate::server::context::Conn;
+
+/// What a request's entry says, decided before it runs.
+pub struct Act {
+    action: &'static str,
+    session: Option<String>,
+    detail: Option<String>,
+    durable: bool,
+}
+
+impl Act {
+    /// The entry a request gets, if it is recorded at all.
+    pub fn of(request: &Request, role: Role) -> Option<Act> {
+        use Request as R;
+        let act = |action, session: Option<&String>, detail: Option<String>| {
+            Some(Act {
+                action,
+                session: session.cloned(),
+                detail,
+                durable: true,
+            })
+        };
+        let who = |uid: &Option<u32>, gid: &Option<u32>| match (uid, gid) {
+            (Some(u), None) => Some(format!("uid {u}")),
+            (None, Some(g)) => Some(format!("gid {g}")),
+            (u, g) => Some(format!("uid {u:?} gid {g:?}")),
+        };
+        let flag = |on: bool, word: &str| on.then(|| word.to_owned());
+        match request {
+            R::OpenSession {
+                name,
+                exclusive,
+                create_if_missing,
+            } => Some(Act {
+                action: "open_session",
+                session: Some(name.clone()),
+                detail: Some(
+                    [
+                        if *exclusive { "exclusive" } else { "shared" },
+                        if *create_if_missing {
+                            "create_if_missing"
+                        } else {
+                            ""
+                        },
+                    ]
+                    .join(" ")
+                    .trim()
+                    .to_owned(),
+                ),
+                durable: false,
+            }),
+            R::BackupChunk { .. } | R::RestoreChunk { .. } => None,
+            R::Audit { after_seq, .. } if *after_seq > 0 => None,
+            _ if !matches!(role, Role::Admin(_)) => None,
+            R::Init { .. } => act("init", None, None),
+            R::Unlock { recovery, .. } => act("unlock", None, flag(*recovery, "recovery key")),
+            R::Lock => act("lock", None, None),
+            R::ChangePassphrase { recovery, .. } => {
+                act("change_passphrase", None, flag(*recovery, "recovery key"))
+            }
+            R::Rekey { .. } => act("rekey", None, None),
+            R::AddRecoveryKey => act("add_recovery_key", None, None),
+            R::RemoveRecoveryKey => act("remove_recovery_key", None, None),
+            R::ListSessions => act("list_sessions", None, None),
+            R::RenameSession { old, new } => {
+                act("rename_session", Some(old), Some(format!("to {new:?}")))
+            }
+            R::DeleteSession { name, force } => {
+                act("delete_session", Some(name), flag(*force, "force"))
+            }
+            R::Grant { name, uid, gid } => act("grant", Some(name), who(uid, gid)),
+            R::Revoke { name, uid, gid } => act("revoke", Some(name), who(uid, gid)),
+            R::ImportSession {
+                name,
+                replace,
+                owner_uid,
+                force,
+                ..
+            } => {
+                let mut d = Vec::new();
+                if let Some(o) = owner_uid {
+                    d.push(format!("owner uid {o}"));
+                }
+                d.extend(flag(*replace, "replace"));
+                d.extend(flag(*force, "force"));
+                act(
+                    "import_session",
+                    Some(name),
+                    (!d.is_empty()).then(|| d.join(", ")),
+                )
+            }
+            R::ExportSession { name } => act("export_session", Some(name), None),
+            R::BackupBegin => act("backup_begin", None, None),
+            R::RestoreBegin { size, .. } => {
+                act("restore_begin", None, Some(format!("{size} bytes")))
+            }
+            R::RestoreCommit { id, .. } => {
+                act("restore_commit", None, Some(format!("transfer {id}")))
+            }
+            R::TransferEnd { id } => act("transfer_end", None, Some(format!("transfer {id}"))),
+            R::Verify => act("verify", None, None),
+            R::Disconnect { session, pid } => act(
+                "disconnect",
+                session.as_ref(),
+                pid.map(|p| format!("pid {p}")),
+            ),
+            R::Audit { session, .. } => act("audit", session.as_ref(), None),
+            // Every admin request is named above; a new one is recorded by its role's name.
+            _ => act("admin", None, None),
+        }
+    }
+
+    /// Whether the entry is written before the request runs (see the module docs: `lock`).
+    pub fn before(&self) -> bool {
+        self.action == "lock"
+    }
+}
+
+/// Records `act` with its result: to the journal at once, then into the vault (durable for
+/// admin acts). A failure to store it is logged, never the request's answer.
+pub async fn record(conn: &Conn, act: Act, answer: &Result<Response, WireError>) {
+    let result = match answer {
+        Ok(_) => "ok".to_owned(),
+        Err(e) => e.code.name().to_owned(),
+    };
+    // An open reports the full name (`~/` expanded).
+    let session = match answer {
+        Ok(Response::Opened { name: Some(n), .. }) => Some(n.clone()),
+        _ => act.session,
+    };
+    let peer = &conn.peer;
+    let entry = AuditEntry {
+        seq: 0,
+        time: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX)),
+        uid: peer.uid,
+        gid: peer.gid,
+        pid: peer.pid,
+        exe: conn.process.exe.clone(),
+        unit: conn.process.unit.clone(),
+        action: act.action.to_owned(),
+        session,
+        detail: act.detail,
+        result,
+    };
+    tracing::info!(
+        target: "audit",
+        uid = entry.uid,
+        gid = entry.gid,
+        pid = %entry.pid.map_or_else(|| "-".to_owned(), |p| p.to_string()),
+        exe = %entry.exe.escape_debug(),
+        unit = %entry.unit.as_deref().unwrap_or("-").escape_debug(),
+        action = entry.action,
+        session = %entry.session.as_deref().unwrap_or("-").escape_debug(),
+        detail = %entry.detail.as_deref().unwrap_or("-").escape_debug(),
+        result = entry.result,
+        "audit"
+    );
+    // A non-admin's refused admin request is not worth an fsync: a bot could otherwise make
+    // the daemon sync the disk with every frame it sends.
+    let durable = act.durable && conn.is_admin();
+    if let Err(e) = conn.daemon.vault.audit(entry, durable).await {
+        tracing::error!(error = %e, action = act.action, "audit entry could not be stored");
+    }
+}
+
+/// Records `lock` before it runs, if the vault is unlocked (so its entry can be sealed now);
+/// otherwise it is recorded after, like any act. Returns the act if it is still to record.
+pub async fn record_before(conn: &Conn, act: Act) -> Option<Act> {
+    let unlocked = conn
+        .daemon
+        .vault
+        .status()
+        .await
+        .is_ok_and(|s| s.state == VaultState::Unlocked);
+    if unlocked {
+        record(conn, act, &Ok(Response::Ok)).await;
+        None
+    } else {
+        Some(act)
+    }
+}
+
+/// `audit`: a page of the log, verified as it is read.
+pub async fn audit(
+    conn: &Conn,
+    after_seq: u64,
+    limit: u32,
+    since: Option<i64>,
+    session: Option<String>,
+) -> Result<Response, WireError> {
+    let page = conn
+        .daemon
+        .vault
+        .audit_page(after_seq, limit, since, session)
+        .await?;
+    Ok(Response::AuditPage(page))
+}
