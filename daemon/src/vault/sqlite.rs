@@ -16,7 +16,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 use super::crypto::{KdfParams, Keyslot, VAULT_ID_LEN};
 use super::error::{EngineError, Result};
-use super::store::{Header, Index, Row, SessionRow, Store, Table};
+use super::store::{Header, Index, Row, SessionRow, Store, Table, audit_seq};
 
 /// `PRAGMA application_id` of a Session Vault database ("SVLT").
 pub const APPLICATION_ID: i32 = 0x5356_4c54;
@@ -290,12 +290,6 @@ mod nofollow {
         #[cfg(not(unix))]
         let _ = (opts, mode);
     }
-}
-
-/// An audit entry number as SQLite stores it (a signed 64-bit integer).
-fn audit_seq(seq: u64) -> Result<i64> {
-    i64::try_from(seq)
-        .map_err(|_| EngineError::Invalid(format!("audit entry {seq} is out of range")))
 }
 
 fn session_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SessionRow> {

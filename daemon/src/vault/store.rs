@@ -11,7 +11,7 @@
 //! once the transaction is durable.
 
 use super::crypto::Keyslot;
-use super::error::Result;
+use super::error::{EngineError, Result};
 
 /// The per-session tables of encrypted rows. Every one has the same shape:
 /// `(session, key, value, index1, index2)`, unique on `(session, key)`, kept in insertion order.
@@ -187,4 +187,10 @@ pub trait Store: Send {
     ) -> Result<Option<Row>>;
     /// Number of rows of a session in a table.
     fn count(&mut self, table: Table, session: i64) -> Result<u64>;
+}
+
+/// An audit entry number as the databases store it (a signed 64-bit integer).
+pub fn audit_seq(seq: u64) -> Result<i64> {
+    i64::try_from(seq)
+        .map_err(|_| EngineError::Invalid(format!("audit entry {seq} is out of range")))
 }

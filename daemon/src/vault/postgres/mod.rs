@@ -52,7 +52,7 @@ use postgres::{Client, Statement};
 
 use super::crypto::{KdfParams, Keyslot, VAULT_ID_LEN};
 use super::error::{EngineError, Result, StorageErrorKind};
-use super::store::{Header, Index, Row, SessionRow, Store, Table};
+use super::store::{Header, Index, Row, SessionRow, Store, Table, audit_seq};
 
 pub mod lease;
 mod target;
@@ -99,6 +99,9 @@ pub const MIGRATIONS: &[&str] = &[
      CREATE TABLE leases (session BIGINT PRIMARY KEY, token BIGINT NOT NULL,
          host TEXT NOT NULL, instance TEXT NOT NULL, pid BIGINT, uid BIGINT,
          expires_at TIMESTAMPTZ NOT NULL);",
+    // 3: the audit log (`engine::audit`), one sealed entry per row; its sealed head is
+    // `meta.audit_head`, as in SQLite's schema 4.
+    "CREATE TABLE audit (seq BIGINT PRIMARY KEY, entry BYTEA NOT NULL);",
 ];
 
 /// The schema version this build writes.
@@ -526,6 +529,41 @@ impl Store for PostgresStore {
         Ok(())
     }
 
+    fn put_audit(&mut self, seq: u64, sealed: &[u8]) -> Result<()> {
+        self.exec(
+            "INSERT INTO audit (seq, entry) VALUES ($1, $2) \
+             ON CONFLICT (seq) DO UPDATE SET entry = excluded.entry",
+            &[&audit_seq(seq)?, &sealed],
+        )?;
+        Ok(())
+    }
+
+    fn audit_range(&mut self, from_seq: u64, limit: u32) -> Result<Vec<(u64, Vec<u8>)>> {
+        let rows = self.query(
+            "SELECT seq, entry FROM audit WHERE seq >= $1 ORDER BY seq LIMIT $2",
+            &[&audit_seq(from_seq)?, &i64::from(limit)],
+        )?;
+        Ok(rows.iter().map(audit_row).collect())
+    }
+
+    fn audit_last(&mut self) -> Result<Option<(u64, Vec<u8>)>> {
+        Ok(self
+            .query_opt(
+                "SELECT seq, entry FROM audit ORDER BY seq DESC LIMIT 1",
+                &[],
+            )?
+            .as_ref()
+            .map(audit_row))
+    }
+
+    fn audit_head(&mut self) -> Result<Option<Vec<u8>>> {
+        self.meta("audit_head")
+    }
+
+    fn put_audit_head(&mut self, sealed: &[u8]) -> Result<()> {
+        self.put_meta("audit_head", sealed)
+    }
+
     fn checkpoint(&mut self) -> Result<()> {
         // Rewrites the two tables into new files (the old ones are unlinked), so a replaced
         // keyslot's bytes do not stay in a live table file. See the module doc for the WAL.
@@ -760,4 +798,9 @@ impl Store for PostgresStore {
             .unwrap_or(0);
         Ok(n as u64)
     }
+}
+
+/// An `(seq, entry)` row of the audit table.
+fn audit_row(r: &postgres::Row) -> (u64, Vec<u8>) {
+    (u64::try_from(r.get::<_, i64>(0)).unwrap_or(0), r.get(1))
 }
