@@ -6,7 +6,7 @@
 //! for the copy and the database file's fsync (10–20 ms under a steady peer fill, the
 //! `cache_peers` p99). The storage connection therefore runs with `wal_autocheckpoint = 0`,
 //! and after each commit it *nudges* this thread, which runs a `PASSIVE` checkpoint on its
-//! own connection: it copies what is committed into the database file and fsyncs it while the
+//! own connection once the WAL file holds [`MIN_WAL_BYTES`]: it copies what is committed into the database file and fsyncs it while the
 //! storage thread goes on committing into the WAL (WAL mode lets one writer and a
 //! checkpointer work at once). Nudges arriving during a checkpoint are coalesced, and
 //! checkpoints are at least [`MIN_GAP`] apart, so an idle-ish vault pays one extra fsync per
@@ -38,6 +38,11 @@ use crate::vault::error::Result;
 
 /// The shortest time between two background checkpoints.
 pub const MIN_GAP: Duration = Duration::from_millis(100);
+
+/// Below this WAL file size no checkpoint runs (SQLite's own default threshold, 1000 pages
+/// of 4 KiB): a small vault keeps its few pages in the WAL, as it did with SQLite's automatic
+/// checkpoint, and a database file on a nearly full disk does not grow by copies.
+pub const MIN_WAL_BYTES: u64 = 1000 * 4096;
 
 /// WAL frames (pages) above which the storage connection finishes a checkpoint itself
 /// (32 MiB of 4 KiB pages).
@@ -114,6 +119,9 @@ impl Drop for Checkpointer {
 }
 
 fn run(conn: Connection, rx: Receiver<()>, overdue: Arc<AtomicBool>, path: PathBuf) {
+    let mut wal = path.clone().into_os_string();
+    wal.push("-wal");
+    let wal = PathBuf::from(wal);
     let mut last = Instant::now() - MIN_GAP;
     while rx.recv().is_ok() {
         let wait = (last + MIN_GAP).saturating_duration_since(Instant::now());
@@ -128,6 +136,10 @@ fn run(conn: Connection, rx: Receiver<()>, overdue: Arc<AtomicBool>, path: PathB
             while rx.try_recv().is_ok() {}
         }
         last = Instant::now();
+        let wal_len = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+        if wal_len < MIN_WAL_BYTES {
+            continue;
+        }
         let answer: rusqlite::Result<(i64, i64, i64)> =
             conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?))
