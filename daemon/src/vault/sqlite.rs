@@ -2,8 +2,11 @@
 //!
 //! One connection, owned by the storage thread. WAL journal, `synchronous=FULL` (a commit
 //! returns once the WAL is fsynced), `secure_delete=ON` (freed pages are zeroed so that old
-//! ciphertext does not linger), `locking_mode=EXCLUSIVE` (a second process, e.g. a second
-//! `vaultd` on the same file, gets `busy` instead of sharing the file). The file is created
+//! ciphertext does not linger). A second `vaultd` on the same data directory is kept out by
+//! the directory's `flock` (`server::datadir`); the file itself is opened in SQLite's normal
+//! locking mode, so that a second connection of this process, the checkpointer
+//! ([`checkpoint`]), can copy the WAL into the database file off the commit path
+//! (`wal_autocheckpoint=0` on the storage connection). The file is created
 //! mode 0600 and never reached through a symbolic link (`O_NOFOLLOW` on our own opens,
 //! `SQLITE_OPEN_NOFOLLOW` on SQLite's); SQLite gives its `-wal` file the same mode.
 //! `temp_store=MEMORY` keeps savepoint and sort spills (copies of database pages) off the disk
@@ -73,6 +76,7 @@ macro_rules! per_table {
 }
 
 mod backup;
+mod checkpoint;
 
 pub use backup::{BackupProgress, check_vault_file};
 
@@ -81,6 +85,9 @@ pub struct SqliteStore {
     /// An online backup in progress (see [`backup`]); declared before `conn` so that it is
     /// finished before the connection it reads closes.
     backup: Option<backup::OnlineBackup>,
+    /// The background checkpointer (`None` in memory); declared before `conn` so that its
+    /// connection closes first and the storage connection, closing last, removes the WAL.
+    checkpointer: Option<checkpoint::Checkpointer>,
     conn: Connection,
     path: PathBuf,
 }
@@ -147,8 +154,9 @@ impl SqliteStore {
             });
         }
         conn.execute_batch(
-            "PRAGMA locking_mode = EXCLUSIVE;
-             PRAGMA journal_mode = WAL;
+            "PRAGMA journal_mode = WAL;
+             PRAGMA wal_autocheckpoint = 0;
+             PRAGMA journal_size_limit = 67108864;
              PRAGMA synchronous = FULL;
              PRAGMA secure_delete = ON;
              PRAGMA temp_store = MEMORY;
@@ -158,10 +166,12 @@ impl SqliteStore {
         conn.set_prepared_statement_cache_capacity(64);
         let mut store = SqliteStore {
             backup: None,
+            checkpointer: None,
             conn,
             path: path.to_owned(),
         };
         store.migrate(version, target)?;
+        store.checkpointer = Some(checkpoint::Checkpointer::start(path)?);
         Ok(store)
     }
 
@@ -454,6 +464,16 @@ impl Store for SqliteStore {
 
     fn commit(&mut self) -> Result<()> {
         self.conn.execute_batch("COMMIT")?;
+        if let Some(c) = &self.checkpointer {
+            if c.take_overdue() {
+                // The background checkpoints fell behind a long write stream: copy the
+                // (short) rest here, so that the WAL restarts at the next write.
+                let _: i64 = self
+                    .conn
+                    .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get(0))?;
+            }
+            c.nudge();
+        }
         Ok(())
     }
 

@@ -4,9 +4,10 @@
 //! The backup is SQLite's online backup API (`sqlite3_backup_*`) run on the storage thread's
 //! own connection, a few hundred pages per step: the caller sends one step per storage-thread
 //! job, with a pause between jobs, so that writers wait at most one step. The source stays
-//! the one connection (`locking_mode=EXCLUSIVE` lets no other in), and SQLite keeps the copy
+//! the storage connection (the only one that writes), and SQLite keeps the copy
 //! consistent by itself: a page written through this connection after it was copied is copied
-//! again, so the finished copy is the database as of the last step. A step must run with no
+//! again, so the finished copy is the database as of the last step. (The checkpointer's
+//! connection only copies committed WAL frames into the file; it changes no page's content.) A step must run with no
 //! write transaction open (the storage thread's barrier jobs run so). The copy is the same
 //! ciphertext as the vault: nothing is decrypted.
 //!
@@ -162,6 +163,7 @@ impl SqliteStore {
         let conn = Connection::open_in_memory()?;
         let mut store = SqliteStore {
             backup: None,
+            checkpointer: None,
             conn,
             path: ":memory:".into(),
         };

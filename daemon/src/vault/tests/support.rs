@@ -170,10 +170,21 @@ pub fn open_path(path: &Path, config: VaultConfig) -> Result<Vault> {
 /// Opens the vault file directly with rusqlite, once no storage thread holds it any more.
 ///
 /// `close()` returns after its barrier; the storage thread exits (and releases the
-/// `locking_mode=EXCLUSIVE` lock) only once every handle is dropped, a moment later. Taking
+/// file, its two connections closed) only once every handle is dropped, a moment later. Taking
 /// a write lock proves the file is free; rusqlite's 5 s busy timeout and a bounded retry
 /// cover the gap.
 pub fn raw(path: &Path) -> rusqlite::Connection {
+    // The vault's connections do not lock others out (normal locking mode, for the
+    // background checkpointer): the last of them to close checkpoints and removes the WAL,
+    // so its absence says they are gone. A WAL left by a killed process stays: wait a while.
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    for _ in 0..100 {
+        if !Path::new(&wal).exists() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let mut attempts = 0;
     loop {
         let conn = rusqlite::Connection::open(path).expect("open the vault file with rusqlite");

@@ -2,7 +2,7 @@
 //! as `Corrupt` (never as data), and an edited keyslot makes `unlock` fail with `Corrupt`.
 //!
 //! Each case edits a fresh copy of one pristine vault (closed, so that its storage thread has
-//! released the `locking_mode=EXCLUSIVE` lock), then reopens it through [`Vault`]. Which
+//! closed the file and removed its WAL), then reopens it through [`Vault`]. Which
 //! operation surfaces the damage:
 //! - `sessions.record`: `session_record`, `export`, `list_sessions`, `self_peer`, and writes
 //!   that merge into the record (`set_home_dc`); `unlock` itself still succeeds;
