@@ -194,3 +194,86 @@ async fn a_non_admin_may_not_disconnect() {
     assert!(matches!(r, Ok(Response::HomeDc(_))), "{r:?}");
     assert_eq!(holder_pid(&admin, "bot").await, Some(std::process::id()));
 }
+
+/// The Rust client takes an admin's disconnect as final: the daemon's `disconnected_by_admin`
+/// event (protocol 1.4) makes its session fail with `DisconnectedByAdmin`, now and on every
+/// later request, without reconnecting (so without taking the lease back).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rust_client_does_not_reconnect_after_a_disconnect() {
+    use session_vault_client::{VaultError, VaultSession};
+    let env = Env::new();
+    let (_d, admin) = env.start_initialized(&[]).await;
+    let s = VaultSession::builder("bot")
+        .socket(env.socket())
+        .create_if_missing(true)
+        .reconnect_timeout(Duration::from_secs(30))
+        .connect()
+        .await
+        .unwrap();
+    s.export().await.unwrap();
+    assert_eq!(holder_pid(&admin, "bot").await, Some(std::process::id()));
+
+    // Blocks this worker for the command; the other runs the client's reader.
+    let out = env.ctl(&["disconnect", "bot"]);
+    assert_success(&out, "disconnect bot");
+    // Fails at once (not after the 30 s reconnect window) with the distinct error.
+    let t = Instant::now();
+    match s.export().await {
+        Err(VaultError::DisconnectedByAdmin) => {}
+        Err(e) => panic!("expected DisconnectedByAdmin, got {e:?}"),
+        Ok(_) => panic!("expected DisconnectedByAdmin, got an export"),
+    }
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    // And stays so; the lease stays free.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(matches!(
+        s.export().await,
+        Err(VaultError::DisconnectedByAdmin)
+    ));
+    assert_eq!(holder_pid(&admin, "bot").await, None);
+    let other = env.connect().await;
+    opened(other.call(open_req("bot", true)).await);
+}
+
+/// vaultctl reads the daemon's minor from `welcome` and refuses, before sending it, a
+/// request the daemon is too old for: a fake daemon of protocol 1.2 and `disconnect` (1.3).
+#[test]
+fn vaultctl_names_the_protocol_version_a_request_needs() {
+    use session_vault_proto::codec;
+    use session_vault_proto::message::{ServerFrame, VaultState};
+    use std::io::{Read, Write};
+    let env = Env::new();
+    std::fs::create_dir_all(env.socket().parent().unwrap()).unwrap();
+    let listener = std::os::unix::net::UnixListener::bind(env.socket()).unwrap();
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut len = [0u8; 4];
+        s.read_exact(&mut len).unwrap();
+        let mut hello = vec![0u8; u32::from_be_bytes(len) as usize];
+        s.read_exact(&mut hello).unwrap();
+        let welcome = ServerFrame {
+            id: 1,
+            response: Response::Welcome {
+                protocol_major: 1,
+                protocol_minor: 2,
+                server: "vaultd 0.0.9".into(),
+                vault_state: VaultState::Unlocked,
+            },
+        };
+        s.write_all(&codec::encode_frame(&welcome).unwrap())
+            .unwrap();
+        // Whatever comes next (nothing, if vaultctl checks first) until it closes.
+        let mut rest = Vec::new();
+        let _ = s.read_to_end(&mut rest);
+        rest
+    });
+    let out = env.ctl(&["disconnect", "bot"]);
+    assert_exit(&out, 1, "disconnect against a 1.2 daemon");
+    assert!(
+        stderr(&out)
+            .contains("vaultd speaks protocol 1.2; `disconnect` needs 1.3 — upgrade vaultd"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(server.join().unwrap().is_empty(), "the request was sent");
+}

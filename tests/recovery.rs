@@ -171,3 +171,42 @@ async fn another_uid_may_not_add_or_remove_the_recovery_key() {
     };
     assert_eq!(s.recovery_key, Some(false));
 }
+
+/// `restore --recovery-key`: a backup whose passphrase is forgotten is restored with its
+/// recovery key (only the recovery keyslot is tried: the passphrase does not work there, a
+/// wrong key is refused and changes nothing), and the restored vault unlocks with it.
+#[test]
+fn a_backup_is_restored_with_its_recovery_key() {
+    let env = Env::new();
+    let _d = env.start();
+    let key = init_with_recovery_key(&env);
+    let c = env.ctl(&["list"]);
+    assert_success(&c, "list");
+    let backup = env.path().join("b.db");
+    assert_success(
+        &env.ctl(&["backup", backup.to_str().unwrap()]),
+        "vaultctl backup",
+    );
+    assert_success(&env.ctl(&["lock"]), "lock");
+    let restore = |text: &str| {
+        let f = env.secret_file("restore-key", text);
+        env.ctl(&[
+            "restore",
+            backup.to_str().unwrap(),
+            "--recovery-key",
+            "--passphrase-file",
+            f.to_str().unwrap(),
+        ])
+    };
+    // The passphrase as a recovery key fails the key's checks before anything is sent.
+    let out = restore(PASS);
+    assert_ne!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = restore(&key);
+    assert_success(&out, "restore --recovery-key");
+    assert!(
+        stdout(&out).contains("Restored the vault"),
+        "{}",
+        stdout(&out)
+    );
+    assert_success(&unlock_with_key(&env, &key), "unlock the restored vault");
+}

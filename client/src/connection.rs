@@ -80,8 +80,10 @@ struct Inner {
     pending: Pending,
     next_id: AtomicU32,
     closed: Arc<AtomicBool>,
+    kicked: Arc<AtomicBool>,
     events: broadcast::Sender<Event>,
     server: String,
+    server_minor: u16,
     vault_state: VaultState,
     path: PathBuf,
 }
@@ -124,22 +126,25 @@ impl Connection {
         let welcome: ServerFrame = codec::read_message(&mut reader, codec::DEFAULT_MAX_FRAME)
             .await?
             .ok_or(ClientError::Disconnected)?;
-        let (server, vault_state) = match welcome.response {
+        let (server, vault_state, server_minor) = match welcome.response {
             Response::Welcome {
                 server,
                 vault_state,
+                protocol_minor,
                 ..
-            } => (server, vault_state),
+            } => (server, vault_state, protocol_minor),
             Response::Error(e) => return Err(ClientError::Handshake(e)),
             _ => return Err(ClientError::Unexpected("hello")),
         };
         let pending: Pending = Arc::default();
         let closed = Arc::new(AtomicBool::new(false));
+        let kicked = Arc::new(AtomicBool::new(false));
         let (events, _) = broadcast::channel(16);
         let reader = tokio::spawn(read_loop(
             Arc::clone(&stream),
             Arc::clone(&pending),
             Arc::clone(&closed),
+            Arc::clone(&kicked),
             events.clone(),
         ));
         Ok(Connection {
@@ -150,8 +155,10 @@ impl Connection {
                 pending,
                 next_id: AtomicU32::new(2),
                 closed,
+                kicked,
                 events,
                 server,
+                server_minor,
                 vault_state,
                 path: path.to_owned(),
             }),
@@ -161,6 +168,12 @@ impl Connection {
     /// The daemon's name and version, from the handshake.
     pub fn server(&self) -> &str {
         &self.inner.server
+    }
+
+    /// The daemon's protocol minor version, from the handshake: a request of a later minor
+    /// is one the daemon does not know.
+    pub fn server_minor(&self) -> u16 {
+        self.inner.server_minor
     }
 
     /// The vault state at handshake time.
@@ -176,6 +189,12 @@ impl Connection {
     /// Whether the daemon closed the connection.
     pub fn is_closed(&self) -> bool {
         self.inner.closed.load(Ordering::Acquire)
+    }
+
+    /// Whether an admin ended this connection (the daemon's `disconnected_by_admin` event,
+    /// protocol 1.4): a session does not reconnect after it.
+    pub fn disconnected_by_admin(&self) -> bool {
+        self.inner.kicked.load(Ordering::Acquire)
     }
 
     /// Events the daemon pushes (locked, unlocked, shutting down). Events of a later minor
@@ -248,6 +267,7 @@ async fn read_loop(
     stream: Arc<Stream>,
     pending: Pending,
     closed: Arc<AtomicBool>,
+    kicked: Arc<AtomicBool>,
     events: broadcast::Sender<Event>,
 ) {
     let mut reader = &*stream;
@@ -276,6 +296,11 @@ async fn read_loop(
             match response {
                 Ok(Response::Event(Event::Other(name))) => {
                     tracing::debug!(event = %name, "ignored an event of a later protocol version");
+                }
+                // Set before the connection reads as closed: whoever sees it closed sees why.
+                Ok(Response::Event(Event::DisconnectedByAdmin)) => {
+                    kicked.store(true, Ordering::Release);
+                    drop(events.send(Event::DisconnectedByAdmin));
                 }
                 // No subscriber is fine: events are advisory.
                 Ok(Response::Event(ev)) => drop(events.send(ev)),

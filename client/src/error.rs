@@ -49,6 +49,11 @@ pub enum VaultError {
     /// The connection to the daemon was lost and could not be re-established in time.
     #[error("the connection to the Session Vault daemon was lost and could not be re-established")]
     Disconnected,
+    /// An admin ended this client's connection (`vaultctl disconnect`). Final: the session
+    /// does not reconnect, and every later request fails with this error; connect anew to
+    /// use the vault again.
+    #[error("an admin disconnected this client (vaultctl disconnect); it does not reconnect")]
+    DisconnectedByAdmin,
     /// The daemon sent something this client does not understand.
     #[error("protocol error talking to the Session Vault daemon: {0}")]
     Protocol(String),
@@ -77,6 +82,7 @@ impl VaultError {
                 source: std::io::Error::new(source.kind(), source.to_string()),
             },
             VaultError::Disconnected => VaultError::Disconnected,
+            VaultError::DisconnectedByAdmin => VaultError::DisconnectedByAdmin,
             VaultError::Protocol(m) => VaultError::Protocol(m.clone()),
             VaultError::Daemon(e) => VaultError::Daemon(e.clone()),
         }

@@ -6,6 +6,9 @@
 //! - the connection is gone (the daemon restarted, or shut down): reconnect with backoff
 //!   (50 ms doubling to 1 s) for at most the builder's `reconnect_timeout`, re-open the
 //!   session (taking its lease again; never creating it), then send the request again.
+//!   An admin's `vaultctl disconnect` is the exception: after the daemon's
+//!   `disconnected_by_admin` event the session does not reconnect, and every request fails
+//!   with [`VaultError::DisconnectedByAdmin`].
 //!   Every request the session makes is idempotent (set home DC, set a DC option, merge
 //!   peers, set update state, import), so a retry after a lost answer is harmless. One task
 //!   reconnects; the others wait for it;
@@ -14,7 +17,7 @@
 //!   again at least every [`LOCK_POLL`]) for at most that long, then sends again.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -187,6 +190,8 @@ pub(crate) struct Linked {
     current: Mutex<Option<Arc<Link>>>,
     reconnecting: tokio::sync::Mutex<()>,
     next_epoch: AtomicU64,
+    /// An admin disconnected the session's link: final, no reconnect.
+    kicked: AtomicBool,
 }
 
 impl Linked {
@@ -197,6 +202,7 @@ impl Linked {
             current: Mutex::new(Some(link)),
             reconnecting: tokio::sync::Mutex::new(()),
             next_epoch: AtomicU64::new(next),
+            kicked: AtomicBool::new(false),
         }
     }
 
@@ -206,6 +212,25 @@ impl Linked {
             .expect("link lock is never poisoned: nothing panics while holding it")
             .clone()
             .filter(|l| !l.conn.is_closed())
+    }
+
+    /// Whether an admin disconnected this session: its link (live or closed) says so, or an
+    /// earlier call found it. Sticky.
+    fn kicked(&self) -> bool {
+        if self.kicked.load(Ordering::Acquire) {
+            return true;
+        }
+        let stored = self
+            .current
+            .lock()
+            .expect("link lock is never poisoned")
+            .clone();
+        if stored.is_some_and(|l| l.conn.disconnected_by_admin()) {
+            tracing::warn!(session = %self.config.name, "an admin disconnected this client; not reconnecting");
+            self.kicked.store(true, Ordering::Release);
+            return true;
+        }
+        false
     }
 
     fn forget(&self, epoch: u64) {
@@ -222,10 +247,16 @@ impl Linked {
         lock_wait: &mut LockWait,
         reopened: &(dyn Fn(&Opened) + Sync),
     ) -> Result<Arc<Link>, VaultError> {
+        if self.kicked() {
+            return Err(VaultError::DisconnectedByAdmin);
+        }
         if let Some(l) = self.current() {
             return Ok(l);
         }
         let _one_at_a_time = self.reconnecting.lock().await;
+        if self.kicked() {
+            return Err(VaultError::DisconnectedByAdmin);
+        }
         if let Some(l) = self.current() {
             return Ok(l);
         }
@@ -268,6 +299,9 @@ impl Linked {
             match link.conn.call(make(link.handle)).await {
                 Ok(r) => return Ok(r),
                 Err(e) => match Failure::of(e, &self.config.name) {
+                    Failure::Transient(_) if self.kicked() => {
+                        return Err(VaultError::DisconnectedByAdmin);
+                    }
                     Failure::Transient(e) => {
                         let now = Instant::now();
                         if *give_up.get_or_insert(now + self.config.reconnect_timeout) <= now {

@@ -96,6 +96,24 @@ pub struct RestoreInfo {
     pub previous: Option<String>,
 }
 
+/// Encodes a session as the bytes of a streamed import or export (`import_begin`,
+/// `export_begin`): one MessagePack value with named fields, exactly as `import_session`'s
+/// `data` travels inside a frame. The buffer is zeroized when dropped (it holds auth keys).
+pub fn encode_session(
+    data: &crate::model::SessionData,
+) -> Result<zeroize::Zeroizing<Vec<u8>>, crate::codec::FrameError> {
+    let mut out = crate::codec::ZeroizingWriter(zeroize::Zeroizing::new(Vec::with_capacity(4096)));
+    rmp_serde::encode::write_named(&mut out, data)
+        .map_err(|e| crate::codec::FrameError::Encode(e.to_string()))?;
+    Ok(out.0)
+}
+
+/// Decodes the bytes of a streamed import or export, with a frame's rules (one value,
+/// nested at most [`crate::codec::MAX_DEPTH`] deep, nothing after it).
+pub fn decode_session(bytes: &[u8]) -> Result<crate::model::SessionData, crate::codec::FrameError> {
+    crate::codec::decode_payload(bytes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -67,6 +67,7 @@ enum KnownEvent {
     Locked,
     Unlocked,
     ShuttingDown,
+    DisconnectedByAdmin,
     #[serde(skip)]
     Other(String),
 }

@@ -29,6 +29,7 @@ pub mod message;
 pub mod model;
 pub mod paths;
 pub mod recovery;
+mod since;
 
 pub use codec::{DEFAULT_MAX_FRAME, FrameError};
 pub use message::{

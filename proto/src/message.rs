@@ -272,10 +272,16 @@ pub enum Request {
     RestoreCommit {
         /// From `restore_begin`.
         id: u64,
-        /// The backup's passphrase (throttled like `unlock`).
+        /// The backup's passphrase (throttled like `unlock`), or with `recovery` its recovery
+        /// key's text.
         passphrase: Passphrase,
+        /// `passphrase` is the backup's recovery key: only its recovery keyslot is tried.
+        /// Minor 4; absent means false.
+        #[serde(default)]
+        recovery: bool,
     },
-    /// Ends a backup or restore transfer and deletes its file. → [`Response::Ok`]. Minor 2.
+    /// Ends a backup, restore, import or export transfer and deletes its file or buffer.
+    /// → [`Response::Ok`]. Minor 2 (import and export: minor 4).
     TransferEnd {
         /// The transfer.
         id: u64,
@@ -283,6 +289,56 @@ pub enum Request {
     /// Read and authenticate every record of the unlocked vault. → [`Response::Verified`].
     /// Minor 2.
     Verify,
+    /// Announce a session import sent in chunks: `size` bytes of one MessagePack
+    /// [`SessionData`] (as `import_session`'s `data`) with their SHA-256, and what
+    /// `import_session` would take besides. Nothing is stored before `import_commit`.
+    /// → [`Response::Transfer`] (echoing them). Minor 4.
+    ImportBegin {
+        /// Name of the session to create (or replace).
+        name: String,
+        /// Length in bytes of the encoded [`SessionData`].
+        size: u64,
+        /// Its SHA-256.
+        sha256: Blob,
+        /// Replace an existing session of that name.
+        replace: bool,
+        /// Owner uid; the requesting uid when absent.
+        owner_uid: Option<u32>,
+        /// With `replace`: end the handles and lease held on the session being replaced.
+        #[serde(default)]
+        force: bool,
+    },
+    /// The next bytes of import `id`, in order. → [`Response::Ok`]. Minor 4.
+    ImportChunk {
+        /// From `import_begin`.
+        id: u64,
+        /// Byte offset: the bytes sent so far.
+        offset: u64,
+        /// At most [`crate::backup::CHUNK_MAX`] bytes.
+        data: Blob,
+    },
+    /// Check import `id` (whole, its SHA-256 as announced, a valid [`SessionData`]) and store
+    /// the session in one durable transaction, as `import_session`; the transfer ends either
+    /// way. → [`Response::Ok`]. Minor 4.
+    ImportCommit {
+        /// From `import_begin`.
+        id: u64,
+    },
+    /// Export a session to be read in chunks: the daemon encodes its [`SessionData`] as one
+    /// MessagePack value and holds it for this connection. → [`Response::Transfer`] (its size
+    /// and SHA-256). Minor 4.
+    ExportBegin {
+        /// Name.
+        name: String,
+    },
+    /// Up to [`crate::backup::CHUNK_MAX`] bytes of export `id` from `offset` (fewer at the
+    /// end, none past it). → [`Response::Chunk`]. Minor 4.
+    ExportChunk {
+        /// From `export_begin`.
+        id: u64,
+        /// Byte offset.
+        offset: u64,
+    },
     /// End the connections of clients: those holding a handle on session `session` and/or
     /// those of process `pid` (a connection must match every target given; at least one is
     /// required). Their handles end at once (their leases are given back before the answer)
@@ -535,9 +591,10 @@ pub enum Response {
     SentFile(Option<SentFile>),
     /// To [`Request::Export`] and [`Request::ExportSession`].
     SessionData(SessionData),
-    /// To [`Request::BackupBegin`] and [`Request::RestoreBegin`].
+    /// To [`Request::BackupBegin`], [`Request::RestoreBegin`], [`Request::ImportBegin`] and
+    /// [`Request::ExportBegin`].
     Transfer(TransferInfo),
-    /// To [`Request::BackupChunk`].
+    /// To [`Request::BackupChunk`] and [`Request::ExportChunk`].
     Chunk(Blob),
     /// To [`Request::Verify`].
     Verified(VerifyReport),
@@ -572,6 +629,9 @@ pub enum Event {
     Unlocked,
     /// The daemon is shutting down; reconnect later.
     ShuttingDown,
+    /// An admin ended this connection (`vaultctl disconnect`): the daemon closes it next, and
+    /// a client should not reconnect on its own. Minor 4.
+    DisconnectedByAdmin,
     /// An event of a later minor version, by its wire name; its content, if any, is not
     /// kept. Encodes as the bare name.
     Other(String),

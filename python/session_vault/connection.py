@@ -180,6 +180,12 @@ class Connection:
         if rid == 0:
             kind, content = variant(response)
             if kind == "event":
+                if content == "disconnected_by_admin":
+                    # Final, as the Rust client: the daemon closes next; no reconnect.
+                    self.close()
+                    raise errors.DisconnectedByAdmin(
+                        "an admin disconnected this client (vaultctl disconnect)"
+                    )
                 self.events.append(content)
                 return None
             if kind == "error":  # a connection-level error: the daemon closes next

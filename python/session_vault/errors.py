@@ -71,6 +71,13 @@ class PermissionDenied(VaultError):
     code = "permission_denied"
 
 
+class DisconnectedByAdmin(PermissionDenied):
+    """An admin ended this client's connection (`vaultctl disconnect`; the daemon's
+    `disconnected_by_admin` event, protocol 1.4). Final: the session does not reconnect."""
+
+    code = "permission_denied"
+
+
 class BadPassphrase(VaultError):
     code = "bad_passphrase"
 

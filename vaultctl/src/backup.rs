@@ -13,10 +13,9 @@ use std::path::{Path, PathBuf};
 
 use session_vault_proto::backup::TransferInfo;
 use session_vault_proto::message::{Request, Response};
-use sha2::{Digest, Sha256};
 
 use super::output::format_utc;
-use super::{BlockingConnection, CtlError, DaemonClient};
+use super::{BlockingConnection, CtlError, DaemonClient, transfer};
 
 /// Back up the vault (online; the copy stays encrypted)
 ///
@@ -90,7 +89,7 @@ pub(super) fn run(args: Args, daemon: &DaemonClient, out: &mut dyn Write) -> Res
         Response::Transfer(info) => info,
         _ => return Err(CtlError::unexpected(daemon.socket(), "backup")),
     };
-    let written = write_backup(&link, daemon.socket(), &info, &path, force);
+    let written = write_backup(&link, &info, &path, force);
     // The daemon deletes its copy now; if this fails it does so at the next backup.
     let _ = link.call(Request::TransferEnd { id: info.id });
     written?;
@@ -127,7 +126,6 @@ fn local(path: &Path, what: &str, e: io::Error) -> CtlError {
 /// Reads backup `info` from the daemon into `path` (see the module docs).
 fn write_backup(
     link: &BlockingConnection,
-    socket: &Path,
     info: &TransferInfo,
     path: &Path,
     force: bool,
@@ -149,33 +147,13 @@ fn write_backup(
     }
     let mut file = opts.open(&tmp).map_err(|e| local(&tmp, "create", e))?;
     let result = (|| {
-        let mut hash = Sha256::new();
-        let mut offset = 0u64;
-        while offset < info.size {
-            let chunk = match link.call(Request::BackupChunk {
-                id: info.id,
-                offset,
-            })? {
-                Response::Chunk(c) => c.0,
-                _ => return Err(CtlError::unexpected(socket, "backup")),
-            };
-            if chunk.is_empty() {
-                return Err(CtlError::Aborted(format!(
-                    "the daemon's backup ended at {offset} of {} bytes",
-                    info.size
-                )));
-            }
-            hash.update(&chunk);
-            file.write_all(&chunk)
-                .map_err(|e| local(&tmp, "write", e))?;
-            offset += chunk.len() as u64;
-        }
-        if hash.finalize().as_slice() != info.sha256.0.as_slice() {
-            return Err(CtlError::Aborted(
-                "the backup read from the daemon does not match its SHA-256; nothing was written"
-                    .into(),
-            ));
-        }
+        transfer::receive(
+            link,
+            info,
+            |id, offset| Request::BackupChunk { id, offset },
+            &mut |chunk| file.write_all(chunk).map_err(|e| local(&tmp, "write", e)),
+            "backup",
+        )?;
         file.sync_all().map_err(|e| local(&tmp, "fsync", e))?;
         if force {
             std::fs::rename(&tmp, path).map_err(|e| local(path, "write", e))

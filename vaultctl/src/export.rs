@@ -9,11 +9,14 @@
 use std::io::{self, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
+use session_vault_proto::backup::decode_session;
 use session_vault_proto::message::{Request, Response};
+use session_vault_proto::model::SessionData;
+use zeroize::Zeroizing;
 
 use super::format_arg;
 use super::output::sanitize;
-use super::{CtlError, DaemonClient};
+use super::{CtlError, DaemonClient, transfer};
 use session_vault_formats::{self as formats, Format, sqlite_io};
 
 /// `export --long-help` after the options: the formats written (from [`Format`] itself).
@@ -77,12 +80,7 @@ pub(super) fn run(args: Args, daemon: &DaemonClient, out: &mut dyn Write) -> Res
         }
         _ => {}
     }
-    let data = match daemon.connect()?.call(Request::ExportSession {
-        name: args.name.clone(),
-    })? {
-        Response::SessionData(d) => d,
-        _ => return Err(CtlError::unexpected(daemon.socket(), "export")),
-    };
+    let data = fetch(daemon, &args.name)?;
     eprintln!(
         "vaultctl: warning: the exported session is a plaintext credential: whoever holds it \
          can use the Telegram account. Keep it private and delete it when done."
@@ -131,6 +129,45 @@ pub(super) fn run(args: Args, daemon: &DaemonClient, out: &mut dyn Write) -> Res
         )?;
     }
     Ok(())
+}
+
+/// The session's data: read in chunks (`export_begin`, `export_chunk`, checked against its
+/// SHA-256) from a daemon of protocol 1.4 or later, so that a session of any size comes in
+/// frames well under a frame limit; in one `export_session` answer from an older one.
+fn fetch(daemon: &DaemonClient, name: &str) -> Result<SessionData, CtlError> {
+    let link = daemon.connect()?;
+    if link.daemon_minor() < 4 {
+        return match link.call(Request::ExportSession { name: name.into() })? {
+            Response::SessionData(d) => Ok(d),
+            _ => Err(CtlError::unexpected(daemon.socket(), "export")),
+        };
+    }
+    let info = match link.call(Request::ExportBegin { name: name.into() })? {
+        Response::Transfer(t) => t,
+        _ => return Err(CtlError::unexpected(daemon.socket(), "export")),
+    };
+    let mut bytes = Zeroizing::new(Vec::new());
+    // Room for the whole at once, so that the buffer never moves and leaves a copy behind.
+    bytes.reserve_exact(usize::try_from(info.size).unwrap_or(0));
+    let received = transfer::receive(
+        &link,
+        &info,
+        |id, offset| Request::ExportChunk { id, offset },
+        &mut |chunk| {
+            if bytes.len() + chunk.len() > bytes.capacity() {
+                return Err(CtlError::Aborted(
+                    "the daemon sent more than the export's announced size".into(),
+                ));
+            }
+            bytes.extend_from_slice(chunk);
+            Ok(())
+        },
+        "export",
+    );
+    let _ = link.call(Request::TransferEnd { id: info.id });
+    received?;
+    decode_session(&bytes)
+        .map_err(|e| CtlError::Aborted(format!("the daemon's export does not decode: {e}")))
 }
 
 /// Writes `path` through `write`, which must create the temporary file it is given (mode

@@ -48,6 +48,7 @@ mod revoke;
 mod rm;
 mod status;
 mod strength;
+mod transfer;
 mod unlock;
 mod verify;
 
@@ -57,7 +58,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use session_vault_client::{ClientError, Connection};
-use session_vault_proto::message::{ErrorCode, KdfSpec, Request, Response, VaultState, WireError};
+use session_vault_proto::message::{
+    ErrorCode, KdfSpec, PROTOCOL_MAJOR, Request, Response, VaultState, WireError,
+};
 use session_vault_proto::paths::default_socket_path;
 
 pub use error::{CtlError, EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE};
@@ -364,8 +367,32 @@ impl BlockingConnection {
         self.conn.vault_state_at_connect()
     }
 
+    /// The daemon's protocol minor version, from the handshake.
+    pub(crate) fn daemon_minor(&self) -> u16 {
+        self.conn.server_minor()
+    }
+
+    /// The socket path.
+    pub(crate) fn socket(&self) -> &std::path::Path {
+        &self.socket
+    }
+
     /// Sends `request` and waits for its response; a daemon error is an `Err`.
     pub(crate) fn call(&self, request: Request) -> Result<Response, CtlError> {
+        let needed = request.minor_needed();
+        if self.daemon_minor() < needed {
+            // Said before sending: an older daemon would answer a decode error, or (a field
+            // it does not know) ignore the field.
+            return Err(self.state_error(
+                ErrorCode::Unsupported,
+                &format!(
+                    "vaultd speaks protocol {PROTOCOL_MAJOR}.{}; `{}` needs \
+                     {PROTOCOL_MAJOR}.{needed} — upgrade vaultd",
+                    self.daemon_minor(),
+                    request.wire_name()
+                ),
+            ));
+        }
         self.runtime
             .block_on(async {
                 tokio::time::timeout(REQUEST_TIMEOUT, self.conn.call(request))

@@ -8,15 +8,16 @@
 //! stopped daemon's data directory (an offline mode) does not exist: start the daemon
 //! (it starts locked) and restore through it.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::PathBuf;
 
-use session_vault_proto::backup::{Blob, CHUNK_MAX};
+use session_vault_proto::backup::Blob;
 use session_vault_proto::message::{ErrorCode, Request, Response, VaultState};
 use sha2::{Digest, Sha256};
 
 use super::prompt::{self, CURRENT_PASSPHRASE, PassphraseArgs};
-use super::{CtlError, DaemonClient, PASSPHRASE_HELP, verify::write_report};
+use super::recovery_key::{self, RECOVERY_KEY};
+use super::{CtlError, DaemonClient, PASSPHRASE_HELP, transfer, verify::write_report};
 
 /// Replace the vault by a backup (the vault must be locked)
 ///
@@ -38,6 +39,11 @@ pub struct Args {
     pub file: PathBuf,
     #[command(flatten)]
     pub passphrase: PassphraseArgs,
+    /// Open the backup with its recovery key instead of its passphrase (asked on the
+    /// terminal, or read from --passphrase-file/--passphrase-fd); its group checks are
+    /// verified before it is sent
+    #[arg(long)]
+    pub recovery_key: bool,
 }
 
 fn unreadable(args: &Args, e: std::io::Error) -> CtlError {
@@ -47,7 +53,11 @@ fn unreadable(args: &Args, e: std::io::Error) -> CtlError {
 pub(super) fn run(args: Args, daemon: &DaemonClient, out: &mut dyn Write) -> Result<(), CtlError> {
     let pending = prompt::prepare(
         &args.passphrase.source(),
-        CURRENT_PASSPHRASE,
+        if args.recovery_key {
+            RECOVERY_KEY
+        } else {
+            CURRENT_PASSPHRASE
+        },
         false,
         prompt::stdin_is_terminal(),
     )?;
@@ -64,7 +74,20 @@ pub(super) fn run(args: Args, daemon: &DaemonClient, out: &mut dyn Write) -> Res
             "the vault is unlocked: lock it first (`vaultctl lock`), then restore",
         ));
     }
-    let passphrase = pending.resolve_on_terminal()?;
+    if args.recovery_key && link.daemon_minor() < 4 {
+        return Err(link.state_error(
+            ErrorCode::Unsupported,
+            &format!(
+                "vaultd speaks protocol 1.{}; `restore_commit` with a recovery key needs 1.4 — \
+                 upgrade vaultd",
+                link.daemon_minor()
+            ),
+        ));
+    }
+    let mut passphrase = pending.resolve_on_terminal()?;
+    if args.recovery_key {
+        passphrase = recovery_key::checked(&passphrase)?;
+    }
     let id = match link.call(Request::RestoreBegin {
         size,
         sha256: Blob(sha256),
@@ -74,32 +97,19 @@ pub(super) fn run(args: Args, daemon: &DaemonClient, out: &mut dyn Write) -> Res
     };
     let sent = (|| {
         let mut f = std::fs::File::open(&args.file).map_err(|e| unreadable(&args, e))?;
-        let mut offset = 0u64;
-        let mut buf = vec![0u8; CHUNK_MAX];
-        loop {
-            let mut n = 0;
-            while n < buf.len() {
-                match f.read(&mut buf[n..]).map_err(|e| unreadable(&args, e))? {
-                    0 => break,
-                    k => n += k,
-                }
-            }
-            if n == 0 {
-                break;
-            }
-            link.call_ok(
-                Request::RestoreChunk {
-                    id,
-                    offset,
-                    data: Blob(buf[..n].to_vec()),
-                },
-                "restore",
-            )?;
-            offset += n as u64;
-        }
+        transfer::send(
+            &link,
+            id,
+            size,
+            &mut f,
+            |id, offset, data| Request::RestoreChunk { id, offset, data },
+            |e| unreadable(&args, e),
+            "restore",
+        )?;
         match link.call(Request::RestoreCommit {
             id,
             passphrase: passphrase.clone(),
+            recovery: args.recovery_key,
         })? {
             Response::Restored(info) => Ok(info),
             _ => Err(CtlError::unexpected(daemon.socket(), "restore")),

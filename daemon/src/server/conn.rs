@@ -545,6 +545,10 @@ async fn teardown(
     if end == End::Kicked {
         // An error that answers no request (id 0), then the close: what the client can read.
         tracing::debug!(conn = id, "disconnected by an admin; closing");
+        // The event for clients of 1.4 and later (no reconnect), the error for older ones.
+        if let Some(f) = frame(EVENT_ID, Response::Event(Event::DisconnectedByAdmin)) {
+            let _ = tokio::time::timeout(WRITE_GRACE, outbox.send_small(f)).await;
+        }
         let resp = Response::Error(wire_error(
             ErrorCode::PermissionDenied,
             "an admin disconnected this client (vaultctl disconnect)",
@@ -566,6 +570,7 @@ async fn teardown(
     let daemon = &conn.daemon;
     daemon.clients.remove(id);
     daemon.handles.connection_ended(id, &daemon.leases);
+    daemon.streams.connection_ended(id);
     answer_writer.finish(WRITE_GRACE).await;
     tracing::debug!(conn = id, "connection closed");
 }

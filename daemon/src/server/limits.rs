@@ -222,6 +222,7 @@ pub struct Limits {
     admin_reserve: usize,
     idle_timeout: Option<Duration>,
     memory: Arc<Semaphore>,
+    memory_total: u32,
     memory_per_uid: u32,
     running_per_uid: usize,
     open: Mutex<Open>,
@@ -243,6 +244,7 @@ impl Limits {
             admin_reserve,
             idle_timeout: settings.idle_timeout,
             memory: Arc::new(Semaphore::new(memory as usize)),
+            memory_total: memory,
             memory_per_uid: settings.request_memory_per_uid.clamp(1, memory),
             running_per_uid: (settings.requests_running_per_uid as usize).max(1),
             open: Mutex::new(Open::default()),
@@ -315,6 +317,23 @@ impl Limits {
             uid,
             share: Arc::clone(&entry.share),
         })
+    }
+
+    /// Takes `bytes` from the daemon-wide request-memory budget for memory held between
+    /// requests (a streamed import or export, see [`crate::server::cmd::stream`]), waiting
+    /// for room; `None` if `bytes` is over half the budget, so that such a hold never leaves
+    /// bots' requests without room.
+    pub async fn hold(&self, bytes: u64) -> Option<OwnedSemaphorePermit> {
+        let n = u32::try_from(bytes).ok()?.max(1);
+        if n > self.hold_max() {
+            return None;
+        }
+        Arc::clone(&self.memory).acquire_many_owned(n).await.ok()
+    }
+
+    /// The most bytes [`Limits::hold`] grants: half the daemon's request-memory budget.
+    pub fn hold_max(&self) -> u32 {
+        self.memory_total / 2
     }
 
     /// Room to answer one refused connection; `None` when [`REFUSALS_AT_ONCE`] are being

@@ -81,6 +81,8 @@ pub struct Daemon {
     pub throttle: throttle::Throttle,
     /// The backup or restore transfer in progress (see [`cmd::backup`]).
     pub transfers: cmd::backup::Transfers,
+    /// Streamed imports and exports pending, one per connection (see [`cmd::stream`]).
+    pub streams: cmd::stream::Streams,
     /// Heavy requests running, over all connections (see [`conn::answers`]).
     pub heavy_running: Semaphore,
     /// Caps on connections, request memory and running requests (see [`limits`]).
@@ -147,6 +149,7 @@ impl Daemon {
             clients: clients::Clients::default(),
             throttle: throttle::Throttle::default(),
             transfers: cmd::backup::Transfers::default(),
+            streams: cmd::stream::Streams::default(),
             heavy_running: Semaphore::new(conn::answers::HEAVY_RUNNING),
             limits,
             events,

@@ -5,7 +5,7 @@
 //! ciphertext does not linger). A second `vaultd` on the same data directory is kept out by
 //! the directory's `flock` (`server::datadir`); the file itself is opened in SQLite's normal
 //! locking mode, so that a second connection of this process, the checkpointer
-//! ([`checkpoint`]), can copy the WAL into the database file off the commit path
+//! (`sqlite::checkpoint`), can copy the WAL into the database file off the commit path
 //! (`wal_autocheckpoint=0` on the storage connection). The file is created
 //! mode 0600 and never reached through a symbolic link (`O_NOFOLLOW` on our own opens,
 //! `SQLITE_OPEN_NOFOLLOW` on SQLite's); SQLite gives its `-wal` file the same mode.

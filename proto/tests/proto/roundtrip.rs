@@ -150,3 +150,26 @@ fn wire_names_are_the_encoded_tags() {
     samples::error_codes().iter().for_each(opens_with_its_name);
     samples::events().iter().for_each(opens_with_its_name);
 }
+
+#[test]
+fn request_wire_names_and_minors_agree_with_the_encoding() {
+    for r in samples::requests() {
+        assert_eq!(r.wire_name(), wire_name(&r), "{r:?}");
+        assert!(
+            r.minor_needed() <= session_vault_proto::PROTOCOL_MINOR,
+            "{r:?}"
+        );
+    }
+    let needs = |name: &str| {
+        samples::requests()
+            .into_iter()
+            .find(|r| r.wire_name() == name)
+            .unwrap()
+            .minor_needed()
+    };
+    assert_eq!(needs("status"), 0);
+    assert_eq!(needs("rekey"), 1);
+    assert_eq!(needs("verify"), 2);
+    assert_eq!(needs("disconnect"), 3);
+    assert_eq!(needs("import_begin"), 4);
+}

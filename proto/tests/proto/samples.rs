@@ -301,6 +301,7 @@ pub fn requests() -> Vec<Request> {
         Request::RestoreCommit {
             id: 2,
             passphrase: Passphrase::new(b"hunter2 hunter2".to_vec()),
+            recovery: false,
         },
         Request::TransferEnd { id: 2 },
         Request::Verify,
@@ -315,6 +316,25 @@ pub fn requests() -> Vec<Request> {
             limit: 500,
             since: Some(1_765_000_000),
             session: Some("bot-a".into()),
+        },
+        Request::ImportBegin {
+            name: "big".into(),
+            size: 12_582_912,
+            sha256: Blob(vec![0xcd; 32]),
+            replace: false,
+            owner_uid: Some(1000),
+            force: false,
+        },
+        Request::ImportChunk {
+            id: 3,
+            offset: 262_144,
+            data: Blob(vec![0x85, 0xa7]),
+        },
+        Request::ImportCommit { id: 3 },
+        Request::ExportBegin { name: "big".into() },
+        Request::ExportChunk {
+            id: 4,
+            offset: 524_288,
         },
         Request::OpenSession {
             name: "bot-a".into(),
@@ -431,7 +451,12 @@ pub fn error_codes() -> Vec<ErrorCode> {
 }
 
 pub fn events() -> Vec<Event> {
-    vec![Event::Locked, Event::Unlocked, Event::ShuttingDown]
+    vec![
+        Event::Locked,
+        Event::Unlocked,
+        Event::ShuttingDown,
+        Event::DisconnectedByAdmin,
+    ]
 }
 
 /// Every response variant at least once, every error code and every event included.

@@ -2,11 +2,16 @@
 //!
 //! The source is read and parsed completely before anything is sent (a bad source is a
 //! usage error, exit 2, and the vault is untouched); the whole session then goes to the
-//! daemon in one `ImportSession` request, which it stores in one durable transaction (all or
-//! nothing). Large sessions are not split: a request above the daemon's frame limit (1 MiB by
-//! default) is refused by the daemon before it reads it, and vaultctl says so with the size
-//! and the `--max-frame-bytes` setting that would admit it — splitting would give up the
-//! all-or-nothing import. `--shred` overwrites and removes the source file only after the
+//! daemon, which stores it in one durable transaction (all or nothing). A session larger
+//! than one chunk ([`CHUNK_MAX`], 256 KiB encoded) goes in chunks (`import_begin`,
+//! `import_chunk`, `import_commit`, protocol 1.4), so that a session of any size passes the
+//! daemon's default frame limit; the daemon holds the chunks in memory and stores nothing
+//! before the commit, so an import interrupted at any point leaves nothing (a progress bar
+//! shows the bytes sent, on a terminal). A smaller one, or any session sent to a daemon older
+//! than 1.4, goes in one `ImportSession` request; to an older daemon, a request above its
+//! frame limit is refused before it is read, and vaultctl says so with the size and the
+//! `--max-frame-bytes` setting that would admit it. `--shred` overwrites and removes the
+//! source file only after the
 //! daemon confirmed the import.
 //!
 //! A source file is opened once, without following links, and checked (regular file, one
@@ -21,14 +26,16 @@ use std::io::{self, IsTerminal, Write};
 use std::path::Path;
 
 use session_vault_client::ClientError;
+use session_vault_proto::backup::{Blob, CHUNK_MAX, encode_session};
 use session_vault_proto::codec::{self, DEFAULT_MAX_FRAME};
-use session_vault_proto::message::{ClientFrame, ErrorCode, Request};
+use session_vault_proto::message::{ClientFrame, ErrorCode, Request, Response};
 use session_vault_proto::model::{SelfUser, SessionData};
+use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use super::format_arg::{self, FormatOrAuto};
 use super::output::sanitize;
-use super::{CtlError, DaemonClient};
+use super::{CtlError, DaemonClient, transfer};
 use session_vault_formats::{self as formats, Format, Imported, Input};
 use source::{Owners, SourceFile};
 
@@ -122,39 +129,18 @@ pub(super) fn run(args: Args, daemon: &DaemonClient, out: &mut dyn Write) -> Res
         apply_self_id(&mut imported, id);
     }
     let name = args.name.clone();
-    let frame = ClientFrame {
-        id: 0,
-        request: Request::ImportSession {
-            name: args.name,
-            data: imported.data,
-            replace: args.replace,
-            owner_uid: None,
-            force: args.force,
-        },
-    };
-    // The exact size of the frame the client will write (the id's encoding aside).
-    let payload = codec::encode_frame(&frame)
-        .map(|f| f.len().saturating_sub(4))
-        .map_err(|e| CtlError::usage(format!("the session cannot be encoded: {e}")))?;
-    if payload > default_max_frame() {
-        eprintln!(
-            "vaultctl: note: the import request is {} ({payload} bytes), above vaultd's default \
-             frame limit of 1 MiB; it goes through only if vaultd runs with --max-frame-bytes \
-             {} or more",
-            human_size(payload),
-            suggested_limit(payload)
-        );
-    }
-    let ClientFrame {
-        request: Request::ImportSession { data, .. },
-        ..
-    } = &frame
-    else {
-        unreachable!("built just above as an ImportSession")
-    };
-    let summary = Summary::of(data);
+    let data = std::mem::take(&mut imported.data);
+    let summary = Summary::of(&data);
     let link = daemon.connect()?;
-    let result = link.call_ok(frame.request, "import");
+    let encoded = encode_session(&data)
+        .map_err(|e| CtlError::usage(format!("the session cannot be encoded: {e}")))?;
+    let result = if link.daemon_minor() >= STREAM_MINOR && encoded.len() > CHUNK_MAX {
+        drop(data);
+        send_in_chunks(&link, &args, &encoded)
+    } else {
+        drop(encoded);
+        send_whole(&link, &args, data)
+    };
     if let Err(e) = result {
         if let Some(wire) = e.wire().filter(|w| w.code == ErrorCode::NameTaken) {
             // The generic hint (another name, or `vaultctl rm`) misses the import's own way.
@@ -167,7 +153,7 @@ pub(super) fn run(args: Args, daemon: &DaemonClient, out: &mut dyn Write) -> Res
                 ),
             ));
         }
-        return Err(too_large(e, payload, &link));
+        return Err(e);
     }
     let shown = sanitize(&name);
     writeln!(
@@ -199,6 +185,83 @@ pub(super) fn run(args: Args, daemon: &DaemonClient, out: &mut dyn Write) -> Res
         )?;
     }
     Ok(())
+}
+
+/// The protocol minor from which the daemon takes an import in chunks (`import_begin`).
+const STREAM_MINOR: u16 = 4;
+
+/// The import in chunks: `import_begin`, `import_chunk`s, `import_commit`, which stores it in
+/// one transaction; a failure midway ends the transfer, and the daemon has stored nothing.
+fn send_in_chunks(
+    link: &super::BlockingConnection,
+    args: &Args,
+    encoded: &[u8],
+) -> Result<(), CtlError> {
+    let size = encoded.len() as u64;
+    let begin = Request::ImportBegin {
+        name: args.name.clone(),
+        size,
+        sha256: Blob(Sha256::digest(encoded).to_vec()),
+        replace: args.replace,
+        owner_uid: None,
+        force: args.force,
+    };
+    let id = match link.call(begin)? {
+        Response::Transfer(t) => t.id,
+        _ => return Err(CtlError::unexpected(link.socket(), "import")),
+    };
+    let sent = transfer::send(
+        link,
+        id,
+        size,
+        &mut &encoded[..],
+        |id, offset, data| Request::ImportChunk { id, offset, data },
+        |e| CtlError::Aborted(format!("cannot read the encoded session: {e}")),
+        "import",
+    )
+    .and_then(|()| link.call_ok(Request::ImportCommit { id }, "import"));
+    if sent.is_err() {
+        // The daemon ends a committed or refused import by itself; this covers the rest.
+        let _ = link.call(Request::TransferEnd { id });
+    }
+    sent
+}
+
+/// The import in one `import_session` request (a daemon before protocol 1.4, or a session
+/// small enough for one frame). A request above the daemon's frame limit is dropped by it:
+/// said plainly, with the setting that would admit it.
+fn send_whole(
+    link: &super::BlockingConnection,
+    args: &Args,
+    data: SessionData,
+) -> Result<(), CtlError> {
+    let frame = ClientFrame {
+        id: 0,
+        request: Request::ImportSession {
+            name: args.name.clone(),
+            data,
+            replace: args.replace,
+            owner_uid: None,
+            force: args.force,
+        },
+    };
+    // The exact size of the frame the client will write (the id's encoding aside).
+    let payload = codec::encode_frame(&frame)
+        .map(|f| f.len().saturating_sub(4))
+        .map_err(|e| CtlError::usage(format!("the session cannot be encoded: {e}")))?;
+    if payload > default_max_frame() {
+        eprintln!(
+            "vaultctl: note: the import request is {} ({payload} bytes), above vaultd's default \
+             frame limit of 1 MiB, and this vaultd (protocol 1.{}) cannot take it in chunks; it \
+             goes through only if vaultd runs with --max-frame-bytes {} or more (or upgrade \
+             vaultd)",
+            human_size(payload),
+            link.daemon_minor(),
+            suggested_limit(payload)
+        );
+    }
+    link.call_ok(frame.request, "import")
+        .map_err(|e| too_large(e, payload, link))
 }
 
 /// Reads SOURCE: stdin, a file, or the argument itself (with a warning).

@@ -133,10 +133,7 @@ impl Transfers {
         }
         *cur = None;
         remove_leftovers(dir);
-        let id = self
-            .next_id
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-            + 1;
+        let id = self.new_id();
         let name = match kind {
             Kind::Backup => format!("{}{id}.db", PREFIXES[0]),
             Kind::Restore => format!("{}{id}.db", PREFIXES[1]),
@@ -159,6 +156,14 @@ impl Transfers {
             },
             path,
         ))
+    }
+
+    /// A transfer id no other transfer has had: backups and restores here, streamed imports
+    /// and exports ([`super::stream`]) alike, so that `transfer_end` names one of them.
+    pub fn new_id(&self) -> u64 {
+        self.next_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1
     }
 
     /// Marks transfer `id` of `kind` busy and returns a hold on it and a copy of what a
@@ -386,12 +391,19 @@ pub async fn restore_commit(
     conn: &Conn,
     id: u64,
     passphrase: Passphrase,
+    recovery: bool,
 ) -> Result<Response, WireError> {
     let d = &conn.daemon;
+    // A recovery key that fails its checks is refused before the transfer is touched.
+    let key = if recovery {
+        Some(super::keys::recovery_bytes(&passphrase)?)
+    } else {
+        None
+    };
     let (hold, path, size, sha256, written) = d.transfers.take(id, Kind::Restore)?;
     // Dropping `hold` ends the transfer: after a swap (its file is the vault now, so there is
     // nothing to delete) and after a refusal.
-    match commit(conn, &path, size, &sha256, written, passphrase).await {
+    match commit(conn, &path, size, &sha256, written, passphrase, key).await {
         // A wrong passphrase may be sent again without sending the file again.
         Err(e) if matches!(e.code, ErrorCode::BadPassphrase { .. }) => {
             hold.keep(written);
@@ -408,6 +420,7 @@ async fn commit(
     sha256: &[u8],
     written: u64,
     passphrase: Passphrase,
+    recovery_key: Option<zeroize::Zeroizing<[u8; 16]>>,
 ) -> Result<Response, WireError> {
     let d = &conn.daemon;
     if written != size {
@@ -459,7 +472,12 @@ async fn commit(
     let checked = async {
         d.throttle
             .attempt(
-                || staged.unlock(passphrase.expose()),
+                || async {
+                    match &recovery_key {
+                        Some(key) => staged.unlock_with_recovery_key(&key[..]).await,
+                        None => staged.unlock(passphrase.expose()).await,
+                    }
+                },
                 |e| matches!(e, EngineError::BadPassphrase),
             )
             .await
@@ -520,8 +538,12 @@ async fn commit(
     }))
 }
 
-/// `transfer_end`.
+/// `transfer_end`: a backup or restore here, or this connection's streamed import or
+/// export ([`super::stream`]).
 pub fn transfer_end(conn: &Conn, id: u64) -> Result<Response, WireError> {
+    if conn.daemon.streams.end(conn.id, id) {
+        return Ok(Response::Ok);
+    }
     let t = &conn.daemon.transfers;
     let mut cur = t.lock();
     match cur.as_ref() {

@@ -67,7 +67,7 @@ fn refused(conn: &Conn, what: &str, refusal: Refusal<EngineError>) -> WireError 
 
 /// The 16 bytes of a recovery key sent as text; `InvalidRequest` (before any throttle or
 /// KDF) when it fails its checks. The message never repeats the key.
-fn recovery_bytes(text: &Passphrase) -> Result<zeroize::Zeroizing<[u8; 16]>, WireError> {
+pub(super) fn recovery_bytes(text: &Passphrase) -> Result<zeroize::Zeroizing<[u8; 16]>, WireError> {
     let text = std::str::from_utf8(text.expose()).map_err(|_| {
         wire_error(
             ErrorCode::InvalidRequest,

@@ -9,6 +9,7 @@
 //! - [`data`]: reads and writes on an open session handle;
 //! - [`backup`]: backup, restore and verify transfers (admins);
 //! - [`audit`]: what is recorded in the audit log, and `audit`, which reads it (admins).
+//! - [`stream`]: imports and exports of a whole session in chunks (admins).
 
 pub mod admin;
 pub mod audit;
@@ -18,6 +19,7 @@ pub mod keys;
 pub mod open;
 pub mod role;
 pub mod status;
+pub mod stream;
 
 use session_vault_proto::message::{ErrorCode, Request, Response, WireError};
 
@@ -72,12 +74,16 @@ pub enum Weight {
 pub fn weight(request: &Request) -> Weight {
     use Request as R;
     match request {
-        R::ListSessions | R::ExportSession { .. } | R::Export { .. } | R::Verify => {
-            Weight::HeavyRead
-        }
-        R::DeleteSession { .. } | R::ImportSession { .. } | R::Import { .. } | R::Rekey { .. } => {
-            Weight::HeavyWrite
-        }
+        R::ListSessions
+        | R::ExportSession { .. }
+        | R::ExportBegin { .. }
+        | R::Export { .. }
+        | R::Verify => Weight::HeavyRead,
+        R::DeleteSession { .. }
+        | R::ImportSession { .. }
+        | R::ImportCommit { .. }
+        | R::Import { .. }
+        | R::Rekey { .. } => Weight::HeavyWrite,
         _ => Weight::Cheap,
     }
 }
@@ -127,9 +133,33 @@ async fn run(conn: &Conn, request: Request) -> Result<Response, WireError> {
         R::BackupChunk { id, offset } => backup::backup_chunk(conn, id, offset).await,
         R::RestoreBegin { size, sha256 } => backup::restore_begin(conn, size, sha256).await,
         R::RestoreChunk { id, offset, data } => backup::restore_chunk(conn, id, offset, data).await,
-        R::RestoreCommit { id, passphrase } => backup::restore_commit(conn, id, passphrase).await,
+        R::RestoreCommit {
+            id,
+            passphrase,
+            recovery,
+        } => backup::restore_commit(conn, id, passphrase, recovery).await,
         R::TransferEnd { id } => backup::transfer_end(conn, id),
         R::Verify => backup::verify(conn).await,
+        R::ImportBegin {
+            name,
+            size,
+            sha256,
+            replace,
+            owner_uid,
+            force,
+        } => {
+            let import = stream::Import {
+                name,
+                replace,
+                owner_uid,
+                force,
+            };
+            stream::import_begin(conn, import, size, sha256).await
+        }
+        R::ImportChunk { id, offset, data } => stream::import_chunk(conn, id, offset, data),
+        R::ImportCommit { id } => stream::import_commit(conn, id).await,
+        R::ExportBegin { name } => stream::export_begin(conn, name).await,
+        R::ExportChunk { id, offset } => stream::export_chunk(conn, id, offset),
         R::Disconnect { session, pid } => admin::disconnect(conn, session, pid).await,
         R::Audit {
             after_seq,

@@ -40,6 +40,10 @@ pub fn role(request: &Request) -> Role {
         R::Revoke { .. } => Role::Admin("revoke"),
         R::ImportSession { .. } => Role::Admin("import"),
         R::ExportSession { .. } => Role::Admin("export"),
+        R::ImportBegin { .. } | R::ImportChunk { .. } | R::ImportCommit { .. } => {
+            Role::Admin("import")
+        }
+        R::ExportBegin { .. } | R::ExportChunk { .. } => Role::Admin("export"),
         R::BackupBegin | R::BackupChunk { .. } => Role::Admin("backup"),
         R::RestoreBegin { .. } | R::RestoreChunk { .. } | R::RestoreCommit { .. } => {
             Role::Admin("restore")
@@ -134,7 +138,7 @@ mod tests {
     fn the_role_table_agrees_with_the_protocol() {
         let admin = names_with(|r| matches!(r, Role::Admin(_)));
         assert_eq!(admin, protocol_lists("Admin requests"));
-        assert_eq!(admin.len(), 23, "{admin:?}");
+        assert_eq!(admin.len(), 28, "{admin:?}");
         let anyone = names_with(|r| r == Role::Anyone);
         assert_eq!(anyone, protocol_lists("Anyone who can connect"));
         assert_eq!(
