@@ -6,7 +6,8 @@
 use std::path::Path;
 
 use serde_json::Value;
-use session_vault_proto::message::{ErrorCode, Request};
+use session_vault_proto::backup::CHUNK_MAX;
+use session_vault_proto::message::{ErrorCode, Request, Response};
 
 use crate::util::*;
 
@@ -95,6 +96,65 @@ async fn admin_acts_and_session_opens_are_recorded_with_who_and_result() {
     // The read itself is an admin act: the next read shows it.
     let (again, _, _) = audit_json(&env, &[]);
     assert_eq!(find(&again, "audit", "ok").len(), 1, "{again:?}");
+}
+
+/// A streamed import and export are recorded by what they do and to which session, linked by
+/// their transfer id, and their chunks are not recorded one by one.
+#[tokio::test]
+async fn streamed_imports_and_exports_are_recorded_by_session_not_by_chunk() {
+    use crate::import::large::{begin, encoded, send_chunks, transfer_id};
+    let env = Env::new();
+    let _d = env.start_and_init();
+    let c = env.connect().await;
+    let (bytes, sha) = encoded(5_000);
+    assert!(bytes.len() > CHUNK_MAX, "more than one chunk");
+    let id = transfer_id(&c, begin("big", &bytes, &sha)).await;
+    send_chunks(&c, id, &bytes, bytes.len()).await;
+    let r = c.call(Request::ImportCommit { id }).await;
+    assert!(r.is_ok(), "{r:?}");
+    // Read back in two chunks, then ended.
+    let export = transfer_id(&c, Request::ExportBegin { name: "big".into() }).await;
+    for offset in [0, CHUNK_MAX as u64] {
+        let r = c.call(Request::ExportChunk { id: export, offset }).await;
+        assert!(matches!(r, Ok(Response::Chunk(_))), "{r:?}");
+    }
+    let r = c.call(Request::TransferEnd { id: export }).await;
+    assert!(r.is_ok(), "{r:?}");
+
+    let (entries, verdict, code) = audit_json(&env, &[]);
+    assert_eq!(code, Some(0), "{verdict}");
+    // Nothing fell through to the catch-all name.
+    assert!(find(&entries, "admin", "ok").is_empty(), "{entries:?}");
+    let begins = find(&entries, "import_begin", "ok");
+    assert_eq!(begins.len(), 1, "{entries:?}");
+    assert_eq!(begins[0]["session"], "big");
+    assert_eq!(
+        begins[0]["detail"],
+        format!("{} bytes, transfer {id}", bytes.len())
+    );
+    let commits = find(&entries, "import_commit", "ok");
+    assert_eq!(commits.len(), 1, "{entries:?}");
+    assert_eq!(commits[0]["detail"], format!("transfer {id}"));
+    let exports = find(&entries, "export_begin", "ok");
+    assert_eq!(exports.len(), 1, "{entries:?}");
+    assert_eq!(exports[0]["session"], "big");
+    assert_eq!(exports[0]["detail"], format!("transfer {export}"));
+    // init, import begin and commit, export begin and its transfer_end: not one per chunk.
+    let actions: Vec<&str> = entries
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "init",
+            "import_begin",
+            "import_commit",
+            "export_begin",
+            "transfer_end"
+        ],
+        "{entries:?}"
+    );
 }
 
 #[test]

@@ -97,9 +97,16 @@ async fn a_telethon_file_with_100k_entities() {
 
 /// A session of [`ENTITIES`] users, encoded as a streamed import carries it, and its SHA-256.
 fn big_encoded() -> (Vec<u8>, Vec<u8>) {
+    let (bytes, sha) = encoded(ENTITIES);
+    assert!(bytes.len() > (1 << 20), "more than one frame");
+    (bytes, sha)
+}
+
+/// A session of `n` users, encoded as `import_begin` takes it, and its SHA-256.
+pub(crate) fn encoded(n: i64) -> (Vec<u8>, Vec<u8>) {
     use session_vault_proto::model::{Peer, PeerKind, SessionData};
     use sha2::Digest;
-    let peers = (0..ENTITIES)
+    let peers = (0..n)
         .map(|i| Peer {
             kind: PeerKind::User,
             id: 1_000_000 + i,
@@ -119,12 +126,11 @@ fn big_encoded() -> (Vec<u8>, Vec<u8>) {
     let bytes = session_vault_proto::backup::encode_session(&data)
         .unwrap()
         .to_vec();
-    assert!(bytes.len() > (1 << 20), "more than one frame");
     let sha = sha2::Sha256::digest(&bytes).to_vec();
     (bytes, sha)
 }
 
-fn begin(name: &str, bytes: &[u8], sha: &[u8]) -> Request {
+pub(crate) fn begin(name: &str, bytes: &[u8], sha: &[u8]) -> Request {
     Request::ImportBegin {
         name: name.into(),
         size: bytes.len() as u64,
@@ -135,7 +141,7 @@ fn begin(name: &str, bytes: &[u8], sha: &[u8]) -> Request {
     }
 }
 
-async fn send_chunks(c: &Connection, id: u64, bytes: &[u8], upto: usize) {
+pub(crate) async fn send_chunks(c: &Connection, id: u64, bytes: &[u8], upto: usize) {
     for (i, chunk) in bytes[..upto].chunks(CHUNK_MAX).enumerate() {
         let r = c
             .call(Request::ImportChunk {
@@ -148,7 +154,7 @@ async fn send_chunks(c: &Connection, id: u64, bytes: &[u8], upto: usize) {
     }
 }
 
-async fn transfer_id(c: &Connection, request: Request) -> u64 {
+pub(crate) async fn transfer_id(c: &Connection, request: Request) -> u64 {
     match c.call(request).await {
         Ok(Response::Transfer(t)) => t.id,
         other => panic!("begin: {other:?}"),

@@ -14,7 +14,7 @@ mod attacks;
 mod bad_input;
 mod export;
 mod formats;
-mod large;
+pub(crate) mod large;
 mod proxy;
 
 use std::path::PathBuf;

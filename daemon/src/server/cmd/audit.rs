@@ -2,8 +2,8 @@
 //! [`record`]), and the `audit` request that reads the log back.
 //!
 //! Recorded: every admin request (the [`super::role`] table's `Admin` rows, allowed or
-//! refused) except the chunks of a backup or restore (their `*_begin`, `restore_commit` and
-//! `transfer_end` are), an `audit` read once (its first page), and every `open_session`. Each
+//! refused) except the chunks of a backup, restore, streamed import or export (their
+//! `*_begin`, `*_commit` and `transfer_end` are), an `audit` read once (its first page), and every `open_session`. Each
 //! entry names the peer (uid, gid, pid from the kernel; executable and systemd unit read at
 //! connect, [`crate::server::peer_process`]), the act, the session it named, a detail that
 //! is never a secret, and the result. It goes to the journal at once (one line, target
@@ -94,19 +94,32 @@ impl Act {
                 owner_uid,
                 force,
                 ..
+            } => act(
+                "import_session",
+                Some(name),
+                import_detail(*owner_uid, *replace, *force),
+            ),
+            // A streamed import is recorded at its begin (what and where; the answer's
+            // transfer id is added, see `record`) and at its commit (which stores it), a
+            // streamed export at its begin (which reads the session); never per chunk.
+            R::ImportBegin {
+                name,
+                size,
+                replace,
+                owner_uid,
+                force,
+                ..
             } => {
-                let mut d = Vec::new();
-                if let Some(o) = owner_uid {
-                    d.push(format!("owner uid {o}"));
-                }
-                d.extend(flag(*replace, "replace"));
-                d.extend(flag(*force, "force"));
-                act(
-                    "import_session",
-                    Some(name),
-                    (!d.is_empty()).then(|| d.join(", ")),
-                )
+                let flags = import_detail(*owner_uid, *replace, *force);
+                let detail = match flags {
+                    Some(f) => format!("{size} bytes, {f}"),
+                    None => format!("{size} bytes"),
+                };
+                act("import_begin", Some(name), Some(detail))
             }
+            R::ImportCommit { id } => act("import_commit", None, Some(format!("transfer {id}"))),
+            R::ExportBegin { name } => act("export_begin", Some(name), None),
+            R::ImportChunk { .. } | R::ExportChunk { .. } => None,
             R::ExportSession { name } => act("export_session", Some(name), None),
             R::BackupBegin => act("backup_begin", None, None),
             R::RestoreBegin { size, .. } => {
@@ -134,6 +147,21 @@ impl Act {
     }
 }
 
+/// The detail of an import's entry: its options, when any is set.
+fn import_detail(owner_uid: Option<u32>, replace: bool, force: bool) -> Option<String> {
+    let mut d = Vec::new();
+    if let Some(o) = owner_uid {
+        d.push(format!("owner uid {o}"));
+    }
+    if replace {
+        d.push("replace".to_owned());
+    }
+    if force {
+        d.push("force".to_owned());
+    }
+    (!d.is_empty()).then(|| d.join(", "))
+}
+
 /// Records `act` with its result: to the journal at once, then into the vault (durable for
 /// admin acts). A failure to store it is logged, never the request's answer.
 pub async fn record(conn: &Conn, act: Act, answer: &Result<Response, WireError>) {
@@ -145,6 +173,12 @@ pub async fn record(conn: &Conn, act: Act, answer: &Result<Response, WireError>)
     let session = match answer {
         Ok(Response::Opened { name: Some(n), .. }) => Some(n.clone()),
         _ => act.session,
+    };
+    // A transfer's begin names the transfer, so that its commit's entry can be matched to it.
+    let detail = match (answer, act.detail) {
+        (Ok(Response::Transfer(t)), Some(d)) => Some(format!("{d}, transfer {}", t.id)),
+        (Ok(Response::Transfer(t)), None) => Some(format!("transfer {}", t.id)),
+        (_, d) => d,
     };
     let peer = &conn.peer;
     let entry = AuditEntry {
@@ -159,7 +193,7 @@ pub async fn record(conn: &Conn, act: Act, answer: &Result<Response, WireError>)
         unit: conn.process.unit.clone(),
         action: act.action.to_owned(),
         session,
-        detail: act.detail,
+        detail,
         result,
     };
     tracing::info!(
