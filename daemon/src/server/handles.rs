@@ -228,6 +228,19 @@ impl Handles {
         n
     }
 
+    /// Every session some connection has a handle open on.
+    pub fn open_sessions(&self) -> Vec<SessionId> {
+        let mut sids: Vec<SessionId> = self
+            .table()
+            .conns
+            .values()
+            .flat_map(|c| c.open.values().map(|h| h.sid))
+            .collect();
+        sids.sort_unstable_by_key(|s| s.0);
+        sids.dedup();
+        sids
+    }
+
     /// The connections with a handle open on `sid`.
     pub fn holding(&self, sid: SessionId) -> Vec<u64> {
         self.table()

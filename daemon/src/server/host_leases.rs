@@ -76,6 +76,15 @@ pub async fn acquire(
     }
 }
 
+/// A live session lease held by another daemon instance (on this host or another).
+pub async fn other_holder(d: &Daemon) -> Result<Option<Holder>, WireError> {
+    if !d.vault.is_postgres() {
+        return Ok(None);
+    }
+    let (_, instance) = identity().clone();
+    Ok(d.vault.other_host_lease(instance).await?)
+}
+
 /// Renews and gives back leases until the daemon is gone.
 pub async fn run(daemon: Weak<Daemon>, expiry: Duration) {
     let mut tick = tokio::time::interval(expiry / 3);

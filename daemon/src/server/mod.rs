@@ -26,6 +26,7 @@
 pub mod autolock;
 pub mod clients;
 pub mod cmd;
+pub mod coherence;
 pub mod config;
 pub mod conn;
 pub mod context;
@@ -410,8 +411,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             daemon.config.lease_expiry,
         ))
     });
+    let coherence_task = daemon
+        .vault
+        .is_postgres()
+        .then(|| tokio::spawn(coherence::run(Arc::downgrade(&daemon))));
     let result = serve(daemon, listener, stop_rx).await;
     if let Some(task) = lease_task {
+        task.abort();
+    }
+    if let Some(task) = coherence_task {
         task.abort();
     }
     status_task.abort();

@@ -126,6 +126,8 @@ forward! {
     fn delete_keyslot(&mut self, slot: u32) -> Result<()>;
     fn manifest(&mut self) -> Result<Option<Vec<u8>>>;
     fn put_manifest(&mut self, sealed: &[u8]) -> Result<()>;
+    fn manifest_changed(&mut self) -> Result<bool>;
+    fn lock_audit(&mut self) -> Result<bool>;
     fn checkpoint(&mut self) -> Result<()>;
     fn begin(&mut self) -> Result<()>;
     fn commit(&mut self) -> Result<()>;

@@ -28,6 +28,16 @@ impl Vault {
         .await
     }
 
+    /// A live lease of another daemon instance than `instance` (another host's, or another
+    /// daemon's on this host), if any. Always `None` on SQLite.
+    pub async fn other_host_lease(&self, instance: String) -> Result<Option<Holder>> {
+        self.call(Class::Barrier, move |e| match e.store() {
+            Backend::Postgres(p) => p.other_live_lease(&instance),
+            Backend::Sqlite(_) => Ok(None),
+        })
+        .await
+    }
+
     /// Gives back every database lease not in `keep` and renews the others by `ttl`; returns
     /// the sessions of `keep` whose lease was lost (lapsed, or taken over after a pause).
     pub async fn reconcile_host_leases(

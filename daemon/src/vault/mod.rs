@@ -50,7 +50,7 @@ use session_vault_proto::model::{
 use zeroize::Zeroizing;
 
 pub use crypto::KdfParams;
-pub use engine::{IfExists, SessionId};
+pub use engine::{IfExists, Refreshed, SessionId};
 pub use error::{EngineError, Result, StorageErrorKind};
 /// The vault's state as `status` reports it: the wire's type, one name for one concept.
 pub use session_vault_proto::message::VaultState;
@@ -69,6 +69,10 @@ pub const INLINE_PEERS: usize = 8;
 /// The most rows (1 + channels) a `set_update_state` may write and still run inline: each is
 /// a small sealed row (2–3 µs).
 pub const INLINE_STATE_ROWS: usize = 32;
+
+/// How many times a write conflicting with another daemon's is tried in all
+/// ([`Vault::call_retrying`]).
+pub const CONFLICT_TRIES: u32 = 3;
 
 /// Tunables of a vault.
 #[derive(Clone, Debug)]
@@ -211,16 +215,79 @@ impl Vault {
         self.send(class, None, f).await
     }
 
+    /// A durable write that another daemon sharing the store may conflict with (sessions,
+    /// names, ACLs): on a conflict ([`postgres::is_conflict`]) the write was rolled back and
+    /// the engine re-read the vault, so it is tried again, deciding afresh (a name created
+    /// meanwhile is then `NameTaken`), at most [`CONFLICT_TRIES`] times in all; the last
+    /// conflict is the answer. A record newer than this daemon's view is handled as in
+    /// [`Vault::fresh`].
+    async fn call_retrying<T: Send + 'static>(
+        &self,
+        f: impl Fn(&mut SqliteEngine) -> Result<T> + Send + Sync + 'static,
+    ) -> Result<T> {
+        let f = Arc::new(f);
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let g = Arc::clone(&f);
+            match self.call(Class::Durable, move |e| g(e)).await {
+                Err(e) if tries < CONFLICT_TRIES && postgres::is_conflict(&e) => {
+                    tracing::info!(error = %e, tries, "write conflicted with another vaultd; retrying");
+                }
+                Err(e)
+                    if tries < CONFLICT_TRIES
+                        && self.inner.postgres
+                        && engine::manifest::is_newer_than_manifest(&e) =>
+                {
+                    self.call(Class::Barrier, |e| e.follow()).await?;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Runs `f` as a job of `class`; on PostgreSQL, if it met a record newer than this
+    /// daemon's manifest (another daemon's change not followed yet: it is polled every
+    /// 0.5 s), follows the change ([`Engine::follow`]) and runs it once more, so that the
+    /// window between the change and the poll shows no `Corrupt`.
+    async fn fresh<T: Send + 'static>(
+        &self,
+        class: Class,
+        f: impl Fn(&mut SqliteEngine) -> Result<T> + Send + Sync + 'static,
+    ) -> Result<T> {
+        if !self.inner.postgres {
+            return self.call(class, f).await;
+        }
+        let f = Arc::new(f);
+        let g = Arc::clone(&f);
+        match self.call(class, move |e| g(e)).await {
+            Err(e) if engine::manifest::is_newer_than_manifest(&e) => {
+                self.call(Class::Barrier, |e| e.follow()).await?;
+                self.call(class, move |e| f(e)).await
+            }
+            other => other,
+        }
+    }
+
+    /// Follows what other daemons sharing the store changed ([`Engine::refresh`]): a no-op
+    /// without a job on SQLite, one query on PostgreSQL when nothing changed.
+    pub async fn refresh(&self) -> Result<Refreshed> {
+        if !self.inner.postgres {
+            return Ok(Refreshed::Unchanged);
+        }
+        self.call(Class::Barrier, |e| e.refresh()).await
+    }
+
     /// A point read (one row or a few): runs inline when the storage thread is idle and has
     /// nothing queued (see [`worker`]), else queued like [`Vault::call`]. Not for reads that
     /// scan a whole session or vault, which would hold a runtime thread.
     async fn read<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&mut SqliteEngine) -> Result<T> + Send + 'static,
+        f: impl Fn(&mut SqliteEngine) -> Result<T> + Send + Sync + 'static,
     ) -> Result<T> {
         match self.inner.shared.try_read(f) {
             Ok(answer) => answer,
-            Err(f) => self.send(Class::Read, None, f).await,
+            Err(f) => self.fresh(Class::Read, f).await,
         }
     }
 
@@ -579,7 +646,7 @@ impl Vault {
         since: Option<i64>,
         session: Option<String>,
     ) -> Result<AuditPage> {
-        self.call(Class::Read, move |e| {
+        self.fresh(Class::Read, move |e| {
             e.audit_page(after_seq, limit, since, session.as_deref())
         })
         .await
@@ -590,7 +657,7 @@ impl Vault {
     /// Creates an empty session (grammers' defaults). Durable.
     pub async fn create_session(&self, name: &str, acl: SessionAcl) -> Result<SessionId> {
         let name = name.to_owned();
-        self.call(Class::Durable, move |e| e.create_session(&name, acl))
+        self.call_retrying(move |e| e.create_session(&name, acl.clone()))
             .await
     }
 
@@ -603,10 +670,8 @@ impl Vault {
         acl: SessionAcl,
     ) -> Result<SessionId> {
         let name = name.to_owned();
-        self.call(Class::Durable, move |e| {
-            e.import(&name, &data, if_exists, acl)
-        })
-        .await
+        self.call_retrying(move |e| e.import(&name, &data, if_exists, acl.clone()))
+            .await
     }
 
     /// Replaces everything a session holds, keeping its name and ACL. Durable.
@@ -617,7 +682,7 @@ impl Vault {
 
     /// Everything a session holds.
     pub async fn export(&self, sid: SessionId) -> Result<SessionData> {
-        self.call(Class::Read, move |e| e.export(sid)).await
+        self.fresh(Class::Read, move |e| e.export(sid)).await
     }
 
     /// Resolves a session name.
@@ -635,21 +700,20 @@ impl Vault {
     /// Summaries of every session with their ids, read in one consistent pass (for callers
     /// that look more up by id, such as lease holders).
     pub async fn list_sessions_with_ids(&self) -> Result<Vec<(SessionId, SessionSummary)>> {
-        self.call(Class::Read, |e| e.list_sessions()).await
+        self.fresh(Class::Read, |e| e.list_sessions()).await
     }
 
     /// Renames a session. Durable.
     pub async fn rename_session(&self, old: &str, new: &str) -> Result<()> {
         let (old, new) = (old.to_owned(), new.to_owned());
-        self.call(Class::Durable, move |e| e.rename_session(&old, &new))
+        self.call_retrying(move |e| e.rename_session(&old, &new))
             .await
     }
 
     /// Deletes a session. Durable.
     pub async fn delete_session(&self, name: &str) -> Result<()> {
         let name = name.to_owned();
-        self.call(Class::Durable, move |e| e.delete_session(&name))
-            .await
+        self.call_retrying(move |e| e.delete_session(&name)).await
     }
 
     /// The session's record: home DC, self user, extras, ACL.
@@ -659,19 +723,19 @@ impl Vault {
 
     /// Sets the home DC. Durable.
     pub async fn set_home_dc(&self, sid: SessionId, dc: i32) -> Result<()> {
-        self.call(Class::Durable, move |e| e.set_home_dc(sid, dc))
+        self.fresh(Class::Durable, move |e| e.set_home_dc(sid, dc))
             .await
     }
 
     /// Sets Telethon/Pyrogram extras. Durable.
     pub async fn set_extras(&self, sid: SessionId, extras: SessionExtras) -> Result<()> {
-        self.call(Class::Durable, move |e| e.set_extras(sid, extras))
+        self.fresh(Class::Durable, move |e| e.set_extras(sid, extras.clone()))
             .await
     }
 
     /// Replaces a session's ACL. Durable.
     pub async fn set_acl(&self, sid: SessionId, acl: SessionAcl) -> Result<()> {
-        self.call(Class::Durable, move |e| e.set_acl(sid, acl))
+        self.call_retrying(move |e| e.set_acl(sid, acl.clone()))
             .await
     }
 

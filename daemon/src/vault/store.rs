@@ -112,6 +112,21 @@ pub trait Store: Send {
     fn manifest(&mut self) -> Result<Option<Vec<u8>>>;
     /// Writes the sealed manifest.
     fn put_manifest(&mut self, sealed: &[u8]) -> Result<()>;
+    /// Whether the stored manifest differs from the one this store last read or wrote:
+    /// another daemon sharing the database changed sessions, names, ACLs or keyslots (the
+    /// manifest is re-sealed in the same transaction as each such change, so it serves as
+    /// the vault-wide version). A store only this daemon writes (SQLite) never changes
+    /// behind its back: `false`, without touching the database.
+    fn manifest_changed(&mut self) -> Result<bool> {
+        Ok(false)
+    }
+    /// Serializes audit appends between the daemons sharing the database until the open
+    /// transaction ends; `true` when other daemons may have appended since this one last
+    /// read the log, so the caller re-reads its head first. No-op (`false`) on a store only
+    /// this daemon writes.
+    fn lock_audit(&mut self) -> Result<bool> {
+        Ok(false)
+    }
     /// Stores audit entry `seq` (sealed by the engine, `engine::audit`), replacing any entry
     /// of that number (the engine appends; `rekey` re-seals in place).
     fn put_audit(&mut self, seq: u64, sealed: &[u8]) -> Result<()>;

@@ -183,6 +183,23 @@ pub async fn rekey(
 ) -> Result<Response, WireError> {
     let d = &conn.daemon;
     let params = kdf(conn, spec)?;
+    // Another daemon sharing the vault holding a session would have its rows re-sealed under
+    // its feet, and then lock itself out mid-use: refused while one does.
+    if let Some(holder) = crate::server::host_leases::other_holder(d).await? {
+        return Err(wire_error(
+            ErrorCode::SessionBusy {
+                holder_pid: holder.pid,
+            },
+            format!(
+                "rekey refused: another vaultd (on host {}) holds a session lease of this vault \
+                 for {}; close it there, or wait until it lapses, then rekey",
+                holder.host,
+                holder
+                    .pid
+                    .map_or("a client".to_owned(), |p| format!("pid {p}"))
+            ),
+        ));
+    }
     let started = std::time::Instant::now();
     d.throttle
         .attempt(

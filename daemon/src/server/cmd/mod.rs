@@ -88,9 +88,39 @@ pub fn weight(request: &Request) -> Weight {
     }
 }
 
+/// Whether `request` decides on what other daemons sharing the vault may have changed
+/// (sessions, names, ACLs, keyslots, the audit log), so that this daemon's view is brought
+/// up to date first ([`crate::server::coherence`]; free on SQLite).
+fn needs_coherence(request: &Request) -> bool {
+    use Request as R;
+    matches!(
+        request,
+        R::OpenSession { .. }
+            | R::ListSessions
+            | R::RenameSession { .. }
+            | R::DeleteSession { .. }
+            | R::Grant { .. }
+            | R::Revoke { .. }
+            | R::ImportSession { .. }
+            | R::ExportSession { .. }
+            | R::ImportBegin { .. }
+            | R::ImportCommit { .. }
+            | R::ExportBegin { .. }
+            | R::Disconnect { .. }
+            | R::Audit { .. }
+            | R::ChangePassphrase { .. }
+            | R::AddRecoveryKey
+            | R::RemoveRecoveryKey
+            | R::Rekey { .. }
+    )
+}
+
 /// Runs a request its role admits. Handle numbers become [`HandleId`]s here, at the edge.
 async fn run(conn: &Conn, request: Request) -> Result<Response, WireError> {
     use Request as R;
+    if needs_coherence(&request) {
+        crate::server::coherence::check_logged(&conn.daemon).await;
+    }
     match request {
         R::Hello { .. } => Err(wire_error(
             ErrorCode::InvalidRequest,

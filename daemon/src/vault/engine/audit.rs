@@ -240,6 +240,12 @@ impl<S: Store> Engine<S> {
 
     fn append_audit(&mut self, mut entry: AuditEntry) -> Result<()> {
         let (store, u) = self.parts()?;
+        // Other daemons sharing the store append too: take the log's lock (until commit) and
+        // continue from the head as it is now, so that the entries of every daemon form one
+        // chain.
+        if store.lock_audit()? {
+            u.audit = Chain::load(store, &u.keys)?;
+        }
         let seq = u.audit.head.seq + 1;
         entry.seq = seq;
         let plain = encode(&Sealed {

@@ -75,6 +75,17 @@ pub struct Manifest {
     pub audit_seq: u64,
 }
 
+/// Why a record above the manifest's generation is refused. On a store several daemons
+/// share it is first taken as this daemon's view being older than another's change
+/// ([`is_newer_than_manifest`]): the vault re-reads the manifest and tries once more.
+const NEWER_THAN_MANIFEST: &str =
+    "record is newer than the manifest (the manifest was rolled back)";
+
+/// Whether `e` refused a record newer than the manifest held (see [`NEWER_THAN_MANIFEST`]).
+pub fn is_newer_than_manifest(e: &EngineError) -> bool {
+    matches!(e, EngineError::Corrupt { reason, .. } if *reason == NEWER_THAN_MANIFEST)
+}
+
 fn corrupt(reason: &'static str) -> EngineError {
     PLACE.corrupt(reason)
 }
@@ -149,9 +160,7 @@ impl Manifest {
     /// Checks a record's generation: not above `G`.
     pub(super) fn check_generation(&self, place: &RecordPlace<'_>, generation: u64) -> Result<()> {
         if generation > self.generation {
-            return Err(
-                place.corrupt("record is newer than the manifest (the manifest was rolled back)")
-            );
+            return Err(place.corrupt(NEWER_THAN_MANIFEST));
         }
         Ok(())
     }

@@ -96,6 +96,18 @@ pub struct Unlocked {
     audit: audit::Chain,
 }
 
+/// What [`Engine::refresh`] found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Refreshed {
+    /// Nobody else changed the vault.
+    Unchanged,
+    /// Another daemon changed it; the engine re-read what it caches.
+    Reloaded,
+    /// Another daemon changed it so that this engine's keys no longer open it (`rekey`), or
+    /// what it changed failed the checks of an unlock: the engine locked itself. Why.
+    LockedOut(String),
+}
+
 /// The sealed per-session record.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct SessionRecord {
@@ -160,6 +172,10 @@ pub struct Engine<S: Store> {
     state: KeyState,
     /// Audit events waiting for the keys ([`audit`]).
     pending_audit: audit::Pending,
+    /// Another daemon's change was read since the last [`Engine::refresh`] report.
+    foreign_change: bool,
+    /// Why the engine locked itself on such a change, until reported.
+    locked_out: Option<String>,
 }
 
 impl<S: Store> Engine<S> {
@@ -173,6 +189,8 @@ impl<S: Store> Engine<S> {
             store,
             state,
             pending_audit: audit::Pending::default(),
+            foreign_change: false,
+            locked_out: None,
         })
     }
 
@@ -359,6 +377,8 @@ impl<S: Store> Engine<S> {
                     u.last_touch.clear();
                     Self::index_sessions(&mut self.store, u)?;
                     if let Some(m) = Manifest::load(&mut self.store, &u.keys)? {
+                        // Another daemon's change read here must still be reported.
+                        self.foreign_change |= m != u.manifest;
                         u.manifest = m;
                     }
                     u.audit = audit::Chain::load(&mut self.store, &u.keys)?;
@@ -366,6 +386,74 @@ impl<S: Store> Engine<S> {
                 _ => self.state = KeyState::Locked(h),
             },
         }
+        Ok(())
+    }
+
+    /// Follows changes other daemons sharing the store made (see [`Engine::follow`]) and
+    /// reports what changed since the last report: re-reads after rolled-back writes and
+    /// [`Engine::follow`]s of other callers count too, so a caller that acts on changes
+    /// (ending handles a revoke elsewhere took away) misses none. Call with no transaction
+    /// open.
+    pub fn refresh(&mut self) -> Result<Refreshed> {
+        self.follow()?;
+        if let Some(why) = self.locked_out.take() {
+            self.foreign_change = false;
+            return Ok(Refreshed::LockedOut(why));
+        }
+        Ok(if std::mem::take(&mut self.foreign_change) {
+            Refreshed::Reloaded
+        } else {
+            Refreshed::Unchanged
+        })
+    }
+
+    /// If the stored manifest is not the one this engine last read or wrote
+    /// ([`Store::manifest_changed`]), re-reads the header, the manifest (checked against the
+    /// keyslots and sessions, as at unlock), the session index and the audit log's head. If
+    /// the manifest no longer opens with the keys held (another daemon ran `rekey`) or fails
+    /// its checks, the engine locks itself: the keys it holds open nothing current. What it
+    /// found is reported by the next [`Engine::refresh`].
+    pub fn follow(&mut self) -> Result<()> {
+        if !self.store.manifest_changed()? {
+            return Ok(());
+        }
+        self.foreign_change = true;
+        let keys = match &mut self.state {
+            KeyState::Unlocked(u) => &u.keys,
+            _ => {
+                // Nothing cached but the header: re-read it (and note the manifest seen).
+                self.store.manifest()?;
+                self.state = match self.store.header()? {
+                    None => KeyState::Uninitialized,
+                    Some(h) => KeyState::Locked(h),
+                };
+                return Ok(());
+            }
+        };
+        let vault_id = *keys.vault_id();
+        let checked = (|| {
+            let slots = self.store.keyslots()?;
+            let rows = self.store.sessions()?;
+            let m = Manifest::load(&mut self.store, keys)?
+                .ok_or_else(|| manifest::PLACE.corrupt("the manifest is gone"))?;
+            m.check_keyslots(&vault_id, &slots)?;
+            m.check_sessions(rows.iter().map(|r| r.id))?;
+            Ok::<_, EngineError>(m)
+        })();
+        let manifest = match checked {
+            Ok(m) => m,
+            Err(e @ EngineError::Storage { .. }) => return Err(e),
+            Err(e) => {
+                self.lock()?;
+                self.locked_out = Some(e.to_string());
+                return Ok(());
+            }
+        };
+        let (store, u) = self.parts()?;
+        u.manifest = manifest;
+        u.last_touch.clear();
+        Self::index_sessions(store, u)?;
+        u.audit = audit::Chain::load(store, &u.keys)?;
         Ok(())
     }
 

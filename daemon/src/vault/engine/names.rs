@@ -20,7 +20,6 @@ use crate::vault::Vault;
 use crate::vault::crypto::{PAD_FIXED, RecordPlace};
 use crate::vault::error::{EngineError, Result};
 use crate::vault::store::Store;
-use crate::vault::worker::Class;
 
 /// Names starting with this are never stored: `open_session` expands them to the caller's
 /// namespace (`<uid>/`).
@@ -201,9 +200,9 @@ impl Vault {
         quota: Option<(String, usize)>,
     ) -> Result<std::result::Result<SessionId, QuotaFull>> {
         let name = name.to_owned();
-        self.call(Class::Durable, move |e| {
+        self.call_retrying(move |e| {
             let quota = quota.as_ref().map(|(p, l)| (p.as_str(), *l));
-            e.create_session_within(&name, acl, quota)
+            e.create_session_within(&name, acl.clone(), quota)
         })
         .await
     }

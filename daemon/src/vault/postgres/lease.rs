@@ -129,6 +129,26 @@ impl PostgresStore {
         Ok(lost)
     }
 
+    /// A live lease held by another daemon instance than `instance`, if any (`rekey` is
+    /// refused while one exists: it would re-seal rows under a holder's feet).
+    pub fn other_live_lease(&mut self, instance: &str) -> Result<Option<Holder>> {
+        let r = self.query_opt(
+            "SELECT host, instance, pid, uid FROM leases
+             WHERE instance <> $1 AND expires_at > clock_timestamp() LIMIT 1",
+            &[&instance],
+        )?;
+        Ok(r.map(|r| Holder {
+            host: r.get(0),
+            instance: r.get(1),
+            pid: r
+                .get::<_, Option<i64>>(2)
+                .and_then(|p| u32::try_from(p).ok()),
+            uid: r
+                .get::<_, Option<i64>>(3)
+                .and_then(|u| u32::try_from(u).ok()),
+        }))
+    }
+
     /// The sessions whose lease this store holds.
     pub fn held_leases(&self) -> Vec<i64> {
         self.leases.keys().copied().collect()

@@ -32,8 +32,13 @@
 //!
 //! Several daemons on one database: the manifest (`engine::manifest`) is written
 //! compare-and-set against the version this store last read, so a daemon that has not seen
-//! another's change to sessions, names, ACLs or keyslots gets an error instead of dropping
-//! that change; leases with fencing tokens live in [`lease`], taken by the server's `host_leases`.
+//! another's change to sessions, names, ACLs or keyslots gets a conflict ([`is_conflict`])
+//! instead of dropping that change (the vault retries it a bounded number of times after
+//! re-reading). The manifest is also the vault-wide version each daemon polls
+//! ([`Store::manifest_changed`], driven by the server's `coherence`) to re-read its session
+//! index, ACLs and keyslots. Audit appends are serialized by an advisory lock held until
+//! commit ([`Store::lock_audit`]). Leases with fencing tokens live in [`lease`], taken by
+//! the server's `host_leases`.
 //!
 //! Errors: only PostgreSQL's SQLSTATE and primary message are kept (never `DETAIL`, which
 //! may quote key values); the connection string is shown without its password.
@@ -109,6 +114,28 @@ pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
 
 /// The advisory lock key that serializes migrations ("SVLT", as SQLite's application id).
 const MIGRATION_LOCK: i64 = 0x5356_4c54;
+
+/// The advisory lock key that serializes audit appends between daemons ("SVLA").
+const AUDIT_LOCK: i64 = 0x5356_4c41;
+
+/// The message of the error a write gets when another daemon changed the vault's sessions,
+/// names, ACLs or keyslots first (the manifest's compare-and-set failed, see
+/// [`Store::put_manifest`]). [`is_conflict`] recognizes it.
+const CONFLICT_MESSAGE: &str = "another vaultd changed this vault (sessions, names, access or \
+                                keyslots) at the same time";
+
+/// Whether `e` is a write conflict with another daemon sharing the database: the manifest's
+/// compare-and-set failed, or a session name taken meanwhile (`unique_violation`). The
+/// write was rolled back and the engine re-read the vault; trying again decides afresh.
+pub fn is_conflict(e: &EngineError) -> bool {
+    match e {
+        EngineError::Storage { kind, message } => {
+            (*kind == StorageErrorKind::Busy && message == CONFLICT_MESSAGE)
+                || message.starts_with("PostgreSQL 23505:")
+        }
+        _ => false,
+    }
+}
 
 /// Picks the SQL text for a table: `per_table!(t, "SELECT .. FROM ", " WHERE ..")`.
 macro_rules! per_table {
@@ -519,14 +546,23 @@ impl Store for PostgresStore {
         if n == 0 {
             return Err(EngineError::Storage {
                 kind: StorageErrorKind::Busy,
-                message: "another vaultd changed this vault (sessions, names, access or \
-                          keyslots) since this one read it: lock and unlock this vaultd to \
-                          re-read it, then try again"
-                    .into(),
+                message: CONFLICT_MESSAGE.into(),
             });
         }
         self.manifest_seen = Some(sealed.to_vec());
         Ok(())
+    }
+
+    fn manifest_changed(&mut self) -> Result<bool> {
+        let stored = self.meta("manifest")?;
+        Ok(stored != self.manifest_seen)
+    }
+
+    fn lock_audit(&mut self) -> Result<bool> {
+        // Held until the transaction ends, so two daemons' entries cannot both take the same
+        // number or link to the same predecessor: the chain stays one.
+        self.exec("SELECT pg_advisory_xact_lock($1)", &[&AUDIT_LOCK])?;
+        Ok(true)
     }
 
     fn put_audit(&mut self, seq: u64, sealed: &[u8]) -> Result<()> {
