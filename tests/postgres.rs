@@ -391,3 +391,358 @@ async fn a_paused_holder_is_fenced_when_it_resumes() {
     drop(ca);
     drop(da);
 }
+
+/// Both daemons' `--store` arguments with a one-second lease expiry; B's with
+/// `--admin-uid OTHER_UID` so that this process is an ordinary bot there.
+fn two_hosts(cluster: &Cluster, db: &str, a: &Env, b: &Env) -> (Vec<String>, Vec<String>) {
+    let mut args_a = store_args(a, cluster, db);
+    args_a.extend(["--lease-expiry".into(), "1s".into()]);
+    let mut args_b = store_args(b, cluster, db);
+    args_b.extend(["--lease-expiry".into(), "1s".into()]);
+    (args_a, args_b)
+}
+
+async fn names(c: &session_vault_client::Connection) -> Vec<String> {
+    match c.call(Request::ListSessions).await {
+        Ok(Response::Sessions(list)) => list.into_iter().map(|s| s.summary.name).collect(),
+        other => panic!("list: {other:?}"),
+    }
+}
+
+/// `vaultctl audit --json` on `env`'s daemon: (verified, entries).
+fn audit_verdict(env: &Env) -> (bool, u64) {
+    let out = env.ctl(&["audit", "--json"]);
+    let text = stdout(&out);
+    let last = text.lines().last().unwrap_or_default().to_owned();
+    let v: serde_json::Value = serde_json::from_str(&last)
+        .unwrap_or_else(|e| panic!("audit verdict: {e}: {last}\n{}", stderr(&out)));
+    (
+        v["verified"].as_bool().expect("verified") && out.status.success(),
+        v["entries"].as_u64().expect("entries"),
+    )
+}
+
+/// One daemon's changes to names, ACLs and keyslots are followed by another on the same
+/// database: a revoke on A ends B's handle within the 0.5 s poll (plus a round trip) and B
+/// refuses new opens; sessions created, renamed and deleted on A show in B's `list` and
+/// opens; a passphrase change on A leaves B serving, and B's next unlock takes the new
+/// passphrase only; the audit entries both appended form one chain that verifies on both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_follows_names_acls_and_keyslots_changed_by_another() {
+    use session_vault_proto::message::ErrorCode;
+    use session_vault_proto::model::SessionData;
+    use std::time::{Duration, Instant};
+
+    let Some(cluster) = Cluster::start_or_skip("coherence of vaultd on PostgreSQL") else {
+        return;
+    };
+    let db = cluster.create_database();
+    let (a, b, c) = (Env::new(), Env::new(), Env::new());
+    let (args_a, args_b) = two_hosts(&cluster, &db, &a, &b);
+    let (_da, ca) = a.start_initialized(&refs(&args_a)).await;
+    let (_db, cb) = b.start_unlocked(&refs(&args_b)).await;
+    // "Host" C, where this process is an ordinary bot (another uid is the admin); it
+    // unlocks unattended from a credential, as under systemd.
+    let creds = c.path().join("creds");
+    std::fs::create_dir(&creds).unwrap();
+    std::fs::write(creds.join("vault-passphrase"), format!("{PASS}\n")).unwrap();
+    let mut args_c = store_args(&c, &cluster, &db);
+    let other = OTHER_UID.to_string();
+    args_c.extend(
+        [
+            "--admin-uid",
+            &other,
+            "--unlock-credential",
+            "vault-passphrase",
+        ]
+        .map(String::from),
+    );
+    let dc_ = Daemon::start_with_vars(
+        &c,
+        &refs(&args_c),
+        &[("CREDENTIALS_DIRECTORY", creds.as_path())],
+    );
+    let cc = c.connect().await;
+    let me = rustix::process::geteuid().as_raw();
+
+    // Created on A after B and C unlocked, owned by another uid, granted to this one.
+    let r = ca
+        .call(Request::ImportSession {
+            name: "shared".into(),
+            data: SessionData::default(),
+            replace: false,
+            owner_uid: Some(OTHER_UID),
+            force: false,
+        })
+        .await;
+    assert!(matches!(r, Ok(Response::Ok)), "import on A: {r:?}");
+    let r = ca
+        .call(Request::Grant {
+            name: "shared".into(),
+            uid: Some(me),
+            gid: None,
+        })
+        .await;
+    assert!(matches!(r, Ok(Response::Ok)), "grant on A: {r:?}");
+    let hc = open_session(&cc, "shared", true).await;
+    let r = cc.call(Request::GetHomeDc { handle: hc }).await;
+    assert!(matches!(r, Ok(Response::HomeDc(_))), "granted on C: {r:?}");
+
+    // Revoke on A: C's handle ends without any request to C in between.
+    let r = ca
+        .call(Request::Revoke {
+            name: "shared".into(),
+            uid: Some(me),
+            gid: None,
+        })
+        .await;
+    assert!(matches!(r, Ok(Response::Ok)), "revoke on A: {r:?}");
+    let t = Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        match cc.call(Request::GetHomeDc { handle: hc }).await {
+            Ok(Response::HomeDc(_)) => {
+                assert!(
+                    t.elapsed() < Duration::from_secs(5),
+                    "C still serves a revoked handle after 5 s\n{}",
+                    dc_.log()
+                );
+            }
+            Err(e) => {
+                let w = e.wire().expect("a wire error");
+                assert_eq!(w.code, ErrorCode::NoSuchSession, "{}", w.message);
+                assert!(w.message.contains("revoked"), "{}", w.message);
+                break;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    eprintln!(
+        "C's handle ended {} ms after A's revoke was answered (poll 500 ms)",
+        t.elapsed().as_millis()
+    );
+    let r = cc
+        .call(Request::OpenSession {
+            name: "shared".into(),
+            exclusive: false,
+            create_if_missing: false,
+        })
+        .await;
+    assert!(r.is_err(), "C refuses a new open after the revoke: {r:?}");
+    drop(cc);
+    dc_.terminate();
+
+    // Names: created, renamed and deleted on A, seen by B at once.
+    let _h = open_session(&ca, "made-on-a", false).await;
+    assert!(names(&cb).await.contains(&"made-on-a".to_owned()));
+    let r = ca
+        .call(Request::RenameSession {
+            old: "made-on-a".into(),
+            new: "renamed-on-a".into(),
+        })
+        .await;
+    assert!(matches!(r, Ok(Response::Ok)), "rename on A: {r:?}");
+    let seen = names(&cb).await;
+    assert!(
+        seen.contains(&"renamed-on-a".to_owned()) && !seen.contains(&"made-on-a".to_owned()),
+        "{seen:?}"
+    );
+    let r = ca
+        .call(Request::ImportSession {
+            name: "mine".into(),
+            data: SessionData::default(),
+            replace: false,
+            owner_uid: None,
+            force: false,
+        })
+        .await;
+    assert!(matches!(r, Ok(Response::Ok)), "import on A: {r:?}");
+    let r = ca
+        .call(Request::DeleteSession {
+            name: "renamed-on-a".into(),
+            force: true,
+        })
+        .await;
+    assert!(matches!(r, Ok(Response::Ok)), "delete on A: {r:?}");
+    assert!(!names(&cb).await.contains(&"renamed-on-a".to_owned()));
+    let hm = open_session(&cb, "mine", false).await;
+
+    // Passphrase changed on A: B keeps serving; after a lock, only the new one unlocks B.
+    let r = ca
+        .call(Request::ChangePassphrase {
+            old: passphrase(PASS),
+            new: passphrase("a new passphrase"),
+            kdf: Some(CHEAP_KDF_SPEC),
+            recovery: false,
+        })
+        .await;
+    assert!(matches!(r, Ok(Response::Ok)), "passwd on A: {r:?}");
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let r = cb.call(Request::GetHomeDc { handle: hm }).await;
+    assert!(matches!(r, Ok(Response::HomeDc(_))), "B serves on: {r:?}");
+    let r = cb
+        .call(Request::SetHomeDc {
+            handle: hm,
+            dc_id: 3,
+        })
+        .await;
+    assert!(matches!(r, Ok(Response::Ok)), "B writes on: {r:?}");
+    assert!(matches!(cb.call(Request::Lock).await, Ok(Response::Ok)));
+    let old = err_code(unlock_with(&cb, PASS).await);
+    assert!(
+        matches!(old, ErrorCode::BadPassphrase { .. }),
+        "the old passphrase no longer unlocks B: {old:?}"
+    );
+    // The throttle spaces attempts after a wrong one.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let r = unlock_with(&cb, "a new passphrase").await;
+    assert!(matches!(r, Ok(Response::Ok)), "the new one does: {r:?}");
+
+    // One audit chain, appended by both, verifies on both.
+    let (ok_a, n_a) = audit_verdict(&a);
+    let (ok_b, n_b) = audit_verdict(&b);
+    assert!(ok_a && ok_b, "audit verifies on A ({ok_a}) and B ({ok_b})");
+    assert!(n_a >= 8, "A's and B's acts are logged: {n_a}");
+    assert!(
+        n_a.abs_diff(n_b) <= 2,
+        "one log: {n_a} entries on A, {n_b} on B"
+    );
+}
+
+/// `rekey` on one daemon is refused while another holds a lease (naming its host); once
+/// done, the other daemon, whose key no longer opens the vault, locks itself and says so,
+/// and unlocks again with the passphrase.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rekey_elsewhere_is_refused_under_a_lease_and_then_locks_the_other_daemon() {
+    use session_vault_proto::message::{ErrorCode, VaultState};
+    use std::time::{Duration, Instant};
+
+    let Some(cluster) = Cluster::start_or_skip("rekey across vaultd on PostgreSQL") else {
+        return;
+    };
+    let db = cluster.create_database();
+    let (a, b) = (Env::new(), Env::new());
+    let (args_a, args_b) = two_hosts(&cluster, &db, &a, &b);
+    let (_da, ca) = a.start_initialized(&refs(&args_a)).await;
+    let h = open_session(&ca, "bot", false).await;
+    let r = ca
+        .call(Request::SetHomeDc {
+            handle: h,
+            dc_id: 5,
+        })
+        .await;
+    assert!(matches!(r, Ok(Response::Ok)), "{r:?}");
+    let (db_, cb) = b.start_unlocked(&refs(&args_b)).await;
+    let hb = open_session(&cb, "bot", true).await;
+
+    let rekey = || Request::Rekey {
+        passphrase: passphrase(PASS),
+        kdf: Some(CHEAP_KDF_SPEC),
+    };
+    let e = ca.call(rekey()).await.expect_err("refused under B's lease");
+    let w = e.wire().expect("a wire error");
+    assert!(
+        matches!(w.code, ErrorCode::SessionBusy { .. }),
+        "{:?}: {}",
+        w.code,
+        w.message
+    );
+    assert!(w.message.contains("on host "), "{}", w.message);
+
+    // B lets go; its lease is given back within a renewal period.
+    let r = cb.call(Request::CloseSession { handle: hb }).await;
+    assert!(matches!(r, Ok(Response::Ok)), "{r:?}");
+    let t = Instant::now();
+    loop {
+        match ca.call(rekey()).await {
+            Ok(Response::Ok) => break,
+            Err(e)
+                if matches!(
+                    e.wire().map(|w| &w.code),
+                    Some(ErrorCode::SessionBusy { .. })
+                ) =>
+            {
+                assert!(t.elapsed() < Duration::from_secs(5), "lease never released");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            other => panic!("rekey on A: {other:?}"),
+        }
+    }
+
+    // B's key opens nothing now: it locks itself within a poll.
+    let t = Instant::now();
+    loop {
+        match cb.call(Request::Status).await {
+            Ok(Response::Status(s)) if s.state == VaultState::Locked => break,
+            Ok(_) => {
+                assert!(
+                    t.elapsed() < Duration::from_secs(5),
+                    "B did not lock itself\n{}",
+                    db_.log()
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            other => panic!("status on B: {other:?}"),
+        }
+    }
+    eprintln!(
+        "B locked itself {} ms after A's rekey",
+        t.elapsed().as_millis()
+    );
+    poll_until(Duration::from_secs(5), "B logs why it locked", || {
+        db_.log().contains("locked itself")
+    });
+    let r = unlock_with(&cb, PASS).await;
+    assert!(matches!(r, Ok(Response::Ok)), "B unlocks again: {r:?}");
+    let hb = open_session(&cb, "bot", false).await;
+    let r = cb.call(Request::GetHomeDc { handle: hb }).await;
+    assert!(
+        matches!(r, Ok(Response::HomeDc(5))),
+        "B reads the re-sealed rows: {r:?}"
+    );
+}
+
+/// Two daemons creating the same names at the same moment: for each name exactly one
+/// creates it and the other gets `name_taken` (the conflict is retried after a re-read, at
+/// most three tries), never a storage error; both then list every name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_creates_of_one_name_on_two_daemons_give_name_taken() {
+    use session_vault_proto::message::ErrorCode;
+    use session_vault_proto::model::SessionData;
+
+    let Some(cluster) = Cluster::start_or_skip("conflicts across vaultd on PostgreSQL") else {
+        return;
+    };
+    let db = cluster.create_database();
+    let (a, b) = (Env::new(), Env::new());
+    let (args_a, args_b) = two_hosts(&cluster, &db, &a, &b);
+    let (_da, ca) = a.start_initialized(&refs(&args_a)).await;
+    let (db_, cb) = b.start_unlocked(&refs(&args_b)).await;
+    let create = |name: String| Request::ImportSession {
+        name,
+        data: SessionData::default(),
+        replace: false,
+        owner_uid: None,
+        force: false,
+    };
+    let n = 12;
+    let mut created = 0;
+    for i in 0..n {
+        let name = format!("race-{i}");
+        let (ra, rb) = tokio::join!(ca.call(create(name.clone())), cb.call(create(name)));
+        for r in [ra, rb] {
+            match r {
+                Ok(Response::Ok) => created += 1,
+                Err(e) => {
+                    let w = e.wire().expect("a wire error");
+                    assert_eq!(w.code, ErrorCode::NameTaken, "{}\n{}", w.message, db_.log());
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+    assert_eq!(created, n, "each name created exactly once");
+    let (la, lb) = (names(&ca).await, names(&cb).await);
+    assert_eq!(la.len(), n);
+    assert_eq!(la, lb);
+}

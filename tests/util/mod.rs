@@ -284,6 +284,20 @@ impl Daemon {
         Daemon::spawn_in(wrapper, &env.socket(), &env.data_dir(), extra, |_| {}, true)
     }
 
+    /// Starts `vaultd` on the env's socket with extra arguments and environment variables
+    /// (such as `CREDENTIALS_DIRECTORY`, as systemd sets it).
+    pub fn start_with_vars(env: &Env, extra: &[&str], vars: &[(&str, &Path)]) -> Daemon {
+        let vars: Vec<(String, PathBuf)> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.to_path_buf()))
+            .collect();
+        Daemon::spawn_weak_kdf(env, &env.socket(), extra, move |cmd| {
+            for (k, v) in &vars {
+                cmd.env(k, v);
+            }
+        })
+    }
+
     /// Starts `vaultd` on `socket` and `data_dir` instead of the env's.
     pub fn spawn_at(socket: &Path, data_dir: &Path) -> Daemon {
         Daemon::spawn_in(&[], socket, data_dir, &[], |_| {}, true)

@@ -128,6 +128,7 @@ forward! {
     fn put_manifest(&mut self, sealed: &[u8]) -> Result<()>;
     fn manifest_changed(&mut self) -> Result<bool>;
     fn lock_audit(&mut self) -> Result<bool>;
+    fn lock_session(&mut self, id: i64, admin: bool) -> Result<()>;
     fn checkpoint(&mut self) -> Result<()>;
     fn begin(&mut self) -> Result<()>;
     fn commit(&mut self) -> Result<()>;

@@ -120,6 +120,17 @@ pub trait Store: Send {
     fn manifest_changed(&mut self) -> Result<bool> {
         Ok(false)
     }
+    /// Locks session `id`'s row until the transaction ends, before its sealed record is
+    /// read to be changed and written back, so that two daemons sharing the database cannot
+    /// both change it from the same old version (one's change would be lost, or an ACL change
+    /// undone). `admin`: the change is an admin act (an ACL change), which may be made while
+    /// another daemon holds the session's lease: it touches only the record, serialized by
+    /// this lock with the holder's own record writes. No-op on a store only this daemon
+    /// writes.
+    fn lock_session(&mut self, id: i64, admin: bool) -> Result<()> {
+        let _ = (id, admin);
+        Ok(())
+    }
     /// Serializes audit appends between the daemons sharing the database until the open
     /// transaction ends; `true` when other daemons may have appended since this one last
     /// read the log, so the caller re-reads its head first. No-op (`false`) on a store only

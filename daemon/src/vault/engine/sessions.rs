@@ -240,6 +240,8 @@ impl<S: Store> Engine<S> {
         sid: SessionId,
         f: impl FnOnce(&mut SessionRecord),
     ) -> Result<()> {
+        self.live(sid)?;
+        self.store.lock_session(sid.0, false)?;
         let mut record = self.session_record(sid)?;
         let before = record.clone();
         f(&mut record);
@@ -280,6 +282,8 @@ impl<S: Store> Engine<S> {
     /// Replaces the session's ACL. Durable. Bumps the vault generation and raises the
     /// session's floor to it, so that the record with the old ACL, put back, is `Corrupt`.
     pub fn set_acl(&mut self, sid: SessionId, acl: SessionAcl) -> Result<()> {
+        self.live(sid)?;
+        self.store.lock_session(sid.0, true)?;
         let mut record = self.session_record(sid)?;
         if record.acl == acl {
             return Ok(());

@@ -558,6 +558,19 @@ impl Store for PostgresStore {
         Ok(stored != self.manifest_seen)
     }
 
+    fn lock_session(&mut self, id: i64, admin: bool) -> Result<()> {
+        self.exec("SELECT 1 FROM sessions WHERE id = $1 FOR UPDATE", &[&id])?;
+        if admin {
+            // The fence is passed for this write (see the trait): mark it checked.
+            if self.in_savepoint {
+                self.fenced_in_savepoint.push(id);
+            } else {
+                self.fenced.insert(id);
+            }
+        }
+        Ok(())
+    }
+
     fn lock_audit(&mut self) -> Result<bool> {
         // Held until the transaction ends, so two daemons' entries cannot both take the same
         // number or link to the same predecessor: the chain stays one.

@@ -244,11 +244,15 @@ fn a_manifest_changed_by_another_store_is_not_overwritten() {
     let mut b = PostgresStore::open(target).expect("store b");
     assert_eq!(a.manifest().unwrap(), None);
     assert_eq!(b.manifest().unwrap(), None);
+    assert!(!a.manifest_changed().unwrap(), "nothing changed yet");
     b.put_manifest(b"m1").expect("first manifest");
+    assert!(!b.manifest_changed().unwrap(), "b wrote it itself");
+    assert!(a.manifest_changed().unwrap(), "a sees b's change");
     let err = a
         .put_manifest(b"m2")
         .expect_err("a manifest written over an unseen one");
-    assert!(err.to_string().contains("lock and unlock"), "{err}");
+    assert!(crate::vault::postgres::is_conflict(&err), "{err}");
+    assert!(err.to_string().contains("another vaultd changed"), "{err}");
     // A rolled-back write leaves what was seen as it was.
     b.begin().unwrap();
     b.put_manifest(b"m3").unwrap();
