@@ -174,6 +174,14 @@ impl Vaultd {
         Ok(took)
     }
 
+    /// SIGKILL and reap (a crash: nothing flushed, no lease given back).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// Starts it again on the same files after [`stop`](Self::stop) (it comes back
     /// locked); returns the time from spawn to the first answered handshake.
     pub async fn start_again(&mut self) -> Result<Duration> {

@@ -27,6 +27,7 @@ mod echo;
 mod load;
 mod mix;
 mod ops;
+mod pg;
 mod report;
 mod scale;
 mod stats;
@@ -64,13 +65,29 @@ struct Args {
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
     /// Skip sections (comma-separated: ops, mix, scale, many (the many-session part of
-    /// scale), unlock).
+    /// scale), unlock, leases).
     #[arg(long, value_name = "LIST", value_delimiter = ',')]
     skip: Vec<String>,
     /// Peer counts of the one-session scale test (default: 1000,100000,1000000; quick:
     /// 1000,10000). The last one runs only if its fill fits the time budget.
     #[arg(long, value_name = "LIST", value_delimiter = ',')]
     stages: Vec<u64>,
+    /// Keep the measured vaults in a throwaway PostgreSQL cluster of the bench's own
+    /// (`initdb` + `pg_ctl` from Debian's `postgresql` package, Unix socket, durability
+    /// defaults) instead of SQLite files. Sections 1 and 2 then measure the PostgreSQL
+    /// store and the lease section runs; scale and the default-KDF unlock are skipped.
+    #[arg(long, conflicts_with = "store")]
+    postgres: bool,
+    /// As `--postgres`, on a database someone else runs (`postgres://USER@HOST/DB`; it
+    /// must be empty or a Session Vault). Needs `--store-password-file`.
+    #[arg(long, value_name = "URL", requires = "store_password_file")]
+    store: Option<String>,
+    /// The password of `--store`'s database, first line of this file.
+    #[arg(long, value_name = "FILE")]
+    store_password_file: Option<PathBuf>,
+    /// `--lease-expiry` of the lease section's daemons (default 2s; quick: 1s).
+    #[arg(long, value_name = "MS")]
+    lease_expiry_ms: Option<u64>,
     #[command(subcommand)]
     cmd: Option<Cmd>,
 }
@@ -289,6 +306,10 @@ pub struct Results {
     pub scale: Option<scale::ScaleResults>,
     /// Section 4.
     pub resources: Resources,
+    /// The store measured: "sqlite", or "postgres" with `--postgres`/`--store`.
+    pub store: String,
+    /// Section 5 (PostgreSQL only): leases across daemons.
+    pub leases: Option<pg::LeaseResults>,
     /// Wall time of the whole run.
     pub total: Duration,
 }
@@ -339,10 +360,36 @@ async fn bench(args: &Args) -> Result<()> {
         machine.data_fs
     );
 
+    // The PostgreSQL store: a cluster of our own (kept until the end of the run), or the
+    // database given; each daemon measured gets a database of its own.
+    let mut cluster = if args.postgres {
+        eprintln!("starting a throwaway PostgreSQL cluster");
+        Some(pg::Cluster::start(&dir.join("pg"))?)
+    } else {
+        None
+    };
+    let mut next_store = |n: u32| -> Result<Option<pg::Store>> {
+        if let Some(c) = cluster.as_mut() {
+            return c.new_store(&dir).map(Some);
+        }
+        match (&args.store, &args.store_password_file) {
+            (Some(url), Some(pw)) if n == 0 => Ok(Some(pg::Store {
+                url: url.clone(),
+                password_file: pw.clone(),
+            })),
+            (Some(_), _) => Ok(None),
+            _ => Ok(None),
+        }
+    };
+    let postgres = args.postgres || args.store.is_some();
+    let main_store = next_store(0)?;
+    let main_args: Vec<String> = main_store.as_ref().map(pg::Store::args).unwrap_or_default();
+    let main_args: Vec<&str> = main_args.iter().map(String::as_str).collect();
+
     let mut res = Resources::default();
     let main_dir = dir.join("main");
     std::fs::create_dir_all(&main_dir)?;
-    let (mut d, start) = Vaultd::start(&vaultd, &main_dir, &[]).await?;
+    let (mut d, start) = Vaultd::start(&vaultd, &main_dir, &main_args).await?;
     res.start_fresh = start;
     res.rss_start_kib = d.memory_kib().0;
     res.init_cheap = d.init(Some(CHEAP_KDF)).await?;
@@ -382,7 +429,41 @@ async fn bench(args: &Args) -> Result<()> {
     d.stop()?;
     drop(d);
 
-    let scale = if skip("scale") {
+    let leases = if !postgres || skip("leases") {
+        None
+    } else {
+        // The lease section needs a fresh database of its own (two daemons on it); with
+        // `--store` there is only the one given, already holding the main vault: it is
+        // then measured on that vault's database with new session names.
+        let store = match next_store(1)? {
+            Some(s) => s,
+            None => main_store.clone().expect("postgres implies a store"),
+        };
+        let expiry = Duration::from_millis(args.lease_expiry_ms.unwrap_or(if args.quick {
+            1_000
+        } else {
+            2_000
+        }));
+        eprintln!("section 5: leases across daemons (expiry {expiry:?})");
+        Some(
+            pg::leases(
+                &vaultd,
+                &dir,
+                &store,
+                expiry,
+                if args.quick { 50 } else { 500 },
+                if args.quick { 1 } else { 5 },
+            )
+            .await?,
+        )
+    };
+    if postgres && !(skip("scale") && skip("unlock")) {
+        eprintln!(
+            "(PostgreSQL store: scale and the default-KDF unlock are measured on SQLite only; skipped)"
+        );
+    }
+
+    let scale = if postgres || skip("scale") {
         None
     } else {
         eprintln!("section 3: scale");
@@ -413,7 +494,7 @@ async fn bench(args: &Args) -> Result<()> {
         Some(scale::run(&vaultd, &dir, &plan).await?)
     };
 
-    if !skip("unlock") {
+    if !postgres && !skip("unlock") {
         eprintln!("section 4: unlock at the default KDF");
         let kd = dir.join("kdf");
         std::fs::create_dir_all(&kd)?;
@@ -438,6 +519,8 @@ async fn bench(args: &Args) -> Result<()> {
         mix: mix_rows,
         scale,
         resources: res,
+        store: if postgres { "postgres" } else { "sqlite" }.into(),
+        leases,
         total: t_all.elapsed(),
     };
     println!("{}", report::markdown(&results));

@@ -39,6 +39,7 @@ pub fn markdown(r: &Results) -> String {
             "**--quick run: tiny sizes and short loops; a smoke test, not a measurement.**\n"
         );
     }
+    let _ = writeln!(o, "Vault store measured: **{}**.\n", r.store);
     let _ = writeln!(
         o,
         "Every latency is one call timed on its own after warm-up calls; p50/p99 are nearest ranks of the sorted samples. Reading the clock costs {:.0} ns, included in every sample.\n",
@@ -318,6 +319,34 @@ pub fn markdown(r: &Results) -> String {
         let _ = writeln!(o, "| {t} | {mstr} | {v} |");
     }
     let _ = writeln!(o, "\nTotal run time: {:.1} s.", r.total.as_secs_f64());
+    if let Some(l) = &r.leases {
+        let _ = writeln!(o, "## 5. Leases across daemons (PostgreSQL)\n");
+        let _ = writeln!(
+            o,
+            "Two vaultd on one database, `--lease-expiry {}`. An exclusive open takes the session's lease row (one committed statement); a shared one does not.\n",
+            fmt_dur(l.expiry)
+        );
+        let _ = writeln!(o, "| open_session | p50 | p99 | n |\n|---|---:|---:|---:|");
+        for (what, s) in [
+            ("exclusive (lease taken)", &l.open_exclusive),
+            ("shared (no lease)", &l.open_shared),
+        ] {
+            let _ = writeln!(
+                o,
+                "| {what} | {} | {} | {} |",
+                fmt_ns(s.p50),
+                fmt_ns(s.p99),
+                s.n
+            );
+        }
+        let shown: Vec<String> = l.takeover.iter().map(|d| fmt_dur(*d)).collect();
+        let _ = writeln!(
+            o,
+            "\nTakeover after the holder's vaultd was SIGKILLed (another daemon retrying its exclusive open every 10 ms): {} (target: within the expiry + 1 s = {}).\n",
+            shown.join(", "),
+            fmt_dur(l.expiry + std::time::Duration::from_secs(1))
+        );
+    }
     o
 }
 
