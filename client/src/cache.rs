@@ -12,8 +12,8 @@
 //! reads, may be unknown (`None`) here where the daemon knows them (a Telethon import, say).
 //!
 //! Peers are bounded: two generations of at most `capacity / 2` entries each. A hit in the
-//! old generation is promoted; when the young one is full it becomes the old one and the old
-//! one is dropped. That approximates LRU at O(1) per operation, without a linked list.
+//! old generation is promoted while the young one has room; when the young one is full, a new
+//! peer makes it the old one and the old one is dropped. That approximates LRU at O(1) per operation, without a linked list.
 //!
 //! Warm start: a session opened with its lease loads the session's peers into the cache in
 //! the background (`crate::warm`). The loaded rows are applied at once when the last page came
@@ -191,6 +191,13 @@ impl Cache {
     fn get(&mut self, key: PeerKey) -> Lookup<Option<Peer>> {
         if let Some(v) = self.young.get(&key) {
             return Lookup::Hit(v.clone());
+        }
+        if self.young.len() >= self.half {
+            // No room to promote it without dropping the old generation (a full cache, as a
+            // warm start leaves it, would lose half of itself on the first hit): it stays old.
+            if let Some(v) = self.old.get(&key) {
+                return Lookup::Hit(v.clone());
+            }
         }
         match self.old.remove(&key) {
             Some(v) => {
@@ -539,6 +546,70 @@ mod tests {
             keys(c.drop_unchanged(vec![a_hash(1), a_hash(2)])),
             [Some(2)]
         );
+    }
+
+    fn hashed(id: i64, hash: i64) -> Peer {
+        Peer {
+            access_hash: Some(hash),
+            bot: Some(false),
+            is_self: Some(false),
+            ..user(id)
+        }
+    }
+
+    #[test]
+    fn a_whole_load_makes_the_cache_authoritative_and_loses_no_write() {
+        let mut c = Cache::new(100);
+        let epoch = c.begin_load();
+        // During the load: a complete write (kept), an incomplete one (not kept), a read.
+        c.wrote_peers(&[hashed(1, 9)]);
+        c.fill_peer(user(3).key(), Some(hashed(3, 8)));
+        let loaded = vec![hashed(4, 1), hashed(3, 1), hashed(1, 1)];
+        assert_eq!(c.finish_load(epoch, loaded, true), 1);
+        assert!(c.authoritative());
+        assert_eq!(c.peer(user(1).key()), Lookup::Hit(Some(hashed(1, 9))));
+        assert_eq!(c.peer(user(3).key()), Lookup::Hit(Some(hashed(3, 8))));
+        assert_eq!(c.peer(user(4).key()), Lookup::Hit(Some(hashed(4, 1))));
+        assert_eq!(c.peer(user(5).key()), Lookup::Hit(None));
+
+        // A write the cache did not keep: the daemon has a peer the cache lacks.
+        let mut c = Cache::new(100);
+        let epoch = c.begin_load();
+        c.wrote_peers(&[user(2)]);
+        c.finish_load(epoch, vec![hashed(2, 1)], true);
+        assert!(!c.authoritative());
+        assert_eq!(c.peer(user(2).key()), Lookup::Miss);
+        assert_eq!(c.peer(user(5).key()), Lookup::Miss);
+    }
+
+    #[test]
+    fn a_reconnect_voids_a_load_and_a_drop_ends_authority() {
+        let mut c = Cache::new(100);
+        let epoch = c.begin_load();
+        c.clear();
+        assert_eq!(c.finish_load(epoch, vec![hashed(1, 1)], true), 0);
+        assert_eq!(c.peer(user(1).key()), Lookup::Miss);
+
+        let epoch = c.begin_load();
+        c.finish_load(epoch, vec![hashed(1, 1)], true);
+        assert!(c.authoritative());
+        c.forget_peers(&[hashed(7, 1)]);
+        assert!(!c.authoritative());
+        assert_eq!(c.peer(user(7).key()), Lookup::Miss);
+
+        // An eviction too.
+        let mut c = Cache::new(4);
+        let epoch = c.begin_load();
+        c.finish_load(epoch, (1..5).map(|id| hashed(id, 1)).collect(), true);
+        assert!(c.authoritative());
+        // Loaded oldest first: 4 and 3 (the oldest) are the old generation. A full cache
+        // keeps an old hit where it is.
+        assert_eq!(c.peer(user(4).key()), Lookup::Hit(Some(hashed(4, 1))));
+        assert_eq!(c.len(), 4);
+        c.fill_peer(user(9).key(), None);
+        assert!(!c.authoritative());
+        assert_eq!(c.peer(user(4).key()), Lookup::Miss);
+        assert_eq!(c.peer(user(1).key()), Lookup::Hit(Some(hashed(1, 1))));
     }
 
     #[test]
