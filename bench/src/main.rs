@@ -10,7 +10,8 @@
 //! 2. a bot-like mix (95% `peer`, 4% `cache_peers` of 10, 1% `set_update_state`) at 1, 8 and
 //!    64 clients: tasks sharing one session, and separate processes with a session each;
 //! 3. scale: one session of 1k, 100k (1M) peers, and many sessions: fill rate, cold lookups,
-//!    on-disk size;
+//!    on-disk size; and the restarted bot: a fresh process opens a session of 100k peers and
+//!    looks up random peers (warm start on and off, and SqliteSession on the same peers);
 //! 4. resources: vaultd memory, CPU per 100k operations, unlock time at the default KDF,
 //!    start-up time.
 //!
@@ -29,6 +30,7 @@ mod mix;
 mod ops;
 mod pg;
 mod report;
+mod restart;
 mod scale;
 mod stats;
 mod workload;
@@ -64,8 +66,8 @@ struct Args {
     /// Also write every result (histograms included) as JSON here.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
-    /// Skip sections (comma-separated: ops, mix, scale, many (the many-session part of
-    /// scale), unlock, leases).
+    /// Skip sections (comma-separated: ops, mix, restart, scale, many (the many-session part
+    /// of scale), unlock, leases).
     #[arg(long, value_name = "LIST", value_delimiter = ',')]
     skip: Vec<String>,
     /// Peer counts of the one-session scale test (default: 1000,100000,1000000; quick:
@@ -131,6 +133,9 @@ enum Cmd {
     /// A workload against a running daemon (initialized if need be), for profilers.
     #[command(hide = true)]
     Load(load::LoadArgs),
+    /// One fresh process of the restarted-bot section.
+    #[command(hide = true)]
+    RestartWorker(restart::WorkerArgs),
 }
 
 fn main() -> Result<()> {
@@ -155,6 +160,7 @@ fn main() -> Result<()> {
             }
             Ok(())
         }),
+        Some(Cmd::RestartWorker(a)) => runtime()?.block_on(restart::worker(a)),
         Some(Cmd::MixWorker {
             socket,
             session,
@@ -302,6 +308,8 @@ pub struct Results {
     pub floor_interleaved: Option<ops::Interleaved>,
     /// Section 2.
     pub mix: Vec<mix::MixRow>,
+    /// Section 3b: the restarted bot.
+    pub restart: Option<restart::RestartResults>,
     /// Section 3.
     pub scale: Option<scale::ScaleResults>,
     /// Section 4.
@@ -423,6 +431,25 @@ async fn bench(args: &Args) -> Result<()> {
         let clients: &[usize] = if args.quick { &[1, 8] } else { &[1, 8, 64] };
         mix_rows = run_mix(&d, &dir, clients, plan).await?;
     }
+    let restart = if skip("restart") {
+        None
+    } else {
+        eprintln!("section 3b: the restarted bot");
+        let plan = if args.quick {
+            restart::RestartPlan {
+                peers: 2_000,
+                lookups: 300,
+                rounds: 1,
+            }
+        } else {
+            restart::RestartPlan {
+                peers: 100_000,
+                lookups: 20_000,
+                rounds: 2,
+            }
+        };
+        Some(restart::run(&d.socket, &dir, &plan).await?)
+    };
     res.rss_after_load_kib = d.memory_kib();
     d.lock().await?;
     res.unlock_cheap = d.unlock().await?;
@@ -517,6 +544,7 @@ async fn bench(args: &Args) -> Result<()> {
         ops,
         floor_interleaved,
         mix: mix_rows,
+        restart,
         scale,
         resources: res,
         store: if postgres { "postgres" } else { "sqlite" }.into(),

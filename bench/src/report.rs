@@ -148,6 +148,10 @@ pub fn markdown(r: &Results) -> String {
         let _ = writeln!(o);
     }
 
+    if let Some(rs) = &r.restart {
+        restart_table(&mut o, rs);
+    }
+
     if let Some(sc) = &r.scale {
         let _ = writeln!(o, "## 3. Scale\n");
         let _ = writeln!(
@@ -350,9 +354,83 @@ pub fn markdown(r: &Results) -> String {
     o
 }
 
+fn restart_table(o: &mut String, rs: &crate::restart::RestartResults) {
+    let _ = writeln!(o, "## 3b. The restarted bot\n");
+    let _ = writeln!(
+        o,
+        "A fresh process opens a session of {} peers cached by an earlier one and looks up random peers. Open: until the session is usable (warm start: until its load is applied). RSS growth: VmRSS after the open minus before it; per peer: divided by the peers the warm start loaded.\n",
+        rs.peers
+    );
+    let _ = writeln!(
+        o,
+        "| round | process | open | peers loaded | lookup p50 / p99 | p50 vs SqliteSession | daemon requests | RSS growth at open | per cached peer |\n|---:|---|---:|---:|---:|---:|---:|---:|---:|"
+    );
+    for w in &rs.workers {
+        let sqlite = rs
+            .workers
+            .iter()
+            .find(|x| x.round == w.round && x.kind == crate::restart::Kind::Sqlite);
+        let grow = w.rss_open_kib.saturating_sub(w.rss_before_kib);
+        let _ = writeln!(
+            o,
+            "| {} | {} | {} | {}{} | {} | {} | {} | {} | {} |",
+            w.round,
+            w.kind.label(),
+            fmt_dur(w.open),
+            w.loaded,
+            if w.complete { " (all)" } else { "" },
+            pp(&w.lookups),
+            sqlite.map_or("–".into(), |s| fmt_ratio(w.lookups.p50, s.lookups.p50)),
+            w.daemon_requests.map_or("–".into(), |n| n.to_string()),
+            kib(grow),
+            if w.loaded > 0 {
+                format!("{} B", grow * 1024 / w.loaded as u64)
+            } else {
+                "–".into()
+            },
+        );
+    }
+    let _ = writeln!(o);
+}
+
 /// Each target: what it says, what was measured, whether it is met.
 pub fn targets(r: &Results) -> Vec<(String, String, Option<bool>)> {
     let mut out = Vec::new();
+    if let Some(rs) = &r.restart {
+        use crate::restart::Kind;
+        let warm: Vec<_> = rs
+            .workers
+            .iter()
+            .filter(|w| w.kind == Kind::VaultWarm)
+            .collect();
+        let slowest = warm.iter().map(|w| w.open).max();
+        out.push((
+            format!("restarted bot: warm start of {} peers under 1 s", rs.peers),
+            slowest.map_or("–".into(), |d| {
+                format!("slowest of {}: {}", warm.len(), fmt_dur(d))
+            }),
+            slowest.map(|d| d < std::time::Duration::from_secs(1)),
+        ));
+        let ratios: Vec<f64> = warm
+            .iter()
+            .filter_map(|w| {
+                rs.workers
+                    .iter()
+                    .find(|x| x.round == w.round && x.kind == Kind::Sqlite)
+                    .map(|s| w.lookups.p50 / s.lookups.p50)
+            })
+            .collect();
+        let worst = ratios.iter().copied().fold(f64::NAN, f64::max);
+        out.push((
+            "restarted bot: lookup p50 after warm start at or below SqliteSession's".into(),
+            if worst.is_nan() {
+                "–".into()
+            } else {
+                format!("worst round: {worst:.3}× Sqlite's time")
+            },
+            (!worst.is_nan()).then_some(worst <= 1.0),
+        ));
+    }
     let get = |op: &str, b: Backend| {
         r.ops
             .as_ref()

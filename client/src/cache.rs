@@ -12,8 +12,16 @@
 //! reads, may be unknown (`None`) here where the daemon knows them (a Telethon import, say).
 //!
 //! Peers are bounded: two generations of at most `capacity / 2` entries each. A hit in the
-//! old generation is promoted; when the young one is full it becomes the old one and the old
-//! one is dropped. That approximates LRU at O(1) per operation, without a linked list.
+//! old generation is promoted while the young one has room; when the young one is full, a new
+//! peer makes it the old one and the old one is dropped. That approximates LRU at O(1) per operation, without a linked list.
+//!
+//! Warm start: a session opened with its lease loads the session's peers into the cache in
+//! the background (`crate::warm`). The loaded rows are applied at once when the last page came
+//! in ([`Cache::finish_load`]): a peer this client wrote, forgot or read meanwhile keeps what
+//! the cache holds (newer than, or as new as, the loaded row). If the whole session was loaded
+//! and nothing was lost since (no eviction, no forgotten write, no reconnect), the cache is
+//! *authoritative*: a peer it does not hold is not in the session either, and is answered
+//! "not found" in-process, until the first eviction or forgotten write.
 //!
 //! A read that missed goes to the daemon with a [`Ticket`]. Its answer fills the cache only if
 //! no write to the same slot was mirrored while it was in flight (its answer might predate
@@ -76,6 +84,13 @@ pub(crate) struct Cache {
     reads: HashMap<Slot, (usize, u64)>,
     /// Bumped by [`Cache::clear`].
     epoch: u64,
+    /// Every peer of the session is held (see the module docs).
+    authoritative: bool,
+    /// While a warm load runs: the peers written or forgotten since it began.
+    load_writes: Option<HashSet<PeerKey>>,
+    /// Since the warm load began: something was dropped that the load will not bring back
+    /// (an eviction, a forgotten write), so the cache cannot become authoritative.
+    spoiled: bool,
 }
 
 impl Cache {
@@ -89,6 +104,9 @@ impl Cache {
             state: None,
             reads: HashMap::new(),
             epoch: 0,
+            authoritative: false,
+            load_writes: None,
+            spoiled: false,
         }
     }
 
@@ -100,6 +118,68 @@ impl Cache {
         self.self_user = SelfUser::Unknown;
         self.state = None;
         self.epoch += 1;
+        self.lost();
+        self.load_writes = None;
+    }
+
+    /// Something the session holds may be missing from the cache from now on.
+    fn lost(&mut self) {
+        self.authoritative = false;
+        self.spoiled = true;
+    }
+
+    /// Whether the cache holds every peer of the session.
+    pub(crate) fn authoritative(&self) -> bool {
+        self.authoritative
+    }
+
+    /// The most peers it can hold.
+    pub(crate) fn capacity(&self) -> usize {
+        self.half * 2
+    }
+
+    /// A warm load begins: returns the epoch [`Cache::finish_load`] checks.
+    pub(crate) fn begin_load(&mut self) -> u64 {
+        self.load_writes = Some(HashSet::new());
+        self.spoiled = false;
+        self.epoch
+    }
+
+    /// The warm load failed: nothing of it is applied.
+    pub(crate) fn abort_load(&mut self, epoch: u64) {
+        if epoch == self.epoch {
+            self.load_writes = None;
+        }
+    }
+
+    /// Applies a warm load begun at `epoch`: `peers` newest first, `whole` when they are every
+    /// peer of the session. A peer the cache holds, or that this client wrote or forgot since
+    /// the load began, is left as it is. Returns how many peers were added; none after a
+    /// reconnect (the epoch moved: another writer may have changed the session since).
+    pub(crate) fn finish_load(&mut self, epoch: u64, peers: Vec<Peer>, whole: bool) -> usize {
+        if epoch != self.epoch {
+            return 0;
+        }
+        let written = self.load_writes.take().unwrap_or_default();
+        self.young.reserve(peers.len().min(self.half));
+        let mut added = 0;
+        // Oldest first, so that the newest end in the young generation.
+        for p in peers.into_iter().rev() {
+            let key = p.key();
+            if self.young.contains_key(&key) || self.old.contains_key(&key) {
+                continue;
+            }
+            if written.contains(&key) {
+                // Written since, and not kept (a peer grammers reads more of than it wrote,
+                // say): the daemon holds it, the cache does not.
+                self.spoiled = true;
+                continue;
+            }
+            self.insert(key, Some(p));
+            added += 1;
+        }
+        self.authoritative = whole && !self.spoiled;
+        added
     }
 
     /// Number of peers held (answers "known absent" included).
@@ -112,11 +192,19 @@ impl Cache {
         if let Some(v) = self.young.get(&key) {
             return Lookup::Hit(v.clone());
         }
+        if self.young.len() >= self.half {
+            // No room to promote it without dropping the old generation (a full cache, as a
+            // warm start leaves it, would lose half of itself on the first hit): it stays old.
+            if let Some(v) = self.old.get(&key) {
+                return Lookup::Hit(v.clone());
+            }
+        }
         match self.old.remove(&key) {
             Some(v) => {
                 self.insert(key, v.clone());
                 Lookup::Hit(v)
             }
+            None if self.authoritative => Lookup::Hit(None),
             None => Lookup::Miss,
         }
     }
@@ -127,6 +215,9 @@ impl Cache {
         }
         self.old.remove(&key);
         if self.young.len() >= self.half && !self.young.contains_key(&key) {
+            if !self.old.is_empty() {
+                self.lost();
+            }
             self.old = std::mem::take(&mut self.young);
         }
         self.young.insert(key, value);
@@ -240,6 +331,9 @@ impl Cache {
             if let Some(m) = merged {
                 self.insert(key, Some(m));
             }
+            if let Some(w) = &mut self.load_writes {
+                w.insert(key);
+            }
             self.wrote(Slot::Peer(key));
         }
         self.wrote(Slot::SelfUser);
@@ -280,8 +374,12 @@ impl Cache {
             let key = p.key();
             self.young.remove(&key);
             self.old.remove(&key);
+            if let Some(w) = &mut self.load_writes {
+                w.insert(key);
+            }
             self.wrote(Slot::Peer(key));
         }
+        self.lost();
         self.self_user = SelfUser::Unknown;
         self.wrote(Slot::SelfUser);
     }
@@ -448,6 +546,70 @@ mod tests {
             keys(c.drop_unchanged(vec![a_hash(1), a_hash(2)])),
             [Some(2)]
         );
+    }
+
+    fn hashed(id: i64, hash: i64) -> Peer {
+        Peer {
+            access_hash: Some(hash),
+            bot: Some(false),
+            is_self: Some(false),
+            ..user(id)
+        }
+    }
+
+    #[test]
+    fn a_whole_load_makes_the_cache_authoritative_and_loses_no_write() {
+        let mut c = Cache::new(100);
+        let epoch = c.begin_load();
+        // During the load: a complete write (kept), an incomplete one (not kept), a read.
+        c.wrote_peers(&[hashed(1, 9)]);
+        c.fill_peer(user(3).key(), Some(hashed(3, 8)));
+        let loaded = vec![hashed(4, 1), hashed(3, 1), hashed(1, 1)];
+        assert_eq!(c.finish_load(epoch, loaded, true), 1);
+        assert!(c.authoritative());
+        assert_eq!(c.peer(user(1).key()), Lookup::Hit(Some(hashed(1, 9))));
+        assert_eq!(c.peer(user(3).key()), Lookup::Hit(Some(hashed(3, 8))));
+        assert_eq!(c.peer(user(4).key()), Lookup::Hit(Some(hashed(4, 1))));
+        assert_eq!(c.peer(user(5).key()), Lookup::Hit(None));
+
+        // A write the cache did not keep: the daemon has a peer the cache lacks.
+        let mut c = Cache::new(100);
+        let epoch = c.begin_load();
+        c.wrote_peers(&[user(2)]);
+        c.finish_load(epoch, vec![hashed(2, 1)], true);
+        assert!(!c.authoritative());
+        assert_eq!(c.peer(user(2).key()), Lookup::Miss);
+        assert_eq!(c.peer(user(5).key()), Lookup::Miss);
+    }
+
+    #[test]
+    fn a_reconnect_voids_a_load_and_a_drop_ends_authority() {
+        let mut c = Cache::new(100);
+        let epoch = c.begin_load();
+        c.clear();
+        assert_eq!(c.finish_load(epoch, vec![hashed(1, 1)], true), 0);
+        assert_eq!(c.peer(user(1).key()), Lookup::Miss);
+
+        let epoch = c.begin_load();
+        c.finish_load(epoch, vec![hashed(1, 1)], true);
+        assert!(c.authoritative());
+        c.forget_peers(&[hashed(7, 1)]);
+        assert!(!c.authoritative());
+        assert_eq!(c.peer(user(7).key()), Lookup::Miss);
+
+        // An eviction too.
+        let mut c = Cache::new(4);
+        let epoch = c.begin_load();
+        c.finish_load(epoch, (1..5).map(|id| hashed(id, 1)).collect(), true);
+        assert!(c.authoritative());
+        // Loaded oldest first: 4 and 3 (the oldest) are the old generation. A full cache
+        // keeps an old hit where it is.
+        assert_eq!(c.peer(user(4).key()), Lookup::Hit(Some(hashed(4, 1))));
+        assert_eq!(c.len(), 4);
+        c.fill_peer(user(9).key(), None);
+        assert!(!c.authoritative());
+        assert_eq!(c.peer(user(4).key()), Lookup::Miss);
+        assert_eq!(c.peer(user(1).key()), Lookup::Hit(Some(hashed(1, 1))));
     }
 
     #[test]

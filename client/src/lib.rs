@@ -45,9 +45,11 @@ mod grammers;
 mod link;
 mod session;
 mod transfer;
+mod warm;
 
 pub use connection::{ClientError, Connection};
 pub use error::VaultError;
 pub use session::{
     DEFAULT_PEER_CACHE, DEFAULT_RECONNECT_TIMEOUT, VaultSession, VaultSessionBuilder,
 };
+pub use warm::WarmStart;

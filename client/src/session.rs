@@ -24,7 +24,8 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Mutex, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use grammers_session::types::UpdatesState as GUpdatesState;
@@ -36,6 +37,7 @@ use crate::cache::{Cache, Lookup, Slot, Ticket};
 use crate::convert;
 use crate::error::VaultError;
 use crate::link::{Config, Linked, LockWait, Opened, open_link};
+use crate::warm::{self, WarmStart};
 
 /// Peers a session caches by default (exclusive sessions only).
 pub const DEFAULT_PEER_CACHE: usize = 100_000;
@@ -54,6 +56,7 @@ pub struct VaultSessionBuilder {
     wait_for_unlock: Option<Duration>,
     reconnect_timeout: Duration,
     peer_cache: usize,
+    warm_start: bool,
     client_name: String,
 }
 
@@ -117,6 +120,17 @@ impl VaultSessionBuilder {
         self
     }
 
+    /// Warm start (default `true`; exclusive sessions with a peer cache only): at open, load
+    /// the session's peers, most recently added first, up to the peer cache's capacity, into
+    /// the cache in the background, so that a restarted bot answers them in-process. Lookups
+    /// made meanwhile go to the daemon; writes made meanwhile win over what is loaded.
+    /// [`VaultSession::warm_start`] waits for it. A daemon too old for it (protocol minor
+    /// below 5) is served as without it.
+    pub fn warm_start(mut self, yes: bool) -> Self {
+        self.warm_start = yes;
+        self
+    }
+
     /// How this program names itself in the daemon's logs.
     pub fn client_name(mut self, name: impl Into<String>) -> Self {
         self.client_name = name.into();
@@ -149,13 +163,24 @@ impl VaultSessionBuilder {
         }
         let cache = config
             .exclusive
-            .then(|| Mutex::new(Cache::new(self.peer_cache)));
+            .then(|| Arc::new(Mutex::new(Cache::new(self.peer_cache))));
+        let (warm_tx, warm_rx) = tokio::sync::watch::channel(None);
+        match &cache {
+            Some(c) if self.warm_start && self.peer_cache > 1 => {
+                warm::spawn(&link, Arc::clone(c), warm_tx);
+            }
+            _ => {
+                let _ = warm_tx.send(Some(WarmStart::skipped()));
+            }
+        }
         let session = VaultSession {
             link: Linked::new(config, link),
             dcs: RwLock::new(DcCache::default()),
             cache,
             writes: tokio::sync::Mutex::new(()),
             pending_peers: Mutex::new(Vec::new()),
+            warm: warm_rx,
+            requests: AtomicU64::new(0),
         };
         session.dcs_from(&opened);
         Ok(session)
@@ -194,12 +219,16 @@ struct DcCache {
 pub struct VaultSession {
     link: Linked,
     dcs: RwLock<DcCache>,
-    /// `Some` with the lease only.
-    pub(crate) cache: Option<Mutex<Cache>>,
+    /// `Some` with the lease only (shared with the warm start's loader).
+    pub(crate) cache: Option<Arc<Mutex<Cache>>>,
     /// Serializes writes (see the module docs).
     writes: tokio::sync::Mutex<()>,
     /// `cache_peers` calls waiting for the write lock, to be sent together.
     pending_peers: Mutex<Vec<PendingPeers>>,
+    /// The warm start's outcome, once known.
+    warm: tokio::sync::watch::Receiver<Option<WarmStart>>,
+    /// Requests sent through [`VaultSession::call`] (the warm start's not counted).
+    requests: AtomicU64,
 }
 
 /// A `cache_peers` call waiting to be combined with others (see the module docs).
@@ -289,6 +318,7 @@ impl VaultSession {
             wait_for_unlock: None,
             reconnect_timeout: DEFAULT_RECONNECT_TIMEOUT,
             peer_cache: DEFAULT_PEER_CACHE,
+            warm_start: true,
             client_name: format!("session-vault-client {}", env!("CARGO_PKG_VERSION")),
         }
     }
@@ -298,6 +328,26 @@ impl VaultSession {
     /// `VaultSession::builder(name).connect()`.
     pub async fn connect(name: impl Into<String>) -> Result<VaultSession, VaultError> {
         VaultSession::builder(name).connect().await
+    }
+
+    /// Waits for the warm start ([`VaultSessionBuilder::warm_start`]) to end and says what it
+    /// did; at once when none was tried. May be called any number of times.
+    pub async fn warm_start(&self) -> WarmStart {
+        let mut rx = self.warm.clone();
+        match rx.wait_for(Option::is_some).await {
+            Ok(w) => w.clone().unwrap_or_else(WarmStart::skipped),
+            Err(_) => WarmStart {
+                failed: Some("the warm start did not finish (its runtime stopped)".into()),
+                ..WarmStart::skipped()
+            },
+        }
+    }
+
+    /// Requests this session sent to the daemon (each attempt counted; the warm start's not):
+    /// for tests and benchmarks that check what was answered in-process.
+    #[doc(hidden)]
+    pub fn daemon_requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
     }
 
     /// The session's name in the vault: the full name the daemon reported at open (`~/bot`
@@ -337,7 +387,11 @@ impl VaultSession {
     }
 
     pub(crate) async fn call(&self, make: impl Fn(u32) -> Request) -> Result<Response, VaultError> {
-        self.link.call(make, &|o| self.reopened(o)).await
+        let counted = |handle| {
+            self.requests.fetch_add(1, Ordering::Relaxed);
+            make(handle)
+        };
+        self.link.call(counted, &|o| self.reopened(o)).await
     }
 
     pub(crate) async fn call_ok(
@@ -535,7 +589,7 @@ impl VaultSession {
             None => peers,
         };
         for batch in peers.chunks(PEERS_PER_REQUEST) {
-            let guard = WriteGuard::new(self.cache.as_ref(), |c| c.forget_peers(batch));
+            let guard = WriteGuard::new(self.cache.as_deref(), |c| c.forget_peers(batch));
             self.call_ok("cache_peers", |handle| Request::CachePeers {
                 handle,
                 peers: batch.to_vec(),
@@ -580,7 +634,7 @@ impl VaultSession {
     pub(crate) async fn set_state(&self, update: &UpdateState) -> Result<(), VaultError> {
         let change: UpdateStateChange = convert::change_to_wire(update);
         let _serial = self.serialize(false).await;
-        let guard = WriteGuard::new(self.cache.as_ref(), Cache::forget_state);
+        let guard = WriteGuard::new(self.cache.as_deref(), Cache::forget_state);
         self.call_ok("set_update_state", |handle| Request::SetUpdateState {
             handle,
             change: change.clone(),

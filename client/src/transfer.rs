@@ -52,7 +52,7 @@ impl VaultSession {
         };
         let _serial = self.serialize(true).await;
         // Whatever happens (even if the caller gives up), the cache may be stale after this.
-        let guard = WriteGuard::new(self.cache.as_ref(), Cache::clear);
+        let guard = WriteGuard::new(self.cache.as_deref(), Cache::clear);
         self.call_ok("import", |handle| Request::Import {
             handle,
             data: wire.clone(),
@@ -65,7 +65,7 @@ impl VaultSession {
             name: None,
         });
         for batch in rest.chunks(PEERS_PER_REQUEST) {
-            let guard = WriteGuard::new(self.cache.as_ref(), |c| c.forget_peers(batch));
+            let guard = WriteGuard::new(self.cache.as_deref(), |c| c.forget_peers(batch));
             self.call_ok("cache_peers", |handle| Request::CachePeers {
                 handle,
                 peers: batch.to_vec(),

@@ -25,7 +25,11 @@ use crate::recovery::RecoveryKey;
 /// of different majors refuse each other in the handshake.
 pub const PROTOCOL_MAJOR: u16 = 1;
 /// Protocol minor version: bumped by hand when messages are added compatibly.
-pub const PROTOCOL_MINOR: u16 = 4;
+pub const PROTOCOL_MINOR: u16 = 5;
+
+/// The most peers one [`Response::PeerPage`] carries: far below the frame limit (a peer with
+/// every field set is a few hundred bytes).
+pub const PEER_PAGE_MAX: u32 = 1_000;
 
 /// Request id reserved for server-pushed events.
 pub const EVENT_ID: u32 = 0;
@@ -422,6 +426,19 @@ pub enum Request {
         /// Which peer.
         query: PeerQuery,
     },
+    /// A page of the session's cached peers, most recently added first (a peer re-cached
+    /// keeps its place), for a client's warm start: up to `limit` peers (the daemon caps it
+    /// at [`PEER_PAGE_MAX`]; 0 means that many) older than cursor `before` (absent: from the
+    /// newest). Only for a handle holding the session's lease (else `permission_denied`).
+    /// → [`Response::PeerPage`]. Minor 5.
+    ListPeers {
+        /// Session handle.
+        handle: u32,
+        /// The `next` cursor of the previous page; absent for the first page.
+        before: Option<i64>,
+        /// Most peers to return.
+        limit: u32,
+    },
     /// Cache class; merges like grammers' `extend_info`. → [`Response::Ok`].
     CachePeers {
         /// Session handle.
@@ -583,6 +600,14 @@ pub enum Response {
     DcOptions(Vec<DcOption>),
     /// To [`Request::GetPeer`].
     Peer(Option<Peer>),
+    /// To [`Request::ListPeers`]: a page of peers, newest first, and the cursor of the next
+    /// page (`None`: this was the last). Minor 5.
+    PeerPage {
+        /// The peers.
+        peers: Vec<Peer>,
+        /// `before` for the next page.
+        next: Option<i64>,
+    },
     /// To [`Request::GetUpdatesState`].
     UpdatesState(UpdatesState),
     /// To [`Request::GetExtras`].

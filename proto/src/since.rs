@@ -34,6 +34,7 @@ impl Request {
             | R::ExportBegin { .. }
             | R::ExportChunk { .. }
             | R::Audit { .. } => 4,
+            R::ListPeers { .. } => 5,
             R::Hello { .. }
             | R::Status
             | R::Init { .. }

@@ -1,12 +1,13 @@
 //! The exclusive client's cache answers what the daemon would, also when the daemon knows
 //! more of a peer than this client wrote (left by an earlier process), and peers re-cached
 //! unchanged are not sent. Whether a call was answered in-process is seen by locking the
-//! vault: the daemon would answer `Locked`.
+//! vault: the daemon would answer `Locked`. Warm start is off here: these tests are about
+//! what the cache learns from this client's own reads and writes (`warm` tests the load).
 
 use grammers_session::Session;
 use grammers_session::types::{ChannelKind, PeerAuth, PeerId, PeerInfo};
 
-use super::{assert_locked, builder, lock, open, runtime, unlocked, user_id};
+use super::{assert_locked, builder, lock, runtime, unlocked, user_id};
 use crate::util::{PASS, assert_success};
 
 fn user(id: i64, hash: Option<i64>, bot: bool, is_self: Option<bool>) -> PeerInfo {
@@ -24,6 +25,15 @@ fn channel(id: i64, hash: Option<i64>, kind: ChannelKind) -> PeerInfo {
         auth: hash.map(PeerAuth::from_hash),
         kind: Some(kind),
     }
+}
+
+/// Opens (creating) session `name` exclusively, without warm start.
+async fn open(env: &crate::util::Env, name: &str) -> session_vault_client::VaultSession {
+    builder(&env.socket(), name)
+        .warm_start(false)
+        .connect()
+        .await
+        .unwrap_or_else(|e| panic!("open session {name:?}: {e}"))
 }
 
 fn channel_id(id: i64) -> PeerId {

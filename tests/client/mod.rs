@@ -9,7 +9,8 @@
 //! - [`restart`]: a running client rides through a daemon restart;
 //! - [`plaintext`]: what a grammers bot writes never reaches the disk in the clear;
 //! - [`tasks`]: many tasks sharing one session (one connection); whole-session export,
-//!   import and `import_from` another grammers storage.
+//!   import and `import_from` another grammers storage;
+//! - [`warm`]: warm start, a restarted client loading its session's peers at open.
 //!
 //! Helpers here; the daemon guard and `vaultctl` runs come from `crate::util`.
 
@@ -20,6 +21,7 @@ mod plaintext;
 mod processes;
 mod restart;
 mod tasks;
+mod warm;
 
 use std::path::Path;
 use std::time::Duration;

@@ -147,6 +147,7 @@ forward! {
     fn put(&mut self, table: Table, session: i64, row: &Row, indexes: [Option<&[u8]>; 2]) -> Result<()>;
     fn put_last(&mut self, table: Table, session: i64, row: &Row) -> Result<()>;
     fn scan(&mut self, table: Table, session: i64) -> Result<Vec<Row>>;
+    fn scan_page(&mut self, table: Table, session: i64, before: Option<i64>, limit: u32) -> Result<Vec<(i64, Row)>>;
     fn scan_indexed(&mut self, table: Table, session: i64) -> Result<Vec<(Row, [bool; 2])>>;
     fn clear(&mut self, table: Table, session: i64) -> Result<()>;
     fn find(&mut self, table: Table, session: i64, index: Index, value: &[u8]) -> Result<Option<Row>>;

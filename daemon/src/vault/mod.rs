@@ -755,6 +755,18 @@ impl Vault {
         self.read(move |e| e.peer(sid, key)).await
     }
 
+    /// A page of cached peers, newest first, and the next page's cursor (a warm start).
+    /// Queued on the storage thread (a page is up to 1000 rows, too long to run inline).
+    pub async fn peers_page(
+        &self,
+        sid: SessionId,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<(Vec<Peer>, Option<i64>)> {
+        self.call(Class::Read, move |e| e.peers_page(sid, before, limit))
+            .await
+    }
+
     /// The self user's peer.
     pub async fn self_peer(&self, sid: SessionId) -> Result<Option<Peer>> {
         self.read(move |e| e.self_peer(sid)).await

@@ -635,6 +635,39 @@ impl Store for SqliteStore {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
+    fn scan_page(
+        &mut self,
+        table: Table,
+        session: i64,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<(i64, Row)>> {
+        // A walk down the rowid B-tree from the cursor: each page costs its own rows (and the
+        // rows of other sessions interleaved with them), never a sort of the session. The
+        // unary `+` keeps the planner off the `(session, k)` index, through which it would
+        // read every row of the session and sort them, per page (a warm start of 100k peers
+        // took 2.7 s so, 0.40-0.50 s without: the restarted-bot benchmark).
+        let sql = per_table!(
+            table,
+            "SELECT rowid, k, v FROM ",
+            " WHERE +session = ?1 AND rowid < ?2 ORDER BY rowid DESC LIMIT ?3"
+        );
+        let mut stmt = self.conn.prepare_cached(sql)?;
+        let rows = stmt.query_map(
+            params![session, before.unwrap_or(i64::MAX), i64::from(limit)],
+            |r| {
+                Ok((
+                    r.get(0)?,
+                    Row {
+                        key: r.get(1)?,
+                        value: r.get(2)?,
+                    },
+                ))
+            },
+        )?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     fn scan_indexed(&mut self, table: Table, session: i64) -> Result<Vec<(Row, [bool; 2])>> {
         let sql = per_table!(
             table,

@@ -198,6 +198,18 @@ pub trait Store: Send {
     fn put_last(&mut self, table: Table, session: i64, row: &Row) -> Result<()>;
     /// Every row of a session in a table, oldest first.
     fn scan(&mut self, table: Table, session: i64) -> Result<Vec<Row>>;
+    /// A page of a session's rows in a table, newest first: up to `limit` rows whose position
+    /// is below `before` (all when `None`), each with its position, the cursor of the next
+    /// page. The position is the row's place in the table's order (SQLite's rowid,
+    /// PostgreSQL's `seq`): an update in place keeps it, so for peers it is the order of first
+    /// insertion. Rows written between two pages land above the cursor and are not returned.
+    fn scan_page(
+        &mut self,
+        table: Table,
+        session: i64,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<(i64, Row)>>;
     /// [`Store::scan`] with, for each row, whether its two index columns are set (`rekey`
     /// re-blinds exactly the index values that exist).
     fn scan_indexed(&mut self, table: Table, session: i64) -> Result<Vec<(Row, [bool; 2])>>;

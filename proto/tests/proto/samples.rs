@@ -361,6 +361,16 @@ pub fn requests() -> Vec<Request> {
                 auth_key: None,
             },
         },
+        Request::ListPeers {
+            handle: h,
+            before: None,
+            limit: 1000,
+        },
+        Request::ListPeers {
+            handle: h,
+            before: Some(4711),
+            limit: 0,
+        },
         Request::CachePeers {
             handle: h,
             peers: peers(),
@@ -524,6 +534,14 @@ pub fn responses() -> Vec<Response> {
         Response::DcOptions(vec![dc_option()]),
         Response::Peer(Some(peers().remove(0))),
         Response::Peer(None),
+        Response::PeerPage {
+            peers: peers(),
+            next: Some(17),
+        },
+        Response::PeerPage {
+            peers: Vec::new(),
+            next: None,
+        },
         Response::UpdatesState(updates_state()),
         Response::Extras(extras()),
         Response::SentFile(Some(sent_file())),

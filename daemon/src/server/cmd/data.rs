@@ -90,6 +90,25 @@ pub async fn get_peer(
     Ok(Response::Peer(peer))
 }
 
+/// `list_peers`: a page of the session's peers for a warm start; only for the lease holder
+/// (whose cache may then trust what it loads: no other writer exists).
+pub async fn list_peers(
+    conn: &Conn,
+    handle: HandleId,
+    before: Option<i64>,
+    limit: u32,
+) -> Result<Response, WireError> {
+    let h = open_handle(conn, handle)?;
+    if !h.exclusive {
+        return Err(wire_error(
+            ErrorCode::PermissionDenied,
+            format!("list_peers needs an exclusive handle; handle {handle} is shared"),
+        ));
+    }
+    let (peers, next) = conn.daemon.vault.peers_page(h.sid, before, limit).await?;
+    Ok(Response::PeerPage { peers, next })
+}
+
 /// Peers applied per storage job. The storage thread serves jobs first come, first served,
 /// and one job of a whole frame of peers (8,000 of them) holds it for over a second in a
 /// debug build: a larger batch is applied in slices of this many, one job each, so that

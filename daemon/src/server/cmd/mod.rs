@@ -212,6 +212,11 @@ async fn run(conn: &Conn, request: Request) -> Result<Response, WireError> {
             data::set_dc_option(conn, HandleId(handle), option).await
         }
         R::GetPeer { handle, query } => data::get_peer(conn, HandleId(handle), query).await,
+        R::ListPeers {
+            handle,
+            before,
+            limit,
+        } => data::list_peers(conn, HandleId(handle), before, limit).await,
         R::CachePeers { handle, peers } => data::cache_peers(conn, HandleId(handle), peers).await,
         R::GetUpdatesState { handle } => data::get_updates_state(conn, HandleId(handle)).await,
         R::SetUpdateState { handle, change } => {

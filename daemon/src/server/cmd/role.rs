@@ -62,6 +62,7 @@ pub fn role(request: &Request) -> Role {
         | R::GetDcOptions { .. }
         | R::SetDcOption { .. }
         | R::GetPeer { .. }
+        | R::ListPeers { .. }
         | R::CachePeers { .. }
         | R::GetUpdatesState { .. }
         | R::SetUpdateState { .. }

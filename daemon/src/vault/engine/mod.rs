@@ -571,15 +571,7 @@ impl<S: Store> Engine<S> {
         key: &[u8],
         value: &[u8],
     ) -> Result<T> {
-        let place = RecordPlace {
-            table: table.name(),
-            session_id: sid.0,
-            row: key,
-        };
-        let u = self.live(sid)?;
-        let opened = u.keys.open(&place, value)?;
-        u.manifest.check_generation(&place, opened.generation)?;
-        decode(&place, &opened.plain)
+        open_in(self.live(sid)?, sid, table, key, value)
     }
 
     fn get_row<T: DeserializeOwned>(
@@ -611,4 +603,24 @@ impl<S: Store> Engine<S> {
         let rows = self.store.scan(table, sid.0)?;
         rows.iter().map(|r| self.open_row(sid, table, r)).collect()
     }
+}
+
+/// Opens and decodes the sealed `value` of the row keyed `key` (blinded) with the keys of `u`:
+/// what [`Engine::open_at`] does, without the engine, so that several threads can open rows of
+/// one page at once (`data::Engine::peers_page`).
+fn open_in<T: DeserializeOwned>(
+    u: &Unlocked,
+    sid: SessionId,
+    table: Table,
+    key: &[u8],
+    value: &[u8],
+) -> Result<T> {
+    let place = RecordPlace {
+        table: table.name(),
+        session_id: sid.0,
+        row: key,
+    };
+    let opened = u.keys.open(&place, value)?;
+    u.manifest.check_generation(&place, opened.generation)?;
+    decode(&place, &opened.plain)
 }

@@ -794,6 +794,36 @@ impl Store for PostgresStore {
         Ok(self.query(sql, &[&session])?.iter().map(data_row).collect())
     }
 
+    fn scan_page(
+        &mut self,
+        table: Table,
+        session: i64,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<(i64, Row)>> {
+        // `seq` has no index but on channels: PostgreSQL scans the session's rows (its primary
+        // key's prefix) and keeps the top `limit` of them, per page.
+        let sql = per_table!(
+            table,
+            "SELECT seq, k, v FROM ",
+            " WHERE session = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3"
+        );
+        let limit = i64::from(limit);
+        Ok(self
+            .query(sql, &[&session, &before.unwrap_or(i64::MAX), &limit])?
+            .iter()
+            .map(|r| {
+                (
+                    r.get(0),
+                    Row {
+                        key: r.get(1),
+                        value: r.get(2),
+                    },
+                )
+            })
+            .collect())
+    }
+
     fn scan_indexed(&mut self, table: Table, session: i64) -> Result<Vec<(Row, [bool; 2])>> {
         let sql = per_table!(
             table,

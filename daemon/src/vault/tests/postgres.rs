@@ -24,6 +24,10 @@ const CASES: &[(&str, fn())] = &[
         super::semantics::update_state_changes_follow_memory_session,
     ),
     (
+        "semantics::peer_pages_list_every_peer_newest_first",
+        super::semantics::peer_pages_list_every_peer_newest_first,
+    ),
+    (
         "semantics::a_later_cache_of_a_peer_merges_field_by_field",
         super::semantics::a_later_cache_of_a_peer_merges_field_by_field,
     ),

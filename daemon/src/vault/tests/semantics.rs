@@ -192,6 +192,58 @@ fn full_peer() -> Peer {
 }
 
 #[tokio::test]
+pub(super) async fn peer_pages_list_every_peer_newest_first() {
+    let t = TestDir::new();
+    let vault = create(&t).await;
+    let sid = vault
+        .create_session("acct", SessionAcl::default())
+        .await
+        .unwrap();
+    let other = vault
+        .create_session("other", SessionAcl::default())
+        .await
+        .unwrap();
+    // 1,300 peers, interleaved with another session's: a page of 1000 is opened on two
+    // threads, the rest on one.
+    for chunk in (0..1300i64).collect::<Vec<_>>().chunks(100) {
+        let peers = chunk
+            .iter()
+            .map(|&id| {
+                let mut p = Peer::new(PeerKind::User, id + 1);
+                p.access_hash = Some(id);
+                p
+            })
+            .collect();
+        vault.cache_peers(sid, peers).await.unwrap();
+        let stranger = Peer::new(PeerKind::Chat, chunk[0] + 1);
+        vault.cache_peers(other, vec![stranger]).await.unwrap();
+    }
+    // Re-cached: keeps its place (first insertion order).
+    let mut again = Peer::new(PeerKind::User, 1);
+    again.bot = Some(true);
+    vault.cache_peers(sid, vec![again]).await.unwrap();
+
+    let (first, next) = vault.peers_page(sid, None, 0).await.unwrap();
+    assert_eq!(first.len(), 1000);
+    assert_eq!(first[0].id, 1300);
+    assert_eq!(first[999].id, 301);
+    let (rest, end) = vault.peers_page(sid, next, 5000).await.unwrap();
+    assert_eq!(end, None);
+    let ids: Vec<i64> = rest.iter().map(|p| p.id).collect();
+    assert_eq!(ids, (1..=300).rev().collect::<Vec<_>>());
+    assert_eq!(rest[299].bot, Some(true));
+    assert_eq!(rest[299].access_hash, Some(0));
+    // Small pages chain too.
+    let (two, next) = vault.peers_page(sid, None, 2).await.unwrap();
+    assert_eq!(two.iter().map(|p| p.id).collect::<Vec<_>>(), [1300, 1299]);
+    let (two, _) = vault.peers_page(sid, next, 2).await.unwrap();
+    assert_eq!(two.iter().map(|p| p.id).collect::<Vec<_>>(), [1298, 1297]);
+    let (others, end) = vault.peers_page(other, None, 0).await.unwrap();
+    assert_eq!((others.len(), end), (13, None));
+    close(vault).await;
+}
+
+#[tokio::test]
 pub(super) async fn a_later_cache_of_a_peer_merges_field_by_field() {
     let t = TestDir::new();
     let vault = create(&t).await;
