@@ -120,6 +120,10 @@ pub fn ok<T, E: Debug>(r: std::result::Result<T, E>) -> Result<T> {
 
 /// Opens (creating if missing) an exclusive session, retrying for a while on `SessionBusy`:
 /// a connection dropped just before still holds the lease until the daemon notices.
+///
+/// Without warm start: the sections that reopen a session measure the daemon's cold reads
+/// (`peer` from a fresh connection, lookups at scale), which a warm start would answer from
+/// memory once loaded. The restarted-bot section (`restart`) measures warm start itself.
 pub async fn open_vault(socket: &Path, name: &str, peer_cache: usize) -> Result<VaultSession> {
     let t = Instant::now();
     loop {
@@ -127,6 +131,7 @@ pub async fn open_vault(socket: &Path, name: &str, peer_cache: usize) -> Result<
             .socket(socket)
             .create_if_missing(true)
             .peer_cache_capacity(peer_cache)
+            .warm_start(false)
             .client_name("session-vault-bench")
             .connect()
             .await

@@ -154,11 +154,17 @@ impl Cache {
 
     /// Applies a warm load begun at `epoch`: `peers` newest first, `whole` when they are every
     /// peer of the session. A peer the cache holds, or that this client wrote or forgot since
-    /// the load began, is left as it is. Returns how many peers were added; none after a
-    /// reconnect (the epoch moved: another writer may have changed the session since).
-    pub(crate) fn finish_load(&mut self, epoch: u64, peers: Vec<Peer>, whole: bool) -> usize {
+    /// the load began, is left as it is. Returns how many peers were added; `None`, adding
+    /// nothing, after a reconnect (the epoch moved: another writer may have changed the
+    /// session since).
+    pub(crate) fn finish_load(
+        &mut self,
+        epoch: u64,
+        peers: Vec<Peer>,
+        whole: bool,
+    ) -> Option<usize> {
         if epoch != self.epoch {
-            return 0;
+            return None;
         }
         let written = self.load_writes.take().unwrap_or_default();
         self.young.reserve(peers.len().min(self.half));
@@ -179,7 +185,7 @@ impl Cache {
             added += 1;
         }
         self.authoritative = whole && !self.spoiled;
-        added
+        Some(added)
     }
 
     /// Number of peers held (answers "known absent" included).
@@ -565,7 +571,7 @@ mod tests {
         c.wrote_peers(&[hashed(1, 9)]);
         c.fill_peer(user(3).key(), Some(hashed(3, 8)));
         let loaded = vec![hashed(4, 1), hashed(3, 1), hashed(1, 1)];
-        assert_eq!(c.finish_load(epoch, loaded, true), 1);
+        assert_eq!(c.finish_load(epoch, loaded, true), Some(1));
         assert!(c.authoritative());
         assert_eq!(c.peer(user(1).key()), Lookup::Hit(Some(hashed(1, 9))));
         assert_eq!(c.peer(user(3).key()), Lookup::Hit(Some(hashed(3, 8))));
@@ -587,7 +593,7 @@ mod tests {
         let mut c = Cache::new(100);
         let epoch = c.begin_load();
         c.clear();
-        assert_eq!(c.finish_load(epoch, vec![hashed(1, 1)], true), 0);
+        assert_eq!(c.finish_load(epoch, vec![hashed(1, 1)], true), None);
         assert_eq!(c.peer(user(1).key()), Lookup::Miss);
 
         let epoch = c.begin_load();

@@ -98,8 +98,10 @@ async fn load(link: Weak<Link>, cache: &Mutex<Cache>) -> Result<(usize, bool), S
     match result {
         Ok((peers, whole)) => {
             let mut c = lock(cache);
-            let added = c.finish_load(epoch, peers, whole);
-            Ok((added, c.authoritative()))
+            match c.finish_load(epoch, peers, whole) {
+                Some(added) => Ok((added, c.authoritative())),
+                None => Err("the session reconnected during the warm start".into()),
+            }
         }
         Err(e) => {
             lock(cache).abort_load(epoch);
