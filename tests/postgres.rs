@@ -698,6 +698,13 @@ async fn rekey_elsewhere_is_refused_under_a_lease_and_then_locks_the_other_daemo
         matches!(r, Ok(Response::HomeDc(5))),
         "B reads the re-sealed rows: {r:?}"
     );
+    // The audit log both appended to, re-sealed by the rekey, verifies on both.
+    let (ok_a, n_a) = audit_verdict(&a);
+    let (ok_b, _) = audit_verdict(&b);
+    assert!(
+        ok_a && ok_b,
+        "audit verifies on A ({ok_a}) and B ({ok_b}), {n_a} entries"
+    );
 }
 
 /// Two daemons creating the same names at the same moment: for each name exactly one
