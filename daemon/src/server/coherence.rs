@@ -58,10 +58,11 @@ pub async fn check(d: &Daemon) -> Result<(), EngineError> {
     }
 }
 
-/// [`check`], logging its error: for callers whose own request reports storage trouble.
+/// [`check`], logging its error (at debug level: while PostgreSQL is unreachable every
+/// request would log it, and the request's own answer reports the trouble).
 pub async fn check_logged(d: &Daemon) {
     if let Err(e) = check(d).await {
-        tracing::warn!(error = %e, "cannot check the vault for other daemons' changes");
+        tracing::debug!(error = %e, "cannot check the vault for other daemons' changes");
     }
 }
 
