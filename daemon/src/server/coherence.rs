@@ -18,8 +18,10 @@
 //! On the SQLite store (one daemon owns the file) all of this is a no-op without any work.
 //!
 //! Staleness: a change made elsewhere is seen here within [`POLL`] plus one round trip, and
-//! at once by a request that checks first. Between two checks a request may still be
-//! answered from the older state (a handle used once more after a revoke elsewhere).
+//! at once by a request that checks first or meets a record newer than this daemon's view
+//! (which also wakes the poll, so revoked handles end then). Between two checks a request
+//! may still be answered from the older state (a handle used once more after a revoke
+//! elsewhere).
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -56,10 +58,11 @@ pub async fn check(d: &Daemon) -> Result<(), EngineError> {
     }
 }
 
-/// [`check`], logging its error: for callers whose own request reports storage trouble.
+/// [`check`], logging its error (at debug level: while PostgreSQL is unreachable every
+/// request would log it, and the request's own answer reports the trouble).
 pub async fn check_logged(d: &Daemon) {
     if let Err(e) = check(d).await {
-        tracing::warn!(error = %e, "cannot check the vault for other daemons' changes");
+        tracing::debug!(error = %e, "cannot check the vault for other daemons' changes");
     }
 }
 
@@ -97,12 +100,20 @@ async fn recheck_handles(d: &Daemon) {
     }
 }
 
-/// Checks every [`POLL`] until the daemon is gone (PostgreSQL store only).
+/// Checks every [`POLL`], and at once when a request met another daemon's change first
+/// (see [`crate::vault::Vault::followed`]), until the daemon is gone (PostgreSQL store
+/// only).
 pub async fn run(daemon: Weak<Daemon>) {
+    let Some(followed) = daemon.upgrade().map(|d| d.vault.followed()) else {
+        return;
+    };
     let mut tick = tokio::time::interval(POLL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = followed.notified() => {}
+        }
         let Some(d) = daemon.upgrade() else { return };
         poll(&d).await;
     }

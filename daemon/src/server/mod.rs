@@ -8,7 +8,10 @@
 //! - [`context`]: what a request handler knows of its connection ([`context::Conn`]);
 //! - [`cmd`]: one module per kind of request, dispatched from one `match` once the request's
 //!   role ([`cmd::role`]: anyone, session ACL, handle holder, admin) admits its sender;
-//! - [`leases`]: exclusive session leases tied to connections;
+//! - [`leases`]: exclusive session leases tied to connections; [`host_leases`] their rows in
+//!   PostgreSQL, across hosts;
+//! - [`coherence`]: following what other daemons sharing a PostgreSQL vault change (names,
+//!   ACLs, keyslots), polled every 0.5 s and before the requests that depend on it;
 //! - [`handles`]: every connection's open session handles, so that revoke and delete end
 //!   them at once;
 //! - [`clients`]: every connection with its peer pid and a signal that ends it

@@ -114,6 +114,10 @@ struct Inner {
     path: PathBuf,
     /// The store is a PostgreSQL database (shared by hosts), not a file.
     postgres: bool,
+    /// Woken when a request re-read the vault after another daemon's change
+    /// ([`Vault::fresh`]), so that the server acts on it (ends revoked handles) now rather
+    /// than at its next poll.
+    followed: Arc<tokio::sync::Notify>,
 }
 
 impl std::fmt::Debug for Vault {
@@ -180,6 +184,7 @@ impl Vault {
                 thread: std::sync::Mutex::new(Some(thread)),
                 path,
                 postgres,
+                followed: Arc::new(tokio::sync::Notify::new()),
             }),
         })
     }
@@ -239,7 +244,7 @@ impl Vault {
                         && self.inner.postgres
                         && engine::manifest::is_newer_than_manifest(&e) =>
                 {
-                    self.call(Class::Barrier, |e| e.follow()).await?;
+                    self.follow().await?;
                 }
                 other => return other,
             }
@@ -262,11 +267,24 @@ impl Vault {
         let g = Arc::clone(&f);
         match self.call(class, move |e| g(e)).await {
             Err(e) if engine::manifest::is_newer_than_manifest(&e) => {
-                self.call(Class::Barrier, |e| e.follow()).await?;
+                self.follow().await?;
                 self.call(class, move |e| f(e)).await
             }
             other => other,
         }
+    }
+
+    /// Notified when a request followed another daemon's change (see [`Inner::followed`]):
+    /// the caller then calls [`Vault::refresh`] to learn what it was.
+    pub fn followed(&self) -> Arc<tokio::sync::Notify> {
+        Arc::clone(&self.inner.followed)
+    }
+
+    /// [`Engine::follow`] for a request that met a record newer than its view.
+    async fn follow(&self) -> Result<()> {
+        self.call(Class::Barrier, |e| e.follow()).await?;
+        self.inner.followed.notify_one();
+        Ok(())
     }
 
     /// Follows what other daemons sharing the store changed ([`Engine::refresh`]): a no-op

@@ -147,6 +147,13 @@ impl<S: Store> Engine<S> {
     }
 
     fn reseal_all(&mut self, new: &Keys, slot: &Keyslot) -> Result<Manifest> {
+        // Other daemons sharing the store append to the audit log too: hold its lock until
+        // this transaction ends, so none appends under the old key meanwhile, and re-seal
+        // the log as it is now.
+        let (store, u) = self.parts()?;
+        if store.lock_audit()? {
+            u.audit = super::audit::Chain::load(store, &u.keys)?;
+        }
         let g = self.generation()? + 1;
         let rows = self.store.sessions()?;
         for row in &rows {
