@@ -107,6 +107,9 @@ pub const MIGRATIONS: &[&str] = &[
     // 3: the audit log (`engine::audit`), one sealed entry per row; its sealed head is
     // `meta.audit_head`, as in SQLite's schema 4.
     "CREATE TABLE audit (seq BIGINT PRIMARY KEY, entry BYTEA NOT NULL);",
+    // 4: the peers' table in `seq` order per session, for a client's warm start
+    // (`scan_page`): a page reads its rows from the index instead of sorting the session.
+    "CREATE INDEX peers_order ON peers (session, seq);",
 ];
 
 /// The schema version this build writes.
@@ -801,8 +804,8 @@ impl Store for PostgresStore {
         before: Option<i64>,
         limit: u32,
     ) -> Result<Vec<(i64, Row)>> {
-        // `seq` has no index but on channels: PostgreSQL scans the session's rows (its primary
-        // key's prefix) and keeps the top `limit` of them, per page.
+        // `(session, seq)` is indexed on peers and channels (the tables paged): a page is an
+        // index range; on the others PostgreSQL keeps the top `limit` of the session's rows.
         let sql = per_table!(
             table,
             "SELECT seq, k, v FROM ",
