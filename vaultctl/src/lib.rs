@@ -31,8 +31,11 @@ mod completions;
 mod disconnect;
 mod error;
 mod export;
+// `import` (Unix only) is the main user of the format parsers.
+#[cfg_attr(not(unix), allow(dead_code))]
 mod format_arg;
 mod grant;
+#[cfg(unix)]
 mod import;
 mod init;
 mod list;
@@ -146,6 +149,7 @@ pub enum Command {
     Rename(rename::Args),
     Grant(grant::Args),
     Revoke(revoke::Args),
+    #[cfg(unix)]
     Import(import::Args),
     Export(export::Args),
     Backup(backup::Args),
@@ -256,6 +260,7 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CtlError> {
         Command::Rename(args) => rename::run(args, &daemon, out),
         Command::Grant(args) => grant::run(args, &daemon, out),
         Command::Revoke(args) => revoke::run(args, &daemon, out),
+        #[cfg(unix)]
         Command::Import(args) => import::run(args, &daemon, out),
         Command::Export(args) => export::run(args, &daemon, out),
         Command::Backup(args) => backup::run(args, &daemon, out),
