@@ -10,7 +10,7 @@
 //! to clean.
 //!
 //! Windows: the directory is created with a DACL for vaultd's user alone, inherited by the
-//! files made in it ([`super::win::create_private_dir`]); `vaultd.lock` is opened without
+//! files made in it (`win::create_private_dir`, Windows only); `vaultd.lock` is opened without
 //! sharing (share mode 0) and kept open, so a second daemon's open fails with a sharing
 //! violation, and the system closes it when the process dies.
 

@@ -20,8 +20,8 @@
 //! created with a security descriptor admitting only vaultd's user, `SYSTEM`, Administrators
 //! and the configured groups, first instance with `FILE_FLAG_FIRST_PIPE_INSTANCE`; each
 //! client's user SID and groups are read from its process token and mapped to ids
-//! ([`super::win`]). A client whose token cannot be read, or whose SID maps to no id, is
-//! [`Peer::Unmapped`] and refused.
+//! (`server/win.rs`, Windows only). A client whose token cannot be read, or whose SID maps to
+//! no id, is [`Peer::Unmapped`] and refused.
 
 use std::io;
 use std::path::{Path, PathBuf};
