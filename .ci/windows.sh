@@ -48,18 +48,25 @@ build() {
 # A Unix path as Wine's Z: drive names it.
 winpath() { printf 'Z:%s' "${1//\//\\}"; }
 
-run_checks() {
-    local t=$SECONDS
-    local tmp
-    tmp=$(mktemp -d /tmp/sv-win.XXXXXX)
-    export WINEPREFIX=$tmp/prefix WINEDEBUG=-all WINEDLLOVERRIDES="mscoree,mshtml="
-    local daemon_pid=""
-    cleanup() {
-        [ -n "$daemon_pid" ] && kill "$daemon_pid" 2>/dev/null
+# The checks' temp dir (Wine prefix, data dir) and the daemon: the EXIT trap ends and removes
+# them.
+tmp=""
+daemon_pid=""
+cleanup() {
+    if [ -n "$daemon_pid" ]; then
+        kill "$daemon_pid" 2>/dev/null || true
+    fi
+    if [ -n "$tmp" ]; then
         "$WINESERVER" -k 2>/dev/null || true
         rm -rf "$tmp"
-    }
-    trap cleanup EXIT
+    fi
+}
+trap cleanup EXIT
+
+run_checks() {
+    local t=$SECONDS
+    tmp=$(mktemp -d /tmp/sv-win.XXXXXX)
+    export WINEPREFIX=$tmp/prefix WINEDEBUG=-all WINEDLLOVERRIDES="mscoree,mshtml="
     "$WINE" wineboot -i >/dev/null 2>&1 || fail "wineboot -i (a fresh WINEPREFIX)"
     say "wine prefix ready: $((SECONDS - t)) s"
 
@@ -74,6 +81,14 @@ run_checks() {
     export SESSION_VAULT_SOCKET=$pipe
 
     ctl() { "$WINE" "$OUT/vaultctl.exe" "$@"; }
+    # The vault's state as `status --json` says (captured whole: a reader that stops early
+    # would make vaultctl fail on a closed stdout).
+    state() {
+        local out
+        out=$(ctl status --json) || fail "vaultctl status"
+        printf '%s' "$out" | tr -d ' \n' | sed -n 's/.*"state":"\([a-z_]*\)".*/\1/p'
+    }
+    expect_state() { [ "$(state)" = "$1" ] || fail "$2: the vault is $(state), not $1"; }
 
     "$WINE" "$OUT/vaultd.exe" --socket "$pipe" --data-dir "$data" --insecure-allow-weak-kdf \
         >"$tmp/vaultd.log" 2>&1 &
@@ -92,15 +107,15 @@ run_checks() {
     ctl init --passphrase-file "$pass" --weak-passphrase \
         --kdf-memory-kib 64 --kdf-iterations 1 --kdf-parallelism 1 >/dev/null \
         || fail "vaultctl init"
-    ctl status --json | grep -q '"state": *"unlocked"' || fail "status after init is not unlocked"
+    expect_state unlocked "after init"
     ctl lock >/dev/null || fail "vaultctl lock"
-    ctl status --json | grep -q '"state": *"locked"' || fail "status after lock is not locked"
+    expect_state locked "after lock"
     local rc=0
     ctl unlock --passphrase-file "$wrong" >/dev/null 2>"$tmp/wrong.err" || rc=$?
     [ "$rc" = 1 ] || fail "unlock with a wrong passphrase: exit $rc, want 1 ($(cat "$tmp/wrong.err"))"
-    ctl status --json | grep -q '"state": *"locked"' || fail "a wrong passphrase unlocked the vault"
+    expect_state locked "after a wrong passphrase"
     ctl unlock --passphrase-file "$pass" >/dev/null || fail "vaultctl unlock"
-    ctl status --json | grep -q '"state": *"unlocked"' || fail "status after unlock is not unlocked"
+    expect_state unlocked "after unlock"
     say "init, status, lock, wrong unlock refused (exit 1), unlock: ok"
 
     "$WINE" "$OUT/examples/pipe_smoke.exe" "$pipe" "~/smoke" >"$tmp/smoke.out" 2>&1 \

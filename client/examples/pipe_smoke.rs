@@ -7,7 +7,8 @@
 //! ```
 //!
 //! Creates session NAME (which must not exist), writes the home DC, a DC option with an auth
-//! key, a user and a channel peer and each kind of update state, reads them back, closes the
+//! key, a user and a channel peer and each kind of update state, reads them back, checks that
+//! a second exclusive open is refused while the lease is held (`session_busy`), closes the
 //! session, opens it again on a new connection and checks that everything persisted (also
 //! through an export). Prints `pipe_smoke: ok` and exits 0, or names the first mismatch and
 //! exits 1. The auth key is a fixed test pattern, never printed.
@@ -18,7 +19,7 @@ use grammers_session::Session;
 use grammers_session::types::{
     ChannelKind, ChannelState, DcOption, PeerAuth, PeerId, PeerInfo, UpdateState, UpdatesState,
 };
-use session_vault_client::VaultSession;
+use session_vault_client::{VaultError, VaultSession};
 
 type Result<T = ()> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
@@ -142,6 +143,19 @@ async fn run(socket: String, name: String) -> Result {
     })
     .await?;
     verify(&s, "same connection").await?;
+    // The lease: while this connection holds the session, another exclusive open is refused.
+    match VaultSession::builder(name.clone())
+        .socket(socket.clone())
+        .exclusive(true)
+        .connect()
+        .await
+    {
+        Err(VaultError::SessionBusy { .. }) => {}
+        Err(e) => {
+            return Err(format!("lease: a second exclusive open failed otherwise: {e}").into());
+        }
+        Ok(_) => return Err("lease: a second exclusive open succeeded while it was held".into()),
+    }
     // Close (releases the lease), then open again on a new connection: what was written is
     // the daemon's, not this process's cache.
     drop(s);
@@ -153,8 +167,20 @@ async fn run(socket: String, name: String) -> Result {
         .await?;
     verify(&s, "reopened").await?;
     let data = s.export().await?;
-    check("export: dc options", data.dc_options.len(), 1)?;
-    check("export: peers", data.peer_infos.len(), 2)?;
+    // The export also holds grammers' default options of the other DCs.
+    check(
+        "export: dc option",
+        data.dc_options.get(&2),
+        Some(&option()),
+    )?;
+    check(
+        "export: peers",
+        data.peer_infos
+            .values()
+            .filter(|p| peers().contains(p))
+            .count(),
+        2,
+    )?;
     Ok(())
 }
 
