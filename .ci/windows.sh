@@ -14,8 +14,9 @@
 # Checks, each failing the script with a message naming it: vaultd starts on a throwaway
 # data dir and pipe, `vaultctl init` (cheap test KDF), `status`, `lock`, `unlock` with a wrong
 # passphrase refused (exit 1), `unlock`, a VaultSession round trip of every request kind over
-# the pipe (client/examples/pipe_smoke.rs), `list` shows the session, `grant --sid`, and a
-# second vaultd on the same data dir is refused. What Wine cannot show (another user refused
+# the pipe with its lease (client/examples/pipe_smoke.rs), `list` shows the session,
+# `grant --group-sid`, a second vaultd on the same data dir is refused, and a daemon whose
+# admin is another uid refuses this user's `init`, naming the uid its SID maps to. What Wine cannot show (another user refused
 # by the pipe's DACL, FILE_FLAG_FIRST_PIPE_INSTANCE against a squatter) is checked only by
 # compiling: see README "On Windows".
 set -euo pipefail
@@ -114,7 +115,9 @@ run_checks() {
     ctl unlock --passphrase-file "$wrong" >/dev/null 2>"$tmp/wrong.err" || rc=$?
     [ "$rc" = 1 ] || fail "unlock with a wrong passphrase: exit $rc, want 1 ($(cat "$tmp/wrong.err"))"
     expect_state locked "after a wrong passphrase"
-    ctl unlock --passphrase-file "$pass" >/dev/null || fail "vaultctl unlock"
+    # (After a wrong passphrase the daemon holds attempts back a moment: vaultctl says so.)
+    ctl unlock --passphrase-file "$pass" >/dev/null 2>"$tmp/unlock.err" \
+        || fail "vaultctl unlock: $(cat "$tmp/unlock.err")"
     expect_state unlocked "after unlock"
     say "init, status, lock, wrong unlock refused (exit 1), unlock: ok"
 
@@ -139,6 +142,27 @@ run_checks() {
     say "second vaultd refused: ok"
 
     ctl status >/dev/null || fail "vaultd stopped answering"
+
+    # Authorization by the identity the kernel gives: a daemon whose only admin is uid 1
+    # refuses this user's `init`, naming the uid its SID maps to (an account: 0x30000 + RID).
+    "$WINE" "$OUT/vaultd.exe" --socket "$pipe-3" --data-dir "$(winpath "$tmp/data3")" \
+        --admin-uid 1 --insecure-allow-weak-kdf >"$tmp/vaultd3.log" 2>&1 &
+    local other=$!
+    for i in $(seq 1 300); do
+        ctl --socket "$pipe-3" status >/dev/null 2>&1 && break
+        [ "$i" = 300 ] && { cat "$tmp/vaultd3.log" >&2; fail "the non-admin daemon did not start"; }
+        sleep 0.1
+    done
+    rc=0
+    ctl --socket "$pipe-3" init --passphrase-file "$pass" --weak-passphrase \
+        --kdf-memory-kib 64 --kdf-iterations 1 --kdf-parallelism 1 >/dev/null 2>"$tmp/denied.err" || rc=$?
+    [ "$rc" = 1 ] || fail "init by a non-admin: exit $rc, want 1 ($(cat "$tmp/denied.err"))"
+    local uid
+    uid=$(sed -n 's/.*uid \([0-9]*\) is not an admin.*/\1/p' "$tmp/denied.err")
+    [ -n "$uid" ] && [ "$uid" -ge $((0x30000)) ] \
+        || fail "init by a non-admin was not refused as an account's uid: $(cat "$tmp/denied.err")"
+    kill "$other" 2>/dev/null || true
+    say "a non-admin (uid $uid, from its SID) refused an admin request: ok"
     say "checks under Wine: $((SECONDS - t)) s"
 }
 
