@@ -156,15 +156,25 @@ async fn run(socket: String, name: String) -> Result {
         }
         Ok(_) => return Err("lease: a second exclusive open succeeded while it was held".into()),
     }
-    // Close (releases the lease), then open again on a new connection: what was written is
-    // the daemon's, not this process's cache.
+    // Close (the lease ends with the connection), then open again on a new connection: what
+    // was written is the daemon's, not this process's cache. The daemon sees the close
+    // asynchronously: until it has, the lease may still be held (bounded retry).
     drop(s);
-    let s = VaultSession::builder(name)
-        .socket(socket)
-        .exclusive(true)
-        .client_name("pipe_smoke")
-        .connect()
-        .await?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let s = loop {
+        match VaultSession::builder(name.clone())
+            .socket(socket.clone())
+            .exclusive(true)
+            .client_name("pipe_smoke")
+            .connect()
+            .await
+        {
+            Err(VaultError::SessionBusy { .. }) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            other => break other?,
+        }
+    };
     verify(&s, "reopened").await?;
     let data = s.export().await?;
     // The export also holds grammers' default options of the other DCs.
