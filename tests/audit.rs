@@ -100,6 +100,34 @@ async fn admin_acts_and_session_opens_are_recorded_with_who_and_result() {
 
 /// A streamed import and export are recorded by what they do and to which session, linked by
 /// their transfer id, and their chunks are not recorded one by one.
+/// `grant --sid` and `--group-sid` (Windows SIDs) send the ids `session_vault_proto::sid`
+/// maps them to, as the audit log shows; a SID without an id is a usage error.
+#[tokio::test]
+async fn grants_by_windows_sid_send_the_mapped_ids() {
+    let env = Env::new();
+    let _d = env.start_and_init();
+    let c = env.connect().await;
+    open_session(&c, "bot-w", true).await;
+    let out = env.ctl(&["grant", "bot-w", "--sid", "S-1-5-21-7-8-9-1001"]);
+    assert_success(&out, "grant --sid");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("SID S-1-5-21-7-8-9-1001 (uid 197609)"),
+        "{out:?}"
+    );
+    assert_success(
+        &env.ctl(&["grant", "bot-w", "--group-sid", "S-1-5-32-545"]),
+        "grant --group-sid",
+    );
+    let everyone = env.ctl(&["grant", "bot-w", "--sid", "S-1-1-0"]);
+    assert_eq!(everyone.status.code(), Some(2), "{everyone:?}");
+    let (entries, _, _) = audit_json(&env, &[]);
+    let details: Vec<_> = find(&entries, "grant", "ok")
+        .iter()
+        .map(|e| e["detail"].clone())
+        .collect();
+    assert_eq!(details, ["uid 197609", "gid 545"], "{entries:?}");
+}
+
 #[tokio::test]
 async fn streamed_imports_and_exports_are_recorded_by_session_not_by_chunk() {
     use crate::import::large::{begin, encoded, send_chunks, transfer_id};

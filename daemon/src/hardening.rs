@@ -2,7 +2,9 @@
 //!
 //! `PR_SET_DUMPABLE 0` keeps keys out of core files and stops other processes of the same
 //! uid from attaching a debugger or reading `/proc/PID/mem`; `RLIMIT_CORE 0` backs it up.
-//! Both are best effort: a failure is logged, not fatal.
+//! Both are best effort: a failure is logged, not fatal. Windows has no per-process
+//! counterpart (Windows Error Reporting's dump settings are machine-wide): nothing is done
+//! there, as README's "On Windows" says.
 
 /// Turns core dumps off for this process.
 pub fn disable_core_dumps() {

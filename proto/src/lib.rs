@@ -7,7 +7,9 @@
 //! - [`codec`]: the length-prefixed MessagePack frame codec, generic over tokio's
 //!   `AsyncRead`/`AsyncWrite`;
 //! - [`paths`]: where the daemon's socket is by default, shared by the daemon and its
-//!   clients (it reads the environment and checks which socket files exist).
+//!   clients (it reads the environment and checks which socket files exist), and on Windows
+//!   the named pipe's;
+//! - [`sid`]: Windows SIDs as the numeric user and group ids of ACLs (Cygwin's mapping).
 //!
 //! No transport and no cryptography live here: the codec reads and writes whatever stream
 //! it is given, and opening the socket is the daemon's and the client's business. `proto`
@@ -29,6 +31,7 @@ pub mod message;
 pub mod model;
 pub mod paths;
 pub mod recovery;
+pub mod sid;
 mod since;
 
 pub use codec::{DEFAULT_MAX_FRAME, FrameError};

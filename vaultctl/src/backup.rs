@@ -71,6 +71,7 @@ pub(super) fn run(args: Args, daemon: &DaemonClient, out: &mut dyn Write) -> Res
         // A backup directory of its own: created private, like the files in it.
         let mut builder = std::fs::DirBuilder::new();
         builder.recursive(true);
+        #[cfg(unix)]
         {
             use std::os::unix::fs::DirBuilderExt;
             builder.mode(0o700);
@@ -141,6 +142,7 @@ fn write_backup(
     let tmp = dir.join(format!(".{name}.vaultctl-{}", std::process::id()));
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create_new(true);
+    #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
         opts.mode(0o600).custom_flags(libc::O_NOFOLLOW);

@@ -10,7 +10,12 @@ use super::{CtlError, DaemonClient, Grantee};
 /// Allow a uid or a gid to use a session
 ///
 /// Besides the admins, a session may be used by its owner (the uid that created it) and by
-/// the uids and the members of the gids granted access. Give exactly one of --uid or --gid.
+/// the uids and the members of the gids granted access. Give exactly one of --uid, --gid,
+/// --sid or --group-sid.
+///
+/// On Windows, users and groups are SIDs: --sid and --group-sid map them to the ids the
+/// daemon uses (an account S-1-5-21-…-RID is 0x30000 + RID, a builtin group S-1-5-32-X and a
+/// well-known principal S-1-5-X are X, as Cygwin does), which --uid and --gid also take.
 ///
 /// A member of a gid is a process whose primary group or, on Linux, one of whose
 /// supplementary groups it is, as the kernel reports them when the process connects (a
@@ -34,8 +39,8 @@ pub(super) fn run(args: Args, daemon: &DaemonClient, out: &mut dyn Write) -> Res
     daemon.call_ok(
         Request::Grant {
             name: args.name,
-            uid: args.who.uid,
-            gid: args.who.gid,
+            uid: args.who.uid(),
+            gid: args.who.gid(),
         },
         "grant",
     )?;

@@ -31,8 +31,11 @@ mod completions;
 mod disconnect;
 mod error;
 mod export;
+// `import` (Unix only) is the main user of the format parsers.
+#[cfg_attr(not(unix), allow(dead_code))]
 mod format_arg;
 mod grant;
+#[cfg(unix)]
 mod import;
 mod init;
 mod list;
@@ -146,6 +149,7 @@ pub enum Command {
     Rename(rename::Args),
     Grant(grant::Args),
     Revoke(revoke::Args),
+    #[cfg(unix)]
     Import(import::Args),
     Export(export::Args),
     Backup(backup::Args),
@@ -186,7 +190,8 @@ pub struct KdfArgs {
     pub kdf_parallelism: Option<u32>,
 }
 
-/// The uid or gid of `grant` and `revoke`: exactly one.
+/// The uid or gid of `grant` and `revoke`: exactly one (on Windows, or for a Windows daemon,
+/// a user or group SID, mapped to its id as `session_vault_proto::sid` says).
 #[derive(Debug, Clone, clap::Args)]
 #[group(required = true, multiple = false)]
 pub struct Grantee {
@@ -196,14 +201,55 @@ pub struct Grantee {
     /// A group id (its members)
     #[arg(long, value_name = "GID")]
     pub gid: Option<u32>,
+    /// A Windows user SID (S-1-5-21-…-RID, S-1-5-18), as the uid it maps to
+    #[arg(long, value_name = "SID", value_parser = parse_sid)]
+    pub sid: Option<Sid>,
+    /// A Windows group SID (S-1-5-32-545, S-1-5-21-…-RID): its members, as the gid it maps to
+    #[arg(long, value_name = "SID", value_parser = parse_sid)]
+    pub group_sid: Option<Sid>,
+}
+
+/// A SID given on the command line, and the id it maps to.
+#[derive(Debug, Clone)]
+pub struct Sid {
+    /// As given.
+    pub text: String,
+    /// Its id (see `session_vault_proto::sid`).
+    pub id: u32,
+}
+
+fn parse_sid(s: &str) -> Result<Sid, String> {
+    match session_vault_proto::sid::id_of(s) {
+        Some(id) => Ok(Sid {
+            text: s.to_owned(),
+            id,
+        }),
+        None => Err(format!(
+            "{s:?} is not a SID vaultd maps to an id (S-1-5-21-…-RID, S-1-5-32-X or S-1-5-X)"
+        )),
+    }
+}
+
+impl Grantee {
+    /// The uid granted, from --uid or --sid.
+    pub fn uid(&self) -> Option<u32> {
+        self.uid.or(self.sid.as_ref().map(|s| s.id))
+    }
+
+    /// The gid granted, from --gid or --group-sid.
+    pub fn gid(&self) -> Option<u32> {
+        self.gid.or(self.group_sid.as_ref().map(|s| s.id))
+    }
 }
 
 impl std::fmt::Display for Grantee {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match (self.uid, self.gid) {
-            (Some(uid), _) => write!(f, "uid {uid}"),
-            (None, Some(gid)) => write!(f, "gid {gid}"),
-            (None, None) => f.write_str("nobody"),
+        match (self.uid, self.gid, &self.sid, &self.group_sid) {
+            (Some(uid), ..) => write!(f, "uid {uid}"),
+            (None, Some(gid), ..) => write!(f, "gid {gid}"),
+            (None, None, Some(sid), _) => write!(f, "SID {} (uid {})", sid.text, sid.id),
+            (None, None, None, Some(sid)) => write!(f, "group SID {} (gid {})", sid.text, sid.id),
+            (None, None, None, None) => f.write_str("nobody"),
         }
     }
 }
@@ -256,6 +302,7 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CtlError> {
         Command::Rename(args) => rename::run(args, &daemon, out),
         Command::Grant(args) => grant::run(args, &daemon, out),
         Command::Revoke(args) => revoke::run(args, &daemon, out),
+        #[cfg(unix)]
         Command::Import(args) => import::run(args, &daemon, out),
         Command::Export(args) => export::run(args, &daemon, out),
         Command::Backup(args) => backup::run(args, &daemon, out),
@@ -471,10 +518,26 @@ mod tests {
     }
 
     #[test]
+    fn sids_map_to_uids_and_gids() {
+        let grantee = |args: &[&str]| match parse(args).unwrap().command {
+            Command::Grant(g) => g.who,
+            _ => unreachable!("a grant was parsed"),
+        };
+        let who = grantee(&["grant", "bot", "--sid", "S-1-5-21-1-2-3-1001"]);
+        assert_eq!((who.uid(), who.gid()), (Some(0x30000 + 1001), None));
+        assert_eq!(who.to_string(), "SID S-1-5-21-1-2-3-1001 (uid 197609)");
+        let who = grantee(&["grant", "bot", "--group-sid", "S-1-5-32-545"]);
+        assert_eq!((who.uid(), who.gid()), (None, Some(545)));
+    }
+
+    #[test]
     fn usage_errors_are_clap_errors_with_exit_2() {
         for bad in [
             &["grant", "bot"][..],
             &["grant", "bot", "--uid", "1", "--gid", "2"],
+            &["grant", "bot", "--sid", "S-1-5-32-544", "--uid", "1"],
+            &["grant", "bot", "--sid", "S-1-1-0"],
+            &["grant", "bot", "--group-sid", "WD"],
             &["revoke", "bot"],
             &["init", "--kdf-memory-kib", "65536"],
             &["unlock", "--passphrase-file", "a", "--passphrase-fd", "3"],

@@ -30,8 +30,8 @@ pub(super) fn run(args: Args, daemon: &DaemonClient, out: &mut dyn Write) -> Res
     daemon.call_ok(
         Request::Revoke {
             name: args.name,
-            uid: args.who.uid,
-            gid: args.who.gid,
+            uid: args.who.uid(),
+            gid: args.who.gid(),
         },
         "revoke",
     )?;

@@ -197,12 +197,14 @@ impl Config {
         };
         let limits = limit_settings(&o, &file);
         let euid = current_euid();
-        let system = euid == 0;
+        let root = if cfg!(windows) { WINDOWS_SYSTEM_ID } else { 0 };
+        let system = euid == root;
         let env_socket = std::env::var_os(paths::SOCKET_ENV)
             .filter(|v| !v.is_empty())
             .map(PathBuf::from);
         let socket = match o.socket.or(env_socket).or(file.socket) {
             Some(s) => s,
+            None if cfg!(windows) => PathBuf::from(paths::WINDOWS_PIPE),
             None if system => PathBuf::from(paths::SYSTEM_SOCKET),
             None => paths::user_socket_path().ok_or_else(|| {
                 ConfigError::Missing(
@@ -213,6 +215,11 @@ impl Config {
         };
         let data_dir = match o.data_dir.or(file.data_dir) {
             Some(d) => d,
+            None if cfg!(windows) => windows_data_dir(system).ok_or_else(|| {
+                ConfigError::Missing(
+                    "no data directory: pass --data-dir DIR, or set LOCALAPPDATA".into(),
+                )
+            })?,
             None if system => PathBuf::from("/var/lib/session-vault"),
             None => user_data_dir().ok_or_else(|| {
                 ConfigError::Missing(
@@ -225,9 +232,9 @@ impl Config {
         } else if let Some(uids) = file.admin_uids {
             uids
         } else if system {
-            vec![0]
+            vec![root]
         } else {
-            vec![euid, 0]
+            vec![euid, root]
         };
         let store = o.store.or(file.store);
         if let Some(s) = &store {
@@ -331,17 +338,42 @@ fn user_data_dir() -> Option<PathBuf> {
         .map(|h| PathBuf::from(h).join(".local/share/session-vault"))
 }
 
-/// The daemon's effective uid (0 where uids do not exist).
+/// The daemon's effective uid. On Windows, its user SID's id ([`session_vault_proto::sid`]);
+/// `SYSTEM`'s (18) where the token cannot be read or the SID has no id.
 pub fn current_euid() -> u32 {
     #[cfg(unix)]
     {
         // SAFETY: geteuid has no preconditions and cannot fail.
         unsafe { libc::geteuid() }
     }
-    #[cfg(not(unix))]
+    #[cfg(windows)]
+    {
+        super::win::own_identity()
+            .ok()
+            .and_then(|i| i.uid)
+            .unwrap_or(WINDOWS_SYSTEM_ID)
+    }
+    #[cfg(not(any(unix, windows)))]
     {
         0
     }
+}
+
+/// `SYSTEM`'s id on Windows (`S-1-5-18`): the system daemon's user, and an admin by default,
+/// like root on Unix.
+pub const WINDOWS_SYSTEM_ID: u32 = 18;
+
+/// The data directory on Windows: `%ProgramData%\session-vault` for the system daemon,
+/// `%LOCALAPPDATA%\session-vault` for a user's.
+fn windows_data_dir(system: bool) -> Option<PathBuf> {
+    let var = if system {
+        "ProgramData"
+    } else {
+        "LOCALAPPDATA"
+    };
+    std::env::var_os(var)
+        .filter(|d| !d.is_empty())
+        .map(|d| PathBuf::from(d).join("session-vault"))
 }
 
 #[cfg(test)]

@@ -8,25 +8,92 @@
 //! (pid N)" — before it touches the socket or the vault file — instead of waiting on
 //! SQLite's lock. The kernel drops the lock when the process dies, so there is no stale lock
 //! to clean.
+//!
+//! Windows: the directory is created with a DACL for vaultd's user alone, inherited by the
+//! files made in it (`win::create_private_dir`, Windows only); `vaultd.lock` is opened without
+//! sharing (share mode 0) and kept open, so a second daemon's open fails with a sharing
+//! violation, and the system closes it when the process dies.
 
+#[cfg(unix)]
 use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+#[cfg(unix)]
 use rustix::fs::{FileType, FlockOperation, Mode, OFlags};
 
+#[cfg(unix)]
 use super::dirs::TrustedDir;
 
 /// The lock file's name inside the data directory.
 const LOCK_FILE: &str = "vaultd.lock";
 
 /// The held lock; released when dropped (or when the process exits).
+#[cfg(windows)]
+#[derive(Debug)]
+pub struct DataDirLock {
+    dir: PathBuf,
+    _file: std::fs::File,
+}
+
+#[cfg(windows)]
+impl DataDirLock {
+    /// Creates `dir` (private to vaultd's user) if missing and takes its lock.
+    pub fn acquire(dir: &Path) -> anyhow::Result<DataDirLock> {
+        use std::io::Write;
+        use std::os::windows::fs::OpenOptionsExt;
+        let dir = std::path::absolute(dir)
+            .with_context(|| format!("cannot resolve the data directory {}", dir.display()))?;
+        super::win::create_private_dir(&dir)
+            .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
+        let path = dir.join(LOCK_FILE);
+        // ERROR_SHARING_VIOLATION: another process holds it open.
+        const SHARING_VIOLATION: i32 = 32;
+        let mut file = match std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .share_mode(0)
+            .open(&path)
+        {
+            Ok(f) => f,
+            Err(e) if e.raw_os_error() == Some(SHARING_VIOLATION) => {
+                anyhow::bail!("another vaultd is running on {}", dir.display())
+            }
+            Err(e) => return Err(e).with_context(|| format!("cannot open {}", path.display())),
+        };
+        write!(file, "{}", std::process::id())?;
+        file.flush()?;
+        Ok(DataDirLock { dir, _file: file })
+    }
+
+    /// The data directory's absolute path: where the vault file is opened.
+    pub fn resolved_path(&self) -> anyhow::Result<PathBuf> {
+        Ok(self.dir.clone())
+    }
+
+    /// Fails unless `path` is still a directory (Windows does not let a directory with an
+    /// open file in it be moved or removed).
+    pub fn check_still_at(&self, path: &Path) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            path.is_dir(),
+            "the data directory {} was moved or removed while vaultd started",
+            path.display()
+        );
+        Ok(())
+    }
+}
+
+/// The held lock; released when dropped (or when the process exits).
+#[cfg(unix)]
 #[derive(Debug)]
 pub struct DataDirLock {
     dir: TrustedDir,
     _file: std::fs::File,
 }
 
+#[cfg(unix)]
 impl DataDirLock {
     /// Checks `dir` (creating it 0700 if missing) and takes its lock.
     pub fn acquire(dir: &Path) -> anyhow::Result<DataDirLock> {

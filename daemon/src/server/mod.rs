@@ -34,6 +34,7 @@ pub mod config;
 pub mod conn;
 pub mod context;
 pub mod datadir;
+#[cfg(unix)]
 pub mod dirs;
 pub mod errors;
 pub mod handles;
@@ -45,6 +46,8 @@ pub mod refuse;
 pub mod systemd;
 pub mod throttle;
 pub mod transport;
+#[cfg(windows)]
+pub mod win;
 
 #[cfg(test)]
 mod tests;
@@ -359,6 +362,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let lock = datadir::DataDirLock::acquire(&config.data_dir)?;
     // The socket clients reach: the configured path, or the one systemd passed in (which
     // may differ from the configured one: the .socket unit's ListenStream= decides).
+    #[cfg_attr(not(unix), allow(unused_mut))]
     let mut socket_shown = config.socket.display().to_string();
     #[cfg(unix)]
     let listener = match systemd::inherited_listener()? {

@@ -10,7 +10,22 @@
 
 use super::transport::Unmapped;
 
+/// Logs the refusal of `who` and returns the message its `hello` is answered with. On
+/// Windows: a client whose process token could not be read, or whose user SID maps to no id
+/// ([`session_vault_proto::sid`]); the reason was logged when it connected.
+#[cfg(windows)]
+pub fn unmapped(who: &Unmapped) -> String {
+    let pid = who
+        .pid
+        .map_or_else(|| "unknown".to_owned(), |p| p.to_string());
+    tracing::warn!(pid = %pid, "refused a pipe client whose identity vaultd cannot read");
+    "vaultd cannot tell who you are: your process token could not be read or your user SID \
+     has no id (see session_vault_proto::sid); refused"
+        .to_owned()
+}
+
 /// Logs the refusal of `who` and returns the message its `hello` is answered with.
+#[cfg(not(windows))]
 pub fn unmapped(who: &Unmapped) -> String {
     let pid = who
         .pid

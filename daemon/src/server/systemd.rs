@@ -3,28 +3,38 @@
 //!
 //! Everything here is a no-op outside systemd: `sd_notify` does nothing without
 //! `NOTIFY_SOCKET`, socket activation needs `LISTEN_PID`/`LISTEN_FDS` naming this process,
-//! and a credential is read only when `--unlock-credential` names one.
+//! and a credential is read only when `--unlock-credential` names one. On Windows, where
+//! there is no systemd, the notifications do nothing (the `sd-notify` crate is Unix-only).
 
 use std::path::PathBuf;
 
+#[cfg(unix)]
 use sd_notify::NotifyState;
 use zeroize::Zeroizing;
 
 /// Sends `READY=1` and a first `STATUS=`.
 pub fn notify_ready(status: &str) {
+    #[cfg(unix)]
     send(&[NotifyState::Ready, NotifyState::Status(status)]);
+    #[cfg(not(unix))]
+    let _ = status;
 }
 
 /// Sends `STATUS=`.
 pub fn notify_status(status: &str) {
+    #[cfg(unix)]
     send(&[NotifyState::Status(status)]);
+    #[cfg(not(unix))]
+    let _ = status;
 }
 
 /// Sends `STOPPING=1`.
 pub fn notify_stopping() {
+    #[cfg(unix)]
     send(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
 }
 
+#[cfg(unix)]
 fn send(states: &[NotifyState<'_>]) {
     if let Err(e) = sd_notify::notify(states) {
         tracing::warn!(error = %e, "cannot notify the service manager");

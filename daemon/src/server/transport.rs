@@ -16,7 +16,12 @@
 //! for every id it does not map, e.g. under systemd's `PrivateUsers=`) makes it
 //! [`Peer::Unmapped`] — all such peers would otherwise look like one user.
 //!
-//! Windows (named pipes through `interprocess`) is not implemented yet: [`bind`] refuses.
+//! Windows: a named pipe (`\\.\pipe\session-vault` by default) through `interprocess`,
+//! created with a security descriptor admitting only vaultd's user, `SYSTEM`, Administrators
+//! and the configured groups, first instance with `FILE_FLAG_FIRST_PIPE_INSTANCE`; each
+//! client's user SID and groups are read from its process token and mapped to ids
+//! (`server/win.rs`, Windows only). A client whose token cannot be read, or whose SID maps to
+//! no id, is [`Peer::Unmapped`] and refused.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -24,7 +29,10 @@ use std::path::{Path, PathBuf};
 use interprocess::local_socket::tokio::{Listener as IpListener, Stream, prelude::*};
 use interprocess::local_socket::{GenericFilePath, ListenerOptions};
 
-use super::dirs::{DirError, TrustedDir};
+#[cfg(unix)]
+pub use super::dirs::DirError;
+#[cfg(unix)]
+use super::dirs::TrustedDir;
 
 /// The id Linux reports for an unmapped uid or gid when `/proc/sys/kernel/overflow{u,g}id`
 /// cannot be read.
@@ -113,6 +121,7 @@ impl OverflowIds {
         ids
     }
 
+    #[cfg(unix)]
     fn names(&self, uid: u32, gid: u32) -> bool {
         uid == self.uid || gid == self.gid
     }
@@ -128,6 +137,7 @@ pub enum BindError {
     #[error("{} exists and is not a socket; refusing to replace it", .0.display())]
     NotASocket(PathBuf),
     /// The socket's directory is not safe to use.
+    #[cfg(unix)]
     #[error(transparent)]
     Dir(#[from] DirError),
     /// Any other failure.
@@ -143,22 +153,52 @@ pub enum BindError {
 /// A bound listener.
 pub struct Listener {
     inner: IpListener,
+    #[cfg_attr(not(unix), allow(dead_code))]
     overflow: OverflowIds,
 }
 
+/// Binds the named pipe `path` (`\\.\pipe\…`; see the module docs for the rules).
+#[cfg(windows)]
+pub fn bind(path: &Path) -> Result<Listener, BindError> {
+    use interprocess::os::windows::local_socket::ListenerOptionsExt;
+    use interprocess::os::windows::security_descriptor::SecurityDescriptor;
+    let io_err = |source| BindError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let me = super::win::own_identity().map_err(io_err)?;
+    let sddl = super::win::pipe_sddl(&me.user_sid).map_err(io_err)?;
+    let wide = widestring::U16CString::from_str(&sddl)
+        .map_err(|e| io_err(io::Error::new(io::ErrorKind::InvalidInput, e.to_string())))?;
+    let sd = SecurityDescriptor::deserialize(&wide).map_err(io_err)?;
+    let fs_name = path.to_fs_name::<GenericFilePath>().map_err(io_err)?;
+    let inner = ListenerOptions::new()
+        .name(fs_name)
+        .security_descriptor(sd)
+        .create_tokio()
+        .map_err(|e| match e.raw_os_error() {
+            // ERROR_ACCESS_DENIED, ERROR_PIPE_BUSY: FILE_FLAG_FIRST_PIPE_INSTANCE found the
+            // name taken, by another vaultd or by someone squatting it.
+            Some(5 | 231) => BindError::InUse(path.to_owned()),
+            _ if e.kind() == io::ErrorKind::AddrInUse => BindError::InUse(path.to_owned()),
+            _ => io_err(e),
+        })?;
+    Ok(Listener {
+        inner,
+        overflow: OverflowIds {
+            uid: u32::MAX,
+            gid: u32::MAX,
+        },
+    })
+}
+
 /// Binds the socket at `path` (see the module docs for the rules).
+#[cfg(unix)]
 pub fn bind(path: &Path) -> Result<Listener, BindError> {
     let io_err = |source| BindError::Io {
         path: path.to_owned(),
         source,
     };
-    if cfg!(not(unix)) {
-        // Without uids every peer would look like root: refuse rather than serve unauthenticated.
-        return Err(io_err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            "named pipes are not supported yet on this platform",
-        )));
-    }
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -173,7 +213,6 @@ pub fn bind(path: &Path) -> Result<Listener, BindError> {
     remove_stale(&dir, name, path)?;
     let fs_name = path.to_fs_name::<GenericFilePath>().map_err(io_err)?;
     let opts = ListenerOptions::new().name(fs_name).reclaim_name(true);
-    #[cfg(unix)]
     let opts = {
         use interprocess::os::unix::local_socket::ListenerOptionsExt;
         opts.mode(0o660)
@@ -207,6 +246,7 @@ pub fn bind(path: &Path) -> Result<Listener, BindError> {
 }
 
 /// Removes a socket file nobody listens on; refuses a live socket or a non-socket file.
+#[cfg(unix)]
 fn remove_stale(dir: &TrustedDir, name: &std::ffi::OsStr, path: &Path) -> Result<(), BindError> {
     use rustix::fs::{AtFlags, FileType};
     let io_err = |source| BindError::Io {
@@ -283,19 +323,43 @@ impl Listener {
                 }),
             ))
         }
-        #[cfg(not(unix))]
-        Ok((
-            stream,
-            Peer::Known(PeerInfo {
-                uid: 0,
-                gid: 0,
-                groups: Vec::new(),
-                pid: creds.pid().map(|p| p as u32),
-            }),
-        ))
+        #[cfg(windows)]
+        {
+            // The client's process id comes from the kernel (GetNamedPipeClientProcessId);
+            // its token tells its user and groups. Without them the client is refused.
+            let pid = creds.pid();
+            let unknown = Peer::Unmapped(Unmapped {
+                uid: u32::MAX,
+                gid: u32::MAX,
+                pid,
+            });
+            let identity = match pid.map(super::win::identity_of_pid) {
+                Some(Ok(id)) => id,
+                Some(Err(e)) => {
+                    tracing::warn!(pid = ?pid, error = %e, "cannot read a pipe client's token");
+                    return Ok((stream, unknown));
+                }
+                None => return Ok((stream, unknown)),
+            };
+            let Some(uid) = identity.uid else {
+                tracing::warn!(pid = ?pid, sid = %identity.user_sid, "a pipe client's user SID maps to no id");
+                return Ok((stream, unknown));
+            };
+            tracing::debug!(pid = ?pid, sid = %identity.user_sid, uid, "pipe client");
+            Ok((
+                stream,
+                Peer::Known(PeerInfo {
+                    uid,
+                    gid: identity.gid.unwrap_or(uid),
+                    groups: identity.groups,
+                    pid,
+                }),
+            ))
+        }
     }
 
     /// Leaves the socket file in place on drop (socket activation: systemd owns it).
+    #[cfg(unix)]
     pub fn keep_socket_file(&mut self) {
         self.inner.do_not_reclaim_name_on_drop();
     }

@@ -17,6 +17,7 @@
 //! kept beside it as `vault.db.before-restore-UNIXTIME`. Every open session handle is ended
 //! (session ids of the old file mean nothing in the new one); the vault stays locked.
 
+#[cfg(unix)]
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -246,12 +247,14 @@ fn data_dir(vault: &Vault) -> PathBuf {
 /// Opens a transfer file of the data directory again by its name, never through a symbolic
 /// link (as every file the daemon creates, see `server::dirs`).
 fn reopen(path: &Path, write: bool) -> std::io::Result<std::fs::File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
-        .read(!write)
-        .write(write)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)
+    let mut o = std::fs::OpenOptions::new();
+    o.read(!write).write(write);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        o.custom_flags(libc::O_NOFOLLOW);
+    }
+    o.open(path)
 }
 
 /// Size and SHA-256 of a file.
@@ -344,6 +347,7 @@ pub async fn restore_begin(conn: &Conn, size: u64, sha256: Blob) -> Result<Respo
     let created = blocking(move || {
         let mut o = std::fs::OpenOptions::new();
         o.write(true).create_new(true);
+        #[cfg(unix)]
         {
             use std::os::unix::fs::OpenOptionsExt;
             o.mode(0o600).custom_flags(libc::O_NOFOLLOW);
@@ -569,4 +573,44 @@ pub async fn verify(conn: &Conn) -> Result<Response, WireError> {
         "vault verified"
     );
     Ok(Response::Verified(report))
+}
+
+/// `read_exact_at` and `write_all_at` of Unix's `FileExt`, on Windows's positioned reads and
+/// writes (which, unlike Unix's, move the file's cursor: the transfer files are only used
+/// through these calls, so nothing depends on it).
+#[cfg(windows)]
+trait FileExt {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()>;
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()>;
+}
+
+#[cfg(windows)]
+impl FileExt for std::fs::File {
+    fn read_exact_at(&self, mut buf: &mut [u8], mut offset: u64) -> std::io::Result<()> {
+        use std::os::windows::fs::FileExt as _;
+        while !buf.is_empty() {
+            match self.seek_read(buf, offset)? {
+                0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+                n => {
+                    buf = &mut buf[n..];
+                    offset += n as u64;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn write_all_at(&self, mut buf: &[u8], mut offset: u64) -> std::io::Result<()> {
+        use std::os::windows::fs::FileExt as _;
+        while !buf.is_empty() {
+            match self.seek_write(buf, offset)? {
+                0 => return Err(std::io::ErrorKind::WriteZero.into()),
+                n => {
+                    buf = &buf[n..];
+                    offset += n as u64;
+                }
+            }
+        }
+        Ok(())
+    }
 }

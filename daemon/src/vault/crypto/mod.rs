@@ -96,7 +96,7 @@ pub fn check_new_passphrase(passphrase: &[u8]) -> Result<()> {
 /// Length of the vault id.
 pub const VAULT_ID_LEN: usize = 16;
 
-/// Locks the pages holding `value` in RAM (`mlock`) so that they are never swapped out.
+/// Locks the pages holding `value` in RAM (`mlock`, on Windows `VirtualLock`) so that they are never swapped out.
 /// Best effort: where the OS refuses (e.g. `RLIMIT_MEMLOCK` reached) the key still works
 /// and stays zeroized on drop. Pages are not unlocked again: they may hold other keys, and
 /// `mlock` does not count references.
@@ -115,7 +115,21 @@ pub fn lock_in_memory<T: ?Sized>(value: &T) {
             tracing::debug!(error = %std::io::Error::last_os_error(), "mlock of key memory refused");
         }
     }
-    #[cfg(not(unix))]
+    #[cfg(windows)]
+    {
+        let len = std::mem::size_of_val(value);
+        if len == 0 {
+            return;
+        }
+        let ptr = std::ptr::from_ref(value).cast::<std::ffi::c_void>();
+        // SAFETY: VirtualLock only changes the residency of the pages spanning [ptr, ptr+len),
+        // which belong to the live object `value`; it reads and writes no memory.
+        let ok = unsafe { windows_sys::Win32::System::Memory::VirtualLock(ptr, len) };
+        if ok == 0 {
+            tracing::debug!(error = %std::io::Error::last_os_error(), "VirtualLock of key memory refused");
+        }
+    }
+    #[cfg(not(any(unix, windows)))]
     let _ = value;
 }
 

@@ -218,8 +218,8 @@ impl<S: Store> Engine<S> {
             self.append_audit(AuditEntry {
                 seq: 0,
                 time: super::now(),
-                uid: rustix::process::geteuid().as_raw(),
-                gid: rustix::process::getegid().as_raw(),
+                uid: crate::server::config::current_euid(),
+                gid: current_egid(),
                 pid: Some(std::process::id()),
                 exe: "vaultd".into(),
                 unit: None,
@@ -381,5 +381,17 @@ impl<S: Store> Engine<S> {
             store.put_audit_head(&sealed)?;
         }
         Ok(())
+    }
+}
+
+/// vaultd's effective gid (on Windows its user id: no primary group is recorded).
+fn current_egid() -> u32 {
+    #[cfg(unix)]
+    {
+        rustix::process::getegid().as_raw()
+    }
+    #[cfg(not(unix))]
+    {
+        crate::server::config::current_euid()
     }
 }
