@@ -96,6 +96,23 @@ pub struct RestoreInfo {
     pub previous: Option<String>,
 }
 
+/// The answer to `migrate_store`: what was copied into the target database, every row read
+/// back from it and found equal to the source before the copy was committed. Minor 6.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MigrateInfo {
+    /// The target, as it may be shown (no password).
+    pub target: String,
+    /// Keyslots copied.
+    pub keyslots: u64,
+    /// Sessions copied.
+    pub sessions: u64,
+    /// Rows of the sessions' tables copied (DC options, peers, update state, channels, sent
+    /// files).
+    pub rows: u64,
+    /// Audit log entries copied.
+    pub audit_entries: u64,
+}
+
 /// Encodes a session as the bytes of a streamed import or export (`import_begin`,
 /// `export_begin`): one MessagePack value with named fields, exactly as `import_session`'s
 /// `data` travels inside a frame. The buffer is zeroized when dropped (it holds auth keys).

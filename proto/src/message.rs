@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use crate::audit::AuditPage;
-use crate::backup::{Blob, RestoreInfo, TransferInfo, VerifyReport};
+use crate::backup::{Blob, MigrateInfo, RestoreInfo, TransferInfo, VerifyReport};
 use crate::model::{
     DcOption, Peer, PeerKey, SentFile, SessionData, SessionExtras, SessionSummary,
     UpdateStateChange, UpdatesState,
@@ -25,7 +25,7 @@ use crate::recovery::RecoveryKey;
 /// of different majors refuse each other in the handshake.
 pub const PROTOCOL_MAJOR: u16 = 1;
 /// Protocol minor version: bumped by hand when messages are added compatibly.
-pub const PROTOCOL_MINOR: u16 = 5;
+pub const PROTOCOL_MINOR: u16 = 6;
 
 /// The most peers one [`Response::PeerPage`] carries: far below the frame limit (a peer with
 /// every field set is a few hundred bytes).
@@ -293,6 +293,19 @@ pub enum Request {
     /// Read and authenticate every record of the unlocked vault. → [`Response::Verified`].
     /// Minor 2.
     Verify,
+    /// Copy the vault, as its sealed rows (no key involved), into the empty PostgreSQL
+    /// database `url`, in one target transaction: every row is read back and compared with
+    /// the source before it commits, so the target holds the whole vault or nothing. The
+    /// vault must be locked (else `invalid_request`) and stays so; the daemon keeps running
+    /// on its current store. A target that holds a vault is refused (`invalid_request`).
+    /// → [`Response::Migrated`]. Minor 6.
+    MigrateStore {
+        /// The target's connection string (`postgres://user@host/db`), without a password
+        /// (one in it is refused).
+        url: String,
+        /// The target database's password, if it asks for one (zeroized; never logged).
+        password: Option<Passphrase>,
+    },
     /// Announce a session import sent in chunks: `size` bytes of one MessagePack
     /// [`SessionData`] (as `import_session`'s `data`) with their SHA-256, and what
     /// `import_session` would take besides. Nothing is stored before `import_commit`.
@@ -625,6 +638,8 @@ pub enum Response {
     Verified(VerifyReport),
     /// To [`Request::RestoreCommit`].
     Restored(RestoreInfo),
+    /// To [`Request::MigrateStore`]: what was copied and verified. Minor 6.
+    Migrated(MigrateInfo),
     /// To [`Request::Disconnect`].
     Disconnected {
         /// How many connections were ended (0: no client matched).

@@ -35,6 +35,7 @@ impl Request {
             | R::ExportChunk { .. }
             | R::Audit { .. } => 4,
             R::ListPeers { .. } => 5,
+            R::MigrateStore { .. } => 6,
             R::Hello { .. }
             | R::Status
             | R::Init { .. }

@@ -3,6 +3,7 @@
 //!
 //! - one file per subcommand (`status`, `init`, `unlock`, `lock`, `passwd`, `rekey`, `list`, `rm`,
 //!   `rename`, `grant`, `revoke`, `import`, `export`, `backup`, `restore`, `verify`,
+//!   `migrate-store`,
 //!   `disconnect`,
 //!   `completions`), each with its clap `Args` and a
 //!   `run(args, &DaemonClient, out)` that sends one request;
@@ -40,6 +41,7 @@ mod import;
 mod init;
 mod list;
 mod lock;
+mod migrate;
 mod output;
 mod passwd;
 mod prompt;
@@ -155,6 +157,7 @@ pub enum Command {
     Backup(backup::Args),
     Restore(restore::Args),
     Verify(verify::Args),
+    MigrateStore(migrate::Args),
     Disconnect(disconnect::Args),
     Audit(audit::Args),
     Completions(completions::Args),
@@ -308,6 +311,7 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CtlError> {
         Command::Backup(args) => backup::run(args, &daemon, out),
         Command::Restore(args) => restore::run(args, &daemon, out),
         Command::Verify(args) => verify::run(args, &daemon, out),
+        Command::MigrateStore(args) => migrate::run(args, &daemon, out),
         Command::Disconnect(args) => disconnect::run(args, &daemon, out),
         Command::Audit(args) => audit::run(args, &daemon, out),
         Command::Completions(args) => completions::run(args, out),

@@ -11,7 +11,7 @@ use super::crypto::Keyslot;
 use super::error::{EngineError, Result};
 use super::postgres::{PgTarget, PostgresStore};
 use super::sqlite::{BackupProgress, SqliteStore};
-use super::store::{Header, Index, Row, SessionRow, Store, Table};
+use super::store::{Header, Index, IndexedRow, Row, SessionRow, Store, Table};
 
 /// Where a vault is kept, as `vaultd --store` names it.
 #[derive(Clone, Debug)]
@@ -149,6 +149,7 @@ forward! {
     fn scan(&mut self, table: Table, session: i64) -> Result<Vec<Row>>;
     fn scan_page(&mut self, table: Table, session: i64, before: Option<i64>, limit: u32) -> Result<Vec<(i64, Row)>>;
     fn scan_indexed(&mut self, table: Table, session: i64) -> Result<Vec<(Row, [bool; 2])>>;
+    fn scan_all(&mut self, table: Table, session: i64) -> Result<Vec<IndexedRow>>;
     fn clear(&mut self, table: Table, session: i64) -> Result<()>;
     fn find(&mut self, table: Table, session: i64, index: Index, value: &[u8]) -> Result<Option<Row>>;
     fn count(&mut self, table: Table, session: i64) -> Result<u64>;

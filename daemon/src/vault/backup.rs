@@ -141,6 +141,35 @@ impl Vault {
         Ok(report)
     }
 
+    /// Copies the vault, as its sealed rows, into the empty PostgreSQL database `target`,
+    /// verified and committed as one transaction (see [`super::postgres::migrate`]). The vault
+    /// must be locked, so that nothing writes to it during the copy, which runs as one job
+    /// of the storage thread.
+    pub async fn migrate_store(
+        &self,
+        target: super::postgres::PgTarget,
+    ) -> Result<session_vault_proto::backup::MigrateInfo> {
+        self.call(Class::Barrier, move |e| {
+            match e.state() {
+                VaultState::Locked => {}
+                VaultState::Unlocked => {
+                    return Err(EngineError::Invalid(
+                        "the vault is unlocked: lock it first (vaultctl lock), so that no \
+                         write races the copy"
+                            .into(),
+                    ));
+                }
+                VaultState::Uninitialized => {
+                    return Err(EngineError::Invalid(
+                        "the vault is not initialized: there is nothing to migrate".into(),
+                    ));
+                }
+            }
+            super::postgres::migrate::copy_into(e.store(), &target)
+        })
+        .await
+    }
+
     /// Replaces the vault file by `staged` (checked and verified by the caller), keeping
     /// the current one as `aside`; the vault must be locked or uninitialized, and is locked
     /// afterwards. Returns whether an initialized vault was replaced (else `aside` is

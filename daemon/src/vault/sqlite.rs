@@ -19,7 +19,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 use super::crypto::{KdfParams, Keyslot, VAULT_ID_LEN};
 use super::error::{EngineError, Result};
-use super::store::{Header, Index, Row, SessionRow, Store, Table, audit_seq};
+use super::store::{Header, Index, IndexedRow, Row, SessionRow, Store, Table, audit_seq};
 
 /// `PRAGMA application_id` of a Session Vault database ("SVLT").
 pub const APPLICATION_ID: i32 = 0x5356_4c54;
@@ -672,6 +672,25 @@ impl Store for SqliteStore {
         let sql = per_table!(
             table,
             "SELECT k, v, i1 IS NOT NULL, i2 IS NOT NULL FROM ",
+            " WHERE session = ?1 ORDER BY rowid"
+        );
+        let mut stmt = self.conn.prepare_cached(sql)?;
+        let rows = stmt.query_map([session], |r| {
+            Ok((
+                Row {
+                    key: r.get(0)?,
+                    value: r.get(1)?,
+                },
+                [r.get(2)?, r.get(3)?],
+            ))
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn scan_all(&mut self, table: Table, session: i64) -> Result<Vec<IndexedRow>> {
+        let sql = per_table!(
+            table,
+            "SELECT k, v, i1, i2 FROM ",
             " WHERE session = ?1 ORDER BY rowid"
         );
         let mut stmt = self.conn.prepare_cached(sql)?;

@@ -70,6 +70,9 @@ pub struct Row {
     pub value: Vec<u8>,
 }
 
+/// A row with its two blinded index values (`None`: unset), oldest first in a scan.
+pub type IndexedRow = (Row, [Option<Vec<u8>>; 2]);
+
 /// A session's plaintext bookkeeping and its sealed record.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SessionRow {
@@ -213,6 +216,9 @@ pub trait Store: Send {
     /// [`Store::scan`] with, for each row, whether its two index columns are set (`rekey`
     /// re-blinds exactly the index values that exist).
     fn scan_indexed(&mut self, table: Table, session: i64) -> Result<Vec<(Row, [bool; 2])>>;
+    /// [`Store::scan`] with each row's two index values, as stored: what a copy of the vault
+    /// into another store (`migrate_store`) writes and then compares.
+    fn scan_all(&mut self, table: Table, session: i64) -> Result<Vec<IndexedRow>>;
     /// Deletes every row of a session in a table.
     fn clear(&mut self, table: Table, session: i64) -> Result<()>;
     /// The row whose index column matches `value`, if any.

@@ -130,6 +130,15 @@ impl Act {
             }
             R::TransferEnd { id } => act("transfer_end", None, Some(format!("transfer {id}"))),
             R::Verify => act("verify", None, None),
+            // The target as it may be shown: a password in the URL is refused, never recorded.
+            R::MigrateStore { url, .. } => act(
+                "migrate_store",
+                None,
+                Some(match crate::vault::postgres::PgTarget::new(url, None) {
+                    Ok(t) => t.display().to_owned(),
+                    Err(_) => "an invalid connection string".to_owned(),
+                }),
+            ),
             R::Disconnect { session, pid } => act(
                 "disconnect",
                 session.as_ref(),

@@ -562,6 +562,25 @@ pub fn transfer_end(conn: &Conn, id: u64) -> Result<Response, WireError> {
 }
 
 /// `verify`.
+/// `migrate_store`: copies the locked vault into an empty PostgreSQL database (see
+/// [`Vault::migrate_store`]).
+pub async fn migrate_store(
+    conn: &Conn,
+    url: String,
+    password: Option<Passphrase>,
+) -> Result<Response, WireError> {
+    let password = password.map(|p| zeroize::Zeroizing::new(p.expose().to_vec()));
+    let target = crate::vault::postgres::PgTarget::new(&url, password)?;
+    let info = conn.daemon.vault.migrate_store(target).await?;
+    tracing::info!(
+        target_store = %info.target,
+        sessions = info.sessions,
+        rows = info.rows,
+        "vault copied into PostgreSQL and verified"
+    );
+    Ok(Response::Migrated(info))
+}
+
 pub async fn verify(conn: &Conn) -> Result<Response, WireError> {
     let started = Instant::now();
     let report = conn.daemon.vault.verify().await?;

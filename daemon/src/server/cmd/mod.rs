@@ -78,7 +78,8 @@ pub fn weight(request: &Request) -> Weight {
         | R::ExportSession { .. }
         | R::ExportBegin { .. }
         | R::Export { .. }
-        | R::Verify => Weight::HeavyRead,
+        | R::Verify
+        | R::MigrateStore { .. } => Weight::HeavyRead,
         R::DeleteSession { .. }
         | R::ImportSession { .. }
         | R::ImportCommit { .. }
@@ -170,6 +171,7 @@ async fn run(conn: &Conn, request: Request) -> Result<Response, WireError> {
         } => backup::restore_commit(conn, id, passphrase, recovery).await,
         R::TransferEnd { id } => backup::transfer_end(conn, id),
         R::Verify => backup::verify(conn).await,
+        R::MigrateStore { url, password } => backup::migrate_store(conn, url, password).await,
         R::ImportBegin {
             name,
             size,

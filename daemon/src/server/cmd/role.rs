@@ -50,6 +50,7 @@ pub fn role(request: &Request) -> Role {
         }
         R::TransferEnd { .. } => Role::Admin("backup"),
         R::Verify => Role::Admin("verify"),
+        R::MigrateStore { .. } => Role::Admin("migrate-store"),
         R::Disconnect { .. } => Role::Admin("disconnect"),
         R::AddRecoveryKey | R::RemoveRecoveryKey => Role::Admin("recovery key"),
         R::Audit { .. } => Role::Admin("audit"),

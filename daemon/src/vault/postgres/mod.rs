@@ -57,7 +57,7 @@ use postgres::{Client, Statement};
 
 use super::crypto::{KdfParams, Keyslot, VAULT_ID_LEN};
 use super::error::{EngineError, Result, StorageErrorKind};
-use super::store::{Header, Index, Row, SessionRow, Store, Table, audit_seq};
+use super::store::{Header, Index, IndexedRow, Row, SessionRow, Store, Table, audit_seq};
 
 pub mod lease;
 mod target;
@@ -152,6 +152,8 @@ macro_rules! per_table {
         }
     };
 }
+
+pub mod migrate;
 
 /// A vault in one PostgreSQL database.
 pub struct PostgresStore {
@@ -831,6 +833,19 @@ impl Store for PostgresStore {
         let sql = per_table!(
             table,
             "SELECT k, v, i1 IS NOT NULL, i2 IS NOT NULL FROM ",
+            " WHERE session = $1 ORDER BY seq"
+        );
+        Ok(self
+            .query(sql, &[&session])?
+            .iter()
+            .map(|r| (data_row(r), [r.get(2), r.get(3)]))
+            .collect())
+    }
+
+    fn scan_all(&mut self, table: Table, session: i64) -> Result<Vec<IndexedRow>> {
+        let sql = per_table!(
+            table,
+            "SELECT k, v, i1, i2 FROM ",
             " WHERE session = $1 ORDER BY seq"
         );
         Ok(self
