@@ -17,6 +17,7 @@ mod import;
 mod leases;
 mod lifecycle;
 mod load;
+mod migrate;
 mod namespaces;
 mod postgres;
 mod recovery;

@@ -130,13 +130,15 @@ pub(super) fn run(args: Args, daemon: &DaemonClient, out: &mut dyn Write) -> Res
     if args.json {
         write_json(out, &info)?;
     } else {
-        write_summary(out, &info)?;
+        write_summary(out, &info, &args.to)?;
     }
     Ok(())
 }
 
-fn write_summary(out: &mut dyn Write, i: &MigrateInfo) -> std::io::Result<()> {
+fn write_summary(out: &mut dyn Write, i: &MigrateInfo, url: &str) -> std::io::Result<()> {
     let target = sanitize(&i.target);
+    // The string as given (it holds no password): the form `--store` takes.
+    let url = sanitize(url);
     writeln!(
         out,
         "Copied into {target}: keyslots {}, sessions {}, session rows {}, audit entries {}; \
@@ -145,7 +147,7 @@ fn write_summary(out: &mut dyn Write, i: &MigrateInfo) -> std::io::Result<()> {
     )?;
     writeln!(
         out,
-        "Next: stop vaultd, start it with `--store {target} --store-password-file FILE` (or the \
+        "Next: stop vaultd, start it with `--store {url} --store-password-file FILE` (or the \
          systemd credential `store-password`), unlock it with the same passphrase, and run \
          `vaultctl verify`. The current store is unchanged; keep it until then."
     )?;
