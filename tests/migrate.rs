@@ -5,7 +5,7 @@
 //! a password in the connection string; a copy that fails midway leaves the target without a
 //! vault. Skips loudly where PostgreSQL is not installed, like the other PostgreSQL tests.
 
-use std::path::PathBuf;
+use std::path::Path;
 
 use session_vault_client::Connection;
 use session_vault_proto::message::{PeerQuery, Request, Response};
@@ -100,7 +100,7 @@ async fn audit_actions(c: &Connection) -> Vec<(u64, String)> {
     }
 }
 
-fn migrate(env: &Env, url: &str, pw: &PathBuf, json: bool) -> std::process::Output {
+fn migrate(env: &Env, url: &str, pw: &Path, json: bool) -> std::process::Output {
     let mut args = vec![
         "migrate-store",
         "--to",
