@@ -4,7 +4,9 @@
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
 
 use session_vault_proto::audit::{AuditEntry, AuditPage, AuditProblem, AuditProblemKind};
-use session_vault_proto::backup::{Blob, RestoreInfo, TransferInfo, VerifyFailure, VerifyReport};
+use session_vault_proto::backup::{
+    Blob, MigrateInfo, RestoreInfo, TransferInfo, VerifyFailure, VerifyReport,
+};
 use session_vault_proto::message::{
     ClientFrame, ErrorCode, Event, KdfSpec, Passphrase, PeerQuery, Request, Response, ServerFrame,
     SessionListing, StatusInfo, VaultState, WireError,
@@ -305,6 +307,14 @@ pub fn requests() -> Vec<Request> {
         },
         Request::TransferEnd { id: 2 },
         Request::Verify,
+        Request::MigrateStore {
+            url: "postgres://vault@db.internal/vault".into(),
+            password: Some(Passphrase::new(b"db password".to_vec())),
+        },
+        Request::MigrateStore {
+            url: "postgres://vault@%2Frun%2Fpostgresql/vault".into(),
+            password: None,
+        },
         Request::Disconnect {
             session: Some("bot-a".into()),
             pid: Some(4242),
@@ -557,6 +567,13 @@ pub fn responses() -> Vec<Response> {
         Response::Disconnected { connections: 1 },
         Response::RecoveryKey(RecoveryKey::from_bytes(&[7; 16])),
         Response::AuditPage(audit_page()),
+        Response::Migrated(MigrateInfo {
+            target: "postgres://vault@db.internal:5432/vault".into(),
+            keyslots: 2,
+            sessions: 3,
+            rows: 120,
+            audit_entries: 17,
+        }),
         Response::Restored(RestoreInfo {
             report: verify_report(),
             previous: Some("/var/lib/session-vault/vault.db.before-restore-1765000000".into()),

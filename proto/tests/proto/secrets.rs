@@ -33,6 +33,11 @@ fn passphrase_debug_is_redacted() {
         kdf: None,
     };
     assert_hidden(&format!("{r:?}"));
+    let r = Request::MigrateStore {
+        url: "postgres://vault@db/vault".into(),
+        password: Some(Passphrase::new(SECRET.as_bytes().to_vec())),
+    };
+    assert_hidden(&format!("{r:?}"));
 }
 
 #[test]
