@@ -140,7 +140,7 @@ mod tests {
     fn the_role_table_agrees_with_the_protocol() {
         let admin = names_with(|r| matches!(r, Role::Admin(_)));
         assert_eq!(admin, protocol_lists("Admin requests"));
-        assert_eq!(admin.len(), 28, "{admin:?}");
+        assert_eq!(admin.len(), 29, "{admin:?}");
         let anyone = names_with(|r| r == Role::Anyone);
         assert_eq!(anyone, protocol_lists("Anyone who can connect"));
         assert_eq!(
