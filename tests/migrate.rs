@@ -276,7 +276,7 @@ async fn a_sqlite_vault_migrates_into_postgres_and_unlocks_there_with_the_same_p
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_copy_that_fails_midway_leaves_the_target_without_a_vault() {
+async fn a_copy_that_fails_midway_leaves_the_target_without_a_vault_and_postgres_copies_too() {
     let Some(cluster) = Cluster::start_or_skip("vaultctl migrate-store") else {
         return;
     };
@@ -317,6 +317,7 @@ async fn a_copy_that_fails_midway_leaves_the_target_without_a_vault() {
         })
         .await;
     assert!(matches!(r, Ok(Response::Ok)), "import: {r:?}");
+    let alpha = export(&c, "alpha").await;
     let r = c.call(Request::Lock).await;
     assert!(matches!(r, Ok(Response::Ok)), "lock: {r:?}");
 
@@ -340,6 +341,33 @@ async fn a_copy_that_fails_midway_leaves_the_target_without_a_vault() {
     let text = stdout(&out);
     assert!(text.contains("sessions 1"), "{text}");
     assert!(text.contains("--store postgres://"), "{text}");
+    drop(c);
+    d.terminate();
+
+    // From that PostgreSQL database into another one: the same copy, by a daemon running on
+    // PostgreSQL (locked, as it starts).
+    let db2 = cluster.create_database();
+    let on_pg = Env::new();
+    let pg_pw = on_pg.path().join("pgpass");
+    cluster.write_password_file(&pg_pw);
+    let store = |db: &str| {
+        vec![
+            "--store".to_owned(),
+            cluster.url(db),
+            "--store-password-file".to_owned(),
+            pg_pw.display().to_string(),
+        ]
+    };
+    let args = store(&db);
+    let d = on_pg.start_with(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let out = migrate(&on_pg, &cluster.url(&db2), &pg_pw, false);
+    assert_success(&out, "vaultctl migrate-store from PostgreSQL");
+    d.terminate();
+    let args = store(&db2);
+    let (d, c) = on_pg
+        .start_unlocked(&args.iter().map(String::as_str).collect::<Vec<_>>())
+        .await;
+    assert_eq!(export(&c, "alpha").await, alpha);
     drop(c);
     d.terminate();
 }
