@@ -8,7 +8,7 @@
 use std::path::Path;
 
 use session_vault_client::Connection;
-use session_vault_proto::message::{PeerQuery, Request, Response};
+use session_vault_proto::message::{ErrorCode, PeerQuery, Request, Response};
 use session_vault_proto::model::{
     AuthKey, ChannelState, DcOption, Peer, PeerKind, SelfUser, SentFile, SessionData,
     SessionSummary, UpdatesState,
@@ -191,6 +191,17 @@ async fn a_sqlite_vault_migrates_into_postgres_and_unlocks_there_with_the_same_p
     );
     assert!(!stderr(&out).contains(cluster.password()));
     assert!(!stdout(&out).contains(cluster.password()));
+    // The daemon refuses it too, to a client other than vaultctl, without echoing it.
+    let r = c
+        .call(Request::MigrateStore {
+            url: with_pw.clone(),
+            password: None,
+        })
+        .await;
+    let shown = format!("{r:?}");
+    assert_eq!(err_code(r), ErrorCode::InvalidRequest);
+    assert!(shown.contains("password"), "{shown}");
+    assert!(!shown.contains(cluster.password()), "{shown}");
 
     let r = c.call(Request::Lock).await;
     assert!(matches!(r, Ok(Response::Ok)), "lock: {r:?}");
@@ -203,8 +214,8 @@ async fn a_sqlite_vault_migrates_into_postgres_and_unlocks_there_with_the_same_p
     assert!(info["rows"].as_u64().unwrap() >= 2 * 28, "{info}");
     assert_eq!(
         info["audit_entries"],
-        audit_before.len() + 3,
-        "and those of `audit`, the refused `migrate_store` and `lock`: {info}"
+        audit_before.len() + 4,
+        "and those of `audit`, the two refused `migrate_store` and `lock`: {info}"
     );
     assert!(!stdout(&out).contains(cluster.password()));
 

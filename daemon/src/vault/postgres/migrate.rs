@@ -16,7 +16,10 @@
 //! (its schema created by [`PostgresStore::open`], no vault in it).
 //!
 //! The caller makes sure nothing writes to the source meanwhile (the vault is locked and the
-//! copy runs as one job of the storage thread).
+//! copy runs as one job of the storage thread). A PostgreSQL source shared by other daemons
+//! is read outside any snapshot: lock (or stop) every host first, or the copy may mix rows
+//! of before and after another host's write; the read-back compares with what was read, so
+//! it would not notice.
 
 use session_vault_proto::backup::MigrateInfo;
 
