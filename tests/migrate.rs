@@ -345,9 +345,28 @@ async fn a_copy_that_fails_midway_leaves_the_target_without_a_vault_and_postgres
         "the header, keyslots and session written before the failure were rolled back"
     );
 
-    // The same target, the trigger gone: the copy goes through.
+    // No password anywhere and no terminal to ask on: none is sent, and the server's
+    // refusal is the answer.
     cluster.psql(&db, "DROP TRIGGER refuse ON peers");
-    let out = migrate(&src, &url, &pw, false);
+    let out = src.ctl(&["migrate-store", "--to", &url]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("cannot connect to PostgreSQL"),
+        "{}",
+        stderr(&out)
+    );
+
+    // The same target, the trigger gone, the password from the systemd credential: the copy
+    // goes through.
+    let creds = src.path().join("creds");
+    std::fs::create_dir(&creds).unwrap();
+    cluster.write_password_file(&creds.join("store-password"));
+    let out = src
+        .ctl_cmd(&["migrate-store", "--to", &url])
+        .env("CREDENTIALS_DIRECTORY", &creds)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
     assert_success(&out, "vaultctl migrate-store");
     let text = stdout(&out);
     assert!(text.contains("sessions 1"), "{text}");
