@@ -71,7 +71,7 @@ pub const INLINE_PEERS: usize = 8;
 pub const INLINE_STATE_ROWS: usize = 32;
 
 /// How many times a write conflicting with another daemon's is tried in all
-/// ([`Vault::call_retrying`]).
+/// (`Vault::call_retrying`).
 pub const CONFLICT_TRIES: u32 = 3;
 
 /// Tunables of a vault.
@@ -274,7 +274,7 @@ impl Vault {
         }
     }
 
-    /// Notified when a request followed another daemon's change (see [`Inner::followed`]):
+    /// Notified when a request followed another daemon's change (see `Inner::followed`):
     /// the caller then calls [`Vault::refresh`] to learn what it was.
     pub fn followed(&self) -> Arc<tokio::sync::Notify> {
         Arc::clone(&self.inner.followed)

@@ -148,7 +148,7 @@ impl<S: Store> Engine<S> {
     /// A page of cached peers for a client's warm start, most recently added first: up to
     /// `limit` (at most [`PEER_PAGE_MAX`]; 0 means that many) below cursor `before`, and the
     /// cursor of the next page (`None` after the last). A page of at least
-    /// [`PARALLEL_OPEN_MIN`] rows is opened (AEAD, MessagePack) on two threads.
+    /// `PARALLEL_OPEN_MIN` rows is opened (AEAD, MessagePack) on two threads.
     pub fn peers_page(
         &mut self,
         sid: SessionId,

@@ -81,7 +81,7 @@ pub struct Manifest {
 const NEWER_THAN_MANIFEST: &str =
     "record is newer than the manifest (the manifest was rolled back)";
 
-/// Whether `e` refused a record newer than the manifest held (see [`NEWER_THAN_MANIFEST`]).
+/// Whether `e` refused a record newer than the manifest held (see `NEWER_THAN_MANIFEST`).
 pub fn is_newer_than_manifest(e: &EngineError) -> bool {
     matches!(e, EngineError::Corrupt { reason, .. } if *reason == NEWER_THAN_MANIFEST)
 }
