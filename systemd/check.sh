@@ -18,6 +18,21 @@ sed -i "s#%h/.cargo/bin/vaultd#$vaultd#" "$tmp/user/session-vault.service"
 sed -i "s#/usr/bin/vaultctl#$vaultctl#" "$tmp/system/session-vault-backup.service"
 systemd-analyze verify "$tmp/system/session-vault.service" "$tmp/system/session-vault.socket" \
     "$tmp/system/session-vault-backup.service" "$tmp/system/session-vault-backup.timer"
+# The service with both drop-ins (PostgreSQL store, unattended unlock), as installed together.
+mkdir -p "$tmp/dropins/session-vault.service.d"
+cp "$tmp/system/session-vault.service" "$tmp/system/session-vault.socket" "$tmp/dropins/"
+sed "s#DB.HOST.IP#192.0.2.10#g" "$here/postgres-store.conf" \
+    >"$tmp/dropins/session-vault.service.d/postgres-store.conf"
+sed "s#/usr/bin/vaultd#$vaultd#" "$here/unattended-unlock.conf" \
+    >"$tmp/dropins/session-vault.service.d/unattended-unlock.conf"
+# verify only warns about a bad line in a drop-in: any word about one fails the check.
+out="$(systemd-analyze verify "$tmp/dropins/session-vault.service" \
+    "$tmp/dropins/session-vault.socket" 2>&1)"
+if grep -q "session-vault.service.d" <<<"$out"; then
+    echo "$out" >&2
+    echo "a drop-in does not verify" >&2
+    exit 1
+fi
 XDG_RUNTIME_DIR="$tmp/runtime" systemd-analyze --user verify \
     "$tmp/user/session-vault.service" "$tmp/user/session-vault.socket"
 exposure="$(systemd-analyze security --offline=true "$here/session-vault.service" \

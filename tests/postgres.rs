@@ -114,6 +114,29 @@ fn the_password_never_comes_from_the_command_line_and_a_wrong_one_fails_clearly(
     let (status, log) = Daemon::start_failing(&env, &["--store", "/tmp/some/file.db"]);
     assert!(!status.success());
     assert!(log.contains("postgres://"), "{log}");
+
+    // The unit's drop-in (systemd/postgres-store.conf) names the store in the environment:
+    // it is `--store`, with the same refusal of a password in it.
+    let mut child = env
+        .vaultd_cmd()
+        .env("SESSION_VAULT_STORE", &with_pw)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run vaultd");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while child.try_wait().expect("wait").is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("vaultd ignored SESSION_VAULT_STORE and started on its data dir");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().expect("vaultd's output");
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(log.contains("--store-password-file"), "{log}");
+    assert!(!log.contains(cluster.password()), "{log}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

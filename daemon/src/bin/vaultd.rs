@@ -23,7 +23,7 @@ struct Args {
     data_dir: Option<PathBuf>,
     /// Keep the vault in this PostgreSQL database (postgres://USER@HOST/DB, no password),
     /// shared with other hosts' vaultd, instead of vault.db in --data-dir.
-    #[arg(long, value_name = "URL")]
+    #[arg(long, value_name = "URL", env = "SESSION_VAULT_STORE")]
     store: Option<String>,
     /// File whose first line is the PostgreSQL password (default: the systemd credential
     /// `store-password`, if any). Never put the password in --store.
