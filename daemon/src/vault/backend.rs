@@ -136,6 +136,7 @@ forward! {
     fn savepoint(&mut self) -> Result<()>;
     fn release(&mut self) -> Result<()>;
     fn rollback_to_savepoint(&mut self) -> Result<()>;
+    fn release_op(&mut self) -> Result<Result<()>>;
     fn sessions(&mut self) -> Result<Vec<SessionRow>>;
     fn session(&mut self, id: i64) -> Result<Option<SessionRow>>;
     fn insert_session(&mut self, name: &str, now: i64) -> Result<i64>;
