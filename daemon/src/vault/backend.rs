@@ -145,6 +145,7 @@ forward! {
     fn rename_session(&mut self, id: i64, name: &str) -> Result<()>;
     fn delete_session(&mut self, id: i64) -> Result<()>;
     fn get(&mut self, table: Table, session: i64, key: &[u8]) -> Result<Option<Vec<u8>>>;
+    fn get_many(&mut self, table: Table, session: i64, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>>;
     fn put(&mut self, table: Table, session: i64, row: &Row, indexes: [Option<&[u8]>; 2]) -> Result<()>;
     fn put_last(&mut self, table: Table, session: i64, row: &Row) -> Result<()>;
     fn scan(&mut self, table: Table, session: i64) -> Result<Vec<Row>>;

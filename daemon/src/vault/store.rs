@@ -192,6 +192,15 @@ pub trait Store: Send {
 
     /// One row by key.
     fn get(&mut self, table: Table, session: i64, key: &[u8]) -> Result<Option<Vec<u8>>>;
+    /// Several rows by key, in the order of `keys` (a key given twice is answered twice).
+    fn get_many(
+        &mut self,
+        table: Table,
+        session: i64,
+        keys: &[&[u8]],
+    ) -> Result<Vec<Option<Vec<u8>>>> {
+        keys.iter().map(|k| self.get(table, session, k)).collect()
+    }
     /// Inserts or updates a row in place, with its index values. An index value names one
     /// row per session: the row written takes it from any other row that had it (a username
     /// that moved to another peer resolves to its new holder).

@@ -883,6 +883,56 @@ impl Store for PostgresStore {
         Ok(self.query_opt(sql, &[&session, &key])?.map(|r| r.get(0)))
     }
 
+    fn get_many(
+        &mut self,
+        table: Table,
+        session: i64,
+        keys: &[&[u8]],
+    ) -> Result<Vec<Option<Vec<u8>>>> {
+        if keys.len() < 2 {
+            return keys.iter().map(|k| self.get(table, session, k)).collect();
+        }
+        // What the deferred writes decide (as in `get`), then the rest in one statement.
+        let mut answers: Vec<Option<Option<Vec<u8>>>> = vec![None; keys.len()];
+        if self.deferring() {
+            let cleared = self.deferred.cleared.contains(&(table, session));
+            for (answer, key) in answers.iter_mut().zip(keys) {
+                if let Some(v) = self.deferred.rows.get(&(table, session, key.to_vec())) {
+                    *answer = Some(v.clone());
+                } else if cleared {
+                    *answer = Some(None);
+                }
+            }
+        }
+        let asked: Vec<&[u8]> = keys
+            .iter()
+            .zip(&answers)
+            .filter(|(_, a)| a.is_none())
+            .map(|(k, _)| *k)
+            .collect();
+        let mut found: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
+        if !asked.is_empty() {
+            let sql = per_table!(
+                table,
+                "SELECT k, v FROM ",
+                " WHERE session = $1 AND k = ANY($2)"
+            );
+            let rows = if self.deferring() {
+                // The deferred writes cannot change these rows (see `get`).
+                let (client, stmt) = self.stmt(sql)?;
+                client.query(&stmt, &[&session, &asked]).map_err(pg_error)?
+            } else {
+                self.query(sql, &[&session, &asked])?
+            };
+            found = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+        }
+        Ok(answers
+            .into_iter()
+            .zip(keys)
+            .map(|(a, k)| a.unwrap_or_else(|| found.get(*k).cloned()))
+            .collect())
+    }
+
     fn put(
         &mut self,
         table: Table,

@@ -321,6 +321,11 @@ fn a_fenced_operation_leaves_no_row_and_its_neighbours_keep_theirs() {
         Some(&b"v1b"[..]),
         "a read inside the operation sees its deferred write"
     );
+    assert_eq!(
+        a.get_many(Table::Peers, free, &[b"k1", b"kx", b"k1"]).unwrap(),
+        [Some(b"v1b".to_vec()), None, Some(b"v1b".to_vec())],
+        "so does a read of several rows"
+    );
     a.release_op().unwrap().expect("operation 1 kept");
 
     // The lease of `leased` lapses and passes to b meanwhile.
@@ -369,6 +374,10 @@ fn a_fenced_operation_leaves_no_row_and_its_neighbours_keep_theirs() {
     assert_eq!(
         b.get(Table::Peers, free, b"k1").unwrap().as_deref(),
         Some(&b"v1b"[..])
+    );
+    assert_eq!(
+        b.get_many(Table::Peers, free, &[b"k3", b"k2", b"k1"]).unwrap(),
+        [Some(b"v3".to_vec()), None, Some(b"v1b".to_vec())]
     );
     assert!(keys(&mut b, Table::Channels, leased).is_empty());
     assert!(keys(&mut b, Table::State, leased).is_empty());
