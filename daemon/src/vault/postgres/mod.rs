@@ -118,6 +118,10 @@ pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
 /// The advisory lock key that serializes migrations ("SVLT", as SQLite's application id).
 const MIGRATION_LOCK: i64 = 0x5356_4c54;
 
+/// How many bytes of deferred write statements an operation holds before sending them
+/// (see [`Deferred`]).
+const DEFERRED_MAX: usize = 1 << 20;
+
 /// The advisory lock key that serializes audit appends between daemons ("SVLA").
 const AUDIT_LOCK: i64 = 0x5356_4c41;
 
@@ -335,8 +339,9 @@ impl PostgresStore {
         Ok(())
     }
 
-    /// Defers one write statement of `session`'s rows (see [`Deferred`]).
-    fn defer(&mut self, session: i64, sql: std::fmt::Arguments<'_>) {
+    /// Defers one write statement of `session`'s rows (see [`Deferred`]); past
+    /// [`DEFERRED_MAX`] bytes of them, sends them (a session import, say, is not held whole).
+    fn defer(&mut self, session: i64, sql: std::fmt::Arguments<'_>) -> Result<()> {
         use std::fmt::Write as _;
         if !self.fenced.contains(&session)
             && !self.fenced_in_savepoint.contains(&session)
@@ -346,6 +351,10 @@ impl PostgresStore {
         }
         let _ = self.deferred.sql.write_fmt(sql);
         self.deferred.sql.push(';');
+        if self.deferred.sql.len() >= DEFERRED_MAX {
+            self.sync()?;
+        }
+        Ok(())
     }
 
     /// Runs every missing step of [`MIGRATIONS`], each in its own transaction, under an
@@ -839,7 +848,7 @@ impl Store for PostgresStore {
             self.defer(
                 id,
                 format_args!("UPDATE sessions SET updated_at = {now} WHERE id = {id}"),
-            );
+            )?;
             return Ok(());
         }
         self.fence(id)?;
@@ -952,7 +961,7 @@ impl Store for PostgresStore {
                              AND {col} = {} AND k <> {k}",
                             Hex(v)
                         ),
-                    );
+                    )?;
                 }
             }
             self.defer(
@@ -965,7 +974,7 @@ impl Store for PostgresStore {
                     OptHex(idx[0]),
                     OptHex(idx[1]),
                 ),
-            );
+            )?;
             self.deferred
                 .rows
                 .insert((table, session, row.key.clone()), Some(row.value.clone()));
@@ -1010,7 +1019,7 @@ impl Store for PostgresStore {
                     Hex(&row.key),
                     Hex(&row.value),
                 ),
-            );
+            )?;
             self.deferred
                 .rows
                 .insert((table, session, row.key.clone()), Some(row.value.clone()));
@@ -1088,7 +1097,7 @@ impl Store for PostgresStore {
             self.defer(
                 session,
                 format_args!("DELETE FROM {t} WHERE session = {session}"),
-            );
+            )?;
             self.deferred
                 .rows
                 .retain(|(tb, s, _), _| (*tb, *s) != (table, session));

@@ -322,7 +322,8 @@ fn a_fenced_operation_leaves_no_row_and_its_neighbours_keep_theirs() {
         "a read inside the operation sees its deferred write"
     );
     assert_eq!(
-        a.get_many(Table::Peers, free, &[b"k1", b"kx", b"k1"]).unwrap(),
+        a.get_many(Table::Peers, free, &[b"k1", b"kx", b"k1"])
+            .unwrap(),
         [Some(b"v1b".to_vec()), None, Some(b"v1b".to_vec())],
         "so does a read of several rows"
     );
@@ -357,6 +358,21 @@ fn a_fenced_operation_leaves_no_row_and_its_neighbours_keep_theirs() {
     a.put(Table::Peers, free, &row(b"k3", b"v3"), [None, None])
         .unwrap();
     a.touch_session(free, 7).unwrap();
+    // More than the store holds back (1 MiB of statements): sent in parts, still one operation.
+    let big = vec![0xa5; 400];
+    for i in 0..3000u32 {
+        a.put(
+            Table::SentFiles,
+            free,
+            &row(&i.to_be_bytes(), &big),
+            [None, None],
+        )
+        .unwrap();
+    }
+    assert_eq!(
+        a.get(Table::SentFiles, free, &0u32.to_be_bytes()).unwrap(),
+        Some(big.clone())
+    );
     a.release_op().unwrap().expect("operation 3 kept");
     a.commit().unwrap();
 
@@ -376,9 +392,11 @@ fn a_fenced_operation_leaves_no_row_and_its_neighbours_keep_theirs() {
         Some(&b"v1b"[..])
     );
     assert_eq!(
-        b.get_many(Table::Peers, free, &[b"k3", b"k2", b"k1"]).unwrap(),
+        b.get_many(Table::Peers, free, &[b"k3", b"k2", b"k1"])
+            .unwrap(),
         [Some(b"v3".to_vec()), None, Some(b"v1b".to_vec())]
     );
+    assert_eq!(b.count(Table::SentFiles, free).unwrap(), 3000);
     assert!(keys(&mut b, Table::Channels, leased).is_empty());
     assert!(keys(&mut b, Table::State, leased).is_empty());
     assert_eq!(b.session(free).unwrap().expect("free").updated_at, 7);
