@@ -12,8 +12,10 @@
 //! connection (the open transaction *is* the group), so a pool would hold one connection
 //! anyway and add an async/sync bridge on every row. The `postgres` crate is tokio-postgres
 //! driven by a private current-thread runtime on the calling thread: the same protocol code,
-//! no bridge, no runtime worker ever blocked by a query. Pipelining and pooling would only
-//! pay off with several storage threads, which the engine does not have.
+//! no bridge, no runtime worker ever blocked by a query. Pooling would only pay off with
+//! several storage threads, which the engine does not have. What pipelining would save on
+//! the write path is had instead by deferring an operation's row writes and sending them,
+//! with its `SAVEPOINT` and `RELEASE`, as one multi-statement query (`Deferred`).
 //!
 //! Schema: [`MIGRATIONS`], numbered, each run in its own transaction under an advisory lock
 //! (two daemons starting at once migrate once). Row order: SQLite orders a session's rows by
