@@ -792,6 +792,10 @@ impl Store for PostgresStore {
     }
 
     fn rollback_to_savepoint(&mut self) -> Result<()> {
+        if !self.in_savepoint {
+            // Already rolled back (by `release_op`, whose caller may roll back again).
+            return Ok(());
+        }
         // Row locks taken inside the savepoint are released with it: check again next time.
         self.in_savepoint = false;
         self.fenced_in_savepoint.clear();
