@@ -136,6 +136,7 @@ forward! {
     fn savepoint(&mut self) -> Result<()>;
     fn release(&mut self) -> Result<()>;
     fn rollback_to_savepoint(&mut self) -> Result<()>;
+    fn release_op(&mut self) -> Result<Result<()>>;
     fn sessions(&mut self) -> Result<Vec<SessionRow>>;
     fn session(&mut self, id: i64) -> Result<Option<SessionRow>>;
     fn insert_session(&mut self, name: &str, now: i64) -> Result<i64>;
@@ -144,6 +145,7 @@ forward! {
     fn rename_session(&mut self, id: i64, name: &str) -> Result<()>;
     fn delete_session(&mut self, id: i64) -> Result<()>;
     fn get(&mut self, table: Table, session: i64, key: &[u8]) -> Result<Option<Vec<u8>>>;
+    fn get_many(&mut self, table: Table, session: i64, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>>;
     fn put(&mut self, table: Table, session: i64, row: &Row, indexes: [Option<&[u8]>; 2]) -> Result<()>;
     fn put_last(&mut self, table: Table, session: i64, row: &Row) -> Result<()>;
     fn scan(&mut self, table: Table, session: i64) -> Result<Vec<Row>>;

@@ -169,6 +169,14 @@ pub trait Store: Send {
     fn release(&mut self) -> Result<()>;
     /// Undoes what was done since the savepoint.
     fn rollback_to_savepoint(&mut self) -> Result<()>;
+    /// [`Store::release`] for a store that may defer an operation's writes until its end
+    /// (PostgreSQL sends them then, in one round trip). `Ok(Ok(()))`: kept. `Ok(Err(e))`: the
+    /// deferred writes failed (a stale fencing token, a constraint); the store rolled back to
+    /// the savepoint itself and the transaction goes on without the operation, whose error
+    /// `e` is. `Err(e)`: the savepoint could not end and the transaction is lost.
+    fn release_op(&mut self) -> Result<Result<()>> {
+        self.release().map(Ok)
+    }
 
     /// All sessions.
     fn sessions(&mut self) -> Result<Vec<SessionRow>>;
@@ -187,6 +195,15 @@ pub trait Store: Send {
 
     /// One row by key.
     fn get(&mut self, table: Table, session: i64, key: &[u8]) -> Result<Option<Vec<u8>>>;
+    /// Several rows by key, in the order of `keys` (a key given twice is answered twice).
+    fn get_many(
+        &mut self,
+        table: Table,
+        session: i64,
+        keys: &[&[u8]],
+    ) -> Result<Vec<Option<Vec<u8>>>> {
+        keys.iter().map(|k| self.get(table, session, k)).collect()
+    }
     /// Inserts or updates a row in place, with its index values. An index value names one
     /// row per session: the row written takes it from any other row that had it (a username
     /// that moved to another peer resolves to its new holder).

@@ -295,9 +295,10 @@ impl Worker {
                 let (kept, done) = self.in_savepoint(job.run);
                 match kept {
                     // The job's own error is its answer.
-                    Ok(false) => return done(None),
-                    Err(e) => return done(Some(e)),
-                    Ok(true) => {}
+                    Ok(Err(None)) => return done(None),
+                    // Its writes failed as the store sent them, or the transaction was lost.
+                    Ok(Err(Some(e))) | Err(e) => return done(Some(e)),
+                    Ok(Ok(())) => {}
                 }
                 if job.class == Class::Cache && !self.failing {
                     self.dirty_since.get_or_insert_with(Instant::now);
@@ -316,34 +317,41 @@ impl Worker {
 
     /// Runs one write in its own savepoint of the open transaction (begun if need be). `op`
     /// gets the engine, or the error that kept the write from starting, and says whether it
-    /// succeeded. `Ok(true)`: applied. `Ok(false)`: it failed or never started; nothing of it
-    /// is kept, on disk or in the engine's memory (re-read from disk). `Err`: its savepoint
-    /// could not end, and the transaction was aborted with that error.
+    /// succeeded. `Ok(Ok(()))`: applied. `Ok(Err(_))`: it failed or never started; nothing
+    /// of it is kept, on disk or in the engine's memory (re-read from disk); the error is
+    /// `Some` when `op` succeeded but the store then failed the writes it had deferred
+    /// ([`Store::release_op`]), and is the operation's answer. `Err`: its savepoint could not
+    /// end, and the transaction was aborted with that error.
     fn in_savepoint<R>(
         &mut self,
         op: impl FnOnce(Result<&mut SqliteEngine, EngineError>) -> (bool, R),
-    ) -> (Result<bool, EngineError>, R) {
+    ) -> (Result<Result<(), Option<EngineError>>, EngineError>, R) {
         let engine = match self.begin_op().and_then(|()| self.engine()) {
             Ok(engine) => engine,
-            Err(e) => return (Ok(false), op(Err(e)).1),
+            Err(e) => return (Ok(Err(None)), op(Err(e)).1),
         };
         let (ok, out) = op(Ok(engine));
         let store = engine.store();
         let ended = if ok {
-            store.release()
+            store.release_op()
         } else {
-            store.rollback_to_savepoint()
+            store.rollback_to_savepoint().map(|()| Ok(()))
         };
-        if let Err(e) = ended {
-            self.abort(&e);
-            return (Err(e), out);
-        }
-        if !ok {
+        let kept = match ended {
+            Err(e) => {
+                self.abort(&e);
+                return (Err(e), out);
+            }
+            Ok(Err(e)) => Err(Some(e)),
+            Ok(Ok(())) if ok => Ok(()),
+            Ok(Ok(())) => Err(None),
+        };
+        if kept.is_err() {
             if let Err(e) = engine.resync() {
                 tracing::error!(error = %e, "vault could not re-read its state after a failed write");
             }
         }
-        (Ok(ok), out)
+        (Ok(kept), out)
     }
 
     /// A cache-class write applied outside [`Worker::apply`] (see [`Shared::try_cache`]),
@@ -353,7 +361,9 @@ impl Worker {
             let result = engine.and_then(|e| redo(e));
             (result.is_ok(), result)
         });
-        kept?;
+        if let Err(Some(e)) = kept? {
+            return Err(e);
+        }
         result?;
         self.dirty_since.get_or_insert_with(Instant::now);
         self.unflushed.push(Arc::clone(redo));
@@ -450,7 +460,7 @@ impl Worker {
                 .store()
                 .savepoint()
                 .and_then(|()| redo(engine))
-                .and_then(|()| engine.store().release());
+                .and_then(|()| engine.store().release_op().and_then(|kept| kept));
             match applied {
                 Ok(()) => self.unflushed.push(redo),
                 Err(_) => {

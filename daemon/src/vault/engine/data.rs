@@ -194,10 +194,22 @@ impl<S: Store> Engine<S> {
     /// A peer with `is_self == Some(true)` becomes the session's self user. Cache class.
     pub fn cache_peers(&mut self, sid: SessionId, peers: &[Peer]) -> Result<()> {
         let mut new_self = None;
-        for peer in peers {
-            // The row key's HMAC is computed once, for the read and for the write.
-            let k = self.row_key(sid, Table::Peers, &Self::peer_key_bytes(peer.key()))?;
-            let old: Option<Peer> = self.get_row_at(sid, Table::Peers, &k)?;
+        // The row keys' HMACs are computed once, for the read and for the write; the rows
+        // are read in one go (one round trip on PostgreSQL). A peer given twice merges into
+        // what this call wrote for it, kept in `written`.
+        let keys = peers
+            .iter()
+            .map(|p| self.row_key(sid, Table::Peers, &Self::peer_key_bytes(p.key())))
+            .collect::<Result<Vec<_>>>()?;
+        let key_refs: Vec<&[u8]> = keys.iter().map(|k| &k[..]).collect();
+        let stored = self.store.get_many(Table::Peers, sid.0, &key_refs)?;
+        let mut written: std::collections::HashMap<[u8; 16], Peer> = Default::default();
+        for ((peer, k), sealed) in peers.iter().zip(&keys).zip(stored) {
+            let old: Option<Peer> = match (written.get(k), sealed) {
+                (Some(p), _) => Some(p.clone()),
+                (None, Some(v)) => Some(self.open_at(sid, Table::Peers, k, &v)?),
+                (None, None) => None,
+            };
             let merged = match &old {
                 Some(old) => {
                     let mut merged = old.clone();
@@ -208,7 +220,10 @@ impl<S: Store> Engine<S> {
             };
             // An unchanged peer costs a read, not a write (bots re-cache the same peers often).
             if old.as_ref() != Some(&merged) {
-                self.write_peer(sid, &k, &merged)?;
+                self.write_peer(sid, k, &merged)?;
+                if peers.len() > 1 {
+                    written.insert(*k, merged.clone());
+                }
             }
             if merged.kind == PeerKind::User && merged.is_self == Some(true) {
                 new_self = Some(SelfUser {

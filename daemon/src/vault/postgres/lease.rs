@@ -172,7 +172,8 @@ impl PostgresStore {
         if self.fenced.contains(&session) || self.fenced_in_savepoint.contains(&session) {
             return Ok(());
         }
-        let row = self.query_opt(
+        // At once, not after the deferred writes: they are what it fences (see `Deferred`).
+        let row = self.query_opt_now(
             "SELECT token, expires_at > clock_timestamp(), host, pid
              FROM leases WHERE session = $1 FOR SHARE",
             &[&session],
@@ -200,7 +201,9 @@ impl PostgresStore {
             }
             (None, _) => {}
         }
-        if self.in_savepoint {
+        // A check made before the savepoint reached the server holds its lock for the
+        // transaction, whatever becomes of the savepoint.
+        if self.in_savepoint && self.deferred.sent {
             self.fenced_in_savepoint.push(session);
         } else {
             self.fenced.insert(session);

@@ -12,8 +12,10 @@
 //! connection (the open transaction *is* the group), so a pool would hold one connection
 //! anyway and add an async/sync bridge on every row. The `postgres` crate is tokio-postgres
 //! driven by a private current-thread runtime on the calling thread: the same protocol code,
-//! no bridge, no runtime worker ever blocked by a query. Pipelining and pooling would only
-//! pay off with several storage threads, which the engine does not have.
+//! no bridge, no runtime worker ever blocked by a query. Pooling would only pay off with
+//! several storage threads, which the engine does not have. What pipelining would save on
+//! the write path is had instead by deferring an operation's row writes and sending them,
+//! with its `SAVEPOINT` and `RELEASE`, as one multi-statement query (`Deferred`).
 //!
 //! Schema: [`MIGRATIONS`], numbered, each run in its own transaction under an advisory lock
 //! (two daemons starting at once migrate once). Row order: SQLite orders a session's rows by
@@ -118,6 +120,10 @@ pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
 /// The advisory lock key that serializes migrations ("SVLT", as SQLite's application id).
 const MIGRATION_LOCK: i64 = 0x5356_4c54;
 
+/// How many bytes of deferred write statements an operation holds before sending them
+/// (see [`Deferred`]).
+const DEFERRED_MAX: usize = 1 << 20;
+
 /// The advisory lock key that serializes audit appends between daemons ("SVLA").
 const AUDIT_LOCK: i64 = 0x5356_4c41;
 
@@ -170,8 +176,10 @@ pub struct PostgresStore {
     fenced: std::collections::HashSet<i64>,
     /// The same, checked inside the open savepoint (its locks go if it is rolled back).
     fenced_in_savepoint: Vec<i64>,
-    /// A savepoint is open.
+    /// A savepoint is open (as the engine sees it: it may not have been sent yet).
     in_savepoint: bool,
+    /// Writes deferred inside the open savepoint, see [`Deferred`].
+    deferred: Deferred,
     /// The sealed manifest as this store last read or wrote it (see `put_manifest`), and as
     /// it was when the transaction and the savepoint began (restored when they roll back).
     manifest_seen: Option<Vec<u8>>,
@@ -191,6 +199,7 @@ impl PostgresStore {
             fenced: Default::default(),
             fenced_in_savepoint: Vec::new(),
             in_savepoint: false,
+            deferred: Deferred::default(),
             manifest_seen: None,
             manifest_at_begin: None,
             manifest_at_savepoint: None,
@@ -211,7 +220,10 @@ impl PostgresStore {
         let mut client = self.target.connect()?;
         // Durable-class writes are answered after `COMMIT` returns: it must mean "flushed".
         client
-            .batch_execute("SET synchronous_commit = on; SET client_min_messages = warning")
+            .batch_execute(
+                "SET synchronous_commit = on; SET client_min_messages = warning; \
+                 SET standard_conforming_strings = on",
+            )
             .map_err(pg_error)?;
         Ok(self.client.insert(client))
     }
@@ -256,6 +268,7 @@ impl PostgresStore {
         sql: &'static str,
         params: &[&(dyn postgres::types::ToSql + Sync)],
     ) -> Result<u64> {
+        self.sync()?;
         let (client, stmt) = self.stmt(sql)?;
         client.execute(&stmt, params).map_err(pg_error)
     }
@@ -265,6 +278,7 @@ impl PostgresStore {
         sql: &'static str,
         params: &[&(dyn postgres::types::ToSql + Sync)],
     ) -> Result<Vec<postgres::Row>> {
+        self.sync()?;
         let (client, stmt) = self.stmt(sql)?;
         client.query(&stmt, params).map_err(pg_error)
     }
@@ -274,12 +288,77 @@ impl PostgresStore {
         sql: &'static str,
         params: &[&(dyn postgres::types::ToSql + Sync)],
     ) -> Result<Option<postgres::Row>> {
+        self.sync()?;
+        self.query_opt_now(sql, params)
+    }
+
+    /// [`Self::query_opt`] without sending the deferred writes first (for the fencing check
+    /// and for reads the deferred writes cannot change).
+    fn query_opt_now(
+        &mut self,
+        sql: &'static str,
+        params: &[&(dyn postgres::types::ToSql + Sync)],
+    ) -> Result<Option<postgres::Row>> {
         let (client, stmt) = self.stmt(sql)?;
         client.query_opt(&stmt, params).map_err(pg_error)
     }
 
     fn batch(&mut self, sql: &str) -> Result<()> {
+        self.sync()?;
         self.client()?.batch_execute(sql).map_err(pg_error)
+    }
+
+    /// Whether writes are deferred now: inside a savepoint (the worker's operations). Outside
+    /// one (opening, migrating, engine tests without a worker) every write is sent at once.
+    fn deferring(&self) -> bool {
+        self.in_savepoint
+    }
+
+    /// Sends what the open savepoint deferred (the `SAVEPOINT` itself included), after the
+    /// fencing checks they need, in one round trip; the savepoint stays open. Called before
+    /// any other statement, so the server sees every statement in the engine's order. An
+    /// error is the operation's: the engine fails it and the worker rolls back to the
+    /// savepoint.
+    fn sync(&mut self) -> Result<()> {
+        if !self.in_savepoint || (self.deferred.sent && self.deferred.sql.is_empty()) {
+            return Ok(());
+        }
+        self.fence_deferred()?;
+        let mut sql = std::mem::take(&mut self.deferred.sql);
+        if !self.deferred.sent {
+            sql.insert_str(0, "SAVEPOINT op;");
+        }
+        // Sent (or lost with the connection) from here on: a failure rolls back to it.
+        self.deferred.sent = true;
+        self.deferred.forget_rows();
+        self.client()?.batch_execute(&sql).map_err(pg_error)
+    }
+
+    /// The fencing checks of the sessions the deferred writes touch.
+    fn fence_deferred(&mut self) -> Result<()> {
+        while let Some(&session) = self.deferred.to_fence.last() {
+            self.fence(session)?;
+            self.deferred.to_fence.pop();
+        }
+        Ok(())
+    }
+
+    /// Defers one write statement of `session`'s rows (see [`Deferred`]); past
+    /// [`DEFERRED_MAX`] bytes of them, sends them (a session import, say, is not held whole).
+    fn defer(&mut self, session: i64, sql: std::fmt::Arguments<'_>) -> Result<()> {
+        use std::fmt::Write as _;
+        if !self.fenced.contains(&session)
+            && !self.fenced_in_savepoint.contains(&session)
+            && !self.deferred.to_fence.contains(&session)
+        {
+            self.deferred.to_fence.push(session);
+        }
+        let _ = self.deferred.sql.write_fmt(sql);
+        self.deferred.sql.push(';');
+        if self.deferred.sql.len() >= DEFERRED_MAX {
+            self.sync()?;
+        }
+        Ok(())
     }
 
     /// Runs every missing step of [`MIGRATIONS`], each in its own transaction, under an
@@ -362,6 +441,16 @@ impl PostgresStore {
         self.in_savepoint = false;
         self.fenced.clear();
         self.fenced_in_savepoint.clear();
+        self.deferred = Deferred::default();
+    }
+
+    /// The open savepoint ended with its writes kept: its lease checks hold for the
+    /// transaction.
+    fn end_savepoint(&mut self) {
+        self.in_savepoint = false;
+        self.deferred = Deferred::default();
+        let checked = std::mem::take(&mut self.fenced_in_savepoint);
+        self.fenced.extend(checked);
     }
 
     fn not_a_vault(&self, reason: String) -> EngineError {
@@ -651,26 +740,76 @@ impl Store for PostgresStore {
     }
 
     fn savepoint(&mut self) -> Result<()> {
-        self.batch("SAVEPOINT op")?;
+        // Not sent yet: `SAVEPOINT` goes with the operation's first statement that must be
+        // inside it, or with its deferred writes at `release_op`; an operation that only
+        // reads costs no savepoint round trip.
+        self.sync()?;
         self.in_savepoint = true;
+        self.deferred = Deferred::default();
         self.manifest_at_savepoint = self.manifest_seen.clone();
         Ok(())
     }
 
     fn release(&mut self) -> Result<()> {
-        self.batch("RELEASE op")?;
-        self.in_savepoint = false;
-        let checked = std::mem::take(&mut self.fenced_in_savepoint);
-        self.fenced.extend(checked);
-        Ok(())
+        match self.release_op()? {
+            Ok(()) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn release_op(&mut self) -> Result<Result<()>> {
+        if !self.in_savepoint {
+            return Ok(Ok(()));
+        }
+        if !self.deferred.sent && self.deferred.sql.is_empty() {
+            // Nothing reached the server inside the savepoint: nothing to release.
+            self.end_savepoint();
+            return Ok(Ok(()));
+        }
+        // The fencing checks, then `[SAVEPOINT op;] writes; RELEASE op` in one round trip.
+        if let Err(e) = self.fence_deferred() {
+            self.rollback_to_savepoint()?;
+            return Ok(Err(e));
+        }
+        let mut sql = std::mem::take(&mut self.deferred.sql);
+        if !self.deferred.sent {
+            sql.insert_str(0, "SAVEPOINT op;");
+        }
+        sql.push_str("RELEASE op");
+        self.deferred.sent = true;
+        let done = self.client()?.batch_execute(&sql).map_err(pg_error);
+        match done {
+            Ok(()) => {
+                self.end_savepoint();
+                Ok(Ok(()))
+            }
+            // A statement failed (a constraint, a conflict): the server stopped at it, the
+            // transaction waits for `ROLLBACK TO op`, which keeps the other operations' writes.
+            // If that fails too (the connection is gone), the transaction is lost.
+            Err(e) => {
+                self.rollback_to_savepoint()?;
+                Ok(Err(e))
+            }
+        }
     }
 
     fn rollback_to_savepoint(&mut self) -> Result<()> {
+        if !self.in_savepoint {
+            // Already rolled back (by `release_op`, whose caller may roll back again).
+            return Ok(());
+        }
         // Row locks taken inside the savepoint are released with it: check again next time.
         self.in_savepoint = false;
         self.fenced_in_savepoint.clear();
         self.manifest_seen = self.manifest_at_savepoint.take();
-        self.batch("ROLLBACK TO op; RELEASE op")
+        let sent = std::mem::take(&mut self.deferred).sent;
+        if !sent {
+            // The server never saw the savepoint nor anything done inside it.
+            return Ok(());
+        }
+        self.client()?
+            .batch_execute("ROLLBACK TO op; RELEASE op")
+            .map_err(pg_error)
     }
 
     fn sessions(&mut self) -> Result<Vec<SessionRow>> {
@@ -713,6 +852,13 @@ impl Store for PostgresStore {
     }
 
     fn touch_session(&mut self, id: i64, now: i64) -> Result<()> {
+        if self.deferring() {
+            self.defer(
+                id,
+                format_args!("UPDATE sessions SET updated_at = {now} WHERE id = {id}"),
+            )?;
+            return Ok(());
+        }
         self.fence(id)?;
         self.exec(
             "UPDATE sessions SET updated_at = $2 WHERE id = $1",
@@ -738,7 +884,70 @@ impl Store for PostgresStore {
 
     fn get(&mut self, table: Table, session: i64, key: &[u8]) -> Result<Option<Vec<u8>>> {
         let sql = per_table!(table, "SELECT v FROM ", " WHERE session = $1 AND k = $2");
+        if self.deferring() {
+            // A row's value changes only by a write of its key or a clear of its table, so
+            // the deferred writes answer it, or cannot change the server's answer.
+            if let Some(v) = self.deferred.rows.get(&(table, session, key.to_vec())) {
+                return Ok(v.clone());
+            }
+            if self.deferred.cleared.contains(&(table, session)) {
+                return Ok(None);
+            }
+            return Ok(self
+                .query_opt_now(sql, &[&session, &key])?
+                .map(|r| r.get(0)));
+        }
         Ok(self.query_opt(sql, &[&session, &key])?.map(|r| r.get(0)))
+    }
+
+    fn get_many(
+        &mut self,
+        table: Table,
+        session: i64,
+        keys: &[&[u8]],
+    ) -> Result<Vec<Option<Vec<u8>>>> {
+        if keys.len() < 2 {
+            return keys.iter().map(|k| self.get(table, session, k)).collect();
+        }
+        // What the deferred writes decide (as in `get`), then the rest in one statement.
+        let mut answers: Vec<Option<Option<Vec<u8>>>> = vec![None; keys.len()];
+        if self.deferring() {
+            let cleared = self.deferred.cleared.contains(&(table, session));
+            for (answer, key) in answers.iter_mut().zip(keys) {
+                if let Some(v) = self.deferred.rows.get(&(table, session, key.to_vec())) {
+                    *answer = Some(v.clone());
+                } else if cleared {
+                    *answer = Some(None);
+                }
+            }
+        }
+        let asked: Vec<&[u8]> = keys
+            .iter()
+            .zip(&answers)
+            .filter(|(_, a)| a.is_none())
+            .map(|(k, _)| *k)
+            .collect();
+        let mut found: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
+        if !asked.is_empty() {
+            let sql = per_table!(
+                table,
+                "SELECT k, v FROM ",
+                " WHERE session = $1 AND k = ANY($2)"
+            );
+            let rows = if self.deferring() {
+                // The deferred writes cannot change these rows (see `get`).
+                let (client, stmt) = self.stmt(sql)?;
+                client.query(&stmt, &[&session, &asked]).map_err(pg_error)?
+            } else {
+                self.query(sql, &[&session, &asked])?
+            };
+            found = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+        }
+        Ok(answers
+            .into_iter()
+            .zip(keys)
+            .map(|(a, k)| a.unwrap_or_else(|| found.get(*k).cloned()))
+            .collect())
     }
 
     fn put(
@@ -748,6 +957,37 @@ impl Store for PostgresStore {
         row: &Row,
         idx: [Option<&[u8]>; 2],
     ) -> Result<()> {
+        if self.deferring() {
+            let t = table.name();
+            let k = Hex(&row.key);
+            for (col, value) in ["i1", "i2"].into_iter().zip(idx) {
+                if let Some(v) = value {
+                    self.defer(
+                        session,
+                        format_args!(
+                            "UPDATE {t} SET {col} = NULL WHERE session = {session} \
+                             AND {col} = {} AND k <> {k}",
+                            Hex(v)
+                        ),
+                    )?;
+                }
+            }
+            self.defer(
+                session,
+                format_args!(
+                    "INSERT INTO {t} (session, k, v, i1, i2) VALUES ({session}, {k}, {}, {}, {}) \
+                     ON CONFLICT (session, k) DO UPDATE \
+                     SET v = excluded.v, i1 = excluded.i1, i2 = excluded.i2",
+                    Hex(&row.value),
+                    OptHex(idx[0]),
+                    OptHex(idx[1]),
+                ),
+            )?;
+            self.deferred
+                .rows
+                .insert((table, session, row.key.clone()), Some(row.value.clone()));
+            return Ok(());
+        }
         self.fence(session)?;
         if let Some(i1) = idx[0] {
             let sql = per_table!(
@@ -776,6 +1016,23 @@ impl Store for PostgresStore {
     }
 
     fn put_last(&mut self, table: Table, session: i64, row: &Row) -> Result<()> {
+        if self.deferring() {
+            let t = table.name();
+            self.defer(
+                session,
+                format_args!(
+                    "INSERT INTO {t} (session, k, v) VALUES ({session}, {}, {}) \
+                     ON CONFLICT (session, k) DO UPDATE \
+                     SET v = excluded.v, i1 = NULL, i2 = NULL, seq = nextval('row_seq')",
+                    Hex(&row.key),
+                    Hex(&row.value),
+                ),
+            )?;
+            self.deferred
+                .rows
+                .insert((table, session, row.key.clone()), Some(row.value.clone()));
+            return Ok(());
+        }
         self.fence(session)?;
         // A new `seq` moves the row to the end of the table's order, as SQLite's REPLACE
         // (delete, insert with a new rowid) does; its index columns are cleared likewise.
@@ -856,6 +1113,18 @@ impl Store for PostgresStore {
     }
 
     fn clear(&mut self, table: Table, session: i64) -> Result<()> {
+        if self.deferring() {
+            let t = table.name();
+            self.defer(
+                session,
+                format_args!("DELETE FROM {t} WHERE session = {session}"),
+            )?;
+            self.deferred
+                .rows
+                .retain(|(tb, s, _), _| (*tb, *s) != (table, session));
+            self.deferred.cleared.insert((table, session));
+            return Ok(());
+        }
         self.fence(session)?;
         let sql = per_table!(table, "DELETE FROM ", " WHERE session = $1");
         self.exec(sql, &[&session])?;
@@ -894,6 +1163,81 @@ impl Store for PostgresStore {
             .map(|r| r.get(0))
             .unwrap_or(0);
         Ok(n as u64)
+    }
+}
+
+/// The writes of the open savepoint not sent yet. The worker runs each operation in a
+/// savepoint; a cache-class write is a few statements (an upsert per row, the session's
+/// `updated_at`), and PostgreSQL is a round trip away, so sending each on its own made such a
+/// write cost 5–8 round trips (`SAVEPOINT`, fencing check, each statement, `RELEASE`). The
+/// row writes ([`Store::put`], [`Store::put_last`], [`Store::clear`],
+/// [`Store::touch_session`]) are instead kept here as SQL text and sent together, with
+/// `SAVEPOINT op` before them and `RELEASE op` after, as one simple-protocol query at
+/// [`Store::release_op`]: one round trip for the whole operation, plus its reads.
+///
+/// - Order: any other statement sends the deferred writes first ([`PostgresStore::sync`]), so
+///   the server executes everything in the engine's order. A point read ([`Store::get`]) is
+///   answered from [`Deferred::rows`] when a deferred write decides it, and otherwise runs at
+///   once (a row's value depends only on writes of its key and clears of its table).
+/// - Fencing: a session's lease check (`FOR SHARE`, once per session and transaction) runs
+///   just before the writes that need it are sent; if it refuses, nothing of the operation
+///   reaches the server. A stale token is refused exactly as before, atomically with the write.
+/// - Failure: a statement that fails stops the query; the store rolls back to the savepoint
+///   (which undoes the statements before it) and [`Store::release_op`] returns the
+///   operation's error with the transaction intact, so other operations' writes are kept.
+/// - Values: only sealed records, blind indexes (both as hex: `'\x…'` literals need no
+///   escaping) and integers are written into the SQL text; never a name or other string.
+///   PostgreSQL logs the text of a statement that fails (`log_min_error_statement`): that
+///   is ciphertext and blind indexes, which the database holds anyway.
+#[derive(Default)]
+struct Deferred {
+    /// The statements, each ended by `;`.
+    sql: String,
+    /// `SAVEPOINT op` has been sent (with statements that had to run inside it).
+    sent: bool,
+    /// Sessions whose fencing check the deferred writes still need.
+    to_fence: Vec<i64>,
+    /// The value each deferred row write leaves (`None`: cleared).
+    rows: HashMap<(Table, i64, Vec<u8>), Option<Vec<u8>>>,
+    /// Tables cleared by a deferred write, per session.
+    cleared: std::collections::HashSet<(Table, i64)>,
+}
+
+impl Deferred {
+    /// Forgets what the rows will be once the server has them (reads go to it again).
+    fn forget_rows(&mut self) {
+        self.rows.clear();
+        self.cleared.clear();
+    }
+}
+
+/// Bytes as a PostgreSQL `bytea` literal (`'\x…'::bytea`; with `standard_conforming_strings`,
+/// on since PostgreSQL 9.1 and set by [`PostgresStore::connect`], the backslash is literal).
+struct Hex<'a>(&'a [u8]);
+
+impl std::fmt::Display for Hex<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut s = String::with_capacity(2 * self.0.len() + 12);
+        s.push_str("'\\x");
+        for b in self.0 {
+            s.push(DIGITS[usize::from(b >> 4)] as char);
+            s.push(DIGITS[usize::from(b & 15)] as char);
+        }
+        s.push_str("'::bytea");
+        f.write_str(&s)
+    }
+}
+
+/// An optional `bytea` literal: [`Hex`] or `NULL`.
+struct OptHex<'a>(Option<&'a [u8]>);
+
+impl std::fmt::Display for OptHex<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(b) => Hex(b).fmt(f),
+            None => f.write_str("NULL"),
+        }
     }
 }
 

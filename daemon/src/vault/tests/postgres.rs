@@ -266,3 +266,138 @@ fn a_manifest_changed_by_another_store_is_not_overwritten() {
     a.put_manifest(b"m5").expect("after re-reading");
     assert!(b.put_manifest(b"m6").is_err(), "b has not seen m5");
 }
+
+/// The worker's operations, each in a savepoint, have their row writes deferred and sent in
+/// one round trip at `release_op` (`postgres::Deferred`). An operation whose fencing check
+/// fails there leaves none of its rows, including rows of another session it wrote and rows
+/// already sent mid-operation, while the operations before and after it in the same
+/// transaction keep theirs; and a read inside an operation sees its deferred writes.
+#[test]
+fn a_fenced_operation_leaves_no_row_and_its_neighbours_keep_theirs() {
+    use std::time::Duration;
+
+    use crate::vault::postgres::{Acquired, Holder, PgTarget, PostgresStore};
+    use crate::vault::store::{Row, Store, Table};
+
+    let Some(cluster) = Cluster::start_or_skip("PostgreSQL deferred writes") else {
+        return;
+    };
+    let db = cluster.create_database();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pw = dir.path().join("pgpass");
+    cluster.write_password_file(&pw);
+    let target = PgTarget::with_password_from(&cluster.url(&db), Some(&pw)).expect("target");
+    let mut a = PostgresStore::open(target.clone()).expect("store a");
+    let mut b = PostgresStore::open(target).expect("store b");
+    let row = |k: &[u8], v: &[u8]| Row {
+        key: k.to_vec(),
+        value: v.to_vec(),
+    };
+    a.begin().unwrap();
+    let free = a.insert_session("free", 1).unwrap();
+    let leased = a.insert_session("leased", 1).unwrap();
+    a.commit().unwrap();
+    let holder = |host: &str| Holder {
+        host: host.into(),
+        instance: format!("{host}-instance"),
+        pid: Some(1),
+        uid: Some(1000),
+    };
+    let ttl = Duration::from_millis(300);
+    assert!(matches!(
+        a.acquire_lease(leased, &holder("host-a"), ttl).unwrap(),
+        Acquired::Token(_)
+    ));
+
+    a.begin().unwrap();
+    // 1: kept.
+    a.savepoint().unwrap();
+    a.put(Table::Peers, free, &row(b"k1", b"v1"), [Some(b"u1"), None])
+        .unwrap();
+    a.put(Table::Peers, free, &row(b"k1", b"v1b"), [Some(b"u1"), None])
+        .unwrap();
+    assert_eq!(
+        a.get(Table::Peers, free, b"k1").unwrap().as_deref(),
+        Some(&b"v1b"[..]),
+        "a read inside the operation sees its deferred write"
+    );
+    assert_eq!(
+        a.get_many(Table::Peers, free, &[b"k1", b"kx", b"k1"])
+            .unwrap(),
+        [Some(b"v1b".to_vec()), None, Some(b"v1b".to_vec())],
+        "so does a read of several rows"
+    );
+    a.release_op().unwrap().expect("operation 1 kept");
+
+    // The lease of `leased` lapses and passes to b meanwhile.
+    std::thread::sleep(Duration::from_millis(400));
+    assert!(matches!(
+        b.acquire_lease(leased, &holder("host-b"), ttl).unwrap(),
+        Acquired::Token(_)
+    ));
+
+    // 2: writes the free session (sent mid-operation by a scan), then the leased one.
+    a.savepoint().unwrap();
+    a.put(Table::Peers, free, &row(b"k2", b"v2"), [None, None])
+        .unwrap();
+    assert_eq!(a.scan(Table::Peers, free).unwrap().len(), 2, "k1 and k2");
+    a.put_last(Table::Channels, leased, &row(b"c1", b"v"))
+        .unwrap();
+    a.clear(Table::Channels, leased).unwrap();
+    assert_eq!(a.get(Table::Channels, leased, b"c1").unwrap(), None);
+    a.put(Table::State, leased, &row(b"s1", b"v"), [None, None])
+        .unwrap();
+    let fenced = a
+        .release_op()
+        .expect("the transaction survives")
+        .expect_err("a stale token's operation is refused");
+    assert!(fenced.to_string().contains("stale"), "{fenced}");
+
+    // 3: kept, in the same transaction.
+    a.savepoint().unwrap();
+    a.put(Table::Peers, free, &row(b"k3", b"v3"), [None, None])
+        .unwrap();
+    a.touch_session(free, 7).unwrap();
+    // More than the store holds back (1 MiB of statements): sent in parts, still one operation.
+    let big = vec![0xa5; 400];
+    for i in 0..3000u32 {
+        a.put(
+            Table::SentFiles,
+            free,
+            &row(&i.to_be_bytes(), &big),
+            [None, None],
+        )
+        .unwrap();
+    }
+    assert_eq!(
+        a.get(Table::SentFiles, free, &0u32.to_be_bytes()).unwrap(),
+        Some(big.clone())
+    );
+    a.release_op().unwrap().expect("operation 3 kept");
+    a.commit().unwrap();
+
+    let keys = |s: &mut PostgresStore, table, sid| -> Vec<Vec<u8>> {
+        s.scan(table, sid)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.key)
+            .collect()
+    };
+    assert_eq!(
+        keys(&mut b, Table::Peers, free),
+        [b"k1".to_vec(), b"k3".to_vec()]
+    );
+    assert_eq!(
+        b.get(Table::Peers, free, b"k1").unwrap().as_deref(),
+        Some(&b"v1b"[..])
+    );
+    assert_eq!(
+        b.get_many(Table::Peers, free, &[b"k3", b"k2", b"k1"])
+            .unwrap(),
+        [Some(b"v3".to_vec()), None, Some(b"v1b".to_vec())]
+    );
+    assert_eq!(b.count(Table::SentFiles, free).unwrap(), 3000);
+    assert!(keys(&mut b, Table::Channels, leased).is_empty());
+    assert!(keys(&mut b, Table::State, leased).is_empty());
+    assert_eq!(b.session(free).unwrap().expect("free").updated_at, 7);
+}
