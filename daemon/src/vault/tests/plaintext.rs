@@ -26,6 +26,27 @@ use crate::vault::Vault;
 struct Needle {
     label: String,
     bytes: Vec<u8>,
+    /// Decimal text: found only as a whole number, not inside a longer run of digits (a
+    /// PostgreSQL dump is full of timestamps and counters in which a 7-digit id occurs by
+    /// chance; a leaked id would be written as a number of its own).
+    whole_number: bool,
+}
+
+impl Needle {
+    fn new(label: impl Into<String>, bytes: impl Into<Vec<u8>>) -> Self {
+        Needle {
+            label: label.into(),
+            bytes: bytes.into(),
+            whole_number: false,
+        }
+    }
+
+    fn decimal(label: impl Into<String>, v: i64) -> Self {
+        Needle {
+            whole_number: true,
+            ..Needle::new(label, v.to_string())
+        }
+    }
 }
 
 #[derive(Default)]
@@ -37,7 +58,7 @@ impl Secrets {
             bytes.len() >= 4,
             "needle {label} too short to be distinctive"
         );
-        self.0.push(Needle { label, bytes });
+        self.0.push(Needle::new(label, bytes));
     }
 
     /// An integer in every binary and text form a leak could take. Forms that would be
@@ -58,7 +79,8 @@ impl Secrets {
             );
         }
         if v.unsigned_abs() >= 100_000 {
-            self.push(format!("{label} (decimal)"), v.to_string().into_bytes());
+            self.0
+                .push(Needle::decimal(format!("{label} (decimal)"), v));
         }
     }
 
@@ -147,12 +169,20 @@ impl<'a> Haystack<'a> {
         Haystack { name, bytes, at }
     }
 
-    fn find(&self, needle: &[u8]) -> bool {
-        let head = [needle[0], needle[1], needle[2], needle[3]];
+    fn find(&self, needle: &Needle) -> bool {
+        let n = &needle.bytes[..];
+        let head = [n[0], n[1], n[2], n[3]];
+        let digit_at = |i: Option<usize>| {
+            i.and_then(|i| self.bytes.get(i))
+                .is_some_and(u8::is_ascii_digit)
+        };
         self.at.get(&head).is_some_and(|starts| {
-            starts
-                .iter()
-                .any(|&i| self.bytes[i as usize..].starts_with(needle))
+            starts.iter().any(|&i| {
+                let i = i as usize;
+                self.bytes[i..].starts_with(n)
+                    && !(needle.whole_number
+                        && (digit_at(i.checked_sub(1)) || digit_at(Some(i + n.len()))))
+            })
         })
     }
 }
@@ -164,7 +194,7 @@ fn scan(t: &TestDir, needles: &[Needle]) -> Vec<String> {
     for (name, bytes) in &files {
         let hay = Haystack::new(name, bytes);
         for n in needles {
-            if hay.find(&n.bytes) {
+            if hay.find(n) {
                 found.push(format!("{} in {}", n.label, hay.name));
             }
         }
@@ -175,19 +205,16 @@ fn scan(t: &TestDir, needles: &[Needle]) -> Vec<String> {
 /// The scan finds what is plaintext by design, so an empty result above means something.
 fn assert_scan_works(t: &TestDir, when: &str) {
     let controls = [
-        Needle {
-            label: "session name".into(),
-            bytes: b"plain-acct-1".to_vec(),
-        },
-        Needle {
-            label: "application id".into(),
-            // SQLite's `application_id`; PostgreSQL's schema marker row.
-            bytes: if t.pg.is_some() {
-                b"session-vault".to_vec()
+        Needle::new("session name", b"plain-acct-1"),
+        // SQLite's `application_id`; PostgreSQL's schema marker row.
+        Needle::new(
+            "application id",
+            if t.pg.is_some() {
+                &b"session-vault"[..]
             } else {
-                b"SVLT".to_vec()
+                b"SVLT"
             },
-        },
+        ),
     ];
     let found = scan(t, &controls);
     for c in &controls {
@@ -448,20 +475,11 @@ async fn deleted_and_overwritten_ciphertext_does_not_linger() {
         blobs
             .iter()
             .enumerate()
-            .map(|(i, b)| Needle {
-                label: format!("{what} #{i}"),
-                bytes: b.clone(),
-            })
+            .map(|(i, b)| Needle::new(format!("{what} #{i}"), b.clone()))
             .collect()
     };
     let mut lingering = scan(&t, &needles(&doomed_blobs, "deleted blob"));
-    lingering.extend(scan(
-        &t,
-        &[Needle {
-            label: "deleted session's name".into(),
-            bytes: DOOMED.as_bytes().to_vec(),
-        }],
-    ));
+    lingering.extend(scan(&t, &[Needle::new("deleted session's name", DOOMED)]));
     assert!(
         lingering.is_empty(),
         "deleted data lingers after close: {lingering:?}"
@@ -481,4 +499,26 @@ async fn deleted_and_overwritten_ciphertext_does_not_linger() {
         [3],
         "only dc 4's old ciphertext is gone: found {found:?}"
     );
+}
+
+#[test]
+fn a_decimal_needle_matches_only_a_whole_number() {
+    let needles = [
+        Needle::decimal("id", 4_000_003),
+        Needle::new("raw", &b"4000003"[..]),
+    ];
+    let found = |text: &[u8]| -> Vec<&str> {
+        let hay = Haystack::new("t", text);
+        needles
+            .iter()
+            .filter(|n| hay.find(n))
+            .map(|n| n.label.as_str())
+            .collect()
+    };
+    assert_eq!(found(b"expires 1765064000003 ms"), ["raw"]);
+    assert_eq!(found(b"40000031"), ["raw"]);
+    assert_eq!(found(b"(4000003,"), ["id", "raw"]);
+    assert_eq!(found(b"4000003"), ["id", "raw"]);
+    assert_eq!(found(b"-4000003\n"), ["id", "raw"]);
+    assert!(found(b"400000 3").is_empty());
 }
