@@ -109,7 +109,7 @@ pub async fn serve(
     tracing::debug!(conn = id, uid = peer.uid, pid = ?peer.pid, "connection opened");
     // Read now, while the pid still names the process that connected.
     let process = super::peer_process::ProcessIdent::of(peer.pid);
-    let Some(events) = handshake(&daemon, id, &stream, &mut stop).await else {
+    let Some(events) = handshake(&daemon, id, &stream, &peer, &mut stop).await else {
         return;
     };
     let conn = Arc::new(Conn {
@@ -155,10 +155,27 @@ async fn handshake(
     daemon: &Daemon,
     id: u64,
     stream: &Stream,
+    peer: &PeerInfo,
     stop: &mut broadcast::Receiver<()>,
 ) -> Option<broadcast::Receiver<Event>> {
     let (hello_id, major) = read_hello(daemon.config.max_frame, id, stream, stop).await?;
     let mut writer = stream;
+    // Windows: the client has written, so the pipe can now tell whose token it wrote with;
+    // it must be the identity its process id gave at accept (see `transport`).
+    #[cfg(windows)]
+    if let Err(e) = super::transport::confirm_pipe_client(stream, peer) {
+        tracing::warn!(conn = id, pid = ?peer.pid, error = %e, "refused a pipe client: its identity could not be confirmed from the pipe");
+        let resp = Response::Error(wire_error(
+            ErrorCode::PermissionDenied,
+            "vaultd could not confirm who you are from the pipe; refused".to_owned(),
+        ));
+        if let Some(f) = frame(hello_id, resp) {
+            let _ = writer.write_all(&f).await;
+        }
+        return None;
+    }
+    #[cfg(not(windows))]
+    let _ = peer;
     if major != PROTOCOL_MAJOR {
         let resp = Response::Error(wire_error(
             ErrorCode::ProtocolMismatch {

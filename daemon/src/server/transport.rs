@@ -346,6 +346,8 @@ impl Listener {
                 return Ok((stream, unknown));
             };
             tracing::debug!(pid = ?pid, sid = %identity.user_sid, uid, "pipe client");
+            // The pid may have changed hands since the client connected: `confirm_pipe_client`
+            // checks this identity against the pipe's own after the first frame.
             Ok((
                 stream,
                 Peer::Known(PeerInfo {
@@ -362,6 +364,33 @@ impl Listener {
     #[cfg(unix)]
     pub fn keep_socket_file(&mut self) {
         self.inner.do_not_reclaim_name_on_drop();
+    }
+}
+
+/// Windows: checks the identity [`Listener::accept`] read through the client's process id
+/// against the one the pipe itself gives for its client ([`super::win::pipe_client_identity`]),
+/// once the client has written a frame. An error (the token unreadable, an anonymous client,
+/// or another user or other groups than the process id named) means the connection must not
+/// be served: the process id had been reused by another process.
+#[cfg(windows)]
+pub fn confirm_pipe_client(stream: &Stream, peer: &PeerInfo) -> io::Result<()> {
+    use std::os::windows::io::AsHandle;
+    let Stream::NamedPipe(pipe) = stream;
+    let id = super::win::pipe_client_identity(pipe.inner().as_handle())?;
+    let mut token_groups = id.groups.clone();
+    token_groups.sort_unstable();
+    let mut pid_groups = peer.groups.clone();
+    pid_groups.sort_unstable();
+    let agree = id.uid == Some(peer.uid)
+        && id.gid.or(id.uid) == Some(peer.gid)
+        && token_groups == pid_groups;
+    if agree {
+        Ok(())
+    } else {
+        Err(io::Error::other(format!(
+            "the pipe's client token ({}) is not the token of process {:?} (uid {})",
+            id.user_sid, peer.pid, peer.uid
+        )))
     }
 }
 

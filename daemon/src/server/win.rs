@@ -11,6 +11,13 @@
 //!   `interprocess`) → `OpenProcess` → `OpenProcessToken` → the token's user SID, primary
 //!   group and enabled groups, mapped to numeric ids by [`session_vault_proto::sid`]. A client
 //!   whose token cannot be read, or whose user SID has no id, is refused.
+//! - A process id names the process only while it lives: one that connected and exited at
+//!   once could leave its id to another process before vaultd opened it. So once the client
+//!   has written its first frame, vaultd also takes the identity from the pipe itself
+//!   ([`pipe_client_identity`]: `ImpersonateNamedPipeClient` → `OpenThreadToken` →
+//!   `RevertToSelf`, the token the client wrote with) and serves the connection only if both
+//!   agree. A client that connects anonymously (`SECURITY_ANONYMOUS`) has no token to read and
+//!   is refused.
 //! - The data directory is created with a protected DACL granting full control to vaultd's
 //!   user only, inherited by the files created in it (the vault, its WAL, the lock file).
 //!
@@ -28,14 +35,17 @@ use windows_sys::Win32::Foundation::{CloseHandle, HANDLE, LocalFree};
 use windows_sys::Win32::Security::Authorization::{
     ConvertSidToStringSidW, ConvertStringSecurityDescriptorToSecurityDescriptorW, SDDL_REVISION_1,
 };
+use windows_sys::Win32::Security::RevertToSelf;
 use windows_sys::Win32::Security::{
     GetTokenInformation, PSID, SECURITY_ATTRIBUTES, TOKEN_GROUPS, TOKEN_INFORMATION_CLASS,
     TOKEN_PRIMARY_GROUP, TOKEN_QUERY, TOKEN_USER, TokenGroups, TokenPrimaryGroup, TokenUser,
 };
 use windows_sys::Win32::Storage::FileSystem::CreateDirectoryW;
+use windows_sys::Win32::System::Pipes::ImpersonateNamedPipeClient;
 use windows_sys::Win32::System::SystemServices::{SE_GROUP_ENABLED, SE_GROUP_USE_FOR_DENY_ONLY};
 use windows_sys::Win32::System::Threading::{
-    GetCurrentProcess, OpenProcess, OpenProcessToken, PROCESS_QUERY_LIMITED_INFORMATION,
+    GetCurrentProcess, GetCurrentThread, OpenProcess, OpenProcessToken, OpenThreadToken,
+    PROCESS_QUERY_LIMITED_INFORMATION,
 };
 
 /// Environment variable naming the groups (SIDs, comma-separated) admitted to the pipe
@@ -93,16 +103,51 @@ fn identity_of_process(process: HANDLE) -> io::Result<Identity> {
     if unsafe { OpenProcessToken(process, TOKEN_QUERY, &mut token) } == 0 {
         return Err(io::Error::last_os_error());
     }
-    let token = Handle(token);
-    let user = token_info(&token, TokenUser)?;
+    identity_of_token(&Handle(token))
+}
+
+/// The identity of the client of the pipe `pipe` as the pipe itself tells it: the token the
+/// client wrote with, read by impersonating it for the length of one `OpenThreadToken` call
+/// on this thread. Windows captures that token when the client writes, so this must be
+/// called after a frame from the client was read (else `ERROR_CANNOT_IMPERSONATE`).
+///
+/// Nothing else runs on this thread while it impersonates (no await, no callback between
+/// the calls); if `RevertToSelf` ever failed the thread would go on as the client, so the
+/// process aborts instead.
+pub fn pipe_client_identity(
+    pipe: std::os::windows::io::BorrowedHandle<'_>,
+) -> io::Result<Identity> {
+    use std::os::windows::io::AsRawHandle;
+    // SAFETY: the pipe handle is valid for the borrow.
+    if unsafe { ImpersonateNamedPipeClient(pipe.as_raw_handle()) } == 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut token: HANDLE = std::ptr::null_mut();
+    // SAFETY: `token` is a valid out pointer; OpenAsSelf = TRUE checks access to the thread
+    // as vaultd, not as the client being impersonated.
+    let opened = unsafe { OpenThreadToken(GetCurrentThread(), TOKEN_QUERY, 1, &mut token) };
+    let open_error = io::Error::last_os_error();
+    // SAFETY: takes no arguments; ends the impersonation ImpersonateNamedPipeClient began.
+    if unsafe { RevertToSelf() } == 0 {
+        tracing::error!(error = %io::Error::last_os_error(), "RevertToSelf failed after reading a pipe client's token; aborting");
+        std::process::abort();
+    }
+    if opened == 0 {
+        return Err(open_error);
+    }
+    identity_of_token(&Handle(token))
+}
+
+fn identity_of_token(token: &Handle) -> io::Result<Identity> {
+    let user = token_info(token, TokenUser)?;
     // SAFETY: GetTokenInformation(TokenUser) filled the buffer with a TOKEN_USER (and the SID
     // it points to); the buffer is u64-aligned and outlives the reads.
     let user_sid = unsafe { sid_string((*user.as_ptr().cast::<TOKEN_USER>()).User.Sid)? };
-    let primary = token_info(&token, TokenPrimaryGroup)?;
+    let primary = token_info(token, TokenPrimaryGroup)?;
     // SAFETY: as above, a TOKEN_PRIMARY_GROUP.
     let primary_sid =
         unsafe { sid_string((*primary.as_ptr().cast::<TOKEN_PRIMARY_GROUP>()).PrimaryGroup)? };
-    let groups_buf = token_info(&token, TokenGroups)?;
+    let groups_buf = token_info(token, TokenGroups)?;
     let mut groups = Vec::new();
     // SAFETY: as above, a TOKEN_GROUPS whose `Groups` array holds `GroupCount` entries
     // (declared with length 1, laid out with all of them).
