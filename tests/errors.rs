@@ -243,7 +243,10 @@ async fn unknown_sessions_and_handles_are_no_such_session() {
             dc_id: 1,
         },
         Request::CloseSession { handle: 999 },
-        Request::Export { handle: 999 },
+        Request::Export {
+            handle: 999,
+            without_peers: false,
+        },
     ];
     for r in requests {
         let what = format!("{r:?}");

@@ -29,7 +29,13 @@ impl VaultSession {
     /// Peers whose ids grammers cannot represent are left out; the username, phone and name
     /// the vault may hold (from a Telethon import) have no place in grammers' types.
     pub async fn export(&self) -> Result<GSessionData, VaultError> {
-        match self.call(|handle| Request::Export { handle }).await? {
+        match self
+            .call(|handle| Request::Export {
+                handle,
+                without_peers: false,
+            })
+            .await?
+        {
             Response::SessionData(d) => Ok(convert::session_from_wire(&d)),
             _ => Err(unexpected("export")),
         }

@@ -25,7 +25,7 @@ use crate::recovery::RecoveryKey;
 /// of different majors refuse each other in the handshake.
 pub const PROTOCOL_MAJOR: u16 = 1;
 /// Protocol minor version: bumped by hand when messages are added compatibly.
-pub const PROTOCOL_MINOR: u16 = 6;
+pub const PROTOCOL_MINOR: u16 = 7;
 
 /// The most peers one [`Response::PeerPage`] carries: far below the frame limit (a peer with
 /// every field set is a few hundred bytes).
@@ -505,6 +505,11 @@ pub enum Request {
     Export {
         /// Session handle.
         handle: u32,
+        /// Everything but the peers (`peers` empty): a lease holder then reads them with
+        /// [`Request::ListPeers`], in pages of bounded size, instead of in one frame as big as
+        /// the session. Absent on the wire means `false`. Minor 7.
+        #[serde(default)]
+        without_peers: bool,
     },
     /// Replace everything the open session holds, in one durable transaction.
     /// → [`Response::Ok`].

@@ -36,6 +36,11 @@ impl Request {
             | R::Audit { .. } => 4,
             R::ListPeers { .. } => 5,
             R::MigrateStore { .. } => 6,
+            // A daemon of 1.6 would ignore the flag and send every peer.
+            R::Export {
+                without_peers: true,
+                ..
+            } => 7,
             R::Hello { .. }
             | R::Status
             | R::Init { .. }

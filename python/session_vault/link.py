@@ -22,6 +22,8 @@ from .errors import DaemonUnavailable, VaultLocked
 
 DEFAULT_RECONNECT_TIMEOUT = 30.0
 POLL = 0.05
+PAGED_EXPORT_MINOR = 7  # `export` with `without_peers`
+PEER_PAGE = 1000  # the daemon's largest `list_peers` page
 
 
 class SessionLink:
@@ -153,6 +155,35 @@ class SessionLink:
                 raise
             self._raise_deferred()
             return resp
+
+    def export(self):
+        """Everything the session holds, peers oldest first (as `export` gives them).
+
+        A daemon of minor 7 or later sends an exclusive holder the peers in pages of at most
+        1000 (`export` with `without_peers`, then `list_peers` until its cursor ends), so that
+        no frame grows with the session; otherwise one `export` carries them all. Only the
+        lease holder writes the session, and its writes are flushed before a load, so the
+        pages and the rest agree.
+        """
+        if not (self.exclusive and self._server_minor() >= PAGED_EXPORT_MINOR):
+            return unwrap(self.call("export"), "session_data")
+        data = unwrap(self.call("export", {"without_peers": True}), "session_data")
+        pages, before = [], None
+        while True:
+            page = unwrap(
+                self.call("list_peers", {"before": before, "limit": PEER_PAGE}), "peer_page"
+            )
+            pages.append(page["peers"])
+            before = page.get("next")
+            if before is None:
+                break
+        data["peers"] = [p for page in reversed(pages) for p in reversed(page)]
+        return data
+
+    def _server_minor(self):
+        if self.conn is None:
+            self._reconnect()
+        return self.conn.server_minor
 
     def call_plain(self, request):
         """A request that names no handle (status, admin requests), on this connection."""

@@ -31,7 +31,6 @@ import time
 from pyrogram import raw, utils
 from pyrogram.storage import Storage
 
-from .connection import unwrap
 from .errors import PermissionDenied, VaultError
 from .link import DEFAULT_RECONNECT_TIMEOUT, SessionLink
 from .model import Writer, empty_extras, empty_state, mark, peer, text, unmark
@@ -135,7 +134,7 @@ class VaultStorage(Storage):
 
     def _load(self):
         self._link.flush()  # writes still in flight first: the daemon does not order requests
-        data = unwrap(self._link.call("export"), "session_data")
+        data = self._link.export()
         self._dc = self._stored_home = data["home_dc"]
         self._dcs = {o["id"]: o for o in data["dc_options"]}
         self._extras = dict(empty_extras(), **(data.get("extras") or {}))

@@ -124,7 +124,7 @@ class VaultSession(MemorySession):
 
     def _load(self):
         self._link.flush()  # writes still in flight first: the daemon does not order requests
-        data = unwrap(self._link.call("export"), "session_data")
+        data = self._link.export()
         self._home = self._stored_home = data["home_dc"]
         self._dcs = {o["id"]: o for o in data["dc_options"]}
         self._extras = dict(empty_extras(), **(data.get("extras") or {}))

@@ -96,7 +96,13 @@ pub async fn read_back(c: &Connection, name: &str) -> (u32, SessionData) {
         Ok(Response::Opened { handle, .. }) => handle,
         other => panic!("open {name}: {other:?}"),
     };
-    match c.call(Request::Export { handle }).await {
+    match c
+        .call(Request::Export {
+            handle,
+            without_peers: false,
+        })
+        .await
+    {
         Ok(Response::SessionData(d)) => (handle, d),
         other => panic!("export {name}: {other:?}"),
     }

@@ -703,6 +703,12 @@ impl Vault {
         self.fresh(Class::Read, move |e| e.export(sid)).await
     }
 
+    /// Everything a session holds but its peers (read with [`Self::peer_page`]).
+    pub async fn export_without_peers(&self, sid: SessionId) -> Result<SessionData> {
+        self.fresh(Class::Read, move |e| e.export_with(sid, false))
+            .await
+    }
+
     /// Resolves a session name.
     pub async fn open_session(&self, name: &str) -> Result<SessionId> {
         let name = name.to_owned();

@@ -405,7 +405,14 @@ pub fn requests() -> Vec<Request> {
             handle: h,
             file: sent_file(),
         },
-        Request::Export { handle: h },
+        Request::Export {
+            handle: h,
+            without_peers: false,
+        },
+        Request::Export {
+            handle: h,
+            without_peers: true,
+        },
         Request::Import {
             handle: h,
             data: session_data(),

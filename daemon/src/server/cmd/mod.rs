@@ -233,7 +233,10 @@ async fn run(conn: &Conn, request: Request) -> Result<Response, WireError> {
             file_type,
         } => data::get_sent_file(conn, HandleId(handle), md5_digest, file_size, file_type).await,
         R::PutSentFile { handle, file } => data::put_sent_file(conn, HandleId(handle), file).await,
-        R::Export { handle } => data::export(conn, HandleId(handle)).await,
+        R::Export {
+            handle,
+            without_peers,
+        } => data::export(conn, HandleId(handle), without_peers).await,
         R::Import { handle, data: d } => data::import(conn, HandleId(handle), d).await,
     }
 }
