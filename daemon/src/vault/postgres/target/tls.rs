@@ -1,0 +1,589 @@
+//! TLS to PostgreSQL: libpq's `sslmode` and `sslrootcert`, carried out with rustls (ring).
+//!
+//! tokio-postgres knows `sslmode=disable|prefer|require` only and refuses any other `ssl…`
+//! parameter, so [`split`] takes `sslmode`, `sslrootcert` (and refuses the client-certificate
+//! ones) out of the connection string before it is parsed, and [`Tls::new`] turns them into
+//! the mode tokio-postgres negotiates with plus the certificate check rustls makes:
+//!
+//! | `sslmode` | TLS | server certificate |
+//! |---|---|---|
+//! | `disable` | never | – |
+//! | `prefer` (default) | if the server offers it | not checked; checked as `verify-ca` if `sslrootcert` is given |
+//! | `require` | always | not checked; checked as `verify-ca` if `sslrootcert` is given (as libpq) |
+//! | `verify-ca` | always | signed by a CA of `sslrootcert` |
+//! | `verify-full` | always | as `verify-ca`, and issued for the host connected to |
+//!
+//! As libpq 16, `sslrootcert=system` is the platform's trusted roots and makes `verify-full`
+//! the default and the only mode allowed. Where this differs from libpq: `~/.postgresql/root.crt`
+//! is not read (a daemon names its CA file), `allow` is refused, and under `prefer` with a
+//! `sslrootcert` a certificate that fails the check fails the connection (libpq would retry
+//! without TLS: a downgrade an on-path attacker could force).
+//!
+//! Why it matters although PostgreSQL only sees sealed rows (DESIGN.md): TLS keeps the
+//! database password exchange and the rows away from an on-path attacker, who could
+//! otherwise also replay or withhold rows. Only `verify-ca`/`verify-full` stop one who
+//! answers in the server's place.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
+
+use super::super::super::error::{EngineError, Result};
+
+/// libpq's `sslmode`, less `allow`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum SslMode {
+    /// No TLS.
+    Disable,
+    /// TLS if the server offers it, else plain.
+    Prefer,
+    /// TLS or no connection.
+    Require,
+    /// TLS, and the server certificate is signed by a trusted CA.
+    VerifyCa,
+    /// As [`SslMode::VerifyCa`], and the certificate names the host connected to.
+    VerifyFull,
+}
+
+impl SslMode {
+    /// The name in a connection string.
+    pub fn name(self) -> &'static str {
+        match self {
+            SslMode::Disable => "disable",
+            SslMode::Prefer => "prefer",
+            SslMode::Require => "require",
+            SslMode::VerifyCa => "verify-ca",
+            SslMode::VerifyFull => "verify-full",
+        }
+    }
+
+    fn parse(value: &str) -> Result<SslMode> {
+        Ok(match value {
+            "disable" => SslMode::Disable,
+            "prefer" => SslMode::Prefer,
+            "require" => SslMode::Require,
+            "verify-ca" => SslMode::VerifyCa,
+            "verify-full" => SslMode::VerifyFull,
+            "allow" => {
+                return Err(invalid(
+                    "sslmode=allow is not supported (it tries a plain connection first); \
+                     use prefer, require, verify-ca or verify-full"
+                        .into(),
+                ));
+            }
+            other => {
+                return Err(invalid(format!(
+                    "sslmode={other:?} is not a valid sslmode (disable, prefer, require, \
+                     verify-ca or verify-full)"
+                )));
+            }
+        })
+    }
+}
+
+/// Where the trusted CAs come from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RootCert {
+    /// A PEM file of CA certificates.
+    File(PathBuf),
+    /// `sslrootcert=system`: the platform's trusted roots.
+    System,
+}
+
+/// The TLS parameters taken out of a connection string.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TlsParams {
+    /// `sslmode`, if given.
+    pub mode: Option<SslMode>,
+    /// `sslrootcert`, if given.
+    pub root: Option<RootCert>,
+}
+
+fn invalid(message: String) -> EngineError {
+    EngineError::Invalid(format!("PostgreSQL TLS: {message}"))
+}
+
+/// Parameters of libpq's that tokio-postgres does not know and vaultd does not do: refused
+/// by name rather than by tokio-postgres's "unknown option".
+const UNSUPPORTED: &[&str] = &[
+    "sslcert",
+    "sslkey",
+    "sslpassword",
+    "sslcertmode",
+    "sslcrl",
+    "sslcrldir",
+    "sslsni",
+    "sslcompression",
+    "ssl_min_protocol_version",
+    "ssl_max_protocol_version",
+    "requiressl",
+];
+
+/// Takes `sslmode` and `sslrootcert` out of `conn` (a `postgres://` URL or `key=value`
+/// pairs) and returns the rest, for `postgres::Config::from_str`, with what they said.
+/// Malformed input the parser would refuse is passed on for it to refuse.
+pub fn split(conn: &str) -> Result<(String, TlsParams)> {
+    let mut params = TlsParams::default();
+    let mut take = |key: &str, value: &str| -> Result<bool> {
+        match key {
+            "sslmode" => {
+                params.mode = Some(SslMode::parse(value)?);
+                Ok(true)
+            }
+            "sslrootcert" => {
+                if value.is_empty() {
+                    return Err(invalid("sslrootcert is empty".into()));
+                }
+                params.root = Some(if value == "system" {
+                    RootCert::System
+                } else {
+                    RootCert::File(PathBuf::from(value))
+                });
+                Ok(true)
+            }
+            k if UNSUPPORTED.contains(&k) => Err(invalid(format!(
+                "{k} is not supported (vaultd takes sslmode and sslrootcert; client \
+                 certificates are not built in: authenticate with the password file)"
+            ))),
+            _ => Ok(false),
+        }
+    };
+    let rest = if conn.starts_with("postgres://") || conn.starts_with("postgresql://") {
+        let Some((head, query)) = conn.split_once('?') else {
+            return Ok((conn.to_owned(), params));
+        };
+        let mut kept = Vec::new();
+        for pair in query.split('&') {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let (Ok(key), Ok(value)) = (decode(key), decode(value)) else {
+                kept.push(pair);
+                continue;
+            };
+            if !take(&key, &value)? {
+                kept.push(pair);
+            }
+        }
+        if kept.is_empty() {
+            head.to_owned()
+        } else {
+            format!("{head}?{}", kept.join("&"))
+        }
+    } else {
+        let mut kept = Vec::new();
+        for (key, value, span) in key_values(conn) {
+            if !take(key, &value)? {
+                kept.push(&conn[span]);
+            }
+        }
+        kept.join(" ")
+    };
+    Ok((rest, params))
+}
+
+fn decode(s: &str) -> std::result::Result<String, ()> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = s.get(i + 1..i + 3).ok_or(())?;
+            out.push(u8::from_str_radix(hex, 16).map_err(|_| ())?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| ())
+}
+
+/// `key = value` pairs as libpq (and tokio-postgres) read them: a value is `'quoted'` or runs
+/// to the next blank, `\` escapes the next character. Each with the byte range it covers;
+/// a malformed rest is returned as one pair with an empty key, for the parser to refuse.
+fn key_values(s: &str) -> Vec<(&str, String, std::ops::Range<usize>)> {
+    let mut out = Vec::new();
+    let mut it = s.char_indices().peekable();
+    loop {
+        while it.next_if(|(_, c)| c.is_whitespace()).is_some() {}
+        let Some(&(start, _)) = it.peek() else {
+            return out;
+        };
+        let mut key_end = start;
+        while let Some((i, c)) = it.next_if(|(_, c)| !c.is_whitespace() && *c != '=') {
+            key_end = i + c.len_utf8();
+        }
+        while it.next_if(|(_, c)| c.is_whitespace()).is_some() {}
+        if it.next_if(|(_, c)| *c == '=').is_none() {
+            out.push(("", String::new(), start..s.len()));
+            return out;
+        }
+        while it.next_if(|(_, c)| c.is_whitespace()).is_some() {}
+        let quoted = it.next_if(|(_, c)| *c == '\'').is_some();
+        let mut value = String::new();
+        let mut end = s.len();
+        while let Some((i, c)) = it.next() {
+            if quoted && c == '\'' {
+                end = i + 1;
+                break;
+            }
+            if !quoted && c.is_whitespace() {
+                end = i;
+                break;
+            }
+            if c == '\\' {
+                if let Some((_, c2)) = it.next() {
+                    value.push(c2);
+                }
+            } else {
+                value.push(c);
+            }
+        }
+        out.push((&s[start..key_end], value, start..end));
+    }
+}
+
+/// The TLS policy of one target: the mode tokio-postgres negotiates with and the rustls
+/// configuration that checks the server (none under `disable`).
+#[derive(Clone)]
+pub struct Tls {
+    mode: SslMode,
+    /// Whether the server certificate is checked against trusted CAs.
+    verified: bool,
+    connector: Option<tokio_postgres_rustls::MakeRustlsConnect>,
+}
+
+impl Tls {
+    /// The policy `params` ask for, with the CA file read now (a missing or empty one is a
+    /// configuration error at startup, not at the first connection).
+    pub fn new(params: &TlsParams) -> Result<Tls> {
+        let mode = match (params.mode, &params.root) {
+            (None, Some(RootCert::System)) => SslMode::VerifyFull,
+            (Some(m), Some(RootCert::System)) if m != SslMode::VerifyFull => {
+                return Err(invalid(format!(
+                    "sslrootcert=system needs sslmode=verify-full (as libpq), not {}",
+                    m.name()
+                )));
+            }
+            (m, _) => m.unwrap_or(SslMode::Prefer),
+        };
+        if mode >= SslMode::VerifyCa && params.root.is_none() {
+            return Err(invalid(format!(
+                "sslmode={} needs sslrootcert=PATH (a PEM file of the CA certificates to \
+                 trust) or sslrootcert=system",
+                mode.name()
+            )));
+        }
+        if mode == SslMode::Disable {
+            return Ok(Tls {
+                mode,
+                verified: false,
+                connector: None,
+            });
+        }
+        // rustls 0.23.48 deprecates the ring provider for lacking post-quantum key exchange;
+        // the one that has it (aws-lc-rs) needs cmake and a C toolchain this project does not
+        // build with. Classical ECDHE still protects the channel today.
+        #[allow(deprecated)]
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let verifier: Arc<dyn ServerCertVerifier> = match &params.root {
+            None => Arc::new(Unverified(provider.clone())),
+            Some(root) => {
+                let roots = Arc::new(load_roots(root)?);
+                let webpki = WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
+                    .build()
+                    .map_err(|e| invalid(format!("cannot use the CA certificates: {e}")))?;
+                if mode == SslMode::VerifyFull {
+                    webpki
+                } else {
+                    Arc::new(ChainOnly(webpki))
+                }
+            }
+        };
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| invalid(format!("cannot set up TLS: {e}")))?
+            .dangerous()
+            .with_custom_certificate_verifier(verifier)
+            .with_no_client_auth();
+        // PostgreSQL 17's direct TLS (`sslnegotiation=direct`) wants its ALPN name; earlier
+        // servers ignore it.
+        config.alpn_protocols = vec![b"postgresql".to_vec()];
+        Ok(Tls {
+            mode,
+            verified: params.root.is_some(),
+            connector: Some(tokio_postgres_rustls::MakeRustlsConnect::new(config)),
+        })
+    }
+
+    /// The `sslmode` in force.
+    pub fn mode(&self) -> SslMode {
+        self.mode
+    }
+
+    /// Whether the server's certificate is checked against trusted CAs (`verify-ca`,
+    /// `verify-full`, or `prefer`/`require` with a `sslrootcert`).
+    pub fn verified(&self) -> bool {
+        self.verified
+    }
+
+    /// What tokio-postgres negotiates: it knows disable, prefer and require.
+    pub fn negotiation(&self) -> postgres::config::SslMode {
+        match self.mode {
+            SslMode::Disable => postgres::config::SslMode::Disable,
+            SslMode::Prefer => postgres::config::SslMode::Prefer,
+            _ => postgres::config::SslMode::Require,
+        }
+    }
+
+    /// The connector, `None` under `disable`.
+    pub fn connector(&self) -> Option<tokio_postgres_rustls::MakeRustlsConnect> {
+        self.connector.clone()
+    }
+}
+
+fn load_roots(root: &RootCert) -> Result<RootCertStore> {
+    let mut store = RootCertStore::empty();
+    match root {
+        RootCert::System => {
+            let found = rustls_native_certs::load_native_certs();
+            store.add_parsable_certificates(found.certs);
+            if store.is_empty() {
+                return Err(invalid(
+                    "sslrootcert=system: no trusted root certificates found on this system".into(),
+                ));
+            }
+        }
+        RootCert::File(path) => {
+            let certs = read_pem_certs(path)?;
+            for cert in certs {
+                store.add(cert).map_err(|e| {
+                    invalid(format!(
+                        "sslrootcert {}: a certificate is not usable as a CA: {e}",
+                        path.display()
+                    ))
+                })?;
+            }
+        }
+    }
+    Ok(store)
+}
+
+fn read_pem_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| invalid(format!("cannot read sslrootcert {}: {e}", path.display())))?;
+    let certs = CertificateDer::pem_slice_iter(&bytes)
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| {
+            invalid(format!(
+                "sslrootcert {} is not a PEM file of certificates: {e}",
+                path.display()
+            ))
+        })?;
+    if certs.is_empty() {
+        return Err(invalid(format!(
+            "sslrootcert {} holds no certificate (a PEM file with BEGIN CERTIFICATE blocks)",
+            path.display()
+        )));
+    }
+    Ok(certs)
+}
+
+/// `verify-ca`: the chain must lead to a trusted CA; the name in the certificate is not
+/// compared with the host (webpki checks the chain before the name, so a name error means
+/// the chain was good).
+#[derive(Debug)]
+struct ChainOnly(Arc<WebPkiServerVerifier>);
+
+impl ServerCertVerifier for ChainOnly {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
+        match self
+            .0
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+        {
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) => Ok(ServerCertVerified::assertion()),
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+}
+
+/// `prefer`/`require` without `sslrootcert`: any certificate (libpq's behaviour: encryption
+/// against a passive listener, no proof of who answers). The handshake signature is still
+/// checked, so the channel is bound to the key of the certificate shown.
+#[derive(Debug)]
+struct Unverified(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for Unverified {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tls_parameters_are_taken_out_of_a_url() {
+        let (rest, p) = split(
+            "postgres://u@h:5433/db?application_name=x&sslmode=verify-full&sslrootcert=%2Fetc%2Fca.pem",
+        )
+        .unwrap();
+        assert_eq!(rest, "postgres://u@h:5433/db?application_name=x");
+        assert_eq!(p.mode, Some(SslMode::VerifyFull));
+        assert_eq!(p.root, Some(RootCert::File("/etc/ca.pem".into())));
+        let (rest, p) = split("postgresql://u@h/db?sslmode=disable").unwrap();
+        assert_eq!(rest, "postgresql://u@h/db");
+        assert_eq!(p.mode, Some(SslMode::Disable));
+        let (rest, p) = split("postgres://u@h/db").unwrap();
+        assert_eq!(
+            (rest.as_str(), p),
+            ("postgres://u@h/db", TlsParams::default())
+        );
+    }
+
+    #[test]
+    fn tls_parameters_are_taken_out_of_key_value_pairs() {
+        let (rest, p) =
+            split("host=db.example sslmode = require  sslrootcert='/etc/my ca\\'s.pem' dbname=v")
+                .unwrap();
+        assert_eq!(rest, "host=db.example dbname=v");
+        assert_eq!(p.mode, Some(SslMode::Require));
+        assert_eq!(p.root, Some(RootCert::File("/etc/my ca's.pem".into())));
+    }
+
+    #[test]
+    fn unknown_modes_and_client_certificates_are_refused_by_name() {
+        for (conn, word) in [
+            ("postgres://u@h/db?sslmode=verify_full", "verify_full"),
+            ("postgres://u@h/db?sslmode=allow", "allow"),
+            ("postgres://u@h/db?sslmode=", "sslmode"),
+            ("postgres://u@h/db?sslcert=/c.pem", "sslcert"),
+            ("host=h sslkey=/k.pem", "sslkey"),
+            ("postgres://u@h/db?sslrootcert=", "sslrootcert"),
+        ] {
+            let err = split(conn).unwrap_err().to_string();
+            assert!(err.contains(word), "{conn}: {err}");
+        }
+    }
+
+    #[test]
+    fn verification_needs_a_root_and_system_roots_need_verify_full() {
+        let verify = |m| TlsParams {
+            mode: Some(m),
+            root: None,
+        };
+        for m in [SslMode::VerifyCa, SslMode::VerifyFull] {
+            let err = Tls::new(&verify(m)).err().expect("refused").to_string();
+            assert!(err.contains("sslrootcert"), "{err}");
+        }
+        let err = Tls::new(&TlsParams {
+            mode: Some(SslMode::Require),
+            root: Some(RootCert::System),
+        })
+        .err()
+        .expect("refused")
+        .to_string();
+        assert!(err.contains("verify-full"), "{err}");
+        let tls = Tls::new(&TlsParams::default()).unwrap();
+        assert_eq!((tls.mode(), tls.verified()), (SslMode::Prefer, false));
+        assert!(
+            Tls::new(&verify(SslMode::Disable))
+                .unwrap()
+                .connector()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn a_missing_or_empty_ca_file_is_a_configuration_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "not a certificate\n").unwrap();
+        for path in [dir.path().join("absent.pem"), empty] {
+            let err = Tls::new(&TlsParams {
+                mode: Some(SslMode::VerifyFull),
+                root: Some(RootCert::File(path.clone())),
+            })
+            .err()
+            .expect("refused");
+            assert!(matches!(err, EngineError::Invalid(_)));
+            assert!(err.to_string().contains("sslrootcert"), "{err}");
+        }
+    }
+}
