@@ -17,6 +17,8 @@ use zeroize::Zeroizing;
 
 use super::super::error::{EngineError, Result, StorageErrorKind};
 
+#[cfg(test)]
+mod cluster_tests;
 mod tls;
 
 pub use tls::SslMode;
@@ -88,6 +90,23 @@ impl PgTarget {
         }
         let tls = tls::Tls::new(&tls_params)?;
         config.ssl_mode(tls.negotiation());
+        // As libpq, TLS is not used over a Unix socket (the socket's permissions guard it);
+        // tokio-postgres would try, with no host name to check. A list mixing sockets and
+        // TCP hosts cannot have it both ways on one config: refused.
+        #[cfg(unix)]
+        {
+            let unix = |h: &Host| matches!(h, Host::Unix(_));
+            let hosts = config.get_hosts();
+            if !hosts.is_empty() && hosts.iter().all(unix) {
+                config.ssl_mode(postgres::config::SslMode::Disable);
+            } else if hosts.iter().any(unix) && tls.mode() != SslMode::Disable {
+                return Err(invalid(
+                    "the PostgreSQL connection string mixes Unix sockets and TCP hosts: give \
+                     sslmode=disable, or name one kind only"
+                        .into(),
+                ));
+            }
+        }
         let display = describe(&config);
         if let Some(pw) = password {
             config.password(pw.as_slice());
@@ -167,16 +186,27 @@ impl PgTarget {
     /// A new connection, over TLS as `sslmode` says.
     pub(super) fn connect(&self) -> Result<postgres::Client> {
         let connected = match self.tls.connector() {
-            Some(connector) => self.config.connect(connector),
-            None => self.config.connect(postgres::NoTls),
+            Some(connector) if self.config.get_ssl_mode() != postgres::config::SslMode::Disable => {
+                self.config.connect(connector)
+            }
+            _ => self.config.connect(postgres::NoTls),
         };
         connected.map_err(|e| {
             // The server's primary message (e.g. "password authentication failed for
-            // user …"); the bare error shows only "db error". A TLS failure reads
-            // "error performing TLS handshake: invalid peer certificate: …".
+            // user …"); the bare error shows only "db error".
             let why = match e.as_db_error() {
                 Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
-                None => e.to_string(),
+                // With its causes: "error performing TLS handshake: invalid peer
+                // certificate: UnknownIssuer" (tokio-postgres shows the first part only).
+                None => {
+                    let mut why = e.to_string();
+                    let mut cause = std::error::Error::source(&e);
+                    while let Some(c) = cause {
+                        why.push_str(&format!(": {c}"));
+                        cause = c.source();
+                    }
+                    why
+                }
             };
             EngineError::Storage {
                 kind: StorageErrorKind::Io,
@@ -277,6 +307,21 @@ mod tests {
             flagged("postgres://u@localhost/vault?hostaddr=192.0.2.7").is_some(),
             "hostaddr is where the connection goes"
         );
+    }
+
+    #[test]
+    fn unix_sockets_do_not_use_tls_and_do_not_mix_with_tcp_hosts_under_tls() {
+        let t = PgTarget::new(
+            "postgres://u@%2Frun%2Fpostgresql/vault?sslmode=require",
+            None,
+        )
+        .unwrap();
+        assert_eq!(t.config.get_ssl_mode(), postgres::config::SslMode::Disable);
+        assert_eq!(t.ssl_mode(), SslMode::Require);
+        let mixed = "host=/run/postgresql,db.example dbname=v";
+        let err = PgTarget::new(mixed, None).unwrap_err().to_string();
+        assert!(err.contains("mixes Unix sockets and TCP hosts"), "{err}");
+        assert!(PgTarget::new(&format!("{mixed} sslmode=disable"), None).is_ok());
     }
 
     #[test]
