@@ -62,6 +62,10 @@ fn each_sslmode_against_a_tls_server() {
     .unwrap();
     assert!(encrypted(&full).unwrap(), "verify-full is encrypted");
     PostgresStore::open(full).expect("the store over verify-full");
+    // SCRAM binds itself to the TLS channel (SCRAM-SHA-256-PLUS, tls-server-end-point): a
+    // connection that insists on it is accepted.
+    let bound = format!("sslmode=verify-full&sslrootcert={ca}&channel_binding=require");
+    assert!(encrypted(&target(&by_name, &bound, &pw).unwrap()).unwrap());
 
     // A CA that did not sign the server's certificate: refused under every checking mode,
     // including require and prefer with a sslrootcert (libpq's require-as-verify-ca).

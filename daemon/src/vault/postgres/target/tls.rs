@@ -19,6 +19,9 @@
 //! `sslrootcert` a certificate that fails the check fails the connection (libpq would retry
 //! without TLS: a downgrade an on-path attacker could force).
 //!
+//! The connector is `postgres_rustls`, which also gives SCRAM its channel binding
+//! (`tls-server-end-point`, so `channel_binding=require` works over any of these modes).
+//!
 //! Why it matters although PostgreSQL only sees sealed rows (DESIGN.md): TLS keeps the
 //! database password exchange and the rows away from an on-path attacker, who could
 //! otherwise also replay or withhold rows. Only `verify-ca`/`verify-full` stop one who
@@ -255,7 +258,7 @@ pub struct Tls {
     mode: SslMode,
     /// Whether the server certificate is checked against trusted CAs.
     verified: bool,
-    connector: Option<tokio_postgres_rustls::MakeRustlsConnect>,
+    connector: Option<postgres_rustls::MakeTlsConnector>,
 }
 
 impl Tls {
@@ -313,11 +316,12 @@ impl Tls {
             .with_no_client_auth();
         // PostgreSQL 17's direct TLS (`sslnegotiation=direct`) wants its ALPN name; earlier
         // servers ignore it.
-        config.alpn_protocols = vec![b"postgresql".to_vec()];
+        postgres_rustls::set_postgresql_alpn(&mut config);
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
         Ok(Tls {
             mode,
             verified: params.root.is_some(),
-            connector: Some(tokio_postgres_rustls::MakeRustlsConnect::new(config)),
+            connector: Some(postgres_rustls::MakeTlsConnector::new(connector)),
         })
     }
 
@@ -342,7 +346,7 @@ impl Tls {
     }
 
     /// The connector, `None` under `disable`.
-    pub fn connector(&self) -> Option<tokio_postgres_rustls::MakeRustlsConnect> {
+    pub fn connector(&self) -> Option<postgres_rustls::MakeTlsConnector> {
         self.connector.clone()
     }
 }
