@@ -190,9 +190,10 @@ impl Cluster {
         if self.tls {
             let tls = self.dir.path().join("tls");
             opts.push_str(&format!(
-                " -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+                " -c ssl=on -c ssl_cert_file={} -c ssl_key_file={} -c ssl_ca_file={}",
                 tls.join("server.pem").display(),
-                tls.join("server.key").display()
+                tls.join("server.key").display(),
+                tls.join("ca.pem").display()
             ));
         }
         self.run_checked(
@@ -266,6 +267,43 @@ impl Cluster {
     /// The PEM file of the CA that signed the server certificate.
     pub fn ca_file(&self) -> PathBuf {
         self.dir.path().join("tls/ca.pem")
+    }
+
+    /// The client certificate for [`USER`] (signed by the cluster's CA) and its key (mode
+    /// 0600), for `sslcert` and `sslkey`.
+    pub fn client_cert_files(&self) -> (PathBuf, PathBuf) {
+        let tls = self.dir.path().join("tls");
+        (tls.join("client.pem"), tls.join("client.key"))
+    }
+
+    /// From now on, TCP connections must show a client certificate of the cluster's CA
+    /// naming the user (`hostssl … cert` in `pg_hba.conf`); the password is not asked.
+    pub fn require_client_certificates(&self) {
+        let hba = self.data_dir().join("pg_hba.conf");
+        let old = std::fs::read_to_string(&hba).expect("read pg_hba.conf");
+        std::fs::write(&hba, format!("hostssl all all 127.0.0.1/32 cert\n{old}"))
+            .expect("write pg_hba.conf");
+        self.run_checked(
+            self.server_cmd("pg_ctl")
+                .arg("-D")
+                .arg(self.data_dir())
+                .args(["reload"]),
+            "pg_ctl reload",
+        );
+        // A reload is asynchronous: wait until a password-only TCP login is refused.
+        for _ in 0..100 {
+            let out = self
+                .client_cmd("psql")
+                .args(["-X", "-h", "127.0.0.1", "-d", "postgres", "-c", "SELECT 1"])
+                .env("PGSSLMODE", "require")
+                .output()
+                .expect("psql");
+            if !out.status.success() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("pg_hba.conf reload did not take effect");
     }
 
     /// The PEM file of a CA that signed nothing of this cluster's.
@@ -452,6 +490,22 @@ fn write_certificates(dir: &Path, names: &[String], as_other: Option<(u32, u32)>
     write("other-ca.pem", other.pem(), 0o644);
     write("server.pem", cert.pem(), 0o644);
     write("server.key", key.serialize_pem(), 0o600);
+
+    // A client certificate for the test user, ours (not the server's) to read.
+    let key = KeyPair::generate().expect("client key");
+    let mut params = CertificateParams::new(Vec::<String>::new()).expect("client params");
+    params.distinguished_name.push(DnType::CommonName, USER);
+    let cert = params
+        .signed_by(&key, &ca_cert, &ca_key)
+        .expect("client certificate");
+    for (name, text, mode) in [
+        ("client.pem", cert.pem(), 0o644),
+        ("client.key", key.serialize_pem(), 0o600),
+    ] {
+        let path = dir.join(name);
+        std::fs::write(&path, text).expect("write a client certificate");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    }
 }
 
 /// A seed for the password: not a secret worth a CSPRNG (a throwaway local cluster).

@@ -106,6 +106,68 @@ fn each_sslmode_against_a_tls_server() {
     assert!(!encrypted(&t).unwrap(), "disable is plain");
 }
 
+/// `sslcert`/`sslkey`: a server that wants a client certificate (`hostssl … cert`) takes
+/// the one its CA signed for the user, and refuses a connection with the password alone. A
+/// key others may read is refused before connecting, as libpq does.
+#[test]
+fn a_client_certificate_is_shown_when_given() {
+    let Some(cluster) = Cluster::start_tcp_or_skip(
+        "sslcert against PostgreSQL",
+        Tcp::Tls(vec!["localhost".into()]),
+    ) else {
+        return;
+    };
+    let db = cluster.create_database();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pw = dir.path().join("pgpass");
+    cluster.write_password_file(&pw);
+    cluster.require_client_certificates();
+    let url = cluster.tcp_url("localhost", &db);
+    let ca = cluster.ca_file().display().to_string();
+    let (cert, key) = cluster.client_cert_files();
+    let verified = format!("sslmode=verify-full&sslrootcert={ca}");
+
+    let err = refused(&target(&url, &verified, &pw).unwrap());
+    assert!(
+        err.contains("certificate"),
+        "without a client certificate: {err}"
+    );
+
+    let with_cert = format!(
+        "{verified}&sslcert={}&sslkey={}",
+        cert.display(),
+        key.display()
+    );
+    let t = PgTarget::new(&format!("{url}?{with_cert}"), None).expect("target");
+    let mut client = t
+        .connect()
+        .expect("connects with its certificate, no password");
+    let dn: String = client
+        .query_one(
+            "SELECT client_dn FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )
+        .expect("pg_stat_ssl")
+        .get(0);
+    assert!(dn.contains("svtest"), "{dn}");
+
+    let open_key = dir.path().join("open.key");
+    std::fs::copy(&key, &open_key).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&open_key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let loose = format!(
+        "{url}?{verified}&sslcert={}&sslkey={}",
+        cert.display(),
+        open_key.display()
+    );
+    match PgTarget::new(&loose, None) {
+        Err(EngineError::Invalid(why)) => assert!(why.contains("group or world"), "{why}"),
+        other => panic!("a world-readable key: {other:?}"),
+    }
+}
+
 /// A server with `ssl = off`: require and stronger are refused, prefer and disable connect
 /// in the clear.
 #[test]
@@ -152,6 +214,7 @@ fn a_bad_sslmode_is_a_configuration_error() {
         "postgres://u@localhost/db?sslmode=verify-full",
         "postgres://u@localhost/db?sslmode=verify-ca&sslrootcert=/nonexistent/ca.pem",
         "postgres://u@localhost/db?sslcert=/etc/client.pem",
+        "postgres://u@localhost/db?sslmode=require&sslcert=/nonexistent.pem&sslkey=/k.pem",
     ] {
         match PgTarget::new(url, None) {
             Err(EngineError::Invalid(why)) => assert!(why.contains("ssl"), "{url}: {why}"),

@@ -1,9 +1,10 @@
 //! TLS to PostgreSQL: libpq's `sslmode` and `sslrootcert`, carried out with rustls (ring).
 //!
 //! tokio-postgres knows `sslmode=disable|prefer|require` only and refuses any other `ssl…`
-//! parameter, so [`split`] takes `sslmode`, `sslrootcert` (and refuses the client-certificate
-//! ones) out of the connection string before it is parsed, and [`Tls::new`] turns them into
-//! the mode tokio-postgres negotiates with plus the certificate check rustls makes:
+//! parameter, so [`split`] takes `sslmode`, `sslrootcert`, `sslcert` and `sslkey` out of the
+//! connection string before it is parsed (and refuses the other `ssl…` ones of libpq by
+//! name), and [`Tls::new`] turns them into the mode tokio-postgres negotiates with, the
+//! certificate check rustls makes, and the client certificate it shows, if any:
 //!
 //! | `sslmode` | TLS | server certificate |
 //! |---|---|---|
@@ -14,10 +15,11 @@
 //! | `verify-full` | always | as `verify-ca`, and issued for the host connected to |
 //!
 //! As libpq 16, `sslrootcert=system` is the platform's trusted roots and makes `verify-full`
-//! the default and the only mode allowed. Where this differs from libpq: `~/.postgresql/root.crt`
-//! is not read (a daemon names its CA file), `allow` is refused, and under `prefer` with a
-//! `sslrootcert` a certificate that fails the check fails the connection (libpq would retry
-//! without TLS: a downgrade an on-path attacker could force).
+//! the default and the only mode allowed. `sslcert`/`sslkey` (PEM, the key unencrypted and
+//! not readable by others, as libpq checks) go together. Where this differs from libpq:
+//! nothing is read from `~/.postgresql/` (a daemon names its files), `allow` is refused, and
+//! under `prefer` with a `sslrootcert` a certificate that fails the check fails the
+//! connection (libpq would retry without TLS: a downgrade an on-path attacker could force).
 //!
 //! The connector is `postgres_rustls`, which also gives SCRAM its channel binding
 //! (`tls-server-end-point`, so `channel_binding=require` works over any of these modes).
@@ -30,14 +32,19 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use rustls::RootCertStore;
 use rustls::client::WebPkiServerVerifier;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::CryptoProvider;
+use rustls::client::danger::ServerCertVerifier;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+use zeroize::Zeroizing;
 
 use super::super::super::error::{EngineError, Result};
+
+mod verify;
+
+use verify::{ChainOnly, Unverified};
 
 /// libpq's `sslmode`, less `allow`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -106,6 +113,10 @@ pub struct TlsParams {
     pub mode: Option<SslMode>,
     /// `sslrootcert`, if given.
     pub root: Option<RootCert>,
+    /// `sslcert`: the client's certificate (chain), PEM.
+    pub cert: Option<PathBuf>,
+    /// `sslkey`: the client certificate's private key, PEM, unencrypted.
+    pub key: Option<PathBuf>,
 }
 
 fn invalid(message: String) -> EngineError {
@@ -115,8 +126,6 @@ fn invalid(message: String) -> EngineError {
 /// Parameters of libpq's that tokio-postgres does not know and vaultd does not do: refused
 /// by name rather than by tokio-postgres's "unknown option".
 const UNSUPPORTED: &[&str] = &[
-    "sslcert",
-    "sslkey",
     "sslpassword",
     "sslcertmode",
     "sslcrl",
@@ -150,9 +159,21 @@ pub fn split(conn: &str) -> Result<(String, TlsParams)> {
                 });
                 Ok(true)
             }
+            "sslcert" | "sslkey" => {
+                if value.is_empty() {
+                    return Err(invalid(format!("{key} is empty")));
+                }
+                let slot = if key == "sslcert" {
+                    &mut params.cert
+                } else {
+                    &mut params.key
+                };
+                *slot = Some(PathBuf::from(value));
+                Ok(true)
+            }
             k if UNSUPPORTED.contains(&k) => Err(invalid(format!(
-                "{k} is not supported (vaultd takes sslmode and sslrootcert; client \
-                 certificates are not built in: authenticate with the password file)"
+                "{k} is not supported (vaultd takes sslmode, sslrootcert, sslcert and sslkey; \
+                 a client key must be unencrypted, mode 0600)"
             ))),
             _ => Ok(false),
         }
@@ -308,12 +329,29 @@ impl Tls {
                 }
             }
         };
-        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| invalid(format!("cannot set up TLS: {e}")))?
             .dangerous()
-            .with_custom_certificate_verifier(verifier)
-            .with_no_client_auth();
+            .with_custom_certificate_verifier(verifier);
+        let mut config = match (&params.cert, &params.key) {
+            (None, None) => builder.with_no_client_auth(),
+            (Some(cert), Some(key)) => builder
+                .with_client_auth_cert(read_pem_certs(cert, "sslcert")?, read_key(key)?)
+                .map_err(|e| {
+                    invalid(format!(
+                        "sslcert {} and sslkey {} do not go together: {e}",
+                        cert.display(),
+                        key.display()
+                    ))
+                })?,
+            // libpq would look in ~/.postgresql/ for the other; a daemon names both.
+            _ => {
+                return Err(invalid(
+                    "sslcert and sslkey go together: give both, or neither".into(),
+                ));
+            }
+        };
         // PostgreSQL 17's direct TLS (`sslnegotiation=direct`) wants its ALPN name; earlier
         // servers ignore it.
         postgres_rustls::set_postgresql_alpn(&mut config);
@@ -364,7 +402,7 @@ fn load_roots(root: &RootCert) -> Result<RootCertStore> {
             }
         }
         RootCert::File(path) => {
-            let certs = read_pem_certs(path)?;
+            let certs = read_pem_certs(path, "sslrootcert")?;
             for cert in certs {
                 store.add(cert).map_err(|e| {
                     invalid(format!(
@@ -378,124 +416,60 @@ fn load_roots(root: &RootCert) -> Result<RootCertStore> {
     Ok(store)
 }
 
-fn read_pem_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
+/// The certificates of the PEM file `path`, named `what` (the parameter) in errors.
+fn read_pem_certs(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>> {
     let bytes = std::fs::read(path)
-        .map_err(|e| invalid(format!("cannot read sslrootcert {}: {e}", path.display())))?;
+        .map_err(|e| invalid(format!("cannot read {what} {}: {e}", path.display())))?;
     let certs = CertificateDer::pem_slice_iter(&bytes)
         .collect::<std::result::Result<Vec<_>, _>>()
         .map_err(|e| {
             invalid(format!(
-                "sslrootcert {} is not a PEM file of certificates: {e}",
+                "{what} {} is not a PEM file of certificates: {e}",
                 path.display()
             ))
         })?;
     if certs.is_empty() {
         return Err(invalid(format!(
-            "sslrootcert {} holds no certificate (a PEM file with BEGIN CERTIFICATE blocks)",
+            "{what} {} holds no certificate (a PEM file with BEGIN CERTIFICATE blocks)",
             path.display()
         )));
     }
     Ok(certs)
 }
 
-/// `verify-ca`: the chain must lead to a trusted CA; the name in the certificate is not
-/// compared with the host (webpki checks the chain before the name, so a name error means
-/// the chain was good).
-#[derive(Debug)]
-struct ChainOnly(Arc<WebPkiServerVerifier>);
-
-impl ServerCertVerifier for ChainOnly {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp_response: &[u8],
-        now: UnixTime,
-    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
-        match self
-            .0
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
-        {
-            Err(rustls::Error::InvalidCertificate(
-                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
-            )) => Ok(ServerCertVerified::assertion()),
-            other => other,
+/// The private key of `sslkey`: PKCS#8, PKCS#1 (RSA) or SEC1 (EC) PEM, unencrypted. As libpq,
+/// refused if others than its owner may read it (or, owned by root, others than its group).
+fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(path)
+            .map_err(|e| invalid(format!("cannot read sslkey {}: {e}", path.display())))?;
+        let too_open = if meta.uid() == 0 {
+            meta.mode() & 0o037 != 0
+        } else {
+            meta.mode() & 0o077 != 0
+        };
+        if too_open {
+            return Err(invalid(format!(
+                "sslkey {} has group or world access (mode {:o}): make it 0600 (0640 if \
+                 owned by root)",
+                path.display(),
+                meta.mode() & 0o777
+            )));
         }
     }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
-    }
-}
-
-/// `prefer`/`require` without `sslrootcert`: any certificate (libpq's behaviour: encryption
-/// against a passive listener, no proof of who answers). The handshake signature is still
-/// checked, so the channel is bound to the key of the certificate shown.
-#[derive(Debug)]
-struct Unverified(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for Unverified {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
+    let bytes = Zeroizing::new(
+        std::fs::read(path)
+            .map_err(|e| invalid(format!("cannot read sslkey {}: {e}", path.display())))?,
+    );
+    // The parser's error names the PEM problem, never the key's bytes.
+    PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| {
+        invalid(format!(
+            "sslkey {} is not an unencrypted PEM private key: {e}",
+            path.display()
+        ))
+    })
 }
 
 #[cfg(test)]
@@ -532,13 +506,13 @@ mod tests {
     }
 
     #[test]
-    fn unknown_modes_and_client_certificates_are_refused_by_name() {
+    fn unknown_modes_and_unsupported_parameters_are_refused_by_name() {
         for (conn, word) in [
             ("postgres://u@h/db?sslmode=verify_full", "verify_full"),
             ("postgres://u@h/db?sslmode=allow", "allow"),
             ("postgres://u@h/db?sslmode=", "sslmode"),
-            ("postgres://u@h/db?sslcert=/c.pem", "sslcert"),
-            ("host=h sslkey=/k.pem", "sslkey"),
+            ("postgres://u@h/db?sslpassword=x", "sslpassword"),
+            ("host=h sslkey=''", "sslkey"),
             ("postgres://u@h/db?sslrootcert=", "sslrootcert"),
         ] {
             let err = split(conn).unwrap_err().to_string();
@@ -550,7 +524,7 @@ mod tests {
     fn verification_needs_a_root_and_system_roots_need_verify_full() {
         let verify = |m| TlsParams {
             mode: Some(m),
-            root: None,
+            ..TlsParams::default()
         };
         for m in [SslMode::VerifyCa, SslMode::VerifyFull] {
             let err = Tls::new(&verify(m)).err().expect("refused").to_string();
@@ -559,6 +533,7 @@ mod tests {
         let err = Tls::new(&TlsParams {
             mode: Some(SslMode::Require),
             root: Some(RootCert::System),
+            ..TlsParams::default()
         })
         .err()
         .expect("refused")
@@ -583,6 +558,7 @@ mod tests {
             let err = Tls::new(&TlsParams {
                 mode: Some(SslMode::VerifyFull),
                 root: Some(RootCert::File(path.clone())),
+                ..TlsParams::default()
             })
             .err()
             .expect("refused");
