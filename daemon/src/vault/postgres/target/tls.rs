@@ -422,9 +422,11 @@ fn read_pem_certs(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>
         .map_err(|e| invalid(format!("cannot read {what} {}: {e}", path.display())))?;
     let certs = CertificateDer::pem_slice_iter(&bytes)
         .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(|e| {
+        // Not the parser's error: some of its variants quote a line of the file, and the
+        // path may name a file that is not a certificate (a key, a password file).
+        .map_err(|_| {
             invalid(format!(
-                "{what} {} is not a PEM file of certificates: {e}",
+                "{what} {} is not a PEM file of certificates",
                 path.display()
             ))
         })?;
@@ -463,10 +465,10 @@ fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>> {
         std::fs::read(path)
             .map_err(|e| invalid(format!("cannot read sslkey {}: {e}", path.display())))?,
     );
-    // The parser's error names the PEM problem, never the key's bytes.
-    PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| {
+    // Not the parser's error: some of its variants quote a line of the file.
+    PrivateKeyDer::from_pem_slice(&bytes).map_err(|_| {
         invalid(format!(
-            "sslkey {} is not an unencrypted PEM private key: {e}",
+            "sslkey {} is not an unencrypted PEM private key (PKCS#8, PKCS#1 or SEC1)",
             path.display()
         ))
     })
