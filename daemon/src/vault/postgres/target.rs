@@ -59,8 +59,10 @@ fn invalid(message: String) -> EngineError {
 impl PgTarget {
     /// Parses a connection string that holds no password. `password` is the database
     /// password, if the server asks for one.
-    /// TLS parameters (`sslmode`, `sslrootcert`) are checked here, and the CA file read: a
-    /// mistake in them is a configuration error now, never a weaker connection later.
+    ///
+    /// TLS parameters (`sslmode`, `sslrootcert`, `sslcert`, `sslkey`) are checked here and
+    /// their files read: a mistake in them is a configuration error now, never a weaker
+    /// connection later.
     pub fn new(url: &str, password: Option<Zeroizing<Vec<u8>>>) -> Result<PgTarget> {
         let (url, tls_params) = tls::split(url)?;
         let mut config = postgres::Config::from_str(&url).map_err(|e| {
