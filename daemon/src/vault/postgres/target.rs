@@ -161,7 +161,7 @@ impl PgTarget {
         let hostaddrs = self.config.get_hostaddrs();
         let remote = self.config.get_hosts().iter().enumerate().any(|(i, host)| {
             match (host, hostaddrs.get(i)) {
-                (_, Some(addr)) => !addr.is_loopback(),
+                (_, Some(addr)) => !addr.to_canonical().is_loopback(),
                 (Host::Tcp(name), None) => !is_loopback_name(name),
                 #[cfg(unix)]
                 (Host::Unix(_), None) => false,
@@ -243,7 +243,7 @@ fn is_loopback_name(name: &str) -> bool {
             .trim_start_matches('[')
             .trim_end_matches(']')
             .parse::<std::net::IpAddr>()
-            .is_ok_and(|a| a.is_loopback())
+            .is_ok_and(|a| a.to_canonical().is_loopback())
 }
 
 fn describe(config: &postgres::Config) -> String {
@@ -304,6 +304,7 @@ mod tests {
         assert!(flagged("postgres://u@localhost/vault?sslmode=disable").is_none());
         assert!(flagged("postgres://u@127.0.0.1/vault").is_none());
         assert!(flagged("postgres://u@[::1]:5433/vault").is_none());
+        assert!(flagged("postgres://u@[::ffff:127.0.0.1]/vault").is_none());
         assert!(flagged("postgres://u@%2Frun%2Fpostgresql/vault").is_none());
         assert!(
             flagged("postgres://u@localhost/vault?hostaddr=192.0.2.7").is_some(),
