@@ -14,7 +14,7 @@ use session_vault_proto::model::{
     SessionSummary, UpdatesState,
 };
 
-use crate::util::pg::Cluster;
+use crate::util::pg::{Cluster, Tcp};
 use crate::util::*;
 
 /// A session with something in every table: DC options with auth keys, peers (one with a
@@ -400,4 +400,80 @@ async fn a_copy_that_fails_midway_leaves_the_target_without_a_vault_and_postgres
     assert_eq!(export(&c, "alpha").await, alpha);
     drop(c);
     d.terminate();
+}
+
+/// `migrate-store --to 'postgres://…?sslmode=verify-full&sslrootcert=CA'`: the copy goes over
+/// TLS checked against the CA (verify-full cannot succeed in the clear); against a CA that did
+/// not sign the server's certificate it is refused before anything is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_store_goes_over_verified_tls() {
+    let Some(cluster) = Cluster::start_tcp_or_skip(
+        "vaultctl migrate-store over TLS",
+        Tcp::Tls(vec!["localhost".into()]),
+    ) else {
+        return;
+    };
+    let db = cluster.create_database();
+    let url = |ca: &Path| {
+        format!(
+            "{}?sslmode=verify-full&sslrootcert={}",
+            cluster.tcp_url("localhost", &db),
+            ca.display()
+        )
+    };
+    let src = Env::new();
+    let pw = src.path().join("pgpass");
+    cluster.write_password_file(&pw);
+    let (d, c) = src.start_initialized(&[]).await;
+    let r = c
+        .call(Request::ImportSession {
+            name: "alpha".into(),
+            data: session(1),
+            replace: false,
+            owner_uid: None,
+            force: false,
+        })
+        .await;
+    assert!(matches!(r, Ok(Response::Ok)), "import: {r:?}");
+    let before = export(&c, "alpha").await;
+    let r = c.call(Request::Lock).await;
+    assert!(matches!(r, Ok(Response::Ok)), "lock: {r:?}");
+
+    let out = migrate(&src, &url(&cluster.other_ca_file()), &pw, false);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("UnknownIssuer"), "{}", stderr(&out));
+    assert_eq!(vault_rows(&cluster, &db), "no schema");
+
+    let out = migrate(&src, &url(&cluster.ca_file()), &pw, true);
+    assert_success(&out, "vaultctl migrate-store over verify-full");
+    let info: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(info["sessions"], 1, "{info}");
+    assert!(
+        !d.log().contains(cluster.password()),
+        "no password in the log"
+    );
+    drop(c);
+    d.terminate();
+
+    // The copy is there, and readable by a daemon on it over TLS.
+    let dst = Env::new();
+    let dpw = dst.path().join("pgpass");
+    cluster.write_password_file(&dpw);
+    let good = url(&cluster.ca_file());
+    let store = [
+        "--store",
+        &good,
+        "--store-password-file",
+        dpw.to_str().unwrap(),
+    ];
+    let (d2, c2) = dst.start_unlocked(&store).await;
+    assert_eq!(export(&c2, "alpha").await, before);
+    let ssl = cluster.psql(
+        &db,
+        "SELECT bool_and(s.ssl)::text FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) \
+         WHERE a.application_name = 'vaultd'",
+    );
+    assert_eq!(ssl, "true", "vaultd's connections are encrypted");
+    drop(c2);
+    d2.terminate();
 }

@@ -5,7 +5,7 @@
 
 use session_vault_proto::message::{Request, Response};
 
-use crate::util::pg::Cluster;
+use crate::util::pg::{Cluster, Tcp};
 use crate::util::*;
 
 /// `--store URL --store-password-file FILE` for `env`, the password file written there.
@@ -76,6 +76,123 @@ async fn daemons_with_their_own_dirs_share_one_postgres_vault() {
     assert!(matches!(r, Ok(Response::HomeDc(4))), "home dc on A: {r:?}");
     drop(ca);
     da.terminate();
+}
+
+/// `--store 'postgres://…?sslmode=verify-full&sslrootcert=CA'`: vaultd reaches PostgreSQL
+/// over TCP with TLS, checks the server's certificate against the CA, and the vault works
+/// over it; the server sees vaultd's connections encrypted. A CA that did not sign the
+/// server's certificate, or an unknown `sslmode`, stops vaultd at startup.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vaultd_reaches_postgres_over_verified_tls() {
+    let Some(cluster) = Cluster::start_tcp_or_skip(
+        "vaultd on PostgreSQL over TLS",
+        Tcp::Tls(vec!["localhost".into()]),
+    ) else {
+        return;
+    };
+    let db = cluster.create_database();
+    let env = Env::new();
+    let pw = env.path().join("pgpass");
+    cluster.write_password_file(&pw);
+    let pw = pw.display().to_string();
+    let url = |ca: &std::path::Path| {
+        format!(
+            "{}?sslmode=verify-full&sslrootcert={}",
+            cluster.tcp_url("localhost", &db),
+            ca.display()
+        )
+    };
+    let good = url(&cluster.ca_file());
+    let args = ["--store", &good, "--store-password-file", &pw];
+
+    let (d, c) = env.start_initialized(&args).await;
+    let h = open_session(&c, "bot", true).await;
+    let r = c
+        .call(Request::SetHomeDc {
+            handle: h,
+            dc_id: 5,
+        })
+        .await;
+    assert!(matches!(r, Ok(Response::Ok)), "set home dc: {r:?}");
+    let seen = cluster.psql(
+        &db,
+        "SELECT count(*) || '|' || bool_and(s.ssl) FROM pg_stat_activity a \
+         JOIN pg_stat_ssl s USING (pid) WHERE a.application_name = 'vaultd'",
+    );
+    let (count, all_ssl) = seen.split_once('|').expect("count|ssl");
+    assert!(
+        count.parse::<u32>().unwrap() >= 1,
+        "vaultd is connected: {seen}"
+    );
+    assert_eq!(
+        all_ssl, "true",
+        "every vaultd connection is encrypted: {seen}"
+    );
+    drop(c);
+    d.terminate();
+    let log = d_log_checked(&env, &args).await;
+    assert!(log.contains("verify-full"), "the mode is logged: {log}");
+    assert!(
+        !log.contains("on-path attacker"),
+        "no warning for a verified channel: {log}"
+    );
+    assert!(!log.contains(cluster.password()), "no password in the log");
+
+    let wrong = url(&cluster.other_ca_file());
+    let (status, log) =
+        Daemon::start_failing(&env, &["--store", &wrong, "--store-password-file", &pw]);
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(log.contains("cannot connect to PostgreSQL"), "{log}");
+    assert!(log.contains("UnknownIssuer"), "{log}");
+
+    let unknown = good.replace("verify-full", "verify-fully");
+    let (status, log) =
+        Daemon::start_failing(&env, &["--store", &unknown, "--store-password-file", &pw]);
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(log.contains("invalid --store"), "{log}");
+    assert!(
+        log.contains("\"verify-fully\" is not a valid sslmode"),
+        "{log}"
+    );
+}
+
+/// Restarts vaultd on `args`, unlocks, reads back what the TLS test wrote; returns the log.
+async fn d_log_checked(env: &Env, args: &[&str]) -> String {
+    let (d, c) = env.start_unlocked(args).await;
+    let h = open_session(&c, "bot", false).await;
+    let r = c.call(Request::GetHomeDc { handle: h }).await;
+    assert!(
+        matches!(r, Ok(Response::HomeDc(5))),
+        "home dc after restart: {r:?}"
+    );
+    drop(c);
+    let log = d.log();
+    d.terminate();
+    log
+}
+
+/// A store reached over the network without a verified certificate is warned about at
+/// startup (here `sslmode=prefer`, the default, to an unreachable documentation address:
+/// the warning comes before the connection fails).
+#[test]
+fn an_unverified_remote_store_is_warned_about() {
+    let env = Env::new();
+    let pw = env.secret_file("pgpass", "not-used-pw-4a7c");
+    let (status, log) = Daemon::start_failing(
+        &env,
+        &[
+            "--store",
+            "postgres://svtest@192.0.2.1:5432/vault?connect_timeout=1",
+            "--store-password-file",
+            pw.to_str().unwrap(),
+        ],
+    );
+    assert!(!status.success(), "{log}");
+    assert!(log.contains("WARN"), "{log}");
+    assert!(log.contains("on-path attacker"), "{log}");
+    assert!(log.contains("sslmode=prefer"), "{log}");
+    assert!(log.contains("cannot connect to PostgreSQL"), "{log}");
+    assert!(!log.contains("not-used-pw-4a7c"), "{log}");
 }
 
 #[test]

@@ -5,4 +5,4 @@
 #[path = "../../daemon/src/vault/postgres/test_cluster.rs"]
 mod test_cluster;
 
-pub use test_cluster::Cluster;
+pub use test_cluster::{Cluster, Tcp};

@@ -119,10 +119,20 @@ impl Daemon {
             None => config.vault_path(),
         };
         let location = match &config.store {
-            Some(url) => StoreLocation::Postgres(
-                PgTarget::with_password_from(url, config.store_password_file.as_deref())
-                    .context("invalid --store")?,
-            ),
+            Some(url) => {
+                let target =
+                    PgTarget::with_password_from(url, config.store_password_file.as_deref())
+                        .context("invalid --store")?;
+                tracing::info!(
+                    store = target.display(),
+                    sslmode = target.ssl_mode().name(),
+                    "PostgreSQL store"
+                );
+                if let Some(warning) = target.unverified_channel() {
+                    tracing::warn!("{warning}");
+                }
+                StoreLocation::Postgres(target)
+            }
             None => StoreLocation::Sqlite(vault_path),
         };
         let vault = Vault::open_store(

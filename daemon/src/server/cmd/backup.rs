@@ -571,6 +571,9 @@ pub async fn migrate_store(
 ) -> Result<Response, WireError> {
     let password = password.map(|p| zeroize::Zeroizing::new(p.expose().to_vec()));
     let target = crate::vault::postgres::PgTarget::new(&url, password)?;
+    if let Some(warning) = target.unverified_channel() {
+        tracing::warn!("migrate-store target: {warning}");
+    }
     let info = conn.daemon.vault.migrate_store(target).await?;
     tracing::info!(
         target_store = %info.target,

@@ -1,5 +1,8 @@
 //! A throwaway PostgreSQL cluster for tests: `initdb` and `pg_ctl` from Debian's
-//! `postgresql` package, in a temp dir, listening on a Unix socket in that dir only (no TCP).
+//! `postgresql` package, in a temp dir, listening on a Unix socket in that dir only, or also
+//! on a loopback TCP port, with or without TLS ([`Cluster::start_tcp_or_skip`]): then a
+//! throwaway CA and a server certificate for the names asked for are made with `rcgen`
+//! (`ca.pem`), and a second, unrelated CA (`other-ca.pem`) for tests of a wrong one.
 //!
 //! PostgreSQL refuses to run as root, and the tests run as root in CI: the server then runs
 //! as the `postgres` account the package creates (`initdb` wants a passwd entry, so an
@@ -13,7 +16,8 @@
 //! database of its own ([`Cluster::create_database`]).
 //!
 //! Shared by the daemon's unit tests and the workspace integration tests (`#[path]`), so it
-//! uses std and `tempfile` only and talks SQL through `psql`.
+//! uses std, `tempfile` and `rcgen` (dev-dependencies of the daemon package) only and talks
+//! SQL through `psql`.
 
 #![allow(dead_code)]
 
@@ -60,12 +64,39 @@ pub struct Cluster {
     as_other: Option<(u32, u32)>,
     password: String,
     next_db: AtomicU32,
+    /// The loopback TCP port, if the cluster listens on one (with TLS if `tls`).
+    tcp: Option<u16>,
+    tls: bool,
+}
+
+/// How a cluster listens besides its Unix socket.
+#[derive(Clone, Debug)]
+pub enum Tcp {
+    /// On 127.0.0.1, `ssl = off`.
+    Plain,
+    /// On 127.0.0.1, `ssl = on`, with a server certificate for these names (DNS names or
+    /// IP addresses) signed by the cluster's CA.
+    Tls(Vec<String>),
 }
 
 impl Cluster {
     /// Starts a cluster, or returns `None` after a loud message on stderr if PostgreSQL is
     /// not installed (`apt-get install postgresql`). Panics if it is installed but fails.
     pub fn start_or_skip(what: &str) -> Option<Cluster> {
+        let (bin, as_other) = Cluster::prerequisites(what)?;
+        Some(Cluster::start(bin, as_other, None))
+    }
+
+    /// As [`Cluster::start_or_skip`], also listening on a free loopback TCP port
+    /// ([`Cluster::tcp_url`]) as `tcp` says.
+    pub fn start_tcp_or_skip(what: &str, tcp: Tcp) -> Option<Cluster> {
+        let (bin, as_other) = Cluster::prerequisites(what)?;
+        Some(Cluster::start(bin, as_other, Some(tcp)))
+    }
+
+    /// The binaries, and whom to run the server as; `None` after a loud message if the
+    /// tests cannot run a cluster here.
+    fn prerequisites(what: &str) -> Option<(PathBuf, Option<(u32, u32)>)> {
         let Some(bin) = bin_dir() else {
             eprintln!(
                 "\n\n*** SKIPPED {what}: PostgreSQL is not installed (no /usr/lib/postgresql/*/bin/initdb; \
@@ -88,10 +119,10 @@ impl Cluster {
         } else {
             None
         };
-        Some(Cluster::start(bin, as_other))
+        Some((bin, as_other))
     }
 
-    fn start(bin: PathBuf, as_other: Option<(u32, u32)>) -> Cluster {
+    fn start(bin: PathBuf, as_other: Option<(u32, u32)>, tcp: Option<Tcp>) -> Cluster {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::Builder::new()
             .prefix("svpg")
@@ -102,7 +133,7 @@ impl Cluster {
         let password = format!("pw-{:016x}", random_u64());
         let pwfile = dir.path().join("pwfile");
         std::fs::write(&pwfile, format!("{password}\n")).expect("write the password file");
-        for sub in ["data", "sock"] {
+        for sub in ["data", "sock", "tls"] {
             std::fs::create_dir(dir.path().join(sub)).expect("cluster subdir");
         }
         std::fs::set_permissions(
@@ -111,10 +142,14 @@ impl Cluster {
         )
         .expect("chmod data");
         if let Some((uid, gid)) = as_other {
-            for p in ["data", "sock", "pwfile"] {
+            for p in ["data", "sock", "pwfile", "tls"] {
                 std::os::unix::fs::chown(dir.path().join(p), Some(uid), Some(gid))
                     .expect("chown to the PostgreSQL test uid");
             }
+        }
+        let tls = matches!(tcp, Some(Tcp::Tls(_)));
+        if let Some(Tcp::Tls(names)) = &tcp {
+            write_certificates(&dir.path().join("tls"), names, as_other);
         }
         let c = Cluster {
             dir,
@@ -122,6 +157,8 @@ impl Cluster {
             as_other,
             password,
             next_db: AtomicU32::new(0),
+            tcp: tcp.map(|_| free_port()),
+            tls,
         };
         let data = c.data_dir();
         c.run_checked(
@@ -141,11 +178,24 @@ impl Cluster {
     /// Starts the server (again, after [`Cluster::kill`] or [`Cluster::stop`]) and waits until it
     /// accepts connections.
     pub fn pg_ctl_start(&self) {
-        let opts = format!(
-            "-k {} -c listen_addresses='' -c fsync=off -c full_page_writes=off \
+        let mut opts = format!(
+            "-k {} -c fsync=off -c full_page_writes=off \
              -c max_connections=60 -c shared_buffers=16MB",
             self.socket_dir().display()
         );
+        match self.tcp {
+            None => opts.push_str(" -c listen_addresses=''"),
+            Some(port) => opts.push_str(&format!(" -c listen_addresses=127.0.0.1 -p {port}")),
+        }
+        if self.tls {
+            let tls = self.dir.path().join("tls");
+            opts.push_str(&format!(
+                " -c ssl=on -c ssl_cert_file={} -c ssl_key_file={} -c ssl_ca_file={}",
+                tls.join("server.pem").display(),
+                tls.join("server.key").display(),
+                tls.join("ca.pem").display()
+            ));
+        }
         self.run_checked(
             self.server_cmd("pg_ctl")
                 .arg("-D")
@@ -205,6 +255,60 @@ impl Cluster {
             .expect("socket dir is UTF-8")
             .replace('/', "%2F");
         format!("postgres://{USER}@{host}/{db}")
+    }
+
+    /// A connection string for `db` over TCP to `host` (which must resolve to 127.0.0.1,
+    /// e.g. `localhost`), without password. Panics if the cluster has no TCP port.
+    pub fn tcp_url(&self, host: &str, db: &str) -> String {
+        let port = self.tcp.expect("a cluster started with start_tcp_or_skip");
+        format!("postgres://{USER}@{host}:{port}/{db}")
+    }
+
+    /// The PEM file of the CA that signed the server certificate.
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("tls/ca.pem")
+    }
+
+    /// The client certificate for [`USER`] (signed by the cluster's CA) and its key (mode
+    /// 0600), for `sslcert` and `sslkey`.
+    pub fn client_cert_files(&self) -> (PathBuf, PathBuf) {
+        let tls = self.dir.path().join("tls");
+        (tls.join("client.pem"), tls.join("client.key"))
+    }
+
+    /// From now on, TCP connections must show a client certificate of the cluster's CA
+    /// naming the user (`hostssl … cert` in `pg_hba.conf`); the password is not asked.
+    pub fn require_client_certificates(&self) {
+        let hba = self.data_dir().join("pg_hba.conf");
+        let old = std::fs::read_to_string(&hba).expect("read pg_hba.conf");
+        std::fs::write(&hba, format!("hostssl all all 127.0.0.1/32 cert\n{old}"))
+            .expect("write pg_hba.conf");
+        self.run_checked(
+            self.server_cmd("pg_ctl")
+                .arg("-D")
+                .arg(self.data_dir())
+                .args(["reload"]),
+            "pg_ctl reload",
+        );
+        // A reload is asynchronous: wait until a password-only TCP login is refused.
+        for _ in 0..100 {
+            let out = self
+                .client_cmd("psql")
+                .args(["-X", "-h", "127.0.0.1", "-d", "postgres", "-c", "SELECT 1"])
+                .env("PGSSLMODE", "require")
+                .output()
+                .expect("psql");
+            if !out.status.success() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("pg_hba.conf reload did not take effect");
+    }
+
+    /// The PEM file of a CA that signed nothing of this cluster's.
+    pub fn other_ca_file(&self) -> PathBuf {
+        self.dir.path().join("tls/other-ca.pem")
     }
 
     /// Creates a fresh, empty database and returns its name.
@@ -289,6 +393,7 @@ impl Cluster {
             "-U",
             USER,
         ])
+        .args(self.tcp.map(|port| format!("--port={port}")))
         .env("PGPASSWORD", &self.password)
         .env_remove("PGSERVICE")
         .env_remove("PGHOST")
@@ -334,6 +439,72 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// A port nobody listened on a moment ago (the kernel's pick for port 0); the small race
+/// with another process taking it meanwhile would fail `pg_ctl start` loudly.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
+        .port()
+}
+
+/// Writes `ca.pem`, `server.pem` (for `names`, signed by that CA), `server.key` (mode 0600,
+/// owned by the server's account: PostgreSQL refuses a key others can read) and
+/// `other-ca.pem` (an unrelated CA) into `dir`.
+fn write_certificates(dir: &Path, names: &[String], as_other: Option<(u32, u32)>) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
+    use std::os::unix::fs::PermissionsExt;
+    let ca = |name: &str| {
+        let key = KeyPair::generate().expect("CA key");
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let cert = params.self_signed(&key).expect("self-signed CA");
+        (cert, key)
+    };
+    let (ca_cert, ca_key) = ca("session-vault test CA");
+    let (other, _) = ca("session-vault unrelated test CA");
+    let key = KeyPair::generate().expect("server key");
+    let mut params = CertificateParams::new(names.to_vec()).expect("server names");
+    params.distinguished_name.push(
+        DnType::CommonName,
+        names.first().map_or("server", String::as_str),
+    );
+    let cert = params
+        .signed_by(&key, &ca_cert, &ca_key)
+        .expect("server certificate");
+    let write = |name: &str, text: String, mode: u32| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).expect("write a test certificate");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
+            .expect("chmod a test certificate");
+        if let Some((uid, gid)) = as_other {
+            std::os::unix::fs::chown(&path, Some(uid), Some(gid)).expect("chown");
+        }
+    };
+    write("ca.pem", ca_cert.pem(), 0o644);
+    write("other-ca.pem", other.pem(), 0o644);
+    write("server.pem", cert.pem(), 0o644);
+    write("server.key", key.serialize_pem(), 0o600);
+
+    // A client certificate for the test user, ours (not the server's) to read.
+    let key = KeyPair::generate().expect("client key");
+    let mut params = CertificateParams::new(Vec::<String>::new()).expect("client params");
+    params.distinguished_name.push(DnType::CommonName, USER);
+    let cert = params
+        .signed_by(&key, &ca_cert, &ca_key)
+        .expect("client certificate");
+    for (name, text, mode) in [
+        ("client.pem", cert.pem(), 0o644),
+        ("client.key", key.serialize_pem(), 0o600),
+    ] {
+        let path = dir.join(name);
+        std::fs::write(&path, text).expect("write a client certificate");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
     }
 }
 
