@@ -52,7 +52,8 @@ pub(super) struct Deferred {
 /// be sent once ([`Held::render`]). The store keeps two: the open operation's writes
 /// ([`Deferred::writes`], dropped if it is rolled back) and the transaction's
 /// (`PostgresStore::held`: the writes of the operations that ended, sent at `COMMIT`, before
-/// any statement whose result they could change, or past [`super::DEFERRED_MAX`] bytes).
+/// any statement whose result they could change, or past [`super::HELD_MAX`] bytes; the
+/// operation's past [`super::DEFERRED_MAX`]).
 ///
 /// Sending a row's final version instead of each write of it is what keeps a group commit's
 /// cost flat: PostgreSQL cannot prune the row versions an open transaction made, so a row

@@ -129,6 +129,12 @@ const MIGRATION_LOCK: i64 = 0x5356_4c54;
 /// an import or a long group commit is not held whole.
 const DEFERRED_MAX: usize = 1 << 20;
 
+/// About how many bytes of the ended operations' row writes the transaction holds before
+/// sending them (see [`Held`]). Lower than [`DEFERRED_MAX`]: the operation that crosses it
+/// (or the commit) pays for sending them all, which shows in the tail latency of a stream of
+/// large writes; rewrites of one row do not grow it.
+const HELD_MAX: usize = 128 << 10;
+
 /// The advisory lock key that serializes audit appends between daemons ("SVLA").
 const AUDIT_LOCK: i64 = 0x5356_4c41;
 
@@ -376,10 +382,10 @@ impl PostgresStore {
         }
     }
 
-    /// Past [`DEFERRED_MAX`] bytes of held writes, sends them (a session import, say, is not
-    /// held whole).
+    /// Past [`DEFERRED_MAX`] bytes of the operation's held writes, sends them (a session
+    /// import, say, is not held whole).
     fn bound_held(&mut self) -> Result<()> {
-        if self.deferred.writes.bytes() + self.held.bytes() >= DEFERRED_MAX {
+        if self.deferred.writes.bytes() >= DEFERRED_MAX {
             self.sync()?;
         }
         Ok(())
@@ -831,7 +837,7 @@ impl Store for PostgresStore {
         let writes = std::mem::take(&mut self.deferred.writes);
         self.held.absorb(writes);
         self.end_savepoint();
-        if self.held.bytes() >= DEFERRED_MAX {
+        if self.held.bytes() >= HELD_MAX {
             // Outside the savepoint now: an error here is the transaction's.
             self.sync()?;
         }

@@ -731,4 +731,27 @@ fn held_writes_leave_what_the_writes_left() {
     assert_eq!(ctid.trim(), "(0,1)", "one version of the hot row");
     let ctid = cluster.psql(&ref_db, "SELECT ctid FROM state");
     assert_ne!(ctid.trim(), "(0,1)", "200 versions when sent one by one");
+
+    // Many distinct rows: the transaction holds a bounded amount and sends the rest early.
+    a.begin().unwrap();
+    let big = vec![0x5a; 300];
+    let mut most = 0;
+    for i in 0..2000u32 {
+        a.savepoint().unwrap();
+        a.put(
+            Table::SentFiles,
+            sid[1],
+            &Row {
+                key: i.to_be_bytes().to_vec(),
+                value: big.clone(),
+            },
+            [None, None],
+        )
+        .unwrap();
+        a.release_op().unwrap().expect("kept");
+        most = most.max(a.held_rows());
+    }
+    assert!(0 < most && most < 1000, "held at most {most} rows");
+    a.commit().unwrap();
+    assert_eq!(a.count(Table::SentFiles, sid[1]).unwrap(), 2000);
 }
