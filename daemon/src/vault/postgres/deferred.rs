@@ -31,9 +31,12 @@ use super::{super::store::Store, PostgresStore};
 ///   the writes it fenced are committed: a stale token's write never reaches the database.
 /// - Failure: an operation rolled back drops its writes here (and the server rolls back to
 ///   the savepoint if one was sent); the transaction's held writes, made by operations that
-///   ended before, are untouched. The held writes themselves fail only with the transaction
-///   (connection lost, disk full…), whose commit then fails as a whole: the worker's path for
-///   a failed commit (re-applying acknowledged cache-class writes) takes over.
+///   ended before, are untouched. A held write the server refuses (connection lost, disk
+///   full; this schema has no constraint an upsert can break, but a trigger could) fails the
+///   commit as a whole: the worker's path for a failed commit takes over, re-applying the
+///   acknowledged cache-class writes one operation at a time, and until a commit succeeds
+///   the store sends each operation's writes at its end (`PostgresStore::send_each`), so a
+///   refused one fails alone and is dropped.
 /// - Values: only sealed records, blind indexes (both as hex: `'\x…'` literals need no
 ///   escaping) and integers are written into the SQL text; never a name or other string.
 ///   PostgreSQL logs the text of a statement that fails (`log_min_error_statement`): that

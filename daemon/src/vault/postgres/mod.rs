@@ -193,6 +193,11 @@ pub struct PostgresStore {
     deferred: Deferred,
     /// The row writes of the transaction's ended operations, not sent yet (see [`Held`]).
     held: Held,
+    /// The last commit failed and none succeeded since: each operation's writes are sent at
+    /// its end instead of held, so that one the server refuses fails alone (the worker
+    /// re-applies the acknowledged writes one by one after a failed commit and drops those
+    /// that fail; held, a write the server always refuses would fail every commit).
+    send_each: bool,
     /// The sealed manifest as this store last read or wrote it (see `put_manifest`), and as
     /// it was when the transaction and the savepoint began (restored when they roll back).
     manifest_seen: Option<Vec<u8>>,
@@ -214,6 +219,7 @@ impl PostgresStore {
             in_savepoint: false,
             deferred: Deferred::default(),
             held: Held::default(),
+            send_each: false,
             manifest_seen: None,
             manifest_at_begin: None,
             manifest_at_savepoint: None,
@@ -774,6 +780,14 @@ impl Store for PostgresStore {
             self.client()?.batch_execute(&sql).map_err(pg_error)
         })();
         self.end_txn();
+        self.send_each = done.is_err();
+        if done.is_err() {
+            // A held write failed before `COMMIT` ran: the server's transaction is still open
+            // (aborted). End it, so the next `BEGIN` starts afresh.
+            if let Some(c) = self.client.as_mut().filter(|c| !c.is_closed()) {
+                let _ = c.batch_execute("ROLLBACK");
+            }
+        }
         done
     }
 
@@ -824,6 +838,13 @@ impl Store for PostgresStore {
         if let Err(e) = self.fence_deferred() {
             self.rollback_to_savepoint()?;
             return Ok(Err(e));
+        }
+        if self.send_each && !self.deferred.writes.is_empty() {
+            // Since a failed commit: `SAVEPOINT op; writes` now, `RELEASE op` below.
+            if let Err(e) = self.sync() {
+                self.rollback_to_savepoint()?;
+                return Ok(Err(e));
+            }
         }
         if self.deferred.sent {
             // A statement failed (a constraint, a conflict): the server stopped at it, the

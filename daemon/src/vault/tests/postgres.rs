@@ -267,10 +267,11 @@ fn a_manifest_changed_by_another_store_is_not_overwritten() {
     assert!(b.put_manifest(b"m6").is_err(), "b has not seen m5");
 }
 
-/// The worker's operations, each in a savepoint, have their row writes deferred and sent in
-/// one round trip at `release_op` (`postgres::Deferred`). An operation whose fencing check
-/// fails there leaves none of its rows, including rows of another session it wrote and rows
-/// already sent mid-operation, while the operations before and after it in the same
+/// The worker's operations, each in a savepoint, have their row writes deferred, checked
+/// (fencing) at `release_op` and then held until the commit (`postgres::Deferred`, `Held`).
+/// An operation whose fencing check fails there leaves none of its rows, including rows of
+/// another session it wrote, rows already sent mid-operation and its overwrite of a row an
+/// earlier operation wrote (held), while the operations before and after it in the same
 /// transaction keep theirs; and a read inside an operation sees its deferred writes.
 #[test]
 fn a_fenced_operation_leaves_no_row_and_its_neighbours_keep_theirs() {
@@ -375,7 +376,7 @@ fn a_fenced_operation_leaves_no_row_and_its_neighbours_keep_theirs() {
     a.put(Table::Peers, free, &row(b"k3", b"v3"), [None, None])
         .unwrap();
     a.touch_session(free, 7).unwrap();
-    // More than the store holds back (1 MiB of statements): sent in parts, still one operation.
+    // More than an operation holds back (1 MiB): sent in parts, still one operation.
     let big = vec![0xa5; 400];
     for i in 0..3000u32 {
         a.put(
@@ -754,4 +755,81 @@ fn held_writes_leave_what_the_writes_left() {
     assert!(0 < most && most < 1000, "held at most {most} rows");
     a.commit().unwrap();
     assert_eq!(a.count(Table::SentFiles, sid[1]).unwrap(), 2000);
+}
+
+/// Held writes go to the server at `COMMIT`, so a write the server refuses (here a trigger)
+/// fails the commit, not its operation. After a failed commit the worker re-applies the
+/// acknowledged writes, each in its own operation, and drops those that fail: the store then
+/// sends each operation's writes at its end, so the refused one fails alone and the others
+/// commit; once a commit succeeded, writes are held again.
+#[test]
+fn after_a_failed_commit_each_operation_is_sent_alone_until_one_commits() {
+    use crate::vault::postgres::{PgTarget, PostgresStore};
+    use crate::vault::store::{Row, Store, Table};
+
+    let Some(cluster) = Cluster::start_or_skip("PostgreSQL held writes after a failed commit")
+    else {
+        return;
+    };
+    let db = cluster.create_database();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pw = dir.path().join("pgpass");
+    cluster.write_password_file(&pw);
+    let target = PgTarget::with_password_from(&cluster.url(&db), Some(&pw)).expect("target");
+    let mut a = PostgresStore::open(target).expect("store");
+    a.begin().unwrap();
+    let sid = a.insert_session("one", 1).unwrap();
+    a.commit().unwrap();
+    cluster.psql(
+        &db,
+        "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS \
+         $$ BEGIN RAISE EXCEPTION 'injected failure'; END $$; \
+         CREATE TRIGGER refuse BEFORE INSERT ON state FOR EACH ROW \
+         WHEN (NEW.v = '\\x706f69736f6e'::bytea) EXECUTE FUNCTION refuse()",
+    );
+    let op = |s: &mut PostgresStore, k: &[u8], v: &[u8]| {
+        s.savepoint().unwrap();
+        let row = Row {
+            key: k.to_vec(),
+            value: v.to_vec(),
+        };
+        s.put(Table::State, sid, &row, [None, None]).unwrap();
+        s.release_op().unwrap()
+    };
+    let ops = [
+        (&b"k1"[..], &b"v1"[..]),
+        (b"bad", b"poison"),
+        (b"k2", b"v2"),
+    ];
+    a.begin().unwrap();
+    for (k, v) in ops {
+        op(&mut a, k, v).expect("held: the server has not seen it yet");
+    }
+    let err = a.commit().expect_err("the refused write fails the commit");
+    assert!(err.to_string().contains("injected failure"), "{err}");
+    a.rollback().unwrap();
+    // The worker's re-apply: each acknowledged write in its own operation.
+    a.begin().unwrap();
+    let kept: Vec<bool> = ops.iter().map(|(k, v)| op(&mut a, k, v).is_ok()).collect();
+    assert_eq!(kept, [true, false, true], "only the refused write fails");
+    assert_eq!(a.held_rows(), 0, "sent, not held");
+    a.commit().expect("the others commit");
+    assert_eq!(
+        a.get(Table::State, sid, b"k1").unwrap(),
+        Some(b"v1".to_vec())
+    );
+    assert_eq!(
+        a.get(Table::State, sid, b"k2").unwrap(),
+        Some(b"v2".to_vec())
+    );
+    assert_eq!(a.get(Table::State, sid, b"bad").unwrap(), None);
+    // Held again after a successful commit.
+    a.begin().unwrap();
+    op(&mut a, b"k3", b"v3").expect("kept");
+    assert_eq!(a.held_rows(), 1);
+    a.commit().unwrap();
+    assert_eq!(
+        a.get(Table::State, sid, b"k3").unwrap(),
+        Some(b"v3".to_vec())
+    );
 }
