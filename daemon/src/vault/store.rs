@@ -170,7 +170,7 @@ pub trait Store: Send {
     /// Undoes what was done since the savepoint.
     fn rollback_to_savepoint(&mut self) -> Result<()>;
     /// [`Store::release`] for a store that may defer an operation's writes until its end
-    /// (PostgreSQL sends them then, in one round trip). `Ok(Ok(()))`: kept. `Ok(Err(e))`: the
+    /// (PostgreSQL checks their fencing then, and holds them until the commit). `Ok(Ok(()))`: kept. `Ok(Err(e))`: the
     /// deferred writes failed (a stale fencing token, a constraint); the store rolled back to
     /// the savepoint itself and the transaction goes on without the operation, whose error
     /// `e` is. `Err(e)`: the savepoint could not end and the transaction is lost.

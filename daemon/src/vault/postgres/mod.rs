@@ -14,8 +14,11 @@
 //! driven by a private current-thread runtime on the calling thread: the same protocol code,
 //! no bridge, no runtime worker ever blocked by a query. Pooling would only pay off with
 //! several storage threads, which the engine does not have. What pipelining would save on
-//! the write path is had instead by deferring an operation's row writes and sending them,
-//! with its `SAVEPOINT` and `RELEASE`, as one multi-statement query (`Deferred`).
+//! the write path is had instead by holding row writes on the client (`Deferred`, `Held`):
+//! an operation's, then, once it ended, the transaction's, one version per row, sent with
+//! `COMMIT` as one multi-statement query (or before a statement they could change). A row
+//! rewritten by many operations of one group commit reaches PostgreSQL once, which also
+//! spares the server a chain of row versions it cannot prune before the commit.
 //!
 //! Schema: [`MIGRATIONS`], numbered, each run in its own transaction under an advisory lock
 //! (two daemons starting at once migrate once). Row order: SQLite orders a session's rows by
@@ -67,7 +70,7 @@ mod target;
 #[cfg(test)]
 pub mod test_cluster;
 
-use deferred::{Deferred, Hex, OptHex};
+use deferred::{Deferred, Held};
 pub use lease::{Acquired, Holder};
 pub use target::{PASSWORD_CREDENTIAL, PgTarget, is_postgres_url};
 
@@ -122,9 +125,15 @@ pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
 /// The advisory lock key that serializes migrations ("SVLT", as SQLite's application id).
 const MIGRATION_LOCK: i64 = 0x5356_4c54;
 
-/// How many bytes of deferred write statements an operation holds before sending them
-/// (see [`Deferred`]).
+/// About how many bytes of row writes the store holds before sending them (see [`Held`]):
+/// an import or a long group commit is not held whole.
 const DEFERRED_MAX: usize = 1 << 20;
+
+/// About how many bytes of the ended operations' row writes the transaction holds before
+/// sending them (see [`Held`]). Lower than [`DEFERRED_MAX`]: the operation that crosses it
+/// (or the commit) pays for sending them all, which shows in the tail latency of a stream of
+/// large writes; rewrites of one row do not grow it.
+const HELD_MAX: usize = 128 << 10;
 
 /// The advisory lock key that serializes audit appends between daemons ("SVLA").
 const AUDIT_LOCK: i64 = 0x5356_4c41;
@@ -182,6 +191,13 @@ pub struct PostgresStore {
     in_savepoint: bool,
     /// Writes deferred inside the open savepoint, see [`Deferred`].
     deferred: Deferred,
+    /// The row writes of the transaction's ended operations, not sent yet (see [`Held`]).
+    held: Held,
+    /// The last commit failed and none succeeded since: each operation's writes are sent at
+    /// its end instead of held, so that one the server refuses fails alone (the worker
+    /// re-applies the acknowledged writes one by one after a failed commit and drops those
+    /// that fail; held, a write the server always refuses would fail every commit).
+    send_each: bool,
     /// The sealed manifest as this store last read or wrote it (see `put_manifest`), and as
     /// it was when the transaction and the savepoint began (restored when they roll back).
     manifest_seen: Option<Vec<u8>>,
@@ -202,6 +218,8 @@ impl PostgresStore {
             fenced_in_savepoint: Vec::new(),
             in_savepoint: false,
             deferred: Deferred::default(),
+            held: Held::default(),
+            send_each: false,
             manifest_seen: None,
             manifest_at_begin: None,
             manifest_at_savepoint: None,
@@ -210,6 +228,12 @@ impl PostgresStore {
         store.connect()?;
         store.migrate()?;
         Ok(store)
+    }
+
+    /// How many rows the transaction holds written but not sent (tests).
+    #[cfg(test)]
+    pub fn held_rows(&self) -> usize {
+        self.held.rows()
     }
 
     /// The connection string, without its password.
@@ -316,23 +340,31 @@ impl PostgresStore {
         self.in_savepoint
     }
 
-    /// Sends what the open savepoint deferred (the `SAVEPOINT` itself included), after the
-    /// fencing checks they need, in one round trip; the savepoint stays open. Called before
-    /// any other statement, so the server sees every statement in the engine's order. An
-    /// error is the operation's: the engine fails it and the worker rolls back to the
-    /// savepoint.
+    /// Sends the held writes: the transaction's, then, inside the open savepoint (the
+    /// `SAVEPOINT` itself included), the operation's, after the fencing checks they need, in
+    /// one round trip; the savepoint stays open. Called before any statement other than a
+    /// point read, so the server sees the rows the engine's writes leave. An error is the
+    /// operation's: the engine fails it and the worker rolls back to the savepoint (if the
+    /// transaction's part failed, that fails too and the transaction is lost).
     fn sync(&mut self) -> Result<()> {
-        if !self.in_savepoint || (self.deferred.sent && self.deferred.sql.is_empty()) {
+        let op_pending =
+            self.in_savepoint && !(self.deferred.sent && self.deferred.writes.is_empty());
+        if !op_pending && self.held.is_empty() {
             return Ok(());
         }
-        self.fence_deferred()?;
-        let mut sql = std::mem::take(&mut self.deferred.sql);
-        if !self.deferred.sent {
-            sql.insert_str(0, "SAVEPOINT op;");
+        if op_pending {
+            self.fence_deferred()?;
         }
-        // Sent (or lost with the connection) from here on: a failure rolls back to it.
-        self.deferred.sent = true;
-        self.deferred.forget_rows();
+        let mut sql = String::new();
+        std::mem::take(&mut self.held).render(&mut sql);
+        if op_pending {
+            if !self.deferred.sent {
+                sql.push_str("SAVEPOINT op;");
+            }
+            std::mem::take(&mut self.deferred.writes).render(&mut sql);
+            // Sent (or lost with the connection) from here on: a failure rolls back to it.
+            self.deferred.sent = true;
+        }
         self.client()?.batch_execute(&sql).map_err(pg_error)
     }
 
@@ -345,22 +377,35 @@ impl PostgresStore {
         Ok(())
     }
 
-    /// Defers one write statement of `session`'s rows (see [`Deferred`]); past
-    /// [`DEFERRED_MAX`] bytes of them, sends them (a session import, say, is not held whole).
-    fn defer(&mut self, session: i64, sql: std::fmt::Arguments<'_>) -> Result<()> {
-        use std::fmt::Write as _;
+    /// Notes a row write of `session` deferred in the open savepoint (its fencing check is
+    /// then due, see [`Deferred`]).
+    fn deferred_write(&mut self, session: i64) {
         if !self.fenced.contains(&session)
             && !self.fenced_in_savepoint.contains(&session)
             && !self.deferred.to_fence.contains(&session)
         {
             self.deferred.to_fence.push(session);
         }
-        let _ = self.deferred.sql.write_fmt(sql);
-        self.deferred.sql.push(';');
-        if self.deferred.sql.len() >= DEFERRED_MAX {
+    }
+
+    /// Past [`DEFERRED_MAX`] bytes of the operation's held writes, sends them (a session
+    /// import, say, is not held whole).
+    fn bound_held(&mut self) -> Result<()> {
+        if self.deferred.writes.bytes() >= DEFERRED_MAX {
             self.sync()?;
         }
         Ok(())
+    }
+
+    /// What the held writes (the open operation's, then the transaction's) make of a row;
+    /// `None`: not decided by them.
+    fn held_row(&self, table: Table, session: i64, key: &[u8]) -> Option<Option<Vec<u8>>> {
+        let op = self
+            .in_savepoint
+            .then(|| self.deferred.writes.lookup(table, session, key))
+            .flatten();
+        op.or_else(|| self.held.lookup(table, session, key))
+            .map(|v| v.map(<[u8]>::to_vec))
     }
 
     /// Runs every missing step of [`MIGRATIONS`], each in its own transaction, under an
@@ -444,6 +489,7 @@ impl PostgresStore {
         self.fenced.clear();
         self.fenced_in_savepoint.clear();
         self.deferred = Deferred::default();
+        self.held = Held::default();
     }
 
     /// The open savepoint ended with its writes kept: its lease checks hold for the
@@ -723,8 +769,25 @@ impl Store for PostgresStore {
     }
 
     fn commit(&mut self) -> Result<()> {
-        let done = self.batch("COMMIT");
+        // The held writes and `COMMIT` in one round trip.
+        let done = (|| {
+            if self.in_savepoint {
+                self.sync()?;
+            }
+            let mut sql = String::new();
+            std::mem::take(&mut self.held).render(&mut sql);
+            sql.push_str("COMMIT");
+            self.client()?.batch_execute(&sql).map_err(pg_error)
+        })();
         self.end_txn();
+        self.send_each = done.is_err();
+        if done.is_err() {
+            // A held write failed before `COMMIT` ran: the server's transaction is still open
+            // (aborted). End it, so the next `BEGIN` starts afresh.
+            if let Some(c) = self.client.as_mut().filter(|c| !c.is_closed()) {
+                let _ = c.batch_execute("ROLLBACK");
+            }
+        }
         done
     }
 
@@ -744,8 +807,10 @@ impl Store for PostgresStore {
     fn savepoint(&mut self) -> Result<()> {
         // Not sent yet: `SAVEPOINT` goes with the operation's first statement that must be
         // inside it, or with its deferred writes at `release_op`; an operation that only
-        // reads costs no savepoint round trip.
-        self.sync()?;
+        // reads costs no savepoint round trip. The transaction's held writes stay held.
+        if self.in_savepoint {
+            self.sync()?;
+        }
         self.in_savepoint = true;
         self.deferred = Deferred::default();
         self.manifest_at_savepoint = self.manifest_seen.clone();
@@ -763,36 +828,41 @@ impl Store for PostgresStore {
         if !self.in_savepoint {
             return Ok(Ok(()));
         }
-        if !self.deferred.sent && self.deferred.sql.is_empty() {
+        if !self.deferred.sent && self.deferred.writes.is_empty() {
             // Nothing reached the server inside the savepoint: nothing to release.
             self.end_savepoint();
             return Ok(Ok(()));
         }
-        // The fencing checks, then `[SAVEPOINT op;] writes; RELEASE op` in one round trip.
+        // The fencing checks; then, if the savepoint reached the server, `RELEASE op`. The
+        // operation's writes join the transaction's held writes (sent at `COMMIT`).
         if let Err(e) = self.fence_deferred() {
             self.rollback_to_savepoint()?;
             return Ok(Err(e));
         }
-        let mut sql = std::mem::take(&mut self.deferred.sql);
-        if !self.deferred.sent {
-            sql.insert_str(0, "SAVEPOINT op;");
-        }
-        sql.push_str("RELEASE op");
-        self.deferred.sent = true;
-        let done = self.client()?.batch_execute(&sql).map_err(pg_error);
-        match done {
-            Ok(()) => {
-                self.end_savepoint();
-                Ok(Ok(()))
+        if self.send_each && !self.deferred.writes.is_empty() {
+            // Since a failed commit: `SAVEPOINT op; writes` now, `RELEASE op` below.
+            if let Err(e) = self.sync() {
+                self.rollback_to_savepoint()?;
+                return Ok(Err(e));
             }
+        }
+        if self.deferred.sent {
             // A statement failed (a constraint, a conflict): the server stopped at it, the
             // transaction waits for `ROLLBACK TO op`, which keeps the other operations' writes.
             // If that fails too (the connection is gone), the transaction is lost.
-            Err(e) => {
+            if let Err(e) = self.client()?.batch_execute("RELEASE op").map_err(pg_error) {
                 self.rollback_to_savepoint()?;
-                Ok(Err(e))
+                return Ok(Err(e));
             }
         }
+        let writes = std::mem::take(&mut self.deferred.writes);
+        self.held.absorb(writes);
+        self.end_savepoint();
+        if self.held.bytes() >= HELD_MAX {
+            // Outside the savepoint now: an error here is the transaction's.
+            self.sync()?;
+        }
+        Ok(Ok(()))
     }
 
     fn rollback_to_savepoint(&mut self) -> Result<()> {
@@ -855,11 +925,9 @@ impl Store for PostgresStore {
 
     fn touch_session(&mut self, id: i64, now: i64) -> Result<()> {
         if self.deferring() {
-            self.defer(
-                id,
-                format_args!("UPDATE sessions SET updated_at = {now} WHERE id = {id}"),
-            )?;
-            return Ok(());
+            self.deferred_write(id);
+            self.deferred.writes.touch(id, now);
+            return self.bound_held();
         }
         self.fence(id)?;
         self.exec(
@@ -886,20 +954,14 @@ impl Store for PostgresStore {
 
     fn get(&mut self, table: Table, session: i64, key: &[u8]) -> Result<Option<Vec<u8>>> {
         let sql = per_table!(table, "SELECT v FROM ", " WHERE session = $1 AND k = $2");
-        if self.deferring() {
-            // A row's value changes only by a write of its key or a clear of its table, so
-            // the deferred writes answer it, or cannot change the server's answer.
-            if let Some(v) = self.deferred.rows.get(&(table, session, key.to_vec())) {
-                return Ok(v.clone());
-            }
-            if self.deferred.cleared.contains(&(table, session)) {
-                return Ok(None);
-            }
-            return Ok(self
-                .query_opt_now(sql, &[&session, &key])?
-                .map(|r| r.get(0)));
+        // A row's value changes only by a write of its key or a clear of its table, so the
+        // held writes answer it, or cannot change the server's answer: they stay held.
+        if let Some(v) = self.held_row(table, session, key) {
+            return Ok(v);
         }
-        Ok(self.query_opt(sql, &[&session, &key])?.map(|r| r.get(0)))
+        Ok(self
+            .query_opt_now(sql, &[&session, &key])?
+            .map(|r| r.get(0)))
     }
 
     fn get_many(
@@ -912,17 +974,10 @@ impl Store for PostgresStore {
             return keys.iter().map(|k| self.get(table, session, k)).collect();
         }
         // What the deferred writes decide (as in `get`), then the rest in one statement.
-        let mut answers: Vec<Option<Option<Vec<u8>>>> = vec![None; keys.len()];
-        if self.deferring() {
-            let cleared = self.deferred.cleared.contains(&(table, session));
-            for (answer, key) in answers.iter_mut().zip(keys) {
-                if let Some(v) = self.deferred.rows.get(&(table, session, key.to_vec())) {
-                    *answer = Some(v.clone());
-                } else if cleared {
-                    *answer = Some(None);
-                }
-            }
-        }
+        let answers: Vec<Option<Option<Vec<u8>>>> = keys
+            .iter()
+            .map(|k| self.held_row(table, session, k))
+            .collect();
         let asked: Vec<&[u8]> = keys
             .iter()
             .zip(&answers)
@@ -936,13 +991,9 @@ impl Store for PostgresStore {
                 "SELECT k, v FROM ",
                 " WHERE session = $1 AND k = ANY($2)"
             );
-            let rows = if self.deferring() {
-                // The deferred writes cannot change these rows (see `get`).
-                let (client, stmt) = self.stmt(sql)?;
-                client.query(&stmt, &[&session, &asked]).map_err(pg_error)?
-            } else {
-                self.query(sql, &[&session, &asked])?
-            };
+            // The held writes cannot change these rows (see `get`).
+            let (client, stmt) = self.stmt(sql)?;
+            let rows = client.query(&stmt, &[&session, &asked]).map_err(pg_error)?;
             found = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
         }
         Ok(answers
@@ -960,35 +1011,11 @@ impl Store for PostgresStore {
         idx: [Option<&[u8]>; 2],
     ) -> Result<()> {
         if self.deferring() {
-            let t = table.name();
-            let k = Hex(&row.key);
-            for (col, value) in ["i1", "i2"].into_iter().zip(idx) {
-                if let Some(v) = value {
-                    self.defer(
-                        session,
-                        format_args!(
-                            "UPDATE {t} SET {col} = NULL WHERE session = {session} \
-                             AND {col} = {} AND k <> {k}",
-                            Hex(v)
-                        ),
-                    )?;
-                }
-            }
-            self.defer(
-                session,
-                format_args!(
-                    "INSERT INTO {t} (session, k, v, i1, i2) VALUES ({session}, {k}, {}, {}, {}) \
-                     ON CONFLICT (session, k) DO UPDATE \
-                     SET v = excluded.v, i1 = excluded.i1, i2 = excluded.i2",
-                    Hex(&row.value),
-                    OptHex(idx[0]),
-                    OptHex(idx[1]),
-                ),
-            )?;
+            self.deferred_write(session);
             self.deferred
-                .rows
-                .insert((table, session, row.key.clone()), Some(row.value.clone()));
-            return Ok(());
+                .writes
+                .put(table, session, &row.key, &row.value, idx);
+            return self.bound_held();
         }
         self.fence(session)?;
         if let Some(i1) = idx[0] {
@@ -1019,21 +1046,11 @@ impl Store for PostgresStore {
 
     fn put_last(&mut self, table: Table, session: i64, row: &Row) -> Result<()> {
         if self.deferring() {
-            let t = table.name();
-            self.defer(
-                session,
-                format_args!(
-                    "INSERT INTO {t} (session, k, v) VALUES ({session}, {}, {}) \
-                     ON CONFLICT (session, k) DO UPDATE \
-                     SET v = excluded.v, i1 = NULL, i2 = NULL, seq = nextval('row_seq')",
-                    Hex(&row.key),
-                    Hex(&row.value),
-                ),
-            )?;
+            self.deferred_write(session);
             self.deferred
-                .rows
-                .insert((table, session, row.key.clone()), Some(row.value.clone()));
-            return Ok(());
+                .writes
+                .put_last(table, session, &row.key, &row.value);
+            return self.bound_held();
         }
         self.fence(session)?;
         // A new `seq` moves the row to the end of the table's order, as SQLite's REPLACE
@@ -1116,16 +1133,9 @@ impl Store for PostgresStore {
 
     fn clear(&mut self, table: Table, session: i64) -> Result<()> {
         if self.deferring() {
-            let t = table.name();
-            self.defer(
-                session,
-                format_args!("DELETE FROM {t} WHERE session = {session}"),
-            )?;
-            self.deferred
-                .rows
-                .retain(|(tb, s, _), _| (*tb, *s) != (table, session));
-            self.deferred.cleared.insert((table, session));
-            return Ok(());
+            self.deferred_write(session);
+            self.deferred.writes.clear(table, session);
+            return self.bound_held();
         }
         self.fence(session)?;
         let sql = per_table!(table, "DELETE FROM ", " WHERE session = $1");
