@@ -703,7 +703,7 @@ impl Vault {
         self.fresh(Class::Read, move |e| e.export(sid)).await
     }
 
-    /// Everything a session holds but its peers (read with [`Self::peer_page`]).
+    /// Everything a session holds but its peers (read with [`Self::peers_page`]).
     pub async fn export_without_peers(&self, sid: SessionId) -> Result<SessionData> {
         self.fresh(Class::Read, move |e| e.export_with(sid, false))
             .await

@@ -108,7 +108,7 @@ impl<S: Store> Engine<S> {
     }
 
     /// [`Self::export`], with the peers left out unless `with_peers` (a client reading them
-    /// in bounded pages with [`Self::peer_page`]).
+    /// in bounded pages with [`Self::peers_page`]).
     pub fn export_with(&mut self, sid: SessionId, with_peers: bool) -> Result<SessionData> {
         let record = self.session_record(sid)?;
         Ok(SessionData {
