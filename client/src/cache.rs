@@ -167,6 +167,16 @@ impl Cache {
             return None;
         }
         let written = self.load_writes.take().unwrap_or_default();
+        // A peer written since the load began that the cache did not keep (grammers reads more
+        // of it than was written): the daemon holds it, the cache does not, whether or not the
+        // load's pages had it (the daemon serves a connection's requests concurrently, so a
+        // page may have been read before that write was applied).
+        if written
+            .iter()
+            .any(|k| !self.young.contains_key(k) && !self.old.contains_key(k))
+        {
+            self.spoiled = true;
+        }
         self.young.reserve(peers.len().min(self.half));
         let mut added = 0;
         // Oldest first, so that the newest end in the young generation.
@@ -176,9 +186,7 @@ impl Cache {
                 continue;
             }
             if written.contains(&key) {
-                // Written since, and not kept (a peer grammers reads more of than it wrote,
-                // say): the daemon holds it, the cache does not.
-                self.spoiled = true;
+                // Written since, and not kept (see above): the page's copy is older.
                 continue;
             }
             self.insert(key, Some(p));
@@ -586,6 +594,16 @@ mod tests {
         assert!(!c.authoritative());
         assert_eq!(c.peer(user(2).key()), Lookup::Miss);
         assert_eq!(c.peer(user(5).key()), Lookup::Miss);
+
+        // The same when the pages were read before that write was applied (they lack it):
+        // the cache must not answer "not found" for a peer the daemon now holds.
+        let mut c = Cache::new(100);
+        let epoch = c.begin_load();
+        c.wrote_peers(&[user(2)]);
+        c.finish_load(epoch, vec![hashed(1, 1)], true);
+        assert!(!c.authoritative());
+        assert_eq!(c.peer(user(2).key()), Lookup::Miss);
+        assert_eq!(c.peer(user(1).key()), Lookup::Hit(Some(hashed(1, 1))));
     }
 
     #[test]
