@@ -141,6 +141,17 @@ pub trait Store: Send {
     fn lock_audit(&mut self) -> Result<bool> {
         Ok(false)
     }
+    /// Tells the store the id of the data key the engine now holds (`None`: it holds none),
+    /// so that a store other daemons share refuses transactions of this one once another
+    /// re-keyed the vault (their rows would be sealed under a key no daemon holds any more).
+    /// No-op on a store only this daemon writes.
+    fn set_data_key_id(&mut self, _id: Option<[u8; 16]>) {}
+    /// `rekey`, at the start of its transaction: waits until no other daemon's transaction is
+    /// open, keeps new ones from starting until this one ends, and records `id` as the data
+    /// key's id from its commit on. No-op on a store only this daemon writes.
+    fn replace_data_key_id(&mut self, _id: &[u8; 16]) -> Result<()> {
+        Ok(())
+    }
     /// Stores audit entry `seq` (sealed by the engine, `engine::audit`), replacing any entry
     /// of that number (the engine appends; `rekey` re-seals in place).
     fn put_audit(&mut self, seq: u64, sealed: &[u8]) -> Result<()>;

@@ -126,6 +126,14 @@ impl Keys {
         &self.vault_id
     }
 
+    /// A name of the data key these keys come from, safe to store beside the rows: an HMAC
+    /// of a constant under the index subkey (like a blind index, under a table name no row
+    /// has). Two daemons hold the same data key exactly when their ids are equal; `rekey`
+    /// changes it (see `Store::set_data_key_id`).
+    pub fn data_key_id(&self) -> [u8; BLIND_LEN] {
+        self.blind("meta", 0, "data_key_id", b"")
+    }
+
     fn record_aad(&self, place: &RecordPlace<'_>, version: u8, generation: u64) -> Vec<u8> {
         let mut aad = Vec::with_capacity(72 + place.row.len());
         push_field(&mut aad, &self.vault_id);

@@ -246,6 +246,7 @@ impl<S: Store> Engine<S> {
             manifest,
             audit: audit::Chain::default(),
         }));
+        self.tell_store_the_key();
         // `init` runs in the storage thread's open transaction: append there.
         self.drain_pending_audit()
     }
@@ -272,8 +273,19 @@ impl<S: Store> Engine<S> {
         };
         Self::index_sessions(&mut self.store, &mut unlocked)?;
         self.state = KeyState::Unlocked(Box::new(unlocked));
+        self.tell_store_the_key();
         self.flush_pending_audit();
         Ok(())
+    }
+
+    /// Tells the store which data key the engine holds now, if any
+    /// ([`Store::set_data_key_id`]). Called after every change of [`KeyState`].
+    fn tell_store_the_key(&mut self) {
+        let id = match &self.state {
+            KeyState::Unlocked(u) => Some(u.keys.data_key_id()),
+            _ => None,
+        };
+        self.store.set_data_key_id(id);
     }
 
     /// Runs `f` in a transaction of its own (for barrier jobs, which run with none open):
@@ -386,6 +398,7 @@ impl<S: Store> Engine<S> {
                 _ => self.state = KeyState::Locked(h),
             },
         }
+        self.tell_store_the_key();
         Ok(())
     }
 
@@ -466,6 +479,7 @@ impl<S: Store> Engine<S> {
         };
         // Dropping the Unlocked value zeroizes the DEK and both subkeys.
         self.state = KeyState::Locked(header);
+        self.tell_store_the_key();
         Ok(())
     }
 

@@ -143,13 +143,17 @@ impl<S: Store> Engine<S> {
         // The old keys are dropped (wiped) here.
         u.keys = new;
         u.manifest = manifest;
+        self.tell_store_the_key();
         self.store.checkpoint()
     }
 
     fn reseal_all(&mut self, new: &Keys, slot: &Keyslot) -> Result<Manifest> {
-        // Other daemons sharing the store append to the audit log too: hold its lock until
-        // this transaction ends, so none appends under the old key meanwhile, and re-seal
-        // the log as it is now.
+        // Other daemons sharing the store: wait until none has a transaction open (what they
+        // wrote is then here to be re-sealed) and keep them from starting one until this
+        // commits; after it, their transactions are refused until they hold the new key.
+        self.store.replace_data_key_id(&new.data_key_id())?;
+        // They append to the audit log too: hold its lock until this transaction ends, so
+        // none appends under the old key meanwhile, and re-seal the log as it is now.
         let (store, u) = self.parts()?;
         if store.lock_audit()? {
             u.audit = super::audit::Chain::load(store, &u.keys)?;

@@ -70,7 +70,7 @@ mod target;
 #[cfg(test)]
 pub mod test_cluster;
 
-use deferred::{Deferred, Held};
+use deferred::{Deferred, Held, Hex};
 pub use lease::{Acquired, Holder};
 pub use target::{PASSWORD_CREDENTIAL, PgTarget, is_postgres_url};
 
@@ -138,6 +138,20 @@ const HELD_MAX: usize = 128 << 10;
 /// The advisory lock key that serializes audit appends between daemons ("SVLA").
 const AUDIT_LOCK: i64 = 0x5356_4c41;
 
+/// The advisory lock (key) between `rekey` and the other daemons' transactions: each
+/// transaction of a daemon holding keys takes it shared at `BEGIN` and checks the data key's id
+/// (see [`DATA_KEY_ID`]); `rekey` takes it exclusive before it re-seals anything.
+const DATA_KEY_LOCK: i64 = 0x5356_444b;
+
+/// The `meta` row naming the data key the vault's rows are sealed under: an HMAC of a constant
+/// under the key's index subkey (`Keys::data_key_id`), written by `rekey`. Absent until the
+/// first `rekey` of a vault.
+const DATA_KEY_ID: &str = "data_key_id";
+
+/// The SQLSTATE a transaction's check raises when the vault was rekeyed by another daemon
+/// after this one read its keys.
+const REKEYED_ELSEWHERE: &str = "SV001";
+
 /// The message of the error a write gets when another daemon changed the vault's sessions,
 /// names, ACLs or keyslots first (the manifest's compare-and-set failed, see
 /// [`Store::put_manifest`]). [`is_conflict`] recognizes it.
@@ -203,6 +217,9 @@ pub struct PostgresStore {
     manifest_seen: Option<Vec<u8>>,
     manifest_at_begin: Option<Vec<u8>>,
     manifest_at_savepoint: Option<Vec<u8>>,
+    /// The id of the data key the engine holds (`None` while locked), checked at each
+    /// `BEGIN` against the vault's (see [`Store::set_data_key_id`]).
+    data_key_id: Option<[u8; 16]>,
 }
 
 impl PostgresStore {
@@ -223,6 +240,7 @@ impl PostgresStore {
             manifest_seen: None,
             manifest_at_begin: None,
             manifest_at_savepoint: None,
+            data_key_id: None,
             target,
         };
         store.connect()?;
@@ -713,6 +731,22 @@ impl Store for PostgresStore {
         Ok(())
     }
 
+    fn set_data_key_id(&mut self, id: Option<[u8; 16]>) {
+        self.data_key_id = id;
+    }
+
+    fn replace_data_key_id(&mut self, id: &[u8; 16]) -> Result<()> {
+        // Waits for the other daemons' open transactions (which hold the lock shared since
+        // their `BEGIN`) and keeps new ones waiting until this one ends; this store's own
+        // shared hold does not conflict with itself.
+        self.exec("SELECT pg_advisory_xact_lock($1)", &[&DATA_KEY_LOCK])?;
+        self.exec(
+            "INSERT INTO meta (k, v) VALUES ($1, $2) ON CONFLICT (k) DO UPDATE SET v = excluded.v",
+            &[&DATA_KEY_ID, &&id[..]],
+        )?;
+        Ok(())
+    }
+
     fn lock_audit(&mut self) -> Result<bool> {
         // Held until the transaction ends, so two daemons' entries cannot both take the same
         // number or link to the same predecessor: the chain stays one.
@@ -762,7 +796,34 @@ impl Store for PostgresStore {
     }
 
     fn begin(&mut self) -> Result<()> {
-        self.batch("BEGIN ISOLATION LEVEL READ COMMITTED")?;
+        let Some(id) = self.data_key_id else {
+            self.batch("BEGIN ISOLATION LEVEL READ COMMITTED")?;
+            self.in_txn = true;
+            self.manifest_at_begin = self.manifest_seen.clone();
+            return Ok(());
+        };
+        // Holding keys, this transaction may seal rows: under the data key the vault's rows
+        // are sealed under, and no other. The shared lock makes a `rekey` elsewhere wait for
+        // this transaction (and then re-seal what it wrote), or this `BEGIN` wait for the
+        // `rekey`; the check, run after the lock is granted, then sees the new key's id and
+        // refuses: rows sealed under the old key would be unreadable to every daemon.
+        let sql = format!(
+            "BEGIN ISOLATION LEVEL READ COMMITTED; \
+             SELECT pg_advisory_xact_lock_shared({DATA_KEY_LOCK}); \
+             DO $$BEGIN IF EXISTS (SELECT 1 FROM meta WHERE k = '{DATA_KEY_ID}' AND v <> {}) \
+             THEN RAISE EXCEPTION USING ERRCODE = '{REKEYED_ELSEWHERE}', MESSAGE = \
+             'the vault was rekeyed by another vaultd: the key this one holds is out of date \
+             (it locks itself at its next check; unlock it with the current passphrase)'; \
+             END IF; END$$",
+            Hex(&id)
+        );
+        if let Err(e) = self.batch(&sql) {
+            // The server's transaction (if `BEGIN` ran) is aborted: end it.
+            if let Some(c) = self.client.as_mut().filter(|c| !c.is_closed()) {
+                let _ = c.batch_execute("ROLLBACK");
+            }
+            return Err(e);
+        }
         self.in_txn = true;
         self.manifest_at_begin = self.manifest_seen.clone();
         Ok(())

@@ -833,3 +833,99 @@ fn after_a_failed_commit_each_operation_is_sent_alone_until_one_commits() {
         Some(b"v3".to_vec())
     );
 }
+
+/// `rekey` on one daemon and the transactions of another that holds the old key: a
+/// transaction open when the rekey starts makes it wait (and what it wrote is there to be
+/// re-sealed once it committed); once the rekey committed, the other daemon's transactions
+/// are refused until it holds the new key, so it can seal nothing under the old one.
+#[test]
+fn a_rekey_elsewhere_waits_for_open_transactions_and_then_refuses_the_old_key() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+
+    use crate::vault::postgres::{PgTarget, PostgresStore};
+    use crate::vault::store::{Row, Store, Table};
+
+    let Some(cluster) = Cluster::start_or_skip("PostgreSQL rekey against other daemons") else {
+        return;
+    };
+    let db = cluster.create_database();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pw = dir.path().join("pgpass");
+    cluster.write_password_file(&pw);
+    let target = PgTarget::with_password_from(&cluster.url(&db), Some(&pw)).expect("target");
+    let mut a = PostgresStore::open(target.clone()).expect("store a");
+    let mut b = PostgresStore::open(target).expect("store b");
+    let (old, new) = ([1u8; 16], [2u8; 16]);
+    a.set_data_key_id(Some(old));
+    b.set_data_key_id(Some(old));
+    a.begin().unwrap();
+    let sid = a.insert_session("shared", 1).unwrap();
+    a.commit().unwrap();
+    let row = |k: &[u8]| Row {
+        key: k.to_vec(),
+        value: b"sealed under the old key".to_vec(),
+    };
+
+    // B's transaction is open (a bot's group commit) when A's rekey starts.
+    b.begin().unwrap();
+    b.put(Table::State, sid, &row(b"written-before"), [None, None])
+        .unwrap();
+    let b_committed = Arc::new(AtomicBool::new(false));
+    let rekey = std::thread::spawn({
+        let b_committed = Arc::clone(&b_committed);
+        move || {
+            a.begin().unwrap();
+            a.replace_data_key_id(&new).unwrap();
+            let waited = b_committed.load(Ordering::SeqCst);
+            // What B committed is visible to the rekey, which would re-seal it here.
+            let seen = a
+                .get(Table::State, sid, b"written-before")
+                .unwrap()
+                .is_some();
+            a.commit().unwrap();
+            a.set_data_key_id(Some(new));
+            (a, waited, seen)
+        }
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        !rekey.is_finished(),
+        "the rekey waits for B's open transaction"
+    );
+    b_committed.store(true, Ordering::SeqCst);
+    b.commit().unwrap();
+    let (mut a, waited, seen) = rekey.join().unwrap();
+    assert!(waited, "the rekey went on only after B committed");
+    assert!(seen, "and then saw what B wrote, to re-seal it");
+
+    // Now B still holds the old key: its next transaction is refused, nothing is written.
+    let refused = b
+        .begin()
+        .expect_err("a transaction under a key rekeyed away");
+    assert!(
+        refused.to_string().contains("rekeyed by another vaultd"),
+        "{refused}"
+    );
+    assert!(
+        a.get(Table::State, sid, b"written-after")
+            .unwrap()
+            .is_none(),
+        "nothing of B's"
+    );
+    // The refusal left B's connection usable: with the new key (after its unlock) it writes.
+    b.set_data_key_id(Some(new));
+    b.begin().unwrap();
+    b.put(Table::State, sid, &row(b"written-after"), [None, None])
+        .unwrap();
+    b.commit().unwrap();
+    assert!(
+        a.get(Table::State, sid, b"written-after")
+            .unwrap()
+            .is_some()
+    );
+    // A store that holds no key (locked) begins as before: it seals nothing.
+    b.set_data_key_id(None);
+    b.begin().unwrap();
+    b.rollback().unwrap();
+}
