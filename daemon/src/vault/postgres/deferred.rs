@@ -4,9 +4,12 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::super::store::Table;
 #[cfg(doc)]
-use super::{super::store::Store, PostgresStore};
+use super::super::store::Store;
+use super::super::store::Table;
+use super::errors::pg_error;
+use super::{DEFERRED_MAX, PostgresStore};
+use crate::vault::error::Result;
 
 /// The open operation's writes not sent yet. The worker runs each operation in a savepoint;
 /// a cache-class write is a few statements (an upsert per row, the session's `updated_at`),
@@ -334,5 +337,107 @@ impl std::fmt::Display for OptHex<'_> {
             Some(b) => Hex(b).fmt(f),
             None => f.write_str("NULL"),
         }
+    }
+}
+
+/// The store's side of the held writes: sending them, their fencing checks, their bounds, and
+/// what they say of a row.
+impl PostgresStore {
+    /// Whether writes are deferred now: inside a savepoint (the worker's operations). Outside
+    /// one (opening, migrating, engine tests without a worker) every write is sent at once.
+    pub(super) fn deferring(&self) -> bool {
+        self.in_savepoint
+    }
+
+    /// Sends the held writes: the transaction's, then, inside the open savepoint (the
+    /// `SAVEPOINT` itself included), the operation's, after the fencing checks they need, in
+    /// one round trip; the savepoint stays open. Called before any statement other than a
+    /// point read, so the server sees the rows the engine's writes leave. An error is the
+    /// operation's: the engine fails it and the worker rolls back to the savepoint (if the
+    /// transaction's part failed, that fails too and the transaction is lost).
+    pub(super) fn sync(&mut self) -> Result<()> {
+        let op_pending =
+            self.in_savepoint && !(self.deferred.sent && self.deferred.writes.is_empty());
+        if !op_pending && self.held.is_empty() {
+            return Ok(());
+        }
+        if op_pending {
+            self.fence_deferred()?;
+        }
+        let mut sql = String::new();
+        std::mem::take(&mut self.held).render(&mut sql);
+        if op_pending {
+            if !self.deferred.sent {
+                sql.push_str("SAVEPOINT op;");
+            }
+            std::mem::take(&mut self.deferred.writes).render(&mut sql);
+            // Sent (or lost with the connection) from here on: a failure rolls back to it.
+            self.deferred.sent = true;
+        }
+        self.client()?.batch_execute(&sql).map_err(pg_error)
+    }
+
+    /// The fencing checks of the sessions the deferred writes touch.
+    pub(super) fn fence_deferred(&mut self) -> Result<()> {
+        while let Some(&session) = self.deferred.to_fence.last() {
+            self.fence(session)?;
+            self.deferred.to_fence.pop();
+        }
+        Ok(())
+    }
+
+    /// Notes a row write of `session` deferred in the open savepoint (its fencing check is
+    /// then due, see [`Deferred`]).
+    pub(super) fn deferred_write(&mut self, session: i64) {
+        if !self.fenced.contains(&session)
+            && !self.fenced_in_savepoint.contains(&session)
+            && !self.deferred.to_fence.contains(&session)
+        {
+            self.deferred.to_fence.push(session);
+        }
+    }
+
+    /// Past [`DEFERRED_MAX`] bytes of the operation's held writes, sends them (a session
+    /// import, say, is not held whole).
+    pub(super) fn bound_held(&mut self) -> Result<()> {
+        if self.deferred.writes.bytes() >= DEFERRED_MAX {
+            self.sync()?;
+        }
+        Ok(())
+    }
+
+    /// What the held writes (the open operation's, then the transaction's) make of a row;
+    /// `None`: not decided by them.
+    pub(super) fn held_row(
+        &self,
+        table: Table,
+        session: i64,
+        key: &[u8],
+    ) -> Option<Option<Vec<u8>>> {
+        let op = self
+            .in_savepoint
+            .then(|| self.deferred.writes.lookup(table, session, key))
+            .flatten();
+        op.or_else(|| self.held.lookup(table, session, key))
+            .map(|v| v.map(<[u8]>::to_vec))
+    }
+
+    /// Forgets the lease checks of the transaction that ended (its row locks are gone).
+    pub(super) fn end_txn(&mut self) {
+        self.in_txn = false;
+        self.in_savepoint = false;
+        self.fenced.clear();
+        self.fenced_in_savepoint.clear();
+        self.deferred = Deferred::default();
+        self.held = Held::default();
+    }
+
+    /// The open savepoint ended with its writes kept: its lease checks hold for the
+    /// transaction.
+    pub(super) fn end_savepoint(&mut self) {
+        self.in_savepoint = false;
+        self.deferred = Deferred::default();
+        let checked = std::mem::take(&mut self.fenced_in_savepoint);
+        self.fenced.extend(checked);
     }
 }

@@ -57,7 +57,6 @@
 
 use std::collections::HashMap;
 
-use postgres::error::SqlState;
 use postgres::{Client, Statement};
 
 use super::crypto::{KdfParams, Keyslot, VAULT_ID_LEN};
@@ -65,65 +64,21 @@ use super::error::{EngineError, Result, StorageErrorKind};
 use super::store::{Header, Index, IndexedRow, Row, SessionRow, Store, Table, audit_seq};
 
 mod deferred;
+mod errors;
 pub mod lease;
+mod rows;
+mod schema;
 mod target;
 #[cfg(test)]
 pub mod test_cluster;
 
 use deferred::{Deferred, Held, Hex};
+pub use errors::is_conflict;
+use errors::{CONFLICT_MESSAGE, pg_error};
 pub use lease::{Acquired, Holder};
+use rows::{audit_row, data_row, session_row, u32_col};
+pub use schema::{MIGRATIONS, SCHEMA_VERSION};
 pub use target::{PASSWORD_CREDENTIAL, PgTarget, is_postgres_url};
-
-/// The schema, one entry per version; `MIGRATIONS[n]` takes a database from version `n` to
-/// `n + 1`. Append only: a released step is never edited. Version 1 holds what SQLite's
-/// schema version 3 holds (record format 2 and the sealed manifest).
-pub const MIGRATIONS: &[&str] = &[
-    // 1: header, keyslots, sessions and the per-session tables of sealed rows.
-    "CREATE TABLE meta (k TEXT PRIMARY KEY, v BYTEA NOT NULL);
-     CREATE TABLE keyslots (
-         slot BIGINT PRIMARY KEY, kind TEXT NOT NULL,
-         m_cost BIGINT NOT NULL, t_cost BIGINT NOT NULL, p_cost BIGINT NOT NULL,
-         salt BYTEA NOT NULL, wrapped BYTEA NOT NULL, check_sum BYTEA NOT NULL);
-     CREATE TABLE sessions (
-         id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, name TEXT NOT NULL UNIQUE,
-         created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL, record BYTEA NOT NULL);
-     CREATE SEQUENCE row_seq;
-     CREATE TABLE dc_options (seq BIGINT NOT NULL DEFAULT nextval('row_seq'),
-         session BIGINT NOT NULL, k BYTEA NOT NULL, v BYTEA NOT NULL, i1 BYTEA, i2 BYTEA,
-         PRIMARY KEY (session, k));
-     CREATE TABLE peers (seq BIGINT NOT NULL DEFAULT nextval('row_seq'),
-         session BIGINT NOT NULL, k BYTEA NOT NULL, v BYTEA NOT NULL, i1 BYTEA, i2 BYTEA,
-         PRIMARY KEY (session, k));
-     CREATE TABLE state (seq BIGINT NOT NULL DEFAULT nextval('row_seq'),
-         session BIGINT NOT NULL, k BYTEA NOT NULL, v BYTEA NOT NULL, i1 BYTEA, i2 BYTEA,
-         PRIMARY KEY (session, k));
-     CREATE TABLE channels (seq BIGINT NOT NULL DEFAULT nextval('row_seq'),
-         session BIGINT NOT NULL, k BYTEA NOT NULL, v BYTEA NOT NULL, i1 BYTEA, i2 BYTEA,
-         PRIMARY KEY (session, k));
-     CREATE TABLE sent_files (seq BIGINT NOT NULL DEFAULT nextval('row_seq'),
-         session BIGINT NOT NULL, k BYTEA NOT NULL, v BYTEA NOT NULL, i1 BYTEA, i2 BYTEA,
-         PRIMARY KEY (session, k));
-     CREATE INDEX channels_order ON channels (session, seq);
-     CREATE INDEX peers_username ON peers (session, i1) WHERE i1 IS NOT NULL;
-     CREATE INDEX peers_phone ON peers (session, i2) WHERE i2 IS NOT NULL;",
-    // 2: leases across hosts with fencing tokens (`lease`).
-    "CREATE SEQUENCE lease_token;
-     CREATE TABLE leases (session BIGINT PRIMARY KEY, token BIGINT NOT NULL,
-         host TEXT NOT NULL, instance TEXT NOT NULL, pid BIGINT, uid BIGINT,
-         expires_at TIMESTAMPTZ NOT NULL);",
-    // 3: the audit log (`engine::audit`), one sealed entry per row; its sealed head is
-    // `meta.audit_head`, as in SQLite's schema 4.
-    "CREATE TABLE audit (seq BIGINT PRIMARY KEY, entry BYTEA NOT NULL);",
-    // 4: the peers' table in `seq` order per session, for a client's warm start
-    // (`scan_page`): a page reads its rows from the index instead of sorting the session.
-    "CREATE INDEX peers_order ON peers (session, seq);",
-];
-
-/// The schema version this build writes.
-pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
-
-/// The advisory lock key that serializes migrations ("SVLT", as SQLite's application id).
-const MIGRATION_LOCK: i64 = 0x5356_4c54;
 
 /// About how many bytes of row writes the store holds before sending them (see [`Held`]):
 /// an import or a long group commit is not held whole.
@@ -151,25 +106,6 @@ const DATA_KEY_ID: &str = "data_key_id";
 /// The SQLSTATE a transaction's check raises when the vault was rekeyed by another daemon
 /// after this one read its keys.
 const REKEYED_ELSEWHERE: &str = "SV001";
-
-/// The message of the error a write gets when another daemon changed the vault's sessions,
-/// names, ACLs or keyslots first (the manifest's compare-and-set failed, see
-/// [`Store::put_manifest`]). [`is_conflict`] recognizes it.
-const CONFLICT_MESSAGE: &str = "another vaultd changed this vault (sessions, names, access or \
-                                keyslots) at the same time";
-
-/// Whether `e` is a write conflict with another daemon sharing the database: the manifest's
-/// compare-and-set failed, or a session name taken meanwhile (`unique_violation`). The
-/// write was rolled back and the engine re-read the vault; trying again decides afresh.
-pub fn is_conflict(e: &EngineError) -> bool {
-    match e {
-        EngineError::Storage { kind, message } => {
-            (*kind == StorageErrorKind::Busy && message == CONFLICT_MESSAGE)
-                || message.starts_with("PostgreSQL 23505:")
-        }
-        _ => false,
-    }
-}
 
 /// Picks the SQL text for a table: `per_table!(t, "SELECT .. FROM ", " WHERE ..")`.
 macro_rules! per_table {
@@ -352,173 +288,6 @@ impl PostgresStore {
         self.client()?.batch_execute(sql).map_err(pg_error)
     }
 
-    /// Whether writes are deferred now: inside a savepoint (the worker's operations). Outside
-    /// one (opening, migrating, engine tests without a worker) every write is sent at once.
-    fn deferring(&self) -> bool {
-        self.in_savepoint
-    }
-
-    /// Sends the held writes: the transaction's, then, inside the open savepoint (the
-    /// `SAVEPOINT` itself included), the operation's, after the fencing checks they need, in
-    /// one round trip; the savepoint stays open. Called before any statement other than a
-    /// point read, so the server sees the rows the engine's writes leave. An error is the
-    /// operation's: the engine fails it and the worker rolls back to the savepoint (if the
-    /// transaction's part failed, that fails too and the transaction is lost).
-    fn sync(&mut self) -> Result<()> {
-        let op_pending =
-            self.in_savepoint && !(self.deferred.sent && self.deferred.writes.is_empty());
-        if !op_pending && self.held.is_empty() {
-            return Ok(());
-        }
-        if op_pending {
-            self.fence_deferred()?;
-        }
-        let mut sql = String::new();
-        std::mem::take(&mut self.held).render(&mut sql);
-        if op_pending {
-            if !self.deferred.sent {
-                sql.push_str("SAVEPOINT op;");
-            }
-            std::mem::take(&mut self.deferred.writes).render(&mut sql);
-            // Sent (or lost with the connection) from here on: a failure rolls back to it.
-            self.deferred.sent = true;
-        }
-        self.client()?.batch_execute(&sql).map_err(pg_error)
-    }
-
-    /// The fencing checks of the sessions the deferred writes touch.
-    fn fence_deferred(&mut self) -> Result<()> {
-        while let Some(&session) = self.deferred.to_fence.last() {
-            self.fence(session)?;
-            self.deferred.to_fence.pop();
-        }
-        Ok(())
-    }
-
-    /// Notes a row write of `session` deferred in the open savepoint (its fencing check is
-    /// then due, see [`Deferred`]).
-    fn deferred_write(&mut self, session: i64) {
-        if !self.fenced.contains(&session)
-            && !self.fenced_in_savepoint.contains(&session)
-            && !self.deferred.to_fence.contains(&session)
-        {
-            self.deferred.to_fence.push(session);
-        }
-    }
-
-    /// Past [`DEFERRED_MAX`] bytes of the operation's held writes, sends them (a session
-    /// import, say, is not held whole).
-    fn bound_held(&mut self) -> Result<()> {
-        if self.deferred.writes.bytes() >= DEFERRED_MAX {
-            self.sync()?;
-        }
-        Ok(())
-    }
-
-    /// What the held writes (the open operation's, then the transaction's) make of a row;
-    /// `None`: not decided by them.
-    fn held_row(&self, table: Table, session: i64, key: &[u8]) -> Option<Option<Vec<u8>>> {
-        let op = self
-            .in_savepoint
-            .then(|| self.deferred.writes.lookup(table, session, key))
-            .flatten();
-        op.or_else(|| self.held.lookup(table, session, key))
-            .map(|v| v.map(<[u8]>::to_vec))
-    }
-
-    /// Runs every missing step of [`MIGRATIONS`], each in its own transaction, under an
-    /// advisory lock held for the transaction.
-    fn migrate(&mut self) -> Result<()> {
-        let shown = self.target.display().to_owned();
-        let not_a_vault = |reason: String| EngineError::NotAVault {
-            path: shown.clone().into(),
-            reason,
-        };
-        loop {
-            let client = self.client()?;
-            let mut tx = client.transaction().map_err(pg_error)?;
-            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
-                .map_err(pg_error)?;
-            tx.batch_execute(
-                "CREATE TABLE IF NOT EXISTS session_vault_schema (
-                     application TEXT NOT NULL, version INTEGER NOT NULL)",
-            )
-            .map_err(pg_error)?;
-            let row = tx
-                .query_opt("SELECT application, version FROM session_vault_schema", &[])
-                .map_err(pg_error)?;
-            let version = match row {
-                Some(r) => {
-                    let app: String = r.get(0);
-                    if app != "session-vault" {
-                        return Err(not_a_vault(format!("schema belongs to {app:?}")));
-                    }
-                    r.get::<_, i32>(1) as u32
-                }
-                None => {
-                    let foreign: i64 = tx
-                        .query_one(
-                            "SELECT count(*) FROM information_schema.tables
-                             WHERE table_schema = current_schema()
-                               AND table_name <> 'session_vault_schema'",
-                            &[],
-                        )
-                        .map_err(pg_error)?
-                        .get(0);
-                    if foreign != 0 {
-                        return Err(not_a_vault(format!(
-                            "the schema holds {foreign} other tables and no Session Vault marker"
-                        )));
-                    }
-                    tx.execute(
-                        "INSERT INTO session_vault_schema VALUES ('session-vault', 0)",
-                        &[],
-                    )
-                    .map_err(pg_error)?;
-                    0
-                }
-            };
-            if version > SCHEMA_VERSION {
-                return Err(EngineError::UnsupportedFormat {
-                    found: version,
-                    supported: SCHEMA_VERSION,
-                });
-            }
-            if version == SCHEMA_VERSION {
-                tx.commit().map_err(pg_error)?;
-                return Ok(());
-            }
-            tx.batch_execute(MIGRATIONS[version as usize])
-                .map_err(pg_error)?;
-            tx.execute(
-                "UPDATE session_vault_schema SET version = $1",
-                &[&(version as i32 + 1)],
-            )
-            .map_err(pg_error)?;
-            tx.commit().map_err(pg_error)?;
-            tracing::info!(store = %shown, version = version + 1, "vault schema migrated");
-        }
-    }
-
-    /// Forgets the lease checks of the transaction that ended (its row locks are gone).
-    fn end_txn(&mut self) {
-        self.in_txn = false;
-        self.in_savepoint = false;
-        self.fenced.clear();
-        self.fenced_in_savepoint.clear();
-        self.deferred = Deferred::default();
-        self.held = Held::default();
-    }
-
-    /// The open savepoint ended with its writes kept: its lease checks hold for the
-    /// transaction.
-    fn end_savepoint(&mut self) {
-        self.in_savepoint = false;
-        self.deferred = Deferred::default();
-        let checked = std::mem::take(&mut self.fenced_in_savepoint);
-        self.fenced.extend(checked);
-    }
-
     fn not_a_vault(&self, reason: String) -> EngineError {
         EngineError::NotAVault {
             path: self.target.display().into(),
@@ -539,67 +308,6 @@ impl PostgresStore {
         )?;
         Ok(())
     }
-}
-
-/// A PostgreSQL error as a storage error: SQLSTATE and primary message only (`DETAIL` may
-/// quote row values).
-fn pg_error(e: postgres::Error) -> EngineError {
-    let Some(db) = e.as_db_error() else {
-        // Not from the server: the connection (refused, lost, timed out) or the protocol.
-        return EngineError::Storage {
-            kind: StorageErrorKind::Io,
-            message: format!("PostgreSQL: {e}"),
-        };
-    };
-    let code = db.code();
-    let kind = if *code == SqlState::DISK_FULL || *code == SqlState::OUT_OF_MEMORY {
-        StorageErrorKind::DiskFull
-    } else if *code == SqlState::READ_ONLY_SQL_TRANSACTION
-        || *code == SqlState::INSUFFICIENT_PRIVILEGE
-    {
-        StorageErrorKind::ReadOnly
-    } else if *code == SqlState::T_R_SERIALIZATION_FAILURE
-        || *code == SqlState::T_R_DEADLOCK_DETECTED
-        || *code == SqlState::LOCK_NOT_AVAILABLE
-    {
-        StorageErrorKind::Busy
-    } else if code.code().starts_with("08") || code.code().starts_with("57P") {
-        // Connection exceptions; operator intervention (shutdown, crash recovery).
-        StorageErrorKind::Io
-    } else {
-        StorageErrorKind::Other
-    };
-    EngineError::Storage {
-        kind,
-        message: format!("PostgreSQL {}: {}", code.code(), db.message()),
-    }
-}
-
-fn session_row(r: &postgres::Row) -> SessionRow {
-    SessionRow {
-        id: r.get(0),
-        name: r.get(1),
-        created_at: r.get(2),
-        updated_at: r.get(3),
-        record: r.get(4),
-    }
-}
-
-fn data_row(r: &postgres::Row) -> Row {
-    Row {
-        key: r.get(0),
-        value: r.get(1),
-    }
-}
-
-fn u32_col(r: &postgres::Row, i: usize) -> Result<u32> {
-    let v: i64 = r.get(i);
-    u32::try_from(v).map_err(|_| EngineError::Corrupt {
-        table: "keyslots",
-        session_id: 0,
-        row: format!("column {i}"),
-        reason: "a keyslot number or KDF parameter is out of range",
-    })
 }
 
 impl Store for PostgresStore {
@@ -1237,9 +945,4 @@ impl Store for PostgresStore {
             .unwrap_or(0);
         Ok(n as u64)
     }
-}
-
-/// An `(seq, entry)` row of the audit table.
-fn audit_row(r: &postgres::Row) -> (u64, Vec<u8>) {
-    (u64::try_from(r.get::<_, i64>(0)).unwrap_or(0), r.get(1))
 }
