@@ -113,6 +113,20 @@ const CASES: &[(&str, fn())] = &[
     ),
 ];
 
+/// A new database of `cluster`, its name and a target for it, with the password in a file of
+/// the returned temp dir (keep it while the target is used).
+fn new_database(
+    cluster: &Cluster,
+) -> (tempfile::TempDir, String, crate::vault::postgres::PgTarget) {
+    let db = cluster.create_database();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pw = dir.path().join("pgpass");
+    cluster.write_password_file(&pw);
+    let target = crate::vault::postgres::PgTarget::with_password_from(&cluster.url(&db), Some(&pw))
+        .expect("target");
+    (dir, db, target)
+}
+
 #[test]
 fn the_engine_suite_passes_on_postgres() {
     let Some(cluster) = Cluster::start_or_skip("the engine suite on PostgreSQL") else {
@@ -140,17 +154,13 @@ fn the_engine_suite_passes_on_postgres() {
 fn a_lapsed_lease_is_fenced_and_a_live_one_is_busy_elsewhere() {
     use std::time::Duration;
 
-    use crate::vault::postgres::{Acquired, Holder, PgTarget, PostgresStore};
+    use crate::vault::postgres::{Acquired, Holder, PostgresStore};
     use crate::vault::store::{Row, Store, Table};
 
     let Some(cluster) = Cluster::start_or_skip("PostgreSQL leases") else {
         return;
     };
-    let db = cluster.create_database();
-    let dir = tempfile::tempdir().expect("temp dir");
-    let pw = dir.path().join("pgpass");
-    cluster.write_password_file(&pw);
-    let target = PgTarget::with_password_from(&cluster.url(&db), Some(&pw)).expect("target");
+    let (_dir, _, target) = new_database(&cluster);
     let mut a = PostgresStore::open(target.clone()).expect("store a");
     let mut b = PostgresStore::open(target).expect("store b");
     let row = |k: &[u8]| Row {
@@ -233,17 +243,13 @@ fn a_lapsed_lease_is_fenced_and_a_live_one_is_busy_elsewhere() {
 /// did not see is refused, and goes through once it has re-read it.
 #[test]
 fn a_manifest_changed_by_another_store_is_not_overwritten() {
-    use crate::vault::postgres::{PgTarget, PostgresStore};
+    use crate::vault::postgres::PostgresStore;
     use crate::vault::store::Store;
 
     let Some(cluster) = Cluster::start_or_skip("PostgreSQL manifest compare-and-set") else {
         return;
     };
-    let db = cluster.create_database();
-    let dir = tempfile::tempdir().expect("temp dir");
-    let pw = dir.path().join("pgpass");
-    cluster.write_password_file(&pw);
-    let target = PgTarget::with_password_from(&cluster.url(&db), Some(&pw)).expect("target");
+    let (_dir, _, target) = new_database(&cluster);
     let mut a = PostgresStore::open(target.clone()).expect("store a");
     let mut b = PostgresStore::open(target).expect("store b");
     assert_eq!(a.manifest().unwrap(), None);
@@ -277,17 +283,13 @@ fn a_manifest_changed_by_another_store_is_not_overwritten() {
 fn a_fenced_operation_leaves_no_row_and_its_neighbours_keep_theirs() {
     use std::time::Duration;
 
-    use crate::vault::postgres::{Acquired, Holder, PgTarget, PostgresStore};
+    use crate::vault::postgres::{Acquired, Holder, PostgresStore};
     use crate::vault::store::{Row, Store, Table};
 
     let Some(cluster) = Cluster::start_or_skip("PostgreSQL deferred writes") else {
         return;
     };
-    let db = cluster.create_database();
-    let dir = tempfile::tempdir().expect("temp dir");
-    let pw = dir.path().join("pgpass");
-    cluster.write_password_file(&pw);
-    let target = PgTarget::with_password_from(&cluster.url(&db), Some(&pw)).expect("target");
+    let (_dir, _, target) = new_database(&cluster);
     let mut a = PostgresStore::open(target.clone()).expect("store a");
     let mut b = PostgresStore::open(target).expect("store b");
     let row = |k: &[u8], v: &[u8]| Row {
@@ -467,7 +469,7 @@ enum W<'a> {
 /// 200 operations is held once and reaches the table as one row version.
 #[test]
 fn held_writes_leave_what_the_writes_left() {
-    use crate::vault::postgres::{PgTarget, PostgresStore};
+    use crate::vault::postgres::PostgresStore;
     use crate::vault::store::{Index, Row, Store, Table};
     use W::*;
 
@@ -479,7 +481,9 @@ fn held_writes_leave_what_the_writes_left() {
     cluster.write_password_file(&pw);
     let (held_db, ref_db) = (cluster.create_database(), cluster.create_database());
     let open = |db: &str| {
-        let target = PgTarget::with_password_from(&cluster.url(db), Some(&pw)).expect("target");
+        let target =
+            crate::vault::postgres::PgTarget::with_password_from(&cluster.url(db), Some(&pw))
+                .expect("target");
         PostgresStore::open(target).expect("store")
     };
     let (mut a, mut r) = (open(&held_db), open(&ref_db));
@@ -764,18 +768,14 @@ fn held_writes_leave_what_the_writes_left() {
 /// commit; once a commit succeeded, writes are held again.
 #[test]
 fn after_a_failed_commit_each_operation_is_sent_alone_until_one_commits() {
-    use crate::vault::postgres::{PgTarget, PostgresStore};
+    use crate::vault::postgres::PostgresStore;
     use crate::vault::store::{Row, Store, Table};
 
     let Some(cluster) = Cluster::start_or_skip("PostgreSQL held writes after a failed commit")
     else {
         return;
     };
-    let db = cluster.create_database();
-    let dir = tempfile::tempdir().expect("temp dir");
-    let pw = dir.path().join("pgpass");
-    cluster.write_password_file(&pw);
-    let target = PgTarget::with_password_from(&cluster.url(&db), Some(&pw)).expect("target");
+    let (_dir, db, target) = new_database(&cluster);
     let mut a = PostgresStore::open(target).expect("store");
     a.begin().unwrap();
     let sid = a.insert_session("one", 1).unwrap();
@@ -843,17 +843,13 @@ fn a_rekey_elsewhere_waits_for_open_transactions_and_then_refuses_the_old_key() 
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::time::Duration;
 
-    use crate::vault::postgres::{PgTarget, PostgresStore};
+    use crate::vault::postgres::PostgresStore;
     use crate::vault::store::{Row, Store, Table};
 
     let Some(cluster) = Cluster::start_or_skip("PostgreSQL rekey against other daemons") else {
         return;
     };
-    let db = cluster.create_database();
-    let dir = tempfile::tempdir().expect("temp dir");
-    let pw = dir.path().join("pgpass");
-    cluster.write_password_file(&pw);
-    let target = PgTarget::with_password_from(&cluster.url(&db), Some(&pw)).expect("target");
+    let (_dir, _, target) = new_database(&cluster);
     let mut a = PostgresStore::open(target.clone()).expect("store a");
     let mut b = PostgresStore::open(target).expect("store b");
     let (old, new) = ([1u8; 16], [2u8; 16]);
