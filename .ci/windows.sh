@@ -15,7 +15,8 @@
 # data dir and pipe, `vaultctl init` (cheap test KDF), `status`, `lock`, `unlock` with a wrong
 # passphrase refused (exit 1), `unlock`, a VaultSession round trip of every request kind over
 # the pipe with its lease (client/examples/pipe_smoke.rs), `list` shows the session,
-# `grant --group-sid`, a second vaultd on the same data dir is refused, and a daemon whose
+# `grant --group-sid`, a second vaultd on the same data dir is refused, an existing data dir
+# open to others (mode 0777: Everyone in its DACL) is refused, and a daemon whose
 # admin is another uid refuses this user's `init`, naming the uid its SID maps to. What Wine cannot show (another user refused
 # by the pipe's DACL, FILE_FLAG_FIRST_PIPE_INSTANCE against a squatter) is checked only by
 # compiling: see README "On Windows".
@@ -143,6 +144,19 @@ run_checks() {
     grep -q 'another vaultd is running' "$tmp/second.log" \
         || { cat "$tmp/second.log" >&2; fail "the second vaultd did not say why it stopped"; }
     say "second vaultd refused: ok"
+
+    # An existing data directory that others may enter is refused before anything is made in
+    # it (as on Unix): one created by Unix mkdir with mode 0777, which Wine shows with an
+    # access entry for Everyone.
+    mkdir -m 0777 "$tmp/open-dir"
+    rc=0
+    "$WINE" "$OUT/vaultd.exe" --socket "$pipe-3" --data-dir "$(winpath "$tmp/open-dir")" \
+        >"$tmp/open.log" 2>&1 || rc=$?
+    [ "$rc" != 0 ] || fail "vaultd started on a data dir open to others"
+    grep -q 'grants access to' "$tmp/open.log" \
+        || { cat "$tmp/open.log" >&2; fail "vaultd did not say why the open data dir was refused"; }
+    [ ! -e "$tmp/open-dir/vaultd.lock" ] || fail "vaultd wrote into the refused data dir"
+    say "data dir open to others refused: ok"
 
     ctl status >/dev/null || fail "vaultd stopped answering"
 

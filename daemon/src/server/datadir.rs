@@ -10,7 +10,9 @@
 //! to clean.
 //!
 //! Windows: the directory is created with a DACL for vaultd's user alone, inherited by the
-//! files made in it (`win::create_private_dir`, Windows only); `vaultd.lock` is opened without
+//! files made in it (`win::create_private_dir`, Windows only); an existing one must be owned
+//! by vaultd's user (or `SYSTEM`, Administrators) and grant access to nobody else
+//! (`win::check_private_dir`); `vaultd.lock` is opened without
 //! sharing (share mode 0) and kept open, so a second daemon's open fails with a sharing
 //! violation, and the system closes it when the process dies.
 
@@ -45,7 +47,7 @@ impl DataDirLock {
         let dir = std::path::absolute(dir)
             .with_context(|| format!("cannot resolve the data directory {}", dir.display()))?;
         super::win::create_private_dir(&dir)
-            .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
+            .with_context(|| format!("cannot use the data directory {}", dir.display()))?;
         let path = dir.join(LOCK_FILE);
         // ERROR_SHARING_VIOLATION: another process holds it open.
         const SHARING_VIOLATION: i32 = 32;

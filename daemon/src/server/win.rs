@@ -19,7 +19,9 @@
 //!   agree. A client that connects anonymously (`SECURITY_ANONYMOUS`) has no token to read and
 //!   is refused.
 //! - The data directory is created with a protected DACL granting full control to vaultd's
-//!   user only, inherited by the files created in it (the vault, its WAL, the lock file).
+//!   user only, inherited by the files created in it (the vault, its WAL, the lock file); an
+//!   existing one must grant access to nobody but vaultd's user, `SYSTEM` and Administrators
+//!   ([`check_private_dir`]).
 //!
 //! Memory locking uses `VirtualLock` ([`crate::vault::crypto::lock_in_memory`]); there is no
 //! per-process crash-dump exclusion on Windows (Windows Error Reporting's settings are
@@ -280,7 +282,7 @@ impl Drop for Descriptor {
 /// used as it is (its ACL is the owner's business; see the README).
 pub fn create_private_dir(path: &Path) -> io::Result<()> {
     if path.is_dir() {
-        return Ok(());
+        return check_private_dir(path);
     }
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent)?;
@@ -301,6 +303,116 @@ pub fn create_private_dir(path: &Path) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// SIDs an existing data directory may grant access to besides vaultd's user: `SYSTEM`,
+/// Administrators, and `CREATOR OWNER` (an inheritable entry that becomes the creator of each
+/// file, vaultd).
+const TRUSTED_SIDS: [&str; 3] = ["S-1-5-18", "S-1-5-32-544", "S-1-3-0"];
+
+/// Checks that an existing data directory is as private as [`create_private_dir`] makes one
+/// (the counterpart of the Unix check that it is vaultd's and closed to others): owned by
+/// vaultd's user, `SYSTEM` or Administrators, with a DACL whose every allowing entry names
+/// vaultd's user or a [`TRUSTED_SIDS`] member. A directory without a DACL (everyone has full
+/// access), with an entry for anyone else (`Users`, `Everyone`, another account; inherited
+/// from a parent too, since the vault's files would inherit it), or with an entry of a kind
+/// vaultd does not check is refused, naming what it found.
+pub fn check_private_dir(path: &Path) -> io::Result<()> {
+    use windows_sys::Win32::Security::Authorization::{GetNamedSecurityInfoW, SE_FILE_OBJECT};
+    use windows_sys::Win32::Security::{
+        ACCESS_ALLOWED_ACE, ACE_HEADER, ACL, ACL_SIZE_INFORMATION, AclSizeInformation,
+        DACL_SECURITY_INFORMATION, GetAce, GetAclInformation, OWNER_SECURITY_INFORMATION,
+        PSECURITY_DESCRIPTOR,
+    };
+    use windows_sys::Win32::System::SystemServices::{
+        ACCESS_ALLOWED_ACE_TYPE, ACCESS_DENIED_ACE_TYPE,
+    };
+
+    let me = own_identity()?;
+    let refused = |what: String| {
+        io::Error::other(format!(
+            "it {what}, and vaultd's user is {}: give it a DACL for that user (and SYSTEM, \
+             Administrators) only, or name a directory that does not exist yet",
+            me.user_sid
+        ))
+    };
+    let w = wide(path);
+    let mut owner: PSID = std::ptr::null_mut();
+    let mut dacl: *mut ACL = std::ptr::null_mut();
+    let mut sd: PSECURITY_DESCRIPTOR = std::ptr::null_mut();
+    // SAFETY: `w` is NUL-terminated; the out pointers are valid; `owner` and `dacl` point
+    // into `sd`, which is freed (LocalFree) below after their last use.
+    let rc = unsafe {
+        GetNamedSecurityInfoW(
+            w.as_ptr(),
+            SE_FILE_OBJECT,
+            OWNER_SECURITY_INFORMATION | DACL_SECURITY_INFORMATION,
+            &mut owner,
+            std::ptr::null_mut(),
+            &mut dacl,
+            std::ptr::null_mut(),
+            &mut sd,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::from_raw_os_error(rc as i32));
+    }
+    let checked = (|| {
+        // SAFETY: `owner` is the descriptor's owner SID, valid while `sd` lives.
+        let owner_sid = unsafe { sid_string(owner)? };
+        if owner_sid != me.user_sid && !TRUSTED_SIDS[..2].contains(&owner_sid.as_str()) {
+            return Err(refused(format!("is owned by {owner_sid}")));
+        }
+        if dacl.is_null() {
+            return Err(refused("has no DACL (everyone has full access)".into()));
+        }
+        let mut info = ACL_SIZE_INFORMATION::default();
+        // SAFETY: `dacl` is the descriptor's DACL; `info` is the size the class asks for.
+        if unsafe {
+            GetAclInformation(
+                dacl,
+                (&raw mut info).cast(),
+                std::mem::size_of::<ACL_SIZE_INFORMATION>() as u32,
+                AclSizeInformation,
+            )
+        } == 0
+        {
+            return Err(io::Error::last_os_error());
+        }
+        for i in 0..info.AceCount {
+            let mut ace: *mut c_void = std::ptr::null_mut();
+            // SAFETY: `i` is below the DACL's entry count; `ace` receives a pointer into it.
+            if unsafe { GetAce(dacl, i, &mut ace) } == 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // SAFETY: every entry starts with an ACE_HEADER.
+            let kind = u32::from(unsafe { (*ace.cast::<ACE_HEADER>()).AceType });
+            match kind {
+                ACCESS_DENIED_ACE_TYPE => {}
+                ACCESS_ALLOWED_ACE_TYPE => {
+                    // SAFETY: an ACCESS_ALLOWED_ACE, whose SID starts at `SidStart`.
+                    let sid = unsafe {
+                        sid_string(
+                            std::ptr::addr_of_mut!((*ace.cast::<ACCESS_ALLOWED_ACE>()).SidStart)
+                                .cast(),
+                        )?
+                    };
+                    if sid != me.user_sid && !TRUSTED_SIDS.contains(&sid.as_str()) {
+                        return Err(refused(format!("grants access to {sid}")));
+                    }
+                }
+                other => {
+                    return Err(refused(format!(
+                        "has an access entry of a kind vaultd does not check (type {other})"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    })();
+    // SAFETY: `sd` was allocated by GetNamedSecurityInfoW; nothing points into it after this.
+    unsafe { LocalFree(sd) };
+    checked
 }
 
 #[cfg(test)]
