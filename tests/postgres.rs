@@ -847,6 +847,82 @@ async fn rekey_elsewhere_is_refused_under_a_lease_and_then_locks_the_other_daemo
     );
 }
 
+/// A host still holding the old key after another host's `rekey` seals nothing under it: its
+/// writes are refused (the data key's id checked with each transaction) until it locks itself,
+/// so every record of the vault still authenticates under the new key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_rekey_elsewhere_a_host_with_the_old_key_writes_nothing() {
+    use session_vault_proto::model::{Peer, PeerKind};
+
+    let Some(cluster) = Cluster::start_or_skip("rekey and writes of another vaultd") else {
+        return;
+    };
+    let db = cluster.create_database();
+    let (a, b) = (Env::new(), Env::new());
+    let (args_a, args_b) = two_hosts(&cluster, &db, &a, &b);
+    let (_da, ca) = a.start_initialized(&refs(&args_a)).await;
+    let (db_, cb) = b.start_unlocked(&refs(&args_b)).await;
+    // A bot on B with a shared handle (no lease, so the rekey is not refused).
+    let hb = open_session(&cb, "bot", false).await;
+    let peer = |id: i64| {
+        let mut p = Peer::new(PeerKind::User, id);
+        p.access_hash = Some(id * 7);
+        p
+    };
+    let cache = |id: i64| {
+        cb.call(Request::CachePeers {
+            handle: hb,
+            peers: vec![peer(id)],
+        })
+    };
+    assert!(
+        matches!(cache(1).await, Ok(Response::Ok)),
+        "B writes before"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await; // committed
+
+    let r = ca
+        .call(Request::Rekey {
+            passphrase: passphrase(PASS),
+            kdf: Some(CHEAP_KDF_SPEC),
+        })
+        .await;
+    assert!(matches!(r, Ok(Response::Ok)), "rekey on A: {r:?}");
+    // At once, before B's next check (every 0.5 s) has locked it: B still holds the old key.
+    let after = cache(2).await;
+    let refused = match &after {
+        Ok(Response::Ok) => false,
+        Err(e) => {
+            let m = e.wire().map(|w| w.message.clone()).unwrap_or_default();
+            assert!(
+                m.contains("rekeyed by another vaultd") || m.contains("locked"),
+                "{e:?}"
+            );
+            true
+        }
+        other => panic!("B's write after the rekey: {other:?}"),
+    };
+    assert!(
+        refused,
+        "B's write under the old key was accepted\n{}",
+        db_.log()
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+
+    // Every record, B's earlier write included (re-sealed by the rekey), authenticates.
+    match ca.call(Request::Verify).await {
+        Ok(Response::Verified(report)) => {
+            assert!(
+                report.failures.is_empty(),
+                "records sealed under the old key: {:?}",
+                report.failures
+            );
+            assert!(report.peers >= 1, "B's first peer is there: {report:?}");
+        }
+        other => panic!("verify on A: {other:?}"),
+    }
+}
+
 /// Two daemons creating the same names at the same moment: for each name exactly one
 /// creates it and the other gets `name_taken` (the conflict is retried after a re-read, at
 /// most three tries), never a storage error; both then list every name.

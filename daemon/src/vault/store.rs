@@ -98,6 +98,10 @@ pub struct Header {
 }
 
 /// A database that holds a vault's encrypted rows.
+///
+/// Every method must also be listed in `backend.rs`'s `forward!`: a method with a default
+/// body that is not would run that default for the daemon's [`super::backend::Backend`],
+/// whatever the store (a test holds the two lists equal).
 pub trait Store: Send {
     /// The header, or `None` while the vault is uninitialized.
     fn header(&mut self) -> Result<Option<Header>>;
@@ -170,6 +174,12 @@ pub trait Store: Send {
 
     /// Opens the write transaction that a group of operations shares.
     fn begin(&mut self) -> Result<()>;
+    /// Opens a transaction that only reads, every read of which sees the store as it was at
+    /// one moment, even while other daemons sharing it write (a copy of the whole vault);
+    /// ended with [`Store::rollback`]. On a store only this daemon writes, [`Store::begin`].
+    fn begin_snapshot(&mut self) -> Result<()> {
+        self.begin()
+    }
     /// Commits it; returns once it is durable.
     fn commit(&mut self) -> Result<()>;
     /// Abandons it.

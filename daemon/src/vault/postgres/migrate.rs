@@ -15,11 +15,12 @@
 //! Any error, a mismatch, or a lost connection rolls it back: the target is left as it was
 //! (its schema created by [`PostgresStore::open`], no vault in it).
 //!
-//! The caller makes sure nothing writes to the source meanwhile (the vault is locked and the
-//! copy runs as one job of the storage thread). A PostgreSQL source shared by other daemons
-//! is read outside any snapshot: lock (or stop) every host first, or the copy may mix rows
-//! of before and after another host's write; the read-back compares with what was read, so
-//! it would not notice.
+//! The source is read in one read-only transaction ([`Store::begin_snapshot`]): this daemon
+//! writes nothing meanwhile (the vault is locked and the copy runs as one job of the storage
+//! thread), and on a PostgreSQL source shared by other daemons the copy is the vault as it was
+//! at one moment (`REPEATABLE READ`), never a mix of rows from before and after another
+//! host's write. What other hosts write after that moment is not in the copy: stop or lock
+//! them before switching them over.
 
 use session_vault_proto::backup::MigrateInfo;
 
@@ -87,6 +88,16 @@ fn snapshot<S: Store + ?Sized>(store: &mut S) -> Result<Snapshot> {
 
 /// Copies the vault in `source` into the empty database `target`, verifies it and commits.
 pub fn copy_into<S: Store + ?Sized>(source: &mut S, target: &PgTarget) -> Result<MigrateInfo> {
+    source.begin_snapshot()?;
+    let copied = copy_from_snapshot(source, target);
+    let ended = source.rollback();
+    let info = copied?;
+    ended?;
+    Ok(info)
+}
+
+/// [`copy_into`], with the source's snapshot open.
+fn copy_from_snapshot<S: Store + ?Sized>(source: &mut S, target: &PgTarget) -> Result<MigrateInfo> {
     let src = snapshot(source)?;
     if src.header.is_none() {
         return Err(refused(

@@ -560,6 +560,14 @@ impl Store for PostgresStore {
         done
     }
 
+    fn begin_snapshot(&mut self) -> Result<()> {
+        // No data-key check: nothing is written, and a copy runs with the vault locked.
+        self.batch("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")?;
+        self.in_txn = true;
+        self.manifest_at_begin = self.manifest_seen.clone();
+        Ok(())
+    }
+
     fn rollback(&mut self) -> Result<()> {
         let was = self.in_txn;
         self.end_txn();

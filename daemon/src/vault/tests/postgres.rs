@@ -925,3 +925,26 @@ fn a_rekey_elsewhere_waits_for_open_transactions_and_then_refuses_the_old_key() 
     b.begin().unwrap();
     b.rollback().unwrap();
 }
+
+/// `begin_snapshot` (what `migrate-store` reads its source in): every read sees the store as
+/// it was when the snapshot began, even while another daemon commits.
+#[test]
+fn a_snapshot_does_not_see_what_another_store_commits_meanwhile() {
+    use crate::vault::postgres::PostgresStore;
+    use crate::vault::store::Store;
+
+    let Some(cluster) = Cluster::start_or_skip("PostgreSQL read snapshot") else {
+        return;
+    };
+    let (_dir, _, target) = new_database(&cluster);
+    let mut a = PostgresStore::open(target.clone()).expect("store a");
+    let mut b = PostgresStore::open(target).expect("store b");
+    a.begin_snapshot().unwrap();
+    assert!(a.sessions().unwrap().is_empty());
+    b.begin().unwrap();
+    b.insert_session("written meanwhile", 1).unwrap();
+    b.commit().unwrap();
+    assert!(a.sessions().unwrap().is_empty(), "the snapshot holds");
+    a.rollback().unwrap();
+    assert_eq!(a.sessions().unwrap().len(), 1, "seen once it ended");
+}
