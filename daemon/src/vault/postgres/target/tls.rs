@@ -416,10 +416,41 @@ fn load_roots(root: &RootCert) -> Result<RootCertStore> {
     Ok(store)
 }
 
+/// The most a certificate or key file may hold: a CA bundle is a few hundred KiB at most. A
+/// path naming a device or a pipe (`/dev/zero`) is refused, not read until memory runs out.
+const PEM_FILE_MAX: u64 = 4 << 20;
+
+/// The bytes of the regular file `path` (named `what` in errors), opened once: its metadata is
+/// that of the file read, whatever the path names by then.
+fn read_pem_file(path: &Path, what: &str) -> Result<(Zeroizing<Vec<u8>>, std::fs::Metadata)> {
+    use std::io::Read;
+    let cannot = |e: std::io::Error| invalid(format!("cannot read {what} {}: {e}", path.display()));
+    let file = std::fs::File::open(path).map_err(cannot)?;
+    let meta = file.metadata().map_err(cannot)?;
+    if !meta.is_file() || meta.len() > PEM_FILE_MAX {
+        return Err(invalid(format!(
+            "{what} {} is not a regular file of at most {} MiB",
+            path.display(),
+            PEM_FILE_MAX >> 20
+        )));
+    }
+    let mut bytes = Zeroizing::new(Vec::with_capacity(meta.len() as usize));
+    // Bounded even if the file grows while it is read.
+    file.take(PEM_FILE_MAX + 1)
+        .read_to_end(&mut bytes)
+        .map_err(cannot)?;
+    if bytes.len() as u64 > PEM_FILE_MAX {
+        return Err(invalid(format!(
+            "{what} {} grew while read",
+            path.display()
+        )));
+    }
+    Ok((bytes, meta))
+}
+
 /// The certificates of the PEM file `path`, named `what` (the parameter) in errors.
 fn read_pem_certs(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>> {
-    let bytes = std::fs::read(path)
-        .map_err(|e| invalid(format!("cannot read {what} {}: {e}", path.display())))?;
+    let (bytes, _) = read_pem_file(path, what)?;
     let certs = CertificateDer::pem_slice_iter(&bytes)
         .collect::<std::result::Result<Vec<_>, _>>()
         // Not the parser's error: some of its variants quote a line of the file, and the
@@ -442,11 +473,11 @@ fn read_pem_certs(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>
 /// The private key of `sslkey`: PKCS#8, PKCS#1 (RSA) or SEC1 (EC) PEM, unencrypted. As libpq,
 /// refused if others than its owner may read it (or, owned by root, others than its group).
 fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>> {
+    let (bytes, _meta) = read_pem_file(path, "sslkey")?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::MetadataExt;
-        let meta = std::fs::metadata(path)
-            .map_err(|e| invalid(format!("cannot read sslkey {}: {e}", path.display())))?;
+        let meta = _meta;
         let too_open = if meta.uid() == 0 {
             meta.mode() & 0o037 != 0
         } else {
@@ -461,10 +492,6 @@ fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>> {
             )));
         }
     }
-    let bytes = Zeroizing::new(
-        std::fs::read(path)
-            .map_err(|e| invalid(format!("cannot read sslkey {}: {e}", path.display())))?,
-    );
     // Not the parser's error: some of its variants quote a line of the file.
     PrivateKeyDer::from_pem_slice(&bytes).map_err(|_| {
         invalid(format!(
@@ -556,7 +583,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let empty = dir.path().join("empty.pem");
         std::fs::write(&empty, "not a certificate\n").unwrap();
-        for path in [dir.path().join("absent.pem"), empty] {
+        // Not regular files: a directory, and a device that would never end.
+        let others = [dir.path().to_owned(), "/dev/zero".into()];
+        for path in [dir.path().join("absent.pem"), empty]
+            .into_iter()
+            .chain(others)
+        {
             let err = Tls::new(&TlsParams {
                 mode: Some(SslMode::VerifyFull),
                 root: Some(RootCert::File(path.clone())),
