@@ -313,6 +313,35 @@ fn session_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SessionRow> {
 }
 
 impl Store for SqliteStore {
+    // One daemon owns the file (its data directory's lock): nothing changes behind its back,
+    // so the coordination between daemons sharing a store is a no-op here.
+    fn manifest_changed(&mut self) -> Result<bool> {
+        Ok(false)
+    }
+
+    fn lock_session(&mut self, _id: i64, _admin: bool) -> Result<()> {
+        Ok(())
+    }
+
+    fn lock_audit(&mut self) -> Result<bool> {
+        Ok(false)
+    }
+
+    fn set_data_key_id(&mut self, _id: Option<[u8; 16]>) {}
+
+    fn replace_data_key_id(&mut self, _id: &[u8; 16]) -> Result<()> {
+        Ok(())
+    }
+
+    fn begin_snapshot(&mut self) -> Result<()> {
+        // The storage thread is the only writer: any transaction is a snapshot.
+        self.begin()
+    }
+
+    fn release_op(&mut self) -> Result<Result<()>> {
+        self.release().map(Ok)
+    }
+
     fn header(&mut self) -> Result<Option<Header>> {
         let Some(id) = self.meta("vault_id")? else {
             return Ok(None);

@@ -99,9 +99,10 @@ pub struct Header {
 
 /// A database that holds a vault's encrypted rows.
 ///
-/// Every method must also be listed in `backend.rs`'s `forward!`: a method with a default
-/// body that is not would run that default for the daemon's [`super::backend::Backend`],
-/// whatever the store (a test holds the two lists equal).
+/// No method has a default body: each store says what it does, and the daemon's
+/// [`super::backend::Backend`] must forward every one (`backend.rs`'s `forward!`), which the
+/// compiler then checks. A default body would be run for `Backend` whatever the store is,
+/// had it been left out of the list (the data-key guard once did nothing that way).
 pub trait Store: Send {
     /// The header, or `None` while the vault is uninitialized.
     fn header(&mut self) -> Result<Option<Header>>;
@@ -124,9 +125,7 @@ pub trait Store: Send {
     /// manifest is re-sealed in the same transaction as each such change, so it serves as
     /// the vault-wide version). A store only this daemon writes (SQLite) never changes
     /// behind its back: `false`, without touching the database.
-    fn manifest_changed(&mut self) -> Result<bool> {
-        Ok(false)
-    }
+    fn manifest_changed(&mut self) -> Result<bool>;
     /// Locks session `id`'s row until the transaction ends, before its sealed record is
     /// read to be changed and written back, so that two daemons sharing the database cannot
     /// both change it from the same old version (one's change would be lost, or an ACL change
@@ -134,28 +133,21 @@ pub trait Store: Send {
     /// another daemon holds the session's lease: it touches only the record, serialized by
     /// this lock with the holder's own record writes. No-op on a store only this daemon
     /// writes.
-    fn lock_session(&mut self, id: i64, admin: bool) -> Result<()> {
-        let _ = (id, admin);
-        Ok(())
-    }
+    fn lock_session(&mut self, id: i64, admin: bool) -> Result<()>;
     /// Serializes audit appends between the daemons sharing the database until the open
     /// transaction ends; `true` when other daemons may have appended since this one last
     /// read the log, so the caller re-reads its head first. No-op (`false`) on a store only
     /// this daemon writes.
-    fn lock_audit(&mut self) -> Result<bool> {
-        Ok(false)
-    }
+    fn lock_audit(&mut self) -> Result<bool>;
     /// Tells the store the id of the data key the engine now holds (`None`: it holds none),
     /// so that a store other daemons share refuses transactions of this one once another
     /// re-keyed the vault (their rows would be sealed under a key no daemon holds any more).
     /// No-op on a store only this daemon writes.
-    fn set_data_key_id(&mut self, _id: Option<[u8; 16]>) {}
+    fn set_data_key_id(&mut self, id: Option<[u8; 16]>);
     /// `rekey`, at the start of its transaction: waits until no other daemon's transaction is
     /// open, keeps new ones from starting until this one ends, and records `id` as the data
     /// key's id from its commit on. No-op on a store only this daemon writes.
-    fn replace_data_key_id(&mut self, _id: &[u8; 16]) -> Result<()> {
-        Ok(())
-    }
+    fn replace_data_key_id(&mut self, id: &[u8; 16]) -> Result<()>;
     /// Stores audit entry `seq` (sealed by the engine, `engine::audit`), replacing any entry
     /// of that number (the engine appends; `rekey` re-seals in place).
     fn put_audit(&mut self, seq: u64, sealed: &[u8]) -> Result<()>;
@@ -177,9 +169,7 @@ pub trait Store: Send {
     /// Opens a transaction that only reads, every read of which sees the store as it was at
     /// one moment, even while other daemons sharing it write (a copy of the whole vault);
     /// ended with [`Store::rollback`]. On a store only this daemon writes, [`Store::begin`].
-    fn begin_snapshot(&mut self) -> Result<()> {
-        self.begin()
-    }
+    fn begin_snapshot(&mut self) -> Result<()>;
     /// Commits it; returns once it is durable.
     fn commit(&mut self) -> Result<()>;
     /// Abandons it.
@@ -195,9 +185,7 @@ pub trait Store: Send {
     /// deferred writes failed (a stale fencing token, a constraint); the store rolled back to
     /// the savepoint itself and the transaction goes on without the operation, whose error
     /// `e` is. `Err(e)`: the savepoint could not end and the transaction is lost.
-    fn release_op(&mut self) -> Result<Result<()>> {
-        self.release().map(Ok)
-    }
+    fn release_op(&mut self) -> Result<Result<()>>;
 
     /// All sessions.
     fn sessions(&mut self) -> Result<Vec<SessionRow>>;
