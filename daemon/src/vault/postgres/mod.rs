@@ -107,6 +107,28 @@ const DATA_KEY_ID: &str = "data_key_id";
 /// after this one read its keys.
 const REKEYED_ELSEWHERE: &str = "SV001";
 
+/// The statements that open a transaction of a store whose engine holds the data key `id`
+/// (`None`: locked, it seals nothing). Holding keys, a transaction may seal rows: under the
+/// data key the vault's rows are sealed under, and no other. The shared lock makes a `rekey`
+/// elsewhere wait for this transaction (and then re-seal what it wrote), or this `BEGIN` wait
+/// for the `rekey`; the check, run after the lock is granted, then sees the new key's id and
+/// refuses: rows sealed under the old key would be unreadable to every daemon.
+fn begin_sql(id: Option<&[u8; 16]>) -> String {
+    const BEGIN: &str = "BEGIN ISOLATION LEVEL READ COMMITTED";
+    let Some(id) = id else {
+        return BEGIN.to_owned();
+    };
+    format!(
+        "{BEGIN}; SELECT pg_advisory_xact_lock_shared({DATA_KEY_LOCK}); \
+         DO $$BEGIN IF EXISTS (SELECT 1 FROM meta WHERE k = '{DATA_KEY_ID}' AND v <> {}) \
+         THEN RAISE EXCEPTION USING ERRCODE = '{REKEYED_ELSEWHERE}', MESSAGE = \
+         'the vault was rekeyed by another vaultd: the key this one holds is out of date \
+         (it locks itself at its next check; unlock it with the current passphrase)'; \
+         END IF; END$$",
+        Hex(id)
+    )
+}
+
 /// Picks the SQL text for a table: `per_table!(t, "SELECT .. FROM ", " WHERE ..")`.
 macro_rules! per_table {
     ($table:expr, $head:literal, $tail:literal) => {
@@ -153,9 +175,9 @@ pub struct PostgresStore {
     manifest_seen: Option<Vec<u8>>,
     manifest_at_begin: Option<Vec<u8>>,
     manifest_at_savepoint: Option<Vec<u8>>,
-    /// The id of the data key the engine holds (`None` while locked), checked at each
-    /// `BEGIN` against the vault's (see [`Store::set_data_key_id`]).
-    data_key_id: Option<[u8; 16]>,
+    /// What `BEGIN` sends: with the data key's id the engine holds, its check against the
+    /// vault's ([`begin_sql`], [`Store::set_data_key_id`]).
+    begin_sql: String,
 }
 
 impl PostgresStore {
@@ -176,7 +198,7 @@ impl PostgresStore {
             manifest_seen: None,
             manifest_at_begin: None,
             manifest_at_savepoint: None,
-            data_key_id: None,
+            begin_sql: begin_sql(None),
             target,
         };
         store.connect()?;
@@ -440,7 +462,7 @@ impl Store for PostgresStore {
     }
 
     fn set_data_key_id(&mut self, id: Option<[u8; 16]>) {
-        self.data_key_id = id;
+        self.begin_sql = begin_sql(id.as_ref());
     }
 
     fn replace_data_key_id(&mut self, id: &[u8; 16]) -> Result<()> {
@@ -504,28 +526,10 @@ impl Store for PostgresStore {
     }
 
     fn begin(&mut self) -> Result<()> {
-        let Some(id) = self.data_key_id else {
-            self.batch("BEGIN ISOLATION LEVEL READ COMMITTED")?;
-            self.in_txn = true;
-            self.manifest_at_begin = self.manifest_seen.clone();
-            return Ok(());
-        };
-        // Holding keys, this transaction may seal rows: under the data key the vault's rows
-        // are sealed under, and no other. The shared lock makes a `rekey` elsewhere wait for
-        // this transaction (and then re-seal what it wrote), or this `BEGIN` wait for the
-        // `rekey`; the check, run after the lock is granted, then sees the new key's id and
-        // refuses: rows sealed under the old key would be unreadable to every daemon.
-        let sql = format!(
-            "BEGIN ISOLATION LEVEL READ COMMITTED; \
-             SELECT pg_advisory_xact_lock_shared({DATA_KEY_LOCK}); \
-             DO $$BEGIN IF EXISTS (SELECT 1 FROM meta WHERE k = '{DATA_KEY_ID}' AND v <> {}) \
-             THEN RAISE EXCEPTION USING ERRCODE = '{REKEYED_ELSEWHERE}', MESSAGE = \
-             'the vault was rekeyed by another vaultd: the key this one holds is out of date \
-             (it locks itself at its next check; unlock it with the current passphrase)'; \
-             END IF; END$$",
-            Hex(&id)
-        );
-        if let Err(e) = self.batch(&sql) {
+        let sql = std::mem::take(&mut self.begin_sql);
+        let begun = self.batch(&sql);
+        self.begin_sql = sql;
+        if let Err(e) = begun {
             // The server's transaction (if `BEGIN` ran) is aborted: end it.
             if let Some(c) = self.client.as_mut().filter(|c| !c.is_closed()) {
                 let _ = c.batch_execute("ROLLBACK");
