@@ -705,7 +705,7 @@ impl Vault {
 
     /// Everything a session holds but its peers (read with [`Self::peers_page`]).
     pub async fn export_without_peers(&self, sid: SessionId) -> Result<SessionData> {
-        self.fresh(Class::Read, move |e| e.export_with(sid, false))
+        self.fresh(Class::Read, move |e| e.export_without_peers(sid))
             .await
     }
 

@@ -104,22 +104,20 @@ impl<S: Store> Engine<S> {
 
     /// Everything a session holds.
     pub fn export(&mut self, sid: SessionId) -> Result<SessionData> {
-        self.export_with(sid, true)
+        let mut data = self.export_without_peers(sid)?;
+        data.peers = self.peers(sid)?;
+        Ok(data)
     }
 
-    /// [`Self::export`], with the peers left out unless `with_peers` (a client reading them
-    /// in bounded pages with [`Self::peers_page`]).
-    pub fn export_with(&mut self, sid: SessionId, with_peers: bool) -> Result<SessionData> {
+    /// [`Self::export`] with the peers left out (a client reads them in bounded pages with
+    /// [`Self::peers_page`]).
+    pub fn export_without_peers(&mut self, sid: SessionId) -> Result<SessionData> {
         let record = self.session_record(sid)?;
         Ok(SessionData {
             home_dc: record.home_dc,
             dc_options: self.dc_options(sid)?,
             self_user: record.self_user,
-            peers: if with_peers {
-                self.peers(sid)?
-            } else {
-                Vec::new()
-            },
+            peers: Vec::new(),
             updates_state: self.updates_state(sid)?,
             sent_files: self.sent_files(sid)?,
             extras: record.extras,
