@@ -204,19 +204,21 @@ pub async fn put_sent_file(
     Ok(Response::Ok)
 }
 
-/// `export` of the open session (without its peers if asked).
-pub async fn export(
-    conn: &Conn,
-    handle: HandleId,
-    without_peers: bool,
-) -> Result<Response, WireError> {
-    let sid = sid(conn, handle)?;
-    let vault = &conn.daemon.vault;
-    Ok(Response::SessionData(if without_peers {
-        vault.export_without_peers(sid).await?
-    } else {
-        vault.export(sid).await?
-    }))
+/// `export` of the open session.
+pub async fn export(conn: &Conn, handle: HandleId) -> Result<Response, WireError> {
+    Ok(Response::SessionData(
+        conn.daemon.vault.export(sid(conn, handle)?).await?,
+    ))
+}
+
+/// `export` with `without_peers`: everything but the peers (read with `list_peers`).
+pub async fn export_without_peers(conn: &Conn, handle: HandleId) -> Result<Response, WireError> {
+    Ok(Response::SessionData(
+        conn.daemon
+            .vault
+            .export_without_peers(sid(conn, handle)?)
+            .await?,
+    ))
 }
 
 /// `import` into the open session: replaces everything it holds, in one durable

@@ -235,8 +235,12 @@ async fn run(conn: &Conn, request: Request) -> Result<Response, WireError> {
         R::PutSentFile { handle, file } => data::put_sent_file(conn, HandleId(handle), file).await,
         R::Export {
             handle,
-            without_peers,
-        } => data::export(conn, HandleId(handle), without_peers).await,
+            without_peers: false,
+        } => data::export(conn, HandleId(handle)).await,
+        R::Export {
+            handle,
+            without_peers: true,
+        } => data::export_without_peers(conn, HandleId(handle)).await,
         R::Import { handle, data: d } => data::import(conn, HandleId(handle), d).await,
     }
 }
