@@ -140,6 +140,7 @@ forward! {
     fn savepoint(&mut self) -> Result<()>;
     fn release(&mut self) -> Result<()>;
     fn rollback_to_savepoint(&mut self) -> Result<()>;
+    fn unguarded_op(&mut self) -> Result<bool>;
     fn release_op(&mut self) -> Result<Result<()>>;
     fn sessions(&mut self) -> Result<Vec<SessionRow>>;
     fn session(&mut self, id: i64) -> Result<Option<SessionRow>>;

@@ -90,6 +90,8 @@ pub struct SqliteStore {
     checkpointer: Option<checkpoint::Checkpointer>,
     conn: Connection,
     path: PathBuf,
+    /// An operation begun by [`Store::unguarded_op`] is open: no savepoint to release.
+    unguarded: bool,
 }
 
 impl SqliteStore {
@@ -167,6 +169,7 @@ impl SqliteStore {
         let mut store = SqliteStore {
             backup: None,
             checkpointer: None,
+            unguarded: false,
             conn,
             path: path.to_owned(),
         };
@@ -339,6 +342,9 @@ impl Store for SqliteStore {
     }
 
     fn release_op(&mut self) -> Result<Result<()>> {
+        if std::mem::take(&mut self.unguarded) {
+            return Ok(Ok(()));
+        }
         self.release().map(Ok)
     }
 
@@ -507,6 +513,7 @@ impl Store for SqliteStore {
     }
 
     fn rollback(&mut self) -> Result<()> {
+        self.unguarded = false;
         if !self.conn.is_autocommit() {
             self.conn.execute_batch("ROLLBACK")?;
         }
@@ -523,7 +530,19 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    fn unguarded_op(&mut self) -> Result<bool> {
+        self.unguarded = true;
+        Ok(true)
+    }
+
     fn rollback_to_savepoint(&mut self) -> Result<()> {
+        if self.unguarded {
+            // A caller bug, not a storage fault: only a rollback of the whole transaction
+            // undoes an unguarded operation.
+            return Err(EngineError::Invalid(
+                "an operation begun without a savepoint cannot be rolled back alone".into(),
+            ));
+        }
         self.conn.execute_batch("ROLLBACK TO op; RELEASE op")?;
         Ok(())
     }

@@ -180,6 +180,13 @@ pub trait Store: Send {
     fn release(&mut self) -> Result<()>;
     /// Undoes what was done since the savepoint.
     fn rollback_to_savepoint(&mut self) -> Result<()>;
+    /// Starts an operation *without* a savepoint where that saves work (SQLite: the copy of
+    /// every page the operation first touches into the savepoint's journal, about a fifth of
+    /// a peer fill's CPU), and says so: `true` means that if the operation fails, only
+    /// [`Store::rollback`] of the whole transaction undoes it; it still ends with
+    /// [`Store::release_op`] when it succeeds. `false`: the store began an ordinary operation
+    /// ([`Store::savepoint`]) instead, and every rule of one applies.
+    fn unguarded_op(&mut self) -> Result<bool>;
     /// [`Store::release`] for a store that may defer an operation's writes until its end
     /// (PostgreSQL checks their fencing then, and holds them until the commit). `Ok(Ok(()))`: kept. `Ok(Err(e))`: the
     /// deferred writes failed (a stale fencing token, a constraint); the store rolled back to

@@ -117,6 +117,7 @@ impl Shared {
                 unflushed: Vec::new(),
                 failing: false,
                 stopping: false,
+                guard_rest: false,
             }),
             queued: AtomicUsize::new(0),
         })
@@ -200,6 +201,8 @@ struct Worker {
     failing: bool,
     /// A `Stop` job ran: leave the loop, closing the database.
     stopping: bool,
+    /// An unguarded write failed in the open transaction: the rest use savepoints.
+    guard_rest: bool,
 }
 
 /// The storage thread's main loop; returns when every sender is gone or a `Stop` job ran.
@@ -292,7 +295,8 @@ impl Worker {
                 self.stopping |= job.class == Class::Stop;
             }
             Class::Cache | Class::Durable => {
-                let (kept, done) = self.in_savepoint(job.run);
+                let unguarded = job.class == Class::Cache && job.redo.is_some();
+                let (kept, done) = self.in_op(unguarded, job.run);
                 match kept {
                     // The job's own error is its answer.
                     Ok(Err(None)) => return done(None),
@@ -322,16 +326,45 @@ impl Worker {
     /// `Some` when `op` succeeded but the store then failed the writes it had deferred
     /// ([`Store::release_op`]), and is the operation's answer. `Err`: its savepoint could not
     /// end, and the transaction was aborted with that error.
-    fn in_savepoint<R>(
+    ///
+    /// `replayable`: the write is a cache-class one with a redo closure. If everything else
+    /// in the transaction can be redone too (no writer waits for this commit) and no
+    /// unguarded write failed in it yet, it runs without a savepoint where the store gains
+    /// by that ([`Store::unguarded_op`]); should it fail, the whole transaction is rolled back
+    /// and the acknowledged writes before it are re-applied ([`Worker::undo_unguarded`]),
+    /// with the same outcome as a rollback to its savepoint. One such failure makes the rest
+    /// of the transaction's writes use savepoints, so that a client whose writes keep failing
+    /// costs at most one re-apply per group commit.
+    fn in_op<R>(
         &mut self,
+        replayable: bool,
         op: impl FnOnce(Result<&mut SqliteEngine, EngineError>) -> (bool, R),
     ) -> (Result<Result<(), Option<EngineError>>, EngineError>, R) {
-        let engine = match self.begin_op().and_then(|()| self.engine()) {
+        let may_skip = replayable && !self.failing && !self.guard_rest && self.waiting.is_empty();
+        let unguarded = match self.begin_op(may_skip) {
+            Ok(unguarded) => unguarded,
+            Err(e) => return (Ok(Err(None)), op(Err(e)).1),
+        };
+        let engine = match self.engine() {
             Ok(engine) => engine,
             Err(e) => return (Ok(Err(None)), op(Err(e)).1),
         };
         let (ok, out) = op(Ok(engine));
         let store = engine.store();
+        if unguarded {
+            let kept = if ok { store.release_op() } else { Ok(Ok(())) };
+            return match kept {
+                Ok(Ok(())) if ok => (Ok(Ok(())), out),
+                Ok(Ok(())) => {
+                    self.undo_unguarded();
+                    (Ok(Err(None)), out)
+                }
+                Ok(Err(e)) | Err(e) => {
+                    self.undo_unguarded();
+                    (Ok(Err(Some(e))), out)
+                }
+            };
+        }
         let ended = if ok {
             store.release_op()
         } else {
@@ -357,7 +390,7 @@ impl Worker {
     /// A cache-class write applied outside [`Worker::apply`] (see [`Shared::try_cache`]),
     /// with the same savepoint and redo bookkeeping.
     fn apply_cache(&mut self, redo: &Redo) -> Result<(), EngineError> {
-        let (kept, result) = self.in_savepoint(|engine| {
+        let (kept, result) = self.in_op(true, |engine| {
             let result = engine.and_then(|e| redo(e));
             (result.is_ok(), result)
         });
@@ -370,12 +403,44 @@ impl Worker {
         Ok(())
     }
 
-    fn begin_op(&mut self) -> Result<(), EngineError> {
+    /// Begins an operation in the open transaction (begun if need be): unguarded if `may_skip`
+    /// and the store gains by it (then `true`), else in a savepoint.
+    fn begin_op(&mut self, may_skip: bool) -> Result<bool, EngineError> {
         if !self.in_txn {
             self.engine()?.store().begin()?;
             self.in_txn = true;
+            self.guard_rest = false;
         }
-        self.engine()?.store().savepoint()
+        let store = self.engine()?.store();
+        if may_skip {
+            store.unguarded_op()
+        } else {
+            store.savepoint().map(|()| false)
+        }
+    }
+
+    /// Undoes an unguarded operation that failed: rolls the transaction back, re-reads the
+    /// engine's state and re-applies the acknowledged writes before it (nothing waits for
+    /// this commit, or the operation would have had a savepoint). The rest of the new
+    /// transaction's writes use savepoints.
+    fn undo_unguarded(&mut self) {
+        if let Ok(engine) = self.engine() {
+            if let Err(e) = engine.store().rollback() {
+                tracing::error!(error = %e, "vault rollback failed");
+            }
+            if let Err(e) = engine.resync() {
+                tracing::error!(error = %e, "vault could not re-read its state after a rollback");
+            }
+        }
+        self.in_txn = false;
+        self.dirty_since = None;
+        self.replay();
+        self.guard_rest = true;
+        if !self.in_txn && !self.unflushed.is_empty() {
+            // Not even a transaction could begin to re-apply them: the storage is failing.
+            tracing::warn!("vault storage is failing: cache-class writes now wait for a commit");
+            self.failing = true;
+        }
     }
 
     fn commit(&mut self) {

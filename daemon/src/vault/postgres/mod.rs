@@ -646,6 +646,12 @@ impl Store for PostgresStore {
         Ok(Ok(()))
     }
 
+    fn unguarded_op(&mut self) -> Result<bool> {
+        // A savepoint costs nothing here until a statement must run inside it, and the
+        // operation's writes are held on the client until it ends: keep the savepoint.
+        self.savepoint().map(|()| false)
+    }
+
     fn rollback_to_savepoint(&mut self) -> Result<()> {
         if !self.in_savepoint {
             // Already rolled back (by `release_op`, whose caller may roll back again).

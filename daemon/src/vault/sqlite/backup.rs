@@ -164,6 +164,7 @@ impl SqliteStore {
         let mut store = SqliteStore {
             backup: None,
             checkpointer: None,
+            unguarded: false,
             conn,
             path: ":memory:".into(),
         };

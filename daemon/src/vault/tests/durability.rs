@@ -406,3 +406,82 @@ async fn a_write_that_fails_midway_leaves_the_session_index_as_on_disk() {
     assert_same(&normalized(got), &normalized(full_session(1)), "kept data");
     close(vault).await;
 }
+
+#[tokio::test]
+async fn a_cache_write_that_fails_midway_without_a_savepoint_keeps_the_writes_before_it() {
+    // Cache-class writes run without a savepoint while nothing waits for the open
+    // transaction's commit (the SQLite store's savepoint journal copied every page they
+    // touched). One that fails half-way must still leave nothing, and keep what the
+    // acknowledged writes before it in the same transaction did. A trigger fails a peer
+    // insert once the session holds `limit` peers.
+    let t = TestDir::new();
+    let vault = create_with(&t, flush_every(60_000)).await;
+    let sid = vault
+        .create_session("acct", SessionAcl::default())
+        .await
+        .unwrap();
+    close(vault).await;
+    let limit = 12;
+    raw(&t.db())
+        .execute_batch(&format!(
+            "CREATE TRIGGER inject_fault BEFORE INSERT ON peers
+             WHEN (SELECT count(*) FROM peers WHERE session = NEW.session) >= {limit}
+             BEGIN SELECT RAISE(ABORT, 'injected fault'); END;"
+        ))
+        .unwrap();
+    let vault = open_with(&t, flush_every(60_000));
+    vault.unlock(PASS).await.unwrap();
+
+    // Acknowledged, not committed (the flush interval is a minute): 2 inline-sized writes
+    // and one batch, 10 peers in all.
+    let before: Vec<Peer> = (0..10)
+        .map(|i| peer(70_000_000 + i, &format!("b{i}")))
+        .collect();
+    vault.cache_peers(sid, before[..1].to_vec()).await.unwrap();
+    vault.cache_peers(sid, before[1..2].to_vec()).await.unwrap();
+    vault.cache_peers(sid, before[2..].to_vec()).await.unwrap();
+    // 5 new peers: the 3rd insert fails, after 2 were written.
+    let failing: Vec<Peer> = (0..5)
+        .map(|i| peer(80_000_000 + i, &format!("f{i}")))
+        .collect();
+    let r = vault.cache_peers(sid, failing.clone()).await;
+    assert!(r.is_err(), "the injected fault fails the write: {r:?}");
+    // A small failing write too (inline path): 1 peer after 2 more fit.
+    let after: Vec<Peer> = (0..2)
+        .map(|i| peer(90_000_000 + i, &format!("a{i}")))
+        .collect();
+    vault.cache_peers(sid, after.clone()).await.unwrap();
+    let r = vault.cache_peers(sid, vec![peer(90_000_099, "late")]).await;
+    assert!(r.is_err(), "the session is full for the trigger: {r:?}");
+
+    let check = |vault: Vault, what: &'static str| {
+        let before = before.clone();
+        let failing = failing.clone();
+        let after = after.clone();
+        async move {
+            for p in before.iter().chain(&after) {
+                assert_eq!(
+                    vault.peer(sid, p.key()).await.unwrap().as_ref(),
+                    Some(p),
+                    "{what}: an acknowledged write before or after the failed one is kept"
+                );
+            }
+            for p in failing.iter().chain([&peer(90_000_099, "late")]) {
+                assert_eq!(
+                    vault.peer(sid, p.key()).await.unwrap(),
+                    None,
+                    "{what}: nothing of a failed write is kept"
+                );
+            }
+            let exported = vault.export(sid).await.unwrap();
+            assert_eq!(exported.peers.len(), 12, "{what}: peer count");
+            vault
+        }
+    };
+    let vault = check(vault, "before the commit").await;
+    close(vault).await;
+    let vault = open(&t);
+    vault.unlock(PASS).await.unwrap();
+    let vault = check(vault, "after the commit").await;
+    close(vault).await;
+}
