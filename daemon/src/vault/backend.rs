@@ -152,6 +152,7 @@ forward! {
     fn get(&mut self, table: Table, session: i64, key: &[u8]) -> Result<Option<Vec<u8>>>;
     fn get_many(&mut self, table: Table, session: i64, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>>;
     fn put(&mut self, table: Table, session: i64, row: &Row, indexes: [Option<&[u8]>; 2]) -> Result<()>;
+    fn insert_absent(&mut self, table: Table, session: i64, rows: &[(Row, [Option<&[u8]>; 2])]) -> Result<Vec<Option<Vec<u8>>>>;
     fn put_last(&mut self, table: Table, session: i64, row: &Row) -> Result<()>;
     fn scan(&mut self, table: Table, session: i64) -> Result<Vec<Row>>;
     fn scan_page(&mut self, table: Table, session: i64, before: Option<i64>, limit: u32) -> Result<Vec<(i64, Row)>>;

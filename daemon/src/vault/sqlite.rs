@@ -95,6 +95,38 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
+    /// Clears the index values `idx` from every other row of the session: an index value
+    /// names one row ([`Store::put`]).
+    fn take_index_values(
+        &mut self,
+        table: Table,
+        session: i64,
+        key: &[u8],
+        idx: [Option<&[u8]>; 2],
+    ) -> Result<()> {
+        if let Some(i1) = idx[0] {
+            let sql = per_table!(
+                table,
+                "UPDATE ",
+                " SET i1 = NULL WHERE session = ?1 AND i1 = ?2 AND k <> ?3"
+            );
+            self.conn
+                .prepare_cached(sql)?
+                .execute(params![session, i1, key])?;
+        }
+        if let Some(i2) = idx[1] {
+            let sql = per_table!(
+                table,
+                "UPDATE ",
+                " SET i2 = NULL WHERE session = ?1 AND i2 = ?2 AND k <> ?3"
+            );
+            self.conn
+                .prepare_cached(sql)?
+                .execute(params![session, i2, key])?;
+        }
+        Ok(())
+    }
+
     /// Opens (creating if missing, mode 0600) the vault file at `path`, checks that it is a
     /// Session Vault database, and migrates it to [`SCHEMA_VERSION`]. A file that is not a
     /// vault, or is newer than this build, is refused and left untouched.
@@ -627,30 +659,41 @@ impl Store for SqliteStore {
             " (session, k, v, i1, i2) VALUES (?1, ?2, ?3, ?4, ?5)
              ON CONFLICT (session, k) DO UPDATE SET v = excluded.v, i1 = excluded.i1, i2 = excluded.i2"
         );
-        if let Some(i1) = idx[0] {
-            let sql = per_table!(
-                table,
-                "UPDATE ",
-                " SET i1 = NULL WHERE session = ?1 AND i1 = ?2 AND k <> ?3"
-            );
-            self.conn
-                .prepare_cached(sql)?
-                .execute(params![session, i1, row.key])?;
-        }
-        if let Some(i2) = idx[1] {
-            let sql = per_table!(
-                table,
-                "UPDATE ",
-                " SET i2 = NULL WHERE session = ?1 AND i2 = ?2 AND k <> ?3"
-            );
-            self.conn
-                .prepare_cached(sql)?
-                .execute(params![session, i2, row.key])?;
-        }
+        self.take_index_values(table, session, &row.key, idx)?;
         self.conn
             .prepare_cached(sql)?
             .execute(params![session, row.key, row.value, idx[0], idx[1]])?;
         Ok(())
+    }
+
+    fn insert_absent(
+        &mut self,
+        table: Table,
+        session: i64,
+        rows: &[(Row, [Option<&[u8]>; 2])],
+    ) -> Result<Vec<Option<Vec<u8>>>> {
+        // The insert's own uniqueness check is the one index seek a new row costs; only a
+        // row that was there is read.
+        let sql = per_table!(
+            table,
+            "INSERT INTO ",
+            " (session, k, v, i1, i2) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (session, k) DO NOTHING"
+        );
+        let mut out = Vec::with_capacity(rows.len());
+        for (row, idx) in rows {
+            let inserted = self
+                .conn
+                .prepare_cached(sql)?
+                .execute(params![session, row.key, row.value, idx[0], idx[1]])?;
+            if inserted == 0 {
+                out.push(self.get(table, session, &row.key)?);
+                continue;
+            }
+            self.take_index_values(table, session, &row.key, *idx)?;
+            out.push(None);
+        }
+        Ok(out)
     }
 
     fn put_last(&mut self, table: Table, session: i64, row: &Row) -> Result<()> {

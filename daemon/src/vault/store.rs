@@ -230,6 +230,17 @@ pub trait Store: Send {
         row: &Row,
         indexes: [Option<&[u8]>; 2],
     ) -> Result<()>;
+    /// Inserts each row whose key the session does not hold yet, with its index values as
+    /// [`Store::put`] would, and leaves each row that exists untouched; answers, in the order
+    /// of `rows`, `None` for a row inserted and the stored value for one that was there. No
+    /// key may be given twice. For writes of mostly new rows (a peer fill), where a read
+    /// before each write costs a second index seek.
+    fn insert_absent(
+        &mut self,
+        table: Table,
+        session: i64,
+        rows: &[(Row, [Option<&[u8]>; 2])],
+    ) -> Result<Vec<Option<Vec<u8>>>>;
     /// Inserts a row as the newest one of the table (replacing any row with its key).
     fn put_last(&mut self, table: Table, session: i64, row: &Row) -> Result<()>;
     /// Every row of a session in a table, oldest first.

@@ -25,7 +25,7 @@ use sha2::Sha256;
 use zeroize::{Zeroize, Zeroizing};
 
 use super::{
-    NONCE_LEN, SecretKey, TAG_LEN, VAULT_ID_LEN, fill_random, len_prefix, push_field, scrubbed,
+    NONCE_LEN, SecretKey, TAG_LEN, VAULT_ID_LEN, fresh_nonce, len_prefix, push_field, scrubbed,
 };
 use crate::vault::error::{EngineError, Result};
 
@@ -156,8 +156,7 @@ impl Keys {
         plaintext: &[u8],
         class: usize,
     ) -> Result<Vec<u8>> {
-        let mut nonce = [0u8; NONCE_LEN];
-        fill_random(&mut nonce)?;
+        let nonce = fresh_nonce()?;
         let aad = self.record_aad(place, RECORD_FORMAT, generation);
         // Padded and encrypted in place in the output, sized exactly once: no second buffer.
         let padded = (plaintext.len() + 1).div_ceil(class) * class;

@@ -16,6 +16,45 @@ use super::{
 use crate::vault::error::{EngineError, Result};
 use crate::vault::store::{Index, Row, Store, Table};
 
+/// How [`Engine::cache_peers`] writes: the share of new peers among those of recent calls
+/// (each call weighs half of the rest), engine-wide. Insert-first saves a new peer's read
+/// and costs a peer that was there a seal and a refused insert, so it is chosen while that
+/// share is at least a half.
+#[derive(Debug, Default)]
+pub struct PeerWrites {
+    new_share: f32,
+}
+
+impl PeerWrites {
+    fn insert_first(&self) -> bool {
+        #[cfg(test)]
+        match FORCED_PEER_WRITES.load(std::sync::atomic::Ordering::SeqCst) {
+            1 => return false,
+            2 => return true,
+            _ => {}
+        }
+        self.new_share >= 0.5
+    }
+
+    fn record(&mut self, new: usize, of: usize) {
+        if of > 0 {
+            self.new_share = 0.5 * self.new_share + 0.5 * (new as f32 / of as f32);
+        }
+    }
+}
+
+/// No key is given twice.
+fn all_distinct(keys: &[[u8; 16]]) -> bool {
+    let mut seen = std::collections::HashSet::with_capacity(keys.len());
+    keys.iter().all(|k| seen.insert(k))
+}
+
+/// Forces [`PeerWrites`]' choice in tests: 0 its own, 1 read first, 2 insert first (tests
+/// run one per process under nextest).
+#[cfg(test)]
+pub(crate) static FORCED_PEER_WRITES: std::sync::atomic::AtomicU8 =
+    std::sync::atomic::AtomicU8::new(0);
+
 /// The fewest rows of a [`Engine::peers_page`] worth opening on two threads: a thread's start
 /// (tens of µs) against about 2 µs of AEAD and decoding per row.
 pub const PARALLEL_OPEN_MIN: usize = 512;
@@ -192,24 +231,60 @@ impl<S: Store> Engine<S> {
 
     /// Caches peers, merging each into what is cached by `PeerInfo::extend_info` rules.
     /// A peer with `is_self == Some(true)` becomes the session's self user. Cache class.
+    ///
+    /// Two ways to the same result ([`PeerWrites`]): read every row first and write the
+    /// peers that are new or changed; or, while recent calls brought mostly new peers (a
+    /// fill, a bot meeting new users), seal every peer and insert it where its row is
+    /// absent, reading and merging only the rows that were there
+    /// ([`Store::insert_absent`]): a new peer then costs one index seek instead of two.
     pub fn cache_peers(&mut self, sid: SessionId, peers: &[Peer]) -> Result<()> {
-        let mut new_self = None;
         // The row keys' HMACs are computed once, for the read and for the write; the rows
-        // are read in one go (one round trip on PostgreSQL). A peer given twice merges into
-        // what this call wrote for it, kept in `written`.
+        // are read in one go (one round trip on PostgreSQL).
         let keys = peers
             .iter()
             .map(|p| self.row_key(sid, Table::Peers, &Self::peer_key_bytes(p.key())))
             .collect::<Result<Vec<_>>>()?;
+        let insert_first = self.peer_writes.insert_first() && all_distinct(&keys);
+        let (kept, new) = if insert_first {
+            self.insert_peers_first(sid, peers, &keys)?
+        } else {
+            self.read_peers_first(sid, peers, &keys)?
+        };
+        self.peer_writes.record(new, peers.len());
+        let new_self = kept
+            .iter()
+            .rev()
+            .find(|p| p.kind == PeerKind::User && p.is_self == Some(true))
+            .map(|me| SelfUser {
+                id: me.id,
+                bot: me.bot.unwrap_or(false),
+            });
+        if let Some(me) = new_self {
+            self.update_record(sid, |r| r.self_user = Some(me))?;
+        }
+        self.touch(sid)
+    }
+
+    /// [`Engine::cache_peers`] by reading first; answers every peer as kept (in call order)
+    /// and how many were new. A peer given twice merges into what this call wrote for it.
+    fn read_peers_first(
+        &mut self,
+        sid: SessionId,
+        peers: &[Peer],
+        keys: &[[u8; 16]],
+    ) -> Result<(Vec<Peer>, usize)> {
         let key_refs: Vec<&[u8]> = keys.iter().map(|k| &k[..]).collect();
         let stored = self.store.get_many(Table::Peers, sid.0, &key_refs)?;
         let mut written: std::collections::HashMap<[u8; 16], Peer> = Default::default();
-        for ((peer, k), sealed) in peers.iter().zip(&keys).zip(stored) {
+        let mut kept = Vec::with_capacity(peers.len());
+        let mut new = 0;
+        for ((peer, k), sealed) in peers.iter().zip(keys).zip(stored) {
             let old: Option<Peer> = match (written.get(k), sealed) {
                 (Some(p), _) => Some(p.clone()),
                 (None, Some(v)) => Some(self.open_at(sid, Table::Peers, k, &v)?),
                 (None, None) => None,
             };
+            new += usize::from(old.is_none());
             let merged = match &old {
                 Some(old) => {
                     let mut merged = old.clone();
@@ -225,24 +300,68 @@ impl<S: Store> Engine<S> {
                     written.insert(*k, merged.clone());
                 }
             }
-            if merged.kind == PeerKind::User && merged.is_self == Some(true) {
-                new_self = Some(SelfUser {
-                    id: merged.id,
-                    bot: merged.bot.unwrap_or(false),
-                });
+            kept.push(merged);
+        }
+        Ok((kept, new))
+    }
+
+    /// [`Engine::cache_peers`] by inserting first (no key given twice); answers like
+    /// [`Engine::read_peers_first`].
+    fn insert_peers_first(
+        &mut self,
+        sid: SessionId,
+        peers: &[Peer],
+        keys: &[[u8; 16]],
+    ) -> Result<(Vec<Peer>, usize)> {
+        let mut blinds = Vec::with_capacity(peers.len());
+        let mut rows = Vec::with_capacity(peers.len());
+        for (peer, k) in peers.iter().zip(keys) {
+            rows.push(self.seal_row(sid, Table::Peers, k, peer)?);
+            blinds.push(self.peer_index_blinds(sid, peer)?);
+        }
+        let rows: Vec<(Row, [Option<&[u8]>; 2])> = rows
+            .into_iter()
+            .zip(&blinds)
+            .map(|(row, [a, b])| {
+                (
+                    row,
+                    [a.as_ref().map(|x| &x[..]), b.as_ref().map(|x| &x[..])],
+                )
+            })
+            .collect();
+        let stored = self.store.insert_absent(Table::Peers, sid.0, &rows)?;
+        drop(rows);
+        let mut kept = Vec::with_capacity(peers.len());
+        let mut new = 0;
+        for ((peer, k), sealed) in peers.iter().zip(keys).zip(stored) {
+            let Some(v) = sealed else {
+                new += 1;
+                kept.push(peer.clone());
+                continue;
+            };
+            let old: Peer = self.open_at(sid, Table::Peers, k, &v)?;
+            let mut merged = old.clone();
+            merged.merge_from(peer);
+            if merged != old {
+                self.write_peer(sid, k, &merged)?;
             }
+            kept.push(merged);
         }
-        if let Some(me) = new_self {
-            self.update_record(sid, |r| r.self_user = Some(me))?;
-        }
-        self.touch(sid)
+        Ok((kept, new))
+    }
+
+    /// The blind index values of a peer's username and phone.
+    fn peer_index_blinds(&self, sid: SessionId, peer: &Peer) -> Result<[Option<[u8; 16]>; 2]> {
+        let u = self.live(sid)?;
+        let [uname, phone] = Self::peer_index_values(peer);
+        Ok([
+            uname.map(|s| u.keys.blind("peers", sid.0, "username", s.as_bytes())),
+            phone.map(|s| u.keys.blind("peers", sid.0, "phone", s.as_bytes())),
+        ])
     }
 
     fn write_peer(&mut self, sid: SessionId, k: &[u8; 16], peer: &Peer) -> Result<()> {
-        let u = self.live(sid)?;
-        let [uname, phone] = Self::peer_index_values(peer);
-        let uname = uname.map(|s| u.keys.blind("peers", sid.0, "username", s.as_bytes()));
-        let phone = phone.map(|s| u.keys.blind("peers", sid.0, "phone", s.as_bytes()));
+        let [uname, phone] = self.peer_index_blinds(sid, peer)?;
         let row = self.seal_row(sid, Table::Peers, k, peer)?;
         self.store.put(
             Table::Peers,

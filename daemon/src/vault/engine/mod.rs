@@ -43,6 +43,8 @@ mod rekey;
 mod sessions;
 mod verify;
 
+#[cfg(test)]
+pub(crate) use data::FORCED_PEER_WRITES;
 pub use names::validate_name;
 
 pub use manifest::Manifest;
@@ -176,6 +178,8 @@ pub struct Engine<S: Store> {
     foreign_change: bool,
     /// Why the engine locked itself on such a change, until reported.
     locked_out: Option<String>,
+    /// How `cache_peers` writes ([`data::PeerWrites`]).
+    peer_writes: data::PeerWrites,
 }
 
 impl<S: Store> Engine<S> {
@@ -191,6 +195,7 @@ impl<S: Store> Engine<S> {
             pending_audit: audit::Pending::default(),
             foreign_change: false,
             locked_out: None,
+            peer_writes: data::PeerWrites::default(),
         })
     }
 

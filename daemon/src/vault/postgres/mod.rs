@@ -831,6 +831,24 @@ impl Store for PostgresStore {
         Ok(())
     }
 
+    fn insert_absent(
+        &mut self,
+        table: Table,
+        session: i64,
+        rows: &[(Row, [Option<&[u8]>; 2])],
+    ) -> Result<Vec<Option<Vec<u8>>>> {
+        // One read of every key (answered by the held writes where they decide it, else in
+        // one round trip), then held inserts of the absent ones.
+        let keys: Vec<&[u8]> = rows.iter().map(|(row, _)| &row.key[..]).collect();
+        let stored = self.get_many(table, session, &keys)?;
+        for ((row, indexes), value) in rows.iter().zip(&stored) {
+            if value.is_none() {
+                self.put(table, session, row, *indexes)?;
+            }
+        }
+        Ok(stored)
+    }
+
     fn put_last(&mut self, table: Table, session: i64, row: &Row) -> Result<()> {
         if self.deferring() {
             self.deferred_write(session);

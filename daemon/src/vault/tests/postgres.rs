@@ -40,6 +40,10 @@ const CASES: &[(&str, fn())] = &[
         super::semantics::a_username_moved_to_another_peer_resolves_to_the_new_holder,
     ),
     (
+        "semantics::caching_peers_by_insert_first_reads_back_as_by_read_first",
+        super::semantics::caching_peers_by_insert_first_reads_back_as_by_read_first,
+    ),
+    (
         "durability::cache_writes_are_visible_at_once_and_durable_within_the_flush_interval",
         super::durability::cache_writes_are_visible_at_once_and_durable_within_the_flush_interval,
     ),

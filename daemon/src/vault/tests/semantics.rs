@@ -630,3 +630,87 @@ async fn a_deleted_name_can_be_reused_and_nothing_old_leaks_into_it() {
         rows_of(&t, new_sid)
     );
 }
+
+/// One script of peer caches, run with `cache_peers` forced to one way of writing
+/// (`PeerWrites` in the engine); answers what a reader sees after it, live and
+/// after a reopen.
+async fn peer_script(forced: u8) -> Vec<String> {
+    use std::sync::atomic::Ordering;
+    crate::vault::engine::FORCED_PEER_WRITES.store(forced, Ordering::SeqCst);
+    let t = TestDir::new();
+    let vault = create(&t).await;
+    let sid = vault
+        .create_session("acct", SessionAcl::default())
+        .await
+        .unwrap();
+    let mut rng = Rng(17);
+    let first: Vec<Peer> = (0..20)
+        .map(|i| random_user(&mut rng, &format!("a{i}")))
+        .collect();
+    vault.cache_peers(sid, first.clone()).await.unwrap();
+    // One call with every kind of peer: unchanged, changed (a field learned, a username
+    // changed), new, a new one taking an existing peer's username, a new self user, and a
+    // peer given twice in one call (that call is written by reading first either way).
+    let mut mixed: Vec<Peer> = first[..4].to_vec();
+    for p in &first[4..8] {
+        let mut q = Peer::new(p.kind, p.id);
+        q.name = Some(format!("{} renamed", p.name.as_deref().unwrap_or("")));
+        q.username = Some(format!("moved{}", p.id % 1000));
+        mixed.push(q);
+    }
+    mixed.extend((0..5).map(|i| random_user(&mut rng, &format!("n{i}"))));
+    let mut taker = random_user(&mut rng, "taker");
+    taker.username = first[10].username.clone();
+    mixed.push(taker);
+    let mut me = random_user(&mut rng, "me");
+    me.is_self = Some(true);
+    mixed.push(me);
+    let mut hashless = Peer::new(PeerKind::Channel, 777_000_777);
+    hashless.name = Some("no hash yet".into());
+    mixed.push(hashless.clone());
+    vault.cache_peers(sid, mixed.clone()).await.unwrap();
+    hashless.access_hash = Some(31_337);
+    let mut twice = vec![hashless.clone(), random_user(&mut rng, "dup")];
+    twice.push(twice[1].clone());
+    vault.cache_peers(sid, twice).await.unwrap();
+    // Single peers: a new one, then a change of it.
+    let mut single = random_user(&mut rng, "single");
+    vault.cache_peers(sid, vec![single.clone()]).await.unwrap();
+    single.phone = Some("+1 555 0100".into());
+    vault.cache_peers(sid, vec![single]).await.unwrap();
+
+    let mut seen = Vec::new();
+    let mut vault = vault;
+    for round in ["live", "reopened"] {
+        if round == "reopened" {
+            vault = reopened(vault, &t).await;
+        }
+        let data = normalized(vault.export(sid).await.unwrap());
+        seen.push(format!("{round} peers {:?}", data.peers));
+        seen.push(format!("{round} self {:?}", data.self_user));
+        for p in &data.peers {
+            for (what, v) in [("username", &p.username), ("phone", &p.phone)] {
+                let Some(v) = v else { continue };
+                let found = match what {
+                    "username" => vault.peer_by_username(sid, v).await.unwrap(),
+                    _ => vault.peer_by_phone(sid, v).await.unwrap(),
+                };
+                seen.push(format!("{round} {what} {v} -> {:?}", found.map(|f| f.id)));
+            }
+        }
+    }
+    close(vault).await;
+    seen
+}
+
+#[tokio::test]
+pub(super) async fn caching_peers_by_insert_first_reads_back_as_by_read_first() {
+    let read_first = peer_script(1).await;
+    let insert_first = peer_script(2).await;
+    crate::vault::engine::FORCED_PEER_WRITES.store(0, std::sync::atomic::Ordering::SeqCst);
+    assert!(read_first.len() > 60, "the script checks something");
+    assert_eq!(read_first.len(), insert_first.len());
+    for (a, b) in read_first.iter().zip(&insert_first) {
+        assert_eq!(a, b, "read-first vs insert-first");
+    }
+}
