@@ -243,3 +243,27 @@ fn pooled_nonces_never_repeat_across_refills_and_threads() {
     let b = k.seal(&place, 1, b"same", PAD_SMALL).unwrap();
     assert_ne!(a, b);
 }
+
+#[test]
+fn scrubbed_once_defers_inner_scrubs_and_ends_on_unwind() {
+    let deferred = || SCRUB_DEFERRED.with(std::cell::Cell::get);
+    assert!(!deferred());
+    scrubbed_once(|| {
+        assert!(deferred(), "inner calls leave their scrub to the end");
+        scrubbed_once(|| assert!(deferred()));
+        assert!(deferred(), "a nested batch does not end the outer one");
+        // Crypto inside still works.
+        let k = keys();
+        let place = RecordPlace {
+            table: "peers",
+            session_id: 1,
+            row: b"row-a",
+        };
+        let sealed = k.seal(&place, 1, b"x", PAD_SMALL).unwrap();
+        assert_eq!(&k.open(&place, &sealed).unwrap().plain[..], b"x");
+    });
+    assert!(!deferred(), "per-call scrubs again after the batch");
+    let r = std::panic::catch_unwind(|| scrubbed_once(|| panic!("boom")));
+    assert!(r.is_err());
+    assert!(!deferred(), "and after a batch that unwound");
+}

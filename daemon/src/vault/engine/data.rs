@@ -43,6 +43,11 @@ impl PeerWrites {
     }
 }
 
+/// The fewest peers of a [`Engine::cache_peers`] call whose crypto calls leave the stack to
+/// one scrub at the end ([`crate::vault::crypto::scrubbed_once`]): below it, the per-call
+/// scrubs cost less than the one larger scrub.
+const SCRUB_ONCE_MIN: usize = 4;
+
 /// No key is given twice.
 fn all_distinct(keys: &[[u8; 16]]) -> bool {
     let mut seen = std::collections::HashSet::with_capacity(keys.len());
@@ -238,6 +243,14 @@ impl<S: Store> Engine<S> {
     /// absent, reading and merging only the rows that were there
     /// ([`Store::insert_absent`]): a new peer then costs one index seek instead of two.
     pub fn cache_peers(&mut self, sid: SessionId, peers: &[Peer]) -> Result<()> {
+        if peers.len() >= SCRUB_ONCE_MIN {
+            crate::vault::crypto::scrubbed_once(|| self.cache_peers_in(sid, peers))
+        } else {
+            self.cache_peers_in(sid, peers)
+        }
+    }
+
+    fn cache_peers_in(&mut self, sid: SessionId, peers: &[Peer]) -> Result<()> {
         // The row keys' HMACs are computed once, for the read and for the write; the rows
         // are read in one go (one round trip on PostgreSQL).
         let keys = peers
