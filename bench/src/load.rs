@@ -23,6 +23,9 @@ pub enum Workload {
     Mix,
     /// The section-2 mix, client cache off.
     MixNocache,
+    /// `cache_peers` of 100 new peers at a time, as section 1 measures it (one task: the
+    /// session grows by 100 peers per call, after `--peers` stored first).
+    CachePeers,
 }
 
 /// Arguments of `load`.
@@ -71,7 +74,7 @@ pub async fn run(a: LoadArgs) -> Result<()> {
     drop(c);
     let cache = match a.workload {
         Workload::Mix => session_vault_client::DEFAULT_PEER_CACHE,
-        Workload::ColdPeer | Workload::MixNocache => 0,
+        Workload::ColdPeer | Workload::MixNocache | Workload::CachePeers => 0,
     };
     let s = Arc::new(open_vault(&a.socket, "load", cache).await?);
     if !a.skip_fill {
@@ -95,6 +98,22 @@ pub async fn run(a: LoadArgs) -> Result<()> {
                             .await
                             .expect("peer");
                         assert!(p.is_some());
+                        r.push(t.elapsed().as_nanos() as u64);
+                    }
+                    let seen = r.seen();
+                    (seen, vec![r.into_weighted()])
+                }
+                Workload::CachePeers => {
+                    let mut r = Reservoir::new(100_000, k as u64);
+                    // Beyond the stored peers, apart for each task.
+                    let mut next = peers + (k as u64) * 1_000_000_000;
+                    while Instant::now() < end {
+                        let batch = crate::workload::peers(next, next + 100);
+                        next += 100;
+                        let t = Instant::now();
+                        grammers_session::Session::cache_peers(&*s, batch)
+                            .await
+                            .expect("cache_peers");
                         r.push(t.elapsed().as_nanos() as u64);
                     }
                     let seen = r.seen();
