@@ -90,8 +90,9 @@ pub struct SqliteStore {
     checkpointer: Option<checkpoint::Checkpointer>,
     conn: Connection,
     path: PathBuf,
-    /// An operation begun by [`Store::unguarded_op`] is open: no savepoint to release.
-    unguarded: bool,
+    /// An operation begun by [`Store::unguarded_op`] is open (no savepoint to release), with
+    /// the connection's count of changed rows when it began.
+    unguarded: Option<u64>,
 }
 
 impl SqliteStore {
@@ -201,7 +202,7 @@ impl SqliteStore {
         let mut store = SqliteStore {
             backup: None,
             checkpointer: None,
-            unguarded: false,
+            unguarded: None,
             conn,
             path: path.to_owned(),
         };
@@ -374,7 +375,7 @@ impl Store for SqliteStore {
     }
 
     fn release_op(&mut self) -> Result<Result<()>> {
-        if std::mem::take(&mut self.unguarded) {
+        if self.unguarded.take().is_some() {
             return Ok(Ok(()));
         }
         self.release().map(Ok)
@@ -545,7 +546,7 @@ impl Store for SqliteStore {
     }
 
     fn rollback(&mut self) -> Result<()> {
-        self.unguarded = false;
+        self.unguarded = None;
         if !self.conn.is_autocommit() {
             self.conn.execute_batch("ROLLBACK")?;
         }
@@ -563,16 +564,21 @@ impl Store for SqliteStore {
     }
 
     fn unguarded_op(&mut self) -> Result<bool> {
-        self.unguarded = true;
+        self.unguarded = Some(self.conn.total_changes());
         Ok(true)
     }
 
     fn rollback_to_savepoint(&mut self) -> Result<()> {
-        if self.unguarded {
-            // A caller bug, not a storage fault: only a rollback of the whole transaction
-            // undoes an unguarded operation.
+        if let Some(at) = self.unguarded.take() {
+            // Nothing to undo if the operation changed no row and the transaction is still
+            // open (SQLite rolls a whole transaction back itself on some I/O errors); a
+            // statement that failed undid its own partial changes. Otherwise only a rollback
+            // of the transaction undoes it.
+            if !self.conn.is_autocommit() && self.conn.total_changes() == at {
+                return Ok(());
+            }
             return Err(EngineError::Invalid(
-                "an operation begun without a savepoint cannot be rolled back alone".into(),
+                "an operation begun without a savepoint wrote before it failed".into(),
             ));
         }
         self.conn.execute_batch("ROLLBACK TO op; RELEASE op")?;

@@ -184,8 +184,10 @@ pub trait Store: Send {
     /// every page the operation first touches into the savepoint's journal, about a fifth of
     /// a peer fill's CPU), and says so: `true` means that if the operation fails, only
     /// [`Store::rollback`] of the whole transaction undoes it; it still ends with
-    /// [`Store::release_op`] when it succeeds. `false`: the store began an ordinary operation
-    /// ([`Store::savepoint`]) instead, and every rule of one applies.
+    /// [`Store::release_op`] when it succeeds, and when it fails
+    /// [`Store::rollback_to_savepoint`] succeeds only if it changed nothing (nothing to undo).
+    /// `false`: the store began an ordinary operation ([`Store::savepoint`]) instead, and every
+    /// rule of one applies.
     fn unguarded_op(&mut self) -> Result<bool>;
     /// [`Store::release`] for a store that may defer an operation's writes until its end
     /// (PostgreSQL checks their fencing then, and holds them until the commit). `Ok(Ok(()))`: kept. `Ok(Err(e))`: the

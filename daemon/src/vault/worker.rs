@@ -330,9 +330,9 @@ impl Worker {
     /// `replayable`: the write is a cache-class one with a redo closure. If everything else
     /// in the transaction can be redone too (no writer waits for this commit) and no
     /// unguarded write failed in it yet, it runs without a savepoint where the store gains
-    /// by that ([`Store::unguarded_op`]); should it fail, the whole transaction is rolled back
-    /// and the acknowledged writes before it are re-applied ([`Worker::undo_unguarded`]),
-    /// with the same outcome as a rollback to its savepoint. One such failure makes the rest
+    /// by that ([`Store::unguarded_op`]); should it fail after it wrote, the whole
+    /// transaction is rolled back and the acknowledged writes before it are re-applied
+    /// ([`Worker::undo_unguarded`]), with the same outcome as a rollback to its savepoint. One such failure makes the rest
     /// of the transaction's writes use savepoints, so that a client whose writes keep failing
     /// costs at most one re-apply per group commit.
     fn in_op<R>(
@@ -352,18 +352,25 @@ impl Worker {
         let (ok, out) = op(Ok(engine));
         let store = engine.store();
         if unguarded {
-            let kept = if ok { store.release_op() } else { Ok(Ok(())) };
-            return match kept {
-                Ok(Ok(())) if ok => (Ok(Ok(())), out),
-                Ok(Ok(())) => {
-                    self.undo_unguarded();
-                    (Ok(Err(None)), out)
+            if ok {
+                return match store.release_op() {
+                    Ok(Ok(())) => (Ok(Ok(())), out),
+                    Ok(Err(e)) | Err(e) => {
+                        self.undo_unguarded();
+                        (Ok(Err(Some(e))), out)
+                    }
+                };
+            }
+            // A write refused before it wrote anything (an unknown session, a bad argument:
+            // what a client can provoke at will) leaves the transaction as it was.
+            if store.rollback_to_savepoint().is_ok() {
+                if let Err(e) = engine.resync() {
+                    tracing::error!(error = %e, "vault could not re-read its state after a failed write");
                 }
-                Ok(Err(e)) | Err(e) => {
-                    self.undo_unguarded();
-                    (Ok(Err(Some(e))), out)
-                }
-            };
+            } else {
+                self.undo_unguarded();
+            }
+            return (Ok(Err(None)), out);
         }
         let ended = if ok {
             store.release_op()

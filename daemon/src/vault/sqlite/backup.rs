@@ -164,7 +164,7 @@ impl SqliteStore {
         let mut store = SqliteStore {
             backup: None,
             checkpointer: None,
-            unguarded: false,
+            unguarded: None,
             conn,
             path: ":memory:".into(),
         };

@@ -485,3 +485,44 @@ async fn a_cache_write_that_fails_midway_without_a_savepoint_keeps_the_writes_be
     let vault = check(vault, "after the commit").await;
     close(vault).await;
 }
+
+#[tokio::test]
+async fn an_unguarded_operation_is_abandoned_alone_only_if_it_wrote_nothing() {
+    use crate::vault::store::{Row, Store, Table};
+    let t = TestDir::new();
+    let vault = create(&t).await;
+    let sid = vault
+        .create_session("acct", SessionAcl::default())
+        .await
+        .unwrap();
+    close(vault).await;
+    with_store(&t, |s| {
+        s.begin().unwrap();
+        let row = |b: u8| Row {
+            key: vec![b; 16],
+            value: vec![b; 40],
+        };
+        // Kept: an earlier operation's write.
+        s.savepoint().unwrap();
+        s.put(Table::Peers, sid.0, &row(1), [None, None]).unwrap();
+        s.release_op().unwrap().unwrap();
+        // Refused before writing (it only read): abandoned alone, the transaction goes on.
+        assert!(
+            s.unguarded_op().unwrap(),
+            "SQLite runs it without a savepoint"
+        );
+        assert_eq!(s.get(Table::Peers, sid.0, &[9; 16]).unwrap(), None);
+        s.rollback_to_savepoint()
+            .expect("an operation that wrote nothing is abandoned alone");
+        assert!(s.get(Table::Peers, sid.0, &[1; 16]).unwrap().is_some());
+        // Failed after writing: only a rollback of the transaction undoes it.
+        assert!(s.unguarded_op().unwrap());
+        s.put(Table::Peers, sid.0, &row(2), [None, None]).unwrap();
+        assert!(
+            s.rollback_to_savepoint().is_err(),
+            "an operation that wrote cannot be abandoned alone"
+        );
+        s.rollback().unwrap();
+        assert_eq!(s.get(Table::Peers, sid.0, &[1; 16]).unwrap(), None);
+    });
+}
