@@ -237,7 +237,7 @@ impl<S: Store> Engine<S> {
     /// Caches peers, merging each into what is cached by `PeerInfo::extend_info` rules.
     /// A peer with `is_self == Some(true)` becomes the session's self user. Cache class.
     ///
-    /// Two ways to the same result ([`PeerWrites`]): read every row first and write the
+    /// Two ways to the same result (`PeerWrites` chooses): read every row first and write the
     /// peers that are new or changed; or, while recent calls brought mostly new peers (a
     /// fill, a bot meeting new users), seal every peer and insert it where its row is
     /// absent, reading and merging only the rows that were there
