@@ -126,6 +126,10 @@ pub struct MixRow {
     pub peer: Summary,
     /// Writes (`cache_peers` and `set_update_state`).
     pub writes: Summary,
+    /// `cache_peers` only.
+    pub cache_peers: Summary,
+    /// `set_update_state` only.
+    pub set_state: Summary,
     /// vaultd CPU seconds per 100k operations (vault rows).
     pub vaultd_cpu_per_100k: Option<f64>,
     /// Client-side CPU seconds per 100k operations.
@@ -147,13 +151,17 @@ fn row(
     let mut all = Vec::new();
     let mut peers = Vec::new();
     let mut writes = Vec::new();
+    let mut caches = Vec::new();
+    let mut states = Vec::new();
     for s in stats {
         all.push(s.peer.clone());
         all.push(s.cache_peers.clone());
         all.push(s.set_state.clone());
         peers.push(s.peer);
-        writes.push(s.cache_peers);
-        writes.push(s.set_state);
+        writes.push(s.cache_peers.clone());
+        writes.push(s.set_state.clone());
+        caches.push(s.cache_peers);
+        states.push(s.set_state);
     }
     let per_100k = |cpu: f64| cpu / ops.max(1) as f64 * 100_000.0;
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
@@ -165,6 +173,8 @@ fn row(
         all: summarize_weighted(all),
         peer: summarize_weighted(peers),
         writes: summarize_weighted(writes),
+        cache_peers: summarize_weighted(caches),
+        set_state: summarize_weighted(states),
         vaultd_cpu_per_100k: vaultd_cpu.map(per_100k),
         client_cpu_per_100k: per_100k(client_cpu),
         cpu_busy,

@@ -146,6 +146,33 @@ pub fn markdown(r: &Results) -> String {
             );
         }
         let _ = writeln!(o);
+        // Issue 17's tail target: each method's p99 within 3× its p50 under this mix.
+        let _ = writeln!(
+            o,
+            "Tails per method (p50 / p99, and p99 ÷ p50):\n\n| shape | clients | `peer` | `cache_peers` ×10 | `set_update_state` |\n|---|---:|---:|---:|---:|"
+        );
+        let tail = |s: &Summary| {
+            format!(
+                "{} / {} ({})",
+                fmt_ns(s.p50),
+                fmt_ns(s.p99),
+                fmt_ratio(s.p99, s.p50)
+            )
+        };
+        let mut rows: Vec<_> = r.mix.iter().collect();
+        rows.sort_by(|a, b| a.label.cmp(&b.label).then(a.clients.cmp(&b.clients)));
+        for row in rows {
+            let _ = writeln!(
+                o,
+                "| {} | {} | {} | {} | {} |",
+                row.label,
+                row.clients,
+                tail(&row.peer),
+                tail(&row.cache_peers),
+                tail(&row.set_state)
+            );
+        }
+        let _ = writeln!(o);
     }
 
     if let Some(rs) = &r.restart {
