@@ -431,16 +431,7 @@ impl Worker {
     /// this commit, or the operation would have had a savepoint). The rest of the new
     /// transaction's writes use savepoints.
     fn undo_unguarded(&mut self) {
-        if let Ok(engine) = self.engine() {
-            if let Err(e) = engine.store().rollback() {
-                tracing::error!(error = %e, "vault rollback failed");
-            }
-            if let Err(e) = engine.resync() {
-                tracing::error!(error = %e, "vault could not re-read its state after a rollback");
-            }
-        }
-        self.in_txn = false;
-        self.dirty_since = None;
+        self.roll_back();
         self.replay();
         self.guard_rest = true;
         if !self.in_txn && !self.unflushed.is_empty() {
@@ -488,9 +479,8 @@ impl Worker {
         }
     }
 
-    /// Rolls the open transaction back, fails every waiting writer with `err`, and re-applies
-    /// the acknowledged cache-class writes (entering the failing state).
-    fn abort(&mut self, err: &EngineError) {
+    /// Rolls the open transaction back and re-reads the engine's state from the store.
+    fn roll_back(&mut self) {
         if let Ok(engine) = self.engine() {
             if let Err(e) = engine.store().rollback() {
                 tracing::error!(error = %e, "vault rollback failed");
@@ -501,6 +491,12 @@ impl Worker {
         }
         self.in_txn = false;
         self.dirty_since = None;
+    }
+
+    /// Rolls the open transaction back, fails every waiting writer with `err`, and re-applies
+    /// the acknowledged cache-class writes (entering the failing state).
+    fn abort(&mut self, err: &EngineError) {
+        self.roll_back();
         self.answer_waiting(Some(err));
         if !self.failing {
             tracing::warn!("vault storage is failing: cache-class writes now wait for a commit");
