@@ -424,7 +424,8 @@ mod tests {
             &cfg,
             "data_dir = \"/tmp/d\"\nsocket = \"/tmp/s.sock\"\n\
              store = \"postgres://vault@db.internal/vault\"\n\
-             store_password_file = \"/run/credentials/pw\"\n",
+             store_password_file = \"/run/credentials/pw\"\n\
+             store_idle_transaction_timeout = \"10s\"\n",
         )
         .unwrap();
         let c = Config::resolve(Overrides {
@@ -435,6 +436,10 @@ mod tests {
         assert_eq!(
             c.store.as_deref(),
             Some("postgres://vault@db.internal/vault")
+        );
+        assert_eq!(
+            c.store_idle_transaction_timeout,
+            Some(Duration::from_secs(10))
         );
         assert_eq!(
             c.store_password_file,
@@ -451,6 +456,17 @@ mod tests {
             Some("postgresql://other@h/v"),
             "the flag wins"
         );
+        let c = Config::resolve(Overrides {
+            config: Some(cfg.clone()),
+            store_idle_transaction_timeout: Some(Duration::ZERO),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(
+            c.store_idle_transaction_timeout,
+            Some(Duration::ZERO),
+            "the flag wins, zero (off) included"
+        );
         let err = Config::resolve(Overrides {
             config: Some(cfg),
             store: Some("/var/lib/x/vault.db".into()),
@@ -465,6 +481,10 @@ mod tests {
         })
         .unwrap();
         assert_eq!(c.store, None, "SQLite stays the default");
+        assert_eq!(
+            c.store_idle_transaction_timeout, None,
+            "the database's, else the default"
+        );
     }
 
     #[test]
