@@ -819,10 +819,17 @@ impl Store for PostgresStore {
             .collect();
         let mut found: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
         if !asked.is_empty() {
+            // One primary-key probe per key, whatever the statistics say. With
+            // `k = ANY($2)`, the plan cached for this prepared statement while the table was
+            // small (before PostgreSQL first analyzed it) scans the session's whole
+            // `(session, seq)` index and filters on `k`, and stays cached until the table is
+            // analyzed (autovacuum: a minute or more): 30–190 ms per call for a session that
+            // grew to 100k peers meanwhile. A lateral subquery with `LIMIT 1` is not
+            // flattened into a join, so each key is an equality on the whole primary key.
             let sql = per_table!(
                 table,
-                "SELECT k, v FROM ",
-                " WHERE session = $1 AND k = ANY($2)"
+                "SELECT p.k, p.v FROM unnest($2::bytea[]) AS u(k), LATERAL (SELECT k, v FROM ",
+                " WHERE session = $1 AND k = u.k LIMIT 1) AS p"
             );
             // The held writes cannot change these rows (see `get`).
             let (client, stmt) = self.stmt(sql)?;
