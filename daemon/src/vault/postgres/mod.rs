@@ -67,6 +67,8 @@ mod deferred;
 mod errors;
 pub mod idle;
 pub mod lease;
+#[cfg(test)]
+mod plan_tests;
 mod rows;
 mod schema;
 mod target;
