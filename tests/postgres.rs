@@ -8,6 +8,8 @@ use session_vault_proto::message::{Request, Response};
 use crate::util::pg::{Cluster, Tcp};
 use crate::util::*;
 
+mod pause;
+
 /// `--store URL --store-password-file FILE` for `env`, the password file written there.
 fn store_args(env: &Env, cluster: &Cluster, db: &str) -> Vec<String> {
     let pw = env.path().join("pgpass");

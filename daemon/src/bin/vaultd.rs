@@ -34,6 +34,12 @@ struct Args {
     /// hands a dead host's sessions over sooner [default: 15s; at least 300ms].
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     lease_expiry: Option<std::time::Duration>,
+    /// With --store: how long PostgreSQL lets a transaction of this vaultd sit idle before it
+    /// ends the session (idle_in_transaction_session_timeout), e.g. `10s`; `0s`: never. Bounds
+    /// how long a paused host's locks hold up the others [default: the role's or database's
+    /// setting, else 4 flush intervals, at least 5s].
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    store_idle_transaction_timeout: Option<std::time::Duration>,
     /// Uid allowed to send admin requests (repeatable; default: the daemon's uid and root).
     #[arg(long = "admin-uid", value_name = "UID")]
     admin_uids: Vec<u32>,
@@ -107,6 +113,7 @@ fn main() -> ExitCode {
         store: args.store,
         store_password_file: args.store_password_file,
         lease_expiry: args.lease_expiry,
+        store_idle_transaction_timeout: args.store_idle_transaction_timeout,
         admin_uids: args.admin_uids,
         flush_interval_ms: args.flush_interval_ms,
         max_frame_bytes: args.max_frame_bytes,

@@ -31,6 +31,11 @@ pub struct FileConfig {
     /// How long a session's lease in PostgreSQL outlives its last renewal, as `"15s"`.
     #[serde(default, with = "humantime_serde_opt")]
     pub lease_expiry: Option<Duration>,
+    /// PostgreSQL's `idle_in_transaction_session_timeout` for this daemon's connections, as
+    /// `"10s"` (`"0s"`: none); default: the role's or database's, else four flush intervals
+    /// and at least 5 s.
+    #[serde(default, with = "humantime_serde_opt")]
+    pub store_idle_transaction_timeout: Option<Duration>,
     /// Uids allowed to send admin requests (default: the daemon's uid and root).
     pub admin_uids: Option<Vec<u32>>,
     /// Longest time a cache-class write stays uncommitted, in ms (default 100).
@@ -94,6 +99,8 @@ pub struct Overrides {
     pub store_password_file: Option<PathBuf>,
     /// `--lease-expiry`.
     pub lease_expiry: Option<Duration>,
+    /// `--store-idle-transaction-timeout`.
+    pub store_idle_transaction_timeout: Option<Duration>,
     /// `--admin-uid`, repeatable.
     pub admin_uids: Vec<u32>,
     /// `--flush-interval-ms`.
@@ -138,6 +145,9 @@ pub struct Config {
     pub store_password_file: Option<PathBuf>,
     /// Expiry of a session's lease in PostgreSQL (see [`super::host_leases`]).
     pub lease_expiry: Duration,
+    /// PostgreSQL's `idle_in_transaction_session_timeout` as given (flag or file); `None`:
+    /// the database's, else the default (see [`crate::vault::postgres::idle`]).
+    pub store_idle_transaction_timeout: Option<Duration>,
     /// Uids allowed to send admin requests.
     pub admin_uids: Vec<u32>,
     /// Flush interval of cache-class writes.
@@ -256,6 +266,9 @@ impl Config {
                 .or(file.lease_expiry)
                 .filter(|d| *d >= Duration::from_millis(300))
                 .unwrap_or(super::host_leases::DEFAULT_EXPIRY),
+            store_idle_transaction_timeout: o
+                .store_idle_transaction_timeout
+                .or(file.store_idle_transaction_timeout),
             admin_uids,
             flush_interval: Duration::from_millis(
                 o.flush_interval_ms
@@ -411,7 +424,8 @@ mod tests {
             &cfg,
             "data_dir = \"/tmp/d\"\nsocket = \"/tmp/s.sock\"\n\
              store = \"postgres://vault@db.internal/vault\"\n\
-             store_password_file = \"/run/credentials/pw\"\n",
+             store_password_file = \"/run/credentials/pw\"\n\
+             store_idle_transaction_timeout = \"10s\"\n",
         )
         .unwrap();
         let c = Config::resolve(Overrides {
@@ -422,6 +436,10 @@ mod tests {
         assert_eq!(
             c.store.as_deref(),
             Some("postgres://vault@db.internal/vault")
+        );
+        assert_eq!(
+            c.store_idle_transaction_timeout,
+            Some(Duration::from_secs(10))
         );
         assert_eq!(
             c.store_password_file,
@@ -438,6 +456,17 @@ mod tests {
             Some("postgresql://other@h/v"),
             "the flag wins"
         );
+        let c = Config::resolve(Overrides {
+            config: Some(cfg.clone()),
+            store_idle_transaction_timeout: Some(Duration::ZERO),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(
+            c.store_idle_transaction_timeout,
+            Some(Duration::ZERO),
+            "the flag wins, zero (off) included"
+        );
         let err = Config::resolve(Overrides {
             config: Some(cfg),
             store: Some("/var/lib/x/vault.db".into()),
@@ -452,6 +481,10 @@ mod tests {
         })
         .unwrap();
         assert_eq!(c.store, None, "SQLite stays the default");
+        assert_eq!(
+            c.store_idle_transaction_timeout, None,
+            "the database's, else the default"
+        );
     }
 
     #[test]

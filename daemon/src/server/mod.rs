@@ -60,7 +60,7 @@ use futures_util::FutureExt;
 use session_vault_proto::message::Event;
 use tokio::sync::{Semaphore, broadcast, mpsc};
 
-use crate::vault::postgres::PgTarget;
+use crate::vault::postgres::{IdleTimeout, PgTarget, idle};
 use crate::vault::{StoreLocation, Vault, VaultConfig};
 use config::Config;
 
@@ -120,9 +120,14 @@ impl Daemon {
         };
         let location = match &config.store {
             Some(url) => {
+                let idle = match config.store_idle_transaction_timeout {
+                    Some(t) => IdleTimeout::Set(t),
+                    None => IdleTimeout::Default(idle::default_for(config.flush_interval)),
+                };
                 let target =
                     PgTarget::with_password_from(url, config.store_password_file.as_deref())
-                        .context("invalid --store")?;
+                        .context("invalid --store")?
+                        .with_idle_timeout(idle);
                 tracing::info!(
                     store = target.display(),
                     sslmode = target.ssl_mode().name(),

@@ -275,6 +275,11 @@ impl Held {
         }
         let mut rows: Vec<_> = self.rows.iter().collect();
         rows.sort_unstable_by_key(|(_, r)| r.order);
+        // One multi-row `INSERT` per run of rows of one table that are moved (or not) alike:
+        // the server parses and plans it once, not once per row. Rows are taken in order and
+        // each key appears once, so every row gets its `seq` in the same order as one
+        // statement per row would give it.
+        let mut run: Option<(Table, bool)> = None;
         for ((table, session, key), r) in rows {
             // An index value is the row's only if no later write of another row took it.
             let idx: [Option<&[u8]>; 2] = std::array::from_fn(|col| {
@@ -284,22 +289,30 @@ impl Held {
                         .is_some_and(|holder| holder == key)
                 })
             });
+            if run == Some((*table, r.moved)) {
+                sql.push(',');
+            } else {
+                if let Some((_, moved)) = run {
+                    end_upsert(sql, moved);
+                }
+                run = Some((*table, r.moved));
+                let _ = write!(
+                    sql,
+                    "INSERT INTO {} (session, k, v, i1, i2) VALUES ",
+                    table.name()
+                );
+            }
             let _ = write!(
                 sql,
-                "INSERT INTO {} (session, k, v, i1, i2) VALUES ({session}, {}, {}, {}, {}) \
-                 ON CONFLICT (session, k) DO UPDATE \
-                 SET v = excluded.v, i1 = excluded.i1, i2 = excluded.i2{};",
-                table.name(),
+                "({session}, {}, {}, {}, {})",
                 Hex(key),
                 Hex(&r.value),
                 OptHex(idx[0]),
                 OptHex(idx[1]),
-                if r.moved {
-                    ", seq = nextval('row_seq')"
-                } else {
-                    ""
-                },
             );
+        }
+        if let Some((_, moved)) = run {
+            end_upsert(sql, moved);
         }
         for (session, now) in &self.touched {
             let _ = write!(
@@ -308,6 +321,19 @@ impl Held {
             );
         }
     }
+}
+
+/// Ends a multi-row `INSERT` of held rows: each row replaces the one of its key, and a row
+/// `put_last` wrote takes a new `seq` (moves to the end of the table's order).
+fn end_upsert(sql: &mut String, moved: bool) {
+    sql.push_str(
+        " ON CONFLICT (session, k) DO UPDATE \
+         SET v = excluded.v, i1 = excluded.i1, i2 = excluded.i2",
+    );
+    if moved {
+        sql.push_str(", seq = nextval('row_seq')");
+    }
+    sql.push(';');
 }
 
 /// Bytes as a PostgreSQL `bytea` literal (`'\x…'::bytea`; with `standard_conforming_strings`,

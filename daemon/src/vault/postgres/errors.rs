@@ -45,8 +45,13 @@ pub(super) fn pg_error(e: postgres::Error) -> EngineError {
         || *code == SqlState::LOCK_NOT_AVAILABLE
     {
         StorageErrorKind::Busy
-    } else if code.code().starts_with("08") || code.code().starts_with("57P") {
-        // Connection exceptions; operator intervention (shutdown, crash recovery).
+    } else if code.code().starts_with("08")
+        || code.code().starts_with("57P")
+        || code.code() == "25P03"
+        || code.code() == "25P04"
+    {
+        // Connection exceptions; operator intervention (shutdown, crash recovery); the
+        // session ended for a transaction idle or open too long (`idle`: a paused vaultd).
         StorageErrorKind::Io
     } else {
         StorageErrorKind::Other

@@ -58,6 +58,11 @@ fn millis(d: Duration) -> i64 {
 impl PostgresStore {
     /// Takes `session`'s lease for `ttl` if it is free, expired or already this instance's.
     /// Call with no transaction open (it commits at once).
+    ///
+    /// The update waits for the row lock of a writer's open transaction (see the module doc),
+    /// which may be a paused host's until PostgreSQL ends it ([`super::idle`]): its expiry is
+    /// counted from when the row is written, not from when the statement began (`excluded`'s
+    /// value would be that old, and the lease taken over would be born expired).
     pub fn acquire_lease(
         &mut self,
         session: i64,
@@ -72,7 +77,8 @@ impl PostgresStore {
                      clock_timestamp() + $6::bigint * interval '1 millisecond')
              ON CONFLICT (session) DO UPDATE SET token = nextval('lease_token'),
                  host = excluded.host, instance = excluded.instance, pid = excluded.pid,
-                 uid = excluded.uid, expires_at = excluded.expires_at
+                 uid = excluded.uid,
+                 expires_at = clock_timestamp() + $6::bigint * interval '1 millisecond'
              WHERE l.expires_at <= clock_timestamp() OR l.instance = excluded.instance
              RETURNING token",
             &[

@@ -15,6 +15,10 @@
 //! Any error, a mismatch, or a lost connection rolls it back: the target is left as it was
 //! (its schema created by [`PostgresStore::open`], no vault in it).
 //!
+//! Neither transaction is ended by `idle_in_transaction_session_timeout` (vaultd's own or the
+//! role's): each waits on the other database between statements, as long as the largest
+//! session takes to copy (see [`super::idle`]).
+//!
 //! The source is read in one read-only transaction ([`Store::begin_snapshot`]): this daemon
 //! writes nothing meanwhile (the vault is locked and the copy runs as one job of the storage
 //! thread), and on a PostgreSQL source shared by other daemons the copy is the vault as it was
@@ -106,7 +110,11 @@ fn copy_from_snapshot<S: Store + ?Sized>(source: &mut S, target: &PgTarget) -> R
     }
     let mut dst = PostgresStore::open(target.clone())?;
     dst.begin()?;
-    let result = copy_in_txn(source, &src, &mut dst);
+    // Not ended for sitting idle while the source is read (see `idle`): a database no other
+    // vaultd uses yet, locked by this copy only.
+    let result = dst
+        .batch(super::idle::NO_TIMEOUT_LOCAL)
+        .and_then(|()| copy_in_txn(source, &src, &mut dst));
     match result {
         Ok(info) => {
             dst.commit()?;

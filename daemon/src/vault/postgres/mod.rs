@@ -65,7 +65,10 @@ use super::store::{Header, Index, IndexedRow, Row, SessionRow, Store, Table, aud
 
 mod deferred;
 mod errors;
+pub mod idle;
 pub mod lease;
+#[cfg(test)]
+mod plan_tests;
 mod rows;
 mod schema;
 mod target;
@@ -75,6 +78,7 @@ pub mod test_cluster;
 use deferred::{Deferred, Held, Hex};
 pub use errors::is_conflict;
 use errors::{CONFLICT_MESSAGE, pg_error};
+pub use idle::IdleTimeout;
 pub use lease::{Acquired, Holder};
 use rows::{audit_row, data_row, session_row, u32_col};
 pub use schema::{MIGRATIONS, SCHEMA_VERSION};
@@ -178,6 +182,8 @@ pub struct PostgresStore {
     /// What `BEGIN` sends: with the data key's id the engine holds, its check against the
     /// vault's ([`begin_sql`], [`Store::set_data_key_id`]).
     begin_sql: String,
+    /// The `idle_in_transaction_session_timeout` of the current connection ([`idle`]).
+    idle_in_force: Option<idle::InForce>,
 }
 
 impl PostgresStore {
@@ -199,11 +205,46 @@ impl PostgresStore {
             manifest_at_begin: None,
             manifest_at_savepoint: None,
             begin_sql: begin_sql(None),
+            idle_in_force: None,
             target,
         };
         store.connect()?;
+        store.log_idle_timeout();
         store.migrate()?;
         Ok(store)
+    }
+
+    /// Says at startup how long PostgreSQL lets this daemon's transactions sit idle, and
+    /// warns where the database's own setting is shorter than the default (it may end this
+    /// daemon's healthy group commits).
+    fn log_idle_timeout(&self) {
+        let Some(now) = &self.idle_in_force else {
+            return;
+        };
+        let ms = now.timeout.as_millis() as u64;
+        match self.target.idle_timeout() {
+            idle::IdleTimeout::Default(t) if now.source != "session" && now.timeout < t => {
+                tracing::warn!(
+                    idle_in_transaction_session_timeout_ms = ms,
+                    source = %now.source,
+                    default_ms = t.as_millis() as u64,
+                    "PostgreSQL's idle_in_transaction_session_timeout, set on the role or \
+                     database, is shorter than vaultd's default: it may end this vaultd's own \
+                     group commits (keep it well above --flush-interval-ms), or set \
+                     --store-idle-transaction-timeout"
+                );
+            }
+            idle::IdleTimeout::Unset => {}
+            _ if now.timeout.is_zero() => tracing::warn!(
+                "PostgreSQL idle_in_transaction_session_timeout is off: a paused vaultd holds \
+                 its locks (lease takeovers, rekey) until it resumes"
+            ),
+            _ => tracing::info!(
+                idle_in_transaction_session_timeout_ms = ms,
+                source = %now.source,
+                "PostgreSQL ends a transaction of this vaultd left idle this long (a paused host)"
+            ),
+        }
     }
 
     /// How many rows the transaction holds written but not sent (tests).
@@ -227,7 +268,16 @@ impl PostgresStore {
                  SET standard_conforming_strings = on",
             )
             .map_err(pg_error)?;
+        // A paused `vaultd`'s open transaction must not hold its locks for as long as the
+        // pause lasts (see `idle`).
+        self.idle_in_force = Some(idle::apply(&mut client, self.target.idle_timeout())?);
         Ok(self.client.insert(client))
+    }
+
+    /// The `idle_in_transaction_session_timeout` in force on the current connection, and
+    /// where it came from (see [`idle`]); `None` before the first connection.
+    pub fn idle_timeout_in_force(&self) -> Option<&idle::InForce> {
+        self.idle_in_force.as_ref()
     }
 
     /// The live connection; reconnects first if it died outside a transaction.
@@ -565,8 +615,12 @@ impl Store for PostgresStore {
     }
 
     fn begin_snapshot(&mut self) -> Result<()> {
-        // No data-key check: nothing is written, and a copy runs with the vault locked.
-        self.batch("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")?;
+        // No data-key check: nothing is written, and a copy runs with the vault locked. Not
+        // ended for sitting idle: the copy waits on its target between reads (see `idle`).
+        self.batch(&format!(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; {}",
+            idle::NO_TIMEOUT_LOCAL
+        ))?;
         self.in_txn = true;
         self.manifest_at_begin = self.manifest_seen.clone();
         Ok(())
@@ -773,10 +827,17 @@ impl Store for PostgresStore {
             .collect();
         let mut found: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
         if !asked.is_empty() {
+            // One primary-key probe per key, whatever the statistics say. With
+            // `k = ANY($2)`, the plan cached for this prepared statement while the table was
+            // small (before PostgreSQL first analyzed it) scans the session's whole
+            // `(session, seq)` index and filters on `k`, and stays cached until the table is
+            // analyzed (autovacuum: a minute or more): 30–190 ms per call for a session that
+            // grew to 100k peers meanwhile. A lateral subquery with `LIMIT 1` is not
+            // flattened into a join, so each key is an equality on the whole primary key.
             let sql = per_table!(
                 table,
-                "SELECT k, v FROM ",
-                " WHERE session = $1 AND k = ANY($2)"
+                "SELECT p.k, p.v FROM unnest($2::bytea[]) AS u(k), LATERAL (SELECT k, v FROM ",
+                " WHERE session = $1 AND k = u.k LIMIT 1) AS p"
             );
             // The held writes cannot change these rows (see `get`).
             let (client, stmt) = self.stmt(sql)?;

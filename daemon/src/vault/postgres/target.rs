@@ -16,6 +16,7 @@ use postgres::config::Host;
 use zeroize::Zeroizing;
 
 use super::super::error::{EngineError, Result, StorageErrorKind};
+use super::idle::IdleTimeout;
 
 #[cfg(test)]
 mod cluster_tests;
@@ -36,6 +37,8 @@ pub struct PgTarget {
     config: postgres::Config,
     display: String,
     tls: tls::Tls,
+    /// What each connection does with `idle_in_transaction_session_timeout`.
+    idle: IdleTimeout,
 }
 
 impl std::fmt::Debug for PgTarget {
@@ -117,6 +120,7 @@ impl PgTarget {
             config,
             display,
             tls,
+            idle: IdleTimeout::Unset,
         })
     }
 
@@ -183,6 +187,17 @@ impl PgTarget {
                 self.display
             )
         })
+    }
+
+    /// This target, whose connections apply `idle` (see [`super::idle`]).
+    pub fn with_idle_timeout(mut self, idle: IdleTimeout) -> PgTarget {
+        self.idle = idle;
+        self
+    }
+
+    /// What each connection does with `idle_in_transaction_session_timeout`.
+    pub fn idle_timeout(&self) -> IdleTimeout {
+        self.idle
     }
 
     /// A new connection, over TLS as `sslmode` says.
