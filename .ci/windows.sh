@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # The Windows build and its tests under Wine (issue 19), on this Linux machine.
 #
-#   .ci/windows.sh          build vaultd.exe, vaultctl.exe and the pipe_smoke example, then run
-#                           the checks below under wine64
+#   .ci/windows.sh          lint the workspace for Windows with clippy, build vaultd.exe,
+#                           vaultctl.exe and the pipe_smoke example, then run the checks below
+#                           under wine64
 #   .ci/windows.sh build    build only
+#   .ci/windows.sh clippy   lint only: clippy -D warnings on what builds for Windows (see clippy())
 #
-# Build: Debian's Rust (.ci/windows-toolchain.sh, beside the rustup toolchain) with
-# RUSTC_BOOTSTRAP=1 and -Zbuild-std for x86_64-win7-windows-gnu (the x86_64-pc-windows-gnu
+# Build and lint: Debian's Rust and clippy (.ci/windows-toolchain.sh, beside the rustup
+# toolchain) with RUSTC_BOOTSTRAP=1 and -Zbuild-std for x86_64-win7-windows-gnu (the x86_64-pc-windows-gnu
 # std needs bcryptprimitives.dll, which Wine 8 lacks), linked by MinGW-w64, into
 # target/windows so that the Unix build's target/ is untouched. The linker is set in the
 # environment, not in a .cargo/config that the Unix build would read.
@@ -34,20 +36,41 @@ fail() {
     exit 1
 }
 
-build() {
-    local rust t=$SECONDS
-    rust=$(.ci/windows-toolchain.sh)
-    # No debug info: the executables are for the checks, and linking 100-200 MB debug
-    # executables with MinGW's ld was a large share of the build.
+# `cargo <command> <args>` of Debian's Rust for $TARGET, into target/windows. No debug info: the
+# executables are for the checks, and linking 100-200 MB debug executables with MinGW's ld was
+# a large share of the build.
+rust=""
+wcargo() {
+    local tool=cargo command=$1
+    shift
+    [ -n "$rust" ] || rust=$(.ci/windows-toolchain.sh)
+    # Clippy through its own wrapper, not `cargo clippy`: see .ci/windows-toolchain.sh.
+    [ "$command" = clippy ] && tool=cargo-clippy
     RUSTC_BOOTSTRAP=1 \
         CARGO_PROFILE_DEV_DEBUG=0 \
         CARGO_TARGET_DIR=target/windows \
         CARGO_TARGET_X86_64_WIN7_WINDOWS_GNU_LINKER=x86_64-w64-mingw32-gcc \
-        "$rust/bin/cargo" build --locked --quiet \
-        -Zbuild-std=std,panic_abort --target "$TARGET" \
-        -p session-vault-daemon -p vaultctl -p session-vault-client \
+        "$rust/bin/$tool" "$command" --locked --quiet \
+        -Zbuild-std=std,panic_abort --target "$TARGET" "$@"
+}
+
+build() {
+    local t=$SECONDS
+    wcargo build -p session-vault-daemon -p vaultctl -p session-vault-client \
         --bins --example pipe_smoke
     say "build: $((SECONDS - t)) s"
+}
+
+# Clippy on the Windows build, -D warnings, as CI lints the Unix one: the cfg(windows) code (the
+# named-pipe transport and server, the SID mapping, the client's pipe, vaultctl's) is linted
+# only here. Every target of every package except two of the daemon's, which are Unix-only
+# and do not compile for Windows: its integration tests (tests/, which drive vaultd over Unix
+# sockets) and its unit tests (the PostgreSQL test cluster is Unix code).
+clippy() {
+    local t=$SECONDS
+    wcargo clippy --workspace --exclude session-vault-daemon --all-targets -- -D warnings
+    wcargo clippy -p session-vault-daemon --lib --bins --bench engine -- -D warnings
+    say "clippy: $((SECONDS - t)) s"
 }
 
 # A Unix path as Wine's Z: drive names it.
@@ -185,12 +208,14 @@ run_checks() {
 
 case ${1:-all} in
     build) build ;;
+    clippy) clippy ;;
     all)
+        clippy
         build
         run_checks
         ;;
     *)
-        echo "usage: $0 [build]" >&2
+        echo "usage: $0 [build|clippy]" >&2
         exit 2
         ;;
 esac
