@@ -16,13 +16,16 @@ use super::{
 use crate::vault::error::{EngineError, Result};
 use crate::vault::store::{Index, Row, Store, Table};
 
-/// How [`Engine::cache_peers`] writes: the share of new peers among those of recent calls
-/// (each call weighs half of the rest), engine-wide. Insert-first saves a new peer's read
-/// and costs a peer that was there a seal and a refused insert, so it is chosen while that
-/// share is at least a half.
+/// How [`Engine::cache_peers`] writes: from the share of new peers among the peers of recent
+/// calls (counts that halve at each call, so a call weighs by its peers and older calls fade),
+/// engine-wide. Insert-first saves a new peer's read and costs a peer that was there a seal
+/// and a refused insert, so it is chosen while that share is at least a half.
 #[derive(Debug, Default)]
 pub struct PeerWrites {
-    new_share: f32,
+    /// Decayed count of new peers.
+    new: f32,
+    /// Decayed count of all peers.
+    all: f32,
 }
 
 impl PeerWrites {
@@ -33,13 +36,12 @@ impl PeerWrites {
             2 => return true,
             _ => {}
         }
-        self.new_share >= 0.5
+        self.all > 0.0 && self.new >= 0.5 * self.all
     }
 
     fn record(&mut self, new: usize, of: usize) {
-        if of > 0 {
-            self.new_share = 0.5 * self.new_share + 0.5 * (new as f32 / of as f32);
-        }
+        self.new = 0.5 * self.new + new as f32;
+        self.all = 0.5 * self.all + of as f32;
     }
 }
 
@@ -487,5 +489,38 @@ impl<S: Store> Engine<S> {
     /// Every cached sent file.
     pub fn sent_files(&mut self, sid: SessionId) -> Result<Vec<SentFile>> {
         self.scan_rows(sid, Table::SentFiles)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PeerWrites;
+
+    #[test]
+    fn a_fill_turns_to_insert_first_and_re_caching_turns_it_back() {
+        let mut w = PeerWrites::default();
+        assert!(!w.insert_first(), "a fresh engine reads first");
+        w.record(100, 100);
+        assert!(w.insert_first(), "one all-new batch is enough");
+        w.record(0, 1);
+        assert!(w.insert_first(), "a single known peer does not end a fill");
+        w.record(0, 10);
+        assert!(
+            w.insert_first(),
+            "the 100-peer batch still outweighs 11 known peers"
+        );
+        w.record(0, 10);
+        assert!(!w.insert_first(), "but fades: 21 known peers since end it");
+        // The mix: 2 new of 10 per call keeps it reading first.
+        for _ in 0..20 {
+            w.record(2, 10);
+        }
+        assert!(!w.insert_first());
+        // A fill again, one big batch.
+        w.record(1000, 1000);
+        assert!(w.insert_first());
+        // An empty call changes nothing but the fading.
+        w.record(0, 0);
+        assert!(w.insert_first());
     }
 }
