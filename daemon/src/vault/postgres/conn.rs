@@ -1,0 +1,207 @@
+//! The store's connection: opening and reconnecting it, its session settings, prepared
+//! statements, and the query helpers every other part of the store goes through.
+
+use std::collections::HashMap;
+
+use postgres::{Client, Statement};
+
+use super::deferred::{Deferred, Held};
+use super::errors::pg_error;
+use super::{PgTarget, PostgresStore, begin_sql, idle};
+use crate::vault::error::{EngineError, Result, StorageErrorKind};
+
+impl PostgresStore {
+    /// Connects to `target`, checks that the database is empty or a Session Vault, and
+    /// migrates it to [`super::SCHEMA_VERSION`]. A database newer than this build is refused.
+    pub fn open(target: PgTarget) -> Result<Self> {
+        let mut store = PostgresStore {
+            client: None,
+            statements: HashMap::new(),
+            in_txn: false,
+            leases: HashMap::new(),
+            fenced: Default::default(),
+            fenced_in_savepoint: Vec::new(),
+            in_savepoint: false,
+            deferred: Deferred::default(),
+            held: Held::default(),
+            send_each: false,
+            manifest_seen: None,
+            manifest_at_begin: None,
+            manifest_at_savepoint: None,
+            begin_sql: begin_sql(None),
+            idle_in_force: None,
+            target,
+        };
+        store.connect()?;
+        store.log_idle_timeout();
+        store.migrate()?;
+        Ok(store)
+    }
+
+    /// Says at startup how long PostgreSQL lets this daemon's transactions sit idle, and
+    /// warns where the database's own setting is shorter than the default (it may end this
+    /// daemon's healthy group commits).
+    pub(super) fn log_idle_timeout(&self) {
+        let Some(now) = &self.idle_in_force else {
+            return;
+        };
+        let ms = now.timeout.as_millis() as u64;
+        match self.target.idle_timeout() {
+            idle::IdleTimeout::Default(t) if now.source != "session" && now.timeout < t => {
+                tracing::warn!(
+                    idle_in_transaction_session_timeout_ms = ms,
+                    source = %now.source,
+                    default_ms = t.as_millis() as u64,
+                    "PostgreSQL's idle_in_transaction_session_timeout, set on the role or \
+                     database, is shorter than vaultd's default: it may end this vaultd's own \
+                     group commits (keep it well above --flush-interval-ms), or set \
+                     --store-idle-transaction-timeout"
+                );
+            }
+            idle::IdleTimeout::Unset => {}
+            _ if now.timeout.is_zero() => tracing::warn!(
+                "PostgreSQL idle_in_transaction_session_timeout is off: a paused vaultd holds \
+                 its locks (lease takeovers, rekey) until it resumes"
+            ),
+            _ => tracing::info!(
+                idle_in_transaction_session_timeout_ms = ms,
+                source = %now.source,
+                "PostgreSQL ends a transaction of this vaultd left idle this long (a paused host)"
+            ),
+        }
+    }
+
+    /// How many rows the transaction holds written but not sent (tests).
+    #[cfg(test)]
+    pub fn held_rows(&self) -> usize {
+        self.held.rows()
+    }
+
+    /// The connection string, without its password.
+    pub fn display(&self) -> &str {
+        self.target.display()
+    }
+
+    pub(super) fn connect(&mut self) -> Result<&mut Client> {
+        self.statements.clear();
+        let mut client = self.target.connect()?;
+        // Durable-class writes are answered after `COMMIT` returns: it must mean "flushed".
+        client
+            .batch_execute(
+                "SET synchronous_commit = on; SET client_min_messages = warning; \
+                 SET standard_conforming_strings = on",
+            )
+            .map_err(pg_error)?;
+        // A paused `vaultd`'s open transaction must not hold its locks for as long as the
+        // pause lasts (see `idle`).
+        self.idle_in_force = Some(idle::apply(&mut client, self.target.idle_timeout())?);
+        Ok(self.client.insert(client))
+    }
+
+    /// The `idle_in_transaction_session_timeout` in force on the current connection, and
+    /// where it came from (see [`idle`]); `None` before the first connection.
+    pub fn idle_timeout_in_force(&self) -> Option<&idle::InForce> {
+        self.idle_in_force.as_ref()
+    }
+
+    /// The live connection; reconnects first if it died outside a transaction.
+    pub(super) fn client(&mut self) -> Result<&mut Client> {
+        let dead = self.client.as_ref().is_none_or(Client::is_closed);
+        if dead {
+            if self.in_txn {
+                return Err(EngineError::Storage {
+                    kind: StorageErrorKind::Io,
+                    message: "the connection to PostgreSQL was lost with the open transaction"
+                        .into(),
+                });
+            }
+            self.client = None;
+            return self.connect();
+        }
+        Ok(self.client.as_mut().expect("checked alive above"))
+    }
+
+    /// The prepared statement for `sql` on the current connection.
+    pub(super) fn stmt(&mut self, sql: &'static str) -> Result<(&mut Client, Statement)> {
+        let client_alive = self.client.as_ref().is_some_and(|c| !c.is_closed());
+        if !client_alive {
+            self.client()?;
+        }
+        let client = self.client.as_mut().expect("connected above");
+        let stmt = match self.statements.get(sql) {
+            Some(s) => s.clone(),
+            None => {
+                let s = client.prepare(sql).map_err(pg_error)?;
+                self.statements.insert(sql, s.clone());
+                s
+            }
+        };
+        Ok((client, stmt))
+    }
+
+    pub(super) fn exec(
+        &mut self,
+        sql: &'static str,
+        params: &[&(dyn postgres::types::ToSql + Sync)],
+    ) -> Result<u64> {
+        self.sync()?;
+        let (client, stmt) = self.stmt(sql)?;
+        client.execute(&stmt, params).map_err(pg_error)
+    }
+
+    pub(super) fn query(
+        &mut self,
+        sql: &'static str,
+        params: &[&(dyn postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<postgres::Row>> {
+        self.sync()?;
+        let (client, stmt) = self.stmt(sql)?;
+        client.query(&stmt, params).map_err(pg_error)
+    }
+
+    pub(super) fn query_opt(
+        &mut self,
+        sql: &'static str,
+        params: &[&(dyn postgres::types::ToSql + Sync)],
+    ) -> Result<Option<postgres::Row>> {
+        self.sync()?;
+        self.query_opt_now(sql, params)
+    }
+
+    /// [`Self::query_opt`] without sending the deferred writes first (for the fencing check
+    /// and for reads the deferred writes cannot change).
+    pub(super) fn query_opt_now(
+        &mut self,
+        sql: &'static str,
+        params: &[&(dyn postgres::types::ToSql + Sync)],
+    ) -> Result<Option<postgres::Row>> {
+        let (client, stmt) = self.stmt(sql)?;
+        client.query_opt(&stmt, params).map_err(pg_error)
+    }
+
+    pub(super) fn batch(&mut self, sql: &str) -> Result<()> {
+        self.sync()?;
+        self.client()?.batch_execute(sql).map_err(pg_error)
+    }
+
+    pub(super) fn not_a_vault(&self, reason: String) -> EngineError {
+        EngineError::NotAVault {
+            path: self.target.display().into(),
+            reason,
+        }
+    }
+
+    pub(super) fn meta(&mut self, k: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .query_opt("SELECT v FROM meta WHERE k = $1", &[&k])?
+            .map(|r| r.get(0)))
+    }
+
+    pub(super) fn put_meta(&mut self, k: &str, v: &[u8]) -> Result<()> {
+        self.exec(
+            "INSERT INTO meta (k, v) VALUES ($1, $2) ON CONFLICT (k) DO UPDATE SET v = excluded.v",
+            &[&k, &v],
+        )?;
+        Ok(())
+    }
+}
