@@ -29,6 +29,7 @@
 pub mod backend;
 pub mod backup;
 pub mod crypto;
+mod data;
 pub mod engine;
 pub mod error;
 mod host_leases;
@@ -43,10 +44,6 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use session_vault_proto::audit::{AuditEntry, AuditPage};
-use session_vault_proto::model::{
-    DcOption, Peer, PeerKey, SentFile, SessionAcl, SessionData, SessionExtras, SessionSummary,
-    UpdateStateChange, UpdatesState,
-};
 use zeroize::Zeroizing;
 
 pub use crypto::KdfParams;
@@ -668,186 +665,6 @@ impl Vault {
             e.audit_page(after_seq, limit, since, session.as_deref())
         })
         .await
-    }
-
-    // ---- sessions -------------------------------------------------------------------------
-
-    /// Creates an empty session (grammers' defaults). Durable.
-    pub async fn create_session(&self, name: &str, acl: SessionAcl) -> Result<SessionId> {
-        let name = name.to_owned();
-        self.call_retrying(move |e| e.create_session(&name, acl.clone()))
-            .await
-    }
-
-    /// Stores a whole session in one durable transaction. Durable.
-    pub async fn import(
-        &self,
-        name: &str,
-        data: SessionData,
-        if_exists: IfExists,
-        acl: SessionAcl,
-    ) -> Result<SessionId> {
-        let name = name.to_owned();
-        self.call_retrying(move |e| e.import(&name, &data, if_exists, acl.clone()))
-            .await
-    }
-
-    /// Replaces everything a session holds, keeping its name and ACL. Durable.
-    pub async fn replace_contents(&self, sid: SessionId, data: SessionData) -> Result<()> {
-        self.call(Class::Durable, move |e| e.replace_contents(sid, &data))
-            .await
-    }
-
-    /// Everything a session holds.
-    pub async fn export(&self, sid: SessionId) -> Result<SessionData> {
-        self.fresh(Class::Read, move |e| e.export(sid)).await
-    }
-
-    /// Everything a session holds but its peers (read with [`Self::peers_page`]).
-    pub async fn export_without_peers(&self, sid: SessionId) -> Result<SessionData> {
-        self.fresh(Class::Read, move |e| e.export_without_peers(sid))
-            .await
-    }
-
-    /// Resolves a session name.
-    pub async fn open_session(&self, name: &str) -> Result<SessionId> {
-        let name = name.to_owned();
-        self.read(move |e| e.open_session(&name)).await
-    }
-
-    /// Summaries of every session.
-    pub async fn list_sessions(&self) -> Result<Vec<SessionSummary>> {
-        let listed = self.list_sessions_with_ids().await?;
-        Ok(listed.into_iter().map(|(_, s)| s).collect())
-    }
-
-    /// Summaries of every session with their ids, read in one consistent pass (for callers
-    /// that look more up by id, such as lease holders).
-    pub async fn list_sessions_with_ids(&self) -> Result<Vec<(SessionId, SessionSummary)>> {
-        self.fresh(Class::Read, |e| e.list_sessions()).await
-    }
-
-    /// Renames a session. Durable.
-    pub async fn rename_session(&self, old: &str, new: &str) -> Result<()> {
-        let (old, new) = (old.to_owned(), new.to_owned());
-        self.call_retrying(move |e| e.rename_session(&old, &new))
-            .await
-    }
-
-    /// Deletes a session. Durable.
-    pub async fn delete_session(&self, name: &str) -> Result<()> {
-        let name = name.to_owned();
-        self.call_retrying(move |e| e.delete_session(&name)).await
-    }
-
-    /// The session's record: home DC, self user, extras, ACL.
-    pub async fn session_record(&self, sid: SessionId) -> Result<engine::SessionRecord> {
-        self.read(move |e| e.session_record(sid)).await
-    }
-
-    /// Sets the home DC. Durable.
-    pub async fn set_home_dc(&self, sid: SessionId, dc: i32) -> Result<()> {
-        self.fresh(Class::Durable, move |e| e.set_home_dc(sid, dc))
-            .await
-    }
-
-    /// Sets Telethon/Pyrogram extras. Durable.
-    pub async fn set_extras(&self, sid: SessionId, extras: SessionExtras) -> Result<()> {
-        self.fresh(Class::Durable, move |e| e.set_extras(sid, extras.clone()))
-            .await
-    }
-
-    /// Replaces a session's ACL. Durable.
-    pub async fn set_acl(&self, sid: SessionId, acl: SessionAcl) -> Result<()> {
-        self.call_retrying(move |e| e.set_acl(sid, acl.clone()))
-            .await
-    }
-
-    /// All DC options.
-    pub async fn dc_options(&self, sid: SessionId) -> Result<Vec<DcOption>> {
-        self.read(move |e| e.dc_options(sid)).await
-    }
-
-    /// Sets one DC option (auth key included). Durable.
-    pub async fn set_dc_option(&self, sid: SessionId, dc: DcOption) -> Result<()> {
-        self.call(Class::Durable, move |e| e.set_dc_option(sid, &dc))
-            .await
-    }
-
-    /// A peer by identity.
-    pub async fn peer(&self, sid: SessionId, key: PeerKey) -> Result<Option<Peer>> {
-        self.read(move |e| e.peer(sid, key)).await
-    }
-
-    /// A page of cached peers, newest first, and the next page's cursor (a warm start).
-    /// Queued on the storage thread (a page is up to 1000 rows, too long to run inline).
-    pub async fn peers_page(
-        &self,
-        sid: SessionId,
-        before: Option<i64>,
-        limit: u32,
-    ) -> Result<(Vec<Peer>, Option<i64>)> {
-        self.call(Class::Read, move |e| e.peers_page(sid, before, limit))
-            .await
-    }
-
-    /// The self user's peer.
-    pub async fn self_peer(&self, sid: SessionId) -> Result<Option<Peer>> {
-        self.read(move |e| e.self_peer(sid)).await
-    }
-
-    /// A peer by username (case-insensitive).
-    pub async fn peer_by_username(&self, sid: SessionId, username: &str) -> Result<Option<Peer>> {
-        let username = username.to_owned();
-        self.read(move |e| e.peer_by_username(sid, &username)).await
-    }
-
-    /// A peer by phone.
-    pub async fn peer_by_phone(&self, sid: SessionId, phone: &str) -> Result<Option<Peer>> {
-        let phone = phone.to_owned();
-        self.read(move |e| e.peer_by_phone(sid, &phone)).await
-    }
-
-    /// Caches a batch of peers (merging). Cache class.
-    pub async fn cache_peers(&self, sid: SessionId, peers: Vec<Peer>) -> Result<()> {
-        let small = peers.len() <= INLINE_PEERS;
-        self.call_cache(small, move |e| e.cache_peers(sid, &peers))
-            .await
-    }
-
-    /// The full update state.
-    pub async fn updates_state(&self, sid: SessionId) -> Result<UpdatesState> {
-        self.read(move |e| e.updates_state(sid)).await
-    }
-
-    /// Applies an update-state change. Cache class.
-    pub async fn set_update_state(&self, sid: SessionId, change: UpdateStateChange) -> Result<()> {
-        let rows = match &change {
-            UpdateStateChange::All(state) => 1 + state.channels.len(),
-            _ => 1,
-        };
-        self.call_cache(rows <= INLINE_STATE_ROWS, move |e| {
-            e.set_update_state(sid, &change)
-        })
-        .await
-    }
-
-    /// Caches a sent file. Cache class.
-    pub async fn put_sent_file(&self, sid: SessionId, file: SentFile) -> Result<()> {
-        self.call_cache(true, move |e| e.put_sent_file(sid, &file))
-            .await
-    }
-
-    /// A sent file by (md5, size, type).
-    pub async fn sent_file(
-        &self,
-        sid: SessionId,
-        md5: Vec<u8>,
-        size: i64,
-        file_type: i32,
-    ) -> Result<Option<SentFile>> {
-        self.read(move |e| e.sent_file(sid, &md5, size, file_type))
-            .await
     }
 }
 
