@@ -63,13 +63,15 @@ build() {
 
 # Clippy on the Windows build, -D warnings, as CI lints the Unix one: the cfg(windows) code (the
 # named-pipe transport and server, the SID mapping, the client's pipe, vaultctl's) is linted
-# only here. Every target of every package except two of the daemon's, which are Unix-only
-# and do not compile for Windows: its integration tests (tests/, which drive vaultd over Unix
-# sockets) and its unit tests (the PostgreSQL test cluster is Unix code).
+# only here. Every target of every package except the daemon's integration tests (tests/,
+# which drive vaultd over Unix sockets: Unix-only, they do not compile for Windows); its unit
+# tests are linted too, though they do not run there (the PostgreSQL test cluster skips).
 clippy() {
     local t=$SECONDS
     wcargo clippy --workspace --exclude session-vault-daemon --all-targets -- -D warnings
     wcargo clippy -p session-vault-daemon --lib --bins --bench engine -- -D warnings
+    # The daemon's unit tests (`--lib` built as a test: `cfg(test)`).
+    wcargo clippy -p session-vault-daemon --lib --profile test -- -D warnings
     say "clippy: $((SECONDS - t)) s"
 }
 

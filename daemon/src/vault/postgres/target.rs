@@ -18,7 +18,7 @@ use zeroize::Zeroizing;
 use super::super::error::{EngineError, Result, StorageErrorKind};
 use super::idle::IdleTimeout;
 
-#[cfg(test)]
+#[cfg(all(test, unix))]
 mod cluster_tests;
 mod tls;
 

@@ -104,8 +104,7 @@ impl Cluster {
             );
             return None;
         };
-        // SAFETY: geteuid has no preconditions.
-        let as_other = if unsafe { libc::geteuid() } == 0 {
+        let as_other = if running_as_root() {
             match postgres_account() {
                 Some(ids) => Some(ids),
                 None => {
@@ -123,28 +122,21 @@ impl Cluster {
     }
 
     fn start(bin: PathBuf, as_other: Option<(u32, u32)>, tcp: Option<Tcp>) -> Cluster {
-        use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::Builder::new()
             .prefix("svpg")
             .tempdir_in("/tmp")
             .expect("temp dir for PostgreSQL");
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
-            .expect("chmod the cluster dir");
+        set_mode(dir.path(), 0o755, None);
         let password = format!("pw-{:016x}", random_u64());
         let pwfile = dir.path().join("pwfile");
         std::fs::write(&pwfile, format!("{password}\n")).expect("write the password file");
         for sub in ["data", "sock", "tls"] {
             std::fs::create_dir(dir.path().join(sub)).expect("cluster subdir");
         }
-        std::fs::set_permissions(
-            dir.path().join("data"),
-            std::fs::Permissions::from_mode(0o700),
-        )
-        .expect("chmod data");
-        if let Some((uid, gid)) = as_other {
+        set_mode(&dir.path().join("data"), 0o700, None);
+        if let Some(ids) = as_other {
             for p in ["data", "sock", "pwfile", "tls"] {
-                std::os::unix::fs::chown(dir.path().join(p), Some(uid), Some(gid))
-                    .expect("chown to the PostgreSQL test uid");
+                set_owner(&dir.path().join(p), ids);
             }
         }
         let tls = matches!(tcp, Some(Tcp::Tls(_)));
@@ -236,13 +228,11 @@ impl Cluster {
     /// Writes the password to `path` (mode 0600), as `--store-password-file` takes it.
     pub fn write_password_file(&self, path: &Path) {
         use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)
-            .expect("create the password file");
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut f = options.open(path).expect("create the password file");
         writeln!(f, "{}", self.password).expect("write the password file");
     }
 
@@ -456,7 +446,6 @@ fn free_port() -> u16 {
 /// `other-ca.pem` (an unrelated CA) into `dir`.
 fn write_certificates(dir: &Path, names: &[String], as_other: Option<(u32, u32)>) {
     use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
-    use std::os::unix::fs::PermissionsExt;
     let ca = |name: &str| {
         let key = KeyPair::generate().expect("CA key");
         let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
@@ -480,11 +469,7 @@ fn write_certificates(dir: &Path, names: &[String], as_other: Option<(u32, u32)>
     let write = |name: &str, text: String, mode: u32| {
         let path = dir.join(name);
         std::fs::write(&path, text).expect("write a test certificate");
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
-            .expect("chmod a test certificate");
-        if let Some((uid, gid)) = as_other {
-            std::os::unix::fs::chown(&path, Some(uid), Some(gid)).expect("chown");
-        }
+        set_mode(&path, mode, as_other);
     };
     write("ca.pem", ca_cert.pem(), 0o644);
     write("other-ca.pem", other.pem(), 0o644);
@@ -504,8 +489,40 @@ fn write_certificates(dir: &Path, names: &[String], as_other: Option<(u32, u32)>
     ] {
         let path = dir.join(name);
         std::fs::write(&path, text).expect("write a client certificate");
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+        set_mode(&path, mode, None);
     }
+}
+
+/// Whether the tests run as root (then the server runs as the `postgres` account).
+fn running_as_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    #[cfg(unix)]
+    return unsafe { libc::geteuid() } == 0;
+    #[cfg(not(unix))]
+    false
+}
+
+/// Sets `path`'s mode and, given ids, its owner. Unix only: no cluster starts elsewhere (the
+/// tests skip), this builds there so that the tests around it can be linted for Windows.
+fn set_mode(path: &Path, mode: u32, owner: Option<(u32, u32)>) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    }
+    #[cfg(not(unix))]
+    let _ = (path, mode);
+    if let Some(ids) = owner {
+        set_owner(path, ids);
+    }
+}
+
+/// Gives `path` to the PostgreSQL test account (Unix only, as [`set_mode`]).
+fn set_owner(path: &Path, (uid, gid): (u32, u32)) {
+    #[cfg(unix)]
+    std::os::unix::fs::chown(path, Some(uid), Some(gid)).expect("chown to the PostgreSQL test uid");
+    #[cfg(not(unix))]
+    let _ = (path, uid, gid);
 }
 
 /// A seed for the password: not a secret worth a CSPRNG (a throwaway local cluster).
