@@ -332,9 +332,9 @@ impl Worker {
     /// unguarded write failed in it yet, it runs without a savepoint where the store gains
     /// by that ([`Store::unguarded_op`]); should it fail after it wrote, the whole
     /// transaction is rolled back and the acknowledged writes before it are re-applied
-    /// ([`Worker::undo_unguarded`]), with the same outcome as a rollback to its savepoint. One such failure makes the rest
-    /// of the transaction's writes use savepoints, so that a client whose writes keep failing
-    /// costs at most one re-apply per group commit.
+    /// ([`Worker::undo_unguarded`]), with the same outcome as a rollback to its savepoint.
+    /// One such failure makes the rest of the transaction's writes use savepoints, so that a
+    /// client whose writes keep failing costs at most one re-apply per group commit.
     fn in_op<R>(
         &mut self,
         replayable: bool,

@@ -50,6 +50,14 @@ impl PeerWrites {
 /// scrubs cost less than the one larger scrub.
 const SCRUB_ONCE_MIN: usize = 4;
 
+/// The self user a peer as kept names, if it is one (`is_self == Some(true)`).
+fn self_user(p: &Peer) -> Option<SelfUser> {
+    (p.kind == PeerKind::User && p.is_self == Some(true)).then(|| SelfUser {
+        id: p.id,
+        bot: p.bot.unwrap_or(false),
+    })
+}
+
 /// No key is given twice.
 fn all_distinct(keys: &[[u8; 16]]) -> bool {
     let mut seen = std::collections::HashSet::with_capacity(keys.len());
@@ -260,38 +268,30 @@ impl<S: Store> Engine<S> {
             .map(|p| self.row_key(sid, Table::Peers, &Self::peer_key_bytes(p.key())))
             .collect::<Result<Vec<_>>>()?;
         let insert_first = self.peer_writes.insert_first() && all_distinct(&keys);
-        let (kept, new) = if insert_first {
+        let (new_self, new) = if insert_first {
             self.insert_peers_first(sid, peers, &keys)?
         } else {
             self.read_peers_first(sid, peers, &keys)?
         };
         self.peer_writes.record(new, peers.len());
-        let new_self = kept
-            .iter()
-            .rev()
-            .find(|p| p.kind == PeerKind::User && p.is_self == Some(true))
-            .map(|me| SelfUser {
-                id: me.id,
-                bot: me.bot.unwrap_or(false),
-            });
         if let Some(me) = new_self {
             self.update_record(sid, |r| r.self_user = Some(me))?;
         }
         self.touch(sid)
     }
 
-    /// [`Engine::cache_peers`] by reading first; answers every peer as kept (in call order)
-    /// and how many were new. A peer given twice merges into what this call wrote for it.
+    /// [`Engine::cache_peers`] by reading first; answers the last self user among the peers as
+    /// kept, and how many were new. A peer given twice merges into what this call wrote for it.
     fn read_peers_first(
         &mut self,
         sid: SessionId,
         peers: &[Peer],
         keys: &[[u8; 16]],
-    ) -> Result<(Vec<Peer>, usize)> {
+    ) -> Result<(Option<SelfUser>, usize)> {
         let key_refs: Vec<&[u8]> = keys.iter().map(|k| &k[..]).collect();
         let stored = self.store.get_many(Table::Peers, sid.0, &key_refs)?;
         let mut written: std::collections::HashMap<[u8; 16], Peer> = Default::default();
-        let mut kept = Vec::with_capacity(peers.len());
+        let mut new_self = None;
         let mut new = 0;
         for ((peer, k), sealed) in peers.iter().zip(keys).zip(stored) {
             let old: Option<Peer> = match (written.get(k), sealed) {
@@ -315,9 +315,9 @@ impl<S: Store> Engine<S> {
                     written.insert(*k, merged.clone());
                 }
             }
-            kept.push(merged);
+            new_self = self_user(&merged).or(new_self);
         }
-        Ok((kept, new))
+        Ok((new_self, new))
     }
 
     /// [`Engine::cache_peers`] by inserting first (no key given twice); answers like
@@ -327,7 +327,7 @@ impl<S: Store> Engine<S> {
         sid: SessionId,
         peers: &[Peer],
         keys: &[[u8; 16]],
-    ) -> Result<(Vec<Peer>, usize)> {
+    ) -> Result<(Option<SelfUser>, usize)> {
         let mut blinds = Vec::with_capacity(peers.len());
         let mut rows = Vec::with_capacity(peers.len());
         for (peer, k) in peers.iter().zip(keys) {
@@ -346,12 +346,12 @@ impl<S: Store> Engine<S> {
             .collect();
         let stored = self.store.insert_absent(Table::Peers, sid.0, &rows)?;
         drop(rows);
-        let mut kept = Vec::with_capacity(peers.len());
+        let mut new_self = None;
         let mut new = 0;
         for ((peer, k), sealed) in peers.iter().zip(keys).zip(stored) {
             let Some(v) = sealed else {
                 new += 1;
-                kept.push(peer.clone());
+                new_self = self_user(peer).or(new_self);
                 continue;
             };
             let old: Peer = self.open_at(sid, Table::Peers, k, &v)?;
@@ -360,9 +360,9 @@ impl<S: Store> Engine<S> {
             if merged != old {
                 self.write_peer(sid, k, &merged)?;
             }
-            kept.push(merged);
+            new_self = self_user(&merged).or(new_self);
         }
-        Ok((kept, new))
+        Ok((new_self, new))
     }
 
     /// The blind index values of a peer's username and phone.
