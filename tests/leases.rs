@@ -3,7 +3,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use session_vault_client::Connection;
 use session_vault_proto::message::{ErrorCode, Request, Response, SessionListing};
@@ -26,29 +26,6 @@ async fn listing(c: &Connection, name: &str) -> SessionListing {
             .find(|s| s.summary.name == name)
             .unwrap_or_else(|| panic!("{name} not listed")),
         other => panic!("list: {other:?}"),
-    }
-}
-
-/// Waits until `c` can take `name`'s lease; returns the handle and how long it took.
-async fn open_when_free(c: &Connection, name: &str) -> (u32, Duration) {
-    let t = Instant::now();
-    loop {
-        match c.call(open_req(name, true)).await {
-            Ok(Response::Opened { handle, .. }) => return (handle, t.elapsed()),
-            Err(e)
-                if matches!(
-                    e.wire().map(|w| &w.code),
-                    Some(ErrorCode::SessionBusy { .. })
-                ) =>
-            {
-                assert!(
-                    t.elapsed() < Duration::from_secs(10),
-                    "lease of {name} still held after 10 s"
-                );
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            other => panic!("open: {other:?}"),
-        }
     }
 }
 
@@ -93,7 +70,7 @@ async fn a_lease_dies_with_its_process() {
     assert_held_by(&c, "bot", holder.pid()).await;
 
     holder.kill();
-    let (_, took) = open_when_free(&c, "bot").await;
+    let (_, took) = open_when_free(&c, "bot", Duration::from_secs(10)).await;
     println!("lease freed {took:?} after SIGKILL of its holder");
     assert_eq!(
         listing(&c, "bot").await.lease_holder_pid,
@@ -144,7 +121,7 @@ async fn a_lease_is_freed_by_close_and_by_disconnect_and_reentrant_on_its_connec
 
     // Dropping the connection frees its lease.
     drop(other);
-    let (_, took) = open_when_free(&c, "bot").await;
+    let (_, took) = open_when_free(&c, "bot", Duration::from_secs(10)).await;
     println!("lease freed {took:?} after its connection was dropped");
 }
 
@@ -220,7 +197,7 @@ async fn a_python_client_holds_a_lease_until_killed() {
 
     py.kill().unwrap();
     py.wait().unwrap();
-    let (_, took) = open_when_free(&c, "pybot").await;
+    let (_, took) = open_when_free(&c, "pybot", Duration::from_secs(10)).await;
     println!("lease freed {took:?} after SIGKILL of the python holder");
 }
 

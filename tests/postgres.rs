@@ -354,7 +354,7 @@ async fn a_postgres_restart_is_survived_without_restarting_vaultd_and_loses_no_d
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_is_busy_on_other_hosts_and_taken_over_after_its_holder_dies() {
     use session_vault_proto::message::ErrorCode;
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
 
     let Some(cluster) = Cluster::start_or_skip("leases across vaultd on PostgreSQL") else {
         return;
@@ -401,33 +401,7 @@ async fn a_session_is_busy_on_other_hosts_and_taken_over_after_its_holder_dies()
     // The holder's daemon dies; its lease lapses; B takes over within expiry + 1 s.
     drop(ca);
     da.kill();
-    let t = Instant::now();
-    let hb = loop {
-        match cb
-            .call(Request::OpenSession {
-                name: "bot".into(),
-                exclusive: true,
-                create_if_missing: false,
-            })
-            .await
-        {
-            Ok(Response::Opened { handle, .. }) => break handle,
-            Err(e)
-                if matches!(
-                    e.wire().map(|w| &w.code),
-                    Some(ErrorCode::SessionBusy { .. })
-                ) =>
-            {
-                assert!(
-                    t.elapsed() < Duration::from_secs(5),
-                    "no takeover after 5 s"
-                );
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            other => panic!("open on B: {other:?}"),
-        }
-    };
-    let took = t.elapsed();
+    let (hb, took) = open_when_free(&cb, "bot", Duration::from_secs(5)).await;
     eprintln!(
         "takeover {} ms after the holder's SIGKILL (expiry 1 s)",
         took.as_millis()

@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use session_vault_proto::message::{ErrorCode, PeerQuery, Request, Response};
+use session_vault_proto::message::{PeerQuery, Request, Response};
 use session_vault_proto::model::{Peer, PeerKey, PeerKind};
 
 use super::{refs, store_args};
@@ -92,31 +92,10 @@ async fn a_host_paused_inside_a_transaction_holds_a_takeover_up_for_its_idle_tim
 
     // B takes the session over: its lease statement waits for A's row lock until
     // PostgreSQL ends A's idle session (5 s), then until A's lease lapsed (3 s).
-    let takeover = async {
-        loop {
-            match cb
-                .call(Request::OpenSession {
-                    name: "bot".into(),
-                    exclusive: true,
-                    create_if_missing: false,
-                })
-                .await
-            {
-                Ok(Response::Opened { handle, .. }) => break handle,
-                Err(e)
-                    if matches!(
-                        e.wire().map(|w| &w.code),
-                        Some(ErrorCode::SessionBusy { .. })
-                    ) =>
-                {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                other => panic!("open on B: {other:?}"),
-            }
-        }
-    };
+    // The outer timeout fires first, so that A is resumed before the test fails.
+    let takeover = open_when_free(&cb, "bot", Duration::from_secs(60));
     let hb = match tokio::time::timeout(Duration::from_secs(30), takeover).await {
-        Ok(hb) => hb,
+        Ok((hb, _)) => hb,
         Err(_) => {
             signal(da.pid(), libc::SIGCONT);
             panic!(

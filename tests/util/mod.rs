@@ -564,6 +564,38 @@ pub async fn open_session(c: &Connection, name: &str, exclusive: bool) -> u32 {
     )
 }
 
+/// Opens the existing session `name` exclusively on `c` as soon as its lease is free,
+/// retrying on `session_busy` every 10 ms for up to `within` (then panics); returns the
+/// handle and how long it took.
+pub async fn open_when_free(c: &Connection, name: &str, within: Duration) -> (u32, Duration) {
+    let t = std::time::Instant::now();
+    loop {
+        let r = c
+            .call(Request::OpenSession {
+                name: name.into(),
+                exclusive: true,
+                create_if_missing: false,
+            })
+            .await;
+        match r {
+            Ok(Response::Opened { handle, .. }) => return (handle, t.elapsed()),
+            Err(e)
+                if matches!(
+                    e.wire().map(|w| &w.code),
+                    Some(ErrorCode::SessionBusy { .. })
+                ) =>
+            {
+                assert!(
+                    t.elapsed() < within,
+                    "lease of {name} still held after {within:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            other => panic!("exclusive open of {name}: {other:?}"),
+        }
+    }
+}
+
 /// CPU time (user + system) process `pid` has used.
 pub fn cpu_time(pid: u32) -> Duration {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc/PID/stat");
