@@ -59,10 +59,16 @@ impl PostgresStore {
     /// Takes `session`'s lease for `ttl` if it is free, expired or already this instance's.
     /// Call with no transaction open (it commits at once).
     ///
-    /// The update waits for the row lock of a writer's open transaction (see the module doc),
-    /// which may be a paused host's until PostgreSQL ends it ([`super::idle`]): its expiry is
-    /// counted from when the row is written, not from when the statement began (`excluded`'s
-    /// value would be that old, and the lease taken over would be born expired).
+    /// A lease that another instance holds, live, is answered `Busy` from the statement's
+    /// snapshot, without touching the row: the holder's open group commit keeps the row
+    /// locked `FOR SHARE` (its fencing check) for up to a flush interval, and an `ON CONFLICT
+    /// DO UPDATE` would wait for that lock before finding the lease live.
+    ///
+    /// The update (a free, expired or own lease) waits for the row lock of a writer's open
+    /// transaction (see the module doc), which may be a paused host's until PostgreSQL ends
+    /// it ([`super::idle`]): its expiry is counted from when the row is written, not from when
+    /// the statement began (`excluded`'s value would be that old, and the lease taken over
+    /// would be born expired).
     pub fn acquire_lease(
         &mut self,
         session: i64,
@@ -73,8 +79,10 @@ impl PostgresStore {
         let uid = holder.uid.map(i64::from);
         let row = self.query_opt(
             "INSERT INTO leases AS l (session, token, host, instance, pid, uid, expires_at)
-             VALUES ($1, nextval('lease_token'), $2, $3, $4, $5,
-                     clock_timestamp() + $6::bigint * interval '1 millisecond')
+             SELECT $1, nextval('lease_token'), $2, $3, $4, $5,
+                    clock_timestamp() + $6::bigint * interval '1 millisecond'
+             WHERE NOT EXISTS (SELECT 1 FROM leases WHERE session = $1 AND instance <> $3
+                               AND expires_at > clock_timestamp())
              ON CONFLICT (session) DO UPDATE SET token = nextval('lease_token'),
                  host = excluded.host, instance = excluded.instance, pid = excluded.pid,
                  uid = excluded.uid,

@@ -69,6 +69,8 @@ mod errors;
 pub mod idle;
 pub mod lease;
 #[cfg(test)]
+mod lease_tests;
+#[cfg(test)]
 mod plan_tests;
 mod rows;
 mod schema;
