@@ -101,6 +101,26 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Clears the index values `idx` from every other row of the session: an index value
     /// names one row ([`Store::put`]).
+    /// The rows `sql` (`SELECT k, v, <index 1>, <index 2> … WHERE session = ?1`) selects,
+    /// each with what it says of the two index columns.
+    fn scan_with_indexes<T: rusqlite::types::FromSql>(
+        &mut self,
+        sql: &str,
+        session: i64,
+    ) -> Result<Vec<(Row, [T; 2])>> {
+        let mut stmt = self.conn.prepare_cached(sql)?;
+        let rows = stmt.query_map([session], |r| {
+            Ok((
+                Row {
+                    key: r.get(0)?,
+                    value: r.get(1)?,
+                },
+                [r.get(2)?, r.get(3)?],
+            ))
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     fn take_index_values(
         &mut self,
         table: Table,
@@ -684,17 +704,7 @@ impl Store for SqliteStore {
             "SELECT k, v, i1 IS NOT NULL, i2 IS NOT NULL FROM ",
             " WHERE session = ?1 ORDER BY rowid"
         );
-        let mut stmt = self.conn.prepare_cached(sql)?;
-        let rows = stmt.query_map([session], |r| {
-            Ok((
-                Row {
-                    key: r.get(0)?,
-                    value: r.get(1)?,
-                },
-                [r.get(2)?, r.get(3)?],
-            ))
-        })?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        self.scan_with_indexes(sql, session)
     }
 
     fn scan_all(&mut self, table: Table, session: i64) -> Result<Vec<IndexedRow>> {
@@ -703,17 +713,7 @@ impl Store for SqliteStore {
             "SELECT k, v, i1, i2 FROM ",
             " WHERE session = ?1 ORDER BY rowid"
         );
-        let mut stmt = self.conn.prepare_cached(sql)?;
-        let rows = stmt.query_map([session], |r| {
-            Ok((
-                Row {
-                    key: r.get(0)?,
-                    value: r.get(1)?,
-                },
-                [r.get(2)?, r.get(3)?],
-            ))
-        })?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        self.scan_with_indexes(sql, session)
     }
 
     fn clear(&mut self, table: Table, session: i64) -> Result<()> {

@@ -7,8 +7,10 @@ use postgres::{Client, Statement};
 
 use super::deferred::{Deferred, Held};
 use super::errors::pg_error;
+use super::rows::data_row;
 use super::{PgTarget, PostgresStore, begin_sql, idle};
 use crate::vault::error::{EngineError, Result, StorageErrorKind};
+use crate::vault::store::Row;
 
 impl PostgresStore {
     /// Connects to `target`, checks that the database is empty or a Session Vault, and
@@ -157,6 +159,20 @@ impl PostgresStore {
         self.sync()?;
         let (client, stmt) = self.stmt(sql)?;
         client.query(&stmt, params).map_err(pg_error)
+    }
+
+    /// The rows `sql` (`SELECT k, v, <index 1>, <index 2> … WHERE session = $1`) selects,
+    /// each with what it says of the two index columns.
+    pub(super) fn scan_with_indexes<T: postgres::types::FromSqlOwned>(
+        &mut self,
+        sql: &'static str,
+        session: i64,
+    ) -> Result<Vec<(Row, [T; 2])>> {
+        Ok(self
+            .query(sql, &[&session])?
+            .iter()
+            .map(|r| (data_row(r), [r.get(2), r.get(3)]))
+            .collect())
     }
 
     pub(super) fn query_opt(

@@ -35,6 +35,22 @@ pub struct Holder {
     pub uid: Option<u32>,
 }
 
+impl Holder {
+    /// From a row of `leases`' `host, instance, pid, uid`.
+    fn from_row(r: &postgres::Row) -> Holder {
+        let id = |i: usize| {
+            r.get::<_, Option<i64>>(i)
+                .and_then(|v| u32::try_from(v).ok())
+        };
+        Holder {
+            host: r.get(0),
+            instance: r.get(1),
+            pid: id(2),
+            uid: id(3),
+        }
+    }
+}
+
 /// Outcome of [`PostgresStore::acquire_lease`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Acquired {
@@ -108,16 +124,7 @@ impl PostgresStore {
             &[&session],
         )?;
         match r {
-            Some(r) => Ok(Acquired::Busy(Holder {
-                host: r.get(0),
-                instance: r.get(1),
-                pid: r
-                    .get::<_, Option<i64>>(2)
-                    .and_then(|p| u32::try_from(p).ok()),
-                uid: r
-                    .get::<_, Option<i64>>(3)
-                    .and_then(|u| u32::try_from(u).ok()),
-            })),
+            Some(r) => Ok(Acquired::Busy(Holder::from_row(&r))),
             // Released between the two statements: try again.
             None => self.acquire_lease(session, holder, ttl),
         }
@@ -151,16 +158,7 @@ impl PostgresStore {
              WHERE instance <> $1 AND expires_at > clock_timestamp() LIMIT 1",
             &[&instance],
         )?;
-        Ok(r.map(|r| Holder {
-            host: r.get(0),
-            instance: r.get(1),
-            pid: r
-                .get::<_, Option<i64>>(2)
-                .and_then(|p| u32::try_from(p).ok()),
-            uid: r
-                .get::<_, Option<i64>>(3)
-                .and_then(|u| u32::try_from(u).ok()),
-        }))
+        Ok(r.map(|r| Holder::from_row(&r)))
     }
 
     /// The sessions whose lease this store holds.

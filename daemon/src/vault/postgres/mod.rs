@@ -784,11 +784,7 @@ impl Store for PostgresStore {
             "SELECT k, v, i1 IS NOT NULL, i2 IS NOT NULL FROM ",
             " WHERE session = $1 ORDER BY seq"
         );
-        Ok(self
-            .query(sql, &[&session])?
-            .iter()
-            .map(|r| (data_row(r), [r.get(2), r.get(3)]))
-            .collect())
+        self.scan_with_indexes(sql, session)
     }
 
     fn scan_all(&mut self, table: Table, session: i64) -> Result<Vec<IndexedRow>> {
@@ -797,11 +793,7 @@ impl Store for PostgresStore {
             "SELECT k, v, i1, i2 FROM ",
             " WHERE session = $1 ORDER BY seq"
         );
-        Ok(self
-            .query(sql, &[&session])?
-            .iter()
-            .map(|r| (data_row(r), [r.get(2), r.get(3)]))
-            .collect())
+        self.scan_with_indexes(sql, session)
     }
 
     fn clear(&mut self, table: Table, session: i64) -> Result<()> {
