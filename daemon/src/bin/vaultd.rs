@@ -36,8 +36,8 @@ struct Args {
     lease_expiry: Option<std::time::Duration>,
     /// With --store: how long PostgreSQL lets a transaction of this vaultd sit idle before it
     /// ends the session (idle_in_transaction_session_timeout), e.g. `10s`; `0s`: never. Bounds
-    /// how long a paused host's locks hold up the others [default: the role's or database's
-    /// setting, else 4 flush intervals, at least 5s].
+    /// how long a paused host's locks hold up the others; at least 1s and two flush intervals
+    /// [default: the role's or database's setting, else 4 flush intervals, at least 5s].
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     store_idle_transaction_timeout: Option<std::time::Duration>,
     /// Uid allowed to send admin requests (repeatable; default: the daemon's uid and root).

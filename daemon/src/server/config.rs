@@ -191,6 +191,9 @@ pub enum ConfigError {
     /// No default exists for a value (e.g. no `XDG_RUNTIME_DIR` for a user daemon).
     #[error("{0}")]
     Missing(String),
+    /// A value is out of its range.
+    #[error("{0}")]
+    Invalid(String),
 }
 
 impl Config {
@@ -256,6 +259,18 @@ impl Config {
                 ));
             }
         }
+        let flush_interval = Duration::from_millis(
+            o.flush_interval_ms
+                .or(file.flush_interval_ms)
+                .unwrap_or(100),
+        );
+        let store_idle_transaction_timeout = o
+            .store_idle_transaction_timeout
+            .or(file.store_idle_transaction_timeout);
+        if let Some(t) = store_idle_transaction_timeout {
+            crate::vault::postgres::idle::check_explicit(t, flush_interval)
+                .map_err(ConfigError::Invalid)?;
+        }
         Ok(Config {
             socket,
             data_dir,
@@ -266,15 +281,9 @@ impl Config {
                 .or(file.lease_expiry)
                 .filter(|d| *d >= Duration::from_millis(300))
                 .unwrap_or(super::host_leases::DEFAULT_EXPIRY),
-            store_idle_transaction_timeout: o
-                .store_idle_transaction_timeout
-                .or(file.store_idle_transaction_timeout),
+            store_idle_transaction_timeout,
             admin_uids,
-            flush_interval: Duration::from_millis(
-                o.flush_interval_ms
-                    .or(file.flush_interval_ms)
-                    .unwrap_or(100),
-            ),
+            flush_interval,
             max_frame: o
                 .max_frame_bytes
                 .or(file.max_frame_bytes)
@@ -466,6 +475,17 @@ mod tests {
             c.store_idle_transaction_timeout,
             Some(Duration::ZERO),
             "the flag wins, zero (off) included"
+        );
+        let err = Config::resolve(Overrides {
+            config: Some(cfg.clone()),
+            store_idle_transaction_timeout: Some(Duration::from_millis(50)),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("PostgreSQL would end this vaultd's own group commits"),
+            "{err}"
         );
         let err = Config::resolve(Overrides {
             config: Some(cfg),

@@ -412,11 +412,19 @@ impl Worker {
 
     /// Begins an operation in the open transaction (begun if need be): unguarded if `may_skip`
     /// and the store gains by it (then `true`), else in a savepoint.
+    ///
+    /// Acknowledged writes still waiting to be re-applied (a failed commit whose re-apply
+    /// could not even begin a transaction) are re-applied first, in the transaction this
+    /// operation joins: a transaction begun without them would commit, and forget them.
     fn begin_op(&mut self, may_skip: bool) -> Result<bool, EngineError> {
         if !self.in_txn {
-            self.engine()?.store().begin()?;
-            self.in_txn = true;
             self.guard_rest = false;
+            if self.unflushed.is_empty() {
+                self.engine()?.store().begin()?;
+                self.in_txn = true;
+            } else {
+                self.replay(None)?;
+            }
         }
         let store = self.engine()?.store();
         if may_skip {
@@ -430,9 +438,11 @@ impl Worker {
     /// engine's state and re-applies the acknowledged writes before it (nothing waits for
     /// this commit, or the operation would have had a savepoint). The rest of the new
     /// transaction's writes use savepoints.
+    /// They stay due when they were (at the flush interval after the first of them).
     fn undo_unguarded(&mut self) {
+        let due_since = self.dirty_since;
         self.roll_back();
-        self.replay();
+        let _ = self.replay(due_since);
         self.guard_rest = true;
         if !self.in_txn && !self.unflushed.is_empty() {
             // Not even a transaction could begin to re-apply them: the storage is failing.
@@ -444,7 +454,7 @@ impl Worker {
     fn commit(&mut self) {
         if self.failing && !self.in_txn && !self.unflushed.is_empty() {
             // An earlier re-apply could not even begin a transaction: try again.
-            self.replay();
+            let _ = self.replay(None);
         }
         if !self.in_txn {
             self.answer_waiting(None);
@@ -502,25 +512,27 @@ impl Worker {
             tracing::warn!("vault storage is failing: cache-class writes now wait for a commit");
             self.failing = true;
         }
-        self.replay();
+        let _ = self.replay(None);
     }
 
     /// Re-applies the acknowledged, uncommitted cache-class writes in a new transaction, due
-    /// for commit after one more flush interval. One that no longer applies (its session was
-    /// deleted, the vault locked) is dropped and logged.
-    fn replay(&mut self) {
+    /// for commit a flush interval after `due_since` (after a failed commit: `None`, now, so
+    /// that a failing disk is not retried in a loop). One that no longer applies (its session
+    /// was deleted, the vault locked) is dropped and logged. Fails, keeping them for the next
+    /// try, if no transaction could begin.
+    fn replay(&mut self, due_since: Option<Instant>) -> Result<(), EngineError> {
         if self.unflushed.is_empty() {
-            return;
+            return Ok(());
         }
-        self.dirty_since = Some(Instant::now());
+        self.dirty_since = Some(due_since.unwrap_or_else(Instant::now));
         if let Err(e) = self.engine().and_then(|e| e.store().begin()) {
             tracing::error!(error = %e, "vault cannot begin a transaction to keep acknowledged writes; will retry");
-            return;
+            return Err(e);
         }
         self.in_txn = true;
         let redos = std::mem::take(&mut self.unflushed);
         let Some(engine) = self.engine.as_mut() else {
-            return;
+            return Ok(());
         };
         let mut dropped = 0usize;
         for redo in redos {
@@ -546,5 +558,6 @@ impl Worker {
                 tracing::error!(error = %e, "vault could not re-read its state after a failed write");
             }
         }
+        Ok(())
     }
 }

@@ -255,6 +255,10 @@ impl<S: Store> Engine<S> {
     /// fill, a bot meeting new users), seal every peer and insert it where its row is
     /// absent, reading and merging only the rows that were there
     /// ([`Store::insert_absent`]): a new peer then costs one index seek instead of two.
+    /// Insert-first applies the writes out of call order (every insert, then the rewrites of
+    /// the rows that were there), so it is taken only where order cannot matter: no key given
+    /// twice, and no peer bringing a username or phone, whose blind index goes to the last
+    /// peer written with it (grammers' peers carry neither; Telethon's and Pyrogram's often do).
     pub fn cache_peers(&mut self, sid: SessionId, peers: &[Peer]) -> Result<()> {
         if peers.len() >= SCRUB_ONCE_MIN {
             crate::vault::crypto::scrubbed_once(|| self.cache_peers_in(sid, peers))
@@ -270,7 +274,11 @@ impl<S: Store> Engine<S> {
             .iter()
             .map(|p| self.row_key(sid, Table::Peers, &Self::peer_key_bytes(p.key())))
             .collect::<Result<Vec<_>>>()?;
-        let insert_first = self.peer_writes.insert_first() && all_distinct(&keys);
+        let insert_first = self.peer_writes.insert_first()
+            && all_distinct(&keys)
+            && peers
+                .iter()
+                .all(|p| p.username.is_none() && p.phone.is_none());
         let (new_self, new) = if insert_first {
             self.insert_peers_first(sid, peers, &keys)?
         } else {

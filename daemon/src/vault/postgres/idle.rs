@@ -64,6 +64,28 @@ pub fn default_for(flush_interval: Duration) -> Duration {
     flush_interval.saturating_mul(FLUSH_INTERVALS).max(FLOOR)
 }
 
+/// Checks a timeout given explicitly (`--store-idle-transaction-timeout`): zero (off), or
+/// long enough not to end this daemon's own healthy group commits, which stay open up to a
+/// flush interval: at least [`EXPLICIT_MIN`] and two flush intervals. (A shorter value
+/// would also round to whole milliseconds, or to zero: off.)
+pub fn check_explicit(t: Duration, flush_interval: Duration) -> std::result::Result<(), String> {
+    let least = flush_interval.saturating_mul(2).max(EXPLICIT_MIN);
+    if t.is_zero() || t >= least {
+        return Ok(());
+    }
+    Err(format!(
+        "--store-idle-transaction-timeout {} is shorter than {} (at least {} and two flush \
+         intervals): PostgreSQL would end this vaultd's own group commits; give 0s to turn \
+         it off",
+        humantime::format_duration(t),
+        humantime::format_duration(least),
+        humantime::format_duration(EXPLICIT_MIN),
+    ))
+}
+
+/// The shortest timeout [`check_explicit`] takes (other than zero).
+pub const EXPLICIT_MIN: Duration = Duration::from_secs(1);
+
 /// The timeout in force on a connection, and where it came from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InForce {
@@ -119,6 +141,20 @@ mod cluster_tests;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_explicit_timeout_is_off_or_outlasts_two_flush_intervals() {
+        let flush = Duration::from_millis(100);
+        assert_eq!(check_explicit(Duration::ZERO, flush), Ok(()));
+        assert_eq!(check_explicit(Duration::from_secs(1), flush), Ok(()));
+        for short in [Duration::from_micros(500), Duration::from_millis(999)] {
+            let err = check_explicit(short, flush).unwrap_err();
+            assert!(err.contains("shorter than 1s"), "{err}");
+        }
+        let flush = Duration::from_secs(2);
+        assert!(check_explicit(Duration::from_secs(3), flush).is_err());
+        assert_eq!(check_explicit(Duration::from_secs(4), flush), Ok(()));
+    }
 
     #[test]
     fn the_default_is_four_flush_intervals_and_at_least_the_floor() {
