@@ -952,3 +952,18 @@ fn a_snapshot_does_not_see_what_another_store_commits_meanwhile() {
     a.rollback().unwrap();
     assert_eq!(a.sessions().unwrap().len(), 1, "seen once it ended");
 }
+
+/// Review repro, the PostgreSQL store: see
+/// `semantics::a_username_handed_over_in_one_batch_resolves_alike_by_either_write_path`.
+#[test]
+#[ignore = "repro: insert-first cache_peers hands a username back to a rewritten cached peer (PostgreSQL)"]
+fn a_username_handed_over_in_one_batch_resolves_alike_by_either_write_path_on_postgres() {
+    let Some(cluster) = Cluster::start_or_skip("the username hand-over repro on PostgreSQL") else {
+        return;
+    };
+    let cluster = Arc::new(cluster);
+    with_postgres(
+        &cluster,
+        super::semantics::a_username_handed_over_in_one_batch_resolves_alike_by_either_write_path,
+    );
+}
