@@ -526,3 +526,61 @@ async fn an_unguarded_operation_is_abandoned_alone_only_if_it_wrote_nothing() {
         assert_eq!(s.get(Table::Peers, sid.0, &[1; 16]).unwrap(), None);
     });
 }
+
+/// Review repro (PostgreSQL only; run by `postgres::…_on_postgres`): a commit fails (the
+/// server went down), the storage thread rolls back and cannot even begin the transaction
+/// that re-applies the acknowledged cache-class writes (`replay`: the server is still down),
+/// so it keeps them in `unflushed` and enters the failing state. The next write that arrives
+/// once the server is back begins a transaction in `begin_op` *without* re-applying them
+/// (only `commit` retries the replay, and only while no transaction is open), and its commit
+/// clears `unflushed`: the acknowledged write is gone, with no error logged.
+pub(super) fn acknowledged_cache_writes_survive_a_failed_commit_whose_replay_could_not_begin() {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(replay_could_not_begin(false));
+}
+
+/// The body of the repro above; `barrier_first`: a barrier job (which commits, retrying the
+/// re-apply first) runs before the next write, the control that keeps the write.
+pub(super) async fn replay_could_not_begin(barrier_first: bool) {
+    let t = TestDir::new();
+    let pg = t.pg.as_ref().expect("run under with_postgres");
+    let vault = create_with(&t, flush_every(60_000)).await;
+    let sid = vault
+        .create_session("acct", SessionAcl::default())
+        .await
+        .unwrap();
+    // Acknowledged, held in the open transaction (the flush interval is a minute).
+    let first = peer(70_000_001, "first");
+    vault.cache_peers(sid, vec![first.clone()]).await.unwrap();
+    pg.cluster.kill();
+    // A durable write that needs no round trip before its commit (the session is fenced in
+    // this transaction already): its COMMIT fails, and so does the re-apply's BEGIN.
+    let dc = DcOption {
+        id: 2,
+        ipv4: Some("10.0.0.2:443".parse().unwrap()),
+        ipv6: None,
+        auth_key: Some(auth_key(2)),
+    };
+    let r = vault.set_dc_option(sid, dc).await;
+    assert!(r.is_err(), "the server is down: {r:?}");
+    pg.cluster.pg_ctl_start();
+    if barrier_first {
+        vault.refresh().await.unwrap();
+    }
+    // Answered after a commit (the storage is failing), which succeeds.
+    let second = peer(70_000_002, "second");
+    vault.cache_peers(sid, vec![second.clone()]).await.unwrap();
+    assert_eq!(
+        vault.peer(sid, second.key()).await.unwrap().as_ref(),
+        Some(&second)
+    );
+    assert_eq!(
+        vault.peer(sid, first.key()).await.unwrap().as_ref(),
+        Some(&first),
+        "the write acknowledged before the failed commit is kept"
+    );
+    close(vault).await;
+}

@@ -967,3 +967,35 @@ fn a_username_handed_over_in_one_batch_resolves_alike_by_either_write_path_on_po
         super::semantics::a_username_handed_over_in_one_batch_resolves_alike_by_either_write_path,
     );
 }
+
+/// Review repro, see
+/// `durability::acknowledged_cache_writes_survive_a_failed_commit_whose_replay_could_not_begin`.
+#[test]
+#[ignore = "repro: acknowledged cache writes lost when replay could not begin and the next write begins a transaction"]
+fn acknowledged_cache_writes_survive_a_failed_commit_whose_replay_could_not_begin_on_postgres() {
+    let Some(cluster) = Cluster::start_or_skip("the lost-replay repro on PostgreSQL") else {
+        return;
+    };
+    let cluster = Arc::new(cluster);
+    with_postgres(
+        &cluster,
+        super::durability::acknowledged_cache_writes_survive_a_failed_commit_whose_replay_could_not_begin,
+    );
+}
+
+/// The control of the repro above: the same failure, but a barrier job runs first once the
+/// server is back (`commit` retries the re-apply before anything begins a transaction).
+#[test]
+fn acknowledged_cache_writes_survive_a_failed_commit_when_a_barrier_retries_the_replay() {
+    let Some(cluster) = Cluster::start_or_skip("the lost-replay control on PostgreSQL") else {
+        return;
+    };
+    let cluster = Arc::new(cluster);
+    with_postgres(&cluster, || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(super::durability::replay_could_not_begin(true));
+    });
+}
