@@ -956,7 +956,6 @@ fn a_snapshot_does_not_see_what_another_store_commits_meanwhile() {
 /// Review repro, the PostgreSQL store: see
 /// `semantics::a_username_handed_over_in_one_batch_resolves_alike_by_either_write_path`.
 #[test]
-#[ignore = "repro: insert-first cache_peers hands a username back to a rewritten cached peer (PostgreSQL)"]
 fn a_username_handed_over_in_one_batch_resolves_alike_by_either_write_path_on_postgres() {
     let Some(cluster) = Cluster::start_or_skip("the username hand-over repro on PostgreSQL") else {
         return;
@@ -971,7 +970,6 @@ fn a_username_handed_over_in_one_batch_resolves_alike_by_either_write_path_on_po
 /// Review repro, see
 /// `durability::acknowledged_cache_writes_survive_a_failed_commit_whose_replay_could_not_begin`.
 #[test]
-#[ignore = "repro: acknowledged cache writes lost when replay could not begin and the next write begins a transaction"]
 fn acknowledged_cache_writes_survive_a_failed_commit_whose_replay_could_not_begin_on_postgres() {
     let Some(cluster) = Cluster::start_or_skip("the lost-replay repro on PostgreSQL") else {
         return;

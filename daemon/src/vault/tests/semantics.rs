@@ -762,7 +762,6 @@ async fn username_hand_over_in_one_batch(forced: u8) -> Option<i64> {
 }
 
 #[tokio::test]
-#[ignore = "repro: insert-first cache_peers hands a username back to a rewritten cached peer"]
 pub(super) async fn a_username_handed_over_in_one_batch_resolves_alike_by_either_write_path() {
     let read_first = username_hand_over_in_one_batch(1).await;
     let insert_first = username_hand_over_in_one_batch(2).await;
