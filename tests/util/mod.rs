@@ -701,3 +701,19 @@ pub fn vaultctl_bin() -> PathBuf {
     );
     bin
 }
+
+/// Sets the home DC of `handle` on `c` to `dc_id`; asserts the daemon answered `ok`.
+pub async fn set_home_dc(c: &Connection, handle: u32, dc_id: i32) {
+    let r = c.call(Request::SetHomeDc { handle, dc_id }).await;
+    assert!(matches!(r, Ok(Response::Ok)), "set home dc {dc_id}: {r:?}");
+}
+
+/// Asserts that `handle` on `c` reads home DC `want`; `what` says when or where, for the
+/// failure message.
+pub async fn assert_home_dc(c: &Connection, handle: u32, want: i32, what: &str) {
+    let r = c.call(Request::GetHomeDc { handle }).await;
+    assert!(
+        matches!(r, Ok(Response::HomeDc(dc)) if dc == want),
+        "home dc {what}: {r:?}, want {want}"
+    );
+}

@@ -21,7 +21,7 @@ use session_vault_proto::model::{
 };
 
 use super::support::*;
-use crate::vault::{EngineError, SessionId, Vault};
+use crate::vault::{EngineError, SessionId, Vault, VaultConfig};
 
 /// An unlocked vault over a crash image of `t` taken now (keep the dir alive while using it).
 async fn crash_now(t: &TestDir, pass: &[u8]) -> (TestDir, Vault) {
@@ -58,12 +58,7 @@ async fn peer_in(vault: &Vault, name: &str, p: &Peer) -> Option<Peer> {
 
 #[tokio::test]
 pub(super) async fn cache_writes_are_visible_at_once_and_durable_within_the_flush_interval() {
-    let t = TestDir::new();
-    let vault = create_with(&t, flush_every(20)).await;
-    let sid = vault
-        .create_session("acct", SessionAcl::default())
-        .await
-        .unwrap();
+    let (t, vault, sid) = vault_with_session(flush_every(20)).await;
     let (a, b) = (peer(11_111_111, "a"), peer(22_222_222, "b"));
     vault
         .cache_peers(sid, vec![a.clone(), b.clone()])
@@ -113,12 +108,7 @@ pub(super) async fn cache_writes_are_visible_at_once_and_durable_within_the_flus
 #[tokio::test]
 pub(super) async fn cache_writes_wait_for_the_timer_or_ride_along_with_a_durable_commit() {
     // A flush interval far longer than the test: only durable writes and barriers commit.
-    let t = TestDir::new();
-    let vault = create_with(&t, flush_every(60_000)).await;
-    let sid = vault
-        .create_session("acct", SessionAcl::default())
-        .await
-        .unwrap();
+    let (t, vault, sid) = vault_with_session(flush_every(60_000)).await;
     let p = peer(33_333_333, "c");
     vault.cache_peers(sid, vec![p.clone()]).await.unwrap();
     assert_eq!(vault.peer(sid, p.key()).await.unwrap().as_ref(), Some(&p));
@@ -169,23 +159,12 @@ async fn durable_writes_are_on_disk_when_they_return() {
     // presence in the image.
     let vault = create_with(&t, flush_every(60_000)).await;
 
-    let sid = vault
-        .create_session("created", SessionAcl::default())
-        .await
-        .unwrap();
+    let sid = new_session(&vault, "created").await;
     let (_i, c) = crash_now(&t, PASS).await;
     assert!(c.open_session("created").await.is_ok(), "create_session");
     close(c).await;
 
-    let imported = vault
-        .import(
-            "imported",
-            full_session(1),
-            IfExists::Refuse,
-            SessionAcl::default(),
-        )
-        .await
-        .unwrap();
+    let imported = import_new(&vault, "imported", full_session(1)).await;
     let (_i, c) = crash_now(&t, PASS).await;
     let csid = c.open_session("imported").await.unwrap();
     let got = c.export(csid).await.unwrap();
@@ -275,13 +254,7 @@ async fn durable_writes_are_on_disk_when_they_return() {
         vault.export(imported).await.is_err(),
         "deleted stays deleted"
     );
-    let names: Vec<String> = vault
-        .list_sessions()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|s| s.name)
-        .collect();
+    let names = session_names(&vault).await;
     assert_eq!(names, ["renamed"]);
     close(vault).await;
 }
@@ -292,15 +265,7 @@ pub(super) async fn a_refused_write_leaves_nothing_behind() {
     // transaction with is not affected.
     let t = TestDir::new();
     let vault = create_with(&t, flush_every(60_000)).await;
-    let sid = vault
-        .import(
-            "acct",
-            full_session(1),
-            IfExists::Refuse,
-            SessionAcl::default(),
-        )
-        .await
-        .unwrap();
+    let sid = import_new(&vault, "acct", full_session(1)).await;
     let p = peer(55_555_555, "e");
     vault.cache_peers(sid, vec![p.clone()]).await.unwrap();
     assert!(matches!(
@@ -341,15 +306,7 @@ async fn a_write_that_fails_midway_leaves_the_session_index_as_on_disk() {
     // a full disk or an I/O error would half-way through an import.
     let t = TestDir::new();
     let vault = create(&t).await;
-    let first = vault
-        .import(
-            "a",
-            full_session(1),
-            IfExists::Refuse,
-            SessionAcl::default(),
-        )
-        .await
-        .unwrap();
+    let first = import_new(&vault, "a", full_session(1)).await;
     close(vault).await;
     raw(&t.db())
         .execute_batch(&format!(
@@ -371,13 +328,7 @@ async fn a_write_that_fails_midway_leaves_the_session_index_as_on_disk() {
         )
         .await;
     assert!(r.is_err(), "the injected fault fails the import");
-    let listed: Vec<String> = vault
-        .list_sessions()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|s| s.name)
-        .collect();
+    let listed = session_names(&vault).await;
     assert_eq!(listed, ["a"], "on disk: only the first session");
     assert_eq!(vault.status().await.unwrap().sessions, Some(1));
     assert!(
@@ -414,12 +365,7 @@ async fn a_cache_write_that_fails_midway_without_a_savepoint_keeps_the_writes_be
     // touched). One that fails half-way must still leave nothing, and keep what the
     // acknowledged writes before it in the same transaction did. A trigger fails a peer
     // insert once the session holds `limit` peers.
-    let t = TestDir::new();
-    let vault = create_with(&t, flush_every(60_000)).await;
-    let sid = vault
-        .create_session("acct", SessionAcl::default())
-        .await
-        .unwrap();
+    let (t, vault, sid) = vault_with_session(flush_every(60_000)).await;
     close(vault).await;
     let limit = 12;
     raw(&t.db())
@@ -489,12 +435,7 @@ async fn a_cache_write_that_fails_midway_without_a_savepoint_keeps_the_writes_be
 #[tokio::test]
 async fn an_unguarded_operation_is_abandoned_alone_only_if_it_wrote_nothing() {
     use crate::vault::store::{Row, Store, Table};
-    let t = TestDir::new();
-    let vault = create(&t).await;
-    let sid = vault
-        .create_session("acct", SessionAcl::default())
-        .await
-        .unwrap();
+    let (t, vault, sid) = vault_with_session(VaultConfig::default()).await;
     close(vault).await;
     with_store(&t, |s| {
         s.begin().unwrap();
@@ -527,13 +468,12 @@ async fn an_unguarded_operation_is_abandoned_alone_only_if_it_wrote_nothing() {
     });
 }
 
-/// Review repro (PostgreSQL only; run by `postgres::…_on_postgres`): a commit fails (the
-/// server went down), the storage thread rolls back and cannot even begin the transaction
-/// that re-applies the acknowledged cache-class writes (`replay`: the server is still down),
-/// so it keeps them in `unflushed` and enters the failing state. The next write that arrives
-/// once the server is back begins a transaction in `begin_op` *without* re-applying them
-/// (only `commit` retries the replay, and only while no transaction is open), and its commit
-/// clears `unflushed`: the acknowledged write is gone, with no error logged.
+/// PostgreSQL only (run by `postgres::…_on_postgres`): a commit fails (the server went
+/// down), the storage thread rolls back and cannot even begin the transaction that
+/// re-applies the acknowledged cache-class writes (`replay`: the server is still down), so it
+/// keeps them pending and enters the failing state. The next write that arrives once the
+/// server is back must re-apply them before its own: `begin_op` once began a bare
+/// transaction, whose commit forgot them (found in review).
 pub(super) fn acknowledged_cache_writes_survive_a_failed_commit_whose_replay_could_not_begin() {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()

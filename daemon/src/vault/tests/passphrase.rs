@@ -12,7 +12,7 @@ use session_vault_proto::model::{
 use super::support::*;
 use crate::vault::crypto::Keyslot;
 use crate::vault::store::Store;
-use crate::vault::{EngineError, KdfParams, SessionId, Vault, VaultState};
+use crate::vault::{EngineError, KdfParams, SessionId, Vault, VaultConfig, VaultState};
 
 const NEW_PASS: &[u8] = b"a different, longer passphrase";
 
@@ -28,10 +28,7 @@ async fn vault_with_data(t: &TestDir) -> Vec<(String, SessionData)> {
     for seed in [1u8, 2] {
         let name = format!("acct{seed}");
         let data = full_session(seed);
-        vault
-            .import(&name, data.clone(), IfExists::Refuse, SessionAcl::default())
-            .await
-            .expect("import");
+        import_new(&vault, &name, data.clone()).await;
         sessions.push((name, data));
     }
     close(vault).await;
@@ -261,15 +258,7 @@ pub(super) async fn empty_passphrase_is_refused_at_init() {
 pub(super) async fn init_twice_is_refused() {
     let t = TestDir::new();
     let vault = create(&t).await;
-    let sid = vault
-        .import(
-            "acct",
-            full_session(3),
-            IfExists::Refuse,
-            SessionAcl::default(),
-        )
-        .await
-        .unwrap();
+    let sid = import_new(&vault, "acct", full_session(3)).await;
     for pass in [PASS, NEW_PASS] {
         assert!(matches!(
             vault.init(pass, fast_kdf()).await,
@@ -397,15 +386,7 @@ pub(super) async fn every_operation_is_refused_while_locked() {
     let t = TestDir::new();
     let vault = create(&t).await;
     let data = full_session(4);
-    let sid = vault
-        .import(
-            "acct",
-            data.clone(),
-            IfExists::Refuse,
-            SessionAcl::default(),
-        )
-        .await
-        .unwrap();
+    let sid = import_new(&vault, "acct", data.clone()).await;
     vault.lock().await.unwrap();
     vault.lock().await.expect("lock is idempotent");
     assert_eq!(vault.status().await.unwrap().sessions, None);
@@ -465,12 +446,7 @@ pub(super) async fn every_operation_is_refused_while_uninitialized() {
 
 #[tokio::test]
 pub(super) async fn lookups_with_empty_keys_are_refused_while_locked() {
-    let t = TestDir::new();
-    let vault = create(&t).await;
-    let sid = vault
-        .create_session("acct", SessionAcl::default())
-        .await
-        .unwrap();
+    let (_t, vault, sid) = vault_with_session(VaultConfig::default()).await;
     vault.lock().await.unwrap();
     // `find_peer` returns before checking the state when the normalized key is empty.
     for (op, r) in [

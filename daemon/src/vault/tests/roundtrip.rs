@@ -1,7 +1,6 @@
 //! Every field of the data model survives lock/unlock and close/reopen.
 
-use crate::vault::IfExists;
-use session_vault_proto::model::{PeerKey, PeerKind, SessionAcl};
+use session_vault_proto::model::{PeerKey, PeerKind};
 
 use super::support::*;
 use crate::vault::{EngineError, VaultState};
@@ -11,15 +10,7 @@ pub(super) async fn full_session_round_trips_through_lock_and_reopen() {
     let t = TestDir::new();
     let vault = create(&t).await;
     let data = full_session(1);
-    let sid = vault
-        .import(
-            "acct",
-            data.clone(),
-            IfExists::Refuse,
-            SessionAcl::default(),
-        )
-        .await
-        .unwrap();
+    let sid = import_new(&vault, "acct", data.clone()).await;
     assert_eq!(
         normalized(vault.export(sid).await.unwrap()),
         normalized(data.clone())

@@ -9,7 +9,7 @@ use session_vault_proto::model::{
 };
 
 use super::support::*;
-use crate::vault::{EngineError, SessionId, Vault};
+use crate::vault::{EngineError, SessionId, Vault, VaultConfig};
 
 /// grammers' `MemorySession::set_update_state`, restated as the reference model.
 fn apply(s: &mut UpdatesState, change: &UpdateStateChange) {
@@ -39,12 +39,7 @@ async fn reopened(vault: Vault, t: &TestDir) -> Vault {
 
 #[tokio::test]
 pub(super) async fn update_state_changes_follow_memory_session() {
-    let t = TestDir::new();
-    let vault = create(&t).await;
-    let sid = vault
-        .create_session("acct", SessionAcl::default())
-        .await
-        .unwrap();
+    let (t, vault, sid) = vault_with_session(VaultConfig::default()).await;
     assert_eq!(
         vault.updates_state(sid).await.unwrap(),
         UpdatesState::default()
@@ -193,16 +188,8 @@ fn full_peer() -> Peer {
 
 #[tokio::test]
 pub(super) async fn peer_pages_list_every_peer_newest_first() {
-    let t = TestDir::new();
-    let vault = create(&t).await;
-    let sid = vault
-        .create_session("acct", SessionAcl::default())
-        .await
-        .unwrap();
-    let other = vault
-        .create_session("other", SessionAcl::default())
-        .await
-        .unwrap();
+    let (_t, vault, sid) = vault_with_session(VaultConfig::default()).await;
+    let other = new_session(&vault, "other").await;
     // 1,300 peers, interleaved with another session's: a page of 1000 is opened on two
     // threads, the rest on one.
     for chunk in (0..1300i64).collect::<Vec<_>>().chunks(100) {
@@ -245,12 +232,7 @@ pub(super) async fn peer_pages_list_every_peer_newest_first() {
 
 #[tokio::test]
 pub(super) async fn a_later_cache_of_a_peer_merges_field_by_field() {
-    let t = TestDir::new();
-    let vault = create(&t).await;
-    let sid = vault
-        .create_session("acct", SessionAcl::default())
-        .await
-        .unwrap();
+    let (t, vault, sid) = vault_with_session(VaultConfig::default()).await;
     let old = full_peer();
     vault.cache_peers(sid, vec![old.clone()]).await.unwrap();
 
@@ -336,12 +318,7 @@ pub(super) async fn a_later_cache_of_a_peer_merges_field_by_field() {
 
 #[tokio::test]
 pub(super) async fn a_peer_cached_as_self_becomes_the_self_user() {
-    let t = TestDir::new();
-    let vault = create(&t).await;
-    let sid = vault
-        .create_session("acct", SessionAcl::default())
-        .await
-        .unwrap();
+    let (t, vault, sid) = vault_with_session(VaultConfig::default()).await;
     assert_eq!(vault.self_peer(sid).await.unwrap(), None);
 
     let other = full_peer();
@@ -388,12 +365,7 @@ pub(super) async fn a_peer_cached_as_self_becomes_the_self_user() {
 
 #[tokio::test]
 pub(super) async fn a_username_moved_to_another_peer_resolves_to_the_new_holder() {
-    let t = TestDir::new();
-    let vault = create(&t).await;
-    let sid = vault
-        .create_session("acct", SessionAcl::default())
-        .await
-        .unwrap();
+    let (_t, vault, sid) = vault_with_session(VaultConfig::default()).await;
     let mut old_holder = Peer::new(PeerKind::Channel, 1_000_001);
     old_holder.access_hash = Some(1);
     old_holder.username = Some("shared_name".into());
@@ -418,14 +390,8 @@ async fn rename_keeps_the_data_and_frees_the_old_name() {
     let t = TestDir::new();
     let vault = create(&t).await;
     let (a, b) = (full_session(1), full_session(2));
-    let sid_a = vault
-        .import("a", a.clone(), IfExists::Refuse, SessionAcl::default())
-        .await
-        .unwrap();
-    vault
-        .import("b", b.clone(), IfExists::Refuse, SessionAcl::default())
-        .await
-        .unwrap();
+    let sid_a = import_new(&vault, "a", a.clone()).await;
+    import_new(&vault, "b", b.clone()).await;
 
     vault.rename_session("a", "c").await.unwrap();
     assert!(matches!(
@@ -463,20 +429,11 @@ async fn rename_keeps_the_data_and_frees_the_old_name() {
         .expect("renaming to itself is a no-op");
 
     // The old name is free for a new session.
-    let sid_new = vault
-        .create_session("a", SessionAcl::default())
-        .await
-        .unwrap();
+    let sid_new = new_session(&vault, "a").await;
     assert_ne!(sid_new, sid_a);
 
     let vault = reopened(vault, &t).await;
-    let mut names: Vec<String> = vault
-        .list_sessions()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|s| s.name)
-        .collect();
+    let mut names = session_names(&vault).await;
     names.sort();
     assert_eq!(names, ["a", "b", "c"]);
     let sid_c = vault.open_session("c").await.unwrap();
@@ -528,10 +485,7 @@ async fn a_deleted_name_can_be_reused_and_nothing_old_leaks_into_it() {
     let t = TestDir::new();
     let vault = create(&t).await;
     let old = full_session(1);
-    let old_sid = vault
-        .import("acct", old.clone(), IfExists::Refuse, SessionAcl::default())
-        .await
-        .unwrap();
+    let old_sid = import_new(&vault, "acct", old.clone()).await;
     vault
         .set_update_state(old_sid, UpdateStateChange::Channel { id: 77, pts: 7 })
         .await
@@ -559,10 +513,7 @@ async fn a_deleted_name_can_be_reused_and_nothing_old_leaks_into_it() {
         );
     }
 
-    let new_sid = vault
-        .create_session("acct", SessionAcl::default())
-        .await
-        .unwrap();
+    let new_sid = new_session(&vault, "acct").await;
     assert_ne!(new_sid, old_sid, "ids are never reused");
     let check_fresh = async |vault: &Vault| {
         let sid = vault.open_session("acct").await.unwrap();
@@ -637,12 +588,7 @@ async fn a_deleted_name_can_be_reused_and_nothing_old_leaks_into_it() {
 async fn peer_script(forced: u8) -> Vec<String> {
     use std::sync::atomic::Ordering;
     crate::vault::engine::FORCED_PEER_WRITES.store(forced, Ordering::SeqCst);
-    let t = TestDir::new();
-    let vault = create(&t).await;
-    let sid = vault
-        .create_session("acct", SessionAcl::default())
-        .await
-        .unwrap();
+    let (t, vault, sid) = vault_with_session(VaultConfig::default()).await;
     let mut rng = Rng(17);
     let first: Vec<Peer> = (0..20)
         .map(|i| random_user(&mut rng, &format!("a{i}")))
@@ -715,11 +661,11 @@ pub(super) async fn caching_peers_by_insert_first_reads_back_as_by_read_first() 
     }
 }
 
-/// Review repro: within one `cache_peers` call, a cached peer that changed (so is rewritten)
-/// and, after it, a new peer carrying the same username. Read-first writes them in call
-/// order, so the new peer (the later write) takes the username; insert-first inserts the new
-/// peer first and rewrites the cached one after every insert, so the stale holder takes the
-/// username back and a lookup by username answers the wrong peer.
+/// Within one `cache_peers` call, a cached peer that changed (so is rewritten) and, after it,
+/// a new peer carrying the same username. Written in call order, the new peer (the later
+/// write) takes the username; insert-first, which inserts every new peer before rewriting the
+/// cached ones, once gave it back to the stale holder (found in review), so a lookup by
+/// username answered the wrong peer. Insert-first is now not taken for such a call.
 async fn username_hand_over_in_one_batch(forced: u8) -> Option<i64> {
     use std::sync::atomic::Ordering;
     crate::vault::engine::FORCED_PEER_WRITES.store(forced, Ordering::SeqCst);

@@ -9,15 +9,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use session_vault_proto::model::{
-    AuthKey, ChannelKind, ChannelState, DcOption, Peer, PeerKind, SelfUser, SentFile, SessionData,
-    SessionExtras, TmpAuthKey, UpdatesState,
+    AuthKey, ChannelKind, ChannelState, DcOption, Peer, PeerKind, SelfUser, SentFile, SessionAcl,
+    SessionData, SessionExtras, TmpAuthKey, UpdatesState,
 };
 
 use crate::vault::backend::Backend;
 use crate::vault::postgres::PgTarget;
 use crate::vault::postgres::test_cluster::Cluster;
 use crate::vault::{
-    EngineError, KdfParams, Result, StorageErrorKind, StoreLocation, Vault, VaultConfig,
+    EngineError, IfExists, KdfParams, Result, SessionId, StorageErrorKind, StoreLocation, Vault,
+    VaultConfig,
 };
 
 pub const PASS: &[u8] = b"correct horse battery staple";
@@ -139,6 +140,39 @@ pub async fn create_with(t: &TestDir, config: VaultConfig) -> Vault {
     let vault = Vault::open_store(&t.location(), config).expect("open the new vault");
     vault.init(PASS, fast_kdf()).await.expect("create vault");
     vault
+}
+
+/// A new vault ([`create_with`] `config`) in a new [`TestDir`], holding one empty session,
+/// "acct", made by [`new_session`]: where most tests of one session start.
+pub async fn vault_with_session(config: VaultConfig) -> (TestDir, Vault, SessionId) {
+    let t = TestDir::new();
+    let vault = create_with(&t, config).await;
+    let sid = new_session(&vault, "acct").await;
+    (t, vault, sid)
+}
+
+/// Creates the empty session `name` with the default ACL (this process's uid); panics if
+/// that fails.
+pub async fn new_session(vault: &Vault, name: &str) -> SessionId {
+    vault
+        .create_session(name, SessionAcl::default())
+        .await
+        .expect("create session")
+}
+
+/// Imports `data` as the new session `name` with the default ACL (refused, and a panic, if
+/// the name is taken).
+pub async fn import_new(vault: &Vault, name: &str, data: SessionData) -> SessionId {
+    vault
+        .import(name, data, IfExists::Refuse, SessionAcl::default())
+        .await
+        .expect("import a new session")
+}
+
+/// The names of the sessions, in the order `list_sessions` gives them.
+pub async fn session_names(vault: &Vault) -> Vec<String> {
+    let listed = vault.list_sessions().await.expect("list sessions");
+    listed.into_iter().map(|s| s.name).collect()
 }
 
 pub fn open(t: &TestDir) -> Vault {
