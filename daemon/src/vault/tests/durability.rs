@@ -524,3 +524,55 @@ pub(super) async fn replay_could_not_begin(barrier_first: bool) {
     );
     close(vault).await;
 }
+
+/// A cache-class write that fails after writing, unguarded, is undone by rolling the
+/// transaction back and re-applying the acknowledged writes before it: those stay due at
+/// the flush interval after the first of them was acknowledged, not after the failure (the
+/// re-apply once restarted the clock: a write could wait up to two flush intervals).
+#[tokio::test]
+async fn writes_re_applied_after_an_unguarded_failure_keep_their_flush_deadline() {
+    let flush = Duration::from_secs(4);
+    let (t, vault, sid) = vault_with_session(flush_every(flush.as_millis() as u64)).await;
+    close(vault).await;
+    // Fails a peer insert once the session holds 3 peers.
+    raw(&t.db())
+        .execute_batch(
+            "CREATE TRIGGER inject_fault BEFORE INSERT ON peers
+             WHEN (SELECT count(*) FROM peers WHERE session = NEW.session) >= 3
+             BEGIN SELECT RAISE(ABORT, 'injected fault'); END;",
+        )
+        .unwrap();
+    let vault = open_with(&t, flush_every(flush.as_millis() as u64));
+    vault.unlock(PASS).await.unwrap();
+
+    let first = peer(71_000_001, "first");
+    vault.cache_peers(sid, vec![first.clone()]).await.unwrap();
+    let acknowledged = Instant::now();
+    // Half an interval later, a write that fails at its 3rd peer, after writing 2.
+    tokio::time::sleep(flush / 2).await;
+    let failing = (2..5).map(|i| peer(71_000_000 + i, "f")).collect();
+    let r = vault.cache_peers(sid, failing).await;
+    assert!(r.is_err(), "the injected fault fails the write: {r:?}");
+    assert_eq!(
+        vault.peer(sid, first.key()).await.unwrap().as_ref(),
+        Some(&first),
+        "re-applied"
+    );
+    // Committed by a quarter interval after its deadline (its commit restarted at the
+    // failure would come a quarter interval after that).
+    let by = acknowledged + flush + flush / 4;
+    let committed = loop {
+        let (_image, crashed) = crash_now(&t, PASS).await;
+        let found = peer_in(&crashed, "acct", &first).await.is_some();
+        close(crashed).await;
+        if found || Instant::now() > by {
+            break found;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        committed,
+        "the re-applied write was committed within its flush interval"
+    );
+    close(vault).await;
+}
