@@ -11,6 +11,7 @@ mod durability;
 mod format_compat;
 mod migrations;
 mod passphrase;
+mod peers;
 mod plaintext;
 mod postgres;
 mod recovery;

@@ -33,28 +33,28 @@ const CASES: &[(&str, fn())] = &[
         super::semantics::update_state_changes_follow_memory_session,
     ),
     (
-        "semantics::peer_pages_list_every_peer_newest_first",
-        super::semantics::peer_pages_list_every_peer_newest_first,
+        "peers::peer_pages_list_every_peer_newest_first",
+        super::peers::peer_pages_list_every_peer_newest_first,
     ),
     (
-        "semantics::a_later_cache_of_a_peer_merges_field_by_field",
-        super::semantics::a_later_cache_of_a_peer_merges_field_by_field,
+        "peers::a_later_cache_of_a_peer_merges_field_by_field",
+        super::peers::a_later_cache_of_a_peer_merges_field_by_field,
     ),
     (
-        "semantics::a_peer_cached_as_self_becomes_the_self_user",
-        super::semantics::a_peer_cached_as_self_becomes_the_self_user,
+        "peers::a_peer_cached_as_self_becomes_the_self_user",
+        super::peers::a_peer_cached_as_self_becomes_the_self_user,
     ),
     (
-        "semantics::a_username_moved_to_another_peer_resolves_to_the_new_holder",
-        super::semantics::a_username_moved_to_another_peer_resolves_to_the_new_holder,
+        "peers::a_username_moved_to_another_peer_resolves_to_the_new_holder",
+        super::peers::a_username_moved_to_another_peer_resolves_to_the_new_holder,
     ),
     (
-        "semantics::caching_peers_by_insert_first_reads_back_as_by_read_first",
-        super::semantics::caching_peers_by_insert_first_reads_back_as_by_read_first,
+        "peers::caching_peers_by_insert_first_reads_back_as_by_read_first",
+        super::peers::caching_peers_by_insert_first_reads_back_as_by_read_first,
     ),
     (
-        "semantics::a_username_handed_over_in_one_batch_resolves_alike_by_either_write_path",
-        super::semantics::a_username_handed_over_in_one_batch_resolves_alike_by_either_write_path,
+        "peers::a_username_handed_over_in_one_batch_resolves_alike_by_either_write_path",
+        super::peers::a_username_handed_over_in_one_batch_resolves_alike_by_either_write_path,
     ),
     (
         "durability::cache_writes_are_visible_at_once_and_durable_within_the_flush_interval",

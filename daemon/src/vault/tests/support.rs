@@ -484,3 +484,11 @@ fn decode_hex_runs(dump: &[u8]) -> Vec<u8> {
     }
     out
 }
+
+/// Closes `vault` and opens and unlocks it again.
+pub async fn reopened(vault: Vault, t: &TestDir) -> Vault {
+    close(vault).await;
+    let vault = open(t);
+    vault.unlock(PASS).await.expect("unlock");
+    vault
+}
