@@ -280,3 +280,98 @@ fn acknowledged_writes_survive_a_connection_lost_while_they_are_re_applied() {
         vault.close().await.unwrap();
     });
 }
+
+/// Another host's open group commit that appended an audit entry (a session open there,
+/// cache class) holds the audit advisory lock until it commits: up to a flush interval when
+/// healthy, and for a paused host until PostgreSQL ends its session (`idle`: 5 s by default,
+/// longer where the operator set it). This daemon's next audit append (any session open
+/// here) then blocks its storage thread in `lock_audit`, and every request behind it waits
+/// too, reads of other sessions and the lease renewals included: one paused host stalls the
+/// storage of every host, and past `--lease-expiry` costs them their leases. Here a raw
+/// connection stands in for the other host, holding the lock 3 s; a point read of another
+/// session on this vault must not wait for it.
+#[test]
+#[ignore = "repro: another host's held audit lock stalls this vaultd's whole storage thread"]
+fn an_audit_lock_held_elsewhere_does_not_stall_unrelated_requests() {
+    use session_vault_proto::audit::AuditEntry;
+    use session_vault_proto::model::SessionAcl;
+
+    use crate::vault::{KdfParams, StoreLocation, Vault, VaultConfig};
+
+    let Some(db) = database("review: audit lock held by another host") else {
+        return;
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let vault = Vault::open_store(
+            &StoreLocation::Postgres(db.target.clone()),
+            VaultConfig::default(),
+        )
+        .expect("open the vault");
+        vault
+            .init(b"review passphrase", KdfParams::insecure_fast_for_tests())
+            .await
+            .expect("init");
+        let sid = vault
+            .create_session("other", SessionAcl::default())
+            .await
+            .unwrap();
+
+        // "Host B", paused in a group commit that appended an audit entry.
+        let target = db.target.clone();
+        let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let paused = std::thread::spawn(move || {
+            let mut raw = target.connect().expect("raw connection");
+            raw.batch_execute(&format!(
+                "BEGIN; SELECT pg_advisory_xact_lock({})",
+                super::AUDIT_LOCK
+            ))
+            .unwrap();
+            locked_tx.send(()).unwrap();
+            let _ = release_rx.recv_timeout(Duration::from_secs(3));
+            raw.batch_execute("COMMIT").unwrap();
+        });
+        locked_rx.recv().unwrap();
+
+        // A session open here: its audit entry (cache class) waits for the lock.
+        let entry = AuditEntry {
+            seq: 0,
+            time: 1,
+            uid: 1000,
+            gid: 1000,
+            pid: Some(1),
+            exe: "bot".into(),
+            unit: None,
+            action: "open_session".into(),
+            session: Some("acct".into()),
+            detail: None,
+            result: "ok".into(),
+        };
+        let v = vault.clone();
+        let audit = tokio::spawn(async move { v.audit(entry, false).await });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+
+        // Another client's read of another session.
+        let t = std::time::Instant::now();
+        let read = tokio::time::timeout(Duration::from_secs(10), vault.session_record(sid)).await;
+        let waited = t.elapsed();
+        let _ = release_tx.send(());
+        paused.join().unwrap();
+        audit
+            .await
+            .unwrap()
+            .expect("the audit entry is appended once the lock is free");
+        assert!(read.is_ok_and(|r| r.is_ok()), "the read is answered");
+        assert!(
+            waited < Duration::from_secs(1),
+            "a read of another session waited {} ms for another host's audit lock",
+            waited.as_millis()
+        );
+        vault.close().await.unwrap();
+    });
+}
