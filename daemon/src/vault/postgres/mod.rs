@@ -72,6 +72,8 @@ pub mod lease;
 mod lease_tests;
 #[cfg(test)]
 mod plan_tests;
+#[cfg(test)]
+mod review_tests;
 mod rows;
 mod schema;
 mod target;

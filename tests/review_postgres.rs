@@ -1,0 +1,287 @@
+//! Adversarial review repros of `vaultd` on PostgreSQL with several hosts. A test that fails
+//! today is `#[ignore = "repro: …"]` so that the suite stays green; run it with
+//! `--run-ignored all`.
+
+use std::time::Duration;
+
+use session_vault_proto::message::{ErrorCode, Request, Response};
+use session_vault_proto::model::SessionData;
+
+use crate::util::child::{As, ChildClient};
+use crate::util::pg::Cluster;
+use crate::util::*;
+
+/// `--store URL --store-password-file FILE` for `env`.
+fn store_args(env: &Env, cluster: &Cluster, db: &str) -> Vec<String> {
+    let pw = env.path().join("pgpass");
+    if !pw.exists() {
+        cluster.write_password_file(&pw);
+    }
+    vec![
+        "--store".into(),
+        cluster.url(db),
+        "--store-password-file".into(),
+        pw.display().to_string(),
+    ]
+}
+
+fn refs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}
+
+/// One request on `env`'s daemon from a client process running as `OTHER_UID` (C's admin).
+fn as_admin(env: &Env, request: Request) -> Response {
+    let child = ChildClient::spawn(env, As::Other, &[request], false);
+    let r = child.response();
+    child.finish();
+    r
+}
+
+/// A revoke made on host A while host C is locked never ends the revoked uid's handle on C:
+/// C's coherence poll finds the manifest changed (the locked branch of `Engine::follow` reads
+/// it and reports `Reloaded`), `recheck_handles` cannot read the session's record
+/// (`Locked`) and skips it (`Err(_) => {}`), and the change is consumed: once C is unlocked
+/// nothing compares again, so the handle keeps reading the session (home DC, DC options
+/// with their auth keys) for as long as its connection lives. The same skip happens for any
+/// error of that read (PostgreSQL unreachable for a moment right after a revoke elsewhere).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "repro: a revoke on another host while this one is locked never ends the handle here"]
+async fn a_revoke_elsewhere_while_locked_ends_the_handle_once_unlocked() {
+    if !can_switch_uid() {
+        eprintln!("SKIPPED: needs root and setpriv (a client as another uid)");
+        return;
+    }
+    let Some(cluster) = Cluster::start_or_skip("review: revoke while locked") else {
+        return;
+    };
+    let db = cluster.create_database();
+    let (a, c) = (Env::new(), Env::new());
+    let args_a = store_args(&a, &cluster, &db);
+    let (_da, ca) = a.start_initialized(&refs(&args_a)).await;
+    // Host C: this process is an ordinary bot there (OTHER_UID is its admin); it unlocks
+    // from a credential at start.
+    let creds = c.path().join("creds");
+    std::fs::create_dir(&creds).unwrap();
+    std::fs::write(creds.join("vault-passphrase"), format!("{PASS}\n")).unwrap();
+    let mut args_c = store_args(&c, &cluster, &db);
+    let other = OTHER_UID.to_string();
+    args_c.extend(
+        [
+            "--admin-uid",
+            &other,
+            "--unlock-credential",
+            "vault-passphrase",
+        ]
+        .map(String::from),
+    );
+    let dc_ = Daemon::start_with_vars(
+        &c,
+        &refs(&args_c),
+        &[("CREDENTIALS_DIRECTORY", creds.as_path())],
+    );
+    c.open_socket_to_everyone();
+    let cc = c.connect().await;
+    let me = rustix::process::geteuid().as_raw();
+
+    let r = ca
+        .call(Request::ImportSession {
+            name: "shared".into(),
+            data: SessionData::default(),
+            replace: false,
+            owner_uid: Some(OTHER_UID),
+            force: false,
+        })
+        .await;
+    assert!(matches!(r, Ok(Response::Ok)), "import on A: {r:?}");
+    let r = ca
+        .call(Request::Grant {
+            name: "shared".into(),
+            uid: Some(me),
+            gid: None,
+        })
+        .await;
+    assert!(matches!(r, Ok(Response::Ok)), "grant on A: {r:?}");
+    let hc = open_session(&cc, "shared", false).await;
+    let r = cc.call(Request::GetHomeDc { handle: hc }).await;
+    assert!(matches!(r, Ok(Response::HomeDc(_))), "granted on C: {r:?}");
+
+    // C is locked (its admin, or its auto-lock); meanwhile A revokes this uid.
+    let r = as_admin(&c, Request::Lock);
+    assert!(matches!(r, Response::Ok), "lock C: {r:?}");
+    let r = ca
+        .call(Request::Revoke {
+            name: "shared".into(),
+            uid: Some(me),
+            gid: None,
+        })
+        .await;
+    assert!(matches!(r, Ok(Response::Ok)), "revoke on A: {r:?}");
+    // Several of C's 0.5 s polls while locked.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let r = as_admin(&c, unlock_request(PASS));
+    assert!(matches!(r, Response::Ok), "unlock C: {r:?}");
+    // And several more once unlocked.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    // A new open is refused (it reads the ACL afresh)...
+    let r = cc
+        .call(Request::OpenSession {
+            name: "shared".into(),
+            exclusive: false,
+            create_if_missing: false,
+        })
+        .await;
+    assert!(r.is_err(), "C refuses a new open after the revoke: {r:?}");
+    // ...but the handle opened before the revoke must be ended too.
+    match cc.call(Request::GetDcOptions { handle: hc }).await {
+        Err(e) => {
+            let w = e.wire().expect("a wire error");
+            assert_eq!(w.code, ErrorCode::NoSuchSession, "{}", w.message);
+        }
+        Ok(other) => panic!(
+            "the revoked handle still reads the session on C after its unlock: {other:?}\n{}",
+            dc_.log()
+        ),
+    }
+}
+
+/// A row lock on `session`'s lease row held from a connection of its own (a stand-in for
+/// another host's open group commit whose fencing check locked it, or a paused one) until
+/// the returned sender is dropped or sent to.
+fn hold_lease_row(cluster: &Cluster, db: &str, name: &str) -> std::sync::mpsc::Sender<()> {
+    let conn = format!(
+        "host={} user=svtest password={} dbname={db}",
+        cluster.socket_dir().display(),
+        cluster.password()
+    );
+    let name = name.to_owned();
+    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        let mut raw = postgres::Client::connect(&conn, postgres::NoTls).expect("raw connection");
+        // An expired lease of a host gone, so that an open here takes it over (an update
+        // of the row, which waits for the row lock).
+        raw.batch_execute(&format!(
+            "INSERT INTO leases (session, token, host, instance, expires_at) \
+             SELECT id, nextval('lease_token'), 'gone', 'gone-instance', now() - interval '1 hour' \
+             FROM sessions WHERE name = '{name}'; \
+             BEGIN; SELECT 1 FROM leases WHERE session = (SELECT id FROM sessions \
+             WHERE name = '{name}') FOR SHARE"
+        ))
+        .expect("lock the lease row");
+        locked_tx.send(()).unwrap();
+        let _ = release_rx.recv_timeout(Duration::from_secs(30));
+        let _ = raw.batch_execute("COMMIT");
+    });
+    locked_rx.recv().unwrap();
+    release_tx
+}
+
+/// An open that decided on the ACL before a revoke elsewhere committed, and registers its
+/// handle after this daemon's coherence poll already handled that revoke, keeps the handle:
+/// the poll's `recheck_handles` only looks at sessions that have handles here, and
+/// `end_session` (which bumps the handle epoch that `Handles::add` checks) is not called for
+/// a session without any, so the open's epoch is still current when it registers, and the
+/// change is consumed. The window is the open's work between its ACL read and `add` (the
+/// lease take and the DC options: a few round trips; here widened by a lease row another
+/// host holds locked, so that the take waits, as behind a paused host's group commit).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "repro: an open racing a revoke elsewhere registers a handle that the coherence poll never ends"]
+async fn an_open_racing_a_revoke_elsewhere_does_not_keep_its_handle() {
+    let Some(cluster) = Cluster::start_or_skip("review: open racing a revoke elsewhere") else {
+        return;
+    };
+    let db = cluster.create_database();
+    let (a, c) = (Env::new(), Env::new());
+    let args_a = store_args(&a, &cluster, &db);
+    let (_da, ca) = a.start_initialized(&refs(&args_a)).await;
+    let creds = c.path().join("creds");
+    std::fs::create_dir(&creds).unwrap();
+    std::fs::write(creds.join("vault-passphrase"), format!("{PASS}\n")).unwrap();
+    let mut args_c = store_args(&c, &cluster, &db);
+    let other = OTHER_UID.to_string();
+    args_c.extend(
+        [
+            "--admin-uid",
+            &other,
+            "--unlock-credential",
+            "vault-passphrase",
+        ]
+        .map(String::from),
+    );
+    let dc_ = Daemon::start_with_vars(
+        &c,
+        &refs(&args_c),
+        &[("CREDENTIALS_DIRECTORY", creds.as_path())],
+    );
+    let cc = c.connect().await;
+    let me = rustix::process::geteuid().as_raw();
+    let r = ca
+        .call(Request::ImportSession {
+            name: "shared".into(),
+            data: SessionData::default(),
+            replace: false,
+            owner_uid: Some(OTHER_UID),
+            force: false,
+        })
+        .await;
+    assert!(matches!(r, Ok(Response::Ok)), "import on A: {r:?}");
+    let r = ca
+        .call(Request::Grant {
+            name: "shared".into(),
+            uid: Some(me),
+            gid: None,
+        })
+        .await;
+    assert!(matches!(r, Ok(Response::Ok)), "grant on A: {r:?}");
+    // C follows the grant (its poll; the open checks first too).
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+
+    let release = hold_lease_row(&cluster, &db, "shared");
+    // The bot's exclusive open on C: its ACL check passes, then its lease take waits.
+    let cc2 = c.connect().await;
+    let opening = tokio::spawn(async move {
+        let r = cc2
+            .call(Request::OpenSession {
+                name: "shared".into(),
+                exclusive: true,
+                create_if_missing: false,
+            })
+            .await;
+        (cc2, r)
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let r = ca
+        .call(Request::Revoke {
+            name: "shared".into(),
+            uid: Some(me),
+            gid: None,
+        })
+        .await;
+    assert!(matches!(r, Ok(Response::Ok)), "revoke on A: {r:?}");
+    // C's next poll is queued behind the waiting take.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    drop(release);
+    let (cc2, opened) = opening.await.unwrap();
+    let handle = match opened {
+        Ok(Response::Opened { handle, .. }) => handle,
+        // Refused after all: the race went the safe way.
+        other => {
+            eprintln!("open refused: {other:?}");
+            return;
+        }
+    };
+    // Several polls later, the handle of the revoked uid must be gone.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    match cc2.call(Request::GetDcOptions { handle }).await {
+        Err(e) => {
+            let w = e.wire().expect("a wire error");
+            assert_eq!(w.code, ErrorCode::NoSuchSession, "{}", w.message);
+        }
+        Ok(other) => panic!(
+            "the handle opened across the revoke still reads the session: {other:?}\n{}",
+            dc_.log()
+        ),
+    }
+    drop(cc);
+}
