@@ -52,6 +52,9 @@ pub enum Ended {
     Restored,
     /// An admin ended the connection (`disconnect`).
     Disconnected,
+    /// The session's lease across hosts lapsed while this daemon held it (it was paused or
+    /// cut off longer than the lease expiry): another host may have taken the session over.
+    LeaseLost,
 }
 
 impl Ended {
@@ -63,6 +66,10 @@ impl Ended {
             Ended::Replaced => "its session was replaced by an import",
             Ended::Restored => "the vault was restored from a backup",
             Ended::Disconnected => "an admin disconnected this client",
+            Ended::LeaseLost => {
+                "its lease lapsed while this vaultd was paused or cut off from the database \
+                 (another host may have taken the session over); open it again"
+            }
         }
     }
 }
@@ -208,6 +215,35 @@ impl Handles {
             }
         }
         n
+    }
+
+    /// Ends the exclusive handles on `sid` (its lease is lost) and gives back their leases.
+    /// Returns how many handles were ended.
+    pub fn end_exclusive(&self, sid: SessionId, why: Ended, leases: &Leases) -> usize {
+        let mut t = self.table();
+        t.epoch += 1;
+        let mut n = 0;
+        for (&conn, c) in t.conns.iter_mut() {
+            let gone: Vec<HandleId> = c
+                .open
+                .iter()
+                .filter(|(_, handle)| handle.sid == sid && handle.exclusive)
+                .map(|(&h, _)| h)
+                .collect();
+            for h in gone {
+                c.open.remove(&h);
+                leases.release(sid, conn);
+                c.ended.insert(h, why);
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Another daemon changed the vault (coherence): an ACL decision taken before is stale,
+    /// so an open that made one registers only after deciding again ([`Handles::add`]).
+    pub fn bump_epoch(&self) {
+        self.table().epoch += 1;
     }
 
     /// Ends every open handle of every connection (a restore replaced the vault: session ids

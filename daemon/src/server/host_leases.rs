@@ -17,6 +17,7 @@ use session_vault_proto::message::{ErrorCode, WireError};
 
 use super::Daemon;
 use super::errors::wire_error;
+use super::handles::Ended;
 use crate::vault::SessionId;
 use crate::vault::postgres::{Acquired, Holder};
 
@@ -97,13 +98,25 @@ pub async fn run(daemon: Weak<Daemon>, expiry: Duration) {
 }
 
 async fn reconcile(d: &Arc<Daemon>, expiry: Duration) {
-    match d.vault.reconcile_host_leases(d.leases.held(), expiry).await {
+    let daemon = Arc::downgrade(d);
+    let keep = move |sid| {
+        daemon
+            .upgrade()
+            .is_some_and(|d| d.leases.holder(sid).is_some())
+    };
+    match d.vault.reconcile_host_leases(keep, expiry).await {
         Ok(lost) => {
             for sid in lost {
+                let ended = d.handles.end_exclusive(sid, Ended::LeaseLost, &d.leases);
+                if ended == 0 {
+                    continue;
+                }
                 tracing::warn!(
                     session_id = sid.0,
+                    ended,
                     "the database lease of a session open here lapsed (this daemon was paused or \
-                     cut off longer than the lease expiry); its writes are refused until reopened"
+                     cut off longer than the lease expiry): its exclusive handles are ended and \
+                     its writes refused until it is opened again"
                 );
             }
         }

@@ -5,7 +5,6 @@
 //! Each runs as a barrier job (pending writes committed first, no transaction open), since a
 //! lease change must be committed at once, not ride along with a group commit.
 
-use std::collections::HashSet;
 use std::time::Duration;
 
 use super::backend::Backend;
@@ -38,21 +37,36 @@ impl Vault {
         .await
     }
 
-    /// Gives back every database lease not in `keep` and renews the others by `ttl`; returns
-    /// the sessions of `keep` whose lease was lost (lapsed, or taken over after a pause).
+    /// Gives back every database lease `keep` does not name and renews the others by `ttl`;
+    /// returns the kept sessions whose lease was lost (lapsed, or taken over after a pause:
+    /// found at this renewal or by a write's fencing check). A lost lease no longer kept is
+    /// forgotten (its session's writes are checked as a non-holder's
+    /// again). `keep` is asked on the storage thread, after every lease take queued before
+    /// this call ran: a set read before queueing could miss a lease an open took meanwhile,
+    /// and give its database row back under it.
     pub async fn reconcile_host_leases(
         &self,
-        keep: HashSet<SessionId>,
+        keep: impl Fn(SessionId) -> bool + Send + 'static,
         ttl: Duration,
     ) -> Result<Vec<SessionId>> {
         self.call(Class::Barrier, move |e| match e.store() {
             Backend::Postgres(p) => {
                 for sid in p.held_leases() {
-                    if !keep.contains(&SessionId(sid)) {
+                    if !keep(SessionId(sid)) {
                         p.release_lease(sid)?;
                     }
                 }
-                Ok(p.renew_leases(ttl)?.into_iter().map(SessionId).collect())
+                p.renew_leases(ttl)?;
+                // Lost at this renewal or found lost by a write's fencing check since the last.
+                let mut lost = Vec::new();
+                for sid in p.lost_leases() {
+                    if keep(SessionId(sid)) {
+                        lost.push(SessionId(sid));
+                    } else {
+                        p.forget_lost_lease(sid);
+                    }
+                }
+                Ok(lost)
             }
             Backend::Sqlite(_) => Ok(Vec::new()),
         })

@@ -21,6 +21,7 @@ impl PostgresStore {
             statements: HashMap::new(),
             in_txn: false,
             leases: HashMap::new(),
+            lost: Default::default(),
             fenced: Default::default(),
             fenced_in_savepoint: Vec::new(),
             in_savepoint: false,

@@ -10,7 +10,9 @@
 //! as the write:
 //! - if this store holds the session's lease, the row must still carry its token and be
 //!   unexpired, else the write is refused (a paused or partitioned daemon whose lease lapsed
-//!   can never write again without re-acquiring);
+//!   can never write again without re-acquiring); a lease found lost so (here, or by
+//!   [`PostgresStore::renew_leases`]) keeps refusing the session's writes until it is taken
+//!   again or given back ([`PostgresStore::forget_lost_lease`]: no handle holds it here);
 //! - if it does not, no other live lease may exist (another host holds the session).
 //!
 //! A takeover updates the same row, so it waits for the row lock of a writer's open
@@ -117,6 +119,7 @@ impl PostgresStore {
         if let Some(r) = row {
             let token: i64 = r.get(0);
             self.leases.insert(session, token);
+            self.lost.remove(&session);
             return Ok(Acquired::Token(token));
         }
         let r = self.query_opt(
@@ -144,6 +147,7 @@ impl PostgresStore {
             )?;
             if n == 0 {
                 self.leases.remove(&session);
+                self.lost.insert(session);
                 lost.push(session);
             }
         }
@@ -164,6 +168,17 @@ impl PostgresStore {
     /// The sessions whose lease this store holds.
     pub fn held_leases(&self) -> Vec<i64> {
         self.leases.keys().copied().collect()
+    }
+
+    /// Forgets that `session`'s lease was lost: no handle of this daemon holds the session
+    /// exclusively any more, so its writes are checked as any non-holder's again.
+    pub fn forget_lost_lease(&mut self, session: i64) {
+        self.lost.remove(&session);
+    }
+
+    /// The sessions whose lease this store lost and still refuses writes of.
+    pub fn lost_leases(&self) -> Vec<i64> {
+        self.lost.iter().copied().collect()
     }
 
     /// Gives `session`'s lease back (if this store still holds it). Call with no transaction
@@ -197,6 +212,7 @@ impl PostgresStore {
             (Some(&mine), Some((token, true))) if token == mine => {}
             (Some(&mine), _) => {
                 self.leases.remove(&session);
+                self.lost.insert(session);
                 return Err(fenced(format!(
                     "write refused: the lease of session id {session} lapsed or passed to \
                      another holder (fencing token {mine} is stale); re-open the session"
@@ -209,6 +225,12 @@ impl PostgresStore {
                 return Err(fenced(format!(
                     "write refused: session id {session} is leased by pid {} on host {host}",
                     pid.map_or("?".into(), |p| p.to_string())
+                )));
+            }
+            (None, _) if self.lost.contains(&session) => {
+                return Err(fenced(format!(
+                    "write refused: the lease of session id {session} lapsed or passed to \
+                     another holder while this vaultd held it; re-open the session"
                 )));
             }
             (None, _) => {}

@@ -164,6 +164,9 @@ pub struct PostgresStore {
     in_txn: bool,
     /// Leases this store holds: session id → fencing token (see [`lease`]).
     leases: HashMap<i64, i64>,
+    /// Sessions whose lease this store held and lost (lapsed, or taken over): their writes
+    /// are refused until the lease is taken again or given back ([`lease`]).
+    lost: std::collections::HashSet<i64>,
     /// Sessions whose lease row this transaction has checked and locked.
     fenced: std::collections::HashSet<i64>,
     /// The same, checked inside the open savepoint (its locks go if it is rolled back).

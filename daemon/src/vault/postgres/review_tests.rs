@@ -80,7 +80,6 @@ fn new_session(s: &mut PostgresStore, name: &str) -> i64 {
 /// (the `(None, _)` arm of `fence`). The README promises such a daemon "can never write again
 /// without re-acquiring"; the same happens after `renew_leases` reported the lease lost.
 #[test]
-#[ignore = "repro: a lapsed holder's second write passes the fence (fence forgets the lease on the first refusal)"]
 fn a_lapsed_holder_stays_fenced_until_it_reacquires() {
     let Some(db) = database("review: lapsed holder fenced for good") else {
         return;
@@ -106,7 +105,6 @@ fn a_lapsed_holder_stays_fenced_until_it_reacquires() {
 /// The same through the renewal: `renew_leases` reports the lease lost (and forgets it), the
 /// server logs "its writes are refused until reopened", but the handle's next write passes.
 #[test]
-#[ignore = "repro: after renew_leases reports a lease lost, the old holder's writes pass the fence"]
 fn a_lease_reported_lost_by_renewal_still_fences_its_writes() {
     let Some(db) = database("review: lease lost at renewal") else {
         return;
