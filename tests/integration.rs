@@ -22,7 +22,6 @@ mod namespaces;
 mod postgres;
 mod recovery;
 mod reliability;
-mod review_postgres;
 mod revocation;
 mod shutdown;
 mod startup;

@@ -18,6 +18,7 @@ mod connection;
 mod leases;
 mod pause;
 mod rekey;
+mod revocation;
 
 /// `--store URL --store-password-file FILE` for `env`, the password file written there.
 fn store_args(env: &Env, cluster: &Cluster, db: &str) -> Vec<String> {

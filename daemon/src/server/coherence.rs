@@ -17,12 +17,18 @@
 //!
 //! On the SQLite store (one daemon owns the file) all of this is a no-op without any work.
 //!
+//! A handle whose record cannot be read when the change is seen (this daemon locked, the
+//! database unreachable) is checked again at every look until it can be
+//! ([`Daemon::recheck_pending`]); and every change seen moves the handle table's epoch, so that
+//! an open that read the older ACL decides again before it registers its handle.
+//!
 //! Staleness: a change made elsewhere is seen here within [`POLL`] plus one round trip, and
 //! at once by a request that checks first or meets a record newer than this daemon's view
 //! (which also wakes the poll, so revoked handles end then). Between two checks a request
 //! may still be answered from the older state (a handle used once more after a revoke
 //! elsewhere).
 
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -40,7 +46,12 @@ pub const POLL: Duration = Duration::from_millis(500);
 /// returned; the caller usually goes on (its own request will meet the same error).
 pub async fn check(d: &Daemon) -> Result<(), EngineError> {
     match d.vault.refresh().await? {
-        Refreshed::Unchanged => Ok(()),
+        Refreshed::Unchanged => {
+            if d.recheck_pending.load(Ordering::SeqCst) {
+                recheck(d).await;
+            }
+            Ok(())
+        }
         Refreshed::LockedOut(why) => {
             tracing::error!(
                 reason = %why,
@@ -51,7 +62,9 @@ pub async fn check(d: &Daemon) -> Result<(), EngineError> {
             Ok(())
         }
         Refreshed::Reloaded => {
-            recheck_handles(d).await;
+            // An open that read the older ACL must decide again before it registers.
+            d.handles.bump_epoch();
+            recheck(d).await;
             d.sessions_changed().await;
             Ok(())
         }
@@ -66,8 +79,20 @@ pub async fn check_logged(d: &Daemon) {
     }
 }
 
-/// Ends the handles open here that the current records no longer allow.
-async fn recheck_handles(d: &Daemon) {
+/// [`recheck_handles`], remembering whether it must be tried again: a change made elsewhere
+/// is consumed when it is read, so a handle whose record could not be read then (this daemon
+/// locked, the database unreachable) would otherwise keep its access for good.
+async fn recheck(d: &Daemon) {
+    d.recheck_pending.store(true, Ordering::SeqCst);
+    if recheck_handles(d).await {
+        d.recheck_pending.store(false, Ordering::SeqCst);
+    }
+}
+
+/// Ends the handles open here that the current records no longer allow; `false` if some
+/// record could not be read.
+async fn recheck_handles(d: &Daemon) -> bool {
+    let mut complete = true;
     for sid in d.handles.open_sessions() {
         match d.vault.session_record(sid).await {
             Ok(record) => {
@@ -94,10 +119,12 @@ async fn recheck_handles(d: &Daemon) {
                     "session deleted by another vaultd: handles ended"
                 );
             }
-            // Locked, or the database unreachable: the handles' own requests say so.
-            Err(_) => {}
+            // Locked, or the database unreachable: the handles' own requests say so, and
+            // the check is made again once the record can be read.
+            Err(_) => complete = false,
         }
     }
+    complete
 }
 
 /// Checks every [`POLL`], and at once when a request met another daemon's change first

@@ -102,6 +102,10 @@ pub struct Daemon {
     pub activity: autolock::Activity,
     /// Open connections.
     pub connections: AtomicU64,
+    /// Another daemon changed the vault and not every handle open here could be checked
+    /// against it yet (this daemon locked, the database unreachable): [`coherence`] checks
+    /// again at its next look (see there).
+    pub recheck_pending: std::sync::atomic::AtomicBool,
     next_conn_id: AtomicU64,
     _datadir_lock: datadir::DataDirLock,
 }
@@ -178,6 +182,7 @@ impl Daemon {
             started: Instant::now(),
             activity: autolock::Activity::default(),
             connections: AtomicU64::new(0),
+            recheck_pending: std::sync::atomic::AtomicBool::new(false),
             next_conn_id: AtomicU64::new(1),
             _datadir_lock: lock,
         }))

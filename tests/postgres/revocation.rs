@@ -1,33 +1,16 @@
-//! Adversarial review repros of `vaultd` on PostgreSQL with several hosts. A test that fails
-//! today is `#[ignore = "repro: …"]` so that the suite stays green; run it with
-//! `--run-ignored all`.
+//! Revocation across hosts in the corner cases a review found: a revoke made elsewhere while
+//! this host is locked, and an open racing a revoke elsewhere. Both must end the revoked
+//! uid's handle here.
 
 use std::time::Duration;
 
 use session_vault_proto::message::{ErrorCode, Request, Response};
 use session_vault_proto::model::SessionData;
 
+use super::{refs, store_args};
 use crate::util::child::{As, ChildClient};
 use crate::util::pg::Cluster;
 use crate::util::*;
-
-/// `--store URL --store-password-file FILE` for `env`.
-fn store_args(env: &Env, cluster: &Cluster, db: &str) -> Vec<String> {
-    let pw = env.path().join("pgpass");
-    if !pw.exists() {
-        cluster.write_password_file(&pw);
-    }
-    vec![
-        "--store".into(),
-        cluster.url(db),
-        "--store-password-file".into(),
-        pw.display().to_string(),
-    ]
-}
-
-fn refs(args: &[String]) -> Vec<&str> {
-    args.iter().map(String::as_str).collect()
-}
 
 /// One request on `env`'s daemon from a client process running as `OTHER_UID` (C's admin).
 fn as_admin(env: &Env, request: Request) -> Response {
@@ -37,21 +20,18 @@ fn as_admin(env: &Env, request: Request) -> Response {
     r
 }
 
-/// A revoke made on host A while host C is locked never ends the revoked uid's handle on C:
-/// C's coherence poll finds the manifest changed (the locked branch of `Engine::follow` reads
-/// it and reports `Reloaded`), `recheck_handles` cannot read the session's record
-/// (`Locked`) and skips it (`Err(_) => {}`), and the change is consumed: once C is unlocked
-/// nothing compares again, so the handle keeps reading the session (home DC, DC options
-/// with their auth keys) for as long as its connection lives. The same skip happens for any
-/// error of that read (PostgreSQL unreachable for a moment right after a revoke elsewhere).
+/// A revoke made on host A while host C is locked ends the revoked uid's handle on C once C
+/// is unlocked. C's coherence poll sees the change while locked and cannot read the
+/// session's record then; the change is consumed by that look, so C must remember to check
+/// again (it once skipped the handle for good, which kept reading the session, DC options and
+/// auth keys included, for as long as its connection lived).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "repro: a revoke on another host while this one is locked never ends the handle here"]
 async fn a_revoke_elsewhere_while_locked_ends_the_handle_once_unlocked() {
     if !can_switch_uid() {
         eprintln!("SKIPPED: needs root and setpriv (a client as another uid)");
         return;
     }
-    let Some(cluster) = Cluster::start_or_skip("review: revoke while locked") else {
+    let Some(cluster) = Cluster::start_or_skip("a revoke elsewhere while locked") else {
         return;
     };
     let db = cluster.create_database();
@@ -178,17 +158,15 @@ fn hold_lease_row(cluster: &Cluster, db: &str, name: &str) -> std::sync::mpsc::S
 }
 
 /// An open that decided on the ACL before a revoke elsewhere committed, and registers its
-/// handle after this daemon's coherence poll already handled that revoke, keeps the handle:
-/// the poll's `recheck_handles` only looks at sessions that have handles here, and
-/// `end_session` (which bumps the handle epoch that `Handles::add` checks) is not called for
-/// a session without any, so the open's epoch is still current when it registers, and the
-/// change is consumed. The window is the open's work between its ACL read and `add` (the
-/// lease take and the DC options: a few round trips; here widened by a lease row another
-/// host holds locked, so that the take waits, as behind a paused host's group commit).
+/// handle after this daemon's coherence poll handled that revoke, must decide again: every
+/// change seen moves the handle epoch (it once moved only when some handle here was ended,
+/// and a session without handles here had none, so the open kept its stale decision). The
+/// window is the open's work between its ACL read and registering (the lease take and the DC
+/// options); here it is widened by a lease row another host holds locked, so that the take
+/// waits, as behind a paused host's group commit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "repro: an open racing a revoke elsewhere registers a handle that the coherence poll never ends"]
 async fn an_open_racing_a_revoke_elsewhere_does_not_keep_its_handle() {
-    let Some(cluster) = Cluster::start_or_skip("review: open racing a revoke elsewhere") else {
+    let Some(cluster) = Cluster::start_or_skip("an open racing a revoke elsewhere") else {
         return;
     };
     let db = cluster.create_database();
