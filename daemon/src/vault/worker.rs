@@ -42,7 +42,7 @@ use std::time::{Duration, Instant};
 
 use super::backend::Backend;
 use super::engine::Engine;
-use super::error::EngineError;
+use super::error::{EngineError, StorageErrorKind};
 use super::store::Store;
 
 /// The engine as the storage thread runs it, on whichever store the vault was opened with
@@ -203,6 +203,18 @@ struct Worker {
     stopping: bool,
     /// An unguarded write failed in the open transaction: the rest use savepoints.
     guard_rest: bool,
+}
+
+/// Whether `e` is the storage failing (I/O, a lost connection, a full or read-only disk)
+/// rather than a write that no longer applies (its session deleted, its lease lost).
+fn storage_fault(e: &EngineError) -> bool {
+    matches!(
+        e,
+        EngineError::Storage {
+            kind: StorageErrorKind::Io | StorageErrorKind::DiskFull | StorageErrorKind::ReadOnly,
+            ..
+        }
+    )
 }
 
 /// The storage thread's main loop; returns when every sender is gone or a `Stop` job ran.
@@ -518,8 +530,8 @@ impl Worker {
     /// Re-applies the acknowledged, uncommitted cache-class writes in a new transaction, due
     /// for commit a flush interval after `due_since` (after a failed commit: `None`, now, so
     /// that a failing disk is not retried in a loop). One that no longer applies (its session
-    /// was deleted, the vault locked) is dropped and logged. Fails, keeping them for the next
-    /// try, if no transaction could begin.
+    /// was deleted, the vault locked) is dropped and logged. Fails, keeping them all for the
+    /// next try, if no transaction could begin or the storage failed while re-applying them.
     fn replay(&mut self, due_since: Option<Instant>) -> Result<(), EngineError> {
         if self.unflushed.is_empty() {
             return Ok(());
@@ -535,20 +547,39 @@ impl Worker {
             return Ok(());
         };
         let mut dropped = 0usize;
-        for redo in redos {
+        let mut kept = Vec::with_capacity(redos.len());
+        let mut fault = None;
+        for redo in &redos {
             let applied = engine
                 .store()
                 .savepoint()
                 .and_then(|()| redo(engine))
                 .and_then(|()| engine.store().release_op().and_then(|kept| kept));
             match applied {
-                Ok(()) => self.unflushed.push(redo),
+                Ok(()) => kept.push(Arc::clone(redo)),
+                // The storage failed, not the write: the transaction may be gone with it (a
+                // lost connection), and with it what this pass re-applied. Keep them all.
+                Err(e) if storage_fault(&e) => {
+                    fault = Some(e);
+                    break;
+                }
                 Err(_) => {
                     dropped += 1;
                     let _ = engine.store().rollback_to_savepoint();
                 }
             }
         }
+        if let Some(e) = fault {
+            tracing::error!(error = %e, "vault storage failed while re-applying acknowledged writes; will retry");
+            self.roll_back();
+            self.dirty_since = Some(due_since.unwrap_or_else(Instant::now));
+            self.unflushed = redos;
+            return Err(e);
+        }
+        self.unflushed = kept;
+        let Some(engine) = self.engine.as_mut() else {
+            return Ok(());
+        };
         if dropped > 0 {
             tracing::error!(
                 writes = dropped,

@@ -183,7 +183,6 @@ fn vault_backends(db: &Db) -> String {
 /// second write: the first application was held on the client and never reached the
 /// server, whose connection was cut before the commit).
 #[test]
-#[ignore = "repro: acknowledged cache writes are dropped when the connection is lost during their re-apply"]
 fn acknowledged_writes_survive_a_connection_lost_while_they_are_re_applied() {
     use session_vault_proto::model::{DcOption, Peer, PeerKind, SentFile, SessionAcl};
 
