@@ -181,12 +181,13 @@ impl PostgresStore {
         self.lost.iter().copied().collect()
     }
 
-    /// Gives `session`'s lease back (if this store still holds it). Call with no transaction
-    /// open.
+    /// Gives `session`'s lease back (if this store still holds it): it lapses at once. The
+    /// row stays (see [`PostgresStore::fence`]: a row to lock). Call with no transaction open.
     pub fn release_lease(&mut self, session: i64) -> Result<()> {
+        self.lost.remove(&session);
         if let Some(token) = self.leases.remove(&session) {
             self.exec(
-                "DELETE FROM leases WHERE session = $1 AND token = $2",
+                "UPDATE leases SET expires_at = '-infinity' WHERE session = $1 AND token = $2",
                 &[&session, &token],
             )?;
         }
@@ -200,11 +201,21 @@ impl PostgresStore {
             return Ok(());
         }
         // At once, not after the deferred writes: they are what it fences (see `Deferred`).
-        let row = self.query_opt_now(
-            "SELECT token, expires_at > clock_timestamp(), host, pid
-             FROM leases WHERE session = $1 FOR SHARE",
-            &[&session],
-        )?;
+        let check = "SELECT token, expires_at > clock_timestamp(), host, pid
+                     FROM leases WHERE session = $1 FOR SHARE";
+        let mut row = self.query_opt_now(check, &[&session])?;
+        if row.is_none() {
+            // No row to lock (a session never leased): a lapsed one is put in, so that a
+            // lease taken meanwhile waits for this transaction like any takeover, instead of
+            // inserting its row at once and holding a token before this write commits.
+            self.query_opt_now(
+                "INSERT INTO leases (session, token, host, instance, expires_at)
+                 VALUES ($1, 0, '', '', '-infinity') ON CONFLICT (session) DO NOTHING
+                 RETURNING session",
+                &[&session],
+            )?;
+            row = self.query_opt_now(check, &[&session])?;
+        }
         let live = row
             .as_ref()
             .map(|r| (r.get::<_, i64>(0), r.get::<_, bool>(1)));

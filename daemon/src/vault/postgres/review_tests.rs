@@ -130,7 +130,6 @@ fn a_lease_reported_lost_by_renewal_still_fences_its_writes() {
 /// new holder got its token. The lease module promises "a write checked under the old token
 /// commits before the new holder's token exists, never after".
 #[test]
-#[ignore = "repro: a non-holder's write checked against an absent lease row commits after another host took the lease"]
 fn a_write_checked_without_a_lease_row_does_not_commit_after_a_takeover() {
     let Some(db) = database("review: fence without a lease row") else {
         return;
