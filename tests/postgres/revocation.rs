@@ -144,7 +144,9 @@ fn hold_lease_row(cluster: &Cluster, db: &str, name: &str) -> std::sync::mpsc::S
         raw.batch_execute(&format!(
             "INSERT INTO leases (session, token, host, instance, expires_at) \
              SELECT id, nextval('lease_token'), 'gone', 'gone-instance', now() - interval '1 hour' \
-             FROM sessions WHERE name = '{name}'; \
+             FROM sessions WHERE name = '{name}' \
+             ON CONFLICT (session) DO UPDATE SET token = excluded.token, host = excluded.host, \
+             instance = excluded.instance, expires_at = excluded.expires_at; \
              BEGIN; SELECT 1 FROM leases WHERE session = (SELECT id FROM sessions \
              WHERE name = '{name}') FOR SHARE"
         ))
