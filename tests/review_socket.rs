@@ -14,7 +14,7 @@ use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use session_vault_proto::codec;
-use session_vault_proto::message::{ClientFrame, ErrorCode, Request, Response};
+use session_vault_proto::message::{ErrorCode, Request, Response};
 use tokio::io::AsyncWriteExt;
 
 use crate::reliability::rss_kib;
