@@ -101,6 +101,10 @@ fn say(line: &str) {
 /// The hostile side; does nothing unless started by [`Hostile::spawn`]. Modes:
 /// - `audit:N:BYTES`: one connection; N refused `rename_session` requests whose two names
 ///   are BYTES long each; prints `done REFUSED`;
+/// - `channels:CONNS:N`: gives its own session `~/chan` N channel states in one
+///   `set_update_state` (prints `built MS`, what one `get_updates_state` then takes), then
+///   sends `get_updates_state` on CONNS connections as fast as the daemon reads them;
+///   prints `ready`, then `answers A` every 500 ms;
 /// - `hello:N`: N connections, each sending the header of a 1 MiB first frame and all of its
 ///   payload but the last byte; prints `ready N`, then holds them until killed.
 #[test]
@@ -122,6 +126,9 @@ fn review_entry() {
                 audit_flood(&socket, n.parse().unwrap(), bytes.parse().unwrap()).await
             }
             ["hello", n] => hello_hold(&socket, n.parse().unwrap()).await,
+            ["channels", conns, n] => {
+                channels_flood(&socket, conns.parse().unwrap(), n.parse().unwrap()).await
+            }
             _ => panic!("unknown mode {mode}"),
         }
     });
@@ -172,6 +179,102 @@ async fn hello_hold(socket: &Path, n: usize) {
     }
     say(&format!("ready {}", held.len()));
     std::future::pending::<()>().await;
+}
+
+async fn channels_flood(socket: &Path, conns: usize, n: i64) {
+    use session_vault_proto::message::{ClientFrame, ServerFrame};
+    use session_vault_proto::model::{ChannelState, UpdateStateChange, UpdatesState};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let mut opened = Vec::new();
+    for _ in 0..conns {
+        let mut r = Raw::connect_hello(socket).await;
+        let handle = match r
+            .call(
+                2,
+                Request::OpenSession {
+                    name: "~/chan".into(),
+                    exclusive: false,
+                    create_if_missing: true,
+                },
+            )
+            .await
+        {
+            Response::Opened { handle, .. } => handle,
+            other => panic!("open: {other:?}"),
+        };
+        opened.push((r, handle));
+    }
+    let (first, handle) = &mut opened[0];
+    let state = UpdatesState {
+        channels: (1..=n).map(|id| ChannelState { id, pts: 1 }).collect(),
+        ..UpdatesState::default()
+    };
+    let set = Request::SetUpdateState {
+        handle: *handle,
+        change: UpdateStateChange::All(state),
+    };
+    let frame = codec::encode_frame(&ClientFrame {
+        id: 3,
+        request: set,
+    })
+    .expect("encode");
+    let size = frame.len();
+    assert!(size <= codec::DEFAULT_MAX_FRAME as usize, "{size} bytes");
+    let t = Instant::now();
+    first.send_bytes(&frame).await;
+    let r = slow_recv(first).await;
+    assert!(matches!(r, Response::Ok), "set_update_state: {r:?}");
+    let set_took = t.elapsed();
+    let t = Instant::now();
+    first
+        .send_request(4, Request::GetUpdatesState { handle: *handle })
+        .await;
+    let r = slow_recv(first).await;
+    let took = t.elapsed();
+    match r {
+        Response::UpdatesState(s) => assert_eq!(s.channels.len() as i64, n),
+        other => panic!("get_updates_state: {other:?}"),
+    }
+    say(&format!(
+        "built {} ms; the set_update_state frame of {size} bytes took {} ms",
+        took.as_millis(),
+        set_took.as_millis()
+    ));
+    let answers = Arc::new(AtomicU64::new(0));
+    for (r, handle) in opened {
+        let frame = codec::encode_frame(&ClientFrame {
+            id: 9,
+            request: Request::GetUpdatesState { handle },
+        })
+        .expect("encode");
+        let (mut rd, mut wr) = r.stream.into_split();
+        tokio::spawn(async move { while wr.write_all(&frame).await.is_ok() {} });
+        let answers = Arc::clone(&answers);
+        tokio::spawn(async move {
+            while let Ok(Some(_)) = codec::read_message::<_, ServerFrame>(&mut rd, u32::MAX).await {
+                answers.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+    }
+    say("ready");
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        say(&format!("answers {}", answers.load(Ordering::Relaxed)));
+    }
+}
+
+/// The next answer on `r`, waiting up to two minutes (a whole-table job in a debug build).
+async fn slow_recv(r: &mut Raw) -> Response {
+    use session_vault_proto::message::ServerFrame;
+    tokio::time::timeout(
+        Duration::from_secs(120),
+        codec::read_message::<_, ServerFrame>(&mut r.stream, u32::MAX),
+    )
+    .await
+    .expect("an answer within two minutes")
+    .expect("a frame")
+    .expect("not EOF")
+    .response
 }
 
 /// Bytes of the vault's files (database and write-ahead log).
@@ -270,5 +373,47 @@ async fn stalled_hello_frames_stay_within_the_request_memory_budget() {
         held < 48 << 10,
         "{opened} stalled hellos of one uid made the daemon hold {} MiB",
         held / 1024
+    );
+}
+
+/// A uid with a session of its own (any uid may create one under `UID/`) gives it 80,000
+/// channel states in one `set_update_state` frame (nothing bounds their number), then sends
+/// `get_updates_state` on two connections. Each is a `Cheap` request (64 of the uid's may
+/// run at once) whose job decrypts every channel row, as one storage job (or inline on a
+/// runtime thread), unsliced: another bot's durable writes wait behind dozens of them. The
+/// bound is the one `reliability::dos` holds the `cache_peers` flood to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "repro: get_updates_state on a session with unbounded channel states is a cheap, unsliced whole-table job; a uid's pipelined reads stall other bots' durable writes"]
+async fn a_flood_of_channel_state_reads_stalls_no_other_bot() {
+    use crate::reliability::dos::{durable_writes, ms};
+    use crate::reliability::percentile;
+    if !can_switch_uid() {
+        eprintln!("skipped: needs root and setpriv");
+        return;
+    }
+    let env = Env::new();
+    let (_d, c) = env.start_initialized(&[]).await;
+    let h = open_session(&c, "victim", true).await;
+    let alone = durable_writes(&c, h, Duration::from_secs(1)).await;
+    let hostile = Hostile::spawn(&env, "channels:2:80000");
+    let built = hostile.wait_for("built");
+    hostile.wait_for("ready");
+    let during = durable_writes(&c, h, Duration::from_secs(8)).await;
+    let answered = hostile.wait_for("answers");
+    let (p50, p99) = (percentile(&during, 50), percentile(&during, 99));
+    println!(
+        "REVIEW one get_updates_state of 80,000 channels took {built}; the other bot's \
+         durable writes alone p50 {} / p99 {}, during the flood ({answered} answers) {} \
+         writes, p50 {} / p99 {} / max {}",
+        ms(percentile(&alone, 50)),
+        ms(percentile(&alone, 99)),
+        during.len(),
+        ms(p50),
+        ms(p99),
+        ms(*during.last().expect("writes")),
+    );
+    assert!(
+        p99 <= Duration::from_secs(2),
+        "the other bot's durable write p99 was {p99:?} during the flood"
     );
 }
