@@ -105,6 +105,8 @@ fn say(line: &str) {
 ///   `set_update_state` (prints `built MS`, what one `get_updates_state` then takes), then
 ///   sends `get_updates_state` on CONNS connections as fast as the daemon reads them;
 ///   prints `ready`, then `answers A` every 500 ms;
+/// - `poke:SECS`: one connection; for SECS seconds, a refused `lock` every 500 ms; prints
+///   `done REFUSED`;
 /// - `hello:N`: N connections, each sending the header of a 1 MiB first frame and all of its
 ///   payload but the last byte; prints `ready N`, then holds them until killed.
 #[test]
@@ -126,6 +128,7 @@ fn review_entry() {
                 audit_flood(&socket, n.parse().unwrap(), bytes.parse().unwrap()).await
             }
             ["hello", n] => hello_hold(&socket, n.parse().unwrap()).await,
+            ["poke", secs] => poke(&socket, secs.parse().unwrap()).await,
             ["channels", conns, n] => {
                 channels_flood(&socket, conns.parse().unwrap(), n.parse().unwrap()).await
             }
@@ -152,6 +155,22 @@ async fn audit_flood(socket: &Path, n: u32, bytes: usize) {
                 refused += 1;
             }
         }
+    }
+    say(&format!("done {refused}"));
+}
+
+async fn poke(socket: &Path, secs: u64) {
+    let mut r = Raw::connect_hello(socket).await;
+    let until = Instant::now() + Duration::from_secs(secs);
+    let (mut id, mut refused) = (2, 0);
+    while Instant::now() < until {
+        if let Response::Error(e) = r.call(id, Request::Lock).await {
+            if e.code == ErrorCode::PermissionDenied {
+                refused += 1;
+            }
+        }
+        id += 1;
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
     say(&format!("done {refused}"));
 }
@@ -415,5 +434,34 @@ async fn a_flood_of_channel_state_reads_stalls_no_other_bot() {
     assert!(
         p99 <= Duration::from_secs(2),
         "the other bot's durable write p99 was {p99:?} during the flood"
+    );
+}
+
+/// `--auto-lock-after` locks the vault "once no request has arrived for that long". A uid
+/// with no session and no grant keeps the keys in memory for ever with requests the daemon
+/// refuses (`lock` here): activity is noted before the role check.
+#[tokio::test]
+#[ignore = "repro: refused requests of a uid without access count as activity; the idle auto-lock never fires"]
+async fn refused_requests_do_not_hold_off_the_idle_auto_lock() {
+    if !can_switch_uid() {
+        eprintln!("skipped: needs root and setpriv");
+        return;
+    }
+    let env = Env::new();
+    let (_d, c) = env.start_initialized(&["--auto-lock-after", "2s"]).await;
+    drop(c);
+    let hostile = Hostile::spawn(&env, "poke:8");
+    let refused: u32 = hostile.wait_for("done").parse().expect("count");
+    assert!(refused > 5, "only {refused} refused");
+    let c = env.connect().await;
+    let state = match c.call(Request::Status).await {
+        Ok(Response::Status(s)) => s.state,
+        other => panic!("status: {other:?}"),
+    };
+    println!("REVIEW after 8 s of refused requests with --auto-lock-after 2s: {state:?}");
+    assert_eq!(
+        state,
+        session_vault_proto::message::VaultState::Locked,
+        "refused requests kept the vault unlocked past its idle auto-lock"
     );
 }
