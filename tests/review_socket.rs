@@ -129,6 +129,7 @@ fn review_entry() {
             }
             ["hello", n] => hello_hold(&socket, n.parse().unwrap()).await,
             ["poke", secs] => poke(&socket, secs.parse().unwrap()).await,
+            ["probe", a, b, n] => probe(&socket, a, b, n.parse().unwrap()).await,
             ["channels", conns, n] => {
                 channels_flood(&socket, conns.parse().unwrap(), n.parse().unwrap()).await
             }
@@ -157,6 +158,43 @@ async fn audit_flood(socket: &Path, n: u32, bytes: usize) {
         }
     }
     say(&format!("done {refused}"));
+}
+
+/// Times `open_session` of names `a` and `b` (neither available to this uid), `n` of each,
+/// interleaved; prints `medians A_NS B_NS` and `means A_NS B_NS` (trimmed: the lower 90%).
+async fn probe(socket: &Path, a: &str, b: &str, n: usize) {
+    let mut r = Raw::connect_hello(socket).await;
+    let (mut ta, mut tb) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    let mut id = 2;
+    for i in 0..2 * n {
+        let (name, times) = if i % 2 == 0 {
+            (a, &mut ta)
+        } else {
+            (b, &mut tb)
+        };
+        let t = Instant::now();
+        let resp = r
+            .call(
+                id,
+                Request::OpenSession {
+                    name: name.to_owned(),
+                    exclusive: false,
+                    create_if_missing: false,
+                },
+            )
+            .await;
+        times.push(t.elapsed().as_nanos() as u64);
+        id += 1;
+        assert!(matches!(resp, Response::Error(_)), "{resp:?}");
+    }
+    ta.sort_unstable();
+    tb.sort_unstable();
+    let trimmed = |v: &[u64]| {
+        let k = v.len() * 9 / 10;
+        v[..k].iter().sum::<u64>() / k as u64
+    };
+    say(&format!("medians {} {}", ta[n / 2], tb[n / 2]));
+    say(&format!("means {} {}", trimmed(&ta), trimmed(&tb)));
 }
 
 async fn poke(socket: &Path, secs: u64) {
@@ -463,5 +501,27 @@ async fn refused_requests_do_not_hold_off_the_idle_auto_lock() {
         state,
         session_vault_proto::message::VaultState::Locked,
         "refused requests kept the vault unlocked past its idle auto-lock"
+    );
+}
+
+/// Measurement, not a pass/fail check of timing: whether `open_session` of a name that exists
+/// (someone else's) takes measurably longer or shorter than of a name that does not, for a
+/// uid allowed neither. Prints the figures; fails only if the answers differ.
+#[tokio::test]
+#[ignore = "measurement: open_session timing of an existing vs a missing name, for a uid without access"]
+async fn measure_open_timing_of_existing_and_missing_names() {
+    if !can_switch_uid() {
+        eprintln!("skipped: needs root and setpriv");
+        return;
+    }
+    let env = Env::new();
+    let (_d, c) = env.start_initialized(&[]).await;
+    let _h = open_session(&c, "payments-bot", false).await;
+    let hostile = Hostile::spawn(&env, "probe:payments-bot:payments-bog:3000");
+    let medians = hostile.wait_for("medians");
+    let means = hostile.wait_for("means");
+    println!(
+        "REVIEW open_session by a uid without access, existing vs missing name (ns): medians \
+         {medians}; trimmed means {means}"
     );
 }
