@@ -165,8 +165,7 @@ async fn audit_flood(socket: &Path, n: u32, bytes: usize) {
 async fn probe(socket: &Path, a: &str, b: &str, n: usize) {
     let mut r = Raw::connect_hello(socket).await;
     let (mut ta, mut tb) = (Vec::with_capacity(n), Vec::with_capacity(n));
-    let mut id = 2;
-    for i in 0..2 * n {
+    for (id, i) in (2u32..).zip(0..2 * n) {
         let (name, times) = if i % 2 == 0 {
             (a, &mut ta)
         } else {
@@ -184,7 +183,6 @@ async fn probe(socket: &Path, a: &str, b: &str, n: usize) {
             )
             .await;
         times.push(t.elapsed().as_nanos() as u64);
-        id += 1;
         assert!(matches!(resp, Response::Error(_)), "{resp:?}");
     }
     ta.sort_unstable();
