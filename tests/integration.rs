@@ -22,6 +22,7 @@ mod namespaces;
 mod postgres;
 mod recovery;
 mod reliability;
+mod review_socket;
 mod revocation;
 mod shutdown;
 mod startup;

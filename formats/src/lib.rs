@@ -68,6 +68,8 @@ mod telethon_string;
 #[cfg(test)]
 mod fuzz_tests;
 #[cfg(test)]
+mod review_tests;
+#[cfg(test)]
 mod tests;
 
 use std::fmt;
