@@ -423,7 +423,6 @@ fn vault_bytes(env: &Env) -> u64 {
 /// the disk the other bots' durable writes need fills up, and the admin's `audit` pages fill
 /// with the flood.
 #[tokio::test]
-#[ignore = "repro: refused admin requests of a non-admin uid store their unvalidated names in the audit log; the vault grows by every frame sent"]
 async fn refused_requests_of_a_uid_without_access_do_not_grow_the_vault() {
     if !can_switch_uid() {
         eprintln!("skipped: needs root and setpriv");

@@ -106,6 +106,8 @@ pub struct Daemon {
     /// against it yet (this daemon locked, the database unreachable): [`coherence`] checks
     /// again at its next look (see there).
     pub recheck_pending: std::sync::atomic::AtomicBool,
+    /// A non-admin uid's refused requests recorded in the audit log, at most one per period.
+    pub refusals: cmd::audit::Refusals,
     next_conn_id: AtomicU64,
     _datadir_lock: datadir::DataDirLock,
 }
@@ -183,6 +185,7 @@ impl Daemon {
             activity: autolock::Activity::default(),
             connections: AtomicU64::new(0),
             recheck_pending: std::sync::atomic::AtomicBool::new(false),
+            refusals: Default::default(),
             next_conn_id: AtomicU64::new(1),
             _datadir_lock: lock,
         }))

@@ -11,6 +11,14 @@
 //! durable before the act is answered (a non-admin's refused one is cache-class); a session open's is a cache-class write, so the hot
 //! path pays no fsync for it. `lock` is recorded just before it runs, while the keys are
 //! still there to seal its entry.
+//!
+//! What a client controls is bounded: a session name is shown only if it is a valid name
+//! (else its length), the executable path is cut at 256 bytes, and a non-admin uid's refused
+//! requests are recorded once per [`REFUSED_PERIOD`], the next entry counting those left out.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use session_vault_proto::audit::AuditEntry;
 use session_vault_proto::message::{Request, Response, VaultState, WireError};
@@ -26,6 +34,66 @@ pub struct Act {
     durable: bool,
 }
 
+/// A session name as an entry shows it: as sent if it is a valid name (`~/` for the caller's
+/// namespace included), else only its length. A request's names are not checked before it
+/// is refused, and an entry must not store whatever bytes a client sends.
+fn shown(name: &str) -> String {
+    let bare = name.strip_prefix("~/").unwrap_or(name);
+    match crate::vault::engine::validate_name(bare) {
+        Ok(()) => name.to_owned(),
+        Err(_) => format!("(an invalid name of {} bytes)", name.len()),
+    }
+}
+
+/// The longest executable path an entry keeps (its start, cut at a character boundary).
+const EXE_MAX: usize = 256;
+
+fn capped(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
+/// How often a non-admin uid's refused requests are recorded: the first of each period;
+/// the entry after it says how many were left out. A uid with no access would otherwise
+/// grow the vault (and the journal) by an entry for every frame it sends.
+pub const REFUSED_PERIOD: Duration = Duration::from_secs(1);
+
+/// Per uid: when its last refused request was recorded, and how many were left out since.
+#[derive(Default)]
+pub struct Refusals(Mutex<HashMap<u32, (Instant, u64)>>);
+
+impl Refusals {
+    /// Whether to record a refused request of `uid` now: `Some(left out since the last)`.
+    fn admit(&self, uid: u32) -> Option<u64> {
+        let mut t = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = Instant::now();
+        // Bounded by the uids with connections: forget those quiet for a period.
+        if t.len() > 1024 {
+            t.retain(|_, (at, _)| now.duration_since(*at) < REFUSED_PERIOD);
+        }
+        match t.get_mut(&uid) {
+            Some((at, skipped)) if now.duration_since(*at) < REFUSED_PERIOD => {
+                *skipped += 1;
+                None
+            }
+            Some((at, skipped)) => {
+                *at = now;
+                Some(std::mem::take(skipped))
+            }
+            None => {
+                t.insert(uid, (now, 0));
+                Some(0)
+            }
+        }
+    }
+}
+
 impl Act {
     /// The entry a request gets, if it is recorded at all.
     pub fn of(request: &Request, role: Role) -> Option<Act> {
@@ -33,7 +101,7 @@ impl Act {
         let act = |action, session: Option<&String>, detail: Option<String>| {
             Some(Act {
                 action,
-                session: session.cloned(),
+                session: session.map(|n| shown(n)),
                 detail,
                 durable: true,
             })
@@ -51,7 +119,7 @@ impl Act {
                 create_if_missing,
             } => Some(Act {
                 action: "open_session",
-                session: Some(name.clone()),
+                session: Some(shown(name)),
                 detail: Some(
                     [
                         if *exclusive { "exclusive" } else { "shared" },
@@ -80,9 +148,11 @@ impl Act {
             R::AddRecoveryKey => act("add_recovery_key", None, None),
             R::RemoveRecoveryKey => act("remove_recovery_key", None, None),
             R::ListSessions => act("list_sessions", None, None),
-            R::RenameSession { old, new } => {
-                act("rename_session", Some(old), Some(format!("to {new:?}")))
-            }
+            R::RenameSession { old, new } => act(
+                "rename_session",
+                Some(old),
+                Some(format!("to {:?}", shown(new))),
+            ),
             R::DeleteSession { name, force } => {
                 act("delete_session", Some(name), flag(*force, "force"))
             }
@@ -178,6 +248,20 @@ pub async fn record(conn: &Conn, act: Act, answer: &Result<Response, WireError>)
         Ok(_) => "ok".to_owned(),
         Err(e) => e.code.name().to_owned(),
     };
+    let mut act = act;
+    if answer.is_err() && !conn.is_admin() {
+        match conn.daemon.refusals.admit(conn.peer.uid) {
+            None => return,
+            Some(0) => {}
+            Some(n) => {
+                let more = format!("{n} more refused requests of this uid not recorded before");
+                act.detail = Some(match act.detail {
+                    Some(d) => format!("{d}; {more}"),
+                    None => more,
+                });
+            }
+        }
+    }
     // An open reports the full name (`~/` expanded).
     let session = match answer {
         Ok(Response::Opened { name: Some(n), .. }) => Some(n.clone()),
@@ -198,7 +282,7 @@ pub async fn record(conn: &Conn, act: Act, answer: &Result<Response, WireError>)
         uid: peer.uid,
         gid: peer.gid,
         pid: peer.pid,
-        exe: conn.process.exe.clone(),
+        exe: capped(&conn.process.exe, EXE_MAX),
         unit: conn.process.unit.clone(),
         action: act.action.to_owned(),
         session,
@@ -257,4 +341,37 @@ pub async fn audit(
         .audit_page(after_seq, limit, since, session)
         .await?;
     Ok(Response::AuditPage(page))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_entry_shows_valid_names_only_and_cuts_long_paths() {
+        assert_eq!(shown("bots/main"), "bots/main");
+        assert_eq!(shown("~/main"), "~/main");
+        let long = "x".repeat(300_000);
+        assert_eq!(shown(&long), "(an invalid name of 300000 bytes)");
+        assert_eq!(shown("a\u{202e}b"), "(an invalid name of 5 bytes)");
+        assert_eq!(capped("/usr/bin/bot", EXE_MAX), "/usr/bin/bot");
+        let path = format!("/{}", "é".repeat(300));
+        let cut = capped(&path, EXE_MAX);
+        assert!(
+            cut.len() <= EXE_MAX + '…'.len_utf8() && cut.ends_with('…'),
+            "{cut}"
+        );
+    }
+
+    #[test]
+    fn a_uids_refusals_are_recorded_once_a_period_with_the_count_left_out() {
+        let r = Refusals::default();
+        assert_eq!(r.admit(7), Some(0), "the first is recorded");
+        assert_eq!(r.admit(7), None);
+        assert_eq!(r.admit(7), None);
+        assert_eq!(r.admit(8), Some(0), "another uid has its own period");
+        std::thread::sleep(REFUSED_PERIOD);
+        assert_eq!(r.admit(7), Some(2), "the next says how many were left out");
+        assert_eq!(r.admit(7), None);
+    }
 }
