@@ -476,7 +476,6 @@ async fn refused_requests_of_a_uid_without_access_do_not_grow_the_vault() {
 /// connections of one uid hold 128 MiB for the handshake timeout (10 s), again and again:
 /// twice the daemon's whole budget (64 MiB), eight times the uid's share (16 MiB).
 #[tokio::test]
-#[ignore = "repro: the first frame (hello) of every connection is read up to max_frame outside the request-memory budget"]
 async fn stalled_hello_frames_stay_within_the_request_memory_budget() {
     if !can_switch_uid() {
         eprintln!("skipped: needs root and setpriv");
@@ -494,7 +493,8 @@ async fn stalled_hello_frames_stay_within_the_request_memory_budget() {
         "REVIEW {opened} stalled 1 MiB hello frames: the daemon's RSS grew by {} MiB",
         held / 1024
     );
-    assert!(opened >= 100, "only {opened} connections were admitted");
+    // A hello that large is refused at its header now (`frame_too_large`, then closed), so
+    // few or none of the writes complete; the daemon must not hold the frames either way.
     // The uid's share of the budget is 16 MiB; the whole budget 64 MiB.
     assert!(
         held < 48 << 10,

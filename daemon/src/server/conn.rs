@@ -54,7 +54,7 @@ use super::clients::Kicked;
 use super::cmd::{self, Weight};
 use super::context::Conn;
 use super::errors::wire_error;
-use super::limits::{Admitted, MemoryPermit};
+use super::limits::{Admitted, HELLO_MAX_FRAME, MemoryPermit};
 use super::transport::PeerInfo;
 
 pub use answers::MAX_IN_FLIGHT;
@@ -158,7 +158,8 @@ async fn handshake(
     peer: &PeerInfo,
     stop: &mut broadcast::Receiver<()>,
 ) -> Option<broadcast::Receiver<Event>> {
-    let (hello_id, major) = read_hello(daemon.config.max_frame, id, stream, stop).await?;
+    let hello_limit = HELLO_MAX_FRAME.min(daemon.config.max_frame);
+    let (hello_id, major) = read_hello(hello_limit, id, stream, stop).await?;
     let mut writer = stream;
     // Windows: the client has written, so the pipe can now tell whose token it wrote with;
     // it must be the identity its process id gave at accept (see `transport`).

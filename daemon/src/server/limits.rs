@@ -65,6 +65,11 @@ pub const REFUSALS_AT_ONCE: usize = 16;
 pub const REFUSAL_HELLO_TIMEOUT: Duration = Duration::from_secs(2);
 /// Largest `hello` frame a refused connection may send (a real one is under 100 bytes).
 pub const REFUSAL_MAX_FRAME: u32 = 4096;
+
+/// Largest `hello` frame any connection may send: it is read before the request-memory
+/// budget ([`Limits`]) weighs anything, so it is kept small (a real one is under 100 bytes;
+/// the client's name is free text, so there is room for a long one).
+pub const HELLO_MAX_FRAME: u32 = 4096;
 /// At most one log line per this period about refused connections.
 pub const REFUSAL_LOG_PERIOD: Duration = Duration::from_secs(10);
 
