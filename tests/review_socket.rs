@@ -602,7 +602,6 @@ async fn measure_open_timing_of_existing_and_missing_names() {
 /// session after the revoke has answered (and after its lease, if it held one, went to the
 /// next holder, which then is not the session's only writer).
 #[tokio::test]
-#[ignore = "repro: a cache_peers batch running at revoke goes on writing slices into the session after revoke answered"]
 async fn a_revoked_clients_batch_stops_writing_when_revoke_answers() {
     if !can_switch_uid() {
         eprintln!("skipped: needs root and setpriv");

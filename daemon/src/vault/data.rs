@@ -149,6 +149,39 @@ impl Vault {
         self.read(move |e| e.peer_by_phone(sid, &phone)).await
     }
 
+    /// [`Vault::cache_peers`] if `still()` holds when the write is applied (on the storage
+    /// thread, or inline): `Ok(false)` if it did not, and nothing was written. A caller whose
+    /// right to write may be withdrawn meanwhile (a handle ended by a revoke) checks it in
+    /// order with the act that withdraws it ([`Vault::settle`]).
+    pub async fn cache_peers_while(
+        &self,
+        sid: SessionId,
+        peers: Vec<Peer>,
+        still: impl Fn() -> bool + Send + Sync + 'static,
+    ) -> Result<bool> {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let small = peers.len() <= INLINE_PEERS;
+        let refused = Arc::new(AtomicBool::new(false));
+        let first = AtomicBool::new(true);
+        let refusing = Arc::clone(&refused);
+        let result = self
+            .call_cache(small, move |e| {
+                // Only the first run asks: a re-apply (after a failed commit) is of a write
+                // already acknowledged.
+                if first.swap(false, Ordering::SeqCst) && !still() {
+                    refusing.store(true, Ordering::SeqCst);
+                    return Err(super::EngineError::Closed);
+                }
+                e.cache_peers(sid, &peers)
+            })
+            .await;
+        if refused.load(Ordering::SeqCst) {
+            return Ok(false);
+        }
+        result.map(|()| true)
+    }
+
     /// Caches a batch of peers (merging). Cache class.
     pub async fn cache_peers(&self, sid: SessionId, peers: Vec<Peer>) -> Result<()> {
         let small = peers.len() <= INLINE_PEERS;

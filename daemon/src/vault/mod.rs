@@ -293,6 +293,13 @@ impl Vault {
         self.call(Class::Barrier, |e| e.refresh()).await
     }
 
+    /// Returns once every job sent before this call has been applied: after ending handles,
+    /// so that a write a handle sent before it was ended is stored before the act that ended
+    /// it is answered, and none after.
+    pub async fn settle(&self) -> Result<()> {
+        self.read(|_| Ok(())).await
+    }
+
     /// A point read (one row or a few): runs inline when the storage thread is idle and has
     /// nothing queued (see [`worker`]), else queued like [`Vault::call`]. Not for reads that
     /// scan a whole session or vault, which would hold a runtime thread.

@@ -105,6 +105,11 @@ pub async fn set_access(
                 d.config.admin_uids.contains(&peer.uid) || allowed(peer, &acl)
             }),
     };
+    if ended > 0 {
+        // What the ended handles sent before is stored before the answer; nothing after (a
+        // batch in slices looks its handle up before each).
+        d.vault.settle().await?;
+    }
     tracing::info!(uid = conn.peer.uid, name = %name.escape_debug(), ?uid, ?gid, ?access, ended, "session access changed");
     Ok(Response::Ok)
 }
@@ -205,6 +210,10 @@ pub async fn disconnect(
         if d.clients.kick(target) {
             ended_conns += 1;
         }
+    }
+    if ended_handles > 0 {
+        // As for a revoke: what they sent before is stored before the answer, nothing after.
+        d.vault.settle().await?;
     }
     tracing::info!(
         uid = conn.peer.uid,

@@ -6,6 +6,8 @@ use session_vault_proto::model::{
     DcOption, Peer, SentFile, SessionData, SessionExtras, UpdateStateChange,
 };
 
+use std::sync::Arc;
+
 use crate::server::context::Conn;
 use crate::server::errors::wire_error;
 use crate::server::handles::{HandleEntry, HandleId, Lookup};
@@ -123,13 +125,27 @@ pub async fn cache_peers(
     handle: HandleId,
     peers: Vec<Peer>,
 ) -> Result<Response, WireError> {
-    let sid = sid(conn, handle)?;
     let mut rest = peers;
-    // At least one job, even for no peers: it checks the session as before.
+    // At least one job, even for no peers: it checks the session as before. Each slice is
+    // applied only if the handle is still open when the storage thread comes to it, so that
+    // a revoke or disconnect (which waits for what was queued before it: `Vault::settle`)
+    // stops the batch there: nothing of it lands after the act is answered (the handle's
+    // lease may be someone else's by then).
     loop {
+        let sid = sid(conn, handle)?;
         let tail = rest.split_off(rest.len().min(PEERS_PER_JOB));
         let slice = std::mem::replace(&mut rest, tail);
-        conn.daemon.vault.cache_peers(sid, slice).await?;
+        let daemon = Arc::clone(&conn.daemon);
+        let id = conn.id;
+        let still = move || matches!(daemon.handles.get(id, handle), Lookup::Open(_));
+        if !conn
+            .daemon
+            .vault
+            .cache_peers_while(sid, slice, still)
+            .await?
+        {
+            return Err(not_open(handle, conn.daemon.handles.get(conn.id, handle)));
+        }
         if rest.is_empty() {
             return Ok(Response::Ok);
         }
