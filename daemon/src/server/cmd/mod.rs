@@ -31,11 +31,13 @@ use admin::Access;
 /// Runs one request if its [`role::role`] admits the sender; errors become
 /// [`Response::Error`].
 pub async fn dispatch(conn: &Conn, request: Request) -> Response {
-    conn.daemon.activity.note(&request);
     let role = role::role(&request);
     let mut act = audit::Act::of(&request, role);
     let admitted = role::admit(conn, role);
     if admitted.is_ok() {
+        // Only what the sender may do counts as use (a refused request from a uid without
+        // access would otherwise hold off the idle auto-lock for ever).
+        conn.daemon.activity.note(&request);
         if let Some(a) = act.take_if(|a| a.before()) {
             act = audit::record_before(conn, a).await;
         }
