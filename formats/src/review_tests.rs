@@ -1,7 +1,6 @@
 //! Adversarial review repros for the importers: a session file is untrusted input ("the
 //! author of a session file given to `vaultctl import`" in the threat model), but an SQLite
 //! image is more than data: its schema may declare generated columns, whose SQL expressions
-//! SQLite evaluates on every read. Failing repros are `#[ignore = "repro: …"]`.
 
 use rusqlite::Connection;
 
@@ -48,7 +47,6 @@ fn amplifying_telethon_file(dir: &std::path::Path, rows: i64) -> std::path::Path
 /// megabytes as more memory than the host has: `vaultctl import`, often run as root, is
 /// killed, or takes the host's memory with it).
 #[test]
-#[ignore = "repro: the importers evaluate generated columns (SQL in the untrusted file's schema): a 20 kB Telethon file imports as 200 MB of peer names"]
 fn a_session_file_cannot_compute_its_own_columns() {
     let dir = tempfile::tempdir().unwrap();
     let path = amplifying_telethon_file(dir.path(), 200);
@@ -83,7 +81,6 @@ fn a_session_file_cannot_compute_its_own_columns() {
 /// surface SQLite's own guidance ("Defense against the dark arts") says to close: refuse
 /// them, `SQLITE_DBCONFIG_DEFENSIVE`, `trusted_schema = OFF`.
 #[test]
-#[ignore = "repro: a session file's tables may be virtual tables (FTS5 here) with author-controlled shadow tables; the importer reads through them"]
 fn a_session_file_with_virtual_tables_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("vtab.session");

@@ -24,7 +24,7 @@ use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 use rusqlite::types::ValueRef;
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
 /// The first bytes of every SQLite 3 database file.
 pub const SQLITE_MAGIC: &[u8] = b"SQLite format 3\0";
@@ -46,6 +46,48 @@ pub(crate) fn text_value(v: ValueRef<'_>) -> Option<String> {
         ValueRef::Real(f) => Some(format!("{f:.0}")),
         _ => None,
     }
+}
+
+/// Refuses a file whose tables compute what a read returns: a virtual table (its module
+/// reads tables of the file's author's making, such as FTS5's shadow tables) or a generated
+/// column (an expression of the file's schema, evaluated on every read: a few kB of file can
+/// read back as gigabytes). No Telethon, Pyrogram or grammers session has either.
+fn refuse_computed_tables(conn: &Connection) -> io::Result<()> {
+    let refused = |what: String| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("not a session file: {what} (session files have none)"),
+        )
+    };
+    let virtual_table: Option<String> = conn
+        .query_row(
+            "SELECT name FROM pragma_table_list WHERE type NOT IN ('table', 'view') LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(corrupt)?;
+    if let Some(t) = virtual_table {
+        return Err(refused(format!(
+            "table {:?} is a virtual table",
+            t.escape_debug().to_string()
+        )));
+    }
+    let generated: Option<(String, String)> = conn
+        .query_row(
+            "SELECT m.name, x.name FROM sqlite_master AS m, pragma_table_xinfo(m.name) AS x
+             WHERE m.type = 'table' AND x.hidden <> 0 LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()
+        .map_err(corrupt)?;
+    if let Some((t, c)) = generated {
+        return Err(refused(format!(
+            "column {c:?} of table {t:?} is computed (a generated column)"
+        )));
+    }
+    Ok(())
 }
 
 /// A SQLite session image, opened read-only in memory.
@@ -94,11 +136,17 @@ impl SqliteSource {
             true,
         )
         .map_err(corrupt)?;
+        // The file is untrusted: nothing of its schema may run when its rows are read.
+        conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_DEFENSIVE, true)
+            .map_err(corrupt)?;
+        conn.execute_batch("PRAGMA trusted_schema = OFF")
+            .map_err(corrupt)?;
         // Reading the schema checks the header: a file that is not a database fails here.
         conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
             r.get::<_, i64>(0)
         })
         .map_err(corrupt)?;
+        refuse_computed_tables(&conn)?;
         Ok(SqliteSource { conn })
     }
 
