@@ -191,7 +191,8 @@ impl Vault {
 
     /// The full update state.
     pub async fn updates_state(&self, sid: SessionId) -> Result<UpdatesState> {
-        self.read(move |e| e.updates_state(sid)).await
+        // Every channel row: a whole-table read, never inline on a runtime thread.
+        self.fresh(Class::Read, move |e| e.updates_state(sid)).await
     }
 
     /// Applies an update-state change. Cache class.

@@ -22,6 +22,7 @@ pub mod status;
 pub mod stream;
 
 use session_vault_proto::message::{ErrorCode, Request, Response, WireError};
+use session_vault_proto::model::UpdateStateChange;
 
 use super::context::Conn;
 use super::errors::wire_error;
@@ -70,18 +71,29 @@ pub enum Weight {
     HeavyWrite,
 }
 
+/// A `set_update_state` of the whole state with more channels than this weighs as a whole
+/// session's write (a big bot's; a usual one follows far fewer channels).
+pub const HEAVY_STATE_CHANNELS: usize = 1000;
+
 /// The [`Weight`] of `request`. Passphrase requests are cheap in this sense: the throttle
 /// judges one unlock or passphrase change at a time, and `init` runs Argon2 only on a vault
 /// that has no passphrase yet.
 pub fn weight(request: &Request) -> Weight {
     use Request as R;
     match request {
+        // The update state grows with the channels a session follows (a big bot's: tens of
+        // thousands); read once at a client's start.
         R::ListSessions
+        | R::GetUpdatesState { .. }
         | R::ExportSession { .. }
         | R::ExportBegin { .. }
         | R::Export { .. }
         | R::Verify
         | R::MigrateStore { .. } => Weight::HeavyRead,
+        R::SetUpdateState {
+            change: UpdateStateChange::All(state),
+            ..
+        } if state.channels.len() > HEAVY_STATE_CHANNELS => Weight::HeavyWrite,
         R::DeleteSession { .. }
         | R::ImportSession { .. }
         | R::ImportCommit { .. }
