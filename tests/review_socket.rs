@@ -670,7 +670,6 @@ async fn a_revoked_clients_batch_stops_writing_when_revoke_answers() {
 /// the whole budget: every other request, an admin's `status` or `unlock` included, waits
 /// for it. (The connection caps keep room for admins; the memory budget does not.)
 #[tokio::test]
-#[ignore = "repro: four uids' stalled frame headers take the whole request-memory budget for 30 s; an admin's status waits"]
 async fn stalled_frames_of_four_uids_do_not_hold_up_an_admin() {
     if !can_switch_uid() {
         eprintln!("skipped: needs root and setpriv");

@@ -321,6 +321,7 @@ impl Limits {
             limits: Arc::clone(self),
             uid,
             share: Arc::clone(&entry.share),
+            admin: standing == Standing::Admin,
         })
     }
 
@@ -388,6 +389,10 @@ pub struct Admitted {
     limits: Arc<Limits>,
     uid: u32,
     share: Arc<UidShare>,
+    /// An admin uid's requests are weighed against its own share only, not the daemon's
+    /// budget: other uids holding the whole budget (stalled frames) must not lock the admin
+    /// out of `status`, `unlock` or `disconnect`.
+    admin: bool,
 }
 
 impl Drop for Admitted {
@@ -403,27 +408,33 @@ impl Drop for Admitted {
     }
 }
 
-/// A request's weight, taken from its uid's share and from the daemon's budget; given back
-/// when dropped.
+/// A request's weight, taken from its uid's share and from the daemon's budget (not for an
+/// admin); given back when dropped.
 pub struct MemoryPermit {
     _uid: OwnedSemaphorePermit,
-    _daemon: OwnedSemaphorePermit,
+    _daemon: Option<OwnedSemaphorePermit>,
 }
 
 impl Admitted {
     /// Waits until a request of a frame of `len` bytes fits in its uid's share and in the
     /// daemon's budget, and takes its weight from both (in that order: a uid waits in its
-    /// own queue before it joins the daemon's).
+    /// own queue before it joins the daemon's). An admin's takes its uid's share only.
     pub async fn memory(&self, len: u32) -> MemoryPermit {
         let w = weight(len, self.limits.memory_per_uid);
         let uid = Arc::clone(&self.share.memory)
             .acquire_many_owned(w)
             .await
             .expect("a uid's memory semaphore is never closed");
-        let daemon = Arc::clone(&self.limits.memory)
-            .acquire_many_owned(w)
-            .await
-            .expect("the daemon's memory semaphore is never closed");
+        let daemon = if self.admin {
+            None
+        } else {
+            Some(
+                Arc::clone(&self.limits.memory)
+                    .acquire_many_owned(w)
+                    .await
+                    .expect("the daemon's memory semaphore is never closed"),
+            )
+        };
         MemoryPermit {
             _uid: uid,
             _daemon: daemon,
