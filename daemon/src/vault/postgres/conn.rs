@@ -23,6 +23,7 @@ impl PostgresStore {
             leases: HashMap::new(),
             lost: Default::default(),
             fenced: Default::default(),
+            admin_pass: Vec::new(),
             fenced_in_savepoint: Vec::new(),
             in_savepoint: false,
             deferred: Deferred::default(),

@@ -454,6 +454,7 @@ impl PostgresStore {
         self.in_savepoint = false;
         self.fenced.clear();
         self.fenced_in_savepoint.clear();
+        self.admin_pass.clear();
         self.deferred = Deferred::default();
         self.held = Held::default();
     }
@@ -462,6 +463,7 @@ impl PostgresStore {
     /// transaction.
     pub(super) fn end_savepoint(&mut self) {
         self.in_savepoint = false;
+        self.admin_pass.clear();
         self.deferred = Deferred::default();
         let checked = std::mem::take(&mut self.fenced_in_savepoint);
         self.fenced.extend(checked);

@@ -197,7 +197,10 @@ impl PostgresStore {
     /// The fencing check before a write of `session`'s rows (see the module doc); once per
     /// session and transaction, the row lock holding until its end.
     pub(super) fn fence(&mut self, session: i64) -> Result<()> {
-        if self.fenced.contains(&session) || self.fenced_in_savepoint.contains(&session) {
+        if self.fenced.contains(&session)
+            || self.fenced_in_savepoint.contains(&session)
+            || self.admin_pass.contains(&session)
+        {
             return Ok(());
         }
         // At once, not after the deferred writes: they are what it fences (see `Deferred`).

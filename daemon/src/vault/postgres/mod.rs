@@ -169,6 +169,8 @@ pub struct PostgresStore {
     lost: std::collections::HashSet<i64>,
     /// Sessions whose lease row this transaction has checked and locked.
     fenced: std::collections::HashSet<i64>,
+    /// Sessions an admin act of the open operation writes, unfenced ([`Store::lock_session`]).
+    admin_pass: Vec<i64>,
     /// The same, checked inside the open savepoint (its locks go if it is rolled back).
     fenced_in_savepoint: Vec<i64>,
     /// A savepoint is open (as the engine sees it: it may not have been sent yet).
@@ -313,12 +315,10 @@ impl Store for PostgresStore {
     fn lock_session(&mut self, id: i64, admin: bool) -> Result<()> {
         self.exec("SELECT 1 FROM sessions WHERE id = $1 FOR UPDATE", &[&id])?;
         if admin {
-            // The fence is passed for this write (see the trait): mark it checked.
-            if self.in_savepoint {
-                self.fenced_in_savepoint.push(id);
-            } else {
-                self.fenced.insert(id);
-            }
+            // The fence is passed for this operation's writes of the session (see the trait),
+            // not for the rest of the transaction: another handle's write of the session in
+            // the same group commit is checked as ever.
+            self.admin_pass.push(id);
         }
         Ok(())
     }
@@ -526,6 +526,7 @@ impl Store for PostgresStore {
         // Row locks taken inside the savepoint are released with it: check again next time.
         self.in_savepoint = false;
         self.fenced_in_savepoint.clear();
+        self.admin_pass.clear();
         self.manifest_seen = self.manifest_at_savepoint.take();
         let sent = std::mem::take(&mut self.deferred).sent;
         if !sent {

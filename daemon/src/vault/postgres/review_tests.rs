@@ -378,7 +378,6 @@ fn an_audit_lock_held_elsewhere_does_not_stall_unrelated_requests() {
 /// on this host) then skips the lease check and lands while another host holds the lease,
 /// which the same write one group commit later is refused.
 #[test]
-#[ignore = "repro: an admin act's fence pass lets other writes of the session in the same group commit skip the lease check"]
 fn an_admin_act_does_not_open_the_fence_for_other_writes_of_its_group_commit() {
     let Some(db) = database("review: admin fence pass leaks to the group commit") else {
         return;
