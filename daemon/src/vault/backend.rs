@@ -129,6 +129,7 @@ forward! {
     fn put_manifest(&mut self, sealed: &[u8]) -> Result<()>;
     fn manifest_changed(&mut self) -> Result<bool>;
     fn lock_audit(&mut self) -> Result<bool>;
+    fn try_lock_audit(&mut self) -> Result<Option<bool>>;
     fn lock_session(&mut self, id: i64, admin: bool) -> Result<()>;
     fn set_data_key_id(&mut self, id: Option<[u8; 16]>) -> ();
     fn replace_data_key_id(&mut self, id: &[u8; 16]) -> Result<()>;

@@ -654,9 +654,11 @@ impl Vault {
     /// next unlock.
     pub async fn audit(&self, entry: AuditEntry, durable: bool) -> Result<()> {
         if durable {
-            self.call(Class::Durable, move |e| e.audit(entry)).await
+            self.call(Class::Durable, move |e| e.audit(entry, true))
+                .await
         } else {
-            self.call_cache(true, move |e| e.audit(entry.clone())).await
+            self.call_cache(true, move |e| e.audit(entry.clone(), false))
+                .await
         }
     }
 

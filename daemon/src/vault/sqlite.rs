@@ -296,6 +296,10 @@ impl Store for SqliteStore {
         Ok(false)
     }
 
+    fn try_lock_audit(&mut self) -> Result<Option<bool>> {
+        Ok(Some(false))
+    }
+
     fn set_data_key_id(&mut self, _id: Option<[u8; 16]>) {}
 
     fn replace_data_key_id(&mut self, _id: &[u8; 16]) -> Result<()> {

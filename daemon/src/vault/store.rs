@@ -139,6 +139,9 @@ pub trait Store: Send {
     /// read the log, so the caller re-reads its head first. No-op (`false`) on a store only
     /// this daemon writes.
     fn lock_audit(&mut self) -> Result<bool>;
+    /// [`Store::lock_audit`] only if the lock is free now: `None` if another daemon holds it
+    /// (its open transaction appended an entry), without waiting.
+    fn try_lock_audit(&mut self) -> Result<Option<bool>>;
     /// Tells the store the id of the data key the engine now holds (`None`: it holds none),
     /// so that a store other daemons share refuses transactions of this one once another
     /// re-keyed the vault (their rows would be sealed under a key no daemon holds any more).

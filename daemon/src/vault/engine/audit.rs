@@ -178,19 +178,75 @@ impl Chain {
 impl<S: Store> Engine<S> {
     /// Records `entry` (its `seq` is assigned here): appended in the open transaction while
     /// unlocked, else kept in memory until the next unlock (see the module docs).
-    pub fn audit(&mut self, entry: AuditEntry) -> Result<()> {
+    ///
+    /// `wait`: an admin act's entry waits for the log's lock (held by another daemon's open
+    /// transaction that appended, until it commits). Any other entry (a session open) does
+    /// not: while another daemon holds the lock, it is kept in memory like an entry made
+    /// while locked and appended by a later [`Engine::try_flush_pending_audit`] (every
+    /// coherence check) or with the next entry that gets the lock, so that a paused host's
+    /// open transaction cannot hold this daemon's storage thread, and every request behind
+    /// it, for its idle timeout.
+    pub fn audit(&mut self, entry: AuditEntry, wait: bool) -> Result<()> {
         match &self.state {
-            KeyState::Unlocked(_) => self.append_audit(entry),
-            _ => {
-                let p = &mut self.pending_audit;
-                if p.entries.len() >= PENDING_MAX {
-                    p.entries.pop_front();
-                    p.dropped += 1;
+            KeyState::Unlocked(_) if wait => {
+                self.append_audit(entry, true)?;
+                Ok(())
+            }
+            KeyState::Unlocked(_) => {
+                if self.pending_audit.entries.is_empty() && self.pending_audit.dropped == 0 {
+                    if self.append_audit(entry.clone(), false)? {
+                        return Ok(());
+                    }
+                    self.keep_audit(entry);
+                    return Ok(());
                 }
-                p.entries.push_back(entry);
+                // Behind the entries already waiting, in order.
+                self.keep_audit(entry);
+                if let Some(true) = self.store.try_lock_audit()? {
+                    let pending = std::mem::take(&mut self.pending_audit);
+                    self.append_pending(&pending)?;
+                }
+                Ok(())
+            }
+            _ => {
+                self.keep_audit(entry);
                 Ok(())
             }
         }
+    }
+
+    /// Keeps `entry` for a later append (once: a re-applied write does not keep it twice).
+    fn keep_audit(&mut self, entry: AuditEntry) {
+        let p = &mut self.pending_audit;
+        if p.entries.contains(&entry) {
+            return;
+        }
+        if p.entries.len() >= PENDING_MAX {
+            p.entries.pop_front();
+            p.dropped += 1;
+        }
+        p.entries.push_back(entry);
+    }
+
+    /// Whether entries are kept in memory while the vault is unlocked (the log's lock was
+    /// held elsewhere when they were made).
+    pub(super) fn audit_kept_unlocked(&self) -> bool {
+        matches!(self.state, KeyState::Unlocked(_))
+            && (!self.pending_audit.entries.is_empty() || self.pending_audit.dropped > 0)
+    }
+
+    /// Appends the entries kept while another daemon held the log's lock, if it is free now
+    /// (in the open transaction; called by the coherence check). Keeps them otherwise.
+    pub(super) fn try_flush_pending_audit(&mut self) -> Result<()> {
+        if !self.audit_kept_unlocked() || self.store.try_lock_audit()?.is_none() {
+            return Ok(());
+        }
+        let pending = std::mem::take(&mut self.pending_audit);
+        if let Err(e) = self.append_pending(&pending) {
+            self.pending_audit = pending;
+            return Err(e);
+        }
+        Ok(())
     }
 
     /// Appends the events kept while locked, in a transaction of its own; called right after
@@ -215,35 +271,49 @@ impl<S: Store> Engine<S> {
 
     fn append_pending(&mut self, pending: &Pending) -> Result<()> {
         if pending.dropped > 0 {
-            self.append_audit(AuditEntry {
-                seq: 0,
-                time: super::now(),
-                uid: crate::server::config::current_euid(),
-                gid: current_egid(),
-                pid: Some(std::process::id()),
-                exe: "vaultd".into(),
-                unit: None,
-                action: "audit_dropped".into(),
-                session: None,
-                detail: Some(format!(
-                    "{} earlier events while locked were dropped (over {PENDING_MAX})",
-                    pending.dropped
-                )),
-                result: "ok".into(),
-            })?;
+            self.append_audit(
+                AuditEntry {
+                    seq: 0,
+                    time: super::now(),
+                    uid: crate::server::config::current_euid(),
+                    gid: current_egid(),
+                    pid: Some(std::process::id()),
+                    exe: "vaultd".into(),
+                    unit: None,
+                    action: "audit_dropped".into(),
+                    session: None,
+                    detail: Some(format!(
+                        "{} earlier events kept in memory (the vault locked, or the log locked by \
+                     another vaultd) were dropped (over {PENDING_MAX})",
+                        pending.dropped
+                    )),
+                    result: "ok".into(),
+                },
+                true,
+            )?;
         }
         for entry in pending.entries.iter().cloned() {
-            self.append_audit(entry)?;
+            self.append_audit(entry, true)?;
         }
         Ok(())
     }
 
-    fn append_audit(&mut self, mut entry: AuditEntry) -> Result<()> {
+    /// Appends `entry`; `false` (nothing written) if `wait` is off and another daemon holds
+    /// the log's lock.
+    fn append_audit(&mut self, mut entry: AuditEntry, wait: bool) -> Result<bool> {
         let (store, u) = self.parts()?;
         // Other daemons sharing the store append too: take the log's lock (until commit) and
         // continue from the head as it is now, so that the entries of every daemon form one
         // chain.
-        if store.lock_audit()? {
+        let reload = if wait {
+            store.lock_audit()?
+        } else {
+            match store.try_lock_audit()? {
+                Some(reload) => reload,
+                None => return Ok(false),
+            }
+        };
+        if reload {
             u.audit = Chain::load(store, &u.keys)?;
         }
         let seq = u.audit.head.seq + 1;
@@ -262,7 +332,7 @@ impl<S: Store> Engine<S> {
         let sealed_head = u.keys.seal(&HEAD_PLACE, g, &encode(&head)?, PAD_SMALL)?;
         store.put_audit_head(&sealed_head)?;
         u.audit.head = head;
-        Ok(())
+        Ok(true)
     }
 
     /// The last audit entry's number (for the manifest's floor).

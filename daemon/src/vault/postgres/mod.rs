@@ -346,6 +346,13 @@ impl Store for PostgresStore {
         Ok(true)
     }
 
+    fn try_lock_audit(&mut self) -> Result<Option<bool>> {
+        let got = self
+            .query_opt("SELECT pg_try_advisory_xact_lock($1)", &[&AUDIT_LOCK])?
+            .is_some_and(|r| r.get::<_, bool>(0));
+        Ok(got.then_some(true))
+    }
+
     fn put_audit(&mut self, seq: u64, sealed: &[u8]) -> Result<()> {
         self.exec(
             "INSERT INTO audit (seq, entry) VALUES ($1, $2) \
