@@ -120,16 +120,22 @@ const DECOY_PLAINTEXT: [u8; 96] = [0; 96];
 impl<S: Store> Engine<S> {
     /// Resolves `name` and opens its record, for an authorization decision.
     ///
-    /// For a name that does not exist it does work of the same kind (a point read of the
-    /// sessions table, one record sealed and opened), so that the time of an answer does not
-    /// tell a caller which names exist before it is told it may not use them. The two paths
-    /// are of comparable cost, not equal to the cycle: the point read of an existing row
-    /// returns its bytes, a decoy record is sealed as well as opened.
+    /// For a name that does not exist it does the same work on another session's record
+    /// (read, opened and decoded, then dropped), so that the time of an answer does not tell
+    /// a caller which names exist before it is told it may not use them (a decoy record
+    /// sealed and opened instead, as before, was measurably faster: about 3 µs in 120 µs).
+    /// Only a vault with no session at all falls back to that decoy.
     pub fn lookup_for_open(&mut self, name: &str) -> Result<Option<(SessionId, SessionRecord)>> {
-        let found = self.unlocked()?.by_name.get(name).copied();
-        match found {
-            Some(sid) => Ok(Some((sid, self.session_record(sid)?))),
-            None => {
+        let u = self.unlocked()?;
+        let found = u.by_name.get(name).copied();
+        let stand_in = u.by_name.values().next().copied();
+        match (found, stand_in) {
+            (Some(sid), _) => Ok(Some((sid, self.session_record(sid)?))),
+            (None, Some(other)) => {
+                let _ = self.session_record(other);
+                Ok(None)
+            }
+            (None, None) => {
                 // Row ids start at 1: id 0 never exists.
                 let _ = self.store.session(0)?;
                 let row = Self::session_row_key(name);
