@@ -68,9 +68,9 @@ mod telethon_string;
 #[cfg(test)]
 mod fuzz_tests;
 #[cfg(test)]
-mod review_tests;
-#[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod untrusted_schema_tests;
 
 use std::fmt;
 use std::fs::File;

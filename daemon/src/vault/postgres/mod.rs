@@ -66,14 +66,14 @@ use super::store::{Header, Index, IndexedRow, Row, SessionRow, Store, Table, aud
 mod conn;
 mod deferred;
 mod errors;
+#[cfg(test)]
+mod hosts_tests;
 pub mod idle;
 pub mod lease;
 #[cfg(test)]
 mod lease_tests;
 #[cfg(test)]
 mod plan_tests;
-#[cfg(test)]
-mod review_tests;
 mod rows;
 mod schema;
 mod target;

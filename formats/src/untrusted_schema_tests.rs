@@ -1,6 +1,8 @@
-//! Adversarial review repros for the importers: a session file is untrusted input ("the
-//! author of a session file given to `vaultctl import`" in the threat model), but an SQLite
-//! image is more than data: its schema may declare generated columns, whose SQL expressions
+//! The importers against a session file whose schema computes what is read. A session file
+//! is untrusted input (the threat model's "malicious session file"), and an SQLite image is
+//! more than data: its schema may declare generated columns, whose SQL expressions SQLite
+//! evaluates on every read, and virtual tables, whose modules read tables of the author's
+//! making. Both are refused (found by an adversarial review).
 
 use rusqlite::Connection;
 

@@ -1,7 +1,8 @@
-//! Adversarial review repros of the PostgreSQL store with several hosts (fencing, commit
-//! ambiguity, replay). Each test that fails today is `#[ignore = "repro: …"]` so that the
-//! branch stays green; run them with `--run-ignored all`. Skipped with a loud message
-//! without PostgreSQL.
+//! The PostgreSQL store with several hosts, in the corner cases an adversarial review found:
+//! lost leases keep fencing, a write with no lease row cannot commit after a takeover,
+//! acknowledged writes survive a connection lost while they are re-applied, another host's
+//! audit lock stalls nothing here, an admin act's fence pass covers its own writes only.
+//! Skipped with a loud message without PostgreSQL.
 
 use std::sync::mpsc;
 use std::time::Duration;
@@ -81,7 +82,7 @@ fn new_session(s: &mut PostgresStore, name: &str) -> i64 {
 /// without re-acquiring"; the same happens after `renew_leases` reported the lease lost.
 #[test]
 fn a_lapsed_holder_stays_fenced_until_it_reacquires() {
-    let Some(db) = database("review: lapsed holder fenced for good") else {
+    let Some(db) = database("lapsed holder fenced for good") else {
         return;
     };
     let mut a = PostgresStore::open(db.target.clone()).expect("store a");
@@ -106,7 +107,7 @@ fn a_lapsed_holder_stays_fenced_until_it_reacquires() {
 /// server logs "its writes are refused until reopened", but the handle's next write passes.
 #[test]
 fn a_lease_reported_lost_by_renewal_still_fences_its_writes() {
-    let Some(db) = database("review: lease lost at renewal") else {
+    let Some(db) = database("lease lost at renewal") else {
         return;
     };
     let mut a = PostgresStore::open(db.target.clone()).expect("store a");
@@ -131,7 +132,7 @@ fn a_lease_reported_lost_by_renewal_still_fences_its_writes() {
 /// commits before the new holder's token exists, never after".
 #[test]
 fn a_write_checked_without_a_lease_row_does_not_commit_after_a_takeover() {
-    let Some(db) = database("review: fence without a lease row") else {
+    let Some(db) = database("fence without a lease row") else {
         return;
     };
     let mut a = PostgresStore::open(db.target.clone()).expect("store a");
@@ -187,7 +188,7 @@ fn acknowledged_writes_survive_a_connection_lost_while_they_are_re_applied() {
 
     use crate::vault::{KdfParams, StoreLocation, Vault, VaultConfig};
 
-    let Some(db) = database("review: connection lost during the re-apply") else {
+    let Some(db) = database("connection lost during the re-apply") else {
         return;
     };
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -293,7 +294,7 @@ fn an_audit_lock_held_elsewhere_does_not_stall_unrelated_requests() {
 
     use crate::vault::{KdfParams, StoreLocation, Vault, VaultConfig};
 
-    let Some(db) = database("review: audit lock held by another host") else {
+    let Some(db) = database("audit lock held by another host") else {
         return;
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -389,7 +390,7 @@ fn an_audit_lock_held_elsewhere_does_not_stall_unrelated_requests() {
 /// which the same write one group commit later is refused.
 #[test]
 fn an_admin_act_does_not_open_the_fence_for_other_writes_of_its_group_commit() {
-    let Some(db) = database("review: admin fence pass leaks to the group commit") else {
+    let Some(db) = database("admin fence pass leaks to the group commit") else {
         return;
     };
     let mut a = PostgresStore::open(db.target.clone()).expect("store a");
