@@ -10,10 +10,8 @@
 //! role checks are per uid; the admin is this process (root). Without root and `setpriv`
 //! these tests print `skipped` and pass.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, mpsc};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use session_vault_proto::codec;
@@ -29,10 +27,7 @@ const MODE_VAR: &str = "SV_HOSTILE_MODE";
 const PREFIX: &str = "SVHOSTILE ";
 
 /// A process of [`OTHER_UID`] doing `mode` (see [`hostile_entry`]); killed on drop.
-struct Hostile {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
+struct Hostile(UidProcess);
 
 impl Hostile {
     fn spawn(env: &Env, mode: &str) -> Hostile {
@@ -41,69 +36,30 @@ impl Hostile {
 
     /// [`Hostile::spawn`] as `uid` (and gid `uid`).
     fn spawn_as(env: &Env, uid: u32, mode: &str) -> Hostile {
-        env.open_socket_to_everyone();
-        let me = std::env::current_exe().expect("path of the test binary");
-        let mut cmd: Command = as_uid(&executable_by_others(env, &me), uid, uid, &[]);
-        cmd.env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env(SOCKET_VAR, env.socket())
-            .env(MODE_VAR, mode)
-            .args([
-                "--exact",
-                "uid_without_access::hostile_entry",
-                "--ignored",
-                "--nocapture",
-                "--test-threads",
-                "1",
-                "--quiet",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        let mut child = cmd.spawn().expect("spawn the hostile client");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if let Some(rest) = line.strip_prefix(PREFIX) {
-                    if tx.send(rest.to_owned()).is_err() {
-                        break;
-                    }
-                }
-            }
-        });
-        Hostile { child, lines }
-    }
-
-    /// The rest of the hostile process's next line starting with `word` (at most 120 s).
-    fn wait_for(&self, word: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = self
-                .lines
-                .recv_timeout(left)
-                .unwrap_or_else(|e| panic!("the hostile client did not say {word:?}: {e}"));
-            if let Some(rest) = line.strip_prefix(word) {
-                return rest.trim().to_owned();
-            }
-        }
+        let socket = env.socket();
+        Hostile(UidProcess::spawn(
+            env,
+            uid,
+            "uid_without_access::hostile_entry",
+            PREFIX,
+            &[
+                (SOCKET_VAR, socket.as_os_str()),
+                (MODE_VAR, std::ffi::OsStr::new(mode)),
+            ],
+            Duration::from_secs(120),
+        ))
     }
 }
 
-impl Drop for Hostile {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+impl std::ops::Deref for Hostile {
+    type Target = UidProcess;
+    fn deref(&self) -> &UidProcess {
+        &self.0
     }
 }
 
 fn say(line: &str) {
-    use std::io::Write;
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{PREFIX}{line}");
-    let _ = out.flush();
+    say_to_parent(PREFIX, line);
 }
 
 /// The hostile side; does nothing unless started by [`Hostile::spawn`]. Modes:

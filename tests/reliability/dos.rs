@@ -10,13 +10,9 @@
 
 pub mod connections;
 
-use std::io::{BufRead, BufReader};
-
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use session_vault_client::Connection;
@@ -37,10 +33,7 @@ const MODE_VAR: &str = "SV_FLOOD_MODE";
 const PREFIX: &str = "SVFLOOD ";
 
 /// A flooding process running as another uid; killed on drop.
-pub struct Flooder {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
+pub struct Flooder(UidProcess);
 
 impl Flooder {
     /// Starts the test binary as `uid` (and gid `uid`, no supplementary groups) in flood
@@ -54,80 +47,31 @@ impl Flooder {
             );
             return None;
         }
-        env.open_socket_to_everyone();
-        let me = std::env::current_exe().expect("path of the test binary");
-        let mut cmd = Command::new("setpriv");
-        cmd.args(["--reuid", &uid.to_string(), "--regid", &uid.to_string()])
-            .arg("--clear-groups")
-            .arg(executable_by_others(env, &me));
-        cmd.env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env(SOCKET_VAR, env.socket())
-            .env(MODE_VAR, mode)
-            .args([
-                "--exact",
-                "reliability::dos::flood_entry",
-                "--ignored",
-                "--nocapture",
-                "--test-threads",
-                "1",
-                "--quiet",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        let mut child = cmd.spawn().expect("spawn the flooder");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if let Some(rest) = line.strip_prefix(PREFIX) {
-                    if tx.send(rest.to_owned()).is_err() {
-                        break;
-                    }
-                }
-            }
-        });
-        Some(Flooder { child, lines })
-    }
-
-    /// Waits (at most 60 s) for the flooder's next line that starts with `word`; returns the
-    /// rest of it.
-    pub fn wait_for(&self, word: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = self
-                .lines
-                .recv_timeout(left)
-                .unwrap_or_else(|e| panic!("the flooder did not say {word:?}: {e}"));
-            if let Some(rest) = line.strip_prefix(word) {
-                return rest.trim().to_owned();
-            }
-        }
-    }
-
-    /// The last line the flooder printed so far, if any.
-    pub fn last_line(&self) -> Option<String> {
-        self.lines.try_iter().last()
+        let socket = env.socket();
+        Some(Flooder(UidProcess::spawn(
+            env,
+            uid,
+            "reliability::dos::flood_entry",
+            PREFIX,
+            &[
+                (SOCKET_VAR, socket.as_os_str()),
+                (MODE_VAR, std::ffi::OsStr::new(mode)),
+            ],
+            Duration::from_secs(60),
+        )))
     }
 }
 
-impl Drop for Flooder {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+impl std::ops::Deref for Flooder {
+    type Target = UidProcess;
+    fn deref(&self) -> &UidProcess {
+        &self.0
     }
 }
 
-/// Prints one line for the parent to read (see [`Flooder::wait_for`]).
+/// Prints one line for the parent to read (see [`UidProcess::wait_for`]).
 pub fn say(line: &str) {
-    use std::io::Write;
-    let mut out = std::io::stdout().lock();
-    // The parent reads these lines; if it is gone, nobody cares about a failed write.
-    let _ = writeln!(out, "{PREFIX}{line}");
-    let _ = out.flush();
+    say_to_parent(PREFIX, line);
 }
 
 /// The flooder's side: does nothing unless started by [`Flooder::spawn`]. Modes:
