@@ -97,3 +97,56 @@ fn audit_verdict(env: &Env) -> (bool, u64) {
         v["entries"].as_u64().expect("entries"),
     )
 }
+
+/// "Host" C on `db`, where this process is an ordinary bot (`OTHER_UID` is C's admin): it
+/// unlocks unattended from a credential at start, as under systemd. Its daemon, a connection
+/// to it, and its dir.
+async fn start_bot_host(cluster: &Cluster, db: &str) -> (Env, Daemon, Connection) {
+    let c = Env::new();
+    let creds = c.path().join("creds");
+    std::fs::create_dir(&creds).unwrap();
+    std::fs::write(creds.join("vault-passphrase"), format!("{PASS}\n")).unwrap();
+    let mut args_c = store_args(&c, cluster, db);
+    let other = OTHER_UID.to_string();
+    args_c.extend(
+        [
+            "--admin-uid",
+            &other,
+            "--unlock-credential",
+            "vault-passphrase",
+        ]
+        .map(String::from),
+    );
+    let daemon = Daemon::start_with_vars(
+        &c,
+        &refs(&args_c),
+        &[("CREDENTIALS_DIRECTORY", creds.as_path())],
+    );
+    let cc = c.connect().await;
+    (c, daemon, cc)
+}
+
+/// On an admin connection `ca`: imports an empty session `name` owned by `OTHER_UID` and
+/// grants it to this process's uid, which it returns.
+async fn share_with_me(ca: &Connection, name: &str) -> u32 {
+    let me = rustix::process::geteuid().as_raw();
+    let r = ca
+        .call(Request::ImportSession {
+            name: name.into(),
+            data: session_vault_proto::model::SessionData::default(),
+            replace: false,
+            owner_uid: Some(OTHER_UID),
+            force: false,
+        })
+        .await;
+    assert!(matches!(r, Ok(Response::Ok)), "import on A: {r:?}");
+    let r = ca
+        .call(Request::Grant {
+            name: name.into(),
+            uid: Some(me),
+            gid: None,
+        })
+        .await;
+    assert!(matches!(r, Ok(Response::Ok)), "grant on A: {r:?}");
+    me
+}

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use session_vault_proto::message::{ErrorCode, Request, Response};
 use session_vault_proto::model::SessionData;
 
-use super::{TwoHosts, audit_verdict, names, refs, store_args};
+use super::{TwoHosts, audit_verdict, names, refs, share_with_me, start_bot_host, store_args};
 use crate::util::pg::Cluster;
 use crate::util::*;
 
@@ -68,50 +68,12 @@ async fn a_daemon_follows_names_acls_and_keyslots_changed_by_another() {
     let db = cluster.create_database();
     let hosts = TwoHosts::start(&cluster, &db).await;
     let (ca, cb) = (&hosts.ca, &hosts.cb);
-    let c = Env::new();
     // "Host" C, where this process is an ordinary bot (another uid is the admin); it
     // unlocks unattended from a credential, as under systemd.
-    let creds = c.path().join("creds");
-    std::fs::create_dir(&creds).unwrap();
-    std::fs::write(creds.join("vault-passphrase"), format!("{PASS}\n")).unwrap();
-    let mut args_c = store_args(&c, &cluster, &db);
-    let other = OTHER_UID.to_string();
-    args_c.extend(
-        [
-            "--admin-uid",
-            &other,
-            "--unlock-credential",
-            "vault-passphrase",
-        ]
-        .map(String::from),
-    );
-    let dc_ = Daemon::start_with_vars(
-        &c,
-        &refs(&args_c),
-        &[("CREDENTIALS_DIRECTORY", creds.as_path())],
-    );
-    let cc = c.connect().await;
-    let me = rustix::process::geteuid().as_raw();
+    let (_c, dc_, cc) = start_bot_host(&cluster, &db).await;
 
     // Created on A after B and C unlocked, owned by another uid, granted to this one.
-    let r = ca
-        .call(Request::ImportSession {
-            name: "shared".into(),
-            data: SessionData::default(),
-            replace: false,
-            owner_uid: Some(OTHER_UID),
-            force: false,
-        })
-        .await;
-    assert!(matches!(r, Ok(Response::Ok)), "import on A: {r:?}");
-    let r = ca
-        .call(Request::Grant {
-            name: "shared".into(),
-            uid: Some(me),
-            gid: None,
-        })
-        .await;
-    assert!(matches!(r, Ok(Response::Ok)), "grant on A: {r:?}");
+    let me = share_with_me(ca, "shared").await;
     let hc = open_session(&cc, "shared", true).await;
     let r = cc.call(Request::GetHomeDc { handle: hc }).await;
     assert!(matches!(r, Ok(Response::HomeDc(_))), "granted on C: {r:?}");

@@ -5,9 +5,8 @@
 use std::time::Duration;
 
 use session_vault_proto::message::{ErrorCode, Request, Response};
-use session_vault_proto::model::SessionData;
 
-use super::{refs, store_args};
+use super::{refs, share_with_me, start_bot_host, store_args};
 use crate::util::child::{As, ChildClient};
 use crate::util::pg::Cluster;
 use crate::util::*;
@@ -35,52 +34,15 @@ async fn a_revoke_elsewhere_while_locked_ends_the_handle_once_unlocked() {
         return;
     };
     let db = cluster.create_database();
-    let (a, c) = (Env::new(), Env::new());
+    let a = Env::new();
     let args_a = store_args(&a, &cluster, &db);
     let (_da, ca) = a.start_initialized(&refs(&args_a)).await;
     // Host C: this process is an ordinary bot there (OTHER_UID is its admin); it unlocks
     // from a credential at start.
-    let creds = c.path().join("creds");
-    std::fs::create_dir(&creds).unwrap();
-    std::fs::write(creds.join("vault-passphrase"), format!("{PASS}\n")).unwrap();
-    let mut args_c = store_args(&c, &cluster, &db);
-    let other = OTHER_UID.to_string();
-    args_c.extend(
-        [
-            "--admin-uid",
-            &other,
-            "--unlock-credential",
-            "vault-passphrase",
-        ]
-        .map(String::from),
-    );
-    let dc_ = Daemon::start_with_vars(
-        &c,
-        &refs(&args_c),
-        &[("CREDENTIALS_DIRECTORY", creds.as_path())],
-    );
+    let (c, dc_, cc) = start_bot_host(&cluster, &db).await;
     c.open_socket_to_everyone();
-    let cc = c.connect().await;
-    let me = rustix::process::geteuid().as_raw();
 
-    let r = ca
-        .call(Request::ImportSession {
-            name: "shared".into(),
-            data: SessionData::default(),
-            replace: false,
-            owner_uid: Some(OTHER_UID),
-            force: false,
-        })
-        .await;
-    assert!(matches!(r, Ok(Response::Ok)), "import on A: {r:?}");
-    let r = ca
-        .call(Request::Grant {
-            name: "shared".into(),
-            uid: Some(me),
-            gid: None,
-        })
-        .await;
-    assert!(matches!(r, Ok(Response::Ok)), "grant on A: {r:?}");
+    let me = share_with_me(&ca, "shared").await;
     let hc = open_session(&cc, "shared", false).await;
     let r = cc.call(Request::GetHomeDc { handle: hc }).await;
     assert!(matches!(r, Ok(Response::HomeDc(_))), "granted on C: {r:?}");
@@ -172,48 +134,11 @@ async fn an_open_racing_a_revoke_elsewhere_does_not_keep_its_handle() {
         return;
     };
     let db = cluster.create_database();
-    let (a, c) = (Env::new(), Env::new());
+    let a = Env::new();
     let args_a = store_args(&a, &cluster, &db);
     let (_da, ca) = a.start_initialized(&refs(&args_a)).await;
-    let creds = c.path().join("creds");
-    std::fs::create_dir(&creds).unwrap();
-    std::fs::write(creds.join("vault-passphrase"), format!("{PASS}\n")).unwrap();
-    let mut args_c = store_args(&c, &cluster, &db);
-    let other = OTHER_UID.to_string();
-    args_c.extend(
-        [
-            "--admin-uid",
-            &other,
-            "--unlock-credential",
-            "vault-passphrase",
-        ]
-        .map(String::from),
-    );
-    let dc_ = Daemon::start_with_vars(
-        &c,
-        &refs(&args_c),
-        &[("CREDENTIALS_DIRECTORY", creds.as_path())],
-    );
-    let cc = c.connect().await;
-    let me = rustix::process::geteuid().as_raw();
-    let r = ca
-        .call(Request::ImportSession {
-            name: "shared".into(),
-            data: SessionData::default(),
-            replace: false,
-            owner_uid: Some(OTHER_UID),
-            force: false,
-        })
-        .await;
-    assert!(matches!(r, Ok(Response::Ok)), "import on A: {r:?}");
-    let r = ca
-        .call(Request::Grant {
-            name: "shared".into(),
-            uid: Some(me),
-            gid: None,
-        })
-        .await;
-    assert!(matches!(r, Ok(Response::Ok)), "grant on A: {r:?}");
+    let (c, dc_, cc) = start_bot_host(&cluster, &db).await;
+    let me = share_with_me(&ca, "shared").await;
     // C follows the grant (its poll; the open checks first too).
     tokio::time::sleep(Duration::from_millis(1000)).await;
 
