@@ -182,7 +182,7 @@ impl<S: Store> Engine<S> {
     /// `wait`: an admin act's entry waits for the log's lock (held by another daemon's open
     /// transaction that appended, until it commits). Any other entry (a session open) does
     /// not: while another daemon holds the lock, it is kept in memory like an entry made
-    /// while locked and appended by a later [`Engine::try_flush_pending_audit`] (every
+    /// while locked and appended by a later `Engine::try_flush_pending_audit` (every
     /// coherence check) or with the next entry that gets the lock, so that a paused host's
     /// open transaction cannot hold this daemon's storage thread, and every request behind
     /// it, for its idle timeout.

@@ -182,7 +182,7 @@ impl PostgresStore {
     }
 
     /// Gives `session`'s lease back (if this store still holds it): it lapses at once. The
-    /// row stays (see [`PostgresStore::fence`]: a row to lock). Call with no transaction open.
+    /// row stays (the fencing check needs a row to lock). Call with no transaction open.
     pub fn release_lease(&mut self, session: i64) -> Result<()> {
         self.lost.remove(&session);
         if let Some(token) = self.leases.remove(&session) {
