@@ -182,10 +182,10 @@ impl<S: Store> Engine<S> {
     /// `wait`: an admin act's entry waits for the log's lock (held by another daemon's open
     /// transaction that appended, until it commits). Any other entry (a session open) does
     /// not: while another daemon holds the lock, it is kept in memory like an entry made
-    /// while locked and appended by a later `Engine::try_flush_pending_audit` (every
-    /// coherence check) or with the next entry that gets the lock, so that a paused host's
-    /// open transaction cannot hold this daemon's storage thread, and every request behind
-    /// it, for its idle timeout.
+    /// while locked (and so is every such entry after it, in order), and appended by a later
+    /// `Engine::flush_kept_audit` (every coherence check), so that a paused host's open
+    /// transaction cannot hold this daemon's storage thread, and every request behind it, for
+    /// its idle timeout.
     pub fn audit(&mut self, entry: AuditEntry, wait: bool) -> Result<()> {
         match &self.state {
             KeyState::Unlocked(_) if wait => {
@@ -200,12 +200,9 @@ impl<S: Store> Engine<S> {
                     self.keep_audit(entry);
                     return Ok(());
                 }
-                // Behind the entries already waiting, in order.
+                // Behind the entries already waiting, in order (they are appended in a
+                // transaction of their own, which a failed commit of this one cannot undo).
                 self.keep_audit(entry);
-                if let Some(true) = self.store.try_lock_audit()? {
-                    let pending = std::mem::take(&mut self.pending_audit);
-                    self.append_pending(&pending)?;
-                }
                 Ok(())
             }
             _ => {
@@ -235,18 +232,28 @@ impl<S: Store> Engine<S> {
             && (!self.pending_audit.entries.is_empty() || self.pending_audit.dropped > 0)
     }
 
-    /// Appends the entries kept while another daemon held the log's lock, if it is free now
-    /// (in the open transaction; called by the coherence check). Keeps them otherwise.
-    pub(super) fn try_flush_pending_audit(&mut self) -> Result<()> {
-        if !self.audit_kept_unlocked() || self.store.try_lock_audit()?.is_none() {
-            return Ok(());
+    /// Appends the entries kept while another daemon held the log's lock, in a transaction of
+    /// its own, if the lock is free now (called by every coherence check, with no transaction
+    /// open); keeps them otherwise, and if the append or its commit fails.
+    pub(super) fn flush_kept_audit(&mut self) {
+        if !self.audit_kept_unlocked() {
+            return;
         }
         let pending = std::mem::take(&mut self.pending_audit);
-        if let Err(e) = self.append_pending(&pending) {
-            self.pending_audit = pending;
-            return Err(e);
+        let result = self.in_transaction(|e| {
+            if e.store.try_lock_audit()?.is_none() {
+                return Ok(false);
+            }
+            e.append_pending(&pending).map(|()| true)
+        });
+        match result {
+            Ok(true) => {}
+            Ok(false) => self.pending_audit = pending,
+            Err(e) => {
+                tracing::warn!(error = %e, "audit entries kept while the log was locked elsewhere could not be appended yet");
+                self.pending_audit = pending;
+            }
         }
-        Ok(())
     }
 
     /// Appends the events kept while locked, in a transaction of its own; called right after

@@ -414,11 +414,7 @@ impl<S: Store> Engine<S> {
     /// open.
     pub fn refresh(&mut self) -> Result<Refreshed> {
         self.follow()?;
-        if self.audit_kept_unlocked()
-            && let Err(e) = self.in_transaction(|e| e.try_flush_pending_audit())
-        {
-            tracing::warn!(error = %e, "audit entries kept while the log was locked elsewhere could not be appended yet");
-        }
+        self.flush_kept_audit();
         if let Some(why) = self.locked_out.take() {
             self.foreign_change = false;
             return Ok(Refreshed::LockedOut(why));
