@@ -1,4 +1,5 @@
-//! The PostgreSQL store with several hosts, in the corner cases an adversarial review found:
+//! The PostgreSQL store with several hosts, in the corner cases an adversarial review found
+//! (and one found before): a live lease is busy at once under its holder's open group commit,
 //! lost leases keep fencing, a write with no lease row cannot commit after a takeover,
 //! acknowledged writes survive a connection lost while they are re-applied, another host's
 //! audit lock stalls nothing here, an admin act's fence pass covers its own writes only.
@@ -426,4 +427,51 @@ fn an_admin_act_does_not_open_the_fence_for_other_writes_of_its_group_commit() {
         "a non-holder's write landed under B's lease by riding along with an admin act \
          (kept {kept:?}, committed {committed:?})"
     );
+}
+
+/// The holder's write fences on its lease row (`FOR SHARE`, held until its commit, up to a
+/// flush interval later); another store's acquire must not queue behind that lock while the
+/// lease is live. Before the fix it waited for the holder's commit (here: forever).
+#[test]
+fn a_live_lease_is_busy_at_once_while_its_holder_has_a_transaction_open() {
+    let Some(db) = database("PostgreSQL leases under an open transaction") else {
+        return;
+    };
+    let mut a = PostgresStore::open(db.target.clone()).expect("store a");
+    let mut b = PostgresStore::open(db.target.clone()).expect("store b");
+    let sid = new_session(&mut a, "leased");
+    let ttl = Duration::from_secs(60);
+    let Acquired::Token(_) = a.acquire_lease(sid, &holder("host-a"), ttl).unwrap() else {
+        panic!("a free session's lease is taken");
+    };
+
+    // A's group commit: a write fenced (its lease row locked FOR SHARE), not yet committed.
+    a.begin().unwrap();
+    a.put(Table::State, sid, &row(b"k"), [None, None]).unwrap();
+
+    let (tx, rx) = mpsc::channel();
+    let asking = std::thread::spawn(move || {
+        let answer = b.acquire_lease(sid, &holder("host-b"), ttl);
+        let _ = tx.send(answer.map_err(|e| e.to_string()));
+        b
+    });
+    let answer = rx.recv_timeout(Duration::from_secs(20));
+    // Whatever the answer, end A's transaction so that a waiting B finishes too.
+    a.commit().unwrap();
+    let mut b = asking.join().expect("asking thread");
+    match answer {
+        Ok(Ok(Acquired::Busy(h))) => assert_eq!(h, holder("host-a")),
+        Ok(other) => panic!("a live lease held elsewhere: {other:?}"),
+        Err(_) => panic!("the acquire waited for the holder's open transaction"),
+    }
+    // And once A's transaction is over, still busy (the lease is live), then free once given back.
+    assert_eq!(
+        b.acquire_lease(sid, &holder("host-b"), ttl).unwrap(),
+        Acquired::Busy(holder("host-a"))
+    );
+    a.release_lease(sid).unwrap();
+    assert!(matches!(
+        b.acquire_lease(sid, &holder("host-b"), ttl).unwrap(),
+        Acquired::Token(_)
+    ));
 }

@@ -71,8 +71,6 @@ mod hosts_tests;
 pub mod idle;
 pub mod lease;
 #[cfg(test)]
-mod lease_tests;
-#[cfg(test)]
 mod plan_tests;
 mod rows;
 mod schema;
