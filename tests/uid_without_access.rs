@@ -477,7 +477,6 @@ async fn stalled_hello_frames_stay_within_the_request_memory_budget() {
 /// runtime thread), unsliced: another bot's durable writes wait behind dozens of them. The
 /// bound is the one `reliability::dos` holds the `cache_peers` flood to.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "open: a whole-state read is one storage job (5.7 s for 80,000 channels in a debug build); get_updates_state now weighs heavy (one at a time per uid) and never runs inline, but the job itself is not sliced yet"]
 async fn a_flood_of_channel_state_reads_stalls_no_other_bot() {
     use crate::reliability::dos::{durable_writes, ms};
     use crate::reliability::percentile;

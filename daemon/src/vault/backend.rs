@@ -157,6 +157,7 @@ forward! {
     fn put_last(&mut self, table: Table, session: i64, row: &Row) -> Result<()>;
     fn scan(&mut self, table: Table, session: i64) -> Result<Vec<Row>>;
     fn scan_page(&mut self, table: Table, session: i64, before: Option<i64>, limit: u32) -> Result<Vec<(i64, Row)>>;
+    fn scan_keys_after(&mut self, table: Table, session: i64, after: Option<&[u8]>, limit: u32) -> Result<Vec<(i64, Row)>>;
     fn scan_indexed(&mut self, table: Table, session: i64) -> Result<Vec<(Row, [bool; 2])>>;
     fn scan_all(&mut self, table: Table, session: i64) -> Result<Vec<IndexedRow>>;
     fn clear(&mut self, table: Table, session: i64) -> Result<()>;

@@ -12,6 +12,9 @@ use super::error::Result;
 use super::worker::Class;
 use super::{INLINE_PEERS, INLINE_STATE_ROWS, Vault};
 
+/// Channel states per storage job of [`Vault::updates_state`].
+pub const STATE_PAGE: u32 = 512;
+
 impl Vault {
     /// Creates an empty session (grammers' defaults). Durable.
     pub async fn create_session(&self, name: &str, acl: SessionAcl) -> Result<SessionId> {
@@ -190,9 +193,31 @@ impl Vault {
     }
 
     /// The full update state.
+    ///
+    /// Read in pages of [`STATE_PAGE`] channels, one storage job each, so that a session
+    /// following tens of thousands of channels (or a hostile one filled with them) does not
+    /// hold every other request up for the whole read; see
+    /// [`engine::Engine::updates_state_page`] for what a write between two pages does.
     pub async fn updates_state(&self, sid: SessionId) -> Result<UpdatesState> {
-        // Every channel row: a whole-table read, never inline on a runtime thread.
-        self.fresh(Class::Read, move |e| e.updates_state(sid)).await
+        let (first, mut channels, mut next) = self
+            .fresh(Class::Read, move |e| {
+                e.updates_state_page(sid, None, STATE_PAGE)
+            })
+            .await?;
+        let mut state = first.ok_or(super::EngineError::Closed)?;
+        while let Some(after) = next {
+            let (_, page, more) = self
+                .fresh(Class::Read, move |e| {
+                    e.updates_state_page(sid, Some(&after), STATE_PAGE)
+                })
+                .await?;
+            channels.extend(page);
+            next = more;
+        }
+        // Back into write order (each key is read once: the pages are key ranges).
+        channels.sort_by_key(|(pos, _)| *pos);
+        state.channels = channels.into_iter().map(|(_, c)| c).collect();
+        Ok(state)
     }
 
     /// Applies an update-state change. Cache class.

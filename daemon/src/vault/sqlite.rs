@@ -702,6 +702,35 @@ impl Store for SqliteStore {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
+    fn scan_keys_after(
+        &mut self,
+        table: Table,
+        session: i64,
+        after: Option<&[u8]>,
+        limit: u32,
+    ) -> Result<Vec<(i64, Row)>> {
+        // A range of the `(session, k)` index; every key is above the empty blob.
+        let sql = per_table!(
+            table,
+            "SELECT rowid, k, v FROM ",
+            " WHERE session = ?1 AND k > ?2 ORDER BY k LIMIT ?3"
+        );
+        let mut stmt = self.conn.prepare_cached(sql)?;
+        let rows = stmt.query_map(
+            params![session, after.unwrap_or(&[]), i64::from(limit)],
+            |r| {
+                Ok((
+                    r.get(0)?,
+                    Row {
+                        key: r.get(1)?,
+                        value: r.get(2)?,
+                    },
+                ))
+            },
+        )?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     fn scan_indexed(&mut self, table: Table, session: i64) -> Result<Vec<(Row, [bool; 2])>> {
         let sql = per_table!(
             table,

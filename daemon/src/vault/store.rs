@@ -262,6 +262,17 @@ pub trait Store: Send {
         before: Option<i64>,
         limit: u32,
     ) -> Result<Vec<(i64, Row)>>;
+    /// A page of a session's rows in a table in key order: up to `limit` rows whose key is
+    /// above `after` (all when `None`), each with its position ([`Store::scan_page`]'s). No
+    /// write moves a row in this order (a rewrite keeps its key), so pages read by separate
+    /// jobs never skip a row that was there throughout.
+    fn scan_keys_after(
+        &mut self,
+        table: Table,
+        session: i64,
+        after: Option<&[u8]>,
+        limit: u32,
+    ) -> Result<Vec<(i64, Row)>>;
     /// [`Store::scan`] with, for each row, whether its two index columns are set (`rekey`
     /// re-blinds exactly the index values that exist).
     fn scan_indexed(&mut self, table: Table, session: i64) -> Result<Vec<(Row, [bool; 2])>>;

@@ -416,6 +416,56 @@ impl<S: Store> Engine<S> {
         })
     }
 
+    /// [`Engine::updates_state`] read in pages, one call each: with `after == None` the
+    /// scalars and the first page, then the page after `after` (the scalars as the first
+    /// call read them are not read again). Channels come in key order, each with its
+    /// position; the caller sorts them back into write order. Pages of separate calls are
+    /// not one snapshot: a channel written in between is read at one of its values, and one
+    /// added or dropped by a whole-state write in between may be missed or kept, which costs
+    /// a client at most a channel difference fetched again. For sessions too large to read
+    /// in one job without holding every other request up (see `Vault::updates_state`).
+    #[allow(clippy::type_complexity)]
+    pub fn updates_state_page(
+        &mut self,
+        sid: SessionId,
+        after: Option<&[u8]>,
+        limit: u32,
+    ) -> Result<(
+        Option<UpdatesState>,
+        Vec<(i64, ChannelState)>,
+        Option<Vec<u8>>,
+    )> {
+        let scalars = match after {
+            None => {
+                let s: ScalarState = self
+                    .get_row(sid, Table::State, STATE_UPDATES)?
+                    .unwrap_or_default();
+                Some(UpdatesState {
+                    pts: s.pts,
+                    qts: s.qts,
+                    date: s.date,
+                    seq: s.seq,
+                    channels: Vec::new(),
+                })
+            }
+            Some(_) => {
+                self.live(sid)?;
+                None
+            }
+        };
+        let rows = self
+            .store
+            .scan_keys_after(Table::Channels, sid.0, after, limit)?;
+        let next = (rows.len() == limit as usize)
+            .then(|| rows.last().map(|(_, r)| r.key.clone()))
+            .flatten();
+        let channels = rows
+            .iter()
+            .map(|(pos, r)| Ok((*pos, self.open_row(sid, Table::Channels, r)?)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok((scalars, channels, next))
+    }
+
     fn put_scalar(&mut self, sid: SessionId, s: &ScalarState) -> Result<()> {
         let k = self.row_key(sid, Table::State, STATE_UPDATES)?;
         let row = self.seal_row(sid, Table::State, &k, s)?;

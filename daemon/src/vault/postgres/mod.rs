@@ -789,6 +789,35 @@ impl Store for PostgresStore {
             .collect())
     }
 
+    fn scan_keys_after(
+        &mut self,
+        table: Table,
+        session: i64,
+        after: Option<&[u8]>,
+        limit: u32,
+    ) -> Result<Vec<(i64, Row)>> {
+        // A range of the primary key `(session, k)`; every key is above the empty one.
+        let sql = per_table!(
+            table,
+            "SELECT seq, k, v FROM ",
+            " WHERE session = $1 AND k > $2 ORDER BY k LIMIT $3"
+        );
+        let after: &[u8] = after.unwrap_or(&[]);
+        Ok(self
+            .query(sql, &[&session, &after, &i64::from(limit)])?
+            .iter()
+            .map(|r| {
+                (
+                    r.get(0),
+                    Row {
+                        key: r.get(1),
+                        value: r.get(2),
+                    },
+                )
+            })
+            .collect())
+    }
+
     fn scan_indexed(&mut self, table: Table, session: i64) -> Result<Vec<(Row, [bool; 2])>> {
         let sql = per_table!(
             table,

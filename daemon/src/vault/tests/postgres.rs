@@ -33,6 +33,10 @@ const CASES: &[(&str, fn())] = &[
         super::semantics::update_state_changes_follow_memory_session,
     ),
     (
+        "semantics::a_state_of_many_channels_reads_back_whole_in_write_order",
+        super::semantics::a_state_of_many_channels_reads_back_whole_in_write_order,
+    ),
+    (
         "peers::peer_pages_list_every_peer_newest_first",
         super::peers::peer_pages_list_every_peer_newest_first,
     ),

@@ -167,6 +167,43 @@ pub(super) async fn update_state_changes_follow_memory_session() {
     close(vault).await;
 }
 
+/// A state of more channels than one storage job reads (`Vault::updates_state` reads it in
+/// pages of `STATE_PAGE`, in key order) reads back whole and in write order, after channel
+/// updates that move channels to the end, live and after a reopen.
+#[tokio::test]
+pub(super) async fn a_state_of_many_channels_reads_back_whole_in_write_order() {
+    let (t, vault, sid) = vault_with_session(VaultConfig::default()).await;
+    let n = 3 * crate::vault::STATE_PAGE as i64 + 7;
+    // Ids in an order unrelated to their blind keys or their values.
+    let mut model = UpdatesState {
+        pts: 5,
+        qts: 6,
+        date: 7,
+        seq: 8,
+        channels: (0..n)
+            .map(|i| chan((i * 7919) % 100_003 + 1, i as i32))
+            .collect(),
+    };
+    let all = UpdateStateChange::All(model.clone());
+    vault.set_update_state(sid, all).await.unwrap();
+    for (i, id) in [5, n / 2, 1]
+        .map(|i| model.channels[i as usize].id)
+        .into_iter()
+        .enumerate()
+    {
+        let change = UpdateStateChange::Channel {
+            id,
+            pts: 1_000_000 + i as i32,
+        };
+        apply(&mut model, &change);
+        vault.set_update_state(sid, change).await.unwrap();
+    }
+    assert_eq!(vault.updates_state(sid).await.unwrap(), model, "live");
+    let vault = reopened(vault, &t).await;
+    assert_eq!(vault.updates_state(sid).await.unwrap(), model, "reopened");
+    close(vault).await;
+}
+
 #[tokio::test]
 async fn rename_keeps_the_data_and_frees_the_old_name() {
     let t = TestDir::new();
