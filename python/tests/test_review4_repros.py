@@ -103,3 +103,46 @@ def test_pyrogram_auth_key_refused_after_posting_is_not_lost(daemon):
             await again.close()
 
     asyncio.run(run())
+
+
+def _names(daemon):
+    c = daemon.admin()
+    try:
+        return [s["summary"]["name"] for s in c.call("list_sessions")["sessions"]]
+    finally:
+        c.close()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="repro: SessionLink._connect re-opens with create_if_missing at every reconnect "
+    "(default True), so a session deleted while the bot ran is silently recreated empty "
+    "after the daemon restarts (the Rust client never creates at a reconnect)",
+)
+def test_telethon_reconnect_does_not_recreate_a_deleted_session(daemon):
+    pytest.importorskip("telethon")
+    from telethon.crypto import AuthKey
+
+    from session_vault.telethon import VaultSession
+
+    s = VaultSession("gone", socket=daemon.socket)
+    s.set_dc(2, "149.154.167.51", 443)
+    s.auth_key = AuthKey(os.urandom(256))
+    s.save()
+    c = daemon.admin()
+    try:
+        c.call({"delete_session": {"name": "gone", "force": True}})
+    finally:
+        c.close()
+    assert _names(daemon) == []
+    daemon.restart()
+    s.set_update_state(0, _state(7))
+    try:
+        s.save()
+    except sv.VaultError:
+        pass  # refusing is right: the session was deleted on purpose
+    try:
+        s.close()
+    except sv.VaultError:
+        pass
+    assert _names(daemon) == [], "the deleted session was recreated by the reconnect"
