@@ -146,3 +146,27 @@ def test_telethon_reconnect_does_not_recreate_a_deleted_session(daemon):
     except sv.VaultError:
         pass
     assert _names(daemon) == [], "the deleted session was recreated by the reconnect"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="repro: the lease does not make its holder the only writer (PROTOCOL.md 'Leases'): "
+    "a shared (exclusive=False) open writes the session while another process holds the "
+    "lease, and the holder, which serves everything from memory, never sees it",
+)
+def test_lease_holder_sees_a_shared_writers_update_state(daemon):
+    pytest.importorskip("telethon")
+    from session_vault.telethon import VaultSession
+
+    holder = VaultSession("leased", socket=daemon.socket)
+    holder.set_update_state(0, _state(10))
+    holder.save()
+    shared = VaultSession("leased", socket=daemon.socket, exclusive=False)
+    shared.set_update_state(0, _state(50))
+    shared.save()  # accepted although "leased" is held exclusively
+    shared.close()
+    try:
+        got = holder.get_update_state(0)
+        assert got.pts == 50, f"the lease holder answers a stale pts {got.pts}"
+    finally:
+        holder.close()
