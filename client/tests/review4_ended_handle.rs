@@ -142,3 +142,39 @@ async fn an_ended_handle_is_not_answered_from_the_cache() {
          ({after} request(s) reached the daemon after the end)"
     );
 }
+
+/// After a lapsed lease, another host may be using the session's auth key: grammers asks
+/// `home_dc_id` / `dc_option` before every request, and the only way the client can stop it
+/// from sending with the key (AUTH_KEY_DUPLICATED kills it for both hosts) is to fail them.
+#[tokio::test]
+#[ignore = "repro: after the daemon ended the handle because its lease lapsed, home_dc_id() \
+            and dc_option() still answer from the in-process copy, so grammers keeps using the \
+            auth key another host may now hold"]
+async fn an_ended_lease_stops_serving_the_dc_copy() {
+    let path = socket_path();
+    let listener = UnixListener::bind(&path).expect("binds");
+    let daemon = tokio::spawn(ending_daemon(listener));
+
+    let session = VaultSession::builder("s")
+        .socket(&path)
+        .warm_start(false)
+        .connect()
+        .await
+        .expect("opens");
+    let id = PeerId::user(42).expect("a user id");
+    assert!(session.peer(id).await.expect("first read").is_some());
+    let err = session.set_home_dc_id(4).await.expect_err("refused");
+    assert!(matches!(err, VaultError::NoSuchSession { .. }), "{err:?}");
+
+    let home = session.home_dc_id();
+    let dc = session.dc_option(2);
+    drop(session);
+    let _ = daemon.await;
+    let _ = std::fs::remove_dir_all(path.parent().expect("in a dir"));
+    assert!(
+        home.is_err() && dc.is_err(),
+        "the DC copy is still served after the lease lapsed: home_dc_id ok = {}, dc_option ok = {}",
+        home.is_ok(),
+        dc.is_ok()
+    );
+}
