@@ -1,0 +1,180 @@
+//! Review 4 (clients): an exclusive session whose handle the daemon ended (its lease across
+//! hosts lapsed, access revoked, session deleted or replaced) must not go on answering from
+//! its in-process cache: the cache is only sound while this client holds the lease.
+//!
+//! A fake daemon answers the handshake, the open and one `get_peer`, then ends the handle:
+//! every later request gets `no_such_session` ("its lease lapsed … open it again"), as
+//! vaultd answers after `Ended::LeaseLost`.
+
+#![cfg(unix)]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use grammers_session::Session;
+use grammers_session::types::PeerId;
+use session_vault_client::{VaultError, VaultSession};
+use session_vault_proto::codec::{self, DEFAULT_MAX_FRAME};
+use session_vault_proto::message::{
+    ClientFrame, ErrorCode, Request, Response, ServerFrame, VaultState, WireError,
+};
+use session_vault_proto::model::{Peer, PeerKind};
+use tokio::net::{UnixListener, UnixStream};
+
+fn socket_path() -> PathBuf {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "svr4-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir.join("s")
+}
+
+async fn send(stream: &mut UnixStream, id: u32, response: Response) {
+    codec::write_message(stream, &ServerFrame { id, response })
+        .await
+        .expect("fake daemon writes");
+}
+
+async fn next_request(stream: &mut UnixStream) -> Option<ClientFrame> {
+    codec::read_message(stream, DEFAULT_MAX_FRAME)
+        .await
+        .ok()
+        .flatten()
+}
+
+/// Serves one connection; returns how many requests came after the handle was ended.
+async fn ending_daemon(listener: UnixListener) -> u32 {
+    let (mut s, _) = listener.accept().await.expect("accepts");
+    let hello = next_request(&mut s).await.expect("hello");
+    send(
+        &mut s,
+        hello.id,
+        Response::Welcome {
+            protocol_major: 1,
+            protocol_minor: 7,
+            server: "fake".into(),
+            vault_state: VaultState::Unlocked,
+        },
+    )
+    .await;
+    let open = next_request(&mut s).await.expect("open");
+    assert!(matches!(open.request, Request::OpenSession { .. }));
+    send(
+        &mut s,
+        open.id,
+        Response::Opened {
+            handle: 1,
+            created: false,
+            home_dc: 2,
+            dc_options: vec![],
+            name: Some("s".into()),
+        },
+    )
+    .await;
+    let get = next_request(&mut s).await.expect("get_peer");
+    assert!(matches!(get.request, Request::GetPeer { .. }));
+    let mut peer = Peer::new(PeerKind::User, 42);
+    peer.access_hash = Some(111);
+    peer.bot = Some(false);
+    send(&mut s, get.id, Response::Peer(Some(peer))).await;
+    // The handle is ended from here on.
+    let mut after = 0;
+    while let Some(f) = next_request(&mut s).await {
+        after += 1;
+        send(
+            &mut s,
+            f.id,
+            Response::Error(WireError {
+                code: ErrorCode::NoSuchSession,
+                message: "handle 1 is no longer open: its lease lapsed while this vaultd was \
+                          paused or cut off from the database (another host may have taken \
+                          the session over); open it again"
+                    .into(),
+            }),
+        )
+        .await;
+    }
+    after
+}
+
+#[tokio::test]
+#[ignore = "repro: after the daemon ended the handle (no_such_session, lease lapsed), the \
+            exclusive VaultSession still answers peer() from its cache (it never clears it \
+            or marks itself ended)"]
+async fn an_ended_handle_is_not_answered_from_the_cache() {
+    let path = socket_path();
+    let listener = UnixListener::bind(&path).expect("binds");
+    let daemon = tokio::spawn(ending_daemon(listener));
+
+    let session = Arc::new(
+        VaultSession::builder("s")
+            .socket(&path)
+            .warm_start(false)
+            .connect()
+            .await
+            .expect("opens"),
+    );
+    let id = PeerId::user(42).expect("a user id");
+    assert!(session.peer(id).await.expect("first read").is_some());
+
+    // A write: the daemon says the handle is gone (its lease lapsed).
+    let err = session.set_home_dc_id(4).await.expect_err("refused");
+    assert!(matches!(err, VaultError::NoSuchSession { .. }), "{err:?}");
+
+    // The cache's premise (this client holds the lease) is gone: the read must not be
+    // answered in-process as if nothing happened.
+    let again = session.peer(id).await;
+    drop(session);
+    let after = daemon.await.expect("fake daemon ran");
+    let _ = std::fs::remove_dir_all(path.parent().expect("in a dir"));
+    let answered = match &again {
+        Ok(Some(_)) => "a peer",
+        Ok(None) => "no peer",
+        Err(_) => "an error",
+    };
+    assert!(
+        again.is_err() || after >= 2,
+        "peer() after the handle ended was answered from the cache with {answered} \
+         ({after} request(s) reached the daemon after the end)"
+    );
+}
+
+/// After a lapsed lease, another host may be using the session's auth key: grammers asks
+/// `home_dc_id` / `dc_option` before every request, and the only way the client can stop it
+/// from sending with the key (AUTH_KEY_DUPLICATED kills it for both hosts) is to fail them.
+#[tokio::test]
+#[ignore = "repro: after the daemon ended the handle because its lease lapsed, home_dc_id() \
+            and dc_option() still answer from the in-process copy, so grammers keeps using the \
+            auth key another host may now hold"]
+async fn an_ended_lease_stops_serving_the_dc_copy() {
+    let path = socket_path();
+    let listener = UnixListener::bind(&path).expect("binds");
+    let daemon = tokio::spawn(ending_daemon(listener));
+
+    let session = VaultSession::builder("s")
+        .socket(&path)
+        .warm_start(false)
+        .connect()
+        .await
+        .expect("opens");
+    let id = PeerId::user(42).expect("a user id");
+    assert!(session.peer(id).await.expect("first read").is_some());
+    let err = session.set_home_dc_id(4).await.expect_err("refused");
+    assert!(matches!(err, VaultError::NoSuchSession { .. }), "{err:?}");
+
+    let home = session.home_dc_id();
+    let dc = session.dc_option(2);
+    drop(session);
+    let _ = daemon.await;
+    let _ = std::fs::remove_dir_all(path.parent().expect("in a dir"));
+    assert!(
+        home.is_err() && dc.is_err(),
+        "the DC copy is still served after the lease lapsed: home_dc_id ok = {}, dc_option ok = {}",
+        home.is_ok(),
+        dc.is_ok()
+    );
+}
