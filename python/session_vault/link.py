@@ -18,9 +18,11 @@ from .connection import (
     ConnectionLost,
     unwrap,
 )
-from .errors import DaemonUnavailable, VaultLocked
+from .errors import DaemonUnavailable, StorageFailed, VaultLocked
 
 DEFAULT_RECONNECT_TIMEOUT = 30.0
+# A posted write refused with one of these is sent again at the next flush.
+RETRYABLE = (VaultLocked, StorageFailed)
 POLL = 0.05
 PAGED_EXPORT_MINOR = 7  # `export` with `without_peers`
 PEER_PAGE = 1000  # the daemon's largest `list_peers` page
@@ -54,6 +56,9 @@ class SessionLink:
         self._inflight = {}  # writer key -> posted writes carrying it, not answered yet
         self._next_key = 0
         self._deferred = None  # the first error of a posted request, raised at the next call
+        # Posted writes the daemon refused, (name, fields, keys) in the order sent: the
+        # writer takes them back (`take_refused`) so that they are not lost.
+        self._refused = []
         self.reconnects = 0
         self._connect(first=True)
 
@@ -77,7 +82,10 @@ class SessionLink:
                             "open_session": {
                                 "name": self.name,
                                 "exclusive": self.exclusive,
-                                "create_if_missing": self.create_if_missing,
+                                # Only the first open may create: a reconnect must not
+                                # bring back a session an admin deleted meanwhile (as the
+                                # Rust client, which never creates at a reconnect).
+                                "create_if_missing": self.create_if_missing and first,
                             }
                         }
                     ),
@@ -210,12 +218,23 @@ class SessionLink:
                     left = self._inflight.pop(k) - 1
                     if left:
                         self._inflight[k] = left
-            if isinstance(response, dict) and "error" in response and self._deferred is None:
+            if isinstance(response, dict) and "error" in response:
                 from .errors import from_wire
 
-                self._deferred = from_wire(response["error"])
+                error = from_wire(response["error"])
+                # Refused for now (the vault locked, a storage error): kept to be sent again.
+                # A write refused for itself, or on a handle the daemon ended, is not.
+                if done is not None and isinstance(error, RETRYABLE):
+                    self._refused.append(done)
+                if self._deferred is None:
+                    self._deferred = error
 
         self.conn.post({name: dict(fields, handle=self.handle)}, answered)
+
+    def take_refused(self):
+        """The posted writes the daemon refused since the last call, oldest first."""
+        refused, self._refused = self._refused, []
+        return refused
 
     def post(self, name, fields, keys=()):
         """A cache-class write sent without waiting for its answer (see the module doc).

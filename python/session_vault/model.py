@@ -104,6 +104,7 @@ class Writer:
     def __init__(self, link):
         self.link = link
         self.durable = {}
+        self.durable_names = set()  # request names put as durable (for re-queued refusals)
         self.cache = {}
         self.peers = {}
         self.since = None
@@ -112,6 +113,8 @@ class Writer:
 
     def put(self, key, name, fields, durable=False):
         (self.durable if durable else self.cache)[key] = (name, fields)
+        if durable:
+            self.durable_names.add(name)
         if self.since is None:
             self.since = time.monotonic()
 
@@ -169,7 +172,24 @@ class Writer:
         else:
             fn()
 
+    def _requeue_refused(self):
+        """Puts the posted writes the daemon refused back (unless written again since), so
+        that the next flush sends them again: a refusal (the vault locked, a storage error)
+        is reported once, at the next call, and must not lose the write."""
+        for name, fields, keys in self.link.take_refused():
+            if name == "cache_peers":
+                for (_, k), p in zip(keys, fields["peers"]):
+                    self.peers.setdefault(k, p)
+            else:
+                (key,) = keys
+                target = self.durable if name in self.durable_names else self.cache
+                if key not in self.durable and key not in self.cache:
+                    target[key] = (name, fields)
+            if self.since is None:
+                self.since = time.monotonic()
+
     def _flush(self, wait):
+        self._requeue_refused()
         self.link._raise_deferred()  # an earlier posted write failed: say so first
         if not self.pending():
             if wait:

@@ -13,8 +13,14 @@ class FakeLink:
         self.log = []
         self.inflight = set()
 
+    refused = ()
+
     def _raise_deferred(self):
         pass
+
+    def take_refused(self):
+        refused, self.refused = list(self.refused), ()
+        return refused
 
     def in_flight(self, keys):
         return any(k in self.inflight for k in keys)
@@ -56,3 +62,26 @@ def test_a_waiting_flush_ends_with_every_answer():
     w.flush()
     assert link.log == [("post", "set_home_dc", ("home",)), ("wait",)]
     assert not link.inflight
+
+
+def test_a_refused_posted_write_is_sent_again_unless_written_since():
+    link = FakeLink()
+    w = Writer(link)
+    w.put("home", "set_home_dc", {"dc_id": 2}, durable=True)
+    w.put("state", "set_update_state", {"change": {"secondary": {"qts": 1}}})
+    w.put_peer(1, {"kind": "user", "id": 1})
+    w.flush()
+    # The daemon refused all three for now (the vault locked); the state was written again.
+    link.refused = [
+        ("set_home_dc", {"dc_id": 2}, ("home",)),
+        ("set_update_state", {"change": {"secondary": {"qts": 1}}}, ("state",)),
+        ("cache_peers", {"peers": [{"kind": "user", "id": 1}]}, (("peer", 1),)),
+    ]
+    w.put("state", "set_update_state", {"change": {"secondary": {"qts": 2}}})
+    link.log.clear()
+    w.flush()
+    posted = [entry[1:] for entry in link.log if entry[0] == "post"]
+    assert ("set_home_dc", ("home",)) in posted
+    assert ("cache_peers", (("peer", 1),)) in posted
+    assert posted.count(("set_update_state", ("state",))) == 1
+    assert w.durable == {} and w.cache == {} and w.peers == {}

@@ -82,6 +82,14 @@ impl Leases {
         self.table().keys().copied().collect()
     }
 
+    /// The pid holding `sid`'s lease, if a connection other than `conn` holds it.
+    pub fn holder_other_than(&self, sid: SessionId, conn: u64) -> Option<Option<u32>> {
+        self.table()
+            .get(&sid)
+            .filter(|l| l.conn != conn)
+            .map(|l| l.pid)
+    }
+
     /// The pid holding `sid`'s lease, if it is held.
     pub fn holder(&self, sid: SessionId) -> Option<Option<u32>> {
         self.table().get(&sid).map(|l| l.pid)

@@ -38,6 +38,26 @@ fn sid(conn: &Conn, handle: HandleId) -> Result<SessionId, WireError> {
     open_handle(conn, handle).map(|h| h.sid)
 }
 
+/// [`sid`] for a write: a shared handle may not write a session another connection holds
+/// the lease of (`session_busy`), since the holder is promised it is the only writer (its
+/// client keeps what it read and wrote, and answers from it).
+fn writable(conn: &Conn, handle: HandleId) -> Result<SessionId, WireError> {
+    let h = open_handle(conn, handle)?;
+    if !h.exclusive {
+        if let Some(holder_pid) = conn.daemon.leases.holder_other_than(h.sid, conn.id) {
+            return Err(wire_error(
+                ErrorCode::SessionBusy { holder_pid },
+                format!(
+                    "session handle {handle} is shared and the session is held exclusively by {}: \
+                     only the holder writes it",
+                    holder_pid.map_or("another client".to_owned(), |p| format!("pid {p}"))
+                ),
+            ));
+        }
+    }
+    Ok(h.sid)
+}
+
 /// `get_home_dc`.
 pub async fn get_home_dc(conn: &Conn, handle: HandleId) -> Result<Response, WireError> {
     let s = sid(conn, handle)?;
@@ -50,7 +70,7 @@ pub async fn get_home_dc(conn: &Conn, handle: HandleId) -> Result<Response, Wire
 pub async fn set_home_dc(conn: &Conn, handle: HandleId, dc: i32) -> Result<Response, WireError> {
     conn.daemon
         .vault
-        .set_home_dc(sid(conn, handle)?, dc)
+        .set_home_dc(writable(conn, handle)?, dc)
         .await?;
     Ok(Response::Ok)
 }
@@ -70,7 +90,7 @@ pub async fn set_dc_option(
 ) -> Result<Response, WireError> {
     conn.daemon
         .vault
-        .set_dc_option(sid(conn, handle)?, option)
+        .set_dc_option(writable(conn, handle)?, option)
         .await?;
     Ok(Response::Ok)
 }
@@ -132,7 +152,7 @@ pub async fn cache_peers(
     // stops the batch there: nothing of it lands after the act is answered (the handle's
     // lease may be someone else's by then).
     loop {
-        let sid = sid(conn, handle)?;
+        let sid = writable(conn, handle)?;
         let tail = rest.split_off(rest.len().min(PEERS_PER_JOB));
         let slice = std::mem::replace(&mut rest, tail);
         let daemon = Arc::clone(&conn.daemon);
@@ -167,7 +187,7 @@ pub async fn set_update_state(
 ) -> Result<Response, WireError> {
     conn.daemon
         .vault
-        .set_update_state(sid(conn, handle)?, change)
+        .set_update_state(writable(conn, handle)?, change)
         .await?;
     Ok(Response::Ok)
 }
@@ -188,7 +208,7 @@ pub async fn set_extras(
 ) -> Result<Response, WireError> {
     conn.daemon
         .vault
-        .set_extras(sid(conn, handle)?, extras)
+        .set_extras(writable(conn, handle)?, extras)
         .await?;
     Ok(Response::Ok)
 }
@@ -215,7 +235,7 @@ pub async fn put_sent_file(
 ) -> Result<Response, WireError> {
     conn.daemon
         .vault
-        .put_sent_file(sid(conn, handle)?, file)
+        .put_sent_file(writable(conn, handle)?, file)
         .await?;
     Ok(Response::Ok)
 }

@@ -1,5 +1,6 @@
-"""Review 4 (clients): what the adapters do with a write the daemon refused after it was posted
-(sent behind, its answer read later). Each test states the behavior that should hold."""
+"""What the adapters do with a write the daemon refused after it was posted (sent behind, its
+answer read later), with a session deleted while they were away, and with a session another
+process holds exclusively (found by a review of the clients)."""
 
 import datetime
 import os
@@ -19,12 +20,6 @@ def _state(pts):
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="repro: a timed (posted) flush refused by the daemon (vault locked) is dropped: "
-    "Writer._flush re-queues only when the flush itself raises, not when the error arrives "
-    "later as the link's deferred error, so the update state is never written",
-)
 def test_telethon_posted_write_refused_while_locked_is_written_after_unlock(daemon):
     pytest.importorskip("telethon")
     from telethon.crypto import AuthKey
@@ -58,12 +53,6 @@ def test_telethon_posted_write_refused_while_locked_is_written_after_unlock(daem
         again.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="repro: the auth key (a durable write) sent behind by the timed flush and refused "
-    "by the daemon (vault locked) is dropped; the next save() reports the refusal once, the "
-    "one after succeeds with nothing sent, and the re-opened session has no auth key",
-)
 def test_pyrogram_auth_key_refused_after_posting_is_not_lost(daemon):
     pytest.importorskip("pyrogram")
     import asyncio
@@ -113,12 +102,6 @@ def _names(daemon):
         c.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="repro: SessionLink._connect re-opens with create_if_missing at every reconnect "
-    "(default True), so a session deleted while the bot ran is silently recreated empty "
-    "after the daemon restarts (the Rust client never creates at a reconnect)",
-)
 def test_telethon_reconnect_does_not_recreate_a_deleted_session(daemon):
     pytest.importorskip("telethon")
     from telethon.crypto import AuthKey
@@ -148,13 +131,10 @@ def test_telethon_reconnect_does_not_recreate_a_deleted_session(daemon):
     assert _names(daemon) == [], "the deleted session was recreated by the reconnect"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="repro: the lease does not make its holder the only writer (PROTOCOL.md 'Leases'): "
-    "a shared (exclusive=False) open writes the session while another process holds the "
-    "lease, and the holder, which serves everything from memory, never sees it",
-)
-def test_lease_holder_sees_a_shared_writers_update_state(daemon):
+def test_a_shared_handle_cannot_write_a_session_held_exclusively(daemon):
+    """The lease holder is promised it is the session's only writer (its copy answers reads):
+    a shared handle's write is refused with SessionBusy while the lease is held, and goes
+    through once it is given back."""
     pytest.importorskip("telethon")
     from session_vault.telethon import VaultSession
 
@@ -163,10 +143,16 @@ def test_lease_holder_sees_a_shared_writers_update_state(daemon):
     holder.save()
     shared = VaultSession("leased", socket=daemon.socket, exclusive=False)
     shared.set_update_state(0, _state(50))
-    shared.save()  # accepted although "leased" is held exclusively
+    with pytest.raises(sv.SessionBusy):
+        shared.save()
+    assert holder.get_update_state(0).pts == 10
+    holder.close()
+    # Given back: a shared handle writes again.
+    shared.set_update_state(0, _state(60))
+    shared.save()
     shared.close()
+    again = VaultSession("leased", socket=daemon.socket)
     try:
-        got = holder.get_update_state(0)
-        assert got.pts == 50, f"the lease holder answers a stale pts {got.pts}"
+        assert again.get_update_state(0).pts == 60
     finally:
-        holder.close()
+        again.close()
