@@ -15,6 +15,9 @@ impl Session for VaultSession {
     type Error = VaultError;
 
     fn home_dc_id(&self) -> Result<i32, VaultError> {
+        // Once the daemon ended the handle (a lapsed lease: another host may hold the
+        // session and its auth key), grammers must not go on using the copy.
+        self.still_open()?;
         Ok(self.home_dc())
     }
 
@@ -23,6 +26,7 @@ impl Session for VaultSession {
     }
 
     fn dc_option(&self, dc_id: i32) -> Result<Option<DcOption>, VaultError> {
+        self.still_open()?;
         Ok(self.dc(dc_id))
     }
 

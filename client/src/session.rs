@@ -24,7 +24,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -181,6 +181,7 @@ impl VaultSessionBuilder {
             pending_peers: Mutex::new(Vec::new()),
             warm: warm_rx,
             requests: AtomicU64::new(0),
+            ended: AtomicBool::new(false),
         };
         session.dcs_from(&opened);
         Ok(session)
@@ -229,6 +230,11 @@ pub struct VaultSession {
     warm: tokio::sync::watch::Receiver<Option<WarmStart>>,
     /// Requests sent through [`VaultSession::call`] (the warm start's not counted).
     requests: AtomicU64,
+    /// The daemon ended this session's handle (revoked, deleted, replaced, or its lease
+    /// across hosts lapsed): nothing is answered from the in-process copies any more, since
+    /// their premise (this client the session's only writer) is gone. Final: build a new
+    /// `VaultSession` to open the session again.
+    ended: AtomicBool,
 }
 
 /// A `cache_peers` call waiting to be combined with others (see the module docs).
@@ -391,7 +397,25 @@ impl VaultSession {
             self.requests.fetch_add(1, Ordering::Relaxed);
             make(handle)
         };
-        self.link.call(counted, &|o| self.reopened(o)).await
+        let answer = self.link.call(counted, &|o| self.reopened(o)).await;
+        if let Err(VaultError::NoSuchSession { .. }) = &answer {
+            // The session was open, so its handle was ended by the daemon.
+            self.ended.store(true, Ordering::SeqCst);
+            if let Some(c) = &self.cache {
+                lock(c).clear();
+            }
+        }
+        answer
+    }
+
+    /// `Err(NoSuchSession)` once the daemon ended this session's handle (see `ended`).
+    pub(crate) fn still_open(&self) -> Result<(), VaultError> {
+        if self.ended.load(Ordering::SeqCst) {
+            return Err(VaultError::NoSuchSession {
+                name: self.name().to_owned(),
+            });
+        }
+        Ok(())
     }
 
     pub(crate) async fn call_ok(
@@ -478,6 +502,7 @@ impl VaultSession {
     }
 
     async fn peer_by_key(&self, key: PeerKey) -> Result<Option<Peer>, VaultError> {
+        self.still_open()?;
         let Some(cache) = &self.cache else {
             return self.get_peer(PeerQuery::Key(key)).await;
         };
@@ -497,6 +522,7 @@ impl VaultSession {
     }
 
     async fn self_peer(&self) -> Result<Option<Peer>, VaultError> {
+        self.still_open()?;
         let Some(cache) = &self.cache else {
             return self.get_peer(PeerQuery::SelfUser).await;
         };
@@ -602,6 +628,7 @@ impl VaultSession {
 
     /// The whole update state.
     pub(crate) async fn updates_state_now(&self) -> Result<GUpdatesState, VaultError> {
+        self.still_open()?;
         let fetch = || async {
             match self
                 .call(|handle| Request::GetUpdatesState { handle })

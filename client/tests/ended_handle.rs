@@ -1,4 +1,4 @@
-//! Review 4 (clients): an exclusive session whose handle the daemon ended (its lease across
+//! An exclusive session whose handle the daemon ended (its lease across
 //! hosts lapsed, access revoked, session deleted or replaced) must not go on answering from
 //! its in-process cache: the cache is only sound while this client holds the lease.
 //!
@@ -102,9 +102,6 @@ async fn ending_daemon(listener: UnixListener) -> u32 {
 }
 
 #[tokio::test]
-#[ignore = "repro: after the daemon ended the handle (no_such_session, lease lapsed), the \
-            exclusive VaultSession still answers peer() from its cache (it never clears it \
-            or marks itself ended)"]
 async fn an_ended_handle_is_not_answered_from_the_cache() {
     let path = socket_path();
     let listener = UnixListener::bind(&path).expect("binds");
@@ -147,9 +144,6 @@ async fn an_ended_handle_is_not_answered_from_the_cache() {
 /// `home_dc_id` / `dc_option` before every request, and the only way the client can stop it
 /// from sending with the key (AUTH_KEY_DUPLICATED kills it for both hosts) is to fail them.
 #[tokio::test]
-#[ignore = "repro: after the daemon ended the handle because its lease lapsed, home_dc_id() \
-            and dc_option() still answer from the in-process copy, so grammers keeps using the \
-            auth key another host may now hold"]
 async fn an_ended_lease_stops_serving_the_dc_copy() {
     let path = socket_path();
     let listener = UnixListener::bind(&path).expect("binds");
