@@ -101,6 +101,25 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Clears the index values `idx` from every other row of the session: an index value
     /// names one row ([`Store::put`]).
+    /// The rows `sql` (`SELECT rowid, k, v …`) selects, each with its position.
+    fn positioned_rows(
+        &mut self,
+        sql: &str,
+        params: impl rusqlite::Params,
+    ) -> Result<Vec<(i64, Row)>> {
+        let mut stmt = self.conn.prepare_cached(sql)?;
+        let rows = stmt.query_map(params, |r| {
+            Ok((
+                r.get(0)?,
+                Row {
+                    key: r.get(1)?,
+                    value: r.get(2)?,
+                },
+            ))
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     /// The rows `sql` (`SELECT k, v, <index 1>, <index 2> … WHERE session = ?1`) selects,
     /// each with what it says of the two index columns.
     fn scan_with_indexes<T: rusqlite::types::FromSql>(
@@ -686,20 +705,10 @@ impl Store for SqliteStore {
             "SELECT rowid, k, v FROM ",
             " WHERE +session = ?1 AND rowid < ?2 ORDER BY rowid DESC LIMIT ?3"
         );
-        let mut stmt = self.conn.prepare_cached(sql)?;
-        let rows = stmt.query_map(
+        self.positioned_rows(
+            sql,
             params![session, before.unwrap_or(i64::MAX), i64::from(limit)],
-            |r| {
-                Ok((
-                    r.get(0)?,
-                    Row {
-                        key: r.get(1)?,
-                        value: r.get(2)?,
-                    },
-                ))
-            },
-        )?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        )
     }
 
     fn scan_keys_after(
@@ -715,20 +724,10 @@ impl Store for SqliteStore {
             "SELECT rowid, k, v FROM ",
             " WHERE session = ?1 AND k > ?2 ORDER BY k LIMIT ?3"
         );
-        let mut stmt = self.conn.prepare_cached(sql)?;
-        let rows = stmt.query_map(
+        self.positioned_rows(
+            sql,
             params![session, after.unwrap_or(&[]), i64::from(limit)],
-            |r| {
-                Ok((
-                    r.get(0)?,
-                    Row {
-                        key: r.get(1)?,
-                        value: r.get(2)?,
-                    },
-                ))
-            },
-        )?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        )
     }
 
     fn scan_indexed(&mut self, table: Table, session: i64) -> Result<Vec<(Row, [bool; 2])>> {

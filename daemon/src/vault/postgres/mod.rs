@@ -83,7 +83,7 @@ pub use errors::is_conflict;
 use errors::{CONFLICT_MESSAGE, pg_error};
 pub use idle::IdleTimeout;
 pub use lease::{Acquired, Holder};
-use rows::{audit_row, data_row, session_row, u32_col};
+use rows::{audit_row, data_row, positioned_row, session_row, u32_col};
 pub use schema::{MIGRATIONS, SCHEMA_VERSION};
 pub use target::{PASSWORD_CREDENTIAL, PgTarget, is_postgres_url};
 
@@ -774,19 +774,8 @@ impl Store for PostgresStore {
             " WHERE session = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3"
         );
         let limit = i64::from(limit);
-        Ok(self
-            .query(sql, &[&session, &before.unwrap_or(i64::MAX), &limit])?
-            .iter()
-            .map(|r| {
-                (
-                    r.get(0),
-                    Row {
-                        key: r.get(1),
-                        value: r.get(2),
-                    },
-                )
-            })
-            .collect())
+        let rows = self.query(sql, &[&session, &before.unwrap_or(i64::MAX), &limit])?;
+        Ok(rows.iter().map(positioned_row).collect())
     }
 
     fn scan_keys_after(
@@ -803,19 +792,8 @@ impl Store for PostgresStore {
             " WHERE session = $1 AND k > $2 ORDER BY k LIMIT $3"
         );
         let after: &[u8] = after.unwrap_or(&[]);
-        Ok(self
-            .query(sql, &[&session, &after, &i64::from(limit)])?
-            .iter()
-            .map(|r| {
-                (
-                    r.get(0),
-                    Row {
-                        key: r.get(1),
-                        value: r.get(2),
-                    },
-                )
-            })
-            .collect())
+        let rows = self.query(sql, &[&session, &after, &i64::from(limit)])?;
+        Ok(rows.iter().map(positioned_row).collect())
     }
 
     fn scan_indexed(&mut self, table: Table, session: i64) -> Result<Vec<(Row, [bool; 2])>> {

@@ -20,6 +20,17 @@ pub(super) fn data_row(r: &postgres::Row) -> Row {
     }
 }
 
+/// A row of `SELECT seq, k, v`: its position and the row.
+pub(super) fn positioned_row(r: &postgres::Row) -> (i64, Row) {
+    (
+        r.get(0),
+        Row {
+            key: r.get(1),
+            value: r.get(2),
+        },
+    )
+}
+
 pub(super) fn u32_col(r: &postgres::Row, i: usize) -> Result<u32> {
     let v: i64 = r.get(i);
     u32::try_from(v).map_err(|_| EngineError::Corrupt {
