@@ -28,6 +28,7 @@ DEFAULT_TIMEOUT = 10.0
 MAX_FRAME = 256 << 20  # what we accept from the daemon (a big export)
 MAX_REQUEST = 1 << 20  # the daemon's default frame limit
 MAX_POSTED = 32  # unanswered posted requests before we read some answers
+MAX_EVENTS = 64  # events kept in `Connection.events`
 
 
 class ConnectionLost(DaemonUnavailable):
@@ -186,6 +187,9 @@ class Connection:
                     raise errors.DisconnectedByAdmin(
                         "an admin disconnected this client (vaultctl disconnect)"
                     )
+                # Kept for inspection, the newest few only (nothing here waits on them).
+                if len(self.events) >= MAX_EVENTS:
+                    del self.events[0]
                 self.events.append(content)
                 return None
             if kind == "error":  # a connection-level error: the daemon closes next
@@ -194,8 +198,8 @@ class Connection:
         callback = self._posted.pop(rid, None)
         if callback is not None:
             callback(response)
-        else:
-            self._answers[rid] = response
+        # Else an answer to no request of ours (calls are answered in `wait`, one at a time
+        # under the lock): dropped, as the Rust client does, not kept for ever.
         return None
 
     def wait(self, rid):

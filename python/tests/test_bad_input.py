@@ -270,3 +270,30 @@ def test_daemon_restart_reconnects_and_reopens(daemon):
     assert link.reconnects == 1
     link.close()
 
+
+
+def test_a_flood_of_events_and_stray_answers_keeps_nothing_unbounded(tmpdir_short):
+    """A daemon (or something at its socket) pushing events and answers to ids never sent:
+    the call still gets its own answer, the stray answers are dropped and only the newest
+    events are kept."""
+    from session_vault.connection import MAX_EVENTS
+
+    path = str(tmpdir_short / "f.sock")
+
+    def handler(c):
+        welcome(c)
+        f = read_frame(c)
+        for i in range(500):
+            c.sendall(frame({"id": 0, "response": {"event": "locked" if i % 2 else "unlocked"}}))
+            c.sendall(frame({"id": 10_000 + i, "response": {"home_dc": 9}}))
+        c.sendall(frame({"id": f["id"], "response": {"home_dc": 4}}))
+        time.sleep(1)
+
+    server = FakeServer(path, handler)
+    try:
+        conn = Connection(path, timeout=5)
+        assert conn.call({"get_home_dc": {"handle": 1}}) == {"home_dc": 4}
+        assert len(conn.events) == MAX_EVENTS and conn.events[-1] == "locked"
+        assert conn._answers == {}
+    finally:
+        server.close()
