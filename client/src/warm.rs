@@ -140,6 +140,11 @@ async fn fetch(
         drop(l);
         match answer {
             Ok(Response::PeerPage { peers: page, next }) => {
+                // The daemon's cursor only goes down, page after page: one that does not (or
+                // comes with an empty page) would have this task ask for ever.
+                if next.is_some_and(|n| page.is_empty() || before.is_some_and(|b| n >= b)) {
+                    return Err("list_peers: the daemon's cursor did not move".into());
+                }
                 peers.extend(page);
                 if peers.len() > capacity {
                     peers.truncate(capacity);
