@@ -8,73 +8,21 @@
 
 #![cfg(unix)]
 
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use grammers_session::Session;
 use grammers_session::types::PeerId;
 use session_vault_client::{VaultError, VaultSession};
-use session_vault_proto::codec::{self, DEFAULT_MAX_FRAME};
-use session_vault_proto::message::{
-    ClientFrame, ErrorCode, Request, Response, ServerFrame, VaultState, WireError,
-};
+use session_vault_proto::message::{ErrorCode, Request, Response, WireError};
 use session_vault_proto::model::{Peer, PeerKind};
-use tokio::net::{UnixListener, UnixStream};
+use tokio::net::UnixListener;
 
-fn socket_path() -> PathBuf {
-    static N: AtomicU32 = AtomicU32::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "svr4-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir.join("s")
-}
-
-async fn send(stream: &mut UnixStream, id: u32, response: Response) {
-    codec::write_message(stream, &ServerFrame { id, response })
-        .await
-        .expect("fake daemon writes");
-}
-
-async fn next_request(stream: &mut UnixStream) -> Option<ClientFrame> {
-    codec::read_message(stream, DEFAULT_MAX_FRAME)
-        .await
-        .ok()
-        .flatten()
-}
+mod fake;
+use fake::{accept_and_open, next_request, remove, send, socket_path};
 
 /// Serves one connection; returns how many requests came after the handle was ended.
 async fn ending_daemon(listener: UnixListener) -> u32 {
-    let (mut s, _) = listener.accept().await.expect("accepts");
-    let hello = next_request(&mut s).await.expect("hello");
-    send(
-        &mut s,
-        hello.id,
-        Response::Welcome {
-            protocol_major: 1,
-            protocol_minor: 7,
-            server: "fake".into(),
-            vault_state: VaultState::Unlocked,
-        },
-    )
-    .await;
-    let open = next_request(&mut s).await.expect("open");
-    assert!(matches!(open.request, Request::OpenSession { .. }));
-    send(
-        &mut s,
-        open.id,
-        Response::Opened {
-            handle: 1,
-            created: false,
-            home_dc: 2,
-            dc_options: vec![],
-            name: Some("s".into()),
-        },
-    )
-    .await;
+    let mut s = accept_and_open(&listener).await;
     let get = next_request(&mut s).await.expect("get_peer");
     assert!(matches!(get.request, Request::GetPeer { .. }));
     let mut peer = Peer::new(PeerKind::User, 42);
@@ -103,7 +51,7 @@ async fn ending_daemon(listener: UnixListener) -> u32 {
 
 #[tokio::test]
 async fn an_ended_handle_is_not_answered_from_the_cache() {
-    let path = socket_path();
+    let path = socket_path("eh");
     let listener = UnixListener::bind(&path).expect("binds");
     let daemon = tokio::spawn(ending_daemon(listener));
 
@@ -127,7 +75,7 @@ async fn an_ended_handle_is_not_answered_from_the_cache() {
     let again = session.peer(id).await;
     drop(session);
     let after = daemon.await.expect("fake daemon ran");
-    let _ = std::fs::remove_dir_all(path.parent().expect("in a dir"));
+    remove(&path);
     let answered = match &again {
         Ok(Some(_)) => "a peer",
         Ok(None) => "no peer",
@@ -145,7 +93,7 @@ async fn an_ended_handle_is_not_answered_from_the_cache() {
 /// from sending with the key (AUTH_KEY_DUPLICATED kills it for both hosts) is to fail them.
 #[tokio::test]
 async fn an_ended_lease_stops_serving_the_dc_copy() {
-    let path = socket_path();
+    let path = socket_path("eh");
     let listener = UnixListener::bind(&path).expect("binds");
     let daemon = tokio::spawn(ending_daemon(listener));
 
@@ -164,7 +112,7 @@ async fn an_ended_lease_stops_serving_the_dc_copy() {
     let dc = session.dc_option(2);
     drop(session);
     let _ = daemon.await;
-    let _ = std::fs::remove_dir_all(path.parent().expect("in a dir"));
+    remove(&path);
     assert!(
         home.is_err() && dc.is_err(),
         "the DC copy is still served after the lease lapsed: home_dc_id ok = {}, dc_option ok = {}",

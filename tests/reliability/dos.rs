@@ -156,14 +156,12 @@ fn big_cache_peers(handle: u32) -> (Vec<u8>, usize) {
     }
 }
 
-/// A `cache_peers` request on `handle` whose ~1 MiB frame holds as many peers as MessagePack
-/// can encode: each an array of its nine fields (`[0, id, nil × 7]`, 10 bytes; kind 0 is
-/// `user`), which decodes to ~17 times its size.
-fn compact_cache_peers(handle: u32) -> (Vec<u8>, usize) {
-    let n = (MAX_PAYLOAD - 64) / 10;
+/// The MessagePack of `{"id": id, "request": {"cache_peers": {"handle": handle, "peers": [`
+/// up to the array header of `n` peers, which the caller appends (each a 9-element array).
+pub fn cache_peers_head(id: u8, handle: u32, n: usize) -> Vec<u8> {
+    assert!(id < 0x80, "a positive fixint id");
     let mut p = Vec::with_capacity(MAX_PAYLOAD);
-    // {"id": 2, "request": {"cache_peers": {"handle": handle, "peers": [...]}}}
-    p.extend_from_slice(&[0x82, 0xa2, b'i', b'd', 0x02, 0xa7]);
+    p.extend_from_slice(&[0x82, 0xa2, b'i', b'd', id, 0xa7]);
     p.extend_from_slice(b"request");
     p.extend_from_slice(&[0x81, 0xab]);
     p.extend_from_slice(b"cache_peers");
@@ -175,6 +173,15 @@ fn compact_cache_peers(handle: u32) -> (Vec<u8>, usize) {
     p.extend_from_slice(b"peers");
     p.push(0xdd);
     p.extend_from_slice(&(n as u32).to_be_bytes());
+    p
+}
+
+/// A `cache_peers` request on `handle` whose ~1 MiB frame holds as many peers as MessagePack
+/// can encode: each an array of its nine fields (`[0, id, nil × 7]`, 10 bytes; kind 0 is
+/// `user`), which decodes to ~17 times its size.
+fn compact_cache_peers(handle: u32) -> (Vec<u8>, usize) {
+    let n = (MAX_PAYLOAD - 64) / 10;
+    let mut p = cache_peers_head(2, handle, n);
     for i in 0..n {
         p.extend_from_slice(&[0x99, 0x00, (i % 128) as u8]);
         p.extend_from_slice(&[0xc0; 7]);

@@ -134,20 +134,7 @@ async fn straddle(socket: &Path, name: &str) {
     };
     let max = codec::DEFAULT_MAX_FRAME as usize;
     let n = (max - 64) / 14;
-    let mut p = Vec::with_capacity(max);
-    // {"id": 3, "request": {"cache_peers": {"handle": handle, "peers": [...]}}}
-    p.extend_from_slice(&[0x82, 0xa2, b'i', b'd', 0x03, 0xa7]);
-    p.extend_from_slice(b"request");
-    p.extend_from_slice(&[0x81, 0xab]);
-    p.extend_from_slice(b"cache_peers");
-    p.extend_from_slice(&[0x82, 0xa6]);
-    p.extend_from_slice(b"handle");
-    p.push(0xce);
-    p.extend_from_slice(&handle.to_be_bytes());
-    p.push(0xa5);
-    p.extend_from_slice(b"peers");
-    p.push(0xdd);
-    p.extend_from_slice(&(n as u32).to_be_bytes());
+    let mut p = crate::reliability::dos::cache_peers_head(3, handle, n);
     for i in 0..n {
         // [kind user, id, then seven nils]
         p.extend_from_slice(&[0x99, 0x00, 0xce]);
