@@ -12,6 +12,8 @@
 
 use std::time::{Duration, Instant};
 
+use session_vault_client::Connection;
+use session_vault_proto::audit::AuditEntry;
 use session_vault_proto::message::{Request, Response};
 
 use crate::reliability::rss_kib;
@@ -91,6 +93,23 @@ async fn refused_requests_of_a_uid_without_access_do_not_grow_the_vault() {
     // Cache-class entries are committed within the flush interval (100 ms).
     tokio::time::sleep(Duration::from_millis(500)).await;
     let grown = vault_bytes(&env).saturating_sub(before);
+    let stored: usize = audit_of(&c, OTHER_UID)
+        .await
+        .iter()
+        .map(|e| e.session.as_deref().map_or(0, str::len) + e.detail.as_deref().map_or(0, str::len))
+        .sum();
+    println!(
+        "24 refused renames of 2 x 300 kB names: vault files grew by {grown} bytes; \
+         audit entries of uid {OTHER_UID} hold {stored} bytes of names"
+    );
+    assert!(
+        grown < 2 << 20,
+        "the vault grew by {grown} bytes from 24 refused requests of a uid without access"
+    );
+}
+
+/// The audit log's entries of `uid`, as the admin reads them (the first 1000 of the log).
+async fn audit_of(c: &Connection, uid: u32) -> Vec<AuditEntry> {
     let page = c
         .call(Request::Audit {
             after_seq: 0,
@@ -99,27 +118,74 @@ async fn refused_requests_of_a_uid_without_access_do_not_grow_the_vault() {
             session: None,
         })
         .await;
-    let stored: usize = match &page {
-        Ok(Response::AuditPage(p)) => p
-            .entries
-            .iter()
-            .filter(|e| e.uid == OTHER_UID)
-            .map(|e| {
-                e.session.as_deref().map_or(0, str::len) + e.detail.as_deref().map_or(0, str::len)
-            })
-            .sum(),
-        other => {
-            println!("admin's audit read failed: {other:?}");
-            0
-        }
-    };
+    match page {
+        Ok(Response::AuditPage(p)) => p.entries.into_iter().filter(|e| e.uid == uid).collect(),
+        other => panic!("admin's audit read failed: {other:?}"),
+    }
+}
+
+/// Any uid may open its own session (`~/mine`) as often as it likes, and each open was an
+/// audit entry sealed and stored (430 bytes: 20,000 opens grew the vault by 8.6 MB, a disk
+/// filled for every bot by one). Now a uid's opens are recorded one by one up to a burst,
+/// then one a second, the next entry recorded counting those left out: every open is still
+/// accounted for, and the entries stored stay few.
+#[tokio::test]
+async fn a_uid_opening_its_own_session_again_and_again_is_sampled_in_the_audit_log() {
+    use session_vault_daemon::server::cmd::audit::{OPENS_BURST, OPENS_PERIOD};
+    if !can_switch_uid() {
+        eprintln!("skipped: needs root and setpriv");
+        return;
+    }
+    const OPENS: u32 = 2000;
+    let env = Env::new();
+    let (_d, c) = env.start_initialized(&[]).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = vault_bytes(&env);
+    let t = Instant::now();
+    let hostile = Hostile::spawn(&env, &format!("opens:{OPENS}"));
+    hostile.wait_for("done");
+    let flood = t.elapsed();
+    hostile.wait_for("last");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let entries: Vec<_> = audit_of(&c, OTHER_UID)
+        .await
+        .into_iter()
+        .filter(|e| e.action == "open_session")
+        .collect();
+    let left_out: u64 = entries
+        .iter()
+        .filter_map(|e| {
+            let detail = e.detail.as_deref()?;
+            let (_, more) = detail.split_once("; ")?;
+            more.strip_suffix(" more session opens of this uid not recorded before")?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum();
     println!(
-        "24 refused renames of 2 x 300 kB names: vault files grew by {grown} bytes; \
-         audit entries of uid {OTHER_UID} hold {stored} bytes of names"
+        "{} opens in {flood:?}: {} entries recorded, {left_out} left out and counted; vault \
+         files grew by {} bytes",
+        OPENS + 1,
+        entries.len(),
+        vault_bytes(&env).saturating_sub(before)
+    );
+    assert_eq!(
+        entries.len() as u64 + left_out,
+        u64::from(OPENS) + 1,
+        "every open is recorded or counted"
+    );
+    let periods = (flood.as_secs_f64() / OPENS_PERIOD.as_secs_f64()).ceil() as usize;
+    assert!(
+        entries.len() <= OPENS_BURST as usize + periods + 2,
+        "{} entries for {} opens in {flood:?}",
+        entries.len(),
+        OPENS + 1
     );
     assert!(
-        grown < 2 << 20,
-        "the vault grew by {grown} bytes from 24 refused requests of a uid without access"
+        entries
+            .iter()
+            .all(|e| e.session.as_deref() == Some(&format!("{OTHER_UID}/mine"))),
+        "{entries:?}"
     );
 }
 

@@ -26,6 +26,9 @@ use crate::util::raw::Raw;
 ///   `answer ok|error` when it is answered;
 /// - `stall`: one connection; after the handshake, the header of a 1 MiB frame and 100 bytes
 ///   of its payload, then nothing; prints `ready` and holds it until killed;
+/// - `opens:N`: one connection; opens (creating it the first time) and closes its own
+///   session `~/mine` N times; prints `done N`, waits 1.1 s, opens it once more and prints
+///   `last`;
 /// - `hello:N`: N connections, each sending the header of a 1 MiB first frame and all of its
 ///   payload but the last byte; prints `ready N`, then holds them until killed.
 #[test]
@@ -50,6 +53,7 @@ fn hostile_entry() {
             ["poke", secs] => poke(&socket, secs.parse().unwrap()).await,
             ["straddle", name] => straddle(&socket, name).await,
             ["stall"] => stall(&socket).await,
+            ["opens", n] => opens(&socket, n.parse().unwrap()).await,
             ["probe", a, b, n] => probe(&socket, a, b, n.parse().unwrap()).await,
             ["channels", conns, n] => {
                 channels_flood(&socket, conns.parse().unwrap(), n.parse().unwrap()).await
@@ -79,6 +83,32 @@ async fn audit_flood(socket: &Path, n: u32, bytes: usize) {
         }
     }
     say(&format!("done {refused}"));
+}
+
+async fn opens(socket: &Path, n: u32) {
+    let mut r = Raw::connect_hello(socket).await;
+    for i in 0..n {
+        open_close(&mut r, 2 + 2 * i).await;
+    }
+    say(&format!("done {n}"));
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    open_close(&mut r, 2 + 2 * n).await;
+    say("last");
+}
+
+/// Opens `~/mine` (request `id`) and closes it (request `id + 1`).
+async fn open_close(r: &mut Raw, id: u32) {
+    let open = Request::OpenSession {
+        name: "~/mine".to_owned(),
+        exclusive: false,
+        create_if_missing: true,
+    };
+    let handle = match r.call(id, open).await {
+        Response::Opened { handle, .. } => handle,
+        other => panic!("open: {other:?}"),
+    };
+    let resp = r.call(id + 1, Request::CloseSession { handle }).await;
+    assert!(matches!(resp, Response::Ok), "close: {resp:?}");
 }
 
 /// Times `open_session` of names `a` and `b` (neither available to this uid), `n` of each,

@@ -154,6 +154,14 @@ impl Handles {
             .is_some_and(|c| !c.open.is_empty())
     }
 
+    /// How many handles connection `conn` has: open, or ended and not yet closed.
+    pub fn count(&self, conn: u64) -> usize {
+        self.table()
+            .conns
+            .get(&conn)
+            .map_or(0, |c| c.open.len() + c.ended.len())
+    }
+
     /// What handle number `h` of connection `conn` stands for.
     pub fn get(&self, conn: u64, h: HandleId) -> Lookup {
         let t = self.table();

@@ -107,7 +107,10 @@ pub struct Daemon {
     /// again at its next look (see there).
     pub recheck_pending: std::sync::atomic::AtomicBool,
     /// A non-admin uid's refused requests recorded in the audit log, at most one per period.
-    pub refusals: cmd::audit::Refusals,
+    pub refusals: cmd::audit::Sampler,
+    /// A non-admin uid's session opens recorded in the audit log: a burst, then one per
+    /// period.
+    pub opens: cmd::audit::Sampler,
     next_conn_id: AtomicU64,
     _datadir_lock: datadir::DataDirLock,
 }
@@ -185,7 +188,8 @@ impl Daemon {
             activity: autolock::Activity::default(),
             connections: AtomicU64::new(0),
             recheck_pending: std::sync::atomic::AtomicBool::new(false),
-            refusals: Default::default(),
+            refusals: cmd::audit::Sampler::refusals(),
+            opens: cmd::audit::Sampler::opens(),
             next_conn_id: AtomicU64::new(1),
             _datadir_lock: lock,
         }))

@@ -1,5 +1,6 @@
 //! Connection floods: idle connections of several uids up to the descriptor limit while root
-//! unlocks; one uid beyond its connection cap; idle connections without a session handle.
+//! unlocks; one uid beyond its connection cap; idle connections without a session handle; one
+//! connection opening handle after handle.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -322,4 +323,45 @@ async fn idle_connections_without_a_session_are_closed_after_the_timeout() {
     assert_eq!(handle, "open", "a connection holding a session was closed");
     assert_eq!(busy, "open", "a connection sending requests was closed");
     assert!(admin_alive, "an admin's idle connection was closed");
+}
+
+/// A client opening a session again and again on one connection (any uid may, its own) grew
+/// the daemon's handle table for the life of the connection. One connection holds at most
+/// `MAX_HANDLES_PER_CONNECTION` handles: the next open is refused with `permission_denied`
+/// until one is closed.
+#[tokio::test]
+async fn one_connection_holds_a_bounded_number_of_handles() {
+    use futures_util::future::join_all;
+    use session_vault_daemon::server::cmd::open::MAX_HANDLES_PER_CONNECTION;
+    let env = Env::new();
+    let (_d, c) = env.start_initialized(&[]).await;
+    let open = || {
+        c.call(Request::OpenSession {
+            name: "many".into(),
+            exclusive: false,
+            create_if_missing: true,
+        })
+    };
+    let mut handles = vec![opened(open().await)];
+    while handles.len() < MAX_HANDLES_PER_CONNECTION {
+        let n = (MAX_HANDLES_PER_CONNECTION - handles.len()).min(64);
+        for r in join_all((0..n).map(|_| open())).await {
+            handles.push(opened(r));
+        }
+    }
+    assert_eq!(err_code(open().await), ErrorCode::PermissionDenied);
+    let r = c.call(Request::CloseSession { handle: handles[0] }).await;
+    assert!(matches!(r, Ok(Response::Ok)), "close: {r:?}");
+    opened(open().await);
+    // Another connection has its own bound.
+    let other = env.connect().await;
+    opened(
+        other
+            .call(Request::OpenSession {
+                name: "many".into(),
+                exclusive: false,
+                create_if_missing: false,
+            })
+            .await,
+    );
 }

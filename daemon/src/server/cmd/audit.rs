@@ -14,7 +14,9 @@
 //!
 //! What a client controls is bounded: a session name is shown only if it is a valid name
 //! (else its length), the executable path is cut at 256 bytes, and a non-admin uid's refused
-//! requests are recorded once per [`REFUSED_PERIOD`], the next entry counting those left out.
+//! requests are recorded once per [`REFUSED_PERIOD`] and its session opens, past a burst of
+//! [`OPENS_BURST`], once per [`OPENS_PERIOD`] ([`Sampler`]), the next entry counting those
+//! left out.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
@@ -64,33 +66,85 @@ fn capped(text: &str, max: usize) -> String {
 /// grow the vault (and the journal) by an entry for every frame it sends.
 pub const REFUSED_PERIOD: Duration = Duration::from_secs(1);
 
-/// Per uid: when its last refused request was recorded, and how many were left out since.
-#[derive(Default)]
-pub struct Refusals(Mutex<HashMap<u32, (Instant, u64)>>);
+/// How many session opens of one non-admin uid are recorded one by one before they are
+/// sampled (a host starting its bots opens many sessions at once).
+pub const OPENS_BURST: u32 = 32;
 
-impl Refusals {
-    /// Whether to record a refused request of `uid` now: `Some(left out since the last)`.
+/// Past [`OPENS_BURST`], one open of a non-admin uid recorded per period: any uid may open
+/// its own sessions as often as it likes, and every entry is sealed and stored (430 bytes):
+/// 20,000 opens of one session once grew the vault by 8.6 MB.
+pub const OPENS_PERIOD: Duration = Duration::from_secs(1);
+
+/// Per uid, a token bucket of entries: `burst` recorded at once, then one per `period`; the
+/// next entry recorded says how many were left out since the last. Refused requests and
+/// session opens each have one ([`Sampler::refusals`], [`Sampler::opens`]).
+pub struct Sampler {
+    burst: u32,
+    period: Duration,
+    uids: Mutex<HashMap<u32, Bucket>>,
+}
+
+struct Bucket {
+    /// Entries it may record now (refilled one per period, up to the burst).
+    tokens: u32,
+    /// When the last token was counted in.
+    refilled: Instant,
+    /// Entries left out since the last recorded one.
+    skipped: u64,
+}
+
+impl Sampler {
+    /// A non-admin uid's refused requests: the first of each [`REFUSED_PERIOD`].
+    pub fn refusals() -> Sampler {
+        Sampler::new(1, REFUSED_PERIOD)
+    }
+
+    /// A non-admin uid's session opens: [`OPENS_BURST`], then one per [`OPENS_PERIOD`].
+    pub fn opens() -> Sampler {
+        Sampler::new(OPENS_BURST, OPENS_PERIOD)
+    }
+
+    fn new(burst: u32, period: Duration) -> Sampler {
+        Sampler {
+            burst,
+            period,
+            uids: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Whether to record an entry of `uid` now: `Some(left out since the last)`.
     fn admit(&self, uid: u32) -> Option<u64> {
-        let mut t = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut t = self.uids.lock().unwrap_or_else(PoisonError::into_inner);
         let now = Instant::now();
-        // Bounded by the uids with connections: forget those quiet for a period.
+        let full = |b: &Bucket| {
+            b.skipped == 0 && now.duration_since(b.refilled) >= self.period * self.burst
+        };
+        // Bounded by the uids with connections: forget those whose bucket is full again
+        // with nothing left out (they are as new).
         if t.len() > 1024 {
-            t.retain(|_, (at, _)| now.duration_since(*at) < REFUSED_PERIOD);
+            t.retain(|_, b| !full(b));
         }
-        match t.get_mut(&uid) {
-            Some((at, skipped)) if now.duration_since(*at) < REFUSED_PERIOD => {
-                *skipped += 1;
-                None
-            }
-            Some((at, skipped)) => {
-                *at = now;
-                Some(std::mem::take(skipped))
-            }
-            None => {
-                t.insert(uid, (now, 0));
-                Some(0)
-            }
+        let b = t.entry(uid).or_insert(Bucket {
+            tokens: self.burst,
+            refilled: now,
+            skipped: 0,
+        });
+        let earned = now.duration_since(b.refilled).as_nanos() / self.period.as_nanos().max(1);
+        if earned > 0 {
+            let earned = u32::try_from(earned).unwrap_or(u32::MAX);
+            b.tokens = b.tokens.saturating_add(earned).min(self.burst);
+            b.refilled = if b.tokens == self.burst {
+                now
+            } else {
+                b.refilled + self.period * earned
+            };
         }
+        if b.tokens == 0 {
+            b.skipped += 1;
+            return None;
+        }
+        b.tokens -= 1;
+        Some(std::mem::take(&mut b.skipped))
     }
 }
 
@@ -249,12 +303,18 @@ pub async fn record(conn: &Conn, act: Act, answer: &Result<Response, WireError>)
         Err(e) => e.code.name().to_owned(),
     };
     let mut act = act;
-    if answer.is_err() && !conn.is_admin() {
-        match conn.daemon.refusals.admit(conn.peer.uid) {
+    let sampled = match answer {
+        _ if conn.is_admin() => None,
+        Err(_) => Some((&conn.daemon.refusals, "refused requests")),
+        Ok(_) if act.action == "open_session" => Some((&conn.daemon.opens, "session opens")),
+        Ok(_) => None,
+    };
+    if let Some((sampler, what)) = sampled {
+        match sampler.admit(conn.peer.uid) {
             None => return,
             Some(0) => {}
             Some(n) => {
-                let more = format!("{n} more refused requests of this uid not recorded before");
+                let more = format!("{n} more {what} of this uid not recorded before");
                 act.detail = Some(match act.detail {
                     Some(d) => format!("{d}; {more}"),
                     None => more,
@@ -365,7 +425,7 @@ mod tests {
 
     #[test]
     fn a_uids_refusals_are_recorded_once_a_period_with_the_count_left_out() {
-        let r = Refusals::default();
+        let r = Sampler::refusals();
         assert_eq!(r.admit(7), Some(0), "the first is recorded");
         assert_eq!(r.admit(7), None);
         assert_eq!(r.admit(7), None);
@@ -373,5 +433,28 @@ mod tests {
         std::thread::sleep(REFUSED_PERIOD);
         assert_eq!(r.admit(7), Some(2), "the next says how many were left out");
         assert_eq!(r.admit(7), None);
+    }
+
+    #[test]
+    fn a_uids_opens_are_recorded_up_to_a_burst_then_one_a_period() {
+        let o = Sampler::new(3, Duration::from_millis(200));
+        for _ in 0..3 {
+            assert_eq!(o.admit(7), Some(0), "the burst is recorded one by one");
+        }
+        assert_eq!(o.admit(7), None);
+        assert_eq!(o.admit(7), None);
+        assert_eq!(o.admit(8), Some(0), "another uid has its own bucket");
+        std::thread::sleep(Duration::from_millis(210));
+        assert_eq!(
+            o.admit(7),
+            Some(2),
+            "one per period, counting those left out"
+        );
+        assert_eq!(o.admit(7), None, "one, not the burst again");
+        std::thread::sleep(Duration::from_millis(650));
+        for _ in 0..3 {
+            assert!(o.admit(7).is_some(), "the bucket refills up to the burst");
+        }
+        assert_eq!(o.admit(7), None, "and no further");
     }
 }

@@ -35,6 +35,12 @@ use super::data::not_open;
 /// How often an open looks again when an admin act ended handles while it decided.
 const OPEN_TRIES: usize = 8;
 
+/// The most handles one connection may have (open, or ended and not yet closed). A bot
+/// holds one; without a bound, a client opening its own session again and again grew the
+/// daemon's handle table for the life of its connection. Opens pipelined on one connection
+/// may pass it by as many as the connection has requests in flight.
+pub const MAX_HANDLES_PER_CONNECTION: usize = 4096;
+
 /// Whether `peer` owns, or was granted, a session with `acl` (admins aside).
 pub fn allowed(peer: &PeerInfo, acl: &SessionAcl) -> bool {
     acl.owner_uid == Some(peer.uid)
@@ -63,6 +69,15 @@ pub async fn open(
     create_if_missing: bool,
 ) -> Result<Response, WireError> {
     let name = names::expand_home(&name, conn.peer.uid);
+    if conn.daemon.handles.count(conn.id) >= MAX_HANDLES_PER_CONNECTION {
+        return Err(wire_error(
+            ErrorCode::PermissionDenied,
+            format!(
+                "this connection has {MAX_HANDLES_PER_CONNECTION} session handles, the most \
+                 one connection may hold; close some (close_session) and try again"
+            ),
+        ));
+    }
     for _ in 0..OPEN_TRIES {
         if let Some(opened) = try_open(conn, &name, exclusive, create_if_missing).await? {
             return Ok(opened);
