@@ -78,16 +78,38 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
     // Only a target whose usize is narrower than 32 bits could refuse; there the frame is
     // too large indeed.
     let size = usize::try_from(len).map_err(|_| FrameError::TooLarge { len, limit })?;
-    let mut payload = Zeroizing::new(vec![0u8; size]);
-    reader
-        .read_exact(&mut payload[..])
-        .await
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::UnexpectedEof => FrameError::Truncated,
-            _ => FrameError::Io(e),
-        })?;
+    // The buffer grows with the bytes that arrive, not with the length announced: a peer
+    // that announces a large frame and sends nothing more holds [`FIRST_READ`] bytes, not
+    // the limit (a client's limit is hundreds of MiB).
+    let mut payload = Zeroizing::new(Vec::with_capacity(size.min(FIRST_READ)));
+    while payload.len() < size {
+        if payload.len() == payload.capacity() {
+            let mut bigger = Zeroizing::new(Vec::with_capacity(size.min(payload.len() * 2)));
+            bigger.extend_from_slice(&payload);
+            // The old buffer is zeroized (whole capacity) as it is dropped here.
+            payload = bigger;
+        }
+        let filled = payload.len();
+        // Never past the frame: the next frame's bytes are not this one's.
+        let end = size.min(payload.capacity());
+        payload.resize(end, 0);
+        let read = reader.read(&mut payload[filled..]).await;
+        let n = *read.as_ref().unwrap_or(&0);
+        payload.truncate(filled + n);
+        match read {
+            Ok(0) => return Err(FrameError::Truncated),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                return Err(FrameError::Truncated);
+            }
+            Err(e) => return Err(FrameError::Io(e)),
+        }
+    }
     Ok(Some(payload))
 }
+
+/// What [`read_frame`] allocates for a payload before its bytes arrive (more as they do).
+pub const FIRST_READ: usize = 64 << 10;
 
 /// Encodes `message` as one frame (length prefix included).
 pub fn encode_frame<T: Serialize>(message: &T) -> Result<Zeroizing<Vec<u8>>, FrameError> {

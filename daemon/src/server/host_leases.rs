@@ -34,10 +34,18 @@ fn identity() -> &'static (String, String) {
             .filter(|h| !h.is_empty())
             .unwrap_or_else(|| "unknown-host".into());
         let mut bytes = [0u8; 8];
-        // An id, not a secret: a failed getrandom falls back to the pid.
+        // An id, not a secret, but it must tell this daemon from every other on the database
+        // (a lease whose instance is this one's counts as this daemon's own): a failed
+        // getrandom falls back to host, pid and start time, never to the pid alone, which
+        // another host's daemon may have too.
         let instance = match getrandom::fill(&mut bytes) {
             Ok(()) => bytes.iter().map(|b| format!("{b:02x}")).collect(),
-            Err(_) => format!("pid{}", std::process::id()),
+            Err(_) => {
+                let nanos = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos());
+                format!("{host}/pid{}/{nanos}", std::process::id())
+            }
         };
         (host, instance)
     })

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use session_vault_proto::codec::{
-    DEFAULT_MAX_FRAME, FrameError, MAX_DEPTH, decode_payload, encode_frame, read_frame,
+    DEFAULT_MAX_FRAME, FIRST_READ, FrameError, MAX_DEPTH, decode_payload, encode_frame, read_frame,
 };
 use session_vault_proto::message::{ClientFrame, Request, ServerFrame};
 use tokio::io::AsyncWriteExt;
@@ -117,6 +117,67 @@ async fn an_oversized_frame_is_refused_from_its_header_without_allocating() {
         "allocated {largest} bytes for a refused frame"
     );
     drop(peer);
+}
+
+/// A frame under a large limit (a client's is 256 MiB) is announced and then not sent: the
+/// buffer grows with the bytes that arrive, so a peer that announces 200 MiB and sends 100
+/// bytes holds [`FIRST_READ`] bytes, not 200 MiB (which were once allocated, then zeroized
+/// whole on drop, from the header alone).
+#[tokio::test(flavor = "current_thread")]
+async fn an_announced_frame_allocates_as_its_bytes_arrive_not_at_its_header() {
+    let (mut peer, mut ours) = tokio::io::duplex(1024);
+    peer.write_all(&(200u32 << 20).to_be_bytes())
+        .await
+        .expect("writes header");
+    peer.write_all(&[7u8; 100]).await.expect("writes a start");
+    drop(peer);
+    let (r, largest) =
+        largest_allocation(|| futures_lite_block_on(read_frame(&mut ours, 256 << 20)));
+    assert!(matches!(r, Err(FrameError::Truncated)), "{r:?}");
+    assert!(
+        largest <= FIRST_READ,
+        "allocated {largest} bytes for 100 bytes of an announced 200 MiB frame"
+    );
+}
+
+/// A frame larger than [`FIRST_READ`], arriving in small pieces, is read whole and exactly:
+/// not a byte of the frame after it.
+#[tokio::test]
+async fn a_large_frame_arriving_in_pieces_is_read_whole_and_no_further() {
+    let (mut peer, mut ours) = tokio::io::duplex(4096);
+    let big: Vec<u8> = (0..(FIRST_READ * 5 + 123))
+        .map(|i| (i % 251) as u8)
+        .collect();
+    let len = u32::try_from(big.len()).expect("fits");
+    let expected = big.clone();
+    let writer = tokio::spawn(async move {
+        peer.write_all(&len.to_be_bytes()).await.expect("header");
+        peer.write_all(&big).await.expect("payload");
+        peer.write_all(&3u32.to_be_bytes())
+            .await
+            .expect("next header");
+        peer.write_all(b"abc").await.expect("next payload");
+    });
+    let first = read_frame(&mut ours, 16 << 20)
+        .await
+        .expect("reads")
+        .expect("a frame");
+    assert!(
+        first[..] == expected[..],
+        "the large payload came back changed"
+    );
+    let second = read_frame(&mut ours, 16 << 20)
+        .await
+        .expect("reads")
+        .expect("a frame");
+    assert_eq!(&second[..], b"abc");
+    writer.await.expect("writer");
+    assert!(
+        read_frame(&mut ours, 16 << 20)
+            .await
+            .expect("eof")
+            .is_none()
+    );
 }
 
 #[tokio::test]
