@@ -15,6 +15,7 @@ use crate::util::*;
 
 mod coherence;
 mod connection;
+mod deletion;
 mod leases;
 mod pause;
 mod rekey;

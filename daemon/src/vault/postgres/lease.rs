@@ -5,9 +5,11 @@
 //! database's clock (one clock for every host: no skew between them) and a fencing token
 //! drawn from a sequence, so every new holder's token is larger than every earlier one.
 //!
-//! Fencing: every write of a session's rows first locks that session's lease row
-//! (`FOR SHARE`, once per session and transaction) and checks it, in the same transaction
-//! as the write:
+//! Fencing: every write of a session's rows first locks that session's lease row (`FOR
+//! SHARE`, once per session and transaction) and checks it, in the same transaction as the
+//! write. A session deleted meanwhile, by any daemon, refuses the write: a delete first
+//! deletes the lease row, so it waits for every open transaction that checked it, and the
+//! check finds no `sessions` row once the delete committed. Then:
 //! - if this store holds the session's lease, the row must still carry its token and be
 //!   unexpired, else the write is refused (a paused or partitioned daemon whose lease lapsed
 //!   can never write again without re-acquiring); a lease found lost so (here, or by
@@ -204,8 +206,11 @@ impl PostgresStore {
             return Ok(());
         }
         // At once, not after the deferred writes: they are what it fences (see `Deferred`).
-        let check = "SELECT token, expires_at > clock_timestamp(), host, pid
-                     FROM leases WHERE session = $1 FOR SHARE";
+        // Joined with the session's row: a session deleted by any daemon has no row (see
+        // `delete_session`, which first deletes the lease row, waiting for this lock).
+        let check = "SELECT l.token, l.expires_at > clock_timestamp(), l.host, l.pid
+                     FROM leases l JOIN sessions s ON s.id = l.session
+                     WHERE l.session = $1 FOR SHARE OF l";
         let mut row = self.query_opt_now(check, &[&session])?;
         if row.is_none() {
             // No row to lock (a session never leased): a lapsed one is put in, so that a
@@ -213,11 +218,19 @@ impl PostgresStore {
             // inserting its row at once and holding a token before this write commits.
             self.query_opt_now(
                 "INSERT INTO leases (session, token, host, instance, expires_at)
-                 VALUES ($1, 0, '', '', '-infinity') ON CONFLICT (session) DO NOTHING
-                 RETURNING session",
+                 SELECT $1, 0, '', '', '-infinity'
+                 WHERE EXISTS (SELECT 1 FROM sessions WHERE id = $1)
+                 ON CONFLICT (session) DO NOTHING RETURNING session",
                 &[&session],
             )?;
             row = self.query_opt_now(check, &[&session])?;
+            if row.is_none() {
+                // No session row: deleted by another daemon (this one's handles on it end at
+                // its next coherence check). Its rows must not come back.
+                return Err(EngineError::NoSuchSession {
+                    name: "(deleted while open)".into(),
+                });
+            }
         }
         let live = row
             .as_ref()

@@ -604,6 +604,15 @@ impl Store for PostgresStore {
 
     fn delete_session(&mut self, id: i64) -> Result<()> {
         self.fence(id)?;
+        // First, at once: deleting the lease row waits for every other daemon's open
+        // transaction that wrote the session (each holds the row `FOR SHARE` from its fencing
+        // check), so the clears below, each a statement of its own, see and remove what those
+        // wrote; and every later write of the session, anywhere, is refused by its check.
+        // (A write once slipped in after the clears and stayed as rows of a deleted session.)
+        self.query_opt_now(
+            "DELETE FROM leases WHERE session = $1 RETURNING session",
+            &[&id],
+        )?;
         for table in Table::ALL {
             self.clear(table, id)?;
         }
