@@ -7,6 +7,11 @@ connection is lost (the daemon restarted) connects again, re-opens the session, 
 the posted writes that were not answered yet, and tells its owner (`on_reopen`) so that it
 can reload what it caches. A restarted daemon comes back locked: with `wait_for_unlock`
 (seconds) the link waits that long for an admin's unlock, else it raises `VaultLocked`.
+
+A reconnect tries for `reconnect_timeout` seconds (default 30): to connect, and to open the
+session again while its lease is still held (`SessionBusy`: the old connection's lease not
+freed yet, or on PostgreSQL a restarted daemon's predecessor's until it expires), as the Rust
+client does; then it raises the last error. The first open raises `SessionBusy` at once.
 """
 
 import os
@@ -18,7 +23,7 @@ from .connection import (
     ConnectionLost,
     unwrap,
 )
-from .errors import DaemonUnavailable, StorageFailed, VaultLocked
+from .errors import DaemonUnavailable, SessionBusy, StorageFailed, VaultLocked
 
 DEFAULT_RECONNECT_TIMEOUT = 30.0
 # A posted write refused with one of these is sent again at the next flush.
@@ -101,6 +106,15 @@ class SessionLink:
                 if time.monotonic() >= deadline_connect:
                     raise
                 time.sleep(POLL)
+                continue
+            except SessionBusy:
+                # A reconnect may find the lease still held a moment: our old connection's,
+                # not freed yet, or (PostgreSQL) the old daemon's until it expires. The first
+                # open raises at once: a second holder is told so.
+                conn.close()
+                if first or time.monotonic() >= deadline_connect:
+                    raise
+                time.sleep(POLL * 4)
                 continue
             except BaseException:
                 conn.close()
