@@ -286,14 +286,50 @@ class SessionLink:
                 self._reconnect()
         self._raise_deferred()
 
-    def close(self):
-        """Flushes, then closes the connection (which frees the lease)."""
-        if self.conn is None:
-            return
+    def _holds_unsent(self, writer=None):
+        return bool(self._unacked or self._refused or (writer is not None and writer.pending()))
+
+    def not_stored(self, writer=None):
+        """How many changes the daemon has not stored: posted writes not answered, refused
+        writes not taken back, and with `writer` (a `model.Writer`) the changes it holds; one
+        per key (a peer, the update state, a DC option...), counted once."""
+        keys = set()
+        for key, (_, _, ks) in self._unacked.items():
+            keys.update(ks or [("posted", key)])
+        for i, (_, _, ks) in enumerate(self._refused):
+            keys.update(ks or [("refused", i)])
+        if writer is not None:
+            keys.update(writer.keys())
+        return len(keys)
+
+    def close(self, writer=None):
+        """Sends what is not stored yet, then closes the connection (which frees the lease).
+
+        Not stored yet: the posted writes not answered, and with `writer` (the adapter's
+        `model.Writer`) its changes and the refused writes it takes back. If the connection
+        is gone (a reconnect failed earlier) they are sent after a reconnect, tried for
+        `reconnect_timeout`; if that fails too, `DaemonUnavailable` says how many changes
+        were not stored, and they stay held (a later close() tries again). Otherwise the
+        first error among them is raised, as `flush` does. With nothing to send and no
+        connection, nothing happens.
+        """
         try:
-            if not self.conn.closed:
-                self.conn.drain(0)
-                self._raise_deferred()
+            if self.conn is None and not self._holds_unsent(writer):
+                return
+            try:
+                if writer is not None:
+                    writer.flush()
+                else:
+                    self.flush()
+            except DaemonUnavailable as e:
+                n = self.not_stored(writer)
+                if not n:
+                    raise
+                raise DaemonUnavailable(
+                    f"{n} change{'s' if n != 1 else ''} to session {self.name!r} not stored "
+                    f"(the daemon stayed unavailable for {self.reconnect_timeout}s): {e.message}",
+                    {"not_stored": n},
+                ) from None
         finally:
             if self.conn is not None:
                 self.conn.close()

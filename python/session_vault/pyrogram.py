@@ -184,12 +184,13 @@ class VaultStorage(Storage):
         self._writer.flush()
 
     async def close(self):
-        if self._link is None or self._link.conn is None:
+        """Saves, then closes the connection (which frees the lease). Changes not stored yet
+        are sent even after a failed reconnect (reconnecting again, within
+        `reconnect_timeout`); if the daemon stays away, raises `DaemonUnavailable` saying how
+        many changes were not stored (they are kept: calling close() again tries again)."""
+        if self._link is None:
             return
-        try:
-            self._writer.flush()
-        finally:
-            self._link.close()
+        self._link.close(self._writer)
 
     async def delete(self):
         """Deletes the session (an admin request); a non-admin's session is wiped instead."""

@@ -468,13 +468,11 @@ class VaultSession(MemorySession):
         self._writer.flush()
 
     def close(self):
-        """Saves, then closes the connection, which frees the session's lease."""
-        if self._link.conn is None:
-            return
-        try:
-            self._writer.flush()
-        finally:
-            self._link.close()
+        """Saves, then closes the connection, which frees the session's lease. Changes not
+        stored yet are sent even after a failed reconnect (reconnecting again, within
+        `reconnect_timeout`); if the daemon stays away, raises `DaemonUnavailable` saying how
+        many changes were not stored (they are kept: calling close() again tries again)."""
+        self._link.close(self._writer)
 
     def clone(self, to_instance=None):
         cloned = to_instance or MemorySession()
