@@ -23,7 +23,7 @@ from .connection import (
     ConnectionLost,
     unwrap,
 )
-from .errors import DaemonUnavailable, SessionBusy, StorageFailed, VaultLocked
+from .errors import DaemonUnavailable, SessionBusy, StorageFailed, VaultError, VaultLocked
 
 DEFAULT_RECONNECT_TIMEOUT = 30.0
 # A posted write refused with one of these is sent again at the next flush.
@@ -303,7 +303,8 @@ class SessionLink:
         return len(keys)
 
     def close(self, writer=None):
-        """Sends what is not stored yet, then closes the connection (which frees the lease).
+        """Sends what is not stored yet, then closes the session (`close_session`: the lease
+        is free when this returns) and the connection.
 
         Not stored yet: the posted writes not answered, and with `writer` (the adapter's
         `model.Writer`) its changes and the refused writes it takes back. If the connection
@@ -332,5 +333,12 @@ class SessionLink:
                 ) from None
         finally:
             if self.conn is not None:
+                if not self.conn.closed and self.handle is not None:
+                    # The lease is given back now, not when the daemon sees the socket
+                    # close a moment later (another process opening it next is not busy).
+                    try:
+                        self.conn.call({"close_session": {"handle": self.handle}})
+                    except VaultError:
+                        pass  # the connection ends next anyway, which frees it too
                 self.conn.close()
             self.conn = None
