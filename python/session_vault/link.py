@@ -10,8 +10,10 @@ can reload what it caches. A restarted daemon comes back locked: with `wait_for_
 
 A reconnect tries for `reconnect_timeout` seconds (default 30): to connect, and to open the
 session again while its lease is still held (`SessionBusy`: the old connection's lease not
-freed yet, or on PostgreSQL a restarted daemon's predecessor's until it expires), as the Rust
-client does; then it raises the last error. The first open raises `SessionBusy` at once.
+freed yet, or on PostgreSQL a restarted daemon's predecessor's until it expires, 15 s by
+default), as the Rust client does; then it raises the last error. The first open raises
+`SessionBusy` at once. `close()` ends the session (`close_session`: its lease is free when
+close() returns) after sending what is not stored yet, and raises if that fails.
 """
 
 import os
