@@ -5,7 +5,8 @@ opens the session (exclusively by default, like the Rust client: a second holder
 `SessionBusy` with the first one's pid), sends requests on its handle, and when the
 connection is lost (the daemon restarted) connects again, re-opens the session, sends again
 the posted writes that were not answered yet, and tells its owner (`on_reopen`) so that it
-can reload what it caches. A restarted daemon comes back locked: with `wait_for_unlock`
+can reload what it caches. An admin's disconnect (`vaultctl disconnect`) is final instead: the
+link raises `DisconnectedByAdmin` and never reconnects. A restarted daemon comes back locked: with `wait_for_unlock`
 (seconds) the link waits that long for an admin's unlock, else it raises `VaultLocked`.
 
 A reconnect tries for `reconnect_timeout` seconds (default 30): to connect, and to open the
@@ -25,7 +26,14 @@ from .connection import (
     ConnectionLost,
     unwrap,
 )
-from .errors import DaemonUnavailable, SessionBusy, StorageFailed, VaultError, VaultLocked
+from .errors import (
+    DaemonUnavailable,
+    DisconnectedByAdmin,
+    SessionBusy,
+    StorageFailed,
+    VaultError,
+    VaultLocked,
+)
 
 DEFAULT_RECONNECT_TIMEOUT = 30.0
 # A posted write refused with one of these is sent again at the next flush.
@@ -67,6 +75,7 @@ class SessionLink:
         # writer takes them back (`take_refused`) so that they are not lost.
         self._refused = []
         self.reconnects = 0
+        self._kicked = False  # an admin disconnected this link: final, no reconnect
         self._connect(first=True)
 
     # ---- connecting ----------------------------------------------------------------------
@@ -128,8 +137,15 @@ class SessionLink:
 
     def _reconnect(self):
         if self.conn is not None:
+            self._kicked = self._kicked or self.conn.disconnected_by_admin
             self.conn.close()
         self.conn = None
+        if self._kicked:
+            # Final, as the Rust client's: reconnecting would take the lease back.
+            raise DisconnectedByAdmin(
+                "an admin disconnected this client (vaultctl disconnect); it does not "
+                "reconnect: open the session anew"
+            )
         self._connect(first=False)
         self.reconnects += 1
         pending = sorted(self._unacked.items())
