@@ -6,8 +6,9 @@ opens the session (exclusively by default, like the Rust client: a second holder
 connection is lost (the daemon restarted) connects again, re-opens the session, sends again
 the posted writes that were not answered yet, and tells its owner (`on_reopen`) so that it
 can reload what it caches. An admin's disconnect (`vaultctl disconnect`) is final instead: the
-link raises `DisconnectedByAdmin` and never reconnects. A restarted daemon comes back locked: with `wait_for_unlock`
-(seconds) the link waits that long for an admin's unlock, else it raises `VaultLocked`.
+link raises `DisconnectedByAdmin` and never reconnects. A restarted daemon comes back locked:
+with `wait_for_unlock` (seconds) the link waits that long for an admin's unlock, else it
+raises `VaultLocked`.
 
 A reconnect tries for `reconnect_timeout` seconds (default 30): to connect, and to open the
 session again while its lease is still held (`SessionBusy`: the old connection's lease not
@@ -346,7 +347,7 @@ class SessionLink:
                     raise
                 raise DaemonUnavailable(
                     f"{n} change{'s' if n != 1 else ''} to session {self.name!r} not stored "
-                    f"(the daemon stayed unavailable for {self.reconnect_timeout}s): {e.message}",
+                    f"(reconnect_timeout {self.reconnect_timeout}s): {e.message}",
                     {"not_stored": n},
                 ) from None
         finally:
