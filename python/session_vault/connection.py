@@ -69,6 +69,7 @@ class Connection:
         self.timeout = timeout
         self.lock = threading.RLock()
         self.events = []
+        self.disconnected_by_admin = False  # the daemon said so (event, protocol 1.4)
         self._next_id = 1
         self._answers = {}  # id -> response, read while waiting for another id
         self._posted = {}  # id -> callback(response) for posted requests
@@ -119,6 +120,10 @@ class Connection:
 
     def _fail(self, what, lost=True):
         self.close()
+        if self.disconnected_by_admin:
+            return errors.DisconnectedByAdmin(
+                "an admin disconnected this client (vaultctl disconnect)"
+            )
         cls = ConnectionLost if lost else DaemonUnavailable
         return cls(f"the connection to {self.path} failed: {what}")
 
@@ -133,8 +138,42 @@ class Connection:
         except socket.timeout:
             raise self._fail(f"no progress writing a request for {self.timeout}s", lost=False) from None
         except OSError as e:
+            # The daemon closed the connection: what it sent before may say why.
+            self._last_words()
             raise self._fail(e.strerror or str(e)) from None
         return rid
+
+    def _last_words(self):
+        """After a failed send: reads what the daemon sent before it closed, without waiting,
+        to find its `disconnected_by_admin` event (then `_fail` raises DisconnectedByAdmin).
+        `_buf` starts at a frame here (frames are read whole); other frames are left."""
+        try:
+            while len(self._buf) <= MAX_FRAME:
+                ready, _, _ = select.select([self.sock], [], [], 0)
+                if not ready:
+                    break
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    break
+                self._buf += chunk
+        except OSError:
+            pass
+        at = 0
+        while len(self._buf) - at >= 4:
+            (length,) = struct.unpack(">I", self._buf[at : at + 4])
+            if length == 0 or length > MAX_FRAME or len(self._buf) - at - 4 < length:
+                break
+            try:
+                frame = msgpack.unpackb(bytes(self._buf[at + 4 : at + 4 + length]), strict_map_key=False)
+            except Exception:  # msgpack raises several types for bad data
+                break
+            at += 4 + length
+            if (
+                isinstance(frame, dict)
+                and frame.get("id") == 0
+                and frame.get("response") == {"event": "disconnected_by_admin"}
+            ):
+                self.disconnected_by_admin = True
 
     def _recv_exact(self, n, deadline):
         while len(self._buf) < n:
@@ -183,6 +222,7 @@ class Connection:
             if kind == "event":
                 if content == "disconnected_by_admin":
                     # Final, as the Rust client: the daemon closes next; no reconnect.
+                    self.disconnected_by_admin = True
                     self.close()
                     raise errors.DisconnectedByAdmin(
                         "an admin disconnected this client (vaultctl disconnect)"

@@ -5,8 +5,17 @@ opens the session (exclusively by default, like the Rust client: a second holder
 `SessionBusy` with the first one's pid), sends requests on its handle, and when the
 connection is lost (the daemon restarted) connects again, re-opens the session, sends again
 the posted writes that were not answered yet, and tells its owner (`on_reopen`) so that it
-can reload what it caches. A restarted daemon comes back locked: with `wait_for_unlock`
-(seconds) the link waits that long for an admin's unlock, else it raises `VaultLocked`.
+can reload what it caches. An admin's disconnect (`vaultctl disconnect`) is final instead: the
+link raises `DisconnectedByAdmin` and never reconnects. A restarted daemon comes back locked:
+with `wait_for_unlock` (seconds) the link waits that long for an admin's unlock, else it
+raises `VaultLocked`.
+
+A reconnect tries for `reconnect_timeout` seconds (default 30): to connect, and to open the
+session again while its lease is still held (`SessionBusy`: the old connection's lease not
+freed yet, or on PostgreSQL a restarted daemon's predecessor's until it expires, 15 s by
+default), as the Rust client does; then it raises the last error. The first open raises
+`SessionBusy` at once. `close()` ends the session (`close_session`: its lease is free when
+close() returns) after sending what is not stored yet, and raises if that fails.
 """
 
 import os
@@ -18,7 +27,14 @@ from .connection import (
     ConnectionLost,
     unwrap,
 )
-from .errors import DaemonUnavailable, StorageFailed, VaultLocked
+from .errors import (
+    DaemonUnavailable,
+    DisconnectedByAdmin,
+    SessionBusy,
+    StorageFailed,
+    VaultError,
+    VaultLocked,
+)
 
 DEFAULT_RECONNECT_TIMEOUT = 30.0
 # A posted write refused with one of these is sent again at the next flush.
@@ -60,6 +76,7 @@ class SessionLink:
         # writer takes them back (`take_refused`) so that they are not lost.
         self._refused = []
         self.reconnects = 0
+        self._kicked = False  # an admin disconnected this link: final, no reconnect
         self._connect(first=True)
 
     # ---- connecting ----------------------------------------------------------------------
@@ -102,6 +119,15 @@ class SessionLink:
                     raise
                 time.sleep(POLL)
                 continue
+            except SessionBusy:
+                # A reconnect may find the lease still held a moment: our old connection's,
+                # not freed yet, or (PostgreSQL) the old daemon's until it expires. The first
+                # open raises at once: a second holder is told so.
+                conn.close()
+                if first or time.monotonic() >= deadline_connect:
+                    raise
+                time.sleep(POLL * 4)
+                continue
             except BaseException:
                 conn.close()
                 raise
@@ -112,8 +138,15 @@ class SessionLink:
 
     def _reconnect(self):
         if self.conn is not None:
+            self._kicked = self._kicked or self.conn.disconnected_by_admin
             self.conn.close()
         self.conn = None
+        if self._kicked:
+            # Final, as the Rust client's: reconnecting would take the lease back.
+            raise DisconnectedByAdmin(
+                "an admin disconnected this client (vaultctl disconnect); it does not "
+                "reconnect: open the session anew"
+            )
         self._connect(first=False)
         self.reconnects += 1
         pending = sorted(self._unacked.items())
@@ -272,15 +305,59 @@ class SessionLink:
                 self._reconnect()
         self._raise_deferred()
 
-    def close(self):
-        """Flushes, then closes the connection (which frees the lease)."""
-        if self.conn is None:
-            return
+    def _holds_unsent(self, writer=None):
+        return bool(self._unacked or self._refused or (writer is not None and writer.pending()))
+
+    def not_stored(self, writer=None):
+        """How many changes the daemon has not stored: posted writes not answered, refused
+        writes not taken back, and with `writer` (a `model.Writer`) the changes it holds; one
+        per key (a peer, the update state, a DC option...), counted once."""
+        keys = set()
+        for key, (_, _, ks) in self._unacked.items():
+            keys.update(ks or [("posted", key)])
+        for i, (_, _, ks) in enumerate(self._refused):
+            keys.update(ks or [("refused", i)])
+        if writer is not None:
+            keys.update(writer.keys())
+        return len(keys)
+
+    def close(self, writer=None):
+        """Sends what is not stored yet, then closes the session (`close_session`: the lease
+        is free when this returns) and the connection.
+
+        Not stored yet: the posted writes not answered, and with `writer` (the adapter's
+        `model.Writer`) its changes and the refused writes it takes back. If the connection
+        is gone (a reconnect failed earlier) they are sent after a reconnect, tried for
+        `reconnect_timeout`; if that fails too, `DaemonUnavailable` says how many changes
+        were not stored, and they stay held (a later close() tries again). Otherwise the
+        first error among them is raised, as `flush` does. With nothing to send and no
+        connection, nothing happens.
+        """
         try:
-            if not self.conn.closed:
-                self.conn.drain(0)
-                self._raise_deferred()
+            if self.conn is None and not self._holds_unsent(writer):
+                return
+            try:
+                if writer is not None:
+                    writer.flush()
+                else:
+                    self.flush()
+            except DaemonUnavailable as e:
+                n = self.not_stored(writer)
+                if not n:
+                    raise
+                raise DaemonUnavailable(
+                    f"{n} change{'s' if n != 1 else ''} to session {self.name!r} not stored "
+                    f"(reconnect_timeout {self.reconnect_timeout}s): {e.message}",
+                    {"not_stored": n},
+                ) from None
         finally:
             if self.conn is not None:
+                if not self.conn.closed and self.handle is not None:
+                    # The lease is given back now, not when the daemon sees the socket
+                    # close a moment later (another process opening it next is not busy).
+                    try:
+                        self.conn.call({"close_session": {"handle": self.handle}})
+                    except VaultError:
+                        pass  # the connection ends next anyway, which frees it too
                 self.conn.close()
             self.conn = None

@@ -131,10 +131,18 @@ class Writer:
     def pending(self):
         return bool(self.durable or self.cache or self.peers)
 
+    def keys(self):
+        """The keys of the changes not sent yet (peers as ``("peer", key)``, as posted)."""
+        return [*self.durable, *self.cache, *(("peer", k) for k in self.peers)]
+
+    def due(self):
+        """Whether the timed flush is due (a change waits since FLUSH_AFTER or longer)."""
+        return self.since is not None and time.monotonic() - self.since >= FLUSH_AFTER
+
     def maybe_flush(self):
         """The timed flush: sends what is due without waiting for the answers (the next
         flush reads them first, so no two writes of one key are ever in flight together)."""
-        if self.since is not None and time.monotonic() - self.since >= FLUSH_AFTER:
+        if self.due():
             self.flush(wait=False)
 
     def flush(self, wait=True):

@@ -23,8 +23,21 @@ time; a re-opened session reads 0), `test_mode` set back to `None` (stored as Fa
 Everything is loaded at `open()` and served from memory (the lease makes this process the
 session's only writer); changes are sent at `save()` / `close()` and at the latest 0.1 s
 after they were made; `save()` returns once the daemon has them.
+
+The event loop is never blocked by a wait: what may wait for the daemon (`open`, `save`,
+`close`, `delete`, `import_from`, and the timed flush when it is due) runs in a worker thread
+(the loop's default executor) while the calling coroutine awaits it, so the bot's other tasks
+keep running through a wait for an admin's unlock (`wait_for_unlock`) or a reconnect (up to
+`reconnect_timeout`). Such calls run one at a time (an `asyncio.Lock`), so the connection is
+never used from two threads at once, and any call made meanwhile waits for the one in
+progress (it would otherwise read peers half reloaded by a reconnect). What is served from
+memory runs on the loop itself: no thread, and no lock taken when no call is in progress.
+(Telethon calls its session synchronously, so `VaultSession` waits in the calling thread:
+see its module doc.)
 """
 
+import asyncio
+import functools
 import os
 import time
 
@@ -104,10 +117,59 @@ class VaultStorage(Storage):
             timeout=timeout,
         )
         self._link = None
+        self._lock = None  # one call at a time (created on the loop that uses it)
+        self._lock_loop = None
+        self._running = None  # a worker-thread call whose caller was cancelled, still running
+
+    # ---- one call at a time, waits off the loop ------------------------------------------
+
+    def _turn(self):
+        """`async with self._turn():` this storage's calls run one at a time."""
+        loop = asyncio.get_running_loop()
+        if self._lock is None or self._lock_loop is not loop:
+            self._lock, self._lock_loop, self._running = asyncio.Lock(), loop, None
+        return _Turn(self)
+
+    async def _off_loop(self, fn, *args):
+        """Runs `fn(*args)`, which may wait for the daemon, in a worker thread (the caller
+        holds the turn). Cancelled, the caller returns at once but the call runs to its end,
+        and the next call waits for it."""
+        fut = asyncio.get_running_loop().run_in_executor(None, functools.partial(fn, *args))
+        try:
+            return await asyncio.shield(fut)
+        except asyncio.CancelledError:
+            self._running = fut
+            raise
+
+    async def _run(self, fn, *args):
+        """`fn(*args)` in its turn, in a worker thread."""
+        async with self._turn():
+            return await self._off_loop(fn, *args)
+
+    async def _flush_due(self):
+        """The timed flush, when it is due (in the caller's turn)."""
+        if self._writer.due():
+            await self._off_loop(self._writer.flush, False)
+
+    def _busy(self):
+        """Whether a call of this storage is in progress (then its state may be half
+        reloaded, and its connection in use): the others wait for their turn."""
+        lock = self._lock
+        return lock is not None and (lock.locked() or self._running is not None)
+
+    async def _settle(self):
+        """Waits for the call in progress, then runs the timed flush if due. Returning, no
+        call is in progress and nothing else runs on the loop until the caller awaits: the
+        memory-only accessors need no lock of their own (the fast path takes none)."""
+        async with self._turn():
+            await self._flush_due()
 
     # ---- lifetime ------------------------------------------------------------------------
 
     async def open(self):
+        await self._run(self._open)
+
+    def _open(self):
         self._forget()
         self._link = SessionLink(
             self.name,
@@ -181,18 +243,22 @@ class VaultStorage(Storage):
 
     async def save(self):
         await self.date(int(time.time()))
-        self._writer.flush()
+        await self._run(self._writer.flush)
 
     async def close(self):
-        if self._link is None or self._link.conn is None:
+        """Saves, then closes the connection (which frees the lease). Changes not stored yet
+        are sent even after a failed reconnect (reconnecting again, within
+        `reconnect_timeout`); if the daemon stays away, raises `DaemonUnavailable` saying how
+        many changes were not stored (they are kept: calling close() again tries again)."""
+        if self._link is None:
             return
-        try:
-            self._writer.flush()
-        finally:
-            self._link.close()
+        await self._run(self._link.close, self._writer)
 
     async def delete(self):
         """Deletes the session (an admin request); a non-admin's session is wiped instead."""
+        await self._run(self._delete)
+
+    def _delete(self):
         try:
             self._writer.durable.clear()
             self._writer.cache.clear()
@@ -225,6 +291,13 @@ class VaultStorage(Storage):
     # ---- peers ---------------------------------------------------------------------------
 
     async def update_peers(self, peers):
+        if self._busy():
+            await self._settle()
+        self._update_peers(peers)
+        if self._writer.due():
+            await self._settle()
+
+    def _update_peers(self, peers):
         now = time.time()
         for row in peers:
             marked, access_hash, ptype, username, phone = row
@@ -242,17 +315,18 @@ class VaultStorage(Storage):
                 if p[key] is None and (old is None or old[i] is not None):
                     p[key] = ""
             self._writer.put_peer(marked, p)
-        self._writer.maybe_flush()
 
     async def get_peer_by_id(self, peer_id):
-        self._writer.maybe_flush()
+        if self._busy() or self._writer.due():
+            await self._settle()
         r = self._rows.get(peer_id)
         if r is None:
             raise KeyError(f"ID not found: {peer_id}")
         return _input_peer(peer_id, r[0], r[1])
 
     async def get_peer_by_username(self, username):
-        self._writer.maybe_flush()
+        if self._busy() or self._writer.due():
+            await self._settle()
         ids = self._usernames.get(username)
         if not ids:
             raise KeyError(f"Username not found: {username}")
@@ -264,7 +338,8 @@ class VaultStorage(Storage):
         return _input_peer(m, r[0], r[1])
 
     async def get_peer_by_phone_number(self, phone_number):
-        self._writer.maybe_flush()
+        if self._busy() or self._writer.due():
+            await self._settle()
         ids = self._phones.get(phone_number)
         if not ids:
             raise KeyError(f"Phone number not found: {phone_number}")
@@ -282,32 +357,39 @@ class VaultStorage(Storage):
             self._stored_home = self._dc
             self._writer.put("home", "set_home_dc", {"dc_id": self._dc}, durable=True)
         self._writer.put(("dc", self._dc), "set_dc_option", {"option": opt}, durable=True)
-        self._writer.maybe_flush()
 
     def _put_extras(self):
         self._writer.put("extras", "set_extras", {"extras": self._extras}, durable=True)
-        self._writer.maybe_flush()
 
     def _put_self(self):
         if self._user_id is None:
             return
         bot = None if self._is_bot is None else bool(self._is_bot)
         self._writer.put_peer(("self", self._user_id), peer("user", self._user_id, is_self=True, bot=bot))
-        self._writer.maybe_flush()
 
     async def dc_id(self, value=_UNSET):
+        if self._busy():
+            await self._settle()
         if value is _UNSET:
             return self._dc
         self._dc = value
         self._put_dc()
+        if self._writer.due():
+            await self._settle()
 
     async def api_id(self, value=_UNSET):
+        if self._busy():
+            await self._settle()
         if value is _UNSET:
             return self._extras.get("api_id")
         self._extras = dict(self._extras, api_id=value)
         self._put_extras()
+        if self._writer.due():
+            await self._settle()
 
     async def test_mode(self, value=_UNSET):
+        if self._busy():
+            await self._settle()
         if value is _UNSET:
             if self._test_mode is not _UNSET:
                 return self._test_mode
@@ -315,19 +397,29 @@ class VaultStorage(Storage):
         self._test_mode = value if value is None else _UNSET
         self._extras = dict(self._extras, test_mode=bool(value))
         self._put_extras()
+        if self._writer.due():
+            await self._settle()
 
     async def auth_key(self, value=_UNSET):
+        if self._busy():
+            await self._settle()
         if value is _UNSET:
             return self._key
         self._key = bytes(value) if value is not None else None
         self._put_dc()
+        if self._writer.due():
+            await self._settle()
 
     async def date(self, value=_UNSET):
+        if self._busy():
+            await self._settle()
         if value is _UNSET:
             return self._date
         self._date = value
 
     async def user_id(self, value=_UNSET):
+        if self._busy():
+            await self._settle()
         if value is _UNSET:
             return self._user_id
         old, self._user_id = self._user_id, value
@@ -335,11 +427,44 @@ class VaultStorage(Storage):
             # The daemon takes any peer marked is_self as the self user: unmark the old one.
             self._writer.put_peer(("self", old), peer("user", old, is_self=False))
         self._put_self()
+        if self._writer.due():
+            await self._settle()
 
     async def is_bot(self, value=_UNSET):
+        if self._busy():
+            await self._settle()
         if value is _UNSET:
             return self._is_bot
         self._is_bot = value
         self._put_self()
+        if self._writer.due():
+            await self._settle()
 
     import_from = importer("pyrogram")
+
+
+class _Turn:
+    """The storage's lock, held for one call; first waits for a worker-thread call whose
+    caller was cancelled (it still uses the connection)."""
+
+    __slots__ = ("storage", "lock")
+
+    def __init__(self, storage):
+        self.storage = storage
+        self.lock = storage._lock
+
+    async def __aenter__(self):
+        await self.lock.acquire()
+        try:
+            running = self.storage._running
+            if running is not None:
+                await asyncio.wait([running])
+                self.storage._running = None
+                if not running.cancelled():
+                    running.exception()  # its caller is gone: read, so that it is not logged
+        except BaseException:
+            self.lock.release()
+            raise
+
+    async def __aexit__(self, *exc):
+        self.lock.release()

@@ -24,6 +24,13 @@ every change of DC or key) and `close()`, and at the latest 0.1 s after they wer
 (checked at each call); `save()` returns once the daemon has them, the DC and keys on disk.
 That is `SQLiteSession`'s durability (its changes wait for `save()`'s commit) or better.
 
+Telethon calls its session synchronously (as it does `SQLiteSession`'s file I/O), so the
+waits happen in the calling thread, which is the event loop's: a wait for an admin's unlock
+(`wait_for_unlock`) or a reconnect (up to `reconnect_timeout`, 30 s by default) holds up the
+bot's other tasks meanwhile. Nothing else in the session waits (it is served from memory and
+a local daemon answers in microseconds). Pyrogram's storage is a coroutine API, and
+`VaultStorage` waits in a worker thread instead.
+
 Differences from `SQLiteSession`, all documented in the README: a new session reads DC 0
 with no address until `set_dc` only in the process that created it (a re-opened empty vault
 session reads Telegram's default DC 2 address, which `TelegramClient` would set anyway);
@@ -468,13 +475,11 @@ class VaultSession(MemorySession):
         self._writer.flush()
 
     def close(self):
-        """Saves, then closes the connection, which frees the session's lease."""
-        if self._link.conn is None:
-            return
-        try:
-            self._writer.flush()
-        finally:
-            self._link.close()
+        """Saves, then closes the connection, which frees the session's lease. Changes not
+        stored yet are sent even after a failed reconnect (reconnecting again, within
+        `reconnect_timeout`); if the daemon stays away, raises `DaemonUnavailable` saying how
+        many changes were not stored (they are kept: calling close() again tries again)."""
+        self._link.close(self._writer)
 
     def clone(self, to_instance=None):
         cloned = to_instance or MemorySession()

@@ -198,10 +198,14 @@ async def pyrogram_data(src):
 
 async def _pyrogram_import(vault, src):
     data = await pyrogram_data(src)
-    vault._writer.flush()
-    _replace(vault._link, list(vault._dcs.values()), data)
-    vault._forget()
-    vault._load()
+
+    def replace():
+        vault._writer.flush()
+        _replace(vault._link, list(vault._dcs.values()), data)
+        vault._forget()
+        vault._load()
+
+    await vault._run(replace)  # off the event loop, in the storage's turn
     return vault
 
 
