@@ -282,6 +282,25 @@ impl Linked {
         }
     }
 
+    /// Gives the session back (`close_session`) on the live link, if there is one, so that
+    /// its lease is free once this returns. No reconnect: a link already gone freed the lease
+    /// with its socket, and so does one that fails now.
+    pub(crate) async fn close(&self) -> Result<(), VaultError> {
+        let Some(link) = self.current() else {
+            return Ok(());
+        };
+        self.forget(link.epoch);
+        let handle = link.handle;
+        match link.conn.call(Request::CloseSession { handle }).await {
+            Ok(_) => Ok(()),
+            Err(e) => match Failure::of(e, &self.config.name) {
+                Failure::Transient(_) => Ok(()),
+                Failure::Locked => Err(VaultError::Locked),
+                Failure::Fatal(e) => Err(e),
+            },
+        }
+    }
+
     /// Sends a request built for the current handle, through reconnects and a locked vault
     /// as the policy says. Returns the daemon's answer, errors turned into [`VaultError`].
     pub(crate) async fn call(

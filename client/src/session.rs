@@ -336,6 +336,15 @@ impl VaultSession {
         VaultSession::builder(name).connect().await
     }
 
+    /// Closes the session: gives its lease back (`close_session`) before returning, then
+    /// ends the connection. Dropping a `VaultSession` frees the lease too, but only once the
+    /// daemon notices the socket closed, a moment later: a process that opens the session
+    /// again right away, exclusively, closes it first or may get [`VaultError::SessionBusy`].
+    /// Every write was answered before its call returned, so nothing is left to send.
+    pub async fn close(self) -> Result<(), VaultError> {
+        self.link.close().await
+    }
+
     /// Waits for the warm start ([`VaultSessionBuilder::warm_start`]) to end and says what it
     /// did; at once when none was tried. May be called any number of times.
     pub async fn warm_start(&self) -> WarmStart {

@@ -114,3 +114,30 @@ fn gives_up_after_the_reconnect_timeout() {
         assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
     });
 }
+
+/// `close()` gives the lease back before it returns, so the session opens again at once,
+/// exclusively, from another connection (after a plain drop the daemon frees the lease only
+/// once it notices the socket closed, and an open right after may get `SessionBusy`). What
+/// was written is there.
+#[test]
+fn a_closed_session_opens_again_at_once() {
+    let rt = runtime();
+    let (env, _d) = unlocked();
+    rt.block_on(async {
+        for round in 0..200 {
+            let s = builder(&env.socket(), "bot")
+                .create_if_missing(true)
+                .connect()
+                .await
+                .unwrap_or_else(|e| panic!("open in round {round}: {e}"));
+            s.set_update_state(UpdateState::Channel { id: 5, pts: round })
+                .await
+                .unwrap();
+            s.close().await.unwrap();
+        }
+        let s = open(&env, "bot").await;
+        let state = s.updates_state().await.unwrap();
+        assert_eq!(state.channels.len(), 1);
+        assert_eq!(state.channels[0].pts, 199);
+    });
+}
