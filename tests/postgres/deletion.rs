@@ -1,11 +1,16 @@
-//! A session deleted on one host while another host's client keeps writing it: nothing of
-//! the session may stay in the database (its rows are sealed, but an auth key among them is
-//! still the account's key for whoever later holds the passphrase).
+//! A session deleted or replaced on one host while another host's client keeps writing it:
+//! nothing of the old session may stay in the database (its rows are sealed, but an auth key
+//! among them is still the account's key for whoever later holds the passphrase), and no
+//! stale write may land in the replacement.
 
 use std::time::Duration;
 
 use session_vault_proto::message::Request;
 use session_vault_proto::model::{Peer, PeerKind};
+
+use session_vault_client::Connection;
+use session_vault_proto::message::Response;
+use session_vault_proto::model::SessionData;
 
 use super::TwoHosts;
 use crate::util::pg::Cluster;
@@ -28,31 +33,7 @@ async fn a_session_deleted_elsewhere_leaves_no_row_behind_its_writers() {
     let sid = cluster.psql(&db, "SELECT id FROM sessions WHERE name = 'doomed'");
     assert!(!sid.is_empty(), "the session has a row");
 
-    let cb = hosts.cb.clone();
-    let writer = tokio::spawn(async move {
-        for i in 0i64.. {
-            let mut p = Peer::new(PeerKind::User, 5_000_000 + i);
-            p.access_hash = Some(i + 1);
-            let r = if i % 10 == 0 {
-                cb.call(Request::SetHomeDc {
-                    handle: hb,
-                    dc_id: 1 + (i / 10 % 5) as i32,
-                })
-                .await
-            } else {
-                cb.call(Request::CachePeers {
-                    handle: hb,
-                    peers: vec![p],
-                })
-                .await
-            };
-            if r.is_err() {
-                // Every write before this one was acknowledged.
-                return (i, format!("{r:?}"));
-            }
-        }
-        unreachable!()
-    });
+    let writer = tokio::spawn(write_flat_out(hosts.cb.clone(), hb));
     tokio::time::sleep(Duration::from_millis(700)).await;
     let r = hosts
         .ca
@@ -68,16 +49,7 @@ async fn a_session_deleted_elsewhere_leaves_no_row_behind_its_writers() {
         .expect("writer task");
     // Whatever B had acknowledged is committed within its flush interval.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let left: Vec<String> = ["peers", "dc_options", "state", "channels", "sent_files"]
-        .iter()
-        .map(|t| {
-            let n = cluster.psql(
-                &db,
-                &format!("SELECT count(*) FROM {t} WHERE session = {sid}"),
-            );
-            format!("{t} {n}")
-        })
-        .collect();
+    let left = rows_left(&cluster, &db, &sid);
     eprintln!(
         "B's writes acknowledged before the first refusal: {acknowledged} (then {ended}); \
          rows left of the deleted session: {left:?}"
@@ -92,5 +64,100 @@ async fn a_session_deleted_elsewhere_leaves_no_row_behind_its_writers() {
             &format!("SELECT count(*) FROM sessions WHERE id = {sid}")
         ),
         "0"
+    );
+}
+
+/// Writes session handle `hb` on `c` until a write is refused: new peers (cache class), and
+/// every tenth write its home DC (1–5, durable). Returns how many were acknowledged and the
+/// refusal.
+async fn write_flat_out(c: Connection, hb: u32) -> (i64, String) {
+    for i in 0i64.. {
+        let mut p = Peer::new(PeerKind::User, 5_000_000 + i);
+        p.access_hash = Some(i + 1);
+        let r = if i % 10 == 0 {
+            c.call(Request::SetHomeDc {
+                handle: hb,
+                dc_id: 1 + (i / 10 % 5) as i32,
+            })
+            .await
+        } else {
+            c.call(Request::CachePeers {
+                handle: hb,
+                peers: vec![p],
+            })
+            .await
+        };
+        if r.is_err() {
+            // Every write before this one was acknowledged.
+            return (i, format!("{r:?}"));
+        }
+    }
+    unreachable!()
+}
+
+/// Rows of session `sid` in each per-session table, as `"table count"`.
+fn rows_left(cluster: &Cluster, db: &str, sid: &str) -> Vec<String> {
+    ["peers", "dc_options", "state", "channels", "sent_files"]
+        .iter()
+        .map(|t| {
+            let n = cluster.psql(
+                db,
+                &format!("SELECT count(*) FROM {t} WHERE session = {sid}"),
+            );
+            format!("{t} {n}")
+        })
+        .collect()
+}
+
+/// As above, but host A's admin replaces the session (`import_session` with `replace` and
+/// `force`: home DC 1, no peer), which deletes it and creates the replacement under a new id.
+/// B's writes must neither stay as rows of the old id (9 peers once did) nor reach the
+/// replacement (a bot still running on the old auth key would write it back over the new
+/// one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_replaced_elsewhere_takes_no_write_from_its_old_writers() {
+    let Some(cluster) = Cluster::start_or_skip("a replace racing another host's writes") else {
+        return;
+    };
+    let db = cluster.create_database();
+    let hosts = TwoHosts::start(&cluster, &db).await;
+    let hb = open_session(&hosts.cb, "replaced", false).await;
+    set_home_dc(&hosts.cb, hb, 4).await;
+    let sid = cluster.psql(&db, "SELECT id FROM sessions WHERE name = 'replaced'");
+    let writer = tokio::spawn(write_flat_out(hosts.cb.clone(), hb));
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let r = hosts
+        .ca
+        .call(Request::ImportSession {
+            name: "replaced".into(),
+            data: SessionData {
+                home_dc: 1,
+                ..Default::default()
+            },
+            replace: true,
+            owner_uid: None,
+            force: true,
+        })
+        .await;
+    assert!(r.is_ok(), "replace on A: {r:?}");
+    let (acknowledged, ended) = tokio::time::timeout(Duration::from_secs(10), writer)
+        .await
+        .expect("B's writes end once B sees the replace")
+        .expect("writer task");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let left = rows_left(&cluster, &db, &sid);
+    let ha = open_session(&hosts.ca, "replaced", false).await;
+    let home = hosts.ca.call(Request::GetHomeDc { handle: ha }).await;
+    eprintln!(
+        "B's writes acknowledged before the first refusal: {acknowledged} (then {ended}); \
+         rows left of its old id: {left:?}; the replacement's home DC: {home:?}"
+    );
+    assert!(
+        left.iter().all(|l| l.ends_with(" 0")),
+        "B's writes stayed as rows of the replaced session's old id: {left:?}"
+    );
+    assert!(
+        matches!(home, Ok(Response::HomeDc(1))),
+        "the replacement's home DC was overwritten by B: {home:?}"
     );
 }
