@@ -416,3 +416,112 @@ async fn stalled_frames_of_four_uids_do_not_hold_up_an_admin() {
         "an admin's status waited {took:?} behind four stalled frames"
     );
 }
+
+/// Any uid may fill sessions of its own with peers, without bound: one bot could fill the
+/// disk under every other's auth keys. Under the free-space reserve (here set larger than
+/// any disk), a non-admin's cache writes that grow a session are refused with `storage`;
+/// its durable writes still go through, and so do an admin's cache writes.
+#[tokio::test]
+async fn under_the_disk_reserve_a_uids_cache_writes_are_refused_and_auth_keys_still_written() {
+    use crate::util::child::{As, ChildClient};
+    use session_vault_proto::message::ErrorCode;
+    use session_vault_proto::model::{
+        AuthKey, DcOption, Peer, PeerKind, SentFile, UpdateStateChange,
+    };
+    if !can_switch_uid() {
+        eprintln!("skipped: needs root and setpriv");
+        return;
+    }
+    let env = Env::new();
+    // 1 PiB: more than any disk has free.
+    let (_d, c) = env
+        .start_initialized(&["--min-free-disk-mib", "1073741824"])
+        .await;
+    env.open_socket_to_everyone();
+    let peers = || vec![Peer::new(PeerKind::User, 42)];
+    let requests = [
+        Request::OpenSession {
+            name: "~/mine".into(),
+            exclusive: true,
+            create_if_missing: true,
+        },
+        Request::CachePeers {
+            handle: 1,
+            peers: peers(),
+        },
+        Request::SetUpdateState {
+            handle: 1,
+            change: UpdateStateChange::Channel { id: 7, pts: 1 },
+        },
+        Request::PutSentFile {
+            handle: 1,
+            file: SentFile {
+                md5_digest: vec![1; 16],
+                file_size: 10,
+                file_type: 0,
+                id: 1,
+                hash: 2,
+            },
+        },
+        Request::SetDcOption {
+            handle: 1,
+            option: DcOption {
+                id: 2,
+                ipv4: None,
+                ipv6: None,
+                auth_key: Some(AuthKey::new([9; 256])),
+            },
+        },
+        Request::SetHomeDc {
+            handle: 1,
+            dc_id: 2,
+        },
+    ];
+    let child = ChildClient::spawn(&env, As::Other, &requests, false);
+    let answers: Vec<Response> = requests.iter().map(|_| child.response()).collect();
+    child.finish();
+    assert!(
+        matches!(answers[0], Response::Opened { .. }),
+        "{:?}",
+        answers[0]
+    );
+    for (what, a) in [
+        ("cache_peers", &answers[1]),
+        ("set_update_state", &answers[2]),
+        ("put_sent_file", &answers[3]),
+    ] {
+        match a {
+            Response::Error(e) => {
+                assert_eq!(e.code, ErrorCode::Storage, "{what}: {e:?}");
+                assert!(
+                    e.message.contains("min_free_disk_mib"),
+                    "{what}: {}",
+                    e.message
+                );
+            }
+            other => panic!("{what} under the reserve: {other:?}"),
+        }
+    }
+    assert!(
+        matches!(answers[4], Response::Ok),
+        "set_dc_option: {:?}",
+        answers[4]
+    );
+    assert!(
+        matches!(answers[5], Response::Ok),
+        "set_home_dc: {:?}",
+        answers[5]
+    );
+    // An admin's cache writes go through.
+    let h = open_session(&c, "admin-bot", true).await;
+    let r = c
+        .call(Request::CachePeers {
+            handle: h,
+            peers: peers(),
+        })
+        .await;
+    assert!(
+        matches!(r, Ok(Response::Ok)),
+        "an admin's cache_peers: {r:?}"
+    );
+}

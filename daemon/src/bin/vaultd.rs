@@ -80,6 +80,11 @@ struct Args {
     /// Requests of one uid running at once [default: 64].
     #[arg(long, value_name = "N")]
     requests_running_per_uid: Option<u32>,
+    /// MiB kept free on the vault's disk (SQLite store): under it, cache writes of non-admin
+    /// clients that grow a session are refused, so that one bot cannot fill the disk under
+    /// the others' auth keys [default: 256; 0: no reserve].
+    #[arg(long, value_name = "MIB")]
+    min_free_disk_mib: Option<u64>,
     /// Lock the vault after this long without a request (status aside), e.g. `30m`, `2h`,
     /// `90s`; 0 or unset: never. Bots with sessions open then get `locked` until an unlock.
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
@@ -126,6 +131,7 @@ fn main() -> ExitCode {
         request_memory_mib: args.request_memory_mib,
         request_memory_per_uid_mib: args.request_memory_per_uid_mib,
         requests_running_per_uid: args.requests_running_per_uid,
+        min_free_disk_mib: args.min_free_disk_mib,
         auto_lock_after: args.auto_lock_after,
         insecure_allow_weak_kdf: args.insecure_allow_weak_kdf,
     };

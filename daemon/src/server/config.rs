@@ -62,6 +62,9 @@ pub struct FileConfig {
     pub request_memory_per_uid_mib: Option<u32>,
     /// Requests of one uid running at once (default 64).
     pub requests_running_per_uid: Option<u32>,
+    /// MiB kept free on the vault's disk: under it, cache writes of non-admin clients that
+    /// grow a session are refused (default 256; 0: no reserve).
+    pub min_free_disk_mib: Option<u64>,
     /// Lock the vault after this long without a request, as `"30m"`, `"2h"` (default: never;
     /// `"0s"`: never).
     #[serde(default, with = "humantime_serde_opt")]
@@ -125,6 +128,8 @@ pub struct Overrides {
     pub request_memory_per_uid_mib: Option<u32>,
     /// `--requests-running-per-uid`.
     pub requests_running_per_uid: Option<u32>,
+    /// `--min-free-disk-mib`.
+    pub min_free_disk_mib: Option<u64>,
     /// `--auto-lock-after`.
     pub auto_lock_after: Option<Duration>,
     /// `--insecure-allow-weak-kdf` (flag only, never from the file: tests and benchmarks).
@@ -337,6 +342,11 @@ fn limit_settings(o: &Overrides, file: &FileConfig) -> Settings {
             .requests_running_per_uid
             .or(file.requests_running_per_uid)
             .unwrap_or(DEFAULT_REQUESTS_RUNNING_PER_UID),
+        min_free_disk: o
+            .min_free_disk_mib
+            .or(file.min_free_disk_mib)
+            .unwrap_or(super::disk::DEFAULT_MIN_FREE_DISK_MIB)
+            .saturating_mul(1 << 20),
     }
 }
 

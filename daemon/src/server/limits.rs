@@ -91,6 +91,9 @@ pub struct Settings {
     pub request_memory_per_uid: u32,
     /// Requests of one uid running at once.
     pub requests_running_per_uid: u32,
+    /// Bytes kept free on the vault's disk: under it, non-admin cache writes that grow a
+    /// session are refused (see [`super::disk`]); 0: no reserve.
+    pub min_free_disk: u64,
 }
 
 impl Default for Settings {
@@ -103,6 +106,7 @@ impl Default for Settings {
             request_memory: DEFAULT_REQUEST_MEMORY_MIB << 20,
             request_memory_per_uid: DEFAULT_REQUEST_MEMORY_PER_UID_MIB << 20,
             requests_running_per_uid: DEFAULT_REQUESTS_RUNNING_PER_UID,
+            min_free_disk: super::disk::DEFAULT_MIN_FREE_DISK_MIB << 20,
         }
     }
 }

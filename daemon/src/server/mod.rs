@@ -36,6 +36,7 @@ pub mod context;
 pub mod datadir;
 #[cfg(unix)]
 pub mod dirs;
+pub mod disk;
 pub mod errors;
 pub mod handles;
 pub mod host_leases;
@@ -111,6 +112,8 @@ pub struct Daemon {
     /// A non-admin uid's session opens recorded in the audit log: a burst, then one per
     /// period.
     pub opens: cmd::audit::Sampler,
+    /// The vault disk's free-space reserve (see [`disk`]).
+    pub disk: disk::DiskReserve,
     next_conn_id: AtomicU64,
     _datadir_lock: datadir::DataDirLock,
 }
@@ -172,7 +175,12 @@ impl Daemon {
             idle_timeout = ?limits.idle_timeout(),
             "connection limits"
         );
+        let disk = disk::DiskReserve::new(
+            config.store.is_none().then(|| data_dir.clone()),
+            l.min_free_disk,
+        );
         Ok(Arc::new(Daemon {
+            disk,
             config,
             vault,
             leases: leases::Leases::default(),

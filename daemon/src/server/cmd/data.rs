@@ -58,6 +58,29 @@ fn writable(conn: &Conn, handle: HandleId) -> Result<SessionId, WireError> {
     Ok(h.sid)
 }
 
+/// [`writable`] for a cache-class write that may grow the session (a new peer, channel or
+/// sent file): refused with `storage` for a non-admin client while the vault's disk is under
+/// its free-space reserve (see [`crate::server::disk`]).
+fn growable(conn: &Conn, handle: HandleId) -> Result<SessionId, WireError> {
+    let sid = writable(conn, handle)?;
+    if conn.is_admin() {
+        return Ok(sid);
+    }
+    match conn.daemon.disk.short() {
+        None => Ok(sid),
+        Some(available) => Err(wire_error(
+            ErrorCode::Storage,
+            format!(
+                "the vault's disk has {} MiB free, under its reserve of {} MiB \
+                 (min_free_disk_mib): cache writes of non-admin clients are refused until an \
+                 admin frees space; durable writes (auth keys, home DC) still go through",
+                available >> 20,
+                conn.daemon.disk.min_free() >> 20
+            ),
+        )),
+    }
+}
+
 /// `get_home_dc`.
 pub async fn get_home_dc(conn: &Conn, handle: HandleId) -> Result<Response, WireError> {
     let s = sid(conn, handle)?;
@@ -145,6 +168,7 @@ pub async fn cache_peers(
     handle: HandleId,
     peers: Vec<Peer>,
 ) -> Result<Response, WireError> {
+    growable(conn, handle)?;
     let mut rest = peers;
     // At least one job, even for no peers: it checks the session as before. Each slice is
     // applied only if the handle is still open when the storage thread comes to it, so that
@@ -187,7 +211,7 @@ pub async fn set_update_state(
 ) -> Result<Response, WireError> {
     conn.daemon
         .vault
-        .set_update_state(writable(conn, handle)?, change)
+        .set_update_state(growable(conn, handle)?, change)
         .await?;
     Ok(Response::Ok)
 }
@@ -235,7 +259,7 @@ pub async fn put_sent_file(
 ) -> Result<Response, WireError> {
     conn.daemon
         .vault
-        .put_sent_file(writable(conn, handle)?, file)
+        .put_sent_file(growable(conn, handle)?, file)
         .await?;
     Ok(Response::Ok)
 }
