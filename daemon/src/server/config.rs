@@ -557,7 +557,7 @@ mod tests {
         std::fs::write(
             &cfg,
             "max_connections_per_uid = 10\nidle_timeout_secs = 0\nrequest_memory_mib = 8\n\
-             max_connections = 100\n",
+             max_connections = 100\nmin_free_disk_mib = 1024\n",
         )
         .unwrap();
         let c = Config::resolve(Overrides {
@@ -575,6 +575,14 @@ mod tests {
         assert_eq!(c.limits.request_memory, 8 << 20);
         assert_eq!(c.limits.request_memory_per_uid, 2 << 20);
         assert_eq!(c.limits.requests_running_per_uid, 64);
+        assert_eq!(c.limits.min_free_disk, 1 << 30);
+        let default = Config::resolve(Overrides {
+            socket: Some("/tmp/x.sock".into()),
+            data_dir: Some("/tmp/x".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(default.limits.min_free_disk, 256 << 20);
     }
 
     #[test]
