@@ -200,7 +200,8 @@ pub struct PostgresStore {
 impl Store for PostgresStore {
     // Each method forwards to the inherent `do_` method of its concern's file.
 
-    // The vault's own rows (header, keyslots, manifest, data key, audit log): `vault_rows.rs`.
+    // The vault's own rows (header, keyslots, manifest, data key, audit log) and the locks
+    // between daemons: `vault_rows.rs`.
     fn header(&mut self) -> Result<Option<Header>> {
         self.do_header()
     }

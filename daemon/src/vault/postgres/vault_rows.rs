@@ -1,6 +1,7 @@
 //! The vault's own rows in PostgreSQL: header, keyslots, the sealed manifest (written
-//! compare-and-set), the data key's id, the audit log and its advisory lock. The bodies of
-//! those `Store` methods; the trait impl in `mod.rs` forwards `x` to `do_x`.
+//! compare-and-set), the data key's id and the audit log; and the locks between daemons (a
+//! session's row, the audit appends' advisory lock). The bodies of those `Store` methods;
+//! the trait impl in `mod.rs` forwards `x` to `do_x`.
 
 use super::errors::CONFLICT_MESSAGE;
 use super::rows::{audit_row, u32_col};
