@@ -436,11 +436,12 @@ impl Vault {
     /// the writes around it (session opens). While locked the entry waits in memory for the
     /// next unlock.
     pub async fn audit(&self, entry: AuditEntry, durable: bool) -> Result<()> {
+        let id = engine::audit::entry_id();
         if durable {
-            self.call(Class::Durable, move |e| e.audit(entry, true))
+            self.call(Class::Durable, move |e| e.audit(entry, true, id))
                 .await
         } else {
-            self.call_cache(true, move |e| e.audit(entry.clone(), false))
+            self.call_cache(true, move |e| e.audit(entry.clone(), false, id))
                 .await
         }
     }

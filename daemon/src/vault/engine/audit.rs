@@ -83,11 +83,20 @@ pub struct Chain {
     pub head_problem: Option<AuditProblem>,
 }
 
-/// Events waiting for the keys (see the module docs).
+/// Events waiting for the keys (see the module docs), each with the id its
+/// [`Engine::audit`] call was given.
 #[derive(Default)]
 pub struct Pending {
-    entries: VecDeque<AuditEntry>,
+    entries: VecDeque<(u64, AuditEntry)>,
     dropped: u64,
+}
+
+/// A fresh id for an entry's [`Engine::audit`] calls: a write applied again after a failed
+/// commit passes the same id, and is kept once; two events alike (one client opening a
+/// session twice in a second) have two ids, and are kept both.
+pub fn entry_id() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 fn place(seq: &[u8; 8]) -> RecordPlace<'_> {
@@ -186,7 +195,9 @@ impl<S: Store> Engine<S> {
     /// `Engine::flush_kept_audit` (every coherence check), so that a paused host's open
     /// transaction cannot hold this daemon's storage thread, and every request behind it, for
     /// its idle timeout.
-    pub fn audit(&mut self, entry: AuditEntry, wait: bool) -> Result<()> {
+    ///
+    /// `id` ([`entry_id`]) names the event: a write applied again passes the same one.
+    pub fn audit(&mut self, entry: AuditEntry, wait: bool, id: u64) -> Result<()> {
         match &self.state {
             KeyState::Unlocked(_) if wait => {
                 self.append_audit(entry, true)?;
@@ -197,32 +208,33 @@ impl<S: Store> Engine<S> {
                     if self.append_audit(entry.clone(), false)? {
                         return Ok(());
                     }
-                    self.keep_audit(entry);
+                    self.keep_audit(id, entry);
                     return Ok(());
                 }
                 // Behind the entries already waiting, in order (they are appended in a
                 // transaction of their own, which a failed commit of this one cannot undo).
-                self.keep_audit(entry);
+                self.keep_audit(id, entry);
                 Ok(())
             }
             _ => {
-                self.keep_audit(entry);
+                self.keep_audit(id, entry);
                 Ok(())
             }
         }
     }
 
-    /// Keeps `entry` for a later append (once: a re-applied write does not keep it twice).
-    fn keep_audit(&mut self, entry: AuditEntry) {
+    /// Keeps `entry` for a later append (once per `id`: a re-applied write does not keep it
+    /// twice, while another event with the same fields is kept too).
+    fn keep_audit(&mut self, id: u64, entry: AuditEntry) {
         let p = &mut self.pending_audit;
-        if p.entries.contains(&entry) {
+        if p.entries.iter().any(|(kept, _)| *kept == id) {
             return;
         }
         if p.entries.len() >= PENDING_MAX {
             p.entries.pop_front();
             p.dropped += 1;
         }
-        p.entries.push_back(entry);
+        p.entries.push_back((id, entry));
     }
 
     /// Whether entries are kept in memory while the vault is unlocked (the log's lock was
@@ -299,7 +311,7 @@ impl<S: Store> Engine<S> {
                 true,
             )?;
         }
-        for entry in pending.entries.iter().cloned() {
+        for (_, entry) in pending.entries.iter().cloned() {
             self.append_audit(entry, true)?;
         }
         Ok(())

@@ -461,3 +461,38 @@ pub(super) async fn lookups_with_empty_keys_are_refused_while_locked() {
     }
     close(vault).await;
 }
+
+/// Events while locked wait in memory for the next unlock, once each: two alike (one client
+/// opening a session twice in a second: same uid, pid, session, second) are two entries.
+/// They were once merged into one, the check meant for a write applied again after a failed
+/// commit comparing the entries' fields instead of naming the event.
+#[tokio::test]
+pub(super) async fn two_events_alike_while_locked_are_two_entries_after_unlock() {
+    use session_vault_proto::audit::AuditEntry;
+    let t = TestDir::new();
+    let vault = create(&t).await;
+    vault.lock().await.unwrap();
+    let entry = AuditEntry {
+        seq: 0,
+        time: 1_700_000_000,
+        uid: 1000,
+        gid: 1000,
+        pid: Some(4242),
+        exe: "/usr/bin/bot".into(),
+        unit: None,
+        action: "open_session".into(),
+        session: Some("twice".into()),
+        detail: Some("exclusive".into()),
+        result: "ok".into(),
+    };
+    vault.audit(entry.clone(), false).await.unwrap();
+    vault.audit(entry, false).await.unwrap();
+    vault.unlock(PASS).await.unwrap();
+    let page = vault.audit_page(0, 100, None, None).await.unwrap();
+    let kept = page
+        .entries
+        .iter()
+        .filter(|e| e.session.as_deref() == Some("twice"))
+        .count();
+    assert_eq!(kept, 2, "{:?}", page.entries);
+}

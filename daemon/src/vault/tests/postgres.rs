@@ -97,6 +97,10 @@ const CASES: &[(&str, fn())] = &[
         super::passphrase::every_operation_is_refused_while_locked,
     ),
     (
+        "passphrase::two_events_alike_while_locked_are_two_entries_after_unlock",
+        super::passphrase::two_events_alike_while_locked_are_two_entries_after_unlock,
+    ),
+    (
         "passphrase::every_operation_is_refused_while_uninitialized",
         super::passphrase::every_operation_is_refused_while_uninitialized,
     ),
