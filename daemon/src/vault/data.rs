@@ -12,6 +12,13 @@ use super::error::Result;
 use super::worker::Class;
 use super::{INLINE_PEERS, INLINE_STATE_ROWS, Vault};
 
+/// The most peers one `export` answer carries: the whole session is decrypted into one
+/// frame, held until the client reads it. A million peers is at most ~200 MB on the wire,
+/// under the Rust client's 256 MiB response limit; a larger session (any uid can fill one of
+/// its own) would only make the daemon hold gigabytes for an answer no client takes. Its
+/// peers are read in pages instead (`export` with `without_peers`, then `list_peers`).
+pub const EXPORT_PEERS_MAX: u64 = 1_000_000;
+
 /// Channel states per storage job of [`Vault::updates_state`].
 pub const STATE_PAGE: u32 = 512;
 
@@ -42,9 +49,17 @@ impl Vault {
             .await
     }
 
-    /// Everything a session holds.
+    /// Everything a session holds (for admins: any size).
     pub async fn export(&self, sid: SessionId) -> Result<SessionData> {
-        self.fresh(Class::Read, move |e| e.export(sid)).await
+        self.export_at_most(sid, u64::MAX).await
+    }
+
+    /// Everything a session holds, if it has at most `max_peers` peers (else `Invalid`, before
+    /// anything is read: they are read in pages, [`Self::peers_page`]). A non-admin's is
+    /// bounded by [`EXPORT_PEERS_MAX`].
+    pub async fn export_at_most(&self, sid: SessionId, max_peers: u64) -> Result<SessionData> {
+        self.fresh(Class::Read, move |e| e.export(sid, max_peers))
+            .await
     }
 
     /// Everything a session holds but its peers (read with [`Self::peers_page`]).

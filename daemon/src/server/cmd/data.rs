@@ -264,10 +264,24 @@ pub async fn put_sent_file(
     Ok(Response::Ok)
 }
 
+/// The most peers a whole-session `export` of this client may carry: an admin's any, any
+/// other's [`crate::vault::EXPORT_PEERS_MAX`] (any uid may fill a session of its own, and an
+/// export is decrypted whole into one answer).
+fn export_bound(conn: &Conn) -> u64 {
+    if conn.is_admin() {
+        u64::MAX
+    } else {
+        crate::vault::EXPORT_PEERS_MAX
+    }
+}
+
 /// `export` of the open session.
 pub async fn export(conn: &Conn, handle: HandleId) -> Result<Response, WireError> {
     Ok(Response::SessionData(
-        conn.daemon.vault.export(sid(conn, handle)?).await?,
+        conn.daemon
+            .vault
+            .export_at_most(sid(conn, handle)?, export_bound(conn))
+            .await?,
     ))
 }
 

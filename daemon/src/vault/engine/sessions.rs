@@ -102,8 +102,18 @@ impl<S: Store> Engine<S> {
         Ok(())
     }
 
-    /// Everything a session holds.
-    pub fn export(&mut self, sid: SessionId) -> Result<SessionData> {
+    /// Everything a session holds; refused (`Invalid`), before anything is read, for a
+    /// session of more than `max_peers` peers, which a client reads in pages instead.
+    pub fn export(&mut self, sid: SessionId, max_peers: u64) -> Result<SessionData> {
+        self.live(sid)?;
+        let peers = self.store.count(Table::Peers, sid.0)?;
+        if peers > max_peers {
+            return Err(EngineError::Invalid(format!(
+                "the session holds {peers} peers, more than one export answer carries \
+                 ({max_peers}); read them in pages: export without_peers, then list_peers \
+                 (protocol 1.5 and later)"
+            )));
+        }
         let mut data = self.export_without_peers(sid)?;
         data.peers = self.peers(sid)?;
         Ok(data)

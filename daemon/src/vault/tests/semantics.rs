@@ -400,3 +400,32 @@ async fn a_deleted_name_can_be_reused_and_nothing_old_leaks_into_it() {
         rows_of(&t, new_sid)
     );
 }
+
+/// A whole-session export past its bound is refused before anything is read (`Invalid`,
+/// saying how to read the peers in pages); at the bound it carries every peer. (Any uid may
+/// fill a session of its own; an export is decrypted whole into one answer.)
+#[tokio::test]
+async fn an_export_past_its_peer_bound_is_refused_and_pages_still_read_every_peer() {
+    let (_t, vault, sid) = vault_with_session(VaultConfig::default()).await;
+    let peers: Vec<Peer> = (1..=10).map(|i| Peer::new(PeerKind::User, i)).collect();
+    vault.cache_peers(sid, peers).await.unwrap();
+    let whole = vault.export_at_most(sid, 10).await.unwrap();
+    assert_eq!(whole.peers.len(), 10);
+    vault
+        .cache_peers(sid, vec![Peer::new(PeerKind::User, 11)])
+        .await
+        .unwrap();
+    match vault.export_at_most(sid, 10).await {
+        Err(EngineError::Invalid(m)) => {
+            assert!(m.contains("11 peers") && m.contains("list_peers"), "{m}")
+        }
+        other => panic!("an export past its bound: {other:?}"),
+    }
+    assert_eq!(
+        vault.export(sid).await.unwrap().peers.len(),
+        11,
+        "unbounded"
+    );
+    let (page, next) = vault.peers_page(sid, None, 100).await.unwrap();
+    assert_eq!((page.len(), next), (11, None), "the pages read every peer");
+}
