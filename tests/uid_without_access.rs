@@ -20,6 +20,7 @@ use crate::reliability::rss_kib;
 use crate::util::*;
 
 mod hostile;
+mod review;
 
 const SOCKET_VAR: &str = "SV_HOSTILE_SOCKET";
 const MODE_VAR: &str = "SV_HOSTILE_MODE";
