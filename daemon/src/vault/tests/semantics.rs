@@ -429,3 +429,51 @@ async fn an_export_past_its_peer_bound_is_refused_and_pages_still_read_every_pee
     let (page, next) = vault.peers_page(sid, None, 100).await.unwrap();
     assert_eq!((page.len(), next), (11, None), "the pages read every peer");
 }
+
+/// The export bound counts peers only, while a session's sent files and channel states are
+/// as unbounded (any uid may `put_sent_file` and `set_update_state` a channel without end in
+/// a session of its own) and are decrypted whole into the same answer, in `export` and in
+/// the paged fallback's `export` with `without_peers` alike. A session of no peer and any
+/// number of sent files passes the bound: here 11 sent files past a bound of 10 (a non-admin's
+/// bound is 1,000,000; ~40 bytes a sent file on the wire, 8 million of them pass the Rust
+/// client's 256 MiB response limit, and the daemon holds the whole answer first).
+#[tokio::test]
+#[ignore = "defect: the non-admin export bound counts peers only; sent files and channels are unbounded in the same answer"]
+async fn an_export_past_its_bound_in_sent_files_or_channels_is_refused_too() {
+    use session_vault_proto::model::SentFile;
+    let (_t, vault, sid) = vault_with_session(VaultConfig::default()).await;
+    for i in 0..11u8 {
+        vault
+            .put_sent_file(
+                sid,
+                SentFile {
+                    md5_digest: vec![i; 16],
+                    file_size: 10,
+                    file_type: 0,
+                    id: i64::from(i),
+                    hash: 1,
+                },
+            )
+            .await
+            .unwrap();
+        vault
+            .set_update_state(
+                sid,
+                UpdateStateChange::Channel {
+                    id: 1000 + i64::from(i),
+                    pts: 1,
+                },
+            )
+            .await
+            .unwrap();
+    }
+    match vault.export_at_most(sid, 10).await {
+        Err(EngineError::Invalid(_)) => {}
+        Ok(d) => panic!(
+            "an export of {} sent files and {} channel states passed a bound of 10",
+            d.sent_files.len(),
+            d.updates_state.channels.len()
+        ),
+        Err(e) => panic!("{e:?}"),
+    }
+}
