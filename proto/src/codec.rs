@@ -80,25 +80,21 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
     let size = usize::try_from(len).map_err(|_| FrameError::TooLarge { len, limit })?;
     // The buffer grows with the bytes that arrive, not with the length announced: a peer
     // that announces a large frame and sends nothing more holds [`FIRST_READ`] bytes, not
-    // the limit (a client's limit is hundreds of MiB).
-    let mut payload = Zeroizing::new(Vec::with_capacity(size.min(FIRST_READ)));
-    while payload.len() < size {
-        if payload.len() == payload.capacity() {
-            let mut bigger = Zeroizing::new(Vec::with_capacity(size.min(payload.len() * 2)));
-            bigger.extend_from_slice(&payload);
-            // The old buffer is zeroized (whole capacity) as it is dropped here.
+    // the limit (a client's limit is hundreds of MiB). Each buffer is zero-filled once, when
+    // made (not before every read: a frame trickled in small reads would cost quadratic
+    // work); reads fill it from `filled` on.
+    let mut payload = Zeroizing::new(vec![0u8; size.min(FIRST_READ)]);
+    let mut filled = 0;
+    while filled < size {
+        if filled == payload.len() {
+            let mut bigger = Zeroizing::new(vec![0u8; size.min(filled * 2)]);
+            bigger[..filled].copy_from_slice(&payload[..filled]);
+            // The old buffer is zeroized as it is dropped here.
             payload = bigger;
         }
-        let filled = payload.len();
-        // Never past the frame: the next frame's bytes are not this one's.
-        let end = size.min(payload.capacity());
-        payload.resize(end, 0);
-        let read = reader.read(&mut payload[filled..]).await;
-        let n = *read.as_ref().unwrap_or(&0);
-        payload.truncate(filled + n);
-        match read {
+        match reader.read(&mut payload[filled..]).await {
             Ok(0) => return Err(FrameError::Truncated),
-            Ok(_) => {}
+            Ok(n) => filled += n,
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
                 return Err(FrameError::Truncated);
             }
