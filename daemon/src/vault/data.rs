@@ -12,12 +12,13 @@ use super::error::Result;
 use super::worker::Class;
 use super::{INLINE_PEERS, INLINE_STATE_ROWS, Vault};
 
-/// The most peers one `export` answer carries: the whole session is decrypted into one
-/// frame, held until the client reads it. A million peers is at most ~200 MB on the wire,
-/// under the Rust client's 256 MiB response limit; a larger session (any uid can fill one of
-/// its own) would only make the daemon hold gigabytes for an answer no client takes. Its
-/// peers are read in pages instead (`export` with `without_peers`, then `list_peers`).
-pub const EXPORT_PEERS_MAX: u64 = 1_000_000;
+/// The most rows (peers, DC options, channel states, sent files) one non-admin `export`
+/// answer carries: the whole session is decrypted into one frame, held until the client
+/// reads it. A million rows is at most ~200 MB on the wire, under the Rust client's 256 MiB
+/// response limit; a larger session (any uid can fill one of its own) would only make the
+/// daemon hold gigabytes for an answer no client takes. Its peers are read in pages instead
+/// (`export` with `without_peers`, then `list_peers`).
+pub const EXPORT_ROWS_MAX: u64 = 1_000_000;
 
 /// Channel states per storage job of [`Vault::updates_state`].
 pub const STATE_PAGE: u32 = 512;
@@ -54,17 +55,18 @@ impl Vault {
         self.export_at_most(sid, u64::MAX).await
     }
 
-    /// Everything a session holds, if it has at most `max_peers` peers (else `Invalid`, before
-    /// anything is read: they are read in pages, [`Self::peers_page`]). A non-admin's is
-    /// bounded by [`EXPORT_PEERS_MAX`].
-    pub async fn export_at_most(&self, sid: SessionId, max_peers: u64) -> Result<SessionData> {
-        self.fresh(Class::Read, move |e| e.export(sid, max_peers))
+    /// Everything a session holds, if it has at most `max_rows` rows (else `Invalid`, before
+    /// anything is read: its peers are read in pages, [`Self::peers_page`]). A non-admin's is
+    /// bounded by [`EXPORT_ROWS_MAX`].
+    pub async fn export_at_most(&self, sid: SessionId, max_rows: u64) -> Result<SessionData> {
+        self.fresh(Class::Read, move |e| e.export(sid, max_rows))
             .await
     }
 
-    /// Everything a session holds but its peers (read with [`Self::peers_page`]).
-    pub async fn export_without_peers(&self, sid: SessionId) -> Result<SessionData> {
-        self.fresh(Class::Read, move |e| e.export_without_peers(sid))
+    /// Everything a session holds but its peers (read with [`Self::peers_page`]), if it has
+    /// at most `max_rows` other rows.
+    pub async fn export_without_peers(&self, sid: SessionId, max_rows: u64) -> Result<SessionData> {
+        self.fresh(Class::Read, move |e| e.export_without_peers(sid, max_rows))
             .await
     }
 

@@ -264,14 +264,14 @@ pub async fn put_sent_file(
     Ok(Response::Ok)
 }
 
-/// The most peers a whole-session `export` of this client may carry: an admin's any, any
-/// other's [`crate::vault::EXPORT_PEERS_MAX`] (any uid may fill a session of its own, and an
+/// The most rows a whole-session `export` of this client may carry: an admin's any, any
+/// other's [`crate::vault::EXPORT_ROWS_MAX`] (any uid may fill a session of its own, and an
 /// export is decrypted whole into one answer).
 fn export_bound(conn: &Conn) -> u64 {
     if conn.is_admin() {
         u64::MAX
     } else {
-        crate::vault::EXPORT_PEERS_MAX
+        crate::vault::EXPORT_ROWS_MAX
     }
 }
 
@@ -290,7 +290,7 @@ pub async fn export_without_peers(conn: &Conn, handle: HandleId) -> Result<Respo
     Ok(Response::SessionData(
         conn.daemon
             .vault
-            .export_without_peers(sid(conn, handle)?)
+            .export_without_peers(sid(conn, handle)?, export_bound(conn))
             .await?,
     ))
 }

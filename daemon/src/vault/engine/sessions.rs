@@ -13,6 +13,14 @@ use crate::vault::crypto::PAD_FIXED;
 use crate::vault::error::{EngineError, Result};
 use crate::vault::store::{Store, Table};
 
+/// The tables whose rows an export carries, peers first (an export without them skips it).
+const EXPORTED: [Table; 4] = [
+    Table::Peers,
+    Table::DcOptions,
+    Table::Channels,
+    Table::SentFiles,
+];
+
 impl<S: Store> Engine<S> {
     // ---- sessions -------------------------------------------------------------------------
 
@@ -103,25 +111,46 @@ impl<S: Store> Engine<S> {
     }
 
     /// Everything a session holds; refused (`Invalid`), before anything is read, for a
-    /// session of more than `max_peers` peers, which a client reads in pages instead.
-    pub fn export(&mut self, sid: SessionId, max_peers: u64) -> Result<SessionData> {
-        self.live(sid)?;
-        let peers = self.store.count(Table::Peers, sid.0)?;
-        if peers > max_peers {
-            return Err(EngineError::Invalid(format!(
-                "the session holds {peers} peers, more than one export answer carries \
-                 ({max_peers}); read them in pages: export without_peers, then list_peers \
-                 (protocol 1.5 and later)"
-            )));
-        }
-        let mut data = self.export_without_peers(sid)?;
+    /// session of more than `max_rows` peers, DC options, channel states and sent files in
+    /// all (a client reads the peers in pages instead).
+    pub fn export(&mut self, sid: SessionId, max_rows: u64) -> Result<SessionData> {
+        self.check_export_rows(sid, &EXPORTED, max_rows)?;
+        let mut data = self.export_unbounded_without_peers(sid)?;
         data.peers = self.peers(sid)?;
         Ok(data)
     }
 
     /// [`Self::export`] with the peers left out (a client reads them in bounded pages with
-    /// [`Self::peers_page`]).
-    pub fn export_without_peers(&mut self, sid: SessionId) -> Result<SessionData> {
+    /// [`Self::peers_page`]); refused past `max_rows` DC options, channel states and sent
+    /// files.
+    pub fn export_without_peers(&mut self, sid: SessionId, max_rows: u64) -> Result<SessionData> {
+        self.check_export_rows(sid, &EXPORTED[1..], max_rows)?;
+        self.export_unbounded_without_peers(sid)
+    }
+
+    /// `Invalid` if the session holds more than `max_rows` rows of `tables`: an export is
+    /// decrypted whole into one answer.
+    fn check_export_rows(&mut self, sid: SessionId, tables: &[Table], max_rows: u64) -> Result<()> {
+        self.live(sid)?;
+        if max_rows == u64::MAX {
+            return Ok(());
+        }
+        let mut rows = 0u64;
+        for &t in tables {
+            rows = rows.saturating_add(self.store.count(t, sid.0)?);
+        }
+        if rows > max_rows {
+            return Err(EngineError::Invalid(format!(
+                "the session holds {rows} rows (peers, DC options, channel states, sent files), \
+                 more than one export answer carries ({max_rows}); an exclusive holder reads \
+                 the peers in pages (export without_peers, then list_peers; protocol 1.5 and \
+                 later)"
+            )));
+        }
+        Ok(())
+    }
+
+    fn export_unbounded_without_peers(&mut self, sid: SessionId) -> Result<SessionData> {
         let record = self.session_record(sid)?;
         Ok(SessionData {
             home_dc: record.home_dc,

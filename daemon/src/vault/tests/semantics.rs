@@ -402,22 +402,23 @@ async fn a_deleted_name_can_be_reused_and_nothing_old_leaks_into_it() {
 }
 
 /// A whole-session export past its bound is refused before anything is read (`Invalid`,
-/// saying how to read the peers in pages); at the bound it carries every peer. (Any uid may
-/// fill a session of its own; an export is decrypted whole into one answer.)
+/// saying how to read the peers in pages); at the bound it carries every peer. The bound
+/// counts every row the answer carries: here 10 peers and a new session's 5 DC options.
+/// (Any uid may fill a session of its own; an export is decrypted whole into one answer.)
 #[tokio::test]
 async fn an_export_past_its_peer_bound_is_refused_and_pages_still_read_every_peer() {
     let (_t, vault, sid) = vault_with_session(VaultConfig::default()).await;
     let peers: Vec<Peer> = (1..=10).map(|i| Peer::new(PeerKind::User, i)).collect();
     vault.cache_peers(sid, peers).await.unwrap();
-    let whole = vault.export_at_most(sid, 10).await.unwrap();
-    assert_eq!(whole.peers.len(), 10);
+    let whole = vault.export_at_most(sid, 15).await.unwrap();
+    assert_eq!((whole.peers.len(), whole.dc_options.len()), (10, 5));
     vault
         .cache_peers(sid, vec![Peer::new(PeerKind::User, 11)])
         .await
         .unwrap();
-    match vault.export_at_most(sid, 10).await {
+    match vault.export_at_most(sid, 15).await {
         Err(EngineError::Invalid(m)) => {
-            assert!(m.contains("11 peers") && m.contains("list_peers"), "{m}")
+            assert!(m.contains("16 rows") && m.contains("list_peers"), "{m}")
         }
         other => panic!("an export past its bound: {other:?}"),
     }
@@ -430,15 +431,14 @@ async fn an_export_past_its_peer_bound_is_refused_and_pages_still_read_every_pee
     assert_eq!((page.len(), next), (11, None), "the pages read every peer");
 }
 
-/// The export bound counts peers only, while a session's sent files and channel states are
-/// as unbounded (any uid may `put_sent_file` and `set_update_state` a channel without end in
-/// a session of its own) and are decrypted whole into the same answer, in `export` and in
-/// the paged fallback's `export` with `without_peers` alike. A session of no peer and any
-/// number of sent files passes the bound: here 11 sent files past a bound of 10 (a non-admin's
-/// bound is 1,000,000; ~40 bytes a sent file on the wire, 8 million of them pass the Rust
-/// client's 256 MiB response limit, and the daemon holds the whole answer first).
+/// The export bound counts every row the answer carries: a session's sent files and channel
+/// states are as unbounded as its peers (any uid may `put_sent_file` and `set_update_state` a
+/// channel without end in a session of its own) and are decrypted whole into the same answer,
+/// in `export` and in the paged path's `export` with `without_peers` alike (a review found a
+/// session of no peer and any number of sent files passing a bound that counted peers only;
+/// ~40 bytes a sent file on the wire, 8 million of them pass the Rust client's 256 MiB
+/// response limit, and the daemon holds the whole answer first).
 #[tokio::test]
-#[ignore = "defect: the non-admin export bound counts peers only; sent files and channels are unbounded in the same answer"]
 async fn an_export_past_its_bound_in_sent_files_or_channels_is_refused_too() {
     use session_vault_proto::model::SentFile;
     let (_t, vault, sid) = vault_with_session(VaultConfig::default()).await;
@@ -476,4 +476,18 @@ async fn an_export_past_its_bound_in_sent_files_or_channels_is_refused_too() {
         ),
         Err(e) => panic!("{e:?}"),
     }
+    match vault.export_without_peers(sid, 10).await {
+        Err(EngineError::Invalid(_)) => {}
+        other => panic!("an export without peers past its bound: {other:?}"),
+    }
+    assert_eq!(
+        vault
+            .export_without_peers(sid, 27)
+            .await
+            .unwrap()
+            .sent_files
+            .len(),
+        11,
+        "11 sent files, 11 channels and 5 DC options are within 27"
+    );
 }
