@@ -16,7 +16,8 @@
 //! (else its length), the executable path is cut at 256 bytes, and a non-admin uid's refused
 //! requests are recorded once per [`REFUSED_PERIOD`] and its session opens, past a burst of
 //! [`OPENS_BURST`], once per [`OPENS_PERIOD`] ([`Sampler`]), the next entry counting those
-//! left out.
+//! left out; opens of sessions outside its own namespace are sampled per session, so that the
+//! first open of each is always recorded by name.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
@@ -75,13 +76,14 @@ pub const OPENS_BURST: u32 = 32;
 /// 20,000 opens of one session once grew the vault by 8.6 MB.
 pub const OPENS_PERIOD: Duration = Duration::from_secs(1);
 
-/// Per uid, a token bucket of entries: `burst` recorded at once, then one per `period`; the
-/// next entry recorded says how many were left out since the last. Refused requests and
-/// session opens each have one ([`Sampler::refusals`], [`Sampler::opens`]).
+/// Per uid (and, for opens of sessions outside its own namespace, per uid and session), a
+/// token bucket of entries: `burst` recorded at once, then one per `period`; the next entry
+/// recorded says how many were left out since the last. Refused requests and session opens
+/// each have one ([`Sampler::refusals`], [`Sampler::opens`]).
 pub struct Sampler {
     burst: u32,
     period: Duration,
-    uids: Mutex<HashMap<u32, Bucket>>,
+    uids: Mutex<HashMap<(u32, Option<String>), Bucket>>,
 }
 
 struct Bucket {
@@ -112,8 +114,9 @@ impl Sampler {
         }
     }
 
-    /// Whether to record an entry of `uid` now: `Some(left out since the last)`.
-    fn admit(&self, uid: u32) -> Option<u64> {
+    /// Whether to record an entry of `uid` now: `Some(left out since the last)`. `session`
+    /// names a bucket of its own (see [`record`]); `None`: the uid's.
+    fn admit(&self, uid: u32, session: Option<&str>) -> Option<u64> {
         let mut t = self.uids.lock().unwrap_or_else(PoisonError::into_inner);
         let now = Instant::now();
         let full = |b: &Bucket| {
@@ -124,11 +127,13 @@ impl Sampler {
         if t.len() > 1024 {
             t.retain(|_, b| !full(b));
         }
-        let b = t.entry(uid).or_insert(Bucket {
-            tokens: self.burst,
-            refilled: now,
-            skipped: 0,
-        });
+        let b = t
+            .entry((uid, session.map(str::to_owned)))
+            .or_insert(Bucket {
+                tokens: self.burst,
+                refilled: now,
+                skipped: 0,
+            });
         let earned = now.duration_since(b.refilled).as_nanos() / self.period.as_nanos().max(1);
         if earned > 0 {
             let earned = u32::try_from(earned).unwrap_or(u32::MAX);
@@ -303,14 +308,28 @@ pub async fn record(conn: &Conn, act: Act, answer: &Result<Response, WireError>)
         Err(e) => e.code.name().to_owned(),
     };
     let mut act = act;
+    // Opens of sessions outside the uid's namespace (granted to it, or an admin's) are
+    // sampled per session: its first open of each is always recorded, by name, however many
+    // opens of its own sessions it sent before (they once hid it).
+    let uid = conn.peer.uid;
+    let others = match answer {
+        Ok(Response::Opened { name: Some(n), .. })
+            if !n.starts_with(&crate::vault::engine::names::namespace(uid)) =>
+        {
+            Some(n.as_str())
+        }
+        _ => None,
+    };
     let sampled = match answer {
         _ if conn.is_admin() => None,
-        Err(_) => Some((&conn.daemon.refusals, "refused requests")),
-        Ok(_) if act.action == "open_session" => Some((&conn.daemon.opens, "session opens")),
+        Err(_) => Some((&conn.daemon.refusals, "refused requests", None)),
+        Ok(_) if act.action == "open_session" => {
+            Some((&conn.daemon.opens, "session opens", others))
+        }
         Ok(_) => None,
     };
-    if let Some((sampler, what)) = sampled {
-        match sampler.admit(conn.peer.uid) {
+    if let Some((sampler, what, session)) = sampled {
+        match sampler.admit(uid, session) {
             None => return,
             Some(0) => {}
             Some(n) => {
@@ -426,35 +445,51 @@ mod tests {
     #[test]
     fn a_uids_refusals_are_recorded_once_a_period_with_the_count_left_out() {
         let r = Sampler::refusals();
-        assert_eq!(r.admit(7), Some(0), "the first is recorded");
-        assert_eq!(r.admit(7), None);
-        assert_eq!(r.admit(7), None);
-        assert_eq!(r.admit(8), Some(0), "another uid has its own period");
+        assert_eq!(r.admit(7, None), Some(0), "the first is recorded");
+        assert_eq!(r.admit(7, None), None);
+        assert_eq!(r.admit(7, None), None);
+        assert_eq!(r.admit(8, None), Some(0), "another uid has its own period");
         std::thread::sleep(REFUSED_PERIOD);
-        assert_eq!(r.admit(7), Some(2), "the next says how many were left out");
-        assert_eq!(r.admit(7), None);
+        assert_eq!(
+            r.admit(7, None),
+            Some(2),
+            "the next says how many were left out"
+        );
+        assert_eq!(r.admit(7, None), None);
     }
 
     #[test]
     fn a_uids_opens_are_recorded_up_to_a_burst_then_one_a_period() {
         let o = Sampler::new(3, Duration::from_millis(200));
         for _ in 0..3 {
-            assert_eq!(o.admit(7), Some(0), "the burst is recorded one by one");
+            assert_eq!(
+                o.admit(7, None),
+                Some(0),
+                "the burst is recorded one by one"
+            );
         }
-        assert_eq!(o.admit(7), None);
-        assert_eq!(o.admit(7), None);
-        assert_eq!(o.admit(8), Some(0), "another uid has its own bucket");
+        assert_eq!(o.admit(7, None), None);
+        assert_eq!(o.admit(7, None), None);
+        assert_eq!(o.admit(8, None), Some(0), "another uid has its own bucket");
         std::thread::sleep(Duration::from_millis(210));
         assert_eq!(
-            o.admit(7),
+            o.admit(7, None),
             Some(2),
             "one per period, counting those left out"
         );
-        assert_eq!(o.admit(7), None, "one, not the burst again");
+        assert_eq!(o.admit(7, None), None, "one, not the burst again");
         std::thread::sleep(Duration::from_millis(650));
         for _ in 0..3 {
-            assert!(o.admit(7).is_some(), "the bucket refills up to the burst");
+            assert!(
+                o.admit(7, None).is_some(),
+                "the bucket refills up to the burst"
+            );
         }
-        assert_eq!(o.admit(7), None, "and no further");
+        assert_eq!(o.admit(7, None), None, "and no further");
+        assert_eq!(
+            o.admit(7, Some("1000/granted")),
+            Some(0),
+            "a session outside the uid's namespace has a bucket of its own"
+        );
     }
 }
