@@ -3,10 +3,10 @@
 //! Any uid on the socket may create sessions of its own and cache peers in them without
 //! bound, and every peer is a row on the vault's disk: one bot could fill the disk under
 //! every other, whose auth keys then could not be written. So while the filesystem holding
-//! the vault has less than `min_free_disk_mib` available, cache-class writes that grow a
-//! session (`cache_peers`, `set_update_state`, `put_sent_file`) from non-admin clients are
-//! refused with `storage`; durable writes (auth keys, home DC, extras), admin requests and
-//! the audit log keep the room that is left. The free space is looked up at most every
+//! the vault has less than `min_free_disk_mib` available, writes that grow a session
+//! (`cache_peers`, `set_update_state`, `put_sent_file`, `set_dc_option` of a new DC id) from
+//! non-admin clients are refused with `storage`; auth keys of known DCs, the home DC, extras,
+//! admin requests and the audit log keep the room that is left. The free space is looked up at most every
 //! [`CHECK_EVERY`]. With a PostgreSQL store the vault is on the database server's disk,
 //! which this daemon does not see: there is no reserve. On Windows neither (not measured
 //! there yet).

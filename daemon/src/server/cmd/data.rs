@@ -58,9 +58,9 @@ fn writable(conn: &Conn, handle: HandleId) -> Result<SessionId, WireError> {
     Ok(h.sid)
 }
 
-/// [`writable`] for a cache-class write that may grow the session (a new peer, channel or
-/// sent file): refused with `storage` for a non-admin client while the vault's disk is under
-/// its free-space reserve (see [`crate::server::disk`]).
+/// [`writable`] for a write that may grow the session (a new peer, channel, sent file or DC
+/// id): refused with `storage` for a non-admin client while the vault's disk is under its
+/// free-space reserve (see [`crate::server::disk`]).
 fn growable(conn: &Conn, handle: HandleId) -> Result<SessionId, WireError> {
     let sid = writable(conn, handle)?;
     if conn.is_admin() {
@@ -72,8 +72,9 @@ fn growable(conn: &Conn, handle: HandleId) -> Result<SessionId, WireError> {
             ErrorCode::Storage,
             format!(
                 "the vault's disk has {} MiB free, under its reserve of {} MiB \
-                 (min_free_disk_mib): cache writes of non-admin clients are refused until an \
-                 admin frees space; durable writes (auth keys, home DC) still go through",
+                 (min_free_disk_mib): writes of non-admin clients that grow a session are \
+                 refused until an admin frees space; auth keys of known DCs and the home DC \
+                 still go through",
                 available >> 20,
                 conn.daemon.disk.min_free() >> 20
             ),
@@ -111,10 +112,16 @@ pub async fn set_dc_option(
     handle: HandleId,
     option: DcOption,
 ) -> Result<Response, WireError> {
-    conn.daemon
-        .vault
-        .set_dc_option(writable(conn, handle)?, option)
-        .await?;
+    let sid = writable(conn, handle)?;
+    // A durable write: under the disk reserve a new auth key of a known DC still goes
+    // through, a new DC id (any `i32`, each a row with its 256-byte key) does not.
+    if !conn.is_admin() && conn.daemon.disk.short().is_some() {
+        let known = conn.daemon.vault.dc_options(sid).await?;
+        if !known.iter().any(|o| o.id == option.id) {
+            growable(conn, handle)?;
+        }
+    }
+    conn.daemon.vault.set_dc_option(sid, option).await?;
     Ok(Response::Ok)
 }
 
