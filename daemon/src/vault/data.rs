@@ -40,7 +40,7 @@ impl Vault {
         acl: SessionAcl,
     ) -> Result<SessionId> {
         let name = name.to_owned();
-        self.call_retrying(move |e| e.import(&name, &data, if_exists, acl.clone()))
+        self.call_retrying_alone(move |e| e.import(&name, &data, if_exists, acl.clone()))
             .await
     }
 
@@ -98,7 +98,8 @@ impl Vault {
     /// Deletes a session. Durable.
     pub async fn delete_session(&self, name: &str) -> Result<()> {
         let name = name.to_owned();
-        self.call_retrying(move |e| e.delete_session(&name)).await
+        self.call_retrying_alone(move |e| e.delete_session(&name))
+            .await
     }
 
     /// The session's record: home DC, self user, extras, ACL.

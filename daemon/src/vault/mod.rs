@@ -226,12 +226,40 @@ impl Vault {
         &self,
         f: impl Fn(&mut SqliteEngine) -> Result<T> + Send + Sync + 'static,
     ) -> Result<T> {
+        self.retrying(false, f).await
+    }
+
+    /// [`Self::call_retrying`] for a write that deletes a session (`delete_session`, an
+    /// import that replaces one): a barrier job in a transaction of its own, after the open
+    /// group commit is committed. On PostgreSQL a delete waits for other daemons' open
+    /// transactions that wrote the session; holding none of this daemon's other writes'
+    /// locks meanwhile, it cannot be part of a deadlock with another daemon's delete of a
+    /// session this one wrote (which once aborted one of two crossing deletes and the group
+    /// commit around it).
+    async fn call_retrying_alone<T: Send + 'static>(
+        &self,
+        f: impl Fn(&mut SqliteEngine) -> Result<T> + Send + Sync + 'static,
+    ) -> Result<T> {
+        self.retrying(true, f).await
+    }
+
+    async fn retrying<T: Send + 'static>(
+        &self,
+        alone: bool,
+        f: impl Fn(&mut SqliteEngine) -> Result<T> + Send + Sync + 'static,
+    ) -> Result<T> {
         let f = Arc::new(f);
         let mut tries = 0;
         loop {
             tries += 1;
             let g = Arc::clone(&f);
-            match self.call(Class::Durable, move |e| g(e)).await {
+            let attempt = if alone {
+                self.call(Class::Barrier, move |e| e.in_own_transaction(|e| g(e)))
+                    .await
+            } else {
+                self.call(Class::Durable, move |e| g(e)).await
+            };
+            match attempt {
                 Err(e) if tries < CONFLICT_TRIES && postgres::is_conflict(&e) => {
                     tracing::info!(error = %e, tries, "write conflicted with another vaultd; retrying");
                 }

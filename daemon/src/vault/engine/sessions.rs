@@ -163,6 +163,12 @@ impl<S: Store> Engine<S> {
         })
     }
 
+    /// Runs `f` in a transaction of its own, committed before it returns (rolled back, and
+    /// the engine's state re-read, if it fails): for barrier jobs, which run with none open.
+    pub fn in_own_transaction<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+        self.in_transaction(f)
+    }
+
     /// Renames a session. Durable.
     pub fn rename_session(&mut self, old: &str, new: &str) -> Result<()> {
         validate_name(new)?;

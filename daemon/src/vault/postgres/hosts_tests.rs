@@ -476,49 +476,62 @@ fn a_live_lease_is_busy_at_once_while_its_holder_has_a_transaction_open() {
     ));
 }
 
-/// Two hosts' group commits, each with a shared handle's write of one session (fenced: its
-/// lease row held `FOR SHARE`) and then an admin's delete of the other session (two
-/// operators cleaning up, or `import --replace` on each). A delete now first deletes the
-/// lease row, waiting for every transaction that fenced it, while holding its own share
-/// lock on the other session's lease row: each waits for the other, PostgreSQL detects the
-/// deadlock after `deadlock_timeout` (1 s) and aborts one, whose delete (and every write of
-/// its group commit) fails with `40P01`, which is not retried (`is_conflict` is false).
-/// Before the lease-row delete, neither waited (the race it fixed aside).
+/// Two hosts, each with a write of one session in its open group commit (fenced: the
+/// session's lease row held `FOR SHARE` until the commit), then an admin's delete of the
+/// other session (two operators cleaning up, or `import --replace` on each). A delete first
+/// deletes the lease row, waiting for every transaction that fenced it. A review found the
+/// delete run inside the group commit, holding its fence of the other session meanwhile:
+/// each host waited for the other, PostgreSQL aborted one after `deadlock_timeout`, and that
+/// host's delete and every write of its group commit failed with `40P01`. Deletes now run
+/// as barrier jobs in a transaction of their own, after the group commit is committed.
 #[test]
-#[ignore = "defect: deletes on two hosts of sessions each wrote in its open group commit deadlock (40P01)"]
 fn two_hosts_deleting_sessions_the_other_wrote_do_not_deadlock() {
-    use std::sync::{Arc, Barrier};
+    use session_vault_proto::model::{SessionAcl, UpdateStateChange};
+
+    use crate::vault::{KdfParams, StoreLocation, Vault, VaultConfig};
+
     let Some(db) = database("deletes crossing two hosts' fenced writes") else {
         return;
     };
-    let mut a = PostgresStore::open(db.target.clone()).expect("store a");
-    let b = PostgresStore::open(db.target.clone()).expect("store b");
-    let x = new_session(&mut a, "x");
-    let y = new_session(&mut a, "y");
-    // Both sessions were written before (their lease rows exist, lapsed: shared handles).
-    write(&mut a, x, b"before").unwrap();
-    write(&mut a, y, b"before").unwrap();
-    let barrier = Arc::new(Barrier::new(2));
-    let host = |mut s: PostgresStore, wrote: i64, deletes: i64, barrier: Arc<Barrier>| {
-        std::thread::spawn(move || {
-            s.begin().unwrap();
-            s.savepoint().unwrap();
-            s.put(Table::State, wrote, &row(b"shared"), [None, None])
-                .unwrap();
-            s.release_op().unwrap().expect("fenced: no lease is live");
-            barrier.wait();
-            let r = s.delete_session(deletes).and_then(|()| s.commit());
-            if r.is_err() {
-                let _ = s.rollback();
-            }
-            r.map_err(|e| e.to_string())
-        })
-    };
-    let ta = host(a, y, x, Arc::clone(&barrier));
-    let tb = host(b, x, y, barrier);
-    let (ra, rb) = (ta.join().expect("host a"), tb.join().expect("host b"));
-    assert!(
-        ra.is_ok() && rb.is_ok(),
-        "host A (wrote y, deletes x): {ra:?}; host B (wrote x, deletes y): {rb:?}"
-    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        // A long flush interval: each host's write stays in its open group commit.
+        let config = VaultConfig {
+            flush_interval: std::time::Duration::from_secs(3),
+        };
+        let open = || {
+            Vault::open_store(&StoreLocation::Postgres(db.target.clone()), config.clone())
+                .expect("open the vault")
+        };
+        let a = open();
+        a.init(b"review passphrase", KdfParams::insecure_fast_for_tests())
+            .await
+            .expect("init");
+        let x = a.create_session("x", SessionAcl::default()).await.unwrap();
+        let y = a.create_session("y", SessionAcl::default()).await.unwrap();
+        let b = open();
+        b.unlock(b"review passphrase").await.expect("unlock b");
+        let both = std::sync::Arc::new(tokio::sync::Barrier::new(2));
+        let host = |v: Vault,
+                    wrote,
+                    deletes: &'static str,
+                    both: std::sync::Arc<tokio::sync::Barrier>| async move {
+            v.set_update_state(wrote, UpdateStateChange::Channel { id: 7, pts: 1 })
+                .await
+                .expect("a cache-class write, fenced");
+            both.wait().await;
+            v.delete_session(deletes).await.map_err(|e| e.to_string())
+        };
+        let ta = tokio::spawn(host(a.clone(), y, "x", std::sync::Arc::clone(&both)));
+        let tb = tokio::spawn(host(b.clone(), x, "y", both));
+        let (ra, rb) = (ta.await.unwrap(), tb.await.unwrap());
+        assert!(
+            ra.is_ok() && rb.is_ok(),
+            "host A (wrote y, deletes x): {ra:?}; host B (wrote x, deletes y): {rb:?}"
+        );
+    });
 }
