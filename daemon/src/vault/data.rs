@@ -238,6 +238,15 @@ impl Vault {
         Ok(state)
     }
 
+    /// Whether `change` would add rows to the session ([`engine::Engine::update_state_grows`]).
+    pub async fn update_state_grows(
+        &self,
+        sid: SessionId,
+        change: UpdateStateChange,
+    ) -> Result<bool> {
+        self.read(move |e| e.update_state_grows(sid, &change)).await
+    }
+
     /// Applies an update-state change. Cache class.
     pub async fn set_update_state(&self, sid: SessionId, change: UpdateStateChange) -> Result<()> {
         let rows = match &change {

@@ -58,28 +58,34 @@ fn writable(conn: &Conn, handle: HandleId) -> Result<SessionId, WireError> {
     Ok(h.sid)
 }
 
-/// [`writable`] for a write that may grow the session (a new peer, channel, sent file or DC
-/// id): refused with `storage` for a non-admin client while the vault's disk is under its
-/// free-space reserve (see [`crate::server::disk`]).
+/// [`writable`] for a write that grows the session (a new peer or sent file): refused for a
+/// non-admin client while the vault's disk is under its reserve ([`under_reserve`]).
 fn growable(conn: &Conn, handle: HandleId) -> Result<SessionId, WireError> {
     let sid = writable(conn, handle)?;
-    if conn.is_admin() {
-        return Ok(sid);
-    }
-    match conn.daemon.disk.short() {
+    match under_reserve(conn) {
+        Some(refusal) => Err(refusal),
         None => Ok(sid),
-        Some(available) => Err(wire_error(
-            ErrorCode::Storage,
-            format!(
-                "the vault's disk has {} MiB free, under its reserve of {} MiB \
-                 (min_free_disk_mib): writes of non-admin clients that grow a session are \
-                 refused until an admin frees space; auth keys of known DCs and the home DC \
-                 still go through",
-                available >> 20,
-                conn.daemon.disk.min_free() >> 20
-            ),
-        )),
     }
+}
+
+/// For a non-admin client while the vault's disk is under its free-space reserve (see
+/// [`crate::server::disk`]): the `storage` error its writes that grow a session get.
+fn under_reserve(conn: &Conn) -> Option<WireError> {
+    if conn.is_admin() {
+        return None;
+    }
+    let available = conn.daemon.disk.short()?;
+    Some(wire_error(
+        ErrorCode::Storage,
+        format!(
+            "the vault's disk has {} MiB free, under its reserve of {} MiB \
+             (min_free_disk_mib): writes of non-admin clients that grow a session are refused \
+             until an admin frees space; auth keys of known DCs, the home DC and update states \
+             of known channels still go through",
+            available >> 20,
+            conn.daemon.disk.min_free() >> 20
+        ),
+    ))
 }
 
 /// `get_home_dc`.
@@ -113,12 +119,12 @@ pub async fn set_dc_option(
     option: DcOption,
 ) -> Result<Response, WireError> {
     let sid = writable(conn, handle)?;
-    // A durable write: under the disk reserve a new auth key of a known DC still goes
-    // through, a new DC id (any `i32`, each a row with its 256-byte key) does not.
-    if !conn.is_admin() && conn.daemon.disk.short().is_some() {
+    // Under the disk reserve a new auth key of a known DC still goes through, a new DC id
+    // (any `i32`, each a row with its 256-byte key) does not.
+    if let Some(refusal) = under_reserve(conn) {
         let known = conn.daemon.vault.dc_options(sid).await?;
         if !known.iter().any(|o| o.id == option.id) {
-            growable(conn, handle)?;
+            return Err(refusal);
         }
     }
     conn.daemon.vault.set_dc_option(sid, option).await?;
@@ -216,10 +222,20 @@ pub async fn set_update_state(
     handle: HandleId,
     change: UpdateStateChange,
 ) -> Result<Response, WireError> {
-    conn.daemon
-        .vault
-        .set_update_state(growable(conn, handle)?, change)
-        .await?;
+    let sid = writable(conn, handle)?;
+    // Under the disk reserve only a change that adds channels is refused: a bot must still
+    // store its update state (grammers stops its updates when it cannot).
+    if let Some(refusal) = under_reserve(conn) {
+        if conn
+            .daemon
+            .vault
+            .update_state_grows(sid, change.clone())
+            .await?
+        {
+            return Err(refusal);
+        }
+    }
+    conn.daemon.vault.set_update_state(sid, change).await?;
     Ok(Response::Ok)
 }
 

@@ -478,6 +478,27 @@ impl<S: Store> Engine<S> {
         self.store.put_last(Table::Channels, sid.0, &row)
     }
 
+    /// Whether `change` would add rows to the session's update state: a channel it does not
+    /// hold, or a whole state of more channels than it holds (the free-space reserve lets
+    /// the others through).
+    pub fn update_state_grows(
+        &mut self,
+        sid: SessionId,
+        change: &UpdateStateChange,
+    ) -> Result<bool> {
+        self.live(sid)?;
+        Ok(match change {
+            UpdateStateChange::All(all) => {
+                all.channels.len() as u64 > self.store.count(Table::Channels, sid.0)?
+            }
+            &UpdateStateChange::Channel { id, .. } => {
+                let k = self.row_key(sid, Table::Channels, &id.to_be_bytes())?;
+                self.store.get(Table::Channels, sid.0, &k)?.is_none()
+            }
+            UpdateStateChange::Primary { .. } | UpdateStateChange::Secondary { .. } => false,
+        })
+    }
+
     /// Applies an update-state change exactly as grammers' `MemorySession` does. Cache class.
     pub fn set_update_state(&mut self, sid: SessionId, change: &UpdateStateChange) -> Result<()> {
         match change {
