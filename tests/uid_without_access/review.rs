@@ -146,15 +146,14 @@ async fn under_the_disk_reserve_a_uid_cannot_grow_its_session_with_new_dc_option
     );
 }
 
-/// Under the disk reserve every `set_update_state` of a non-admin is refused, also those
-/// that cannot grow the session: the primary and secondary state are one row, overwritten
-/// (only a channel's state adds a row). The reserve is meant for the writes that grow a
-/// session (README, PROTOCOL.md); refusing these breaks bots for nothing: grammers 0.11
-/// stores `UpdateState::All` (no channel) right after its first `updates.getState` and
-/// returns the error from its updates stream (`updates_receiver.rs`: `.await?`), so a bot
-/// started while another uid keeps the disk under the reserve gets no updates at all.
+/// Under the disk reserve a non-admin's `set_update_state` that cannot grow the session
+/// goes through: the primary and secondary state are one row, overwritten (only a new
+/// channel's state adds a row). A review found all of them refused, which breaks bots for
+/// nothing: grammers 0.11 stores `UpdateState::All` (no channel) right after its first
+/// `updates.getState` and returns the error from its updates stream (`updates_receiver.rs`:
+/// `.await?`), so a bot started while another uid kept the disk under the reserve got no
+/// updates at all.
 #[tokio::test]
-#[ignore = "defect: under the disk reserve a non-admin's set_update_state is refused even when it grows nothing (primary, secondary, all without channels)"]
 async fn under_the_disk_reserve_update_states_that_grow_nothing_are_written() {
     use session_vault_proto::model::{UpdateStateChange, UpdatesState};
     if !can_switch_uid() {

@@ -127,6 +127,13 @@ impl PostgresStore {
     }
 
     pub(super) fn do_lock_session(&mut self, id: i64, admin: bool) -> Result<()> {
+        // Locks in one order everywhere: the session's lease row (the fencing check, which
+        // the record's write would run next anyway), then its `sessions` row. A delete takes
+        // them in that order too (lease row deleted first); a record change taking the
+        // session row first once deadlocked with another host's delete of the session.
+        if !admin {
+            self.fence(id)?;
+        }
         self.exec("SELECT 1 FROM sessions WHERE id = $1 FOR UPDATE", &[&id])?;
         if admin {
             // The fence is passed for this operation's writes of the session (see the trait),
