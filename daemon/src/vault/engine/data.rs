@@ -9,9 +9,9 @@ use session_vault_proto::model::{
 
 use session_vault_proto::message::PEER_PAGE_MAX;
 
+use super::rows::open_in;
 use super::{
     Engine, STATE_UPDATES, ScalarState, SessionId, kind_byte, normalize_phone, normalize_username,
-    open_in,
 };
 use crate::vault::error::{EngineError, Result};
 use crate::vault::store::{Index, Row, Store, Table};

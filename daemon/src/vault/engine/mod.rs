@@ -5,7 +5,9 @@
 //! and group-commits them. Argon2 never runs here: keyslots are opened by the caller off the
 //! runtime and the resulting DEK is handed in ([`Engine::install_keys`]).
 //!
-//! `mod.rs` holds the state machine, sessions and the sealed-row helpers; `data.rs` the
+//! `mod.rs` holds the state machine and the session index; `rows.rs` the sealed-row helpers;
+//! `follow.rs` the manifest checked at unlock and the re-reads after a rollback or another
+//! daemon's change; `data.rs` the
 //! per-session data rows (DC options, peers, update state, sent files); `record.rs` the
 //! records' plaintext encoding (positional MessagePack; older vaults' named maps still read);
 //! `names.rs` session names: [`validate_name`], namespaces, the lookup `open_session` uses;
@@ -26,20 +28,22 @@
 
 use std::collections::HashMap;
 
-use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use serde::{Deserialize, Serialize};
 use session_vault_proto::message::VaultState;
 use session_vault_proto::model::{PeerKind, SelfUser, SessionAcl, SessionExtras};
 
 use super::crypto::{Keys, Keyslot, PAD_FIXED, PAD_SMALL, RecordPlace, SecretKey, VAULT_ID_LEN};
 use super::error::{EngineError, Result};
-use super::store::{Header, Row, SessionRow, Store, Table};
+use super::store::{Header, SessionRow, Store, Table};
 
 pub mod audit;
 mod data;
+mod follow;
 pub mod manifest;
 pub mod names;
 mod record;
 mod rekey;
+mod rows;
 mod sessions;
 mod verify;
 
@@ -48,7 +52,6 @@ pub(crate) use data::FORCED_PEER_WRITES;
 pub use names::validate_name;
 
 pub use manifest::Manifest;
-use record::{decode, encode};
 
 /// What an import does when a session of its name exists.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -309,53 +312,6 @@ impl<S: Store> Engine<S> {
         result
     }
 
-    /// The manifest, checked against the keyslots and sessions in the file (see
-    /// [`manifest`]); for a vault written before manifests, a new one (written in the open
-    /// transaction, with the session records re-sealed at its generation).
-    fn verified_manifest(&mut self, keys: &Keys) -> Result<Manifest> {
-        let vault_id = *keys.vault_id();
-        let slots = self.store.keyslots()?;
-        let rows = self.store.sessions()?;
-        if let Some(m) = Manifest::load(&mut self.store, keys)? {
-            m.check_keyslots(&vault_id, &slots)?;
-            // Session records are checked against their floors when read (every read of a
-            // session goes through them), so that one damaged session does not lock out the
-            // others.
-            m.check_sessions(rows.iter().map(|r| r.id))?;
-            return Ok(m);
-        }
-        if rows
-            .iter()
-            .any(|r| r.record.first() != Some(&super::crypto::RECORD_FORMAT_V1))
-        {
-            return Err(manifest::PLACE.corrupt(
-                "the manifest is missing while records written after it exist (deleted)",
-            ));
-        }
-        let m = Manifest {
-            generation: 1,
-            keyslots: slots
-                .iter()
-                .map(|s| (s.slot, s.checksum(&vault_id)))
-                .collect(),
-            sessions: rows.iter().map(|r| (r.id, 1)).collect(),
-            audit_seq: 0,
-        };
-        for row in &rows {
-            let (place_row, opened) = Self::open_session_row(keys, row)?;
-            let place = Self::session_place(row.id, &place_row);
-            let sealed = keys.seal(&place, m.generation, &opened.plain, PAD_FIXED)?;
-            self.store
-                .put_session_record(row.id, &sealed, row.updated_at)?;
-        }
-        m.store(&mut self.store, keys)?;
-        tracing::info!(
-            sessions = rows.len(),
-            "vault manifest written (first unlock by a build with rollback detection)"
-        );
-        Ok(m)
-    }
-
     /// Opens a session row's record with `keys`; returns its AAD row key too.
     fn open_session_row(
         keys: &Keys,
@@ -381,98 +337,6 @@ impl<S: Store> Engine<S> {
             u.by_name.insert(row.name.clone(), SessionId(row.id));
             u.names.insert(SessionId(row.id), row.name);
         }
-        Ok(())
-    }
-
-    /// Re-reads what the engine caches from the store, after a rolled-back transaction.
-    pub fn resync(&mut self) -> Result<()> {
-        match self.store.header()? {
-            // An `init` whose commit failed: the vault is uninitialized again.
-            None => self.state = KeyState::Uninitialized,
-            Some(h) => match &mut self.state {
-                KeyState::Unlocked(u) => {
-                    u.last_touch.clear();
-                    Self::index_sessions(&mut self.store, u)?;
-                    if let Some(m) = Manifest::load(&mut self.store, &u.keys)? {
-                        // Another daemon's change read here must still be reported.
-                        self.foreign_change |= m != u.manifest;
-                        u.manifest = m;
-                    }
-                    u.audit = audit::Chain::load(&mut self.store, &u.keys)?;
-                }
-                _ => self.state = KeyState::Locked(h),
-            },
-        }
-        self.tell_store_the_key();
-        Ok(())
-    }
-
-    /// Follows changes other daemons sharing the store made (see [`Engine::follow`]) and
-    /// reports what changed since the last report: re-reads after rolled-back writes and
-    /// [`Engine::follow`]s of other callers count too, so a caller that acts on changes
-    /// (ending handles a revoke elsewhere took away) misses none. Call with no transaction
-    /// open.
-    pub fn refresh(&mut self) -> Result<Refreshed> {
-        self.follow()?;
-        self.flush_kept_audit();
-        if let Some(why) = self.locked_out.take() {
-            self.foreign_change = false;
-            return Ok(Refreshed::LockedOut(why));
-        }
-        Ok(if std::mem::take(&mut self.foreign_change) {
-            Refreshed::Reloaded
-        } else {
-            Refreshed::Unchanged
-        })
-    }
-
-    /// If the stored manifest is not the one this engine last read or wrote
-    /// ([`Store::manifest_changed`]), re-reads the header, the manifest (checked against the
-    /// keyslots and sessions, as at unlock), the session index and the audit log's head. If
-    /// the manifest no longer opens with the keys held (another daemon ran `rekey`) or fails
-    /// its checks, the engine locks itself: the keys it holds open nothing current. What it
-    /// found is reported by the next [`Engine::refresh`].
-    pub fn follow(&mut self) -> Result<()> {
-        if !self.store.manifest_changed()? {
-            return Ok(());
-        }
-        self.foreign_change = true;
-        let keys = match &mut self.state {
-            KeyState::Unlocked(u) => &u.keys,
-            _ => {
-                // Nothing cached but the header: re-read it (and note the manifest seen).
-                self.store.manifest()?;
-                self.state = match self.store.header()? {
-                    None => KeyState::Uninitialized,
-                    Some(h) => KeyState::Locked(h),
-                };
-                return Ok(());
-            }
-        };
-        let vault_id = *keys.vault_id();
-        let checked = (|| {
-            let slots = self.store.keyslots()?;
-            let rows = self.store.sessions()?;
-            let m = Manifest::load(&mut self.store, keys)?
-                .ok_or_else(|| manifest::PLACE.corrupt("the manifest is gone"))?;
-            m.check_keyslots(&vault_id, &slots)?;
-            m.check_sessions(rows.iter().map(|r| r.id))?;
-            Ok::<_, EngineError>(m)
-        })();
-        let manifest = match checked {
-            Ok(m) => m,
-            Err(e @ EngineError::Storage { .. }) => return Err(e),
-            Err(e) => {
-                self.lock()?;
-                self.locked_out = Some(e.to_string());
-                return Ok(());
-            }
-        };
-        let (store, u) = self.parts()?;
-        u.manifest = manifest;
-        u.last_touch.clear();
-        Self::index_sessions(store, u)?;
-        u.audit = audit::Chain::load(store, &u.keys)?;
         Ok(())
     }
 
@@ -550,97 +414,4 @@ impl<S: Store> Engine<S> {
             })
         }
     }
-
-    // ---- generic rows -------------------------------------------------------------------------
-
-    fn row_key(&self, sid: SessionId, table: Table, key: &[u8]) -> Result<[u8; 16]> {
-        Ok(self.live(sid)?.keys.blind(table.name(), sid.0, "key", key))
-    }
-
-    fn seal_row<T: Serialize>(
-        &self,
-        sid: SessionId,
-        table: Table,
-        key: &[u8],
-        v: &T,
-    ) -> Result<Row> {
-        let place = RecordPlace {
-            table: table.name(),
-            session_id: sid.0,
-            row: key,
-        };
-        let u = self.live(sid)?;
-        let value = u
-            .keys
-            .seal(&place, u.manifest.generation, &encode(v)?, pad_class(table))?;
-        Ok(Row {
-            key: key.to_vec(),
-            value,
-        })
-    }
-
-    fn open_row<T: DeserializeOwned>(&self, sid: SessionId, table: Table, row: &Row) -> Result<T> {
-        self.open_at(sid, table, &row.key, &row.value)
-    }
-
-    /// Opens and decodes the sealed `value` of the row keyed `key` (blinded).
-    fn open_at<T: DeserializeOwned>(
-        &self,
-        sid: SessionId,
-        table: Table,
-        key: &[u8],
-        value: &[u8],
-    ) -> Result<T> {
-        open_in(self.live(sid)?, sid, table, key, value)
-    }
-
-    fn get_row<T: DeserializeOwned>(
-        &mut self,
-        sid: SessionId,
-        table: Table,
-        key: &[u8],
-    ) -> Result<Option<T>> {
-        let k = self.row_key(sid, table, key)?;
-        self.get_row_at(sid, table, &k)
-    }
-
-    /// [`Self::get_row`] by an already blinded key (callers that also write the row blind
-    /// its key once).
-    fn get_row_at<T: DeserializeOwned>(
-        &mut self,
-        sid: SessionId,
-        table: Table,
-        blinded: &[u8],
-    ) -> Result<Option<T>> {
-        match self.store.get(table, sid.0, blinded)? {
-            None => Ok(None),
-            Some(value) => self.open_at(sid, table, blinded, &value).map(Some),
-        }
-    }
-
-    fn scan_rows<T: DeserializeOwned>(&mut self, sid: SessionId, table: Table) -> Result<Vec<T>> {
-        self.live(sid)?;
-        let rows = self.store.scan(table, sid.0)?;
-        rows.iter().map(|r| self.open_row(sid, table, r)).collect()
-    }
-}
-
-/// Opens and decodes the sealed `value` of the row keyed `key` (blinded) with the keys of `u`:
-/// what [`Engine::open_at`] does, without the engine, so that several threads can open rows of
-/// one page at once (`data::Engine::peers_page`).
-fn open_in<T: DeserializeOwned>(
-    u: &Unlocked,
-    sid: SessionId,
-    table: Table,
-    key: &[u8],
-    value: &[u8],
-) -> Result<T> {
-    let place = RecordPlace {
-        table: table.name(),
-        session_id: sid.0,
-        row: key,
-    };
-    let opened = u.keys.open(&place, value)?;
-    u.manifest.check_generation(&place, opened.generation)?;
-    decode(&place, &opened.plain)
 }

@@ -1,0 +1,115 @@
+//! Sealed rows: blinding a row's key, sealing and opening its record at the vault generation,
+//! and reading one row or a whole table of a session. Same `Engine` as `mod.rs`, split along
+//! this seam to keep files small.
+
+use serde::{Serialize, de::DeserializeOwned};
+
+use super::record::{decode, encode};
+use super::{Engine, SessionId, Unlocked, pad_class};
+use crate::vault::crypto::RecordPlace;
+use crate::vault::error::Result;
+use crate::vault::store::{Row, Store, Table};
+
+impl<S: Store> Engine<S> {
+    // ---- generic rows -------------------------------------------------------------------------
+
+    pub(super) fn row_key(&self, sid: SessionId, table: Table, key: &[u8]) -> Result<[u8; 16]> {
+        Ok(self.live(sid)?.keys.blind(table.name(), sid.0, "key", key))
+    }
+
+    pub(super) fn seal_row<T: Serialize>(
+        &self,
+        sid: SessionId,
+        table: Table,
+        key: &[u8],
+        v: &T,
+    ) -> Result<Row> {
+        let place = RecordPlace {
+            table: table.name(),
+            session_id: sid.0,
+            row: key,
+        };
+        let u = self.live(sid)?;
+        let value = u
+            .keys
+            .seal(&place, u.manifest.generation, &encode(v)?, pad_class(table))?;
+        Ok(Row {
+            key: key.to_vec(),
+            value,
+        })
+    }
+
+    pub(super) fn open_row<T: DeserializeOwned>(
+        &self,
+        sid: SessionId,
+        table: Table,
+        row: &Row,
+    ) -> Result<T> {
+        self.open_at(sid, table, &row.key, &row.value)
+    }
+
+    /// Opens and decodes the sealed `value` of the row keyed `key` (blinded).
+    pub(super) fn open_at<T: DeserializeOwned>(
+        &self,
+        sid: SessionId,
+        table: Table,
+        key: &[u8],
+        value: &[u8],
+    ) -> Result<T> {
+        open_in(self.live(sid)?, sid, table, key, value)
+    }
+
+    pub(super) fn get_row<T: DeserializeOwned>(
+        &mut self,
+        sid: SessionId,
+        table: Table,
+        key: &[u8],
+    ) -> Result<Option<T>> {
+        let k = self.row_key(sid, table, key)?;
+        self.get_row_at(sid, table, &k)
+    }
+
+    /// [`Self::get_row`] by an already blinded key (callers that also write the row blind
+    /// its key once).
+    fn get_row_at<T: DeserializeOwned>(
+        &mut self,
+        sid: SessionId,
+        table: Table,
+        blinded: &[u8],
+    ) -> Result<Option<T>> {
+        match self.store.get(table, sid.0, blinded)? {
+            None => Ok(None),
+            Some(value) => self.open_at(sid, table, blinded, &value).map(Some),
+        }
+    }
+
+    pub(super) fn scan_rows<T: DeserializeOwned>(
+        &mut self,
+        sid: SessionId,
+        table: Table,
+    ) -> Result<Vec<T>> {
+        self.live(sid)?;
+        let rows = self.store.scan(table, sid.0)?;
+        rows.iter().map(|r| self.open_row(sid, table, r)).collect()
+    }
+}
+
+/// Opens and decodes the sealed `value` of the row keyed `key` (blinded) with the keys of `u`:
+/// what [`Engine::open_at`] does, without the engine, so that several threads can open rows of
+/// one page at once (`data::Engine::peers_page`).
+pub(super) fn open_in<T: DeserializeOwned>(
+    u: &Unlocked,
+    sid: SessionId,
+    table: Table,
+    key: &[u8],
+    value: &[u8],
+) -> Result<T> {
+    let place = RecordPlace {
+        table: table.name(),
+        session_id: sid.0,
+        row: key,
+    };
+    let opened = u.keys.open(&place, value)?;
+    u.manifest.check_generation(&place, opened.generation)?;
+    decode(&place, &opened.plain)
+}
