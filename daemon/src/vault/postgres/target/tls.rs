@@ -29,21 +29,19 @@
 //! otherwise also replay or withhold rows. Only `verify-ca`/`verify-full` stop one who
 //! answers in the server's place.
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rustls::RootCertStore;
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::ServerCertVerifier;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-
-use zeroize::Zeroizing;
 
 use super::super::super::error::{EngineError, Result};
 
+mod params;
+mod pem;
 mod verify;
 
+pub use params::{RootCert, TlsParams, split};
+use pem::{load_roots, read_key, read_pem_certs};
 use verify::{ChainOnly, Unverified};
 
 /// libpq's `sslmode`, less `allow`.
@@ -97,179 +95,8 @@ impl SslMode {
     }
 }
 
-/// Where the trusted CAs come from.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum RootCert {
-    /// A PEM file of CA certificates.
-    File(PathBuf),
-    /// `sslrootcert=system`: the platform's trusted roots.
-    System,
-}
-
-/// The TLS parameters taken out of a connection string.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct TlsParams {
-    /// `sslmode`, if given.
-    pub mode: Option<SslMode>,
-    /// `sslrootcert`, if given.
-    pub root: Option<RootCert>,
-    /// `sslcert`: the client's certificate (chain), PEM.
-    pub cert: Option<PathBuf>,
-    /// `sslkey`: the client certificate's private key, PEM, unencrypted.
-    pub key: Option<PathBuf>,
-}
-
 fn invalid(message: String) -> EngineError {
     EngineError::Invalid(format!("PostgreSQL TLS: {message}"))
-}
-
-/// Parameters of libpq's that tokio-postgres does not know and vaultd does not do: refused
-/// by name rather than by tokio-postgres's "unknown option".
-const UNSUPPORTED: &[&str] = &[
-    "sslpassword",
-    "sslcertmode",
-    "sslcrl",
-    "sslcrldir",
-    "sslsni",
-    "sslcompression",
-    "ssl_min_protocol_version",
-    "ssl_max_protocol_version",
-    "requiressl",
-];
-
-/// Takes `sslmode` and `sslrootcert` out of `conn` (a `postgres://` URL or `key=value`
-/// pairs) and returns the rest, for `postgres::Config::from_str`, with what they said.
-/// Malformed input the parser would refuse is passed on for it to refuse.
-pub fn split(conn: &str) -> Result<(String, TlsParams)> {
-    let mut params = TlsParams::default();
-    let mut take = |key: &str, value: &str| -> Result<bool> {
-        match key {
-            "sslmode" => {
-                params.mode = Some(SslMode::parse(value)?);
-                Ok(true)
-            }
-            "sslrootcert" => {
-                if value.is_empty() {
-                    return Err(invalid("sslrootcert is empty".into()));
-                }
-                params.root = Some(if value == "system" {
-                    RootCert::System
-                } else {
-                    RootCert::File(PathBuf::from(value))
-                });
-                Ok(true)
-            }
-            "sslcert" | "sslkey" => {
-                if value.is_empty() {
-                    return Err(invalid(format!("{key} is empty")));
-                }
-                let slot = if key == "sslcert" {
-                    &mut params.cert
-                } else {
-                    &mut params.key
-                };
-                *slot = Some(PathBuf::from(value));
-                Ok(true)
-            }
-            k if UNSUPPORTED.contains(&k) => Err(invalid(format!(
-                "{k} is not supported (vaultd takes sslmode, sslrootcert, sslcert and sslkey; \
-                 a client key must be unencrypted, mode 0600)"
-            ))),
-            _ => Ok(false),
-        }
-    };
-    let rest = if conn.starts_with("postgres://") || conn.starts_with("postgresql://") {
-        let Some((head, query)) = conn.split_once('?') else {
-            return Ok((conn.to_owned(), params));
-        };
-        let mut kept = Vec::new();
-        for pair in query.split('&') {
-            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            let (Ok(key), Ok(value)) = (decode(key), decode(value)) else {
-                kept.push(pair);
-                continue;
-            };
-            if !take(&key, &value)? {
-                kept.push(pair);
-            }
-        }
-        if kept.is_empty() {
-            head.to_owned()
-        } else {
-            format!("{head}?{}", kept.join("&"))
-        }
-    } else {
-        let mut kept = Vec::new();
-        for (key, value, span) in key_values(conn) {
-            if !take(key, &value)? {
-                kept.push(&conn[span]);
-            }
-        }
-        kept.join(" ")
-    };
-    Ok((rest, params))
-}
-
-fn decode(s: &str) -> std::result::Result<String, ()> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = s.get(i + 1..i + 3).ok_or(())?;
-            out.push(u8::from_str_radix(hex, 16).map_err(|_| ())?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).map_err(|_| ())
-}
-
-/// `key = value` pairs as libpq (and tokio-postgres) read them: a value is `'quoted'` or runs
-/// to the next blank, `\` escapes the next character. Each with the byte range it covers;
-/// a malformed rest is returned as one pair with an empty key, for the parser to refuse.
-fn key_values(s: &str) -> Vec<(&str, String, std::ops::Range<usize>)> {
-    let mut out = Vec::new();
-    let mut it = s.char_indices().peekable();
-    loop {
-        while it.next_if(|(_, c)| c.is_whitespace()).is_some() {}
-        let Some(&(start, _)) = it.peek() else {
-            return out;
-        };
-        let mut key_end = start;
-        while let Some((i, c)) = it.next_if(|(_, c)| !c.is_whitespace() && *c != '=') {
-            key_end = i + c.len_utf8();
-        }
-        while it.next_if(|(_, c)| c.is_whitespace()).is_some() {}
-        if it.next_if(|(_, c)| *c == '=').is_none() {
-            out.push(("", String::new(), start..s.len()));
-            return out;
-        }
-        while it.next_if(|(_, c)| c.is_whitespace()).is_some() {}
-        let quoted = it.next_if(|(_, c)| *c == '\'').is_some();
-        let mut value = String::new();
-        let mut end = s.len();
-        while let Some((i, c)) = it.next() {
-            if quoted && c == '\'' {
-                end = i + 1;
-                break;
-            }
-            if !quoted && c.is_whitespace() {
-                end = i;
-                break;
-            }
-            if c == '\\' {
-                if let Some((_, c2)) = it.next() {
-                    value.push(c2);
-                }
-            } else {
-                value.push(c);
-            }
-        }
-        out.push((&s[start..key_end], value, start..end));
-    }
 }
 
 /// The TLS policy of one target: the mode tokio-postgres negotiates with and the rustls
@@ -387,118 +214,6 @@ impl Tls {
     pub fn connector(&self) -> Option<postgres_rustls::MakeTlsConnector> {
         self.connector.clone()
     }
-}
-
-fn load_roots(root: &RootCert) -> Result<RootCertStore> {
-    let mut store = RootCertStore::empty();
-    match root {
-        RootCert::System => {
-            let found = rustls_native_certs::load_native_certs();
-            store.add_parsable_certificates(found.certs);
-            if store.is_empty() {
-                return Err(invalid(
-                    "sslrootcert=system: no trusted root certificates found on this system".into(),
-                ));
-            }
-        }
-        RootCert::File(path) => {
-            let certs = read_pem_certs(path, "sslrootcert")?;
-            for cert in certs {
-                store.add(cert).map_err(|e| {
-                    invalid(format!(
-                        "sslrootcert {}: a certificate is not usable as a CA: {e}",
-                        path.display()
-                    ))
-                })?;
-            }
-        }
-    }
-    Ok(store)
-}
-
-/// The most a certificate or key file may hold: a CA bundle is a few hundred KiB at most. A
-/// path naming a device or a pipe (`/dev/zero`) is refused, not read until memory runs out.
-const PEM_FILE_MAX: u64 = 4 << 20;
-
-/// The bytes of the regular file `path` (named `what` in errors), opened once: its metadata is
-/// that of the file read, whatever the path names by then.
-fn read_pem_file(path: &Path, what: &str) -> Result<(Zeroizing<Vec<u8>>, std::fs::Metadata)> {
-    use std::io::Read;
-    let cannot = |e: std::io::Error| invalid(format!("cannot read {what} {}: {e}", path.display()));
-    let file = std::fs::File::open(path).map_err(cannot)?;
-    let meta = file.metadata().map_err(cannot)?;
-    if !meta.is_file() || meta.len() > PEM_FILE_MAX {
-        return Err(invalid(format!(
-            "{what} {} is not a regular file of at most {} MiB",
-            path.display(),
-            PEM_FILE_MAX >> 20
-        )));
-    }
-    let mut bytes = Zeroizing::new(Vec::with_capacity(meta.len() as usize));
-    // Bounded even if the file grows while it is read.
-    file.take(PEM_FILE_MAX + 1)
-        .read_to_end(&mut bytes)
-        .map_err(cannot)?;
-    if bytes.len() as u64 > PEM_FILE_MAX {
-        return Err(invalid(format!(
-            "{what} {} grew while read",
-            path.display()
-        )));
-    }
-    Ok((bytes, meta))
-}
-
-/// The certificates of the PEM file `path`, named `what` (the parameter) in errors.
-fn read_pem_certs(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>> {
-    let (bytes, _) = read_pem_file(path, what)?;
-    let certs = CertificateDer::pem_slice_iter(&bytes)
-        .collect::<std::result::Result<Vec<_>, _>>()
-        // Not the parser's error: some of its variants quote a line of the file, and the
-        // path may name a file that is not a certificate (a key, a password file).
-        .map_err(|_| {
-            invalid(format!(
-                "{what} {} is not a PEM file of certificates",
-                path.display()
-            ))
-        })?;
-    if certs.is_empty() {
-        return Err(invalid(format!(
-            "{what} {} holds no certificate (a PEM file with BEGIN CERTIFICATE blocks)",
-            path.display()
-        )));
-    }
-    Ok(certs)
-}
-
-/// The private key of `sslkey`: PKCS#8, PKCS#1 (RSA) or SEC1 (EC) PEM, unencrypted. As libpq,
-/// refused if others than its owner may read it (or, owned by root, others than its group).
-fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>> {
-    let (bytes, _meta) = read_pem_file(path, "sslkey")?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::MetadataExt;
-        let meta = _meta;
-        let too_open = if meta.uid() == 0 {
-            meta.mode() & 0o037 != 0
-        } else {
-            meta.mode() & 0o077 != 0
-        };
-        if too_open {
-            return Err(invalid(format!(
-                "sslkey {} has group or world access (mode {:o}): make it 0600 (0640 if \
-                 owned by root)",
-                path.display(),
-                meta.mode() & 0o777
-            )));
-        }
-    }
-    // Not the parser's error: some of its variants quote a line of the file.
-    PrivateKeyDer::from_pem_slice(&bytes).map_err(|_| {
-        invalid(format!(
-            "sslkey {} is not an unencrypted PEM private key (PKCS#8, PKCS#1 or SEC1)",
-            path.display()
-        ))
-    })
 }
 
 #[cfg(test)]
