@@ -1,18 +1,13 @@
-//! The data rows of a session: DC options, peers, update state and Telethon's sent-file
-//! cache. Same `Engine` as `mod.rs`, split along this seam to keep files small; every write
-//! here goes through the sealed-row helpers of `mod.rs`.
+//! The data rows of a session: DC options, peers and Telethon's sent-file cache (the update
+//! state is in `state.rs`). Same `Engine` as `mod.rs`, split along this seam to keep files
+//! small; every write here goes through the sealed-row helpers of `rows.rs`.
 
-use session_vault_proto::model::{
-    ChannelState, DcOption, Peer, PeerKey, PeerKind, SelfUser, SentFile, UpdateStateChange,
-    UpdatesState,
-};
+use session_vault_proto::model::{DcOption, Peer, PeerKey, PeerKind, SelfUser, SentFile};
 
 use session_vault_proto::message::PEER_PAGE_MAX;
 
 use super::rows::open_in;
-use super::{
-    Engine, STATE_UPDATES, ScalarState, SessionId, kind_byte, normalize_phone, normalize_username,
-};
+use super::{Engine, SessionId, kind_byte, normalize_phone, normalize_username};
 use crate::vault::error::{EngineError, Result};
 use crate::vault::store::{Index, Row, Store, Table};
 
@@ -398,142 +393,6 @@ impl<S: Store> Engine<S> {
                 phone.as_ref().map(|b| &b[..]),
             ],
         )
-    }
-
-    // ---- update state -------------------------------------------------------------------------
-
-    /// The full update state, channels in write order.
-    pub fn updates_state(&mut self, sid: SessionId) -> Result<UpdatesState> {
-        let s: ScalarState = self
-            .get_row(sid, Table::State, STATE_UPDATES)?
-            .unwrap_or_default();
-        Ok(UpdatesState {
-            pts: s.pts,
-            qts: s.qts,
-            date: s.date,
-            seq: s.seq,
-            channels: self.scan_rows(sid, Table::Channels)?,
-        })
-    }
-
-    /// [`Engine::updates_state`] read in pages, one call each: with `after == None` the
-    /// scalars and the first page, then the page after `after` (the scalars as the first
-    /// call read them are not read again). Channels come in key order, each with its
-    /// position; the caller sorts them back into write order. Pages of separate calls are
-    /// not one snapshot: a channel written in between is read at one of its values, and one
-    /// added or dropped by a whole-state write in between may be missed or kept, which costs
-    /// a client at most a channel difference fetched again. For sessions too large to read
-    /// in one job without holding every other request up (see `Vault::updates_state`).
-    #[allow(clippy::type_complexity)]
-    pub fn updates_state_page(
-        &mut self,
-        sid: SessionId,
-        after: Option<&[u8]>,
-        limit: u32,
-    ) -> Result<(
-        Option<UpdatesState>,
-        Vec<(i64, ChannelState)>,
-        Option<Vec<u8>>,
-    )> {
-        let scalars = match after {
-            None => {
-                let s: ScalarState = self
-                    .get_row(sid, Table::State, STATE_UPDATES)?
-                    .unwrap_or_default();
-                Some(UpdatesState {
-                    pts: s.pts,
-                    qts: s.qts,
-                    date: s.date,
-                    seq: s.seq,
-                    channels: Vec::new(),
-                })
-            }
-            Some(_) => {
-                self.live(sid)?;
-                None
-            }
-        };
-        let rows = self
-            .store
-            .scan_keys_after(Table::Channels, sid.0, after, limit)?;
-        let next = (rows.len() == limit as usize)
-            .then(|| rows.last().map(|(_, r)| r.key.clone()))
-            .flatten();
-        let channels = rows
-            .iter()
-            .map(|(pos, r)| Ok((*pos, self.open_row(sid, Table::Channels, r)?)))
-            .collect::<Result<Vec<_>>>()?;
-        Ok((scalars, channels, next))
-    }
-
-    fn put_scalar(&mut self, sid: SessionId, s: &ScalarState) -> Result<()> {
-        let k = self.row_key(sid, Table::State, STATE_UPDATES)?;
-        let row = self.seal_row(sid, Table::State, &k, s)?;
-        self.store.put(Table::State, sid.0, &row, [None, None])
-    }
-
-    fn put_channel(&mut self, sid: SessionId, c: &ChannelState) -> Result<()> {
-        let k = self.row_key(sid, Table::Channels, &c.id.to_be_bytes())?;
-        let row = self.seal_row(sid, Table::Channels, &k, c)?;
-        self.store.put_last(Table::Channels, sid.0, &row)
-    }
-
-    /// Whether `change` would add rows to the session's update state: a channel it does not
-    /// hold, or a whole state of more channels than it holds (the free-space reserve lets
-    /// the others through).
-    pub fn update_state_grows(
-        &mut self,
-        sid: SessionId,
-        change: &UpdateStateChange,
-    ) -> Result<bool> {
-        self.live(sid)?;
-        Ok(match change {
-            UpdateStateChange::All(all) => {
-                all.channels.len() as u64 > self.store.count(Table::Channels, sid.0)?
-            }
-            &UpdateStateChange::Channel { id, .. } => {
-                let k = self.row_key(sid, Table::Channels, &id.to_be_bytes())?;
-                self.store.get(Table::Channels, sid.0, &k)?.is_none()
-            }
-            UpdateStateChange::Primary { .. } | UpdateStateChange::Secondary { .. } => false,
-        })
-    }
-
-    /// Applies an update-state change exactly as grammers' `MemorySession` does. Cache class.
-    pub fn set_update_state(&mut self, sid: SessionId, change: &UpdateStateChange) -> Result<()> {
-        match change {
-            UpdateStateChange::All(all) => {
-                let s = ScalarState {
-                    pts: all.pts,
-                    qts: all.qts,
-                    date: all.date,
-                    seq: all.seq,
-                };
-                self.put_scalar(sid, &s)?;
-                self.store.clear(Table::Channels, sid.0)?;
-                for c in &all.channels {
-                    self.put_channel(sid, c)?;
-                }
-            }
-            &UpdateStateChange::Primary { pts, date, seq } => {
-                let mut s: ScalarState = self
-                    .get_row(sid, Table::State, STATE_UPDATES)?
-                    .unwrap_or_default();
-                (s.pts, s.date, s.seq) = (pts, date, seq);
-                self.put_scalar(sid, &s)?;
-            }
-            &UpdateStateChange::Secondary { qts } => {
-                let mut s: ScalarState = self
-                    .get_row(sid, Table::State, STATE_UPDATES)?
-                    .unwrap_or_default();
-                s.qts = qts;
-                self.put_scalar(sid, &s)?;
-            }
-            &UpdateStateChange::Channel { id, pts } => {
-                self.put_channel(sid, &ChannelState { id, pts })?;
-            }
-        }
-        self.touch(sid)
     }
 
     // ---- Telethon sent files ------------------------------------------------------------------

@@ -7,8 +7,8 @@
 //!
 //! `mod.rs` holds the state machine and the session index; `rows.rs` the sealed-row helpers;
 //! `follow.rs` the manifest checked at unlock and the re-reads after a rollback or another
-//! daemon's change; `data.rs` the
-//! per-session data rows (DC options, peers, update state, sent files); `record.rs` the
+//! daemon's change; `data.rs` the per-session data rows (DC options, peers, sent files) and
+//! `state.rs` the update state; `record.rs` the
 //! records' plaintext encoding (positional MessagePack; older vaults' named maps still read);
 //! `names.rs` session names: [`validate_name`], namespaces, the lookup `open_session` uses;
 //! `sessions.rs` sessions and their sealed record;
@@ -45,6 +45,7 @@ mod record;
 mod rekey;
 mod rows;
 mod sessions;
+mod state;
 mod verify;
 
 #[cfg(test)]
