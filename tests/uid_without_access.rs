@@ -190,6 +190,38 @@ async fn a_uid_opening_its_own_session_again_and_again_is_sampled_in_the_audit_l
     );
 }
 
+/// One uid's connections together hold at most `MAX_HANDLES_PER_UID` handles: each
+/// connection's own bound (4096) let a uid's 256 connections hold a million between them,
+/// ~370 bytes each (found by a review). Five connections ask for 20,000: the uid gets the
+/// bound (give or take the opens in flight when it was reached), the rest are refused.
+#[tokio::test]
+async fn a_uids_connections_hold_a_bounded_number_of_handles_between_them() {
+    use session_vault_daemon::server::cmd::open::MAX_HANDLES_PER_UID;
+    if !can_switch_uid() {
+        eprintln!("skipped: needs root and setpriv");
+        return;
+    }
+    let env = Env::new();
+    let (_d, c) = env.start_initialized(&[]).await;
+    let hostile = Hostile::spawn(&env, "handles:5:4000");
+    let done = hostile.wait_for("done");
+    let (opened, refused): (usize, usize) = match done.split_once(' ') {
+        Some((o, r)) => (o.parse().expect("opened"), r.parse().expect("refused")),
+        None => panic!("hostile said {done:?}"),
+    };
+    println!(
+        "uid {OTHER_UID} asked for 20,000 handles on 5 connections: {opened} opened, {refused} refused"
+    );
+    assert_eq!(opened + refused, 20_000);
+    // The bound, passed at most by the requests of the uid running at once (64).
+    assert!(
+        (MAX_HANDLES_PER_UID..=MAX_HANDLES_PER_UID + 64).contains(&opened),
+        "{opened} handles held by one uid"
+    );
+    // An admin is not bound by it.
+    open_session(&c, "admin-bot", false).await;
+}
+
 /// A uid's connections each send the header of a maximal first frame (the `hello`) and most
 /// of its payload, then stall. The hello is read before the request-memory budget weighs
 /// anything, so it must be small: 128 such connections of one uid once held 128 MiB for the

@@ -29,6 +29,9 @@ use crate::util::raw::Raw;
 /// - `opens:N`: one connection; opens (creating it the first time) and closes its own
 ///   session `~/mine` N times; prints `done N`, waits 1.1 s, opens it once more and prints
 ///   `last`;
+/// - `handles:CONNS:PER`: opens its own session `~/held` (shared) PER times on each of CONNS
+///   connections at once, pipelined 64 at a time, never closing; prints `done OPENED REFUSED`
+///   (refused: `permission_denied`), then holds them until killed;
 /// - `hello:N`: N connections, each sending the header of a 1 MiB first frame and all of its
 ///   payload but the last byte; prints `ready N`, then holds them until killed.
 #[test]
@@ -54,6 +57,9 @@ fn hostile_entry() {
             ["straddle", name] => straddle(&socket, name).await,
             ["stall"] => stall(&socket).await,
             ["opens", n] => opens(&socket, n.parse().unwrap()).await,
+            ["handles", conns, per] => {
+                handles(&socket, conns.parse().unwrap(), per.parse().unwrap()).await
+            }
             ["probe", a, b, n] => probe(&socket, a, b, n.parse().unwrap()).await,
             ["channels", conns, n] => {
                 channels_flood(&socket, conns.parse().unwrap(), n.parse().unwrap()).await
@@ -94,6 +100,47 @@ async fn opens(socket: &Path, n: u32) {
     tokio::time::sleep(Duration::from_millis(1100)).await;
     open_close(&mut r, 2 + 2 * n).await;
     say("last");
+}
+
+async fn handles(socket: &Path, conns: usize, per: u32) {
+    let mut tasks = Vec::new();
+    for _ in 0..conns {
+        let socket = socket.to_owned();
+        tasks.push(tokio::spawn(async move {
+            let mut r = Raw::connect_hello(&socket).await;
+            let (mut opened, mut refused) = (0u32, 0u32);
+            let mut next = 2u32;
+            while opened + refused < per {
+                let batch = (per - opened - refused).min(64);
+                for _ in 0..batch {
+                    let open = Request::OpenSession {
+                        name: "~/held".to_owned(),
+                        exclusive: false,
+                        create_if_missing: true,
+                    };
+                    r.send_request(next, open).await;
+                    next += 1;
+                }
+                for _ in 0..batch {
+                    match r.recv().await.expect("an answer").response {
+                        Response::Opened { .. } => opened += 1,
+                        Response::Error(e) if e.code == ErrorCode::PermissionDenied => refused += 1,
+                        other => panic!("open: {other:?}"),
+                    }
+                }
+            }
+            (opened, refused, r)
+        }));
+    }
+    let (mut opened, mut refused, mut held) = (0, 0, Vec::new());
+    for t in tasks {
+        let (o, f, r) = t.await.expect("connection task");
+        opened += o;
+        refused += f;
+        held.push(r);
+    }
+    say(&format!("done {opened} {refused}"));
+    std::future::pending::<()>().await;
 }
 
 /// Opens `~/mine` (request `id`) and closes it (request `id + 1`).

@@ -51,27 +51,29 @@ impl DiskReserve {
     /// not on its own).
     pub fn short(&self) -> Option<u64> {
         let dir = self.dir.as_ref().filter(|_| self.min_free > 0)?;
-        let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some((at, short)) = *last {
-            if at.elapsed() < CHECK_EVERY {
-                return short;
+        let was = {
+            let last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
+            match *last {
+                Some((at, short)) if at.elapsed() < CHECK_EVERY => return short,
+                Some((_, short)) => short,
+                None => None,
             }
-        }
+        };
+        // Not under the lock: a filesystem slow to answer holds up only its callers.
         let short = available(dir).filter(|&a| a < self.min_free);
-        let was = last.and_then(|(_, s)| s);
         match (was, short) {
             (None, Some(a)) => tracing::warn!(
                 available_mib = a >> 20,
                 reserve_mib = self.min_free >> 20,
-                "the vault's disk is under its free-space reserve: cache writes of non-admin \
-                 clients are refused until space is freed"
+                "the vault's disk is under its free-space reserve: writes of non-admin clients \
+                 that grow a session are refused until space is freed"
             ),
             (Some(_), None) => {
-                tracing::info!("the vault's disk has room again: cache writes are accepted")
+                tracing::info!("the vault's disk has room again: every write is accepted")
             }
             _ => {}
         }
-        *last = Some((Instant::now(), short));
+        *self.last.lock().unwrap_or_else(PoisonError::into_inner) = Some((Instant::now(), short));
         short
     }
 }

@@ -162,6 +162,16 @@ impl Handles {
             .map_or(0, |c| c.open.len() + c.ended.len())
     }
 
+    /// How many handles the connections of `uid` have, together (as [`Handles::count`]).
+    pub fn count_uid(&self, uid: u32) -> usize {
+        self.table()
+            .conns
+            .values()
+            .filter(|c| c.peer.uid == uid)
+            .map(|c| c.open.len() + c.ended.len())
+            .sum()
+    }
+
     /// What handle number `h` of connection `conn` stands for.
     pub fn get(&self, conn: u64, h: HandleId) -> Lookup {
         let t = self.table();

@@ -41,6 +41,10 @@ const OPEN_TRIES: usize = 8;
 /// may pass it by as many as the connection has requests in flight.
 pub const MAX_HANDLES_PER_CONNECTION: usize = 4096;
 
+/// The most handles the connections of one non-admin uid may have together: without it, a
+/// uid's 256 connections could hold a million handles (~370 bytes each) between them.
+pub const MAX_HANDLES_PER_UID: usize = 16384;
+
 /// Whether `peer` owns, or was granted, a session with `acl` (admins aside).
 pub fn allowed(peer: &PeerInfo, acl: &SessionAcl) -> bool {
     acl.owner_uid == Some(peer.uid)
@@ -75,6 +79,16 @@ pub async fn open(
             format!(
                 "this connection has {MAX_HANDLES_PER_CONNECTION} session handles, the most \
                  one connection may hold; close some (close_session) and try again"
+            ),
+        ));
+    }
+    if !conn.is_admin() && conn.daemon.handles.count_uid(conn.peer.uid) >= MAX_HANDLES_PER_UID {
+        return Err(wire_error(
+            ErrorCode::PermissionDenied,
+            format!(
+                "uid {} has {MAX_HANDLES_PER_UID} session handles on its connections, the most \
+                 a non-admin uid may hold; close some (close_session) and try again",
+                conn.peer.uid
             ),
         ));
     }
