@@ -535,3 +535,54 @@ fn two_hosts_deleting_sessions_the_other_wrote_do_not_deadlock() {
         );
     });
 }
+
+/// A delete waits for other hosts' open transactions that wrote the session (their group
+/// commits), but not for ever: a paused host's transaction would hold it, and with it the
+/// deleting daemon's storage thread and every request behind it, until PostgreSQL's idle
+/// timeout (a review's suspicion: 3 s of a 3 s hold). It gives up after
+/// [`super::sessions::DELETE_WAIT`] with a busy `storage` error, and succeeds once the
+/// other transaction ended.
+#[test]
+fn a_delete_behind_a_paused_hosts_transaction_gives_up_in_bounded_time() {
+    use super::sessions::DELETE_WAIT;
+    use crate::vault::error::{EngineError, StorageErrorKind};
+
+    let Some(db) = database("a delete behind a paused host") else {
+        return;
+    };
+    let mut a = PostgresStore::open(db.target.clone()).expect("store a");
+    let mut b = PostgresStore::open(db.target.clone()).expect("store b");
+    let s = new_session(&mut a, "held");
+    // Host B, paused in a group commit that wrote the session.
+    b.begin().unwrap();
+    b.savepoint().unwrap();
+    b.put(Table::State, s, &row(b"paused"), [None, None])
+        .unwrap();
+    b.release_op().unwrap().expect("fenced: no lease is live");
+
+    let t = std::time::Instant::now();
+    a.begin().unwrap();
+    let r = a.delete_session(s);
+    let waited = t.elapsed();
+    a.rollback().unwrap();
+    match r {
+        Err(EngineError::Storage { kind, message }) => {
+            assert_eq!(kind, StorageErrorKind::Busy, "{message}");
+            assert!(message.contains("try again"), "{message}");
+        }
+        other => panic!("a delete behind a paused host's transaction: {other:?}"),
+    }
+    assert!(
+        waited >= DELETE_WAIT && waited < DELETE_WAIT * 4,
+        "the delete gave up after {waited:?}"
+    );
+
+    // Host B resumes and commits: the delete goes through, and takes B's row with it.
+    b.commit().unwrap();
+    a.begin().unwrap();
+    a.delete_session(s).expect("delete once B committed");
+    a.commit().unwrap();
+    a.begin().unwrap();
+    assert_eq!(a.count(Table::State, s).unwrap(), 0);
+    a.commit().unwrap();
+}
