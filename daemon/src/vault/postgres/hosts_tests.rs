@@ -47,6 +47,17 @@ fn write(s: &mut PostgresStore, sid: i64, k: &[u8]) -> crate::vault::error::Resu
     }
 }
 
+/// Opens a group commit on `s` with one write of `k` in session `sid`, fenced and left
+/// uncommitted: a host whose transaction holds the session's lease row `FOR SHARE`.
+fn open_fenced_write(s: &mut PostgresStore, sid: i64, k: &[u8]) {
+    s.begin().unwrap();
+    s.savepoint().unwrap();
+    s.put(Table::State, sid, &row(k), [None, None]).unwrap();
+    s.release_op()
+        .unwrap()
+        .expect("fenced: no live lease elsewhere");
+}
+
 struct Db {
     cluster: Cluster,
     name: String,
@@ -141,11 +152,7 @@ fn a_write_checked_without_a_lease_row_does_not_commit_after_a_takeover() {
     let sid = new_session(&mut a, "unleased");
 
     // A's group commit: a shared handle's write, fenced (no lease row), not committed yet.
-    a.begin().unwrap();
-    a.savepoint().unwrap();
-    a.put(Table::State, sid, &row(b"from-a"), [None, None])
-        .unwrap();
-    a.release_op().unwrap().expect("fenced: no lease exists");
+    open_fenced_write(&mut a, sid, b"from-a");
 
     let (tx, rx) = mpsc::channel();
     let taking = std::thread::spawn(move || {
@@ -554,11 +561,7 @@ fn a_delete_behind_a_paused_hosts_transaction_gives_up_in_bounded_time() {
     let mut b = PostgresStore::open(db.target.clone()).expect("store b");
     let s = new_session(&mut a, "held");
     // Host B, paused in a group commit that wrote the session.
-    b.begin().unwrap();
-    b.savepoint().unwrap();
-    b.put(Table::State, s, &row(b"paused"), [None, None])
-        .unwrap();
-    b.release_op().unwrap().expect("fenced: no lease is live");
+    open_fenced_write(&mut b, s, b"paused");
 
     let t = std::time::Instant::now();
     a.begin().unwrap();
