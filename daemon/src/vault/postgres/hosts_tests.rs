@@ -65,6 +65,18 @@ struct Db {
     target: PgTarget,
 }
 
+impl Db {
+    /// A store on the database: one host.
+    fn store(&self) -> PostgresStore {
+        PostgresStore::open(self.target.clone()).expect("store")
+    }
+
+    /// Two stores on the database: hosts A and B.
+    fn two_hosts(&self) -> (PostgresStore, PostgresStore) {
+        (self.store(), self.store())
+    }
+}
+
 fn database(what: &str) -> Option<Db> {
     let cluster = Cluster::start_or_skip(what)?;
     let db = cluster.create_database();
@@ -97,7 +109,7 @@ fn a_lapsed_holder_stays_fenced_until_it_reacquires() {
     let Some(db) = database("lapsed holder fenced for good") else {
         return;
     };
-    let mut a = PostgresStore::open(db.target.clone()).expect("store a");
+    let mut a = db.store();
     let sid = new_session(&mut a, "lapsed");
     let ttl = Duration::from_millis(300);
     let Acquired::Token(_) = a.acquire_lease(sid, &holder("host-a"), ttl).unwrap() else {
@@ -122,7 +134,7 @@ fn a_lease_reported_lost_by_renewal_still_fences_its_writes() {
     let Some(db) = database("lease lost at renewal") else {
         return;
     };
-    let mut a = PostgresStore::open(db.target.clone()).expect("store a");
+    let mut a = db.store();
     let sid = new_session(&mut a, "lost");
     let ttl = Duration::from_millis(300);
     let Acquired::Token(_) = a.acquire_lease(sid, &holder("host-a"), ttl).unwrap() else {
@@ -147,8 +159,7 @@ fn a_write_checked_without_a_lease_row_does_not_commit_after_a_takeover() {
     let Some(db) = database("fence without a lease row") else {
         return;
     };
-    let mut a = PostgresStore::open(db.target.clone()).expect("store a");
-    let mut b = PostgresStore::open(db.target.clone()).expect("store b");
+    let (mut a, mut b) = db.two_hosts();
     let sid = new_session(&mut a, "unleased");
 
     // A's group commit: a shared handle's write, fenced (no lease row), not committed yet.
@@ -401,8 +412,7 @@ fn an_admin_act_does_not_open_the_fence_for_other_writes_of_its_group_commit() {
     let Some(db) = database("admin fence pass leaks to the group commit") else {
         return;
     };
-    let mut a = PostgresStore::open(db.target.clone()).expect("store a");
-    let mut b = PostgresStore::open(db.target.clone()).expect("store b");
+    let (mut a, mut b) = db.two_hosts();
     let sid = new_session(&mut a, "leased-by-b");
     let Acquired::Token(_) = b
         .acquire_lease(sid, &holder("host-b"), Duration::from_secs(60))
@@ -444,8 +454,7 @@ fn a_live_lease_is_busy_at_once_while_its_holder_has_a_transaction_open() {
     let Some(db) = database("PostgreSQL leases under an open transaction") else {
         return;
     };
-    let mut a = PostgresStore::open(db.target.clone()).expect("store a");
-    let mut b = PostgresStore::open(db.target.clone()).expect("store b");
+    let (mut a, mut b) = db.two_hosts();
     let sid = new_session(&mut a, "leased");
     let ttl = Duration::from_secs(60);
     let Acquired::Token(_) = a.acquire_lease(sid, &holder("host-a"), ttl).unwrap() else {
@@ -557,8 +566,7 @@ fn a_delete_behind_a_paused_hosts_transaction_gives_up_in_bounded_time() {
     let Some(db) = database("a delete behind a paused host") else {
         return;
     };
-    let mut a = PostgresStore::open(db.target.clone()).expect("store a");
-    let mut b = PostgresStore::open(db.target.clone()).expect("store b");
+    let (mut a, mut b) = db.two_hosts();
     let s = new_session(&mut a, "held");
     // Host B, paused in a group commit that wrote the session.
     open_fenced_write(&mut b, s, b"paused");
