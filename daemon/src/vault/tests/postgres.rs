@@ -20,6 +20,7 @@ use crate::vault::postgres::{Holder, PgTarget, PostgresStore};
 
 mod fencing;
 mod held_writes;
+mod inline;
 mod isolation;
 
 /// The store-agnostic tests of the suite, by name.
