@@ -298,12 +298,6 @@ impl Vault {
         }
     }
 
-    /// How many jobs ran on a caller's thread so far (see [`worker`]).
-    #[cfg(test)]
-    pub fn inline_runs(&self) -> usize {
-        self.inner.shared.inline_runs()
-    }
-
     /// Notified when a request followed another daemon's change (see `Inner::followed`):
     /// the caller then calls [`Vault::refresh`] to learn what it was.
     pub fn followed(&self) -> Arc<tokio::sync::Notify> {
@@ -340,15 +334,9 @@ impl Vault {
         &self,
         f: impl Fn(&mut SqliteEngine) -> Result<T> + Send + Sync + 'static,
     ) -> Result<T> {
-        match self.inner.shared.try_read(&f) {
-            // As `fresh` does for a queued read: another daemon's change met before the
-            // poll followed it.
-            Some(Err(e)) if self.inner.postgres && engine::manifest::is_newer_than_manifest(&e) => {
-                self.follow().await?;
-                self.call(Class::Read, f).await
-            }
-            Some(answer) => answer,
-            None => self.fresh(Class::Read, f).await,
+        match self.inner.shared.try_read(f) {
+            Ok(answer) => answer,
+            Err(f) => self.fresh(Class::Read, f).await,
         }
     }
 

@@ -25,9 +25,7 @@
 //! left for the thread to commit. The first such write after a commit sends the thread an
 //! empty job, so that a thread asleep with nothing to commit wakes and arms the flush
 //! deadline. Commits, fsyncs, durable writes, barriers and whole-session jobs never run
-//! inline. On PostgreSQL an inline job is a server round trip: it runs inside
-//! `block_in_place`, so the runtime hands the thread's other tasks to another thread while it
-//! waits (which saves the two wake-ups of the hop; see `Inline`).
+//! inline.
 //!
 //! Storage faults: if a commit fails (disk full, I/O error) the transaction is rolled back
 //! and durable writers get the error. Cache-class writes already acknowledged are **kept**:
@@ -97,32 +95,16 @@ pub struct Shared {
     worker: Mutex<Worker>,
     /// Jobs sent and not yet applied. Inline reads run only when it is zero.
     queued: AtomicUsize,
-    /// How reads and small writes may run on the caller's thread.
-    inline: Inline,
-    /// Jobs run on a caller's thread so far (tests).
-    #[cfg(test)]
-    inline_runs: AtomicUsize,
-}
-
-/// How [`Shared`] runs a job on the caller's thread.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Inline {
-    /// As it is (SQLite: a few µs of CPU and page-cache reads).
-    Direct,
-    /// Inside [`tokio::task::block_in_place`] (PostgreSQL: a server round trip, and a client
-    /// that runs a runtime of its own, which a runtime thread may not enter), so that the
-    /// runtime hands this thread's other tasks to another thread meanwhile. Only on a
-    /// multi-thread runtime (the daemon's); elsewhere the job is queued.
-    Blocking,
+    /// Whether reads and small writes may run on the caller's thread: for SQLite (a few
+    /// µs), never for PostgreSQL, whose client runs a runtime of its own (not allowed on a
+    /// runtime thread) and whose round trips would hold a runtime worker.
+    inline: bool,
 }
 
 impl Shared {
     /// Wraps `engine` for [`run`].
     pub fn new(mut engine: SqliteEngine, flush_interval: Duration) -> Arc<Shared> {
-        let inline = match engine.store() {
-            Backend::Sqlite(_) => Inline::Direct,
-            Backend::Postgres(_) => Inline::Blocking,
-        };
+        let inline = matches!(engine.store(), Backend::Sqlite(_));
         Arc::new(Shared {
             inline,
             worker: Mutex::new(Worker {
@@ -138,8 +120,6 @@ impl Shared {
                 guard_rest: false,
             }),
             queued: AtomicUsize::new(0),
-            #[cfg(test)]
-            inline_runs: AtomicUsize::new(0),
         })
     }
 
@@ -163,54 +143,29 @@ impl Shared {
             return None;
         }
         let wake = w.dirty_since.is_none();
-        let answer = self.run_inline(|| w.apply_cache(redo));
+        let answer = w.apply_cache(redo);
         Some((answer, wake && w.dirty_since.is_some()))
     }
 
     /// Runs the read `f` on the caller's thread if no job is queued or running and the
-    /// engine is free; `None`: it did not run, queue it.
-    pub fn try_read<T>(
-        &self,
-        f: &dyn Fn(&mut SqliteEngine) -> Result<T, EngineError>,
-    ) -> Option<Result<T, EngineError>> {
-        let mut w = self.idle_worker()?;
-        Some(match w.engine.as_mut() {
-            Some(engine) => self.run_inline(|| f(engine)),
+    /// engine is free; otherwise hands `f` back to be queued.
+    pub fn try_read<T, F>(&self, f: F) -> Result<Result<T, EngineError>, F>
+    where
+        F: FnOnce(&mut SqliteEngine) -> Result<T, EngineError>,
+    {
+        let Some(mut w) = self.idle_worker() else {
+            return Err(f);
+        };
+        Ok(match w.engine.as_mut() {
+            Some(engine) => f(engine),
             None => Err(EngineError::Closed),
         })
-    }
-
-    /// How many jobs ran on a caller's thread so far.
-    #[cfg(test)]
-    pub fn inline_runs(&self) -> usize {
-        self.inline_runs.load(Ordering::SeqCst)
-    }
-
-    /// Runs `f` on the caller's thread as [`Inline`] says.
-    fn run_inline<T>(&self, f: impl FnOnce() -> T) -> T {
-        #[cfg(test)]
-        self.inline_runs.fetch_add(1, Ordering::SeqCst);
-        match self.inline {
-            Inline::Direct => f(),
-            Inline::Blocking => tokio::task::block_in_place(f),
-        }
-    }
-
-    /// Whether the caller's thread may run a job now: always for [`Inline::Direct`]; for
-    /// [`Inline::Blocking`], only on a multi-thread runtime, where
-    /// [`tokio::task::block_in_place`] is allowed (it panics on a current-thread one).
-    fn may_run_here(&self) -> bool {
-        match self.inline {
-            Inline::Direct => true,
-            Inline::Blocking => tokio::runtime::Handle::try_current()
-                .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread),
-        }
     }
 
     /// The worker, if no job is queued or running (so every job sent before this call has
     /// been applied) and nobody holds it; never waits.
     fn idle_worker(&self) -> Option<MutexGuard<'_, Worker>> {
-        if self.queued.load(Ordering::SeqCst) != 0 || !self.may_run_here() {
+        if !self.inline || self.queued.load(Ordering::SeqCst) != 0 {
             return None;
         }
         match self.worker.try_lock() {

@@ -12,9 +12,7 @@
 //! connection (the open transaction *is* the group), so a pool would hold one connection
 //! anyway and add an async/sync bridge on every row. The `postgres` crate is tokio-postgres
 //! driven by a private current-thread runtime on the calling thread: the same protocol code,
-//! no bridge. An inline point read or small write runs on a runtime thread inside
-//! `block_in_place` (the runtime moves that thread's other tasks elsewhere while the query
-//! is out), so no runtime worker is ever blocked by a query. Pooling would only pay off with
+//! no bridge, no runtime worker ever blocked by a query. Pooling would only pay off with
 //! several storage threads, which the engine does not have. What pipelining would save on
 //! the write path is had instead by holding row writes on the client (`Deferred`, `Held`):
 //! an operation's, then, once it ended, the transaction's, one version per row, sent with

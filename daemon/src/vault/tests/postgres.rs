@@ -20,7 +20,6 @@ use crate::vault::postgres::{Holder, PgTarget, PostgresStore};
 
 mod fencing;
 mod held_writes;
-mod inline;
 mod isolation;
 
 /// The store-agnostic tests of the suite, by name.
