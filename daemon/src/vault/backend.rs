@@ -163,6 +163,7 @@ forward! {
     fn clear(&mut self, table: Table, session: i64) -> Result<()>;
     fn find(&mut self, table: Table, session: i64, index: Index, value: &[u8]) -> Result<Option<Row>>;
     fn count(&mut self, table: Table, session: i64) -> Result<u64>;
+    fn prepare_peers(&mut self, session: i64) -> Result<()>;
     fn put_audit(&mut self, seq: u64, sealed: &[u8]) -> Result<()>;
     fn audit_range(&mut self, from_seq: u64, limit: u32) -> Result<Vec<(u64, Vec<u8>)>>;
     fn audit_last(&mut self) -> Result<Option<(u64, Vec<u8>)>>;

@@ -141,6 +141,13 @@ impl Vault {
         self.read(move |e| e.peer(sid, key)).await
     }
 
+    /// Prepares the store for look-ups of `sid`'s peers, on the storage thread (an open does it:
+    /// SQLite reads the session's map of peer keys then, not at a first look-up that may run
+    /// inline on a runtime thread).
+    pub async fn prepare_peers(&self, sid: SessionId) -> Result<()> {
+        self.call(Class::Read, move |e| e.prepare_peers(sid)).await
+    }
+
     /// A page of cached peers, newest first, and the next page's cursor (a warm start).
     /// Queued on the storage thread (a page is up to 1000 rows, too long to run inline).
     pub async fn peers_page(

@@ -39,6 +39,8 @@ mod checkpoint;
 mod data;
 mod file;
 mod open;
+mod peer_keys;
+mod peers;
 mod schema;
 
 use file::{check_whole_pages, nofollow, open_private};
@@ -59,6 +61,11 @@ pub struct SqliteStore {
     /// An operation begun by [`Store::unguarded_op`] is open (no savepoint to release), with
     /// the connection's count of changed rows when it began.
     unguarded: Option<u64>,
+    /// Where each peer row is, by key ([`peer_keys`]).
+    peer_keys: peer_keys::PeerKeys,
+    /// The file is below schema version 5 (opened so by tests, [`SqliteStore::open_at_version`]):
+    /// its peers table is keyed by `UNIQUE (session, k)` and written like the other tables.
+    keyed_peers: bool,
 }
 
 impl SqliteStore {
@@ -100,7 +107,12 @@ impl Store for SqliteStore {
         Ok(Some(false))
     }
 
-    fn set_data_key_id(&mut self, _id: Option<[u8; 16]>) {}
+    fn set_data_key_id(&mut self, id: Option<[u8; 16]>) {
+        // Locked: the peer maps are read again once unlocked.
+        if id.is_none() {
+            self.peer_keys.clear();
+        }
+    }
 
     fn replace_data_key_id(&mut self, _id: &[u8; 16]) -> Result<()> {
         Ok(())
@@ -113,6 +125,7 @@ impl Store for SqliteStore {
 
     fn release_op(&mut self) -> Result<Result<()>> {
         if self.unguarded.take().is_some() {
+            self.peer_keys.op_ended();
             return Ok(Ok(()));
         }
         self.release().map(Ok)
@@ -264,11 +277,13 @@ impl Store for SqliteStore {
 
     fn begin(&mut self) -> Result<()> {
         self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        self.peer_keys.committed();
         Ok(())
     }
 
     fn commit(&mut self) -> Result<()> {
         self.conn.execute_batch("COMMIT")?;
+        self.peer_keys.committed();
         if let Some(c) = &self.checkpointer {
             if c.take_overdue() {
                 // The background checkpoints fell behind a long write stream: copy the
@@ -284,6 +299,8 @@ impl Store for SqliteStore {
 
     fn rollback(&mut self) -> Result<()> {
         self.unguarded = None;
+        // Forgotten first: whatever the rollback's outcome, the maps are read again.
+        self.peer_keys.rolled_back();
         if !self.conn.is_autocommit() {
             self.conn.execute_batch("ROLLBACK")?;
         }
@@ -292,20 +309,26 @@ impl Store for SqliteStore {
 
     fn savepoint(&mut self) -> Result<()> {
         self.conn.execute_batch("SAVEPOINT op")?;
+        self.peer_keys.op_ended();
         Ok(())
     }
 
     fn release(&mut self) -> Result<()> {
         self.conn.execute_batch("RELEASE op")?;
+        self.peer_keys.op_ended();
         Ok(())
     }
 
     fn unguarded_op(&mut self) -> Result<bool> {
         self.unguarded = Some(self.conn.total_changes());
+        self.peer_keys.op_ended();
         Ok(true)
     }
 
     fn rollback_to_savepoint(&mut self) -> Result<()> {
+        // Forgotten first, whatever the outcome (a failure leads to a rollback of the whole
+        // transaction, which forgets the rest).
+        self.peer_keys.op_rolled_back();
         if let Some(at) = self.unguarded.take() {
             // Nothing to undo if the operation changed no row and the transaction is still
             // open (SQLite rolls a whole transaction back itself on some I/O errors); a
@@ -382,7 +405,10 @@ impl Store for SqliteStore {
 
     // Each session's data rows: forwarded to `do_x` in `data.rs`.
     fn get(&mut self, table: Table, session: i64, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        self.do_get(table, session, key)
+        match table {
+            Table::Peers if !self.keyed_peers => self.peers_get(session, key),
+            _ => self.do_get(table, session, key),
+        }
     }
 
     fn put(
@@ -392,7 +418,10 @@ impl Store for SqliteStore {
         row: &Row,
         idx: [Option<&[u8]>; 2],
     ) -> Result<()> {
-        self.do_put(table, session, row, idx)
+        match table {
+            Table::Peers if !self.keyed_peers => self.peers_put(session, row, idx),
+            _ => self.do_put(table, session, row, idx),
+        }
     }
 
     fn insert_absent(
@@ -401,15 +430,24 @@ impl Store for SqliteStore {
         session: i64,
         rows: &[(Row, [Option<&[u8]>; 2])],
     ) -> Result<Vec<Option<Vec<u8>>>> {
-        self.do_insert_absent(table, session, rows)
+        match table {
+            Table::Peers if !self.keyed_peers => self.peers_insert_absent(session, rows),
+            _ => self.do_insert_absent(table, session, rows),
+        }
     }
 
     fn put_last(&mut self, table: Table, session: i64, row: &Row) -> Result<()> {
-        self.do_put_last(table, session, row)
+        match table {
+            Table::Peers if !self.keyed_peers => self.peers_put_last(session, row),
+            _ => self.do_put_last(table, session, row),
+        }
     }
 
     fn scan(&mut self, table: Table, session: i64) -> Result<Vec<Row>> {
-        self.do_scan(table, session)
+        match table {
+            Table::Peers if !self.keyed_peers => self.peers_scan(session),
+            _ => self.do_scan(table, session),
+        }
     }
 
     fn scan_page(
@@ -419,7 +457,10 @@ impl Store for SqliteStore {
         before: Option<i64>,
         limit: u32,
     ) -> Result<Vec<(i64, Row)>> {
-        self.do_scan_page(table, session, before, limit)
+        match table {
+            Table::Peers if !self.keyed_peers => self.peers_scan_page(session, before, limit),
+            _ => self.do_scan_page(table, session, before, limit),
+        }
     }
 
     fn scan_keys_after(
@@ -429,19 +470,31 @@ impl Store for SqliteStore {
         after: Option<&[u8]>,
         limit: u32,
     ) -> Result<Vec<(i64, Row)>> {
-        self.do_scan_keys_after(table, session, after, limit)
+        match table {
+            Table::Peers if !self.keyed_peers => self.peers_scan_keys_after(session, after, limit),
+            _ => self.do_scan_keys_after(table, session, after, limit),
+        }
     }
 
     fn scan_indexed(&mut self, table: Table, session: i64) -> Result<Vec<(Row, [bool; 2])>> {
-        self.do_scan_indexed(table, session)
+        match table {
+            Table::Peers if !self.keyed_peers => self.peers_scan_indexed(session),
+            _ => self.do_scan_indexed(table, session),
+        }
     }
 
     fn scan_all(&mut self, table: Table, session: i64) -> Result<Vec<IndexedRow>> {
-        self.do_scan_all(table, session)
+        match table {
+            Table::Peers if !self.keyed_peers => self.peers_scan_all(session),
+            _ => self.do_scan_all(table, session),
+        }
     }
 
     fn clear(&mut self, table: Table, session: i64) -> Result<()> {
-        self.do_clear(table, session)
+        match table {
+            Table::Peers if !self.keyed_peers => self.peers_clear(session),
+            _ => self.do_clear(table, session),
+        }
     }
 
     fn find(
@@ -455,6 +508,16 @@ impl Store for SqliteStore {
     }
 
     fn count(&mut self, table: Table, session: i64) -> Result<u64> {
-        self.do_count(table, session)
+        match table {
+            Table::Peers if !self.keyed_peers => self.peers_count(session),
+            _ => self.do_count(table, session),
+        }
+    }
+
+    fn prepare_peers(&mut self, session: i64) -> Result<()> {
+        if self.keyed_peers {
+            return Ok(());
+        }
+        self.peers_prepare(session)
     }
 }

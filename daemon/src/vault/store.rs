@@ -291,6 +291,11 @@ pub trait Store: Send {
     ) -> Result<Option<Row>>;
     /// Number of rows of a session in a table.
     fn count(&mut self, table: Table, session: i64) -> Result<u64>;
+    /// Makes the coming look-ups of a session's peers cheap, where a store has something to
+    /// prepare for them (SQLite: reads the session's map of peer keys, `sqlite::peer_keys`,
+    /// here on the storage thread, when the session is opened, rather than at a first look-up
+    /// that may run on a runtime thread). No-op elsewhere.
+    fn prepare_peers(&mut self, session: i64) -> Result<()>;
 }
 
 /// An audit entry number as the databases store it (a signed 64-bit integer).

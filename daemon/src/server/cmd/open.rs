@@ -225,6 +225,11 @@ async fn try_open(
             d.leases.release(sid, conn.id);
         }
     };
+    // The session's peer look-ups stay cheap from the first (not fatal: the session's keys
+    // are still served, and a damaged peers table answers each look-up as corrupt).
+    if let Err(e) = d.vault.prepare_peers(sid).await {
+        tracing::warn!(error = %e, "could not prepare the session's peer look-ups");
+    }
     let dc_options = match d.vault.dc_options(sid).await {
         Ok(v) => v,
         Err(e) => {

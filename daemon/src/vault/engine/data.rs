@@ -106,6 +106,12 @@ impl<S: Store> Engine<S> {
     }
 
     /// A cached peer by identity.
+    /// Prepares the store for look-ups of `sid`'s peers ([`Store::prepare_peers`]).
+    pub fn prepare_peers(&mut self, sid: SessionId) -> Result<()> {
+        self.live(sid)?;
+        self.store.prepare_peers(sid.0)
+    }
+
     pub fn peer(&mut self, sid: SessionId, key: PeerKey) -> Result<Option<Peer>> {
         self.get_row(sid, Table::Peers, &Self::peer_key_bytes(key))
     }

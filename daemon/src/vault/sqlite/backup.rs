@@ -165,6 +165,8 @@ impl SqliteStore {
             backup: None,
             checkpointer: None,
             unguarded: None,
+            peer_keys: Default::default(),
+            keyed_peers: false,
             conn,
             path: ":memory:".into(),
         };

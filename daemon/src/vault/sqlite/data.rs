@@ -50,7 +50,7 @@ impl SqliteStore {
 
     /// Clears the index values `idx` from every other row of the session: an index value
     /// names one row ([`Store::put`]).
-    fn take_index_values(
+    pub(super) fn take_index_values(
         &mut self,
         table: Table,
         session: i64,

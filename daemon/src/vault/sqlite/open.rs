@@ -7,7 +7,7 @@ use rusqlite::{Connection, OpenFlags};
 
 use super::{
     APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION, SqliteStore, check_whole_pages, checkpoint,
-    open_private,
+    open_private, schema,
 };
 use crate::vault::error::{EngineError, Result};
 
@@ -87,10 +87,13 @@ impl SqliteStore {
             backup: None,
             checkpointer: None,
             unguarded: None,
+            peer_keys: Default::default(),
+            keyed_peers: false,
             conn,
             path: path.to_owned(),
         };
         store.migrate(version, target)?;
+        store.keyed_peers = store.schema_version()? < schema::PEERS_BY_ROWID;
         store.checkpointer = Some(checkpoint::Checkpointer::start(path)?);
         Ok(store)
     }

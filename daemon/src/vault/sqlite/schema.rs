@@ -36,7 +36,26 @@ pub const MIGRATIONS: &[&str] = &[
     // 4: the audit log (`engine::audit`): one sealed entry per row, numbered from 1 without
     // gaps; its sealed head (last number and hash) is `meta.audit_head`.
     "CREATE TABLE audit (seq INTEGER PRIMARY KEY, entry BLOB NOT NULL);",
+    // 5: peers numbered in insertion order within each session's range of rowids (session id
+    // × 2³² + n), without the `UNIQUE (session, k)` index, whose random keys made every group
+    // commit rewrite most of its leaves; the store finds a peer's row by key through a map in
+    // memory (`sqlite::peer_keys`). Existing rows keep their order.
+    // The rowid is a declared column (`id`), which no `VACUUM` renumbers.
+    "CREATE TABLE peers_v5 (id INTEGER PRIMARY KEY, session INTEGER NOT NULL,
+         k BLOB NOT NULL, v BLOB NOT NULL, i1 BLOB, i2 BLOB);
+     INSERT INTO peers_v5 (id, session, k, v, i1, i2)
+         SELECT session * 4294967296 + row_number() OVER (PARTITION BY session ORDER BY rowid),
+                session, k, v, i1, i2
+         FROM peers;
+     DROP TABLE peers;
+     ALTER TABLE peers_v5 RENAME TO peers;
+     CREATE INDEX peers_username ON peers (session, i1) WHERE i1 IS NOT NULL;
+     CREATE INDEX peers_phone ON peers (session, i2) WHERE i2 IS NOT NULL;",
 ];
+
+/// The first schema version whose peers are numbered in insertion order per session and found
+/// through [`super::peer_keys`].
+pub const PEERS_BY_ROWID: u32 = 5;
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;

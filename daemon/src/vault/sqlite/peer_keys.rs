@@ -1,0 +1,303 @@
+//! Where each peer row is, by its blind key, in memory: the peers table has no index on its
+//! keys (schema version 5).
+//!
+//! **Why.** A peer's key is an HMAC (a blind index), so keys arrive in random order. Kept in a
+//! `UNIQUE (session, k)` index, every new peer lands on a random leaf of that index: a group
+//! commit of a few thousand new peers dirtied nearly every leaf, and each commit wrote all of
+//! them to the WAL again (1–2 KB written per 150-byte peer at 30k–300k peers, growing with the
+//! session; BENCHMARKS-session.md). Now a session's peers are numbered in insertion order
+//! (`rowid` = session id × 2³² + n), so new rows append at the end of the session's range and
+//! a commit writes the few pages they filled; the key → rowid map lives here.
+//!
+//! **Completeness.** A session's map is built from the table the first time one of its peers
+//! is looked up (one read of its `(rowid, k)` pairs, in the open transaction if there is one),
+//! and every row the store inserts afterwards goes into it: every insert of a peer goes
+//! through [`super::SqliteStore`], which owns the only connection that writes the file. So a
+//! key the map lacks is a key the table lacks. Rolled-back writes are the exception, and
+//! handled so: each session whose map changed since the transaction (or the operation's
+//! savepoint) began is noted, and a rollback forgets those maps, to be read again from what
+//! the table holds after it. A map can therefore only hold *more* than the table (a row whose
+//! insert SQLite rolled back by itself); a lookup checks the row it finds by its key and, if
+//! the row is gone or holds another key, reads the map again ([`PeerKeys::forget`]).
+//!
+//! **Cost.** About 30–40 bytes of memory per peer of each session looked up since the vault
+//! was unlocked (24 bytes of key and rowid, plus the hash table's slack), and one read of a
+//! session's rows when its map is built (about 0.1 s per million peers). The maps together
+//! hold at most [`MAX_KEYS`] keys (~150 MiB): building one past that drops the least
+//! recently used others, which are read again at their next use; a single session larger
+//! than that is kept whole. All are dropped at lock. The keys are blind indexes, already
+//! stored in the file and useless without the vault's keys; they are still zeroized when a
+//! map is dropped.
+
+use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
+
+use zeroize::Zeroize;
+
+use crate::vault::crypto::BLIND_LEN;
+use crate::vault::error::{EngineError, Result};
+
+/// A blind key.
+pub type Key = [u8; BLIND_LEN];
+
+/// The most keys the maps hold together before the least recently used are dropped.
+pub const MAX_KEYS: usize = 4_000_000;
+
+/// Rows a session may hold in its range of rowids.
+const SESSION_SPAN: i64 = 1 << 32;
+
+/// The rowids of session `session`'s peers: `(first, last)`, inclusive. Session ids come from
+/// `AUTOINCREMENT` and start at 1; one beyond 2³¹ − 1 (never reached) has no range.
+pub fn range(session: i64) -> Result<(i64, i64)> {
+    if !(1..i64::from(i32::MAX)).contains(&session) {
+        return Err(EngineError::Invalid(format!(
+            "session id {session} is outside the peers table's range"
+        )));
+    }
+    let first = session * SESSION_SPAN;
+    Ok((first, first + SESSION_SPAN - 1))
+}
+
+/// A peer key as the map holds it: every peer key the engine writes is a blind index of
+/// [`BLIND_LEN`] bytes.
+pub fn key(k: &[u8]) -> Result<Key> {
+    k.try_into().map_err(|_| {
+        EngineError::Invalid(format!(
+            "a peer key is {BLIND_LEN} bytes, not {} (a blind index)",
+            k.len()
+        ))
+    })
+}
+
+/// Hashes a blind key by its first eight bytes: an HMAC output, uniform and unknown to
+/// whoever chooses the peers without the vault's keys, so no flooding of one bucket.
+#[derive(Default)]
+pub struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // `[u8; 16]`'s `Hash` writes the 16 bytes in one call.
+        let mut first = [0u8; 8];
+        let n = bytes.len().min(8);
+        first[..n].copy_from_slice(&bytes[..n]);
+        self.0 ^= u64::from_le_bytes(first);
+    }
+}
+
+/// One session's peers: key → rowid, and the next rowid to give.
+pub struct SessionKeys {
+    rows: HashMap<Key, i64, BuildHasherDefault<KeyHasher>>,
+    next: i64,
+    /// When it was last used ([`PeerKeys`]'s clock).
+    used: u64,
+}
+
+impl SessionKeys {
+    /// A map of `rows` (rowid, key), read from the table, for session rowids `range`.
+    /// A key met twice (a damaged or edited file: the store never writes one) is
+    /// [`EngineError::Corrupt`].
+    pub fn new(
+        session: i64,
+        range: (i64, i64),
+        rows: impl Iterator<Item = Result<(i64, Vec<u8>)>>,
+    ) -> Result<Self> {
+        let mut map = HashMap::with_hasher(BuildHasherDefault::default());
+        let mut last = range.0;
+        for row in rows {
+            let (id, k) = row?;
+            let corrupt = |reason| EngineError::Corrupt {
+                table: "peers",
+                session_id: session,
+                row: format!("rowid {id}"),
+                reason,
+            };
+            let k = key(&k).map_err(|_| corrupt("a peer key of the wrong length"))?;
+            if map.insert(k, id).is_some() {
+                return Err(corrupt("a peer key stored twice"));
+            }
+            last = last.max(id);
+        }
+        Ok(SessionKeys {
+            rows: map,
+            next: last + 1,
+            used: 0,
+        })
+    }
+
+    /// The rowid of `k`, if the session holds it.
+    pub fn get(&self, k: &Key) -> Option<i64> {
+        self.rows.get(k).copied()
+    }
+
+    /// The rowid the next new peer gets; past the range's end, an error.
+    pub fn next_id(&self, range: (i64, i64)) -> Result<i64> {
+        if self.next > range.1 {
+            return Err(EngineError::Invalid(
+                "this session has had 2^32 peers inserted; no room for more".into(),
+            ));
+        }
+        Ok(self.next)
+    }
+
+    /// Records that `k` was inserted as row `id` (the one [`SessionKeys::next_id`] gave);
+    /// whether it was new to the map.
+    fn inserted(&mut self, k: Key, id: i64) -> bool {
+        self.next = self.next.max(id + 1);
+        self.rows.insert(k, id).is_none()
+    }
+}
+
+impl Drop for SessionKeys {
+    fn drop(&mut self) {
+        for (mut k, _) in self.rows.drain() {
+            k.zeroize();
+        }
+    }
+}
+
+/// Every session's map that has been read, and which changed in the open transaction.
+pub struct PeerKeys {
+    sessions: HashMap<i64, SessionKeys>,
+    /// Keys in `sessions`, all maps together.
+    held: usize,
+    /// Sessions whose map changed since the transaction began.
+    in_txn: HashSet<i64>,
+    /// Sessions whose map changed since the current operation began.
+    in_op: HashSet<i64>,
+    /// Counts uses, to tell the least recently used map.
+    clock: u64,
+    /// [`MAX_KEYS`], or less in tests.
+    max_keys: usize,
+    /// Maps dropped to stay within `max_keys` (tests).
+    pub evicted: u64,
+    /// Maps read from the table (tests).
+    pub read: u64,
+}
+
+impl Default for PeerKeys {
+    fn default() -> Self {
+        PeerKeys {
+            sessions: HashMap::new(),
+            held: 0,
+            in_txn: HashSet::new(),
+            in_op: HashSet::new(),
+            clock: 0,
+            max_keys: MAX_KEYS,
+            evicted: 0,
+            read: 0,
+        }
+    }
+}
+
+impl PeerKeys {
+    /// Holds at most `max` keys (tests).
+    #[cfg(test)]
+    pub fn set_max_keys(&mut self, max: usize) {
+        self.max_keys = max;
+    }
+
+    /// Session `session`'s map, if read.
+    pub fn session(&mut self, session: i64) -> Option<&mut SessionKeys> {
+        self.clock += 1;
+        let keys = self.sessions.get_mut(&session)?;
+        keys.used = self.clock;
+        Some(keys)
+    }
+
+    /// Keeps `keys`, just read from the table, as session `session`'s map (within
+    /// [`MAX_KEYS`]: see [`PeerKeys::evict_for`]).
+    pub fn insert(&mut self, session: i64, mut keys: SessionKeys) -> &mut SessionKeys {
+        self.forget(session);
+        self.evict_for(session, keys.rows.len());
+        self.clock += 1;
+        self.read += 1;
+        keys.used = self.clock;
+        self.held += keys.rows.len();
+        self.sessions.entry(session).insert_entry(keys).into_mut()
+    }
+
+    /// Records that `k` was inserted into session `session`'s table as row `id` (the one its
+    /// map's [`SessionKeys::next_id`] gave), in its map, which must be in memory.
+    pub fn inserted(&mut self, session: i64, k: Key, id: i64) {
+        let Some(keys) = self.sessions.get_mut(&session) else {
+            return;
+        };
+        if keys.inserted(k, id) {
+            self.held += 1;
+            if self.held > self.max_keys {
+                self.evict_for(session, 0);
+            }
+        }
+        self.in_txn.insert(session);
+        self.in_op.insert(session);
+    }
+
+    /// Drops the least recently used maps other than `session`'s while the maps would hold
+    /// more than the maximum with `more` keys added. Dropping one is always safe: it is read
+    /// again, from the table as the open transaction sees it, at its next use. A session
+    /// larger than the maximum alone is kept whole.
+    fn evict_for(&mut self, session: i64, more: usize) {
+        while self.held + more > self.max_keys {
+            let oldest = self
+                .sessions
+                .iter()
+                .filter(|(s, _)| **s != session)
+                .min_by_key(|(_, k)| k.used)
+                .map(|(s, _)| *s);
+            let Some(oldest) = oldest else { break };
+            self.forget(oldest);
+            self.evicted += 1;
+        }
+    }
+
+    /// Notes that session `session`'s rows all went (deleted) in the open transaction.
+    pub fn changed(&mut self, session: i64) {
+        self.in_txn.insert(session);
+        self.in_op.insert(session);
+    }
+
+    /// Forgets session `session`'s map: read again at its next use.
+    pub fn forget(&mut self, session: i64) {
+        if let Some(keys) = self.sessions.remove(&session) {
+            self.held -= keys.rows.len();
+        }
+    }
+
+    /// A transaction or an operation begins; or one was kept (committed, released).
+    pub fn op_ended(&mut self) {
+        self.in_op.clear();
+    }
+
+    /// The transaction committed.
+    pub fn committed(&mut self) {
+        self.in_txn.clear();
+        self.in_op.clear();
+    }
+
+    /// The operation was rolled back to its savepoint: what it changed is gone from the table.
+    pub fn op_rolled_back(&mut self) {
+        for s in std::mem::take(&mut self.in_op) {
+            self.forget(s);
+        }
+    }
+
+    /// The transaction was rolled back: what it changed is gone from the table.
+    pub fn rolled_back(&mut self) {
+        self.in_op.clear();
+        for s in std::mem::take(&mut self.in_txn) {
+            self.forget(s);
+        }
+    }
+
+    /// Forgets every map (the vault locked: read again once unlocked).
+    pub fn clear(&mut self) {
+        self.sessions.clear();
+        self.held = 0;
+        self.in_txn.clear();
+        self.in_op.clear();
+    }
+}

@@ -1,0 +1,285 @@
+//! The peers table (schema version 5): rows numbered in insertion order within each session's
+//! range of rowids, found by key through the in-memory map of [`super::peer_keys`]. The
+//! bodies of the `Store` methods for [`Table::Peers`]; the other tables stay in `data.rs`.
+
+use rusqlite::{OptionalExtension, params};
+
+use super::SqliteStore;
+use super::peer_keys::{self, Key, SessionKeys};
+use crate::vault::error::Result;
+use crate::vault::store::{IndexedRow, Row, Table};
+
+impl SqliteStore {
+    /// Keeps at most `max` peer keys in memory (tests of [`peer_keys::MAX_KEYS`]'s eviction).
+    #[cfg(test)]
+    pub fn set_peer_keys_max(&mut self, max: usize) {
+        self.peer_keys.set_max_keys(max);
+    }
+
+    /// How many session maps were dropped to stay within the maximum (tests).
+    #[cfg(test)]
+    pub fn peer_maps_evicted(&self) -> u64 {
+        self.peer_keys.evicted
+    }
+
+    /// How many session maps were read from the table (tests).
+    #[cfg(test)]
+    pub fn peer_maps_read(&self) -> u64 {
+        self.peer_keys.read
+    }
+
+    /// Session `session`'s map, read from the table if it is not in memory.
+    fn peer_keys(&mut self, session: i64) -> Result<&mut SessionKeys> {
+        let range = peer_keys::range(session)?;
+        if self.peer_keys.session(session).is_none() {
+            let mut stmt = self
+                .conn
+                .prepare_cached("SELECT rowid, k FROM peers WHERE rowid BETWEEN ?1 AND ?2")?;
+            let rows = stmt.query_map(params![range.0, range.1], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            let keys = SessionKeys::new(session, range, rows.map(|r| Ok(r?)))?;
+            drop(stmt);
+            return Ok(self.peer_keys.insert(session, keys));
+        }
+        Ok(self.peer_keys.session(session).expect("checked above"))
+    }
+
+    /// The rowid and value of the peer of key `k`, if the session holds it. A map entry whose
+    /// row is gone or holds another key (an insert SQLite rolled back by itself) makes the
+    /// map be read again, once.
+    fn locate_peer(&mut self, session: i64, k: &Key) -> Result<Option<(i64, Vec<u8>)>> {
+        for _ in 0..2 {
+            let Some(id) = self.peer_keys(session)?.get(k) else {
+                return Ok(None);
+            };
+            let row: Option<(Vec<u8>, Vec<u8>)> = self
+                .conn
+                .prepare_cached("SELECT k, v FROM peers WHERE rowid = ?1")?
+                .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?;
+            match row {
+                Some((stored, v)) if stored == k[..] => return Ok(Some((id, v))),
+                _ => self.peer_keys.forget(session),
+            }
+        }
+        // Read afresh from the table, the map still named a row without that key.
+        Err(crate::vault::error::EngineError::Corrupt {
+            table: "peers",
+            session_id: session,
+            row: "(the row its key names)".into(),
+            reason: "a peer row does not hold the key it is found by",
+        })
+    }
+
+    /// Inserts a new peer row (the caller found none of its key) at the end of the session's
+    /// range, and into the map once the insert succeeded.
+    fn insert_peer(
+        &mut self,
+        session: i64,
+        k: Key,
+        row: &Row,
+        idx: [Option<&[u8]>; 2],
+    ) -> Result<()> {
+        let range = peer_keys::range(session)?;
+        let id = self.peer_keys(session)?.next_id(range)?;
+        self.conn
+            .prepare_cached(
+                "INSERT INTO peers (id, session, k, v, i1, i2) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![id, session, row.key, row.value, idx[0], idx[1]])?;
+        // The map is in memory: read above, and nothing between could drop it.
+        self.peer_keys.inserted(session, k, id);
+        Ok(())
+    }
+
+    pub(super) fn peers_prepare(&mut self, session: i64) -> Result<()> {
+        self.peer_keys(session).map(|_| ())
+    }
+
+    pub(super) fn peers_get(&mut self, session: i64, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let k = peer_keys::key(key)?;
+        Ok(self.locate_peer(session, &k)?.map(|(_, v)| v))
+    }
+
+    pub(super) fn peers_put(
+        &mut self,
+        session: i64,
+        row: &Row,
+        idx: [Option<&[u8]>; 2],
+    ) -> Result<()> {
+        let k = peer_keys::key(&row.key)?;
+        self.take_index_values(Table::Peers, session, &row.key, idx)?;
+        match self.locate_peer(session, &k)? {
+            Some((id, _)) => {
+                self.conn
+                    .prepare_cached("UPDATE peers SET v = ?2, i1 = ?3, i2 = ?4 WHERE rowid = ?1")?
+                    .execute(params![id, row.value, idx[0], idx[1]])?;
+                Ok(())
+            }
+            None => self.insert_peer(session, k, row, idx),
+        }
+    }
+
+    pub(super) fn peers_insert_absent(
+        &mut self,
+        session: i64,
+        rows: &[(Row, [Option<&[u8]>; 2])],
+    ) -> Result<Vec<Option<Vec<u8>>>> {
+        let mut out = Vec::with_capacity(rows.len());
+        for (row, idx) in rows {
+            let k = peer_keys::key(&row.key)?;
+            if let Some((_, v)) = self.locate_peer(session, &k)? {
+                out.push(Some(v));
+                continue;
+            }
+            self.insert_peer(session, k, row, *idx)?;
+            self.take_index_values(Table::Peers, session, &row.key, *idx)?;
+            out.push(None);
+        }
+        Ok(out)
+    }
+
+    pub(super) fn peers_put_last(&mut self, session: i64, row: &Row) -> Result<()> {
+        // A row moved to the end of the order: deleted, then inserted anew.
+        let k = peer_keys::key(&row.key)?;
+        if let Some((id, _)) = self.locate_peer(session, &k)? {
+            self.conn
+                .prepare_cached("DELETE FROM peers WHERE rowid = ?1")?
+                .execute([id])?;
+            // The map still names the deleted row: read it again at its next use.
+            self.peer_keys.forget(session);
+            self.peer_keys.changed(session);
+        }
+        self.insert_peer(session, k, row, [None, None])
+    }
+
+    /// The rows `sql` (`SELECT … WHERE rowid BETWEEN ?1 AND ?2 …`) selects from the session's
+    /// range, each as `f` reads it.
+    fn peers_in_range<T>(
+        &mut self,
+        sql: &str,
+        session: i64,
+        f: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<Vec<T>> {
+        let range = peer_keys::range(session)?;
+        let mut stmt = self.conn.prepare_cached(sql)?;
+        let rows = stmt.query_map(params![range.0, range.1], f)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    pub(super) fn peers_scan(&mut self, session: i64) -> Result<Vec<Row>> {
+        self.peers_in_range(
+            "SELECT k, v FROM peers WHERE rowid BETWEEN ?1 AND ?2 ORDER BY rowid",
+            session,
+            |r| {
+                Ok(Row {
+                    key: r.get(0)?,
+                    value: r.get(1)?,
+                })
+            },
+        )
+    }
+
+    pub(super) fn peers_scan_page(
+        &mut self,
+        session: i64,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<(i64, Row)>> {
+        // A walk down the rowid B-tree from the cursor, within the session's range only.
+        let range = peer_keys::range(session)?;
+        let below = before.map_or(range.1, |b| b.saturating_sub(1).min(range.1));
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT rowid, k, v FROM peers WHERE rowid BETWEEN ?1 AND ?2
+             ORDER BY rowid DESC LIMIT ?3",
+        )?;
+        let rows = stmt.query_map(params![range.0, below, i64::from(limit)], |r| {
+            Ok((
+                r.get(0)?,
+                Row {
+                    key: r.get(1)?,
+                    value: r.get(2)?,
+                },
+            ))
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    pub(super) fn peers_scan_keys_after(
+        &mut self,
+        session: i64,
+        after: Option<&[u8]>,
+        limit: u32,
+    ) -> Result<Vec<(i64, Row)>> {
+        // No index orders peers by key: each page sorts the session's keys above `after`
+        // (no caller pages peers by key; channels are paged so).
+        let range = peer_keys::range(session)?;
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT rowid, k, v FROM peers WHERE rowid BETWEEN ?1 AND ?2 AND k > ?3
+             ORDER BY k LIMIT ?4",
+        )?;
+        let rows = stmt.query_map(
+            params![range.0, range.1, after.unwrap_or(&[]), i64::from(limit)],
+            |r| {
+                Ok((
+                    r.get(0)?,
+                    Row {
+                        key: r.get(1)?,
+                        value: r.get(2)?,
+                    },
+                ))
+            },
+        )?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    pub(super) fn peers_scan_indexed(&mut self, session: i64) -> Result<Vec<(Row, [bool; 2])>> {
+        self.peers_in_range(
+            "SELECT k, v, i1 IS NOT NULL, i2 IS NOT NULL FROM peers
+             WHERE rowid BETWEEN ?1 AND ?2 ORDER BY rowid",
+            session,
+            |r| {
+                Ok((
+                    Row {
+                        key: r.get(0)?,
+                        value: r.get(1)?,
+                    },
+                    [r.get(2)?, r.get(3)?],
+                ))
+            },
+        )
+    }
+
+    pub(super) fn peers_scan_all(&mut self, session: i64) -> Result<Vec<IndexedRow>> {
+        self.peers_in_range(
+            "SELECT k, v, i1, i2 FROM peers WHERE rowid BETWEEN ?1 AND ?2 ORDER BY rowid",
+            session,
+            |r| {
+                Ok((
+                    Row {
+                        key: r.get(0)?,
+                        value: r.get(1)?,
+                    },
+                    [r.get(2)?, r.get(3)?],
+                ))
+            },
+        )
+    }
+
+    pub(super) fn peers_clear(&mut self, session: i64) -> Result<()> {
+        let range = peer_keys::range(session)?;
+        self.conn
+            .prepare_cached("DELETE FROM peers WHERE rowid BETWEEN ?1 AND ?2")?
+            .execute(params![range.0, range.1])?;
+        self.peer_keys.forget(session);
+        self.peer_keys.changed(session);
+        Ok(())
+    }
+
+    pub(super) fn peers_count(&mut self, session: i64) -> Result<u64> {
+        let range = peer_keys::range(session)?;
+        Ok(self
+            .conn
+            .prepare_cached("SELECT count(*) FROM peers WHERE rowid BETWEEN ?1 AND ?2")?
+            .query_row(params![range.0, range.1], |r| r.get::<_, i64>(0))? as u64)
+    }
+}

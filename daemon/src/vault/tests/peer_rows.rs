@@ -1,0 +1,332 @@
+//! The peers table of schema version 5 (`sqlite::peer_keys`): rows numbered in insertion order
+//! within each session's range, found by key through a map in memory.
+//!
+//! - a commit of new peers writes the pages they fill, not most of a key index (the reason
+//!   for the layout: checked against the same writes into a version-4 file);
+//! - a vault written at version 4 keeps each session's peers and their order, and new peers
+//!   follow them;
+//! - what a rolled-back operation or transaction inserted is gone from the map too;
+//! - a key stored twice (the store never writes one: an edited file) is `Corrupt`.
+
+use session_vault_proto::model::{Peer, PeerKind, SessionAcl};
+
+use super::support::*;
+use crate::vault::IfExists;
+use crate::vault::crypto::{self, Keyslot, SecretKey, VAULT_ID_LEN};
+use crate::vault::engine::Engine;
+use crate::vault::sqlite::{SCHEMA_VERSION, SqliteStore};
+use crate::vault::store::{Header, Row, Store, Table};
+use crate::vault::{EngineError, SessionId};
+
+/// A row as a peer's would be: a random 16-byte blind key, a 120-byte sealed value.
+fn random_row(rng: &mut Rng) -> Row {
+    let mut key = vec![0u8; 16];
+    rng.fill(&mut key);
+    let mut value = vec![0u8; 120];
+    rng.fill(&mut value);
+    Row { key, value }
+}
+
+/// WAL frames written by one commit of `new` peers into a session already holding `old`,
+/// on a store at schema `version`.
+fn frames_of_one_commit(version: u32, old: usize, new: usize) -> u64 {
+    let t = TestDir::new();
+    let mut store = SqliteStore::open_at_version(&t.db(), version).unwrap();
+    let mut rng = Rng(0x5eed_0000 + u64::from(version));
+    store.begin().unwrap();
+    let sid = store.insert_session("acct", 0).unwrap();
+    for _ in 0..old {
+        store
+            .put(Table::Peers, sid, &random_row(&mut rng), [None, None])
+            .unwrap();
+    }
+    store.commit().unwrap();
+    store.checkpoint().unwrap();
+    let wal = |t: &TestDir| {
+        std::fs::metadata(&t.db_files()[1])
+            .map(|m| m.len())
+            .unwrap_or(0)
+    };
+    assert_eq!(wal(&t), 0, "the WAL starts empty");
+    store.begin().unwrap();
+    let rows: Vec<(Row, [Option<&[u8]>; 2])> = (0..new)
+        .map(|_| (random_row(&mut rng), [None, None]))
+        .collect();
+    let inserted = store.insert_absent(Table::Peers, sid, &rows).unwrap();
+    assert!(inserted.iter().all(Option::is_none), "all new");
+    store.commit().unwrap();
+    assert_eq!(
+        store.count(Table::Peers, sid).unwrap(),
+        (old + new) as u64,
+        "every row stored"
+    );
+    let page: u64 = raw(&t.db())
+        .query_row("PRAGMA page_size", [], |r| r.get(0))
+        .unwrap();
+    // A WAL file: a 32-byte header, then frames of a 24-byte header and a page.
+    (wal(&t) - 32) / (page + 24)
+}
+
+#[test]
+fn a_commit_of_new_peers_writes_the_pages_they_fill_not_most_of_a_key_index() {
+    // 1000 new peers (about 140 KB of rows) into a session of 20,000.
+    let keyed = frames_of_one_commit(4, 20_000, 1000);
+    let by_rowid = frames_of_one_commit(SCHEMA_VERSION, 20_000, 1000);
+    eprintln!("WAL frames for 1000 new peers: version 4 {keyed}, version 5 {by_rowid}");
+    assert!(
+        by_rowid < 60,
+        "{by_rowid} pages written for 1000 new peers (their rows fill about 40)"
+    );
+    assert!(
+        by_rowid * 3 < keyed,
+        "version 5 wrote {by_rowid} pages, version 4 {keyed}: the random-key index is gone"
+    );
+}
+
+fn user(id: i64) -> Peer {
+    let mut p = Peer::new(PeerKind::User, id);
+    p.access_hash = Some(id * 31);
+    p
+}
+
+fn ids(peers: &[Peer]) -> Vec<i64> {
+    peers.iter().map(|p| p.id).collect()
+}
+
+#[tokio::test]
+async fn peers_written_at_version_4_keep_their_sessions_and_order_and_new_ones_follow() {
+    let t = TestDir::new();
+    {
+        let store = SqliteStore::open_at_version(&t.db(), 4).unwrap();
+        let mut engine = Engine::new(store).unwrap();
+        let mut vault_id = [0u8; VAULT_ID_LEN];
+        crypto::fill_random(&mut vault_id).unwrap();
+        let dek = SecretKey::random().unwrap();
+        let slot = Keyslot::seal(&vault_id, 0, "passphrase", fast_kdf(), PASS, &dek).unwrap();
+        let header = Header {
+            vault_id,
+            created_at: 1_700_000_000,
+        };
+        engine.initialize(header, slot, dek).unwrap();
+        let empty = Default::default();
+        let a = engine
+            .import("a", &empty, IfExists::Refuse, SessionAcl::default())
+            .unwrap();
+        let b = engine
+            .import("b", &empty, IfExists::Refuse, SessionAcl::default())
+            .unwrap();
+        // Interleaved: a's rows and b's alternate in the old table's rowid order.
+        for i in 1..=50 {
+            engine.cache_peers(a, &[user(i)]).unwrap();
+            engine.cache_peers(b, &[user(1000 + i)]).unwrap();
+        }
+        // A re-cached peer keeps its place.
+        engine.cache_peers(a, &[user(1)]).unwrap();
+    }
+    let vault = open(&t);
+    vault.unlock(PASS).await.unwrap();
+    let a = vault.open_session("a").await.unwrap();
+    let b = vault.open_session("b").await.unwrap();
+    let (page, end) = vault.peers_page(a, None, 1000).await.unwrap();
+    assert_eq!(ids(&page), (1..=50).rev().collect::<Vec<_>>(), "a's order");
+    assert_eq!(end, None);
+    let (page, _) = vault.peers_page(b, None, 1000).await.unwrap();
+    assert_eq!(
+        ids(&page),
+        (1001..=1050).rev().collect::<Vec<_>>(),
+        "b's order"
+    );
+    for i in 1..=50 {
+        assert_eq!(vault.peer(a, user(i).key()).await.unwrap(), Some(user(i)));
+        assert_eq!(vault.peer(a, user(1000 + i).key()).await.unwrap(), None);
+    }
+    vault.cache_peers(a, vec![user(51), user(7)]).await.unwrap();
+    let (page, _) = vault.peers_page(a, None, 3).await.unwrap();
+    assert_eq!(ids(&page), [51, 50, 49], "a new peer is the newest");
+    assert_eq!(
+        vault.export(a).await.unwrap().peers.len(),
+        51,
+        "a re-cached peer is not stored twice"
+    );
+    close(vault).await;
+}
+
+#[test]
+fn what_a_rolled_back_operation_or_transaction_inserted_is_not_found() {
+    let t = TestDir::new();
+    let mut store = SqliteStore::open(&t.db()).unwrap();
+    let mut rng = Rng(7);
+    let (kept, undone_op, undone_txn) = (
+        random_row(&mut rng),
+        random_row(&mut rng),
+        random_row(&mut rng),
+    );
+    store.begin().unwrap();
+    let sid = store.insert_session("acct", 0).unwrap();
+    store.put(Table::Peers, sid, &kept, [None, None]).unwrap();
+    store.savepoint().unwrap();
+    store
+        .put(Table::Peers, sid, &undone_op, [None, None])
+        .unwrap();
+    assert!(
+        store
+            .get(Table::Peers, sid, &undone_op.key)
+            .unwrap()
+            .is_some()
+    );
+    store.rollback_to_savepoint().unwrap();
+    assert_eq!(store.get(Table::Peers, sid, &undone_op.key).unwrap(), None);
+    assert_eq!(
+        store.get(Table::Peers, sid, &kept.key).unwrap(),
+        Some(kept.value.clone())
+    );
+    // Written again, it is stored once.
+    store
+        .put(Table::Peers, sid, &undone_op, [None, None])
+        .unwrap();
+    store.commit().unwrap();
+    assert_eq!(store.count(Table::Peers, sid).unwrap(), 2);
+
+    // An operation without a savepoint, kept, then the whole transaction rolled back.
+    store.begin().unwrap();
+    assert!(store.unguarded_op().unwrap());
+    store
+        .put(Table::Peers, sid, &undone_txn, [None, None])
+        .unwrap();
+    store.release_op().unwrap().unwrap();
+    assert!(
+        store
+            .get(Table::Peers, sid, &undone_txn.key)
+            .unwrap()
+            .is_some()
+    );
+    store.rollback().unwrap();
+    assert_eq!(store.get(Table::Peers, sid, &undone_txn.key).unwrap(), None);
+    let values: Vec<Row> = store.scan(Table::Peers, sid).unwrap();
+    assert_eq!(values, vec![kept.clone(), undone_op.clone()]);
+    // Inserted afterwards, it takes the next place, once.
+    store.begin().unwrap();
+    let answers = store
+        .insert_absent(Table::Peers, sid, &[(undone_txn.clone(), [None, None])])
+        .unwrap();
+    assert_eq!(answers, [None]);
+    store.commit().unwrap();
+    drop(store);
+    let mut store = SqliteStore::open(&t.db()).unwrap();
+    assert_eq!(
+        store.scan(Table::Peers, sid).unwrap(),
+        vec![kept, undone_op, undone_txn]
+    );
+}
+
+#[tokio::test]
+async fn a_peer_key_stored_twice_or_of_the_wrong_length_is_corrupt() {
+    for (what, edit) in [
+        (
+            "stored twice",
+            "INSERT INTO peers (session, k, v) SELECT session, k, v FROM peers LIMIT 1",
+        ),
+        ("of the wrong length", "UPDATE peers SET k = x'0011'"),
+    ] {
+        let t = TestDir::new();
+        let vault = create(&t).await;
+        let sid = new_session(&vault, "acct").await;
+        vault.cache_peers(sid, vec![user(1)]).await.unwrap();
+        close(vault).await;
+        raw(&t.db()).execute_batch(edit).unwrap();
+        let vault = open(&t);
+        vault.unlock(PASS).await.unwrap();
+        let sid: SessionId = vault.open_session("acct").await.unwrap();
+        let found = vault.peer(sid, user(2).key()).await;
+        assert!(
+            matches!(found, Err(EngineError::Corrupt { table: "peers", .. })),
+            "{what}: {found:?}"
+        );
+        close(vault).await;
+    }
+}
+
+#[test]
+fn maps_past_the_memory_bound_are_dropped_least_recently_used_first_and_read_again() {
+    let t = TestDir::new();
+    let mut store = SqliteStore::open(&t.db()).unwrap();
+    store.set_peer_keys_max(250);
+    let mut rng = Rng(11);
+    store.begin().unwrap();
+    let sessions: Vec<i64> = (0..3)
+        .map(|i| store.insert_session(&format!("s{i}"), 0).unwrap())
+        .collect();
+    let mut rows = vec![Vec::new(); 3];
+    for (i, &sid) in sessions.iter().enumerate() {
+        for _ in 0..100 {
+            let row = random_row(&mut rng);
+            store.put(Table::Peers, sid, &row, [None, None]).unwrap();
+            rows[i].push(row);
+        }
+    }
+    // Three maps of 100 keys never fit in 250: the third built dropped the first.
+    assert_eq!(store.peer_maps_evicted(), 1);
+    // Every session still answers every key, in any order, before and after the commit
+    // (each look-up of a dropped map reads it again, dropping another).
+    for round in 0..2 {
+        for i in [0, 2, 1, 0] {
+            for row in &rows[i] {
+                assert_eq!(
+                    store.get(Table::Peers, sessions[i], &row.key).unwrap(),
+                    Some(row.value.clone()),
+                    "round {round}, session {i}"
+                );
+            }
+            assert_eq!(
+                store
+                    .get(Table::Peers, sessions[i], &rows[(i + 1) % 3][0].key)
+                    .unwrap(),
+                None
+            );
+        }
+        if round == 0 {
+            store.commit().unwrap();
+        }
+    }
+    assert!(store.peer_maps_evicted() >= 3, "maps were read again");
+    for &sid in &sessions {
+        assert_eq!(
+            store.count(Table::Peers, sid).unwrap(),
+            100,
+            "no key stored twice"
+        );
+    }
+}
+
+#[test]
+fn prepare_peers_reads_a_sessions_map_once_and_look_ups_read_nothing_more() {
+    let t = TestDir::new();
+    let mut rng = Rng(12);
+    let rows: Vec<Row> = (0..50).map(|_| random_row(&mut rng)).collect();
+    let sid = {
+        let mut store = SqliteStore::open(&t.db()).unwrap();
+        store.begin().unwrap();
+        let sid = store.insert_session("acct", 0).unwrap();
+        for row in &rows {
+            store.put(Table::Peers, sid, row, [None, None]).unwrap();
+        }
+        store.commit().unwrap();
+        sid
+    };
+    let mut store = SqliteStore::open(&t.db()).unwrap();
+    assert_eq!(store.peer_maps_read(), 0, "nothing read at open");
+    store.prepare_peers(sid).unwrap();
+    assert_eq!(store.peer_maps_read(), 1);
+    store.prepare_peers(sid).unwrap();
+    for row in &rows {
+        assert_eq!(
+            store.get(Table::Peers, sid, &row.key).unwrap(),
+            Some(row.value.clone())
+        );
+    }
+    assert_eq!(store.peer_maps_read(), 1, "look-ups used the prepared map");
+    assert!(
+        store.prepare_peers(sid + 1).is_ok(),
+        "an empty session prepares too"
+    );
+}
