@@ -70,6 +70,10 @@ pub const INLINE_STATE_ROWS: usize = 32;
 /// (`Vault::call_retrying`).
 pub const CONFLICT_TRIES: u32 = 3;
 
+/// How long a delete refused as busy (another daemon's open transaction wrote the session)
+/// waits before it is tried again, up to [`CONFLICT_TRIES`] tries in all.
+const BUSY_RETRY_AFTER: Duration = Duration::from_millis(200);
+
 /// Tunables of a vault.
 #[derive(Clone, Debug)]
 pub struct VaultConfig {
@@ -269,6 +273,19 @@ impl Vault {
                         && engine::manifest::is_newer_than_manifest(&e) =>
                 {
                     self.follow().await?;
+                }
+                // A delete that waited its bound for another daemon's open transaction: that
+                // transaction is usually a group commit, over within the flush interval, so
+                // try again a little later (off the storage thread) before answering busy.
+                Err(EngineError::Storage {
+                    kind: StorageErrorKind::Busy,
+                    ..
+                }) if alone && tries < CONFLICT_TRIES => {
+                    tracing::info!(
+                        tries,
+                        "a delete met another vaultd's open transaction; retrying"
+                    );
+                    tokio::time::sleep(BUSY_RETRY_AFTER).await;
                 }
                 other => return other,
             }

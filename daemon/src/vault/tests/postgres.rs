@@ -18,6 +18,7 @@ use super::support::with_postgres;
 use crate::vault::postgres::test_cluster::Cluster;
 use crate::vault::postgres::{Holder, PgTarget, PostgresStore};
 
+mod busy;
 mod fencing;
 mod held_writes;
 mod isolation;
