@@ -34,6 +34,8 @@ pub fn from_engine(err: &EngineError, retry_after: Duration) -> WireError {
         EngineError::UnsupportedFormat { .. } => ErrorCode::Unsupported,
         EngineError::Storage { .. } => ErrorCode::Storage,
         EngineError::Closed => ErrorCode::ShuttingDown,
+        // Queued by the worker, never answered; should one escape, it is the daemon's fault.
+        EngineError::NotInline => ErrorCode::Storage,
     };
     let message = match err {
         EngineError::Locked => "the vault is locked (run `vaultctl unlock`)".to_owned(),

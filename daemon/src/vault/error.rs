@@ -77,6 +77,11 @@ pub enum EngineError {
     /// The storage thread has stopped (the vault was closed).
     #[error("the vault storage thread has stopped")]
     Closed,
+    /// A job run inline (on a caller's thread) that must run on the storage thread instead,
+    /// refused before it changed anything (`worker::running_inline`); the worker queues it.
+    /// Never an answer.
+    #[error("this operation must run on the storage thread")]
+    NotInline,
 }
 
 /// Classification of a [`EngineError::Storage`].

@@ -315,6 +315,22 @@ impl Vault {
         }
     }
 
+    /// Runs `f` on the SQLite store, on the storage thread (tests); `None` on PostgreSQL.
+    #[cfg(test)]
+    pub async fn with_sqlite_store<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut sqlite::SqliteStore) -> T + Send + 'static,
+    ) -> Option<T> {
+        self.call(Class::Barrier, move |e| {
+            Ok(match e.store() {
+                backend::Backend::Sqlite(s) => Some(f(s)),
+                backend::Backend::Postgres(_) => None,
+            })
+        })
+        .await
+        .expect("storage thread")
+    }
+
     /// Notified when a request followed another daemon's change (see `Inner::followed`):
     /// the caller then calls [`Vault::refresh`] to learn what it was.
     pub fn followed(&self) -> Arc<tokio::sync::Notify> {
@@ -351,9 +367,9 @@ impl Vault {
         &self,
         f: impl Fn(&mut SqliteEngine) -> Result<T> + Send + Sync + 'static,
     ) -> Result<T> {
-        match self.inner.shared.try_read(f) {
-            Ok(answer) => answer,
-            Err(f) => self.fresh(Class::Read, f).await,
+        match self.inner.shared.try_read(&f) {
+            Some(answer) => answer,
+            None => self.fresh(Class::Read, f).await,
         }
     }
 

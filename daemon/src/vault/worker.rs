@@ -143,23 +143,29 @@ impl Shared {
             return None;
         }
         let wake = w.dirty_since.is_none();
-        let answer = w.apply_cache(redo);
-        Some((answer, wake && w.dirty_since.is_some()))
+        match inline(|| w.apply_cache(redo)) {
+            // Refused before it wrote anything: queue it.
+            Err(EngineError::NotInline) => None,
+            answer => Some((answer, wake && w.dirty_since.is_some())),
+        }
     }
 
     /// Runs the read `f` on the caller's thread if no job is queued or running and the
-    /// engine is free; otherwise hands `f` back to be queued.
-    pub fn try_read<T, F>(&self, f: F) -> Result<Result<T, EngineError>, F>
-    where
-        F: FnOnce(&mut SqliteEngine) -> Result<T, EngineError>,
-    {
-        let Some(mut w) = self.idle_worker() else {
-            return Err(f);
-        };
-        Ok(match w.engine.as_mut() {
-            Some(engine) => f(engine),
+    /// engine is free; `None`: it did not run (or found it must run on the storage thread,
+    /// [`EngineError::NotInline`]), queue it.
+    pub fn try_read<T>(
+        &self,
+        f: &dyn Fn(&mut SqliteEngine) -> Result<T, EngineError>,
+    ) -> Option<Result<T, EngineError>> {
+        let mut w = self.idle_worker()?;
+        let answer = match w.engine.as_mut() {
+            Some(engine) => inline(|| f(engine)),
             None => Err(EngineError::Closed),
-        })
+        };
+        match answer {
+            Err(EngineError::NotInline) => None,
+            answer => Some(answer),
+        }
     }
 
     /// The worker, if no job is queued or running (so every job sent before this call has
@@ -182,6 +188,36 @@ impl Shared {
     fn applied(&self) {
         self.queued.fetch_sub(1, Ordering::SeqCst);
     }
+}
+
+thread_local! {
+    /// Whether this thread is running a job inline, on behalf of a caller ([`running_inline`]).
+    static INLINE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` as an inline job: [`running_inline`] says so until it returns (or unwinds).
+fn inline<T>(f: impl FnOnce() -> T) -> T {
+    with_inline(true, f)
+}
+
+/// Runs `f` with [`running_inline`] saying `on`, then restores what it said.
+fn with_inline<T>(on: bool, f: impl FnOnce() -> T) -> T {
+    struct Reset(bool);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            INLINE.with(|c| c.set(self.0));
+        }
+    }
+    let _reset = Reset(INLINE.with(|c| c.replace(on)));
+    f()
+}
+
+/// Whether the current thread runs a job inline (a runtime thread, for a caller) rather than
+/// on the storage thread: a store that would have to do unbounded work for it (SQLite reading
+/// a whole session's peer keys) answers [`EngineError::NotInline`] instead, before it changes
+/// anything, and the job is queued for the storage thread.
+pub fn running_inline() -> bool {
+    INLINE.with(std::cell::Cell::get)
 }
 
 struct Worker {
@@ -533,6 +569,13 @@ impl Worker {
     /// was deleted, the vault locked) is dropped and logged. Fails, keeping them all for the
     /// next try, if no transaction could begin or the storage failed while re-applying them.
     fn replay(&mut self, due_since: Option<Instant>) -> Result<(), EngineError> {
+        // Acknowledged writes are re-applied whatever it costs, even on an inline job's thread
+        // (its failure rolled back the transaction they were in): none may be refused as
+        // [`EngineError::NotInline`], which would drop it.
+        with_inline(false, || self.replay_now(due_since))
+    }
+
+    fn replay_now(&mut self, due_since: Option<Instant>) -> Result<(), EngineError> {
         if self.unflushed.is_empty() {
             return Ok(());
         }

@@ -23,9 +23,10 @@
 //! **Cost.** About 30–40 bytes of memory per peer of each session looked up since the vault
 //! was unlocked (24 bytes of key and rowid, plus the hash table's slack), and one read of a
 //! session's rows when its map is built (about 0.1 s per million peers). The maps together
-//! hold at most [`MAX_KEYS`] keys (~150 MiB): building one past that drops the least
-//! recently used others, which are read again at their next use; a single session larger
-//! than that is kept whole. All are dropped at lock. The keys are blind indexes, already
+//! hold at most [`MAX_KEYS`] keys (~150–200 MiB): building one past that drops the least
+//! recently used others, which are read again at their next use, always on the storage thread
+//! (a look-up run inline that finds its map dropped is queued: `EngineError::NotInline`); a
+//! single session larger than that is kept whole. All are dropped at lock. The keys are blind indexes, already
 //! stored in the file and useless without the vault's keys; they are still zeroized when a
 //! map is dropped.
 
@@ -176,6 +177,9 @@ pub struct PeerKeys {
     pub evicted: u64,
     /// Maps read from the table (tests).
     pub read: u64,
+    /// Of those, read by a job run inline (tests: there must be none).
+    #[cfg(test)]
+    pub read_inline: u64,
 }
 
 impl Default for PeerKeys {
@@ -189,6 +193,8 @@ impl Default for PeerKeys {
             max_keys: MAX_KEYS,
             evicted: 0,
             read: 0,
+            #[cfg(test)]
+            read_inline: 0,
         }
     }
 }
@@ -215,6 +221,10 @@ impl PeerKeys {
         self.evict_for(session, keys.rows.len());
         self.clock += 1;
         self.read += 1;
+        #[cfg(test)]
+        if crate::vault::worker::running_inline() {
+            self.read_inline += 1;
+        }
         keys.used = self.clock;
         self.held += keys.rows.len();
         self.sessions.entry(session).insert_entry(keys).into_mut()

@@ -16,6 +16,13 @@ impl SqliteStore {
         self.peer_keys.set_max_keys(max);
     }
 
+    /// Session maps read, dropped to stay within the maximum, and read by an inline job (tests).
+    #[cfg(test)]
+    pub fn peer_maps_stats(&self) -> (u64, u64, u64) {
+        let k = &self.peer_keys;
+        (k.read, k.evicted, k.read_inline)
+    }
+
     /// How many session maps were dropped to stay within the maximum (tests).
     #[cfg(test)]
     pub fn peer_maps_evicted(&self) -> u64 {
@@ -32,6 +39,11 @@ impl SqliteStore {
     fn peer_keys(&mut self, session: i64) -> Result<&mut SessionKeys> {
         let range = peer_keys::range(session)?;
         if self.peer_keys.session(session).is_none() {
+            // A whole session's keys are no inline job (the map was dropped since the open
+            // read it): the storage thread reads them.
+            if crate::vault::worker::running_inline() {
+                return Err(crate::vault::error::EngineError::NotInline);
+            }
             let mut stmt = self
                 .conn
                 .prepare_cached("SELECT rowid, k FROM peers WHERE rowid BETWEEN ?1 AND ?2")?;

@@ -16,7 +16,7 @@ use crate::vault::crypto::{self, Keyslot, SecretKey, VAULT_ID_LEN};
 use crate::vault::engine::Engine;
 use crate::vault::sqlite::{SCHEMA_VERSION, SqliteStore};
 use crate::vault::store::{Header, Row, Store, Table};
-use crate::vault::{EngineError, SessionId};
+use crate::vault::{EngineError, SessionId, VaultConfig};
 
 /// A row as a peer's would be: a random 16-byte blind key, a 120-byte sealed value.
 fn random_row(rng: &mut Rng) -> Row {
@@ -329,4 +329,49 @@ fn prepare_peers_reads_a_sessions_map_once_and_look_ups_read_nothing_more() {
         store.prepare_peers(sid + 1).is_ok(),
         "an empty session prepares too"
     );
+}
+
+/// A look-up of a session whose map was dropped (the memory bound) runs on the storage
+/// thread, which reads the map again, not inline on the caller's thread: reading a whole
+/// session is no job for a runtime thread. Reads and small writes still run inline once the
+/// map is back.
+#[tokio::test]
+async fn a_dropped_map_is_read_again_on_the_storage_thread_not_inline() {
+    let (_t, vault, a) = vault_with_session(VaultConfig::default()).await;
+    vault
+        .with_sqlite_store(|s| s.set_peer_keys_max(150))
+        .await
+        .unwrap();
+    let b = new_session(&vault, "other").await;
+    let a_peers: Vec<Peer> = (1..=100).map(user).collect();
+    let b_peers: Vec<Peer> = (1001..=1100).map(user).collect();
+    vault.cache_peers(a, a_peers.clone()).await.unwrap();
+    vault.cache_peers(b, b_peers.clone()).await.unwrap();
+    for round in 0..3 {
+        for (sid, peers) in [(a, &a_peers), (b, &b_peers)] {
+            // The first look-up finds the map dropped (reading the other's dropped it).
+            for p in peers.iter().step_by(7) {
+                assert_eq!(
+                    vault.peer(sid, p.key()).await.unwrap().as_ref(),
+                    Some(p),
+                    "round {round}"
+                );
+            }
+            // A small write (inline when it can) into the session of the other's map.
+            let other = if sid == a { b } else { a };
+            let new = user(5000 + round * 10 + i64::from(sid == a));
+            vault.cache_peers(other, vec![new.clone()]).await.unwrap();
+            assert_eq!(vault.peer(other, new.key()).await.unwrap(), Some(new));
+        }
+    }
+    let (read, evicted, read_inline) = vault
+        .with_sqlite_store(|s| s.peer_maps_stats())
+        .await
+        .unwrap();
+    assert!(
+        evicted >= 5 && read >= 6,
+        "maps read {read}, dropped {evicted}"
+    );
+    assert_eq!(read_inline, 0, "no map was read by an inline job");
+    close(vault).await;
 }
