@@ -145,6 +145,10 @@ impl Vault {
     /// SQLite reads the session's map of peer keys then, not at a first look-up that may run
     /// inline on a runtime thread).
     pub async fn prepare_peers(&self, sid: SessionId) -> Result<()> {
+        if self.inner.postgres {
+            // Nothing to prepare there: spare the open a storage-thread hop.
+            return Ok(());
+        }
         self.call(Class::Read, move |e| e.prepare_peers(sid)).await
     }
 
