@@ -10,7 +10,7 @@ use crate::vault::store::{Index, IndexedRow, Row, Store, Table};
 
 impl SqliteStore {
     /// The rows `sql` (`SELECT rowid, k, v …`) selects, each with its position.
-    fn positioned_rows(
+    pub(super) fn positioned_rows(
         &mut self,
         sql: &str,
         params: impl rusqlite::Params,
@@ -36,15 +36,7 @@ impl SqliteStore {
         session: i64,
     ) -> Result<Vec<(Row, [T; 2])>> {
         let mut stmt = self.conn.prepare_cached(sql)?;
-        let rows = stmt.query_map([session], |r| {
-            Ok((
-                Row {
-                    key: r.get(0)?,
-                    value: r.get(1)?,
-                },
-                [r.get(2)?, r.get(3)?],
-            ))
-        })?;
+        let rows = stmt.query_map([session], indexed_row)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
@@ -282,4 +274,17 @@ impl SqliteStore {
             .prepare_cached(sql)?
             .query_row([session], |r| r.get::<_, i64>(0))? as u64)
     }
+}
+
+/// A row read as `k, v, <index 1>, <index 2>`, with what it says of the two index columns.
+pub(super) fn indexed_row<T: rusqlite::types::FromSql>(
+    r: &rusqlite::Row<'_>,
+) -> rusqlite::Result<(Row, [T; 2])> {
+    Ok((
+        Row {
+            key: r.get(0)?,
+            value: r.get(1)?,
+        },
+        [r.get(2)?, r.get(3)?],
+    ))
 }

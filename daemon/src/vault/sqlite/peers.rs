@@ -5,6 +5,7 @@
 use rusqlite::{OptionalExtension, params};
 
 use super::SqliteStore;
+use super::data::indexed_row;
 use super::peer_keys::{self, Key, SessionKeys};
 use crate::vault::error::Result;
 use crate::vault::store::{IndexedRow, Row, Table};
@@ -200,20 +201,11 @@ impl SqliteStore {
         // A walk down the rowid B-tree from the cursor, within the session's range only.
         let range = peer_keys::range(session)?;
         let below = before.map_or(range.1, |b| b.saturating_sub(1).min(range.1));
-        let mut stmt = self.conn.prepare_cached(
+        self.positioned_rows(
             "SELECT rowid, k, v FROM peers WHERE rowid BETWEEN ?1 AND ?2
              ORDER BY rowid DESC LIMIT ?3",
-        )?;
-        let rows = stmt.query_map(params![range.0, below, i64::from(limit)], |r| {
-            Ok((
-                r.get(0)?,
-                Row {
-                    key: r.get(1)?,
-                    value: r.get(2)?,
-                },
-            ))
-        })?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+            params![range.0, below, i64::from(limit)],
+        )
     }
 
     pub(super) fn peers_scan_keys_after(
@@ -225,23 +217,11 @@ impl SqliteStore {
         // No index orders peers by key: each page sorts the session's keys above `after`
         // (no caller pages peers by key; channels are paged so).
         let range = peer_keys::range(session)?;
-        let mut stmt = self.conn.prepare_cached(
+        self.positioned_rows(
             "SELECT rowid, k, v FROM peers WHERE rowid BETWEEN ?1 AND ?2 AND k > ?3
              ORDER BY k LIMIT ?4",
-        )?;
-        let rows = stmt.query_map(
             params![range.0, range.1, after.unwrap_or(&[]), i64::from(limit)],
-            |r| {
-                Ok((
-                    r.get(0)?,
-                    Row {
-                        key: r.get(1)?,
-                        value: r.get(2)?,
-                    },
-                ))
-            },
-        )?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        )
     }
 
     pub(super) fn peers_scan_indexed(&mut self, session: i64) -> Result<Vec<(Row, [bool; 2])>> {
@@ -249,15 +229,7 @@ impl SqliteStore {
             "SELECT k, v, i1 IS NOT NULL, i2 IS NOT NULL FROM peers
              WHERE rowid BETWEEN ?1 AND ?2 ORDER BY rowid",
             session,
-            |r| {
-                Ok((
-                    Row {
-                        key: r.get(0)?,
-                        value: r.get(1)?,
-                    },
-                    [r.get(2)?, r.get(3)?],
-                ))
-            },
+            indexed_row,
         )
     }
 
@@ -265,15 +237,7 @@ impl SqliteStore {
         self.peers_in_range(
             "SELECT k, v, i1, i2 FROM peers WHERE rowid BETWEEN ?1 AND ?2 ORDER BY rowid",
             session,
-            |r| {
-                Ok((
-                    Row {
-                        key: r.get(0)?,
-                        value: r.get(1)?,
-                    },
-                    [r.get(2)?, r.get(3)?],
-                ))
-            },
+            indexed_row,
         )
     }
 

@@ -12,10 +12,7 @@ use crate::vault::IfExists;
 use session_vault_proto::model::SessionAcl;
 
 use super::support::*;
-use crate::vault::crypto::{self, Keyslot, SecretKey, VAULT_ID_LEN};
-use crate::vault::engine::Engine;
 use crate::vault::sqlite::{APPLICATION_ID, SCHEMA_VERSION, SqliteStore};
-use crate::vault::store::Header;
 use crate::vault::{EngineError, Vault, VaultConfig, VaultState};
 
 /// The version on disk, read without migrating (a target of 0 applies no step).
@@ -94,17 +91,7 @@ async fn data_written_at_an_earlier_version_survives_migration() {
             old_data.sent_files.clear();
         }
         {
-            let store = SqliteStore::open_at_version(&t.db(), v).expect("old store");
-            let mut engine = Engine::new(store).expect("engine");
-            let mut vault_id = [0u8; VAULT_ID_LEN];
-            crypto::fill_random(&mut vault_id).unwrap();
-            let dek = SecretKey::random().unwrap();
-            let slot = Keyslot::seal(&vault_id, 0, "passphrase", fast_kdf(), PASS, &dek).unwrap();
-            let header = Header {
-                vault_id,
-                created_at: 1_700_000_000,
-            };
-            engine.initialize(header, slot, dek).expect("initialize");
+            let mut engine = engine_at_version(&t, v);
             engine
                 .import("old", &old_data, IfExists::Refuse, SessionAcl::default())
                 .expect("import at the old version");

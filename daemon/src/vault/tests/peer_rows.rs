@@ -12,10 +12,8 @@ use session_vault_proto::model::{Peer, PeerKind, SessionAcl};
 
 use super::support::*;
 use crate::vault::IfExists;
-use crate::vault::crypto::{self, Keyslot, SecretKey, VAULT_ID_LEN};
-use crate::vault::engine::Engine;
 use crate::vault::sqlite::{SCHEMA_VERSION, SqliteStore};
-use crate::vault::store::{Header, Row, Store, Table};
+use crate::vault::store::{Row, Store, Table};
 use crate::vault::{EngineError, SessionId, VaultConfig};
 
 /// A row as a peer's would be: a random 16-byte blind key, a 120-byte sealed value.
@@ -97,17 +95,7 @@ fn ids(peers: &[Peer]) -> Vec<i64> {
 async fn peers_written_at_version_4_keep_their_sessions_and_order_and_new_ones_follow() {
     let t = TestDir::new();
     {
-        let store = SqliteStore::open_at_version(&t.db(), 4).unwrap();
-        let mut engine = Engine::new(store).unwrap();
-        let mut vault_id = [0u8; VAULT_ID_LEN];
-        crypto::fill_random(&mut vault_id).unwrap();
-        let dek = SecretKey::random().unwrap();
-        let slot = Keyslot::seal(&vault_id, 0, "passphrase", fast_kdf(), PASS, &dek).unwrap();
-        let header = Header {
-            vault_id,
-            created_at: 1_700_000_000,
-        };
-        engine.initialize(header, slot, dek).unwrap();
+        let mut engine = engine_at_version(&t, 4);
         let empty = Default::default();
         let a = engine
             .import("a", &empty, IfExists::Refuse, SessionAcl::default())

@@ -492,3 +492,25 @@ pub async fn reopened(vault: Vault, t: &TestDir) -> Vault {
     vault.unlock(PASS).await.expect("unlock");
     vault
 }
+
+/// An engine on a new vault file at schema `version` (what a build of that version would
+/// have made: header and one passphrase keyslot, [`PASS`]), to write data at that version.
+pub fn engine_at_version(
+    t: &TestDir,
+    version: u32,
+) -> crate::vault::engine::Engine<crate::vault::sqlite::SqliteStore> {
+    use crate::vault::crypto::{self, Keyslot, SecretKey, VAULT_ID_LEN};
+    let store =
+        crate::vault::sqlite::SqliteStore::open_at_version(&t.db(), version).expect("old store");
+    let mut engine = crate::vault::engine::Engine::new(store).expect("engine");
+    let mut vault_id = [0u8; VAULT_ID_LEN];
+    crypto::fill_random(&mut vault_id).unwrap();
+    let dek = SecretKey::random().unwrap();
+    let slot = Keyslot::seal(&vault_id, 0, "passphrase", fast_kdf(), PASS, &dek).unwrap();
+    let header = crate::vault::store::Header {
+        vault_id,
+        created_at: 1_700_000_000,
+    };
+    engine.initialize(header, slot, dek).expect("initialize");
+    engine
+}
