@@ -239,7 +239,8 @@ impl Vault {
     /// transactions that wrote the session; holding none of this daemon's other writes'
     /// locks meanwhile, it cannot be part of a deadlock with another daemon's delete of a
     /// session this one wrote (which once aborted one of two crossing deletes and the group
-    /// commit around it).
+    /// commit around it). That wait is bounded (the store answers busy); a busy answer is
+    /// tried again after [`BUSY_RETRY_AFTER`], [`CONFLICT_TRIES`] tries in all.
     async fn call_retrying_alone<T: Send + 'static>(
         &self,
         f: impl Fn(&mut SqliteEngine) -> Result<T> + Send + Sync + 'static,

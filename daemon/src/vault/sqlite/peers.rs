@@ -120,8 +120,10 @@ impl SqliteStore {
         idx: [Option<&[u8]>; 2],
     ) -> Result<()> {
         let k = peer_keys::key(&row.key)?;
+        // Located first: a look-up refused inline (its map dropped) must have written nothing.
+        let found = self.locate_peer(session, &k)?;
         self.take_index_values(Table::Peers, session, &row.key, idx)?;
-        match self.locate_peer(session, &k)? {
+        match found {
             Some((id, _)) => {
                 self.conn
                     .prepare_cached("UPDATE peers SET v = ?2, i1 = ?3, i2 = ?4 WHERE rowid = ?1")?
