@@ -45,6 +45,11 @@ use super::engine::Engine;
 use super::error::{EngineError, StorageErrorKind};
 use super::store::Store;
 
+mod inline;
+mod replay;
+use inline::inline;
+pub use inline::running_inline;
+
 /// The engine as the storage thread runs it, on whichever store the vault was opened with
 /// (the name predates the PostgreSQL store).
 pub type SqliteEngine = Engine<Backend>;
@@ -188,39 +193,6 @@ impl Shared {
     fn applied(&self) {
         self.queued.fetch_sub(1, Ordering::SeqCst);
     }
-}
-
-thread_local! {
-    /// Whether this thread is running a job inline, on behalf of a caller ([`running_inline`]).
-    // Already `const`: clippy 1.96 says otherwise on targets whose thread-locals are the OS's
-    // (x86_64-win7-windows-gnu), rust-clippy#17566.
-    #[cfg_attr(windows, allow(clippy::missing_const_for_thread_local, reason = "rust-clippy#17566"))]
-    static INLINE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-/// Runs `f` as an inline job: [`running_inline`] says so until it returns (or unwinds).
-fn inline<T>(f: impl FnOnce() -> T) -> T {
-    with_inline(true, f)
-}
-
-/// Runs `f` with [`running_inline`] saying `on`, then restores what it said.
-fn with_inline<T>(on: bool, f: impl FnOnce() -> T) -> T {
-    struct Reset(bool);
-    impl Drop for Reset {
-        fn drop(&mut self) {
-            INLINE.with(|c| c.set(self.0));
-        }
-    }
-    let _reset = Reset(INLINE.with(|c| c.replace(on)));
-    f()
-}
-
-/// Whether the current thread runs a job inline (a runtime thread, for a caller) rather than
-/// on the storage thread: a store that would have to do unbounded work for it (SQLite reading
-/// a whole session's peer keys) answers [`EngineError::NotInline`] instead, before it changes
-/// anything, and the job is queued for the storage thread.
-pub fn running_inline() -> bool {
-    INLINE.with(std::cell::Cell::get)
 }
 
 struct Worker {
@@ -564,77 +536,5 @@ impl Worker {
             self.failing = true;
         }
         let _ = self.replay(None);
-    }
-
-    /// Re-applies the acknowledged, uncommitted cache-class writes in a new transaction, due
-    /// for commit a flush interval after `due_since` (after a failed commit: `None`, now, so
-    /// that a failing disk is not retried in a loop). One that no longer applies (its session
-    /// was deleted, the vault locked) is dropped and logged. Fails, keeping them all for the
-    /// next try, if no transaction could begin or the storage failed while re-applying them.
-    fn replay(&mut self, due_since: Option<Instant>) -> Result<(), EngineError> {
-        // Acknowledged writes are re-applied whatever it costs, even on an inline job's thread
-        // (its failure rolled back the transaction they were in): none may be refused as
-        // [`EngineError::NotInline`], which would drop it.
-        with_inline(false, || self.replay_now(due_since))
-    }
-
-    fn replay_now(&mut self, due_since: Option<Instant>) -> Result<(), EngineError> {
-        if self.unflushed.is_empty() {
-            return Ok(());
-        }
-        self.dirty_since = Some(due_since.unwrap_or_else(Instant::now));
-        if let Err(e) = self.engine().and_then(|e| e.store().begin()) {
-            tracing::error!(error = %e, "vault cannot begin a transaction to keep acknowledged writes; will retry");
-            return Err(e);
-        }
-        self.in_txn = true;
-        let redos = std::mem::take(&mut self.unflushed);
-        let Some(engine) = self.engine.as_mut() else {
-            return Ok(());
-        };
-        let mut dropped = 0usize;
-        let mut kept = Vec::with_capacity(redos.len());
-        let mut fault = None;
-        for redo in &redos {
-            let applied = engine
-                .store()
-                .savepoint()
-                .and_then(|()| redo(engine))
-                .and_then(|()| engine.store().release_op().and_then(|kept| kept));
-            match applied {
-                Ok(()) => kept.push(Arc::clone(redo)),
-                // The storage failed, not the write: the transaction may be gone with it (a
-                // lost connection), and with it what this pass re-applied. Keep them all.
-                Err(e) if storage_fault(&e) => {
-                    fault = Some(e);
-                    break;
-                }
-                Err(_) => {
-                    dropped += 1;
-                    let _ = engine.store().rollback_to_savepoint();
-                }
-            }
-        }
-        if let Some(e) = fault {
-            tracing::error!(error = %e, "vault storage failed while re-applying acknowledged writes; will retry");
-            self.roll_back();
-            self.dirty_since = Some(due_since.unwrap_or_else(Instant::now));
-            self.unflushed = redos;
-            return Err(e);
-        }
-        self.unflushed = kept;
-        let Some(engine) = self.engine.as_mut() else {
-            return Ok(());
-        };
-        if dropped > 0 {
-            tracing::error!(
-                writes = dropped,
-                "acknowledged cache-class writes could not be re-applied after a failed commit and are lost"
-            );
-            if let Err(e) = engine.resync() {
-                tracing::error!(error = %e, "vault could not re-read its state after a failed write");
-            }
-        }
-        Ok(())
     }
 }

@@ -24,18 +24,6 @@ impl SqliteStore {
         (k.read, k.evicted, k.read_inline)
     }
 
-    /// How many session maps were dropped to stay within the maximum (tests).
-    #[cfg(test)]
-    pub fn peer_maps_evicted(&self) -> u64 {
-        self.peer_keys.evicted
-    }
-
-    /// How many session maps were read from the table (tests).
-    #[cfg(test)]
-    pub fn peer_maps_read(&self) -> u64 {
-        self.peer_keys.read
-    }
-
     /// Session `session`'s map, read from the table if it is not in memory.
     fn peer_keys(&mut self, session: i64) -> Result<&mut SessionKeys> {
         let range = peer_keys::range(session)?;

@@ -261,7 +261,7 @@ fn maps_past_the_memory_bound_are_dropped_least_recently_used_first_and_read_aga
         }
     }
     // Three maps of 100 keys never fit in 250: the third built dropped the first.
-    assert_eq!(store.peer_maps_evicted(), 1);
+    assert_eq!(store.peer_maps_stats().1, 1);
     // Every session still answers every key, in any order, before and after the commit
     // (each look-up of a dropped map reads it again, dropping another).
     for round in 0..2 {
@@ -284,7 +284,7 @@ fn maps_past_the_memory_bound_are_dropped_least_recently_used_first_and_read_aga
             store.commit().unwrap();
         }
     }
-    assert!(store.peer_maps_evicted() >= 3, "maps were read again");
+    assert!(store.peer_maps_stats().1 >= 3, "maps were read again");
     for &sid in &sessions {
         assert_eq!(
             store.count(Table::Peers, sid).unwrap(),
@@ -310,9 +310,9 @@ fn prepare_peers_reads_a_sessions_map_once_and_look_ups_read_nothing_more() {
         sid
     };
     let mut store = SqliteStore::open(&t.db()).unwrap();
-    assert_eq!(store.peer_maps_read(), 0, "nothing read at open");
+    assert_eq!(store.peer_maps_stats().0, 0, "nothing read at open");
     store.prepare_peers(sid).unwrap();
-    assert_eq!(store.peer_maps_read(), 1);
+    assert_eq!(store.peer_maps_stats().0, 1);
     store.prepare_peers(sid).unwrap();
     for row in &rows {
         assert_eq!(
@@ -320,7 +320,11 @@ fn prepare_peers_reads_a_sessions_map_once_and_look_ups_read_nothing_more() {
             Some(row.value.clone())
         );
     }
-    assert_eq!(store.peer_maps_read(), 1, "look-ups used the prepared map");
+    assert_eq!(
+        store.peer_maps_stats().0,
+        1,
+        "look-ups used the prepared map"
+    );
     assert!(
         store.prepare_peers(sid + 1).is_ok(),
         "an empty session prepares too"
