@@ -46,6 +46,9 @@ mod schema;
 use file::{check_whole_pages, nofollow, open_private};
 
 pub use backup::{BackupProgress, check_vault_file};
+/// Session `session`'s range of peer rowids (tests).
+#[cfg(test)]
+pub use peer_keys::range as peer_rowids;
 pub use schema::{APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION};
 
 /// A vault in one SQLite file.

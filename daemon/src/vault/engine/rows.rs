@@ -6,7 +6,7 @@ use serde::{Serialize, de::DeserializeOwned};
 
 use super::record::{decode, encode};
 use super::{Engine, SessionId, Unlocked, pad_class};
-use crate::vault::crypto::RecordPlace;
+use crate::vault::crypto::{RecordPlace, scrubbed_once};
 use crate::vault::error::Result;
 use crate::vault::store::{Row, Store, Table};
 
@@ -24,19 +24,7 @@ impl<S: Store> Engine<S> {
         key: &[u8],
         v: &T,
     ) -> Result<Row> {
-        let place = RecordPlace {
-            table: table.name(),
-            session_id: sid.0,
-            row: key,
-        };
-        let u = self.live(sid)?;
-        let value = u
-            .keys
-            .seal(&place, u.manifest.generation, &encode(v)?, pad_class(table))?;
-        Ok(Row {
-            key: key.to_vec(),
-            value,
-        })
+        seal_in(self.live(sid)?, sid, table, key, v)
     }
 
     pub(super) fn open_row<T: DeserializeOwned>(
@@ -92,6 +80,56 @@ impl<S: Store> Engine<S> {
         let rows = self.store.scan(table, sid.0)?;
         rows.iter().map(|r| self.open_row(sid, table, r)).collect()
     }
+}
+
+/// Seals `v` as the record of the row keyed `key` (blinded) with the keys of `u`: what
+/// [`Engine::seal_row`] does, without the engine, so that several threads can seal rows of
+/// one batch at once (`data::Engine::cache_peers`).
+pub(super) fn seal_in<T: Serialize>(
+    u: &Unlocked,
+    sid: SessionId,
+    table: Table,
+    key: &[u8],
+    v: &T,
+) -> Result<Row> {
+    let place = RecordPlace {
+        table: table.name(),
+        session_id: sid.0,
+        row: key,
+    };
+    let value = u
+        .keys
+        .seal(&place, u.manifest.generation, &encode(v)?, pad_class(table))?;
+    Ok(Row {
+        key: key.to_vec(),
+        value,
+    })
+}
+
+/// `items` mapped by `f`, in order: on two threads when there are at least `min` of them (the
+/// second half on a scoped thread, whose stack is scrubbed as [`scrubbed_once`] does),
+/// otherwise on this one. For the AEAD and HMAC passes over a batch of rows, which need
+/// nothing but the keys.
+pub(super) fn par_map<T: Sync, R: Send>(
+    items: &[T],
+    min: usize,
+    f: impl Fn(&T) -> Result<R> + Sync,
+) -> Result<Vec<R>> {
+    if items.len() < min.max(2) {
+        return items.iter().map(&f).collect();
+    }
+    let (first, second) = items.split_at(items.len() / 2);
+    let f = &f;
+    std::thread::scope(|s| {
+        let other =
+            s.spawn(move || scrubbed_once(|| second.iter().map(f).collect::<Result<Vec<R>>>()));
+        let mut out = first.iter().map(f).collect::<Result<Vec<R>>>()?;
+        let rest = other
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
+        out.extend(rest);
+        Ok(out)
+    })
 }
 
 /// Opens and decodes the sealed `value` of the row keyed `key` (blinded) with the keys of `u`:

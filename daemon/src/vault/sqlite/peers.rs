@@ -10,6 +10,16 @@ use super::peer_keys::{self, Key, SessionKeys};
 use crate::vault::error::Result;
 use crate::vault::store::{IndexedRow, Row, Table};
 
+/// New peer rows per `INSERT` statement of a batch: one statement's execution (step, halt,
+/// reset, bindings cleared) for many rows rather than for each.
+const INSERT_CHUNK: usize = 32;
+
+/// `INSERT INTO peers (id, session, k, v) VALUES (?, ?, ?, ?), …` of [`INSERT_CHUNK`] rows.
+static INSERT_MANY: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let values = vec!["(?, ?, ?, ?)"; INSERT_CHUNK].join(", ");
+    format!("INSERT INTO peers (id, session, k, v) VALUES {values}")
+});
+
 impl SqliteStore {
     /// Keeps at most `max` peer keys in memory (tests of [`peer_keys::MAX_KEYS`]'s eviction).
     #[cfg(test)]
@@ -123,6 +133,89 @@ impl SqliteStore {
     }
 
     pub(super) fn peers_insert_absent(
+        &mut self,
+        session: i64,
+        rows: &[(Row, [Option<&[u8]>; 2])],
+    ) -> Result<Vec<Option<Vec<u8>>>> {
+        if rows.iter().any(|(_, idx)| idx.iter().any(Option::is_some)) {
+            // Index values go to the last row written with them: one row at a time.
+            return self.peers_insert_absent_each(session, rows);
+        }
+        // Every row located first (a look-up refused inline, its map dropped, writes nothing).
+        let mut out = Vec::with_capacity(rows.len());
+        let mut keys = Vec::with_capacity(rows.len());
+        for (row, _) in rows {
+            let k = peer_keys::key(&row.key)?;
+            out.push(self.locate_peer(session, &k)?.map(|(_, v)| v));
+            keys.push(k);
+        }
+        // The absent ones numbered in order and entered in the map; a key given twice is
+        // inserted once, the later ones answered with the first one's value, as inserting
+        // them one at a time would.
+        let range = peer_keys::range(session)?;
+        let map = self.peer_keys(session)?;
+        let first = map.next_id(range)?;
+        let mut new: Vec<(i64, &Row)> = Vec::new();
+        for ((row, _), (k, found)) in rows.iter().zip(keys.into_iter().zip(&mut out)) {
+            if found.is_some() {
+                continue;
+            }
+            match self.peer_keys.session(session).and_then(|m| m.get(&k)) {
+                Some(id) if id >= first => {
+                    let (_, earlier) =
+                        new[usize::try_from(id - first).expect("numbered from first")];
+                    *found = Some(earlier.value.clone());
+                }
+                _ => {
+                    let id = first + i64::try_from(new.len()).expect("a batch fits i64");
+                    if id > range.1 {
+                        return Err(crate::vault::error::EngineError::Invalid(
+                            "this session has had 2^32 peers inserted; no room for more".into(),
+                        ));
+                    }
+                    self.peer_keys.inserted(session, k, id);
+                    new.push((id, row));
+                }
+            }
+        }
+        let written = self.insert_peer_rows(session, &new);
+        if written.is_err() {
+            // The map names rows the table may not hold: read it again at its next use.
+            self.peer_keys.forget(session);
+        }
+        written.map(|()| out)
+    }
+
+    /// Inserts `rows` (rowid, row), [`INSERT_CHUNK`] to a statement.
+    fn insert_peer_rows(&mut self, session: i64, rows: &[(i64, &Row)]) -> Result<()> {
+        let mut chunks = rows.chunks_exact(INSERT_CHUNK);
+        if chunks.len() > 0 {
+            let mut stmt = self.conn.prepare_cached(&INSERT_MANY)?;
+            for chunk in &mut chunks {
+                let mut n = 0;
+                for (id, row) in chunk {
+                    stmt.raw_bind_parameter(n + 1, id)?;
+                    stmt.raw_bind_parameter(n + 2, session)?;
+                    stmt.raw_bind_parameter(n + 3, &row.key)?;
+                    stmt.raw_bind_parameter(n + 4, &row.value)?;
+                    n += 4;
+                }
+                stmt.raw_execute()?;
+            }
+        }
+        if !chunks.remainder().is_empty() {
+            let mut stmt = self
+                .conn
+                .prepare_cached("INSERT INTO peers (id, session, k, v) VALUES (?1, ?2, ?3, ?4)")?;
+            for (id, row) in chunks.remainder() {
+                stmt.execute(params![id, session, row.key, row.value])?;
+            }
+        }
+        Ok(())
+    }
+
+    /// [`Self::peers_insert_absent`] one row at a time, index values taken after each.
+    fn peers_insert_absent_each(
         &mut self,
         session: i64,
         rows: &[(Row, [Option<&[u8]>; 2])],

@@ -215,6 +215,100 @@ fn what_a_rolled_back_operation_or_transaction_inserted_is_not_found() {
     );
 }
 
+#[test]
+fn a_batch_of_new_peers_is_numbered_in_order_and_a_key_given_twice_inserted_once() {
+    let t = TestDir::new();
+    let mut store = SqliteStore::open(&t.db()).unwrap();
+    let mut rng = Rng(11);
+    store.begin().unwrap();
+    let sid = store.insert_session("acct", 0).unwrap();
+    let old: Vec<Row> = (0..3).map(|_| random_row(&mut rng)).collect();
+    for r in &old {
+        store.put(Table::Peers, sid, r, [None, None]).unwrap();
+    }
+    // 70 new rows (two statements of 32, then 6 one at a time) with, among them, a stored
+    // row given with another value, and at the end a new key given a second time.
+    let new: Vec<Row> = (0..70).map(|_| random_row(&mut rng)).collect();
+    let mut stored_again = old[1].clone();
+    stored_again.value = vec![7; 120];
+    let mut twice = new[40].clone();
+    twice.value = vec![9; 120];
+    let mut batch: Vec<Row> = new.clone();
+    batch.insert(10, stored_again);
+    batch.push(twice);
+    let batch: Vec<(Row, [Option<&[u8]>; 2])> =
+        batch.into_iter().map(|r| (r, [None, None])).collect();
+    let answers = store.insert_absent(Table::Peers, sid, &batch).unwrap();
+    let mut expected = vec![None; 72];
+    expected[10] = Some(old[1].value.clone());
+    expected[71] = Some(new[40].value.clone());
+    assert_eq!(answers, expected);
+    store.commit().unwrap();
+    let all: Vec<Row> = old.iter().chain(&new).cloned().collect();
+    assert_eq!(
+        store.scan(Table::Peers, sid).unwrap(),
+        all,
+        "in call order, once each"
+    );
+    // As the table holds them, read afresh.
+    drop(store);
+    let mut store = SqliteStore::open(&t.db()).unwrap();
+    assert_eq!(store.scan(Table::Peers, sid).unwrap(), all);
+    for r in &all {
+        assert_eq!(
+            store.get(Table::Peers, sid, &r.key).unwrap(),
+            Some(r.value.clone())
+        );
+    }
+}
+
+#[test]
+fn a_batch_whose_insert_fails_leaves_the_map_as_the_table_is() {
+    let t = TestDir::new();
+    let mut store = SqliteStore::open(&t.db()).unwrap();
+    let mut rng = Rng(12);
+    store.begin().unwrap();
+    let sid = store.insert_session("acct", 0).unwrap();
+    let old: Vec<Row> = (0..2).map(|_| random_row(&mut rng)).collect();
+    for r in &old {
+        store.put(Table::Peers, sid, r, [None, None]).unwrap();
+    }
+    store.commit().unwrap();
+    // Another writer (an edited file: the store is the only one) takes the rowid the map
+    // gives next, so that the batch's first statement fails.
+    let (first, _) = crate::vault::sqlite::peer_rowids(sid).unwrap();
+    let intruder = random_row(&mut rng);
+    rusqlite::Connection::open(t.db())
+        .unwrap()
+        .execute(
+            "INSERT INTO peers (id, session, k, v) VALUES (?1, ?2, ?3, ?4)",
+            rusqlite::params![first + 3, sid, intruder.key, intruder.value],
+        )
+        .unwrap();
+    let new: Vec<Row> = (0..40).map(|_| random_row(&mut rng)).collect();
+    let batch: Vec<(Row, [Option<&[u8]>; 2])> =
+        new.iter().map(|r| (r.clone(), [None, None])).collect();
+    store.begin().unwrap();
+    store.savepoint().unwrap();
+    assert!(store.insert_absent(Table::Peers, sid, &batch).is_err());
+    store.rollback_to_savepoint().unwrap();
+    for r in &new {
+        assert_eq!(store.get(Table::Peers, sid, &r.key).unwrap(), None);
+    }
+    // Tried again: the map is read from the table, the intruder's row with it.
+    let answers = store.insert_absent(Table::Peers, sid, &batch).unwrap();
+    assert!(answers.iter().all(Option::is_none));
+    store.commit().unwrap();
+    let all: Vec<Row> = old.iter().chain([&intruder]).chain(&new).cloned().collect();
+    assert_eq!(store.scan(Table::Peers, sid).unwrap(), all);
+    for r in &all {
+        assert_eq!(
+            store.get(Table::Peers, sid, &r.key).unwrap(),
+            Some(r.value.clone())
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_peer_key_stored_twice_or_of_the_wrong_length_is_corrupt() {
     for (what, edit) in [

@@ -260,6 +260,25 @@ async fn peer_script(forced: u8) -> Vec<String> {
     vault.cache_peers(sid, vec![single.clone()]).await.unwrap();
     single.phone = Some("+1 555 0100".into());
     vault.cache_peers(sid, vec![single]).await.unwrap();
+    // A large call (blinded and sealed on two threads when written insert-first), then one
+    // that re-caches half of it with a field learned and brings as many new peers.
+    let user = |i: i64| {
+        let mut p = Peer::new(PeerKind::User, 5_000_000 + i);
+        p.access_hash = Some(i * 7 + 1);
+        p
+    };
+    vault
+        .cache_peers(sid, (0..300).map(user).collect())
+        .await
+        .unwrap();
+    let again: Vec<Peer> = (150..450)
+        .map(|i| {
+            let mut p = user(i);
+            p.name = Some(format!("learned {i}"));
+            p
+        })
+        .collect();
+    vault.cache_peers(sid, again).await.unwrap();
 
     let mut seen = Vec::new();
     let mut vault = vault;
@@ -291,6 +310,10 @@ pub(super) async fn caching_peers_by_insert_first_reads_back_as_by_read_first() 
     let insert_first = peer_script(2).await;
     crate::vault::engine::FORCED_PEER_WRITES.store(0, std::sync::atomic::Ordering::SeqCst);
     assert!(read_first.len() > 60, "the script checks something");
+    assert!(
+        read_first.iter().any(|l| l.contains("learned 449")),
+        "the large calls are in what is compared"
+    );
     assert_eq!(read_first.len(), insert_first.len());
     for (a, b) in read_first.iter().zip(&insert_first) {
         assert_eq!(a, b, "read-first vs insert-first");
