@@ -107,7 +107,7 @@ pub(super) fn seal_in<T: Serialize>(
 }
 
 /// `items` mapped by `f`, in order: on two threads when there are at least `min` of them (the
-/// second half on a scoped thread, whose stack is scrubbed as [`scrubbed_once`] does),
+/// second half on the [`helper`] thread, its stack scrubbed as [`scrubbed_once`] does),
 /// otherwise on this one. For the AEAD and HMAC passes over a batch of rows, which need
 /// nothing but the keys.
 pub(super) fn par_map<T: Sync, R: Send>(
@@ -115,21 +115,44 @@ pub(super) fn par_map<T: Sync, R: Send>(
     min: usize,
     f: impl Fn(&T) -> Result<R> + Sync,
 ) -> Result<Vec<R>> {
-    if items.len() < min.max(2) {
+    let helper = helper().filter(|_| items.len() >= min.max(2));
+    let Some(helper) = helper else {
         return items.iter().map(&f).collect();
-    }
+    };
     let (first, second) = items.split_at(items.len() / 2);
     let f = &f;
-    std::thread::scope(|s| {
-        let other =
-            s.spawn(move || scrubbed_once(|| second.iter().map(f).collect::<Result<Vec<R>>>()));
-        let mut out = first.iter().map(f).collect::<Result<Vec<R>>>()?;
-        let rest = other
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
-        out.extend(rest);
-        Ok(out)
-    })
+    let mut rest = None;
+    let out = helper.in_place_scope(|s| {
+        s.spawn(|_| {
+            rest = Some(scrubbed_once(|| {
+                second.iter().map(f).collect::<Result<Vec<R>>>()
+            }));
+        });
+        first.iter().map(f).collect::<Result<Vec<R>>>()
+    });
+    // The scope returned once the helper's half was done (a panic there resumed here).
+    let mut out = out?;
+    out.extend(rest.expect("the helper ran its half")?);
+    Ok(out)
+}
+
+/// The helper thread of [`par_map`]: one, started at first use and kept, so that a batch pays
+/// a wake-up (a few µs) rather than a thread's start (tens of µs). `None` if it could not be
+/// started: batches then run on the caller's thread alone.
+fn helper() -> Option<&'static rayon_core::ThreadPool> {
+    static HELPER: std::sync::OnceLock<Option<rayon_core::ThreadPool>> = std::sync::OnceLock::new();
+    HELPER
+        .get_or_init(|| {
+            rayon_core::ThreadPoolBuilder::new()
+                .num_threads(1)
+                .thread_name(|_| "vault-crypto".into())
+                .build()
+                .map_err(
+                    |e| tracing::warn!(error = %e, "no crypto helper thread; batches run on one"),
+                )
+                .ok()
+        })
+        .as_ref()
 }
 
 /// Opens and decodes the sealed `value` of the row keyed `key` (blinded) with the keys of `u`:
