@@ -148,21 +148,14 @@ async fn a_uid_opening_its_own_session_again_and_again_is_sampled_in_the_audit_l
     let flood = t.elapsed();
     hostile.wait_for("last");
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let entries: Vec<_> = audit_of(&c, OTHER_UID)
-        .await
+    let all = audit_of(&c, OTHER_UID).await;
+    // Counted in the next open's entry, or, if the uid was quiet for a period before it, in
+    // an entry of their own (`left_out`).
+    let left_out: u64 = all.iter().map(|e| left_out_in(e, "session opens")).sum();
+    let entries: Vec<_> = all
         .into_iter()
         .filter(|e| e.action == "open_session")
         .collect();
-    let left_out: u64 = entries
-        .iter()
-        .filter_map(|e| {
-            let detail = e.detail.as_deref()?;
-            let (_, more) = detail.split_once("; ")?;
-            more.strip_suffix(" more session opens of this uid not recorded before")?
-                .parse::<u64>()
-                .ok()
-        })
-        .sum();
     println!(
         "{} opens in {flood:?}: {} entries recorded, {left_out} left out and counted; vault \
          files grew by {} bytes",
@@ -188,6 +181,64 @@ async fn a_uid_opening_its_own_session_again_and_again_is_sampled_in_the_audit_l
             .all(|e| e.session.as_deref() == Some(&format!("{OTHER_UID}/mine"))),
         "{entries:?}"
     );
+}
+
+/// How many entries `e` says were left out before it (its detail's "N more … of this uid not
+/// recorded before", alone or after "; ").
+fn left_out_in(e: &AuditEntry, what: &str) -> u64 {
+    let Some(detail) = e.detail.as_deref() else {
+        return 0;
+    };
+    let suffix = format!(" more {what} of this uid not recorded before");
+    let Some(head) = detail.strip_suffix(&suffix) else {
+        return 0;
+    };
+    let n = head.rsplit_once("; ").map_or(head, |(_, n)| n);
+    n.parse().unwrap_or(0)
+}
+
+/// A uid sends refused requests in a burst and goes quiet: the first is recorded, the rest
+/// are left out, and only the uid's next entry counted them, so a burst followed by silence
+/// went uncounted (noticed in the closing review of the fourth session). Once the uid has been
+/// quiet for a period, their count is an entry of its own (action `left_out`).
+#[tokio::test]
+async fn a_burst_of_refused_requests_is_counted_though_the_uid_goes_quiet() {
+    if !can_switch_uid() {
+        eprintln!("skipped: needs root and setpriv");
+        return;
+    }
+    const N: u64 = 50;
+    let env = Env::new();
+    let (_d, c) = env.start_initialized(&[]).await;
+    let hostile = Hostile::spawn(&env, &format!("audit:{N}:8"));
+    hostile.wait_for(&format!("done {N}"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let entries = audit_of(&c, OTHER_UID).await;
+        let recorded = entries
+            .iter()
+            .filter(|e| e.action == "rename_session")
+            .count() as u64;
+        let counted: u64 = entries
+            .iter()
+            .map(|e| left_out_in(e, "refused requests"))
+            .sum();
+        if recorded + counted == N {
+            let left = entries
+                .iter()
+                .find(|e| e.action == "left_out")
+                .expect("an entry of the count");
+            assert_eq!(left.result, "ok");
+            assert!(left.pid.is_some(), "it names the sender: {left:?}");
+            println!("{recorded} refused requests recorded, {counted} counted: {entries:?}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline && recorded + counted < N,
+            "{recorded} recorded and {counted} counted of {N} refused requests: {entries:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// A uid granted another owner's session opens its own session past the opens' burst, then

@@ -447,6 +447,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .config
         .auto_lock_after
         .map(|after| tokio::spawn(autolock::run(Arc::downgrade(&daemon), after)));
+    let left_out_task = tokio::spawn(cmd::audit::flush_left_out(Arc::downgrade(&daemon)));
     let lease_task = daemon.vault.is_postgres().then(|| {
         tokio::spawn(host_leases::run(
             Arc::downgrade(&daemon),
@@ -465,6 +466,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         task.abort();
     }
     status_task.abort();
+    left_out_task.abort();
     if let Some(task) = autolock_task {
         task.abort();
     }

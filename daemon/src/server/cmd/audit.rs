@@ -16,17 +16,20 @@
 //! (else its length), the executable path is cut at 256 bytes, and a non-admin uid's refused
 //! requests are recorded once per [`REFUSED_PERIOD`] and its session opens, past a burst of
 //! [`OPENS_BURST`], once per [`OPENS_PERIOD`] ([`Sampler`]), the next entry counting those
-//! left out; opens of sessions outside its own namespace are sampled per session, so that the
-//! first open of each is always recorded by name.
-
-use std::collections::HashMap;
-use std::sync::{Mutex, PoisonError};
-use std::time::{Duration, Instant};
+//! left out, or, once the uid has been quiet for a period, an entry of their own
+//! ([`flush_left_out`], action `left_out`); opens of sessions outside its own namespace are
+//! sampled per session, so that the first open of each is always recorded by name.
 
 use session_vault_proto::audit::AuditEntry;
 use session_vault_proto::message::{Request, Response, VaultState, WireError};
 
+mod sampler;
+
+use sampler::Sender;
+pub use sampler::{OPENS_BURST, OPENS_PERIOD, REFUSED_PERIOD, Sampler, flush_left_out};
+
 use super::role::Role;
+use crate::server::Daemon;
 use crate::server::context::Conn;
 
 /// What a request's entry says, decided before it runs.
@@ -62,95 +65,11 @@ fn capped(text: &str, max: usize) -> String {
     format!("{}…", &text[..end])
 }
 
-/// How often a non-admin uid's refused requests are recorded: the first of each period;
-/// the entry after it says how many were left out. A uid with no access would otherwise
-/// grow the vault (and the journal) by an entry for every frame it sends.
-pub const REFUSED_PERIOD: Duration = Duration::from_secs(1);
-
-/// How many session opens of one non-admin uid are recorded one by one before they are
-/// sampled (a host starting its bots opens many sessions at once).
-pub const OPENS_BURST: u32 = 32;
-
-/// Past [`OPENS_BURST`], one open of a non-admin uid recorded per period: any uid may open
-/// its own sessions as often as it likes, and every entry is sealed and stored (430 bytes):
-/// 20,000 opens of one session once grew the vault by 8.6 MB.
-pub const OPENS_PERIOD: Duration = Duration::from_secs(1);
-
-/// Per uid (and, for opens of sessions outside its own namespace, per uid and session), a
-/// token bucket of entries: `burst` recorded at once, then one per `period`; the next entry
-/// recorded says how many were left out since the last. Refused requests and session opens
-/// each have one ([`Sampler::refusals`], [`Sampler::opens`]).
-pub struct Sampler {
-    burst: u32,
-    period: Duration,
-    uids: Mutex<HashMap<(u32, Option<String>), Bucket>>,
-}
-
-struct Bucket {
-    /// Entries it may record now (refilled one per period, up to the burst).
-    tokens: u32,
-    /// When the last token was counted in.
-    refilled: Instant,
-    /// Entries left out since the last recorded one.
-    skipped: u64,
-}
-
-impl Sampler {
-    /// A non-admin uid's refused requests: the first of each [`REFUSED_PERIOD`].
-    pub fn refusals() -> Sampler {
-        Sampler::new(1, REFUSED_PERIOD)
-    }
-
-    /// A non-admin uid's session opens: [`OPENS_BURST`], then one per [`OPENS_PERIOD`].
-    pub fn opens() -> Sampler {
-        Sampler::new(OPENS_BURST, OPENS_PERIOD)
-    }
-
-    fn new(burst: u32, period: Duration) -> Sampler {
-        Sampler {
-            burst,
-            period,
-            uids: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// Whether to record an entry of `uid` now: `Some(left out since the last)`. `session`
-    /// names a bucket of its own (see [`record`]); `None`: the uid's.
-    fn admit(&self, uid: u32, session: Option<&str>) -> Option<u64> {
-        let mut t = self.uids.lock().unwrap_or_else(PoisonError::into_inner);
-        let now = Instant::now();
-        let full = |b: &Bucket| {
-            b.skipped == 0 && now.duration_since(b.refilled) >= self.period * self.burst
-        };
-        // Bounded by the uids with connections: forget those whose bucket is full again
-        // with nothing left out (they are as new).
-        if t.len() > 1024 {
-            t.retain(|_, b| !full(b));
-        }
-        let b = t
-            .entry((uid, session.map(str::to_owned)))
-            .or_insert(Bucket {
-                tokens: self.burst,
-                refilled: now,
-                skipped: 0,
-            });
-        let earned = now.duration_since(b.refilled).as_nanos() / self.period.as_nanos().max(1);
-        if earned > 0 {
-            let earned = u32::try_from(earned).unwrap_or(u32::MAX);
-            b.tokens = b.tokens.saturating_add(earned).min(self.burst);
-            b.refilled = if b.tokens == self.burst {
-                now
-            } else {
-                b.refilled + self.period * earned
-            };
-        }
-        if b.tokens == 0 {
-            b.skipped += 1;
-            return None;
-        }
-        b.tokens -= 1;
-        Some(std::mem::take(&mut b.skipped))
-    }
+/// Seconds since the epoch, for an entry's `time`.
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 impl Act {
@@ -329,7 +248,7 @@ pub async fn record(conn: &Conn, act: Act, answer: &Result<Response, WireError>)
         Ok(_) => None,
     };
     if let Some((sampler, what, session)) = sampled {
-        match sampler.admit(uid, session) {
+        match sampler.admit(uid, session, || Sender::of(conn)) {
             None => return,
             Some(0) => {}
             Some(n) => {
@@ -352,22 +271,28 @@ pub async fn record(conn: &Conn, act: Act, answer: &Result<Response, WireError>)
         (Ok(Response::Transfer(t)), None) => Some(format!("transfer {}", t.id)),
         (_, d) => d,
     };
-    let peer = &conn.peer;
+    let sender = Sender::of(conn);
     let entry = AuditEntry {
         seq: 0,
-        time: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX)),
-        uid: peer.uid,
-        gid: peer.gid,
-        pid: peer.pid,
-        exe: capped(&conn.process.exe, EXE_MAX),
-        unit: conn.process.unit.clone(),
+        time: now_secs(),
+        uid,
+        gid: sender.gid,
+        pid: sender.pid,
+        exe: sender.exe,
+        unit: sender.unit,
         action: act.action.to_owned(),
         session,
         detail,
         result,
     };
+    // A non-admin's refused admin request is not worth an fsync: a bot could otherwise make
+    // the daemon sync the disk with every frame it sends.
+    store(&conn.daemon, entry, act.durable && conn.is_admin()).await;
+}
+
+/// Writes `entry` to the journal at once, then into the vault (durable or cache class). A
+/// failure to store it is logged.
+async fn store(daemon: &Daemon, entry: AuditEntry, durable: bool) {
     tracing::info!(
         target: "audit",
         uid = entry.uid,
@@ -381,11 +306,9 @@ pub async fn record(conn: &Conn, act: Act, answer: &Result<Response, WireError>)
         result = entry.result,
         "audit"
     );
-    // A non-admin's refused admin request is not worth an fsync: a bot could otherwise make
-    // the daemon sync the disk with every frame it sends.
-    let durable = act.durable && conn.is_admin();
-    if let Err(e) = conn.daemon.vault.audit(entry, durable).await {
-        tracing::error!(error = %e, action = act.action, "audit entry could not be stored");
+    let action = entry.action.clone();
+    if let Err(e) = daemon.vault.audit(entry, durable).await {
+        tracing::error!(error = %e, action, "audit entry could not be stored");
     }
 }
 
@@ -439,57 +362,6 @@ mod tests {
         assert!(
             cut.len() <= EXE_MAX + '…'.len_utf8() && cut.ends_with('…'),
             "{cut}"
-        );
-    }
-
-    #[test]
-    fn a_uids_refusals_are_recorded_once_a_period_with_the_count_left_out() {
-        let r = Sampler::refusals();
-        assert_eq!(r.admit(7, None), Some(0), "the first is recorded");
-        assert_eq!(r.admit(7, None), None);
-        assert_eq!(r.admit(7, None), None);
-        assert_eq!(r.admit(8, None), Some(0), "another uid has its own period");
-        std::thread::sleep(REFUSED_PERIOD);
-        assert_eq!(
-            r.admit(7, None),
-            Some(2),
-            "the next says how many were left out"
-        );
-        assert_eq!(r.admit(7, None), None);
-    }
-
-    #[test]
-    fn a_uids_opens_are_recorded_up_to_a_burst_then_one_a_period() {
-        let o = Sampler::new(3, Duration::from_millis(200));
-        for _ in 0..3 {
-            assert_eq!(
-                o.admit(7, None),
-                Some(0),
-                "the burst is recorded one by one"
-            );
-        }
-        assert_eq!(o.admit(7, None), None);
-        assert_eq!(o.admit(7, None), None);
-        assert_eq!(o.admit(8, None), Some(0), "another uid has its own bucket");
-        std::thread::sleep(Duration::from_millis(210));
-        assert_eq!(
-            o.admit(7, None),
-            Some(2),
-            "one per period, counting those left out"
-        );
-        assert_eq!(o.admit(7, None), None, "one, not the burst again");
-        std::thread::sleep(Duration::from_millis(650));
-        for _ in 0..3 {
-            assert!(
-                o.admit(7, None).is_some(),
-                "the bucket refills up to the burst"
-            );
-        }
-        assert_eq!(o.admit(7, None), None, "and no further");
-        assert_eq!(
-            o.admit(7, Some("1000/granted")),
-            Some(0),
-            "a session outside the uid's namespace has a bucket of its own"
         );
     }
 }
