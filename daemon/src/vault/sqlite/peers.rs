@@ -166,7 +166,16 @@ impl SqliteStore {
                         new[usize::try_from(id - first).expect("numbered from first")];
                     *found = Some(earlier.value.clone());
                 }
-                _ => {
+                Some(_) => {
+                    // Located as absent above, and nothing but this loop changed the map.
+                    return Err(crate::vault::error::EngineError::Corrupt {
+                        table: "peers",
+                        session_id: session,
+                        row: String::new(),
+                        reason: "a peer key found absent a moment ago is in the map",
+                    });
+                }
+                None => {
                     let id = first + i64::try_from(new.len()).expect("a batch fits i64");
                     if id > range.1 {
                         return Err(crate::vault::error::EngineError::Invalid(
