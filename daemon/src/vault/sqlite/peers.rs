@@ -141,6 +141,9 @@ impl SqliteStore {
             // Index values go to the last row written with them: one row at a time.
             return self.peers_insert_absent_each(session, rows);
         }
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
         // Every row located first (a look-up refused inline, its map dropped, writes nothing).
         let mut out = Vec::with_capacity(rows.len());
         let mut keys = Vec::with_capacity(rows.len());
@@ -149,14 +152,31 @@ impl SqliteStore {
             out.push(self.locate_peer(session, &k)?.map(|(_, v)| v));
             keys.push(k);
         }
-        // The absent ones numbered in order and entered in the map; a key given twice is
-        // inserted once, the later ones answered with the first one's value, as inserting
-        // them one at a time would.
+        // The absent ones numbered in order, entered in the map and inserted. On an error the
+        // map may name rows the table does not hold: it is read again at its next use.
+        let written = self
+            .number_absent(session, rows, keys, &mut out)
+            .and_then(|new| self.insert_peer_rows(session, &new));
+        if written.is_err() {
+            self.peer_keys.forget(session);
+        }
+        written.map(|()| out)
+    }
+
+    /// Numbers the rows of `rows` that `found` says are absent, in order, and enters them in
+    /// the session's map; a key given twice is numbered once, the later copies answered in
+    /// `found` with the first one's value, as inserting them one at a time would.
+    fn number_absent<'r>(
+        &mut self,
+        session: i64,
+        rows: &'r [(Row, [Option<&[u8]>; 2])],
+        keys: Vec<Key>,
+        found: &mut [Option<Vec<u8>>],
+    ) -> Result<Vec<(i64, &'r Row)>> {
         let range = peer_keys::range(session)?;
-        let map = self.peer_keys(session)?;
-        let first = map.next_id(range)?;
+        let first = self.peer_keys(session)?.next_id(range)?;
         let mut new: Vec<(i64, &Row)> = Vec::new();
-        for ((row, _), (k, found)) in rows.iter().zip(keys.into_iter().zip(&mut out)) {
+        for ((row, _), (k, found)) in rows.iter().zip(keys.into_iter().zip(found)) {
             if found.is_some() {
                 continue;
             }
@@ -167,7 +187,7 @@ impl SqliteStore {
                     *found = Some(earlier.value.clone());
                 }
                 Some(_) => {
-                    // Located as absent above, and nothing but this loop changed the map.
+                    // Located as absent, and nothing but this loop changed the map since.
                     return Err(crate::vault::error::EngineError::Corrupt {
                         table: "peers",
                         session_id: session,
@@ -187,12 +207,7 @@ impl SqliteStore {
                 }
             }
         }
-        let written = self.insert_peer_rows(session, &new);
-        if written.is_err() {
-            // The map names rows the table may not hold: read it again at its next use.
-            self.peer_keys.forget(session);
-        }
-        written.map(|()| out)
+        Ok(new)
     }
 
     /// Inserts `rows` (rowid, row), [`INSERT_CHUNK`] to a statement.
