@@ -26,6 +26,10 @@ pub enum Workload {
     /// `cache_peers` of 100 new peers at a time, as section 1 measures it (one task: the
     /// session grows by 100 peers per call, after `--peers` stored first).
     CachePeers,
+    /// As `cache-peers`, but each peer carries a name, a username and (one in three) a phone,
+    /// as Telethon's and Pyrogram's clients send them (grammers' peers carry none); sent
+    /// straight as `cache_peers` requests on a handle of the session.
+    CachePeersNamed,
 }
 
 /// Arguments of `load`.
@@ -74,8 +78,14 @@ pub async fn run(a: LoadArgs) -> Result<()> {
     drop(c);
     let cache = match a.workload {
         Workload::Mix => session_vault_client::DEFAULT_PEER_CACHE,
-        Workload::ColdPeer | Workload::MixNocache | Workload::CachePeers => 0,
+        Workload::ColdPeer
+        | Workload::MixNocache
+        | Workload::CachePeers
+        | Workload::CachePeersNamed => 0,
     };
+    if let Workload::CachePeersNamed = a.workload {
+        return cache_peers_named(&a).await;
+    }
     let s = Arc::new(open_vault(&a.socket, "load", cache).await?);
     if !a.skip_fill {
         fill(&*s, 0, a.peers, 1_000).await?;
@@ -119,6 +129,7 @@ pub async fn run(a: LoadArgs) -> Result<()> {
                     let seen = r.seen();
                     (seen, vec![r.into_weighted()])
                 }
+                Workload::CachePeersNamed => unreachable!("run by cache_peers_named"),
                 Workload::Mix | Workload::MixNocache => {
                     let st = crate::mix::client_loop(&*s, 1 + k as u64, peers, start, end).await;
                     (st.ops, vec![st.peer, st.cache_peers, st.set_state])
@@ -137,6 +148,64 @@ pub async fn run(a: LoadArgs) -> Result<()> {
     println!(
         "{:?}: {ops} ops in {:.1} s ({:.0} ops/s), p50 {}, p99 {}",
         a.workload,
+        a.secs,
+        ops as f64 / a.secs,
+        fmt_ns(s.p50),
+        fmt_ns(s.p99)
+    );
+    Ok(())
+}
+
+/// Peer `i` as Telethon or Pyrogram would cache it: a user with a name, a username and, one in
+/// three, a phone.
+fn named_peer(i: u64) -> session_vault_proto::model::Peer {
+    use session_vault_proto::model::{Peer, PeerKind};
+    let mut p = Peer::new(PeerKind::User, 100_000 + i as i64);
+    p.access_hash = Some((i.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 1) as i64);
+    p.bot = Some(false);
+    p.name = Some(format!("User {i}"));
+    p.username = Some(format!("user_{i}"));
+    p.phone = (i % 3 == 0).then(|| format!("1555{i:07}"));
+    p
+}
+
+/// The `cache-peers-named` workload: one connection, one exclusive handle, 100 new named
+/// peers per `cache_peers` request.
+async fn cache_peers_named(a: &LoadArgs) -> Result<()> {
+    use session_vault_proto::message::Request;
+    let c = Connection::connect(&a.socket, "session-vault-bench load").await?;
+    let handle = match c
+        .call(Request::OpenSession {
+            name: "load-named".into(),
+            exclusive: true,
+            create_if_missing: true,
+        })
+        .await?
+    {
+        session_vault_proto::message::Response::Opened { handle, .. } => handle,
+        other => anyhow::bail!("open_session answered {other:?}"),
+    };
+    let batch = |from: u64| (from..from + 100).map(named_peer).collect::<Vec<_>>();
+    let mut next = a.peers;
+    if !a.skip_fill {
+        for from in (0..a.peers).step_by(1000) {
+            let peers = (from..(from + 1000).min(a.peers)).map(named_peer).collect();
+            c.call(Request::CachePeers { handle, peers }).await?;
+        }
+    }
+    let mut r = Reservoir::new(100_000, 0);
+    let end = Instant::now() + Duration::from_secs_f64(a.secs);
+    while Instant::now() < end {
+        let peers = batch(next);
+        next += 100;
+        let t = Instant::now();
+        c.call(Request::CachePeers { handle, peers }).await?;
+        r.push(t.elapsed().as_nanos() as u64);
+    }
+    let ops = r.seen();
+    let s = summarize_weighted(vec![r.into_weighted()]);
+    println!(
+        "CachePeersNamed: {ops} ops in {:.1} s ({:.0} ops/s), p50 {}, p99 {}",
         a.secs,
         ops as f64 / a.secs,
         fmt_ns(s.p50),

@@ -41,7 +41,9 @@ impl SqliteStore {
     }
 
     /// Clears the index values `idx` from every other row of the session: an index value
-    /// names one row ([`Store::put`]).
+    /// names one row ([`Store::put`]). Each is looked for first: a value no other row holds
+    /// (a new username, or one the row itself keeps) costs a read, not an `UPDATE` (whose
+    /// statement journal and halt were most of a named peer's write).
     pub(super) fn take_index_values(
         &mut self,
         table: Table,
@@ -50,24 +52,46 @@ impl SqliteStore {
         idx: [Option<&[u8]>; 2],
     ) -> Result<()> {
         if let Some(i1) = idx[0] {
-            let sql = per_table!(
+            let held = per_table!(
                 table,
-                "UPDATE ",
-                " SET i1 = NULL WHERE session = ?1 AND i1 = ?2 AND k <> ?3"
+                "SELECT 1 FROM ",
+                " WHERE session = ?1 AND i1 = ?2 AND k <> ?3"
             );
-            self.conn
-                .prepare_cached(sql)?
-                .execute(params![session, i1, key])?;
+            if self
+                .conn
+                .prepare_cached(held)?
+                .exists(params![session, i1, key])?
+            {
+                let sql = per_table!(
+                    table,
+                    "UPDATE ",
+                    " SET i1 = NULL WHERE session = ?1 AND i1 = ?2 AND k <> ?3"
+                );
+                self.conn
+                    .prepare_cached(sql)?
+                    .execute(params![session, i1, key])?;
+            }
         }
         if let Some(i2) = idx[1] {
-            let sql = per_table!(
+            let held = per_table!(
                 table,
-                "UPDATE ",
-                " SET i2 = NULL WHERE session = ?1 AND i2 = ?2 AND k <> ?3"
+                "SELECT 1 FROM ",
+                " WHERE session = ?1 AND i2 = ?2 AND k <> ?3"
             );
-            self.conn
-                .prepare_cached(sql)?
-                .execute(params![session, i2, key])?;
+            if self
+                .conn
+                .prepare_cached(held)?
+                .exists(params![session, i2, key])?
+            {
+                let sql = per_table!(
+                    table,
+                    "UPDATE ",
+                    " SET i2 = NULL WHERE session = ?1 AND i2 = ?2 AND k <> ?3"
+                );
+                self.conn
+                    .prepare_cached(sql)?
+                    .execute(params![session, i2, key])?;
+            }
         }
         Ok(())
     }
