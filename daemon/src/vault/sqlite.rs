@@ -507,7 +507,10 @@ impl Store for SqliteStore {
         index: Index,
         value: &[u8],
     ) -> Result<Option<Row>> {
-        self.do_find(table, session, index, value)
+        match table {
+            Table::Peers if !self.keyed_peers => self.peers_find(session, index, value),
+            _ => self.do_find(table, session, index, value),
+        }
     }
 
     fn count(&mut self, table: Table, session: i64) -> Result<u64> {

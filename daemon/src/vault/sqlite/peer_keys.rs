@@ -1,5 +1,6 @@
 //! Where each peer row is, by its blind key, in memory: the peers table has no index on its
-//! keys (schema version 5).
+//! keys (schema version 5), nor on its username and phone index values (version 6), which
+//! are mapped here too ([`SessionKeys::holder`]).
 //!
 //! **Why.** A peer's key is an HMAC (a blind index), so keys arrive in random order. Kept in a
 //! `UNIQUE (session, k)` index, every new peer lands on a random leaf of that index: a group
@@ -40,6 +41,9 @@ use crate::vault::error::{EngineError, Result};
 
 /// A blind key.
 pub type Key = [u8; BLIND_LEN];
+
+/// A peer row as the map is read from: rowid, key, and index values (username, phone).
+pub type StoredRow = (i64, Vec<u8>, [Option<Vec<u8>>; 2]);
 
 /// The most keys the maps hold together before the least recently used are dropped.
 pub const MAX_KEYS: usize = 4_000_000;
@@ -113,27 +117,36 @@ impl Hasher for SessionHasher {
 
 type BySession = BuildHasherDefault<SessionHasher>;
 
-/// One session's peers: key → rowid, and the next rowid to give.
+/// One session's peers: key → rowid, index value (blind username, blind phone) → the rowid
+/// holding it, and the next rowid to give.
 pub struct SessionKeys {
     rows: HashMap<Key, i64, BuildHasherDefault<KeyHasher>>,
+    /// `[usernames, phones]`: each value → the row that took it last. An entry may be stale
+    /// (its row gave the value up since); then no row holds the value, since a row taking it
+    /// replaces the entry ([`SessionKeys::holder`]).
+    values: [HashMap<Key, i64, BuildHasherDefault<KeyHasher>>; 2],
     next: i64,
     /// When it was last used ([`PeerKeys`]'s clock).
     used: u64,
 }
 
 impl SessionKeys {
-    /// A map of `rows` (rowid, key), read from the table, for session rowids `range`.
-    /// A key met twice (a damaged or edited file: the store never writes one) is
-    /// [`EngineError::Corrupt`].
+    /// A map of `rows` (rowid, key, index values), read from the table, for session rowids
+    /// `range`. A key met twice or of the wrong length, or an index value of the wrong length
+    /// (a damaged or edited file: the store never writes one) is [`EngineError::Corrupt`].
     pub fn new(
         session: i64,
         range: (i64, i64),
-        rows: impl Iterator<Item = Result<(i64, Vec<u8>)>>,
+        rows: impl Iterator<Item = Result<StoredRow>>,
     ) -> Result<Self> {
         let mut map = HashMap::with_hasher(BuildHasherDefault::default());
+        let mut values = [
+            HashMap::with_hasher(BuildHasherDefault::default()),
+            HashMap::with_hasher(BuildHasherDefault::default()),
+        ];
         let mut last = range.0;
         for row in rows {
-            let (id, k) = row?;
+            let (id, k, idx) = row?;
             let corrupt = |reason| EngineError::Corrupt {
                 table: "peers",
                 session_id: session,
@@ -144,13 +157,31 @@ impl SessionKeys {
             if map.insert(k, id).is_some() {
                 return Err(corrupt("a peer key stored twice"));
             }
+            for (held, v) in values.iter_mut().zip(idx) {
+                if let Some(v) = v {
+                    let v = key(&v).map_err(|_| corrupt("an index value of the wrong length"))?;
+                    held.insert(v, id);
+                }
+            }
             last = last.max(id);
         }
         Ok(SessionKeys {
             rows: map,
+            values,
             next: last + 1,
             used: 0,
         })
+    }
+
+    /// Keys and index values held.
+    fn len(&self) -> usize {
+        self.rows.len() + self.values[0].len() + self.values[1].len()
+    }
+
+    /// The row that took index value `v` of index `j` (0: username, 1: phone) last, if any:
+    /// the row holding it, unless that row gave it up since (the caller checks the row).
+    pub fn holder(&self, j: usize, v: &Key) -> Option<i64> {
+        self.values[j].get(v).copied()
     }
 
     /// The rowid of `k`, if the session holds it.
@@ -178,7 +209,8 @@ impl SessionKeys {
 
 impl Drop for SessionKeys {
     fn drop(&mut self) {
-        for (mut k, _) in self.rows.drain() {
+        let values = self.values.iter_mut().flat_map(HashMap::drain);
+        for (mut k, _) in self.rows.drain().chain(values) {
             k.zeroize();
         }
     }
@@ -242,7 +274,7 @@ impl PeerKeys {
     /// [`MAX_KEYS`]: see [`PeerKeys::evict_for`]).
     pub fn insert(&mut self, session: i64, mut keys: SessionKeys) -> &mut SessionKeys {
         self.forget(session);
-        self.evict_for(session, keys.rows.len());
+        self.evict_for(session, keys.len());
         self.clock += 1;
         self.read += 1;
         #[cfg(test)]
@@ -250,7 +282,7 @@ impl PeerKeys {
             self.read_inline += 1;
         }
         keys.used = self.clock;
-        self.held += keys.rows.len();
+        self.held += keys.len();
         self.sessions.entry(session).insert_entry(keys).into_mut()
     }
 
@@ -268,6 +300,31 @@ impl PeerKeys {
         }
         self.in_txn.insert(session);
         self.in_op.insert(session);
+    }
+
+    /// Records that row `id` of session `session` took index value `v` of index `j`, in its
+    /// map, which must be in memory.
+    pub fn value_taken(&mut self, session: i64, j: usize, v: Key, id: i64) {
+        let Some(keys) = self.sessions.get_mut(&session) else {
+            return;
+        };
+        if keys.values[j].insert(v, id).is_none() {
+            self.held += 1;
+            if self.held > self.max_keys {
+                self.evict_for(session, 0);
+            }
+        }
+        self.in_txn.insert(session);
+        self.in_op.insert(session);
+    }
+
+    /// Forgets the entry of index value `v` of index `j`: its row gave the value up.
+    pub fn value_dropped(&mut self, session: i64, j: usize, v: &Key) {
+        if let Some(keys) = self.sessions.get_mut(&session) {
+            if keys.values[j].remove(v).is_some() {
+                self.held -= 1;
+            }
+        }
     }
 
     /// Drops the least recently used maps other than `session`'s while the maps would hold
@@ -297,7 +354,7 @@ impl PeerKeys {
     /// Forgets session `session`'s map: read again at its next use.
     pub fn forget(&mut self, session: i64) {
         if let Some(keys) = self.sessions.remove(&session) {
-            self.held -= keys.rows.len();
+            self.held -= keys.len();
         }
     }
 

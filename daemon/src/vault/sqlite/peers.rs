@@ -8,7 +8,7 @@ use super::SqliteStore;
 use super::data::indexed_row;
 use super::peer_keys::{self, Key, SessionKeys};
 use crate::vault::error::Result;
-use crate::vault::store::{IndexedRow, Row, Table};
+use crate::vault::store::{Index, IndexedRow, Row};
 
 /// New peer rows per `INSERT` statement of a batch: one statement's execution (step, halt,
 /// reset, bindings cleared) for many rows rather than for each.
@@ -43,10 +43,12 @@ impl SqliteStore {
             if crate::vault::worker::running_inline() {
                 return Err(crate::vault::error::EngineError::NotInline);
             }
-            let mut stmt = self
-                .conn
-                .prepare_cached("SELECT rowid, k FROM peers WHERE rowid BETWEEN ?1 AND ?2")?;
-            let rows = stmt.query_map(params![range.0, range.1], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            let mut stmt = self.conn.prepare_cached(
+                "SELECT rowid, k, i1, i2 FROM peers WHERE rowid BETWEEN ?1 AND ?2",
+            )?;
+            let rows = stmt.query_map(params![range.0, range.1], |r| {
+                Ok((r.get(0)?, r.get(1)?, [r.get(2)?, r.get(3)?]))
+            })?;
             let keys = SessionKeys::new(session, range, rows.map(|r| Ok(r?)))?;
             drop(stmt);
             return Ok(self.peer_keys.insert(session, keys));
@@ -120,15 +122,89 @@ impl SqliteStore {
         let k = peer_keys::key(&row.key)?;
         // Located first: a look-up refused inline (its map dropped) must have written nothing.
         let found = self.locate_peer(session, &k)?;
-        self.take_index_values(Table::Peers, session, &row.key, idx)?;
         match found {
             Some((id, _)) => {
+                self.take_peer_values(session, id, idx)?;
                 self.conn
                     .prepare_cached("UPDATE peers SET v = ?2, i1 = ?3, i2 = ?4 WHERE rowid = ?1")?
                     .execute(params![id, row.value, idx[0], idx[1]])?;
                 Ok(())
             }
-            None => self.insert_peer(session, k, row, idx),
+            None => {
+                let id = self
+                    .peer_keys(session)?
+                    .next_id(peer_keys::range(session)?)?;
+                self.take_peer_values(session, id, idx)?;
+                self.insert_peer(session, k, row, idx)
+            }
+        }
+    }
+
+    /// Gives row `id` (stored, or about to be inserted) the index values `idx`: a value the
+    /// map says another row took is cleared there, if that row still holds it. An index value
+    /// names one row ([`crate::vault::store::Store::put`]); the map finds its holder without
+    /// an index on the table (schema version 6).
+    fn take_peer_values(&mut self, session: i64, id: i64, idx: [Option<&[u8]>; 2]) -> Result<()> {
+        const CLEAR: [&str; 2] = [
+            "UPDATE peers SET i1 = NULL WHERE rowid = ?1 AND i1 = ?2",
+            "UPDATE peers SET i2 = NULL WHERE rowid = ?1 AND i2 = ?2",
+        ];
+        for (j, v) in idx.into_iter().enumerate() {
+            let Some(v) = v else { continue };
+            let v = peer_keys::key(v)?;
+            match self.peer_keys(session)?.holder(j, &v) {
+                Some(holder) if holder == id => {}
+                Some(holder) => {
+                    self.conn
+                        .prepare_cached(CLEAR[j])?
+                        .execute(params![holder, &v[..]])?;
+                    self.peer_keys.value_taken(session, j, v, id);
+                }
+                None => self.peer_keys.value_taken(session, j, v, id),
+            }
+        }
+        Ok(())
+    }
+
+    /// The peer row holding index value `value` of `index`, through the map: the row it
+    /// names is read and checked to hold the value still (an entry whose row gave it up is
+    /// dropped: then no row holds it).
+    pub(super) fn peers_find(
+        &mut self,
+        session: i64,
+        index: Index,
+        value: &[u8],
+    ) -> Result<Option<Row>> {
+        let Ok(v) = peer_keys::key(value) else {
+            return Ok(None);
+        };
+        let (j, sql) = match index {
+            Index::Username => (0, "SELECT k, v, i1 FROM peers WHERE rowid = ?1"),
+            Index::Phone => (1, "SELECT k, v, i2 FROM peers WHERE rowid = ?1"),
+        };
+        let Some(id) = self.peer_keys(session)?.holder(j, &v) else {
+            return Ok(None);
+        };
+        let row = self
+            .conn
+            .prepare_cached(sql)?
+            .query_row([id], |r| {
+                let held: Option<Vec<u8>> = r.get(2)?;
+                Ok((
+                    Row {
+                        key: r.get(0)?,
+                        value: r.get(1)?,
+                    },
+                    held,
+                ))
+            })
+            .optional()?;
+        match row {
+            Some((row, Some(held))) if held == v[..] => Ok(Some(row)),
+            _ => {
+                self.peer_keys.value_dropped(session, j, &v);
+                Ok(None)
+            }
         }
     }
 
@@ -251,8 +327,11 @@ impl SqliteStore {
                 out.push(Some(v));
                 continue;
             }
+            let id = self
+                .peer_keys(session)?
+                .next_id(peer_keys::range(session)?)?;
+            self.take_peer_values(session, id, *idx)?;
             self.insert_peer(session, k, row, *idx)?;
-            self.take_index_values(Table::Peers, session, &row.key, *idx)?;
             out.push(None);
         }
         Ok(out)

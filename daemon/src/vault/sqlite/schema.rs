@@ -51,6 +51,11 @@ pub const MIGRATIONS: &[&str] = &[
      ALTER TABLE peers_v5 RENAME TO peers;
      CREATE INDEX peers_username ON peers (session, i1) WHERE i1 IS NOT NULL;
      CREATE INDEX peers_phone ON peers (session, i2) WHERE i2 IS NOT NULL;",
+    // 6: peers found by username and phone through the same map in memory (their blind index
+    // values, random like the keys, made each new named peer two random B-tree inserts and
+    // each group commit a rewrite of those indexes' leaves); the columns stay.
+    "DROP INDEX peers_username;
+     DROP INDEX peers_phone;",
 ];
 
 /// The first schema version whose peers are numbered in insertion order per session and found

@@ -25,18 +25,31 @@ fn random_row(rng: &mut Rng) -> Row {
     Row { key, value }
 }
 
+/// A blind index value as a username's or phone's would be: 16 random bytes.
+fn random_value(rng: &mut Rng) -> Vec<u8> {
+    let mut v = vec![0u8; 16];
+    rng.fill(&mut v);
+    v
+}
+
 /// WAL frames written by one commit of `new` peers into a session already holding `old`,
-/// on a store at schema `version`.
-fn frames_of_one_commit(version: u32, old: usize, new: usize) -> u64 {
+/// on a store at schema `version`; with `named`, every peer carries a username and a phone
+/// (blind index values).
+fn frames_of_one_commit(version: u32, old: usize, new: usize, named: bool) -> u64 {
     let t = TestDir::new();
     let mut store = SqliteStore::open_at_version(&t.db(), version).unwrap();
     let mut rng = Rng(0x5eed_0000 + u64::from(version));
     store.begin().unwrap();
     let sid = store.insert_session("acct", 0).unwrap();
     for _ in 0..old {
-        store
-            .put(Table::Peers, sid, &random_row(&mut rng), [None, None])
-            .unwrap();
+        let row = random_row(&mut rng);
+        let (u, p) = (random_value(&mut rng), random_value(&mut rng));
+        let idx = if named {
+            [Some(&u[..]), Some(&p[..])]
+        } else {
+            [None, None]
+        };
+        store.put(Table::Peers, sid, &row, idx).unwrap();
     }
     store.commit().unwrap();
     let wal = |t: &TestDir| {
@@ -55,8 +68,19 @@ fn frames_of_one_commit(version: u32, old: usize, new: usize) -> u64 {
     }
     assert_eq!(wal(&t), 0, "the WAL starts empty");
     store.begin().unwrap();
-    let rows: Vec<(Row, [Option<&[u8]>; 2])> = (0..new)
-        .map(|_| (random_row(&mut rng), [None, None]))
+    let values: Vec<[Vec<u8>; 2]> = (0..new)
+        .map(|_| [random_value(&mut rng), random_value(&mut rng)])
+        .collect();
+    let rows: Vec<(Row, [Option<&[u8]>; 2])> = values
+        .iter()
+        .map(|[u, p]| {
+            let idx = if named {
+                [Some(&u[..]), Some(&p[..])]
+            } else {
+                [None, None]
+            };
+            (random_row(&mut rng), idx)
+        })
         .collect();
     let inserted = store.insert_absent(Table::Peers, sid, &rows).unwrap();
     assert!(inserted.iter().all(Option::is_none), "all new");
@@ -76,8 +100,8 @@ fn frames_of_one_commit(version: u32, old: usize, new: usize) -> u64 {
 #[test]
 fn a_commit_of_new_peers_writes_the_pages_they_fill_not_most_of_a_key_index() {
     // 1000 new peers (about 140 KB of rows) into a session of 20,000.
-    let keyed = frames_of_one_commit(4, 20_000, 1000);
-    let by_rowid = frames_of_one_commit(SCHEMA_VERSION, 20_000, 1000);
+    let keyed = frames_of_one_commit(4, 20_000, 1000, false);
+    let by_rowid = frames_of_one_commit(SCHEMA_VERSION, 20_000, 1000, false);
     eprintln!("WAL frames for 1000 new peers: version 4 {keyed}, version 5 {by_rowid}");
     assert!(
         by_rowid < 60,
@@ -87,6 +111,98 @@ fn a_commit_of_new_peers_writes_the_pages_they_fill_not_most_of_a_key_index() {
         by_rowid * 3 < keyed,
         "version 5 wrote {by_rowid} pages, version 4 {keyed}: the random-key index is gone"
     );
+}
+
+#[test]
+fn a_commit_of_named_peers_writes_no_random_index_leaves() {
+    // The same, every peer with a username and a phone: at version 5 each went into two
+    // partial indexes of random blind values as well.
+    let indexed = frames_of_one_commit(5, 20_000, 1000, true);
+    let in_memory = frames_of_one_commit(SCHEMA_VERSION, 20_000, 1000, true);
+    eprintln!("WAL frames for 1000 new named peers: version 5 {indexed}, version 6 {in_memory}");
+    assert!(
+        in_memory < 60,
+        "{in_memory} pages written for 1000 new named peers (their rows fill about 40)"
+    );
+    assert!(
+        in_memory * 3 < indexed,
+        "version 6 wrote {in_memory} pages, version 5 {indexed}: the random-value indexes are gone"
+    );
+}
+
+#[test]
+fn usernames_and_phones_are_found_through_the_map_across_hand_overs_rollbacks_and_reopens() {
+    use crate::vault::store::Index;
+    let t = TestDir::new();
+    let mut store = SqliteStore::open(&t.db()).unwrap();
+    let mut rng = Rng(13);
+    let (a, b, c) = (
+        random_row(&mut rng),
+        random_row(&mut rng),
+        random_row(&mut rng),
+    );
+    let (ua, pa, ub, uc) = (
+        random_value(&mut rng),
+        random_value(&mut rng),
+        random_value(&mut rng),
+        random_value(&mut rng),
+    );
+    let find = |store: &mut SqliteStore, index, v: &[u8]| {
+        store
+            .find(Table::Peers, 1, index, v)
+            .unwrap()
+            .map(|r| r.key)
+    };
+    store.begin().unwrap();
+    let sid = store.insert_session("acct", 0).unwrap();
+    assert_eq!(sid, 1);
+    store
+        .put(Table::Peers, sid, &a, [Some(&ua), Some(&pa)])
+        .unwrap();
+    store.put(Table::Peers, sid, &b, [Some(&ub), None]).unwrap();
+    assert_eq!(find(&mut store, Index::Username, &ua), Some(a.key.clone()));
+    assert_eq!(find(&mut store, Index::Phone, &pa), Some(a.key.clone()));
+    assert_eq!(find(&mut store, Index::Username, &ub), Some(b.key.clone()));
+    assert_eq!(find(&mut store, Index::Phone, &ub), None, "another index");
+    // b takes a's username: a holds it no more, in the map or the table.
+    store.put(Table::Peers, sid, &b, [Some(&ua), None]).unwrap();
+    assert_eq!(find(&mut store, Index::Username, &ua), Some(b.key.clone()));
+    assert_eq!(find(&mut store, Index::Username, &ub), None, "b gave ub up");
+    let held = |store: &mut SqliteStore| {
+        store
+            .scan_all(Table::Peers, sid)
+            .unwrap()
+            .into_iter()
+            .map(|(row, idx)| (row.key, idx))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        held(&mut store),
+        [
+            (a.key.clone(), [None, Some(pa.clone())]),
+            (b.key.clone(), [Some(ua.clone()), None]),
+        ]
+    );
+    store.commit().unwrap();
+    // A new peer taking a value, rolled back: found neither by its value nor as holder.
+    store.begin().unwrap();
+    store.savepoint().unwrap();
+    store
+        .put(Table::Peers, sid, &c, [Some(&uc), Some(&pa)])
+        .unwrap();
+    assert_eq!(find(&mut store, Index::Phone, &pa), Some(c.key.clone()));
+    store.rollback_to_savepoint().unwrap();
+    assert_eq!(find(&mut store, Index::Username, &uc), None);
+    assert_eq!(find(&mut store, Index::Phone, &pa), Some(a.key.clone()));
+    store.commit().unwrap();
+    // As the table holds them, read afresh.
+    drop(store);
+    let mut store = SqliteStore::open(&t.db()).unwrap();
+    assert_eq!(find(&mut store, Index::Username, &ua), Some(b.key.clone()));
+    assert_eq!(find(&mut store, Index::Phone, &pa), Some(a.key.clone()));
+    assert_eq!(find(&mut store, Index::Username, &ub), None);
+    // A value of another length is held by no row.
+    assert_eq!(find(&mut store, Index::Username, b"short"), None);
 }
 
 fn user(id: i64) -> Peer {
