@@ -241,6 +241,36 @@ async fn a_burst_of_refused_requests_is_counted_though_the_uid_goes_quiet() {
     }
 }
 
+/// The same burst, and the daemon stopped before the uid's quiet period is over: the count
+/// is written at shutdown, while the vault can still seal it.
+#[tokio::test]
+async fn a_burst_of_refused_requests_just_before_a_shutdown_is_counted() {
+    if !can_switch_uid() {
+        eprintln!("skipped: needs root and setpriv");
+        return;
+    }
+    const N: u64 = 20;
+    let env = Env::new();
+    let (d, c) = env.start_initialized(&[]).await;
+    let hostile = Hostile::spawn(&env, &format!("audit:{N}:8"));
+    hostile.wait_for(&format!("done {N}"));
+    drop(c);
+    assert!(d.terminate().success(), "a clean shutdown");
+    let _d = env.start();
+    let c = env.connect().await;
+    c.call(unlock_request(PASS)).await.expect("unlock");
+    let entries = audit_of(&c, OTHER_UID).await;
+    let recorded = entries
+        .iter()
+        .filter(|e| e.action == "rename_session")
+        .count() as u64;
+    let counted: u64 = entries
+        .iter()
+        .map(|e| left_out_in(e, "refused requests"))
+        .sum();
+    assert_eq!(recorded + counted, N, "{entries:?}");
+}
+
 /// A uid granted another owner's session opens its own session past the opens' burst, then
 /// the granted one: its open must be recorded by name. (A review found the sampler, per uid
 /// and blind to which session, leaving it out: the admin reading the log saw "N more

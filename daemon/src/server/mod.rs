@@ -312,6 +312,8 @@ pub async fn serve(
     {
         tracing::warn!("some connections did not finish within {DRAIN_TIMEOUT:?}");
     }
+    // The audit counts of left-out entries not yet written, while the keys can seal them.
+    cmd::audit::flush_all_left_out(&daemon).await;
     // Commit whatever is pending, then wipe the keys.
     match daemon.vault.lock().await {
         Ok(()) | Err(crate::vault::EngineError::Uninitialized) => {}

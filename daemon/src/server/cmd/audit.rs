@@ -26,7 +26,9 @@ use session_vault_proto::message::{Request, Response, VaultState, WireError};
 mod sampler;
 
 use sampler::Sender;
-pub use sampler::{OPENS_BURST, OPENS_PERIOD, REFUSED_PERIOD, Sampler, flush_left_out};
+pub use sampler::{
+    OPENS_BURST, OPENS_PERIOD, REFUSED_PERIOD, Sampler, flush_all_left_out, flush_left_out,
+};
 
 use super::role::Role;
 use crate::server::Daemon;

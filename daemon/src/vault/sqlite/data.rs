@@ -43,7 +43,8 @@ impl SqliteStore {
     /// Clears the index values `idx` from every other row of the session: an index value
     /// names one row ([`Store::put`]). Each is looked for first: a value no other row holds
     /// (a new username, or one the row itself keeps) costs a read, not an `UPDATE` (whose
-    /// statement journal and halt were most of a named peer's write).
+    /// statement journal and halt were most of a named peer's write). Peers of a file at
+    /// schema 5 or later take theirs through the map instead (`peers.rs`, `take_peer_values`).
     pub(super) fn take_index_values(
         &mut self,
         table: Table,
@@ -51,46 +52,42 @@ impl SqliteStore {
         key: &[u8],
         idx: [Option<&[u8]>; 2],
     ) -> Result<()> {
-        if let Some(i1) = idx[0] {
-            let held = per_table!(
-                table,
-                "SELECT 1 FROM ",
-                " WHERE session = ?1 AND i1 = ?2 AND k <> ?3"
-            );
-            if self
-                .conn
-                .prepare_cached(held)?
-                .exists(params![session, i1, key])?
-            {
-                let sql = per_table!(
+        let statements = [
+            (
+                per_table!(
+                    table,
+                    "SELECT 1 FROM ",
+                    " WHERE session = ?1 AND i1 = ?2 AND k <> ?3"
+                ),
+                per_table!(
                     table,
                     "UPDATE ",
                     " SET i1 = NULL WHERE session = ?1 AND i1 = ?2 AND k <> ?3"
-                );
-                self.conn
-                    .prepare_cached(sql)?
-                    .execute(params![session, i1, key])?;
-            }
-        }
-        if let Some(i2) = idx[1] {
-            let held = per_table!(
-                table,
-                "SELECT 1 FROM ",
-                " WHERE session = ?1 AND i2 = ?2 AND k <> ?3"
-            );
-            if self
-                .conn
-                .prepare_cached(held)?
-                .exists(params![session, i2, key])?
-            {
-                let sql = per_table!(
+                ),
+            ),
+            (
+                per_table!(
+                    table,
+                    "SELECT 1 FROM ",
+                    " WHERE session = ?1 AND i2 = ?2 AND k <> ?3"
+                ),
+                per_table!(
                     table,
                     "UPDATE ",
                     " SET i2 = NULL WHERE session = ?1 AND i2 = ?2 AND k <> ?3"
-                );
+                ),
+            ),
+        ];
+        for (v, (held, clear)) in idx.into_iter().zip(statements) {
+            let Some(v) = v else { continue };
+            if self
+                .conn
+                .prepare_cached(held)?
+                .exists(params![session, v, key])?
+            {
                 self.conn
-                    .prepare_cached(sql)?
-                    .execute(params![session, i2, key])?;
+                    .prepare_cached(clear)?
+                    .execute(params![session, v, key])?;
             }
         }
         Ok(())

@@ -145,9 +145,10 @@ impl Sampler {
     }
 
     /// The counts of the buckets that left entries out and have left none out for a period
-    /// (their uid went quiet, so no entry of it may come to count them), taken: an entry
-    /// recorded later counts from zero.
-    fn quiet(&self) -> Vec<LeftOut> {
+    /// (their uid went quiet, so no entry of it may come to count them), or with `all` of
+    /// every bucket that left some out (the daemon stopping), taken: an entry recorded later
+    /// counts from zero.
+    fn take_left_out(&self, all: bool) -> Vec<LeftOut> {
         let mut t = self.uids.lock().unwrap_or_else(PoisonError::into_inner);
         let now = Instant::now();
         let mut out = Vec::new();
@@ -155,7 +156,7 @@ impl Sampler {
             let Some((at, _)) = &b.last_left else {
                 continue;
             };
-            if b.skipped == 0 || now.duration_since(*at) < self.period {
+            if b.skipped == 0 || (!all && now.duration_since(*at) < self.period) {
                 continue;
             }
             let (_, sender) = b.last_left.take().expect("checked above");
@@ -183,29 +184,39 @@ pub async fn flush_left_out(daemon: Weak<Daemon>) {
         let Some(daemon) = daemon.upgrade() else {
             return;
         };
-        for (sampler, what) in [
-            (&daemon.refusals, "refused requests"),
-            (&daemon.opens, "session opens"),
-        ] {
-            for left in sampler.quiet() {
-                let entry = AuditEntry {
-                    seq: 0,
-                    time: now_secs(),
-                    uid: left.uid,
-                    gid: left.sender.gid,
-                    pid: left.sender.pid,
-                    exe: left.sender.exe,
-                    unit: left.sender.unit,
-                    action: "left_out".to_owned(),
-                    session: left.session,
-                    detail: Some(format!(
-                        "{} more {what} of this uid not recorded before",
-                        left.count
-                    )),
-                    result: "ok".to_owned(),
-                };
-                store(&daemon, entry, false).await;
-            }
+        write_left_out(&daemon, false).await;
+    }
+}
+
+/// The same for every count not yet written, quiet or not: the daemon is stopping, and its
+/// vault can still seal them.
+pub async fn flush_all_left_out(daemon: &Daemon) {
+    write_left_out(daemon, true).await;
+}
+
+async fn write_left_out(daemon: &Daemon, all: bool) {
+    for (sampler, what) in [
+        (&daemon.refusals, "refused requests"),
+        (&daemon.opens, "session opens"),
+    ] {
+        for left in sampler.take_left_out(all) {
+            let entry = AuditEntry {
+                seq: 0,
+                time: now_secs(),
+                uid: left.uid,
+                gid: left.sender.gid,
+                pid: left.sender.pid,
+                exe: left.sender.exe,
+                unit: left.sender.unit,
+                action: "left_out".to_owned(),
+                session: left.session,
+                detail: Some(format!(
+                    "{} more {what} of this uid not recorded before",
+                    left.count
+                )),
+                result: "ok".to_owned(),
+            };
+            store(daemon, entry, false).await;
         }
     }
 }
@@ -298,7 +309,11 @@ mod tests {
             Some(0),
             "nothing left out of uid 8"
         );
-        assert_eq!(s.quiet(), [], "uid 7 has not been quiet for a period yet");
+        assert_eq!(
+            s.take_left_out(false),
+            [],
+            "uid 7 has not been quiet for a period yet"
+        );
         std::thread::sleep(Duration::from_millis(110));
         let left = LeftOut {
             uid: 7,
@@ -306,8 +321,12 @@ mod tests {
             count: 2,
             sender: who(3)(),
         };
-        assert_eq!(s.quiet(), [left], "counted, with the sender of the last");
-        assert_eq!(s.quiet(), [], "taken once");
+        assert_eq!(
+            s.take_left_out(false),
+            [left],
+            "counted, with the sender of the last"
+        );
+        assert_eq!(s.take_left_out(false), [], "taken once");
         assert_eq!(
             s.admit(7, None, who(4)),
             Some(0),
