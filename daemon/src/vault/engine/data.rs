@@ -6,7 +6,7 @@ use session_vault_proto::model::{DcOption, Peer, PeerKey, PeerKind, SelfUser, Se
 
 use session_vault_proto::message::PEER_PAGE_MAX;
 
-use super::rows::{open_in, par_map, seal_in};
+use super::rows::{blind_in, open_in, par_map, seal_in};
 use super::{Engine, SessionId, kind_byte, normalize_phone, normalize_username};
 use crate::vault::error::{EngineError, Result};
 use crate::vault::store::{Index, Row, Store, Table};
@@ -266,14 +266,7 @@ impl<S: Store> Engine<S> {
                 .iter()
                 .all(|p| p.username.is_none() && p.phone.is_none());
         let u = self.live(sid)?;
-        let blind = |p: &Peer| {
-            u.keys.blind(
-                Table::Peers.name(),
-                sid.0,
-                "key",
-                &Self::peer_key_bytes(p.key()),
-            )
-        };
+        let blind = |p: &Peer| blind_in(u, sid, Table::Peers, &Self::peer_key_bytes(p.key()));
         let (new_self, new) = if insert_first {
             // Blinded and sealed in one pass (on two threads for a large batch).
             let sealed = par_map(peers, PARALLEL_SEAL_MIN, |p| {

@@ -14,7 +14,7 @@ impl<S: Store> Engine<S> {
     // ---- generic rows -------------------------------------------------------------------------
 
     pub(super) fn row_key(&self, sid: SessionId, table: Table, key: &[u8]) -> Result<[u8; 16]> {
-        Ok(self.live(sid)?.keys.blind(table.name(), sid.0, "key", key))
+        Ok(blind_in(self.live(sid)?, sid, table, key))
     }
 
     pub(super) fn seal_row<T: Serialize>(
@@ -82,6 +82,12 @@ impl<S: Store> Engine<S> {
     }
 }
 
+/// The blind key of the row keyed `key` with the keys of `u`: what [`Engine::row_key`] does,
+/// without the engine (for [`par_map`]).
+pub(super) fn blind_in(u: &Unlocked, sid: SessionId, table: Table, key: &[u8]) -> [u8; 16] {
+    u.keys.blind(table.name(), sid.0, "key", key)
+}
+
 /// Seals `v` as the record of the row keyed `key` (blinded) with the keys of `u`: what
 /// [`Engine::seal_row`] does, without the engine, so that several threads can seal rows of
 /// one batch at once (`data::Engine::cache_peers`).
@@ -115,7 +121,11 @@ pub(super) fn par_map<T: Sync, R: Send>(
     min: usize,
     f: impl Fn(&T) -> Result<R> + Sync,
 ) -> Result<Vec<R>> {
-    let helper = helper().filter(|_| items.len() >= min.max(2));
+    let helper = if items.len() >= min.max(2) {
+        helper()
+    } else {
+        None
+    };
     let Some(helper) = helper else {
         return items.iter().map(&f).collect();
     };

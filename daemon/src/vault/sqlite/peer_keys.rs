@@ -11,10 +11,12 @@
 //! a commit writes the few pages they filled; the key → rowid map lives here.
 //!
 //! **Completeness.** A session's map is built from the table the first time one of its peers
-//! is looked up (one read of its `(rowid, k)` pairs, in the open transaction if there is one),
-//! and every row the store inserts afterwards goes into it: every insert of a peer goes
-//! through [`super::SqliteStore`], which owns the only connection that writes the file. So a
-//! key the map lacks is a key the table lacks. Rolled-back writes are the exception, and
+//! is looked up (one read of its rows' `rowid, k, i1, i2`, in the open transaction if there is
+//! one), and every row the store inserts afterwards goes into it, as does every index value a
+//! row takes: every write of a peer goes through [`super::SqliteStore`], which owns the only
+//! connection that writes the file. So a key the map lacks is a key the table lacks, and a
+//! value the map lacks is one no row holds (an entry may be stale the other way: see
+//! [`SessionKeys::holder`]). Rolled-back writes are the exception, and
 //! handled so: each session whose map changed since the transaction (or the operation's
 //! savepoint) began is noted, and a rollback forgets those maps, to be read again from what
 //! the table holds after it. A map can therefore only hold *more* than the table (a row whose
@@ -24,12 +26,12 @@
 //! **Cost.** About 30–40 bytes of memory per peer of each session looked up since the vault
 //! was unlocked (24 bytes of key and rowid, plus the hash table's slack), and one read of a
 //! session's rows when its map is built (about 0.1 s per million peers). The maps together
-//! hold at most [`MAX_KEYS`] keys (~150–200 MiB): building one past that drops the least
-//! recently used others, which are read again at their next use, always on the storage thread
-//! (a look-up run inline that finds its map dropped is queued: `EngineError::NotInline`); a
-//! single session larger than that is kept whole. All are dropped at lock. The keys are blind indexes, already
-//! stored in the file and useless without the vault's keys; they are still zeroized when a
-//! map is dropped.
+//! hold at most [`MAX_KEYS`] keys and index values (~150–200 MiB): building one past that drops
+//! the least recently used others, which are read again at their next use, always on the
+//! storage thread (a look-up run inline that finds its map dropped is queued:
+//! `EngineError::NotInline`); a single session larger than that is kept whole. All are dropped
+//! at lock. Keys and values are blind indexes, already stored in the file and useless without
+//! the vault's keys; they are still zeroized when a map is dropped.
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
@@ -45,7 +47,8 @@ pub type Key = [u8; BLIND_LEN];
 /// A peer row as the map is read from: rowid, key, and index values (username, phone).
 pub type StoredRow = (i64, Vec<u8>, [Option<Vec<u8>>; 2]);
 
-/// The most keys the maps hold together before the least recently used are dropped.
+/// The most keys and index values the maps hold together before the least recently used are
+/// dropped.
 pub const MAX_KEYS: usize = 4_000_000;
 
 /// Rows a session may hold in its range of rowids.
@@ -61,6 +64,16 @@ pub fn range(session: i64) -> Result<(i64, i64)> {
     }
     let first = session * SESSION_SPAN;
     Ok((first, first + SESSION_SPAN - 1))
+}
+
+/// `id`, a new peer's rowid, if it is within session rowids `range`; past its end, an error.
+pub fn in_range(id: i64, range: (i64, i64)) -> Result<i64> {
+    if id > range.1 {
+        return Err(EngineError::Invalid(
+            "this session has had 2^32 peers inserted; no room for more".into(),
+        ));
+    }
+    Ok(id)
 }
 
 /// A peer key as the map holds it: every peer key the engine writes is a blind index of
@@ -191,12 +204,7 @@ impl SessionKeys {
 
     /// The rowid the next new peer gets; past the range's end, an error.
     pub fn next_id(&self, range: (i64, i64)) -> Result<i64> {
-        if self.next > range.1 {
-            return Err(EngineError::Invalid(
-                "this session has had 2^32 peers inserted; no room for more".into(),
-            ));
-        }
-        Ok(self.next)
+        in_range(self.next, range)
     }
 
     /// Records that `k` was inserted as row `id` (the one [`SessionKeys::next_id`] gave);
@@ -219,7 +227,7 @@ impl Drop for SessionKeys {
 /// Every session's map that has been read, and which changed in the open transaction.
 pub struct PeerKeys {
     sessions: HashMap<i64, SessionKeys, BySession>,
-    /// Keys in `sessions`, all maps together.
+    /// Keys and index values in `sessions`, all maps together.
     held: usize,
     /// Sessions whose map changed since the transaction began.
     in_txn: HashSet<i64, BySession>,
@@ -289,33 +297,34 @@ impl PeerKeys {
     /// Records that `k` was inserted into session `session`'s table as row `id` (the one its
     /// map's [`SessionKeys::next_id`] gave), in its map, which must be in memory.
     pub fn inserted(&mut self, session: i64, k: Key, id: i64) {
-        let Some(keys) = self.sessions.get_mut(&session) else {
-            return;
-        };
-        if keys.inserted(k, id) {
-            self.held += 1;
-            if self.held > self.max_keys {
-                self.evict_for(session, 0);
-            }
-        }
-        self.in_txn.insert(session);
-        self.in_op.insert(session);
+        let grew = self
+            .sessions
+            .get_mut(&session)
+            .map(|keys| keys.inserted(k, id));
+        self.noted(session, grew);
     }
 
     /// Records that row `id` of session `session` took index value `v` of index `j`, in its
     /// map, which must be in memory.
     pub fn value_taken(&mut self, session: i64, j: usize, v: Key, id: i64) {
-        let Some(keys) = self.sessions.get_mut(&session) else {
-            return;
-        };
-        if keys.values[j].insert(v, id).is_none() {
+        let grew = self
+            .sessions
+            .get_mut(&session)
+            .map(|keys| keys.values[j].insert(v, id).is_none());
+        self.noted(session, grew);
+    }
+
+    /// Accounts for a change to session `session`'s map (`None`: not in memory, nothing
+    /// changed; `Some(true)`: it holds one entry more).
+    fn noted(&mut self, session: i64, grew: Option<bool>) {
+        let Some(grew) = grew else { return };
+        if grew {
             self.held += 1;
             if self.held > self.max_keys {
                 self.evict_for(session, 0);
             }
         }
-        self.in_txn.insert(session);
-        self.in_op.insert(session);
+        self.changed(session);
     }
 
     /// Forgets the entry of index value `v` of index `j`: its row gave the value up.

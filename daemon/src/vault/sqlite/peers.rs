@@ -1,5 +1,6 @@
 //! The peers table (schema version 5): rows numbered in insertion order within each session's
-//! range of rowids, found by key through the in-memory map of [`super::peer_keys`]. The
+//! range of rowids, found by key, and since version 6 by username and phone, through the
+//! in-memory map of [`super::peer_keys`]. The
 //! bodies of the `Store` methods for [`Table::Peers`]; the other tables stay in `data.rs`.
 
 use rusqlite::{OptionalExtension, params};
@@ -84,7 +85,8 @@ impl SqliteStore {
     }
 
     /// Inserts a new peer row (the caller found none of its key) at the end of the session's
-    /// range, and into the map once the insert succeeded.
+    /// range, giving it the index values `idx` ([`Self::take_peer_values`]), and into the map
+    /// once the insert succeeded.
     fn insert_peer(
         &mut self,
         session: i64,
@@ -94,6 +96,7 @@ impl SqliteStore {
     ) -> Result<()> {
         let range = peer_keys::range(session)?;
         let id = self.peer_keys(session)?.next_id(range)?;
+        self.take_peer_values(session, id, idx)?;
         self.conn
             .prepare_cached(
                 "INSERT INTO peers (id, session, k, v, i1, i2) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -130,13 +133,7 @@ impl SqliteStore {
                     .execute(params![id, row.value, idx[0], idx[1]])?;
                 Ok(())
             }
-            None => {
-                let id = self
-                    .peer_keys(session)?
-                    .next_id(peer_keys::range(session)?)?;
-                self.take_peer_values(session, id, idx)?;
-                self.insert_peer(session, k, row, idx)
-            }
+            None => self.insert_peer(session, k, row, idx),
         }
     }
 
@@ -272,12 +269,10 @@ impl SqliteStore {
                     });
                 }
                 None => {
-                    let id = first + i64::try_from(new.len()).expect("a batch fits i64");
-                    if id > range.1 {
-                        return Err(crate::vault::error::EngineError::Invalid(
-                            "this session has had 2^32 peers inserted; no room for more".into(),
-                        ));
-                    }
+                    let id = peer_keys::in_range(
+                        first + i64::try_from(new.len()).expect("a batch fits i64"),
+                        range,
+                    )?;
                     self.peer_keys.inserted(session, k, id);
                     new.push((id, row));
                 }
@@ -314,7 +309,7 @@ impl SqliteStore {
         Ok(())
     }
 
-    /// [`Self::peers_insert_absent`] one row at a time, index values taken after each.
+    /// [`Self::peers_insert_absent`] one row at a time, each taking its index values.
     fn peers_insert_absent_each(
         &mut self,
         session: i64,
@@ -327,10 +322,6 @@ impl SqliteStore {
                 out.push(Some(v));
                 continue;
             }
-            let id = self
-                .peer_keys(session)?
-                .next_id(peer_keys::range(session)?)?;
-            self.take_peer_values(session, id, *idx)?;
             self.insert_peer(session, k, row, *idx)?;
             out.push(None);
         }

@@ -41,10 +41,16 @@ struct Bucket {
     tokens: u32,
     /// When the last token was counted in.
     refilled: Instant,
-    /// Entries left out since the last recorded one.
-    skipped: u64,
-    /// When the last of those was left out, and who sent it.
-    last_left: Option<(Instant, Sender)>,
+    /// Entries left out since the last recorded one, if any.
+    left: Option<Left>,
+}
+
+/// Entries a bucket left out since its last recorded one.
+struct Left {
+    count: u64,
+    /// When the last of them was left out, and who sent it.
+    at: Instant,
+    sender: Sender,
 }
 
 /// Who sent a request: what an entry says of them besides the uid.
@@ -109,7 +115,7 @@ impl Sampler {
         let mut t = self.uids.lock().unwrap_or_else(PoisonError::into_inner);
         let now = Instant::now();
         let full = |b: &Bucket| {
-            b.skipped == 0 && now.duration_since(b.refilled) >= self.period * self.burst
+            b.left.is_none() && now.duration_since(b.refilled) >= self.period * self.burst
         };
         // Bounded by the uids with connections: forget those whose bucket is full again
         // with nothing left out (they are as new).
@@ -121,8 +127,7 @@ impl Sampler {
             .or_insert(Bucket {
                 tokens: self.burst,
                 refilled: now,
-                skipped: 0,
-                last_left: None,
+                left: None,
             });
         let earned = now.duration_since(b.refilled).as_nanos() / self.period.as_nanos().max(1);
         if earned > 0 {
@@ -135,13 +140,16 @@ impl Sampler {
             };
         }
         if b.tokens == 0 {
-            b.skipped += 1;
-            b.last_left = Some((now, sender()));
+            let count = b.left.as_ref().map_or(0, |l| l.count) + 1;
+            b.left = Some(Left {
+                count,
+                at: now,
+                sender: sender(),
+            });
             return None;
         }
         b.tokens -= 1;
-        b.last_left = None;
-        Some(std::mem::take(&mut b.skipped))
+        Some(b.left.take().map_or(0, |l| l.count))
     }
 
     /// The counts of the buckets that left entries out and have left none out for a period
@@ -153,18 +161,17 @@ impl Sampler {
         let now = Instant::now();
         let mut out = Vec::new();
         for ((uid, session), b) in t.iter_mut() {
-            let Some((at, _)) = &b.last_left else {
+            let Some(left) = b
+                .left
+                .take_if(|l| all || now.duration_since(l.at) >= self.period)
+            else {
                 continue;
             };
-            if b.skipped == 0 || (!all && now.duration_since(*at) < self.period) {
-                continue;
-            }
-            let (_, sender) = b.last_left.take().expect("checked above");
             out.push(LeftOut {
                 uid: *uid,
                 session: session.clone(),
-                count: std::mem::take(&mut b.skipped),
-                sender,
+                count: left.count,
+                sender: left.sender,
             });
         }
         out
