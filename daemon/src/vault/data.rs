@@ -149,7 +149,7 @@ impl Vault {
             // Nothing to prepare there: spare the open a storage-thread hop.
             return Ok(());
         }
-        self.call(Class::Read, move |e| e.prepare_peers(sid)).await
+        self.fresh(Class::Read, move |e| e.prepare_peers(sid)).await
     }
 
     /// A page of cached peers, newest first, and the next page's cursor (a warm start).
@@ -199,13 +199,16 @@ impl Vault {
         let refusing = Arc::clone(&refused);
         let result = self
             .call_cache(small, move |e| {
-                // Only the first run asks: a re-apply (after a failed commit) is of a write
-                // already acknowledged.
-                if first.swap(false, Ordering::SeqCst) && !still() {
+                // Asked until a run wrote it (a run refused before it wrote, its session's
+                // peer map to be read first, is sent again): a re-apply (after a failed
+                // commit) is of a write already acknowledged.
+                if first.load(Ordering::SeqCst) && !still() {
                     refusing.store(true, Ordering::SeqCst);
                     return Err(super::EngineError::Closed);
                 }
-                e.cache_peers(sid, &peers)
+                let written = e.cache_peers(sid, &peers);
+                first.store(written.is_err(), Ordering::SeqCst);
+                written
             })
             .await;
         if refused.load(Ordering::SeqCst) {

@@ -82,6 +82,18 @@ pub enum EngineError {
     /// Never an answer.
     #[error("this operation must run on the storage thread")]
     NotInline,
+    /// A job that needs session `session`'s map of peer keys, too large to be read on the
+    /// storage thread while others wait, refused before it changed anything: the caller has
+    /// it read on another thread (`sqlite::KeyBuilds`) and sends the job again. Never an
+    /// answer.
+    #[error("this session's peer map is being read; try again")]
+    KeysNeeded {
+        /// The session (its internal id).
+        session: i64,
+        /// The store's generation of maps when it was asked for (maps of another are not
+        /// taken).
+        generation: u64,
+    },
 }
 
 /// Classification of a [`EngineError::Storage`].

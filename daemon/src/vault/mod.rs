@@ -118,6 +118,24 @@ struct Inner {
     /// ([`Vault::fresh`]), so that the server acts on it (ends revoked handles) now rather
     /// than at its next poll.
     followed: Arc<tokio::sync::Notify>,
+    /// The SQLite store's thread that reads large sessions' peer maps
+    /// ([`sqlite::KeyBuilds`]); `None` on PostgreSQL (no maps).
+    key_builds: Option<sqlite::KeyBuilds>,
+}
+
+/// Starts the SQLite store's thread that reads large sessions' peer maps, if `engine` runs
+/// on one; without it (it could not start: logged) every map is read on the storage thread.
+fn read_maps_elsewhere(engine: &mut SqliteEngine) -> Option<sqlite::KeyBuilds> {
+    match engine.store() {
+        backend::Backend::Sqlite(s) => match s.read_maps_elsewhere() {
+            Ok(builds) => Some(builds),
+            Err(e) => {
+                tracing::warn!(error = %e, "vault reads every peer map on its storage thread");
+                None
+            }
+        },
+        backend::Backend::Postgres(_) => None,
+    }
 }
 
 impl std::fmt::Debug for Vault {
@@ -152,9 +170,10 @@ impl Vault {
             .spawn(move || {
                 let opened = location.open().and_then(Engine::new);
                 match opened {
-                    Ok(engine) => {
+                    Ok(mut engine) => {
+                        let key_builds = read_maps_elsewhere(&mut engine);
                         let shared = Shared::new(engine, flush_interval);
-                        let _ = ready_tx.send(Ok(Arc::clone(&shared)));
+                        let _ = ready_tx.send(Ok((Arc::clone(&shared), key_builds)));
                         worker::run(shared, rx);
                     }
                     Err(e) => {
@@ -166,8 +185,8 @@ impl Vault {
                 kind: StorageErrorKind::Other,
                 message: format!("cannot start the storage thread: {e}"),
             })?;
-        let shared = match ready_rx.recv() {
-            Ok(Ok(shared)) => shared,
+        let (shared, key_builds) = match ready_rx.recv() {
+            Ok(Ok(opened)) => opened,
             Ok(Err(e)) => {
                 let _ = thread.join();
                 return Err(e);
@@ -185,6 +204,7 @@ impl Vault {
                 path,
                 postgres,
                 followed: Arc::new(tokio::sync::Notify::new()),
+                key_builds,
             }),
         })
     }
@@ -302,10 +322,16 @@ impl Vault {
         class: Class,
         f: impl Fn(&mut SqliteEngine) -> Result<T> + Send + Sync + 'static,
     ) -> Result<T> {
-        if !self.inner.postgres {
-            return self.call(class, f).await;
-        }
         let f = Arc::new(f);
+        if !self.inner.postgres {
+            let this = self;
+            return self
+                .with_keys(move || {
+                    let g = Arc::clone(&f);
+                    this.call(class, move |e| g(e))
+                })
+                .await;
+        }
         let g = Arc::clone(&f);
         match self.call(class, move |e| g(e)).await {
             Err(e) if engine::manifest::is_newer_than_manifest(&e) => {
@@ -392,8 +418,48 @@ impl Vault {
                 return answer;
             }
         }
-        let run = Arc::clone(&redo);
-        self.send(Class::Cache, Some(redo), move |e| run(e)).await
+        let this = self;
+        self.with_keys(move || {
+            let run = Arc::clone(&redo);
+            this.send(Class::Cache, Some(Arc::clone(&redo)), move |e| run(e))
+        })
+        .await
+    }
+
+    /// Runs `attempt` (a job) again each time it asked for a session's peer map to be read
+    /// off the storage thread ([`EngineError::KeysNeeded`]), once that is done, at most
+    /// [`sqlite::BUILD_ROUNDS`] times; a map dropped again each time before its job took it
+    /// is answered `busy`.
+    async fn with_keys<T, F: std::future::Future<Output = Result<T>>>(
+        &self,
+        mut attempt: impl FnMut() -> F,
+    ) -> Result<T> {
+        let mut rounds = 0;
+        loop {
+            let (session, generation) = match attempt().await {
+                Err(EngineError::KeysNeeded {
+                    session,
+                    generation,
+                }) => (session, generation),
+                other => return other,
+            };
+            rounds += 1;
+            let builds = self.inner.key_builds.as_ref().ok_or(EngineError::Closed)?;
+            if rounds >= sqlite::BUILD_ROUNDS {
+                tracing::warn!(
+                    session_id = session,
+                    rounds,
+                    "a session's peer map was dropped each time before its request could use it"
+                );
+                return Err(EngineError::Storage {
+                    kind: StorageErrorKind::Busy,
+                    message: "this session's peer map was read and dropped again to make room \
+                              for other sessions' before it could be used; try again"
+                        .into(),
+                });
+            }
+            builds.build(session, generation).await?;
+        }
     }
 
     /// Sends the storage thread an empty job, so that it notices an inline write it must

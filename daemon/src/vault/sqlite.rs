@@ -38,6 +38,7 @@ mod backup;
 mod checkpoint;
 mod data;
 mod file;
+mod key_builds;
 mod open;
 mod peer_keys;
 mod peers;
@@ -46,6 +47,7 @@ mod schema;
 use file::{check_whole_pages, nofollow, open_private};
 
 pub use backup::{BackupProgress, check_vault_file};
+pub use key_builds::{BUILD_ROUNDS, KeyBuilds};
 /// Session `session`'s range of peer rowids (tests).
 #[cfg(test)]
 pub use peer_keys::range as peer_rowids;
@@ -59,6 +61,9 @@ pub struct SqliteStore {
     /// The background checkpointer (`None` in memory); declared before `conn` so that its
     /// connection closes first and the storage connection, closing last, removes the WAL.
     checkpointer: Option<checkpoint::Checkpointer>,
+    /// The thread that reads large sessions' peer maps ([`key_builds`]), if started; declared
+    /// before `conn` for the same reason.
+    key_builder: Option<key_builds::KeyBuilder>,
     conn: Connection,
     path: PathBuf,
     /// An operation begun by [`Store::unguarded_op`] is open (no savepoint to release), with
@@ -72,6 +77,22 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
+    /// Reads the peer maps of sessions holding more than [`peer_keys::READ_HERE_MAX`] rows on
+    /// a thread of their own ([`key_builds`]); the handle to ask it through (`Vault`).
+    pub fn read_maps_elsewhere(&mut self) -> Result<KeyBuilds> {
+        self.read_maps_elsewhere_above(peer_keys::READ_HERE_MAX)
+    }
+
+    /// [`Self::read_maps_elsewhere`] for sessions of more than `max` rows (tests).
+    #[doc(hidden)]
+    pub fn read_maps_elsewhere_above(&mut self, max: usize) -> Result<KeyBuilds> {
+        let builder = key_builds::KeyBuilder::start(&self.path)?;
+        let builds = builder.builds();
+        self.peer_keys.read_elsewhere(builds.clone(), max);
+        self.key_builder = Some(builder);
+        Ok(builds)
+    }
+
     fn meta(&mut self, k: &str) -> Result<Option<Vec<u8>>> {
         Ok(self
             .conn
@@ -286,7 +307,10 @@ impl Store for SqliteStore {
 
     fn commit(&mut self) -> Result<()> {
         self.conn.execute_batch("COMMIT")?;
-        self.peer_keys.committed();
+        match self.peer_keys.builds().map(KeyBuilds::committed) {
+            Some(n) => self.peer_keys.committed_as(n),
+            None => self.peer_keys.committed(),
+        }
         if let Some(c) = &self.checkpointer {
             if c.take_overdue() {
                 // The background checkpoints fell behind a long write stream: copy the

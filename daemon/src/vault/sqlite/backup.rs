@@ -164,6 +164,7 @@ impl SqliteStore {
         let mut store = SqliteStore {
             backup: None,
             checkpointer: None,
+            key_builder: None,
             unguarded: None,
             peer_keys: Default::default(),
             keyed_peers: false,

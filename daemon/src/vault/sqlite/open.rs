@@ -86,6 +86,7 @@ impl SqliteStore {
         let mut store = SqliteStore {
             backup: None,
             checkpointer: None,
+            key_builder: None,
             unguarded: None,
             peer_keys: Default::default(),
             keyed_peers: false,

@@ -38,6 +38,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 
 use zeroize::Zeroize;
 
+use super::key_builds::KeyBuilds;
 use crate::vault::crypto::BLIND_LEN;
 use crate::vault::error::{EngineError, Result};
 
@@ -50,6 +51,15 @@ pub type StoredRow = (i64, Vec<u8>, [Option<Vec<u8>>; 2]);
 /// The most keys and index values the maps hold together before the least recently used are
 /// dropped.
 pub const MAX_KEYS: usize = 4_000_000;
+
+/// The most rows of a session whose map the storage thread reads itself (a few ms); a larger
+/// session's map is read on another thread ([`KeyBuilds`]) while the storage thread serves
+/// the other sessions.
+pub const READ_HERE_MAX: usize = 50_000;
+
+/// Maps of at least this many entries are dropped (zeroized, freed) on the thread that reads
+/// maps rather than on the storage thread.
+const DISPOSE_ELSEWHERE_MIN: usize = 4096;
 
 /// Rows a session may hold in its range of rowids.
 const SESSION_SPAN: i64 = 1 << 32;
@@ -186,8 +196,13 @@ impl SessionKeys {
         })
     }
 
+    /// Keys held (rows read).
+    pub fn rows(&self) -> usize {
+        self.rows.len()
+    }
+
     /// Keys and index values held.
-    fn len(&self) -> usize {
+    pub(super) fn len(&self) -> usize {
         self.rows.len() + self.values[0].len() + self.values[1].len()
     }
 
@@ -237,13 +252,33 @@ pub struct PeerKeys {
     clock: u64,
     /// [`MAX_KEYS`], or less in tests.
     max_keys: usize,
+    /// Maps read on another thread, and what tells whether one still matches the table
+    /// (`None`: every map is read here, as in tests of the store alone).
+    elsewhere: Option<Elsewhere>,
+    /// Counts [`PeerKeys::clear`]s: a map read before one is not taken after it.
+    generation: u64,
     /// Maps dropped to stay within `max_keys` (tests).
     pub evicted: u64,
     /// Maps read from the table (tests).
     pub read: u64,
+    /// Maps read on another thread and taken (tests).
+    pub adopted: u64,
     /// Of those, read by a job run inline (tests: there must be none).
     #[cfg(test)]
     pub read_inline: u64,
+}
+
+/// What [`PeerKeys`] keeps for maps read on another thread ([`KeyBuilds`]).
+struct Elsewhere {
+    builds: KeyBuilds,
+    /// Each session's last commit (the [`KeyBuilds`] count) that changed its map's rows: a
+    /// map read from an older snapshot is not taken.
+    touched: HashMap<i64, u64, BySession>,
+    /// Sessions found to hold more than [`READ_HERE_MAX`] rows: their maps are read elsewhere
+    /// without a first try here.
+    large: HashSet<i64, BySession>,
+    /// Read at most this many rows here ([`READ_HERE_MAX`], less in tests).
+    read_here_max: usize,
 }
 
 impl Default for PeerKeys {
@@ -255,12 +290,23 @@ impl Default for PeerKeys {
             in_op: HashSet::default(),
             clock: 0,
             max_keys: MAX_KEYS,
+            elsewhere: None,
+            generation: 0,
             evicted: 0,
             read: 0,
+            adopted: 0,
             #[cfg(test)]
             read_inline: 0,
         }
     }
+}
+
+/// Where a missing map is to be read ([`PeerKeys::read_where`]).
+pub enum ReadMap {
+    /// Here, all of it.
+    Whole,
+    /// Here, if the session holds at most this many rows (else [`PeerKeys::too_large`]).
+    AtMost(usize),
 }
 
 impl PeerKeys {
@@ -278,17 +324,98 @@ impl PeerKeys {
         Some(keys)
     }
 
-    /// Keeps `keys`, just read from the table, as session `session`'s map (within
-    /// [`MAX_KEYS`]: see [`PeerKeys::evict_for`]).
-    pub fn insert(&mut self, session: i64, mut keys: SessionKeys) -> &mut SessionKeys {
-        self.forget(session);
-        self.evict_for(session, keys.len());
-        self.clock += 1;
+    /// Reads maps on another thread ([`KeyBuilds`]) when they hold more than `read_here_max`
+    /// rows.
+    pub fn read_elsewhere(&mut self, builds: KeyBuilds, read_here_max: usize) {
+        self.elsewhere = Some(Elsewhere {
+            builds,
+            touched: HashMap::default(),
+            large: HashSet::default(),
+            read_here_max,
+        });
+    }
+
+    /// Whether session `session`'s map is in memory.
+    pub fn has(&self, session: i64) -> bool {
+        self.sessions.contains_key(&session)
+    }
+
+    /// Session `session`'s map read on another thread, if one is waiting and still matches
+    /// the table: read after the last commit that changed the session's rows, in this
+    /// generation, and with none of its rows changed in the open transaction. One that does
+    /// not is dropped (elsewhere).
+    pub fn take_built(&mut self, session: i64) -> Option<SessionKeys> {
+        let e = self.elsewhere.as_ref()?;
+        let built = e.builds.take(session)?;
+        let current = built.generation == self.generation
+            && !self.in_txn.contains(&session)
+            && e.touched.get(&session).is_none_or(|n| *n <= built.as_of);
+        if !current {
+            e.builds.discard(built.keys);
+            return None;
+        }
+        Some(built.keys)
+    }
+
+    /// Keeps `keys`, read on another thread and just taken ([`PeerKeys::take_built`]), as
+    /// session `session`'s map.
+    pub fn adopt(&mut self, session: i64, keys: SessionKeys) -> &mut SessionKeys {
+        self.adopted += 1;
+        self.keep(session, keys)
+    }
+
+    /// Where session `session`'s missing map is read: here, whole, where it must be (no
+    /// other thread reads maps; its rows changed in the open transaction, which no other
+    /// connection sees; acknowledged writes are being re-applied); here if it is small; or,
+    /// if it is known to be large, elsewhere ([`EngineError::KeysNeeded`]).
+    pub fn read_where(&self, session: i64, replaying: bool) -> Result<ReadMap> {
+        match &self.elsewhere {
+            Some(e) if !replaying && !self.in_txn.contains(&session) => {
+                if e.large.contains(&session) {
+                    Err(self.too_large(session))
+                } else {
+                    Ok(ReadMap::AtMost(e.read_here_max))
+                }
+            }
+            _ => Ok(ReadMap::Whole),
+        }
+    }
+
+    /// Notes that session `session` holds more rows than are read here: the error that has
+    /// its map read elsewhere.
+    pub fn too_large(&self, session: i64) -> EngineError {
+        EngineError::KeysNeeded {
+            session,
+            generation: self.generation,
+        }
+    }
+
+    /// Notes that session `session` was found to hold more rows than are read here.
+    pub fn found_large(&mut self, session: i64, partial: SessionKeys) {
+        match &mut self.elsewhere {
+            Some(e) => {
+                e.large.insert(session);
+                e.builds.discard(partial);
+            }
+            None => drop(partial),
+        }
+    }
+
+    /// Keeps `keys`, just read from the table (here or elsewhere), as session `session`'s map
+    /// (within [`MAX_KEYS`]: see [`PeerKeys::evict_for`]).
+    pub fn insert(&mut self, session: i64, keys: SessionKeys) -> &mut SessionKeys {
         self.read += 1;
         #[cfg(test)]
         if crate::vault::worker::running_inline() {
             self.read_inline += 1;
         }
+        self.keep(session, keys)
+    }
+
+    fn keep(&mut self, session: i64, mut keys: SessionKeys) -> &mut SessionKeys {
+        self.forget(session);
+        self.evict_for(session, keys.len());
+        self.clock += 1;
         keys.used = self.clock;
         self.held += keys.len();
         self.sessions.entry(session).insert_entry(keys).into_mut()
@@ -338,20 +465,29 @@ impl PeerKeys {
 
     /// Drops the least recently used maps other than `session`'s while the maps would hold
     /// more than the maximum with `more` keys added. Dropping one is always safe: it is read
-    /// again, from the table as the open transaction sees it, at its next use. A session
-    /// larger than the maximum alone is kept whole.
+    /// again, from the table as the open transaction sees it, at its next use. A map whose
+    /// rows changed in the open transaction is kept until it commits if maps are read
+    /// elsewhere (read again before, it would have to be read here: no other connection sees
+    /// those changes), and a session larger than the maximum alone is kept whole.
     fn evict_for(&mut self, session: i64, more: usize) {
         while self.held + more > self.max_keys {
             let oldest = self
                 .sessions
                 .iter()
-                .filter(|(s, _)| **s != session)
+                .filter(|(s, _)| **s != session && !self.pinned(**s))
                 .min_by_key(|(_, k)| k.used)
                 .map(|(s, _)| *s);
             let Some(oldest) = oldest else { break };
             self.forget(oldest);
             self.evicted += 1;
         }
+    }
+
+    /// Whether session `session`'s map stays until the transaction ends: its rows changed in
+    /// it, and maps are read elsewhere (where those changes are not seen; without that
+    /// thread every map is read here, in the transaction, and any may go).
+    fn pinned(&self, session: i64) -> bool {
+        self.elsewhere.is_some() && self.in_txn.contains(&session)
     }
 
     /// Notes that session `session`'s rows all went (deleted) in the open transaction.
@@ -364,6 +500,16 @@ impl PeerKeys {
     pub fn forget(&mut self, session: i64) {
         if let Some(keys) = self.sessions.remove(&session) {
             self.held -= keys.len();
+            self.dispose(keys);
+        }
+    }
+
+    /// Drops `keys`; a large map on the thread that reads maps, so that zeroizing and freeing
+    /// it does not hold the storage thread up.
+    fn dispose(&self, keys: SessionKeys) {
+        match &self.elsewhere {
+            Some(e) if keys.len() >= DISPOSE_ELSEWHERE_MIN => e.builds.discard(keys),
+            _ => drop(keys),
         }
     }
 
@@ -372,10 +518,26 @@ impl PeerKeys {
         self.in_op.clear();
     }
 
-    /// The transaction committed.
+    /// The transaction committed (or a new one begins).
     pub fn committed(&mut self) {
         self.in_txn.clear();
         self.in_op.clear();
+    }
+
+    /// The transaction committed, as commit number `n` of [`KeyBuilds`]' count: maps of the
+    /// sessions it changed read from older snapshots are not taken.
+    pub fn committed_as(&mut self, n: u64) {
+        if let Some(e) = &mut self.elsewhere {
+            for s in &self.in_txn {
+                e.touched.insert(*s, n);
+            }
+        }
+        self.committed();
+    }
+
+    /// The thread that reads maps elsewhere and its count of commits, if there is one.
+    pub fn builds(&self) -> Option<&KeyBuilds> {
+        self.elsewhere.as_ref().map(|e| &e.builds)
     }
 
     /// The operation was rolled back to its savepoint: what it changed is gone from the table.
@@ -393,9 +555,17 @@ impl PeerKeys {
         }
     }
 
-    /// Forgets every map (the vault locked: read again once unlocked).
+    /// Forgets every map (the vault locked: read again once unlocked), and any read elsewhere
+    /// and not taken yet.
     pub fn clear(&mut self) {
-        self.sessions.clear();
+        for (_, keys) in std::mem::take(&mut self.sessions) {
+            self.dispose(keys);
+        }
+        if let Some(e) = &mut self.elsewhere {
+            e.builds.clear();
+            e.large.clear();
+        }
+        self.generation += 1;
         self.held = 0;
         self.in_txn.clear();
         self.in_op.clear();

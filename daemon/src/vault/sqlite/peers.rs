@@ -7,8 +7,9 @@ use rusqlite::{OptionalExtension, params};
 
 use super::SqliteStore;
 use super::data::indexed_row;
-use super::peer_keys::{self, Key, SessionKeys};
-use crate::vault::error::Result;
+use super::key_builds::MAP_ROWS;
+use super::peer_keys::{self, Key, ReadMap, SessionKeys};
+use crate::vault::error::{EngineError, Result};
 use crate::vault::store::{Index, IndexedRow, Row};
 
 /// New peer rows per `INSERT` statement of a batch: one statement's execution (step, halt,
@@ -35,26 +36,43 @@ impl SqliteStore {
         (k.read, k.evicted, k.read_inline)
     }
 
-    /// Session `session`'s map, read from the table if it is not in memory.
+    /// Session `session`'s map, read from the table if it is not in memory: taken from
+    /// those read on another thread, or read here if the session is small or must be read
+    /// here ([`PeerKeys::read_where`]); a larger one is [`EngineError::KeysNeeded`], before
+    /// anything was written ([`super::key_builds`]).
     fn peer_keys(&mut self, session: i64) -> Result<&mut SessionKeys> {
         let range = peer_keys::range(session)?;
-        if self.peer_keys.session(session).is_none() {
-            // A whole session's keys are no inline job (the map was dropped since the open
-            // read it): the storage thread reads them.
-            if crate::vault::worker::running_inline() {
-                return Err(crate::vault::error::EngineError::NotInline);
-            }
-            let mut stmt = self.conn.prepare_cached(
-                "SELECT rowid, k, i1, i2 FROM peers WHERE rowid BETWEEN ?1 AND ?2",
-            )?;
-            let rows = stmt.query_map(params![range.0, range.1], |r| {
-                Ok((r.get(0)?, r.get(1)?, [r.get(2)?, r.get(3)?]))
-            })?;
-            let keys = SessionKeys::new(session, range, rows.map(|r| Ok(r?)))?;
-            drop(stmt);
-            return Ok(self.peer_keys.insert(session, keys));
+        if self.peer_keys.has(session) {
+            return Ok(self.peer_keys.session(session).expect("checked above"));
         }
-        Ok(self.peer_keys.session(session).expect("checked above"))
+        if let Some(keys) = self.peer_keys.take_built(session) {
+            return Ok(self.peer_keys.adopt(session, keys));
+        }
+        // A whole session's keys are no inline job (the map was dropped since the open
+        // read it): the storage thread reads them.
+        if crate::vault::worker::running_inline() {
+            return Err(EngineError::NotInline);
+        }
+        let at_most = match self
+            .peer_keys
+            .read_where(session, crate::vault::worker::replaying())?
+        {
+            ReadMap::Whole => -1,
+            ReadMap::AtMost(n) => i64::try_from(n).unwrap_or(i64::MAX - 1) + 1,
+        };
+        let mut stmt = self
+            .conn
+            .prepare_cached(MAP_ROWS)?;
+        let rows = stmt.query_map(params![range.0, range.1, at_most], |r| {
+            Ok((r.get(0)?, r.get(1)?, [r.get(2)?, r.get(3)?]))
+        })?;
+        let keys = SessionKeys::new(session, range, rows.map(|r| Ok(r?)))?;
+        drop(stmt);
+        if at_most >= 0 && i64::try_from(keys.rows()).unwrap_or(i64::MAX) >= at_most {
+            self.peer_keys.found_large(session, keys);
+            return Err(self.peer_keys.too_large(session));
+        }
+        Ok(self.peer_keys.insert(session, keys))
     }
 
     /// The rowid and value of the peer of key `k`, if the session holds it. A map entry whose
@@ -62,6 +80,8 @@ impl SqliteStore {
     /// map be read again, once.
     fn locate_peer(&mut self, session: i64, k: &Key) -> Result<Option<(i64, Vec<u8>)>> {
         for _ in 0..2 {
+            // A map read just now (here or elsewhere) is the table's: a mismatch is damage.
+            let fresh = !self.peer_keys.has(session);
             let Some(id) = self.peer_keys(session)?.get(k) else {
                 return Ok(None);
             };
@@ -72,11 +92,12 @@ impl SqliteStore {
                 .optional()?;
             match row {
                 Some((stored, v)) if stored == k[..] => return Ok(Some((id, v))),
+                _ if fresh => break,
                 _ => self.peer_keys.forget(session),
             }
         }
         // Read afresh from the table, the map still named a row without that key.
-        Err(crate::vault::error::EngineError::Corrupt {
+        Err(EngineError::Corrupt {
             table: "peers",
             session_id: session,
             row: "(the row its key names)".into(),
@@ -261,7 +282,7 @@ impl SqliteStore {
                 }
                 Some(_) => {
                     // Located as absent, and nothing but this loop changed the map since.
-                    return Err(crate::vault::error::EngineError::Corrupt {
+                    return Err(EngineError::Corrupt {
                         table: "peers",
                         session_id: session,
                         row: String::new(),

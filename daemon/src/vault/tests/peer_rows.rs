@@ -572,6 +572,8 @@ async fn a_dropped_map_is_read_again_on_the_storage_thread_not_inline() {
             let new = user(5000 + round * 10 + i64::from(sid == a));
             vault.cache_peers(other, vec![new.clone()]).await.unwrap();
             assert_eq!(vault.peer(other, new.key()).await.unwrap(), Some(new));
+            // Committed (a barrier commits first): a map with uncommitted rows is not dropped.
+            vault.with_sqlite_store(|_| ()).await.unwrap();
         }
     }
     let (read, evicted, read_inline) = vault

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::inline::with_inline;
+use super::inline::{Mode, with_mode};
 use super::{Worker, storage_fault};
 use crate::vault::error::EngineError;
 use crate::vault::store::Store;
@@ -18,8 +18,8 @@ impl Worker {
     pub(super) fn replay(&mut self, due_since: Option<Instant>) -> Result<(), EngineError> {
         // Acknowledged writes are re-applied whatever it costs, even on an inline job's thread
         // (its failure rolled back the transaction they were in): none may be refused as
-        // [`EngineError::NotInline`], which would drop it.
-        with_inline(false, || self.replay_now(due_since))
+        // [`EngineError::NotInline`] or [`EngineError::KeysNeeded`], which would drop it.
+        with_mode(Mode::Replay, || self.replay_now(due_since))
     }
 
     fn replay_now(&mut self, due_since: Option<Instant>) -> Result<(), EngineError> {
