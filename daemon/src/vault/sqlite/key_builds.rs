@@ -163,9 +163,13 @@ impl KeyBuilds {
             let waiters = waiting.entry(session).or_default();
             waiters.push(tx);
             if waiters.len() == 1 {
-                let sent = locked(&self.0.tx)
-                    .as_ref()
-                    .is_some_and(|t| t.send(Task::Build { session, generation }).is_ok());
+                let sent = locked(&self.0.tx).as_ref().is_some_and(|t| {
+                    t.send(Task::Build {
+                        session,
+                        generation,
+                    })
+                    .is_ok()
+                });
                 if !sent {
                     waiting.remove(&session);
                     return Err(EngineError::Closed);
@@ -241,7 +245,9 @@ fn run(conn: &Connection, rx: &Receiver<Task>, builds: &KeyBuilds) {
         if let Err(e) = &answer {
             tracing::warn!(session_id = session, error = %e, "vault could not read a session's peer map");
         }
-        let waiters = locked(&builds.0.waiting).remove(&session).unwrap_or_default();
+        let waiters = locked(&builds.0.waiting)
+            .remove(&session)
+            .unwrap_or_default();
         for w in waiters {
             let _ = w.send(answer.clone());
         }

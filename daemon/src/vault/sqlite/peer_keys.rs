@@ -263,6 +263,8 @@ pub struct PeerKeys {
     pub read: u64,
     /// Maps read on another thread and taken (tests).
     pub adopted: u64,
+    /// The most rows one read of a map here took (tests).
+    pub largest_read_here: usize,
     /// Of those, read by a job run inline (tests: there must be none).
     #[cfg(test)]
     pub read_inline: u64,
@@ -295,6 +297,7 @@ impl Default for PeerKeys {
             evicted: 0,
             read: 0,
             adopted: 0,
+            largest_read_here: 0,
             #[cfg(test)]
             read_inline: 0,
         }
@@ -314,6 +317,20 @@ impl PeerKeys {
     #[cfg(test)]
     pub fn set_max_keys(&mut self, max: usize) {
         self.max_keys = max;
+    }
+
+    /// Reads maps of at most `max` rows here, larger ones elsewhere (tests).
+    #[cfg(test)]
+    pub fn set_read_here_max(&mut self, max: usize) {
+        if let Some(e) = &mut self.elsewhere {
+            e.read_here_max = max;
+        }
+    }
+
+    /// The generation of maps a read elsewhere is asked for in (tests).
+    #[cfg(test)]
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// Session `session`'s map, if read.
@@ -392,6 +409,7 @@ impl PeerKeys {
 
     /// Notes that session `session` was found to hold more rows than are read here.
     pub fn found_large(&mut self, session: i64, partial: SessionKeys) {
+        self.largest_read_here = self.largest_read_here.max(partial.rows());
         match &mut self.elsewhere {
             Some(e) => {
                 e.large.insert(session);
@@ -405,6 +423,7 @@ impl PeerKeys {
     /// (within [`MAX_KEYS`]: see [`PeerKeys::evict_for`]).
     pub fn insert(&mut self, session: i64, keys: SessionKeys) -> &mut SessionKeys {
         self.read += 1;
+        self.largest_read_here = self.largest_read_here.max(keys.rows());
         #[cfg(test)]
         if crate::vault::worker::running_inline() {
             self.read_inline += 1;

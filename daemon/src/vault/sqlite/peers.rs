@@ -36,6 +36,30 @@ impl SqliteStore {
         (k.read, k.evicted, k.read_inline)
     }
 
+    /// Session maps read elsewhere and taken, and the most rows one read here took (tests).
+    #[cfg(test)]
+    pub fn peer_maps_elsewhere_stats(&self) -> (u64, usize) {
+        (self.peer_keys.adopted, self.peer_keys.largest_read_here)
+    }
+
+    /// Reads maps of sessions of more than `max` rows elsewhere, if that thread runs (tests).
+    #[cfg(test)]
+    pub fn set_peer_maps_read_here_max(&mut self, max: usize) {
+        self.peer_keys.set_read_here_max(max);
+    }
+
+    /// Forgets session `session`'s map, as a look-up that found a row moved does (tests).
+    #[cfg(test)]
+    pub fn forget_peer_map(&mut self, session: i64) {
+        self.peer_keys.forget(session);
+    }
+
+    /// The generation of maps a read elsewhere is asked for in (tests).
+    #[cfg(test)]
+    pub fn peer_maps_generation(&self) -> u64 {
+        self.peer_keys.generation()
+    }
+
     /// Session `session`'s map, read from the table if it is not in memory: taken from
     /// those read on another thread, or read here if the session is small or must be read
     /// here ([`PeerKeys::read_where`]); a larger one is [`EngineError::KeysNeeded`], before
@@ -60,9 +84,7 @@ impl SqliteStore {
             ReadMap::Whole => -1,
             ReadMap::AtMost(n) => i64::try_from(n).unwrap_or(i64::MAX - 1) + 1,
         };
-        let mut stmt = self
-            .conn
-            .prepare_cached(MAP_ROWS)?;
+        let mut stmt = self.conn.prepare_cached(MAP_ROWS)?;
         let rows = stmt.query_map(params![range.0, range.1, at_most], |r| {
             Ok((r.get(0)?, r.get(1)?, [r.get(2)?, r.get(3)?]))
         })?;

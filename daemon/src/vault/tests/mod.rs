@@ -11,6 +11,7 @@ mod durability;
 mod format_compat;
 mod migrations;
 mod passphrase;
+mod peer_maps;
 mod peer_rows;
 mod peers;
 mod plaintext;
