@@ -53,6 +53,10 @@ pub struct LoadArgs {
     /// The peers are already stored (by an earlier run): do not store them again.
     #[arg(long)]
     skip_fill: bool,
+    /// The session the workload runs on (several `load`s on several sessions: one large
+    /// session's map read while another's requests are measured).
+    #[arg(long, default_value = "load")]
+    session: String,
 }
 
 /// Runs `load`.
@@ -86,7 +90,7 @@ pub async fn run(a: LoadArgs) -> Result<()> {
     if let Workload::CachePeersNamed = a.workload {
         return cache_peers_named(&a).await;
     }
-    let s = Arc::new(open_vault(&a.socket, "load", cache).await?);
+    let s = Arc::new(open_vault(&a.socket, &a.session, cache).await?);
     if !a.skip_fill {
         fill(&*s, 0, a.peers, 1_000).await?;
     }
@@ -146,12 +150,13 @@ pub async fn run(a: LoadArgs) -> Result<()> {
     }
     let s = summarize_weighted(samples);
     println!(
-        "{:?}: {ops} ops in {:.1} s ({:.0} ops/s), p50 {}, p99 {}",
+        "{:?}: {ops} ops in {:.1} s ({:.0} ops/s), p50 {}, p99 {}, max {}",
         a.workload,
         a.secs,
         ops as f64 / a.secs,
         fmt_ns(s.p50),
-        fmt_ns(s.p99)
+        fmt_ns(s.p99),
+        fmt_ns(s.max)
     );
     Ok(())
 }
