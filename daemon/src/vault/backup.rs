@@ -242,7 +242,9 @@ fn swap(e: &mut SqliteEngine, vault: &Path, staged: &Path, aside: &Path) -> Resu
         sync_dir(vault)?;
         std::fs::rename(staged, vault).map_err(|err| io_error("move into place", staged, err))?;
         sync_dir(vault)?;
-        Engine::new(SqliteStore::open(vault)?.into())
+        let mut engine = Engine::new(SqliteStore::open(vault)?.into())?;
+        super::read_maps_elsewhere(&mut engine);
+        Ok(engine)
     })();
     match moved {
         Ok(new) => {
@@ -263,7 +265,10 @@ fn swap(e: &mut SqliteEngine, vault: &Path, staged: &Path, aside: &Path) -> Resu
                 let _ = sync_dir(vault);
             }
             match SqliteStore::open(vault).and_then(|s| Engine::new(s.into())) {
-                Ok(back) => *e = back,
+                Ok(mut back) => {
+                    super::read_maps_elsewhere(&mut back);
+                    *e = back;
+                }
                 Err(e2) => tracing::error!(
                     error = %e2,
                     path = %vault.display(),

@@ -84,8 +84,7 @@ pub enum EngineError {
     NotInline,
     /// A job that needs session `session`'s map of peer keys, too large to be read on the
     /// storage thread while others wait, refused before it changed anything: the caller has
-    /// it read on another thread (`sqlite::KeyBuilds`) and sends the job again. Never an
-    /// answer.
+    /// it read on the store's map thread (`builds`) and sends the job again. Never an answer.
     #[error("this session's peer map is being read; try again")]
     KeysNeeded {
         /// The session (its internal id).
@@ -93,6 +92,8 @@ pub enum EngineError {
         /// The store's generation of maps when it was asked for (maps of another are not
         /// taken).
         generation: u64,
+        /// The thread of the store that asked (a restore replaces the store, and its thread).
+        builds: super::sqlite::KeyBuilds,
     },
 }
 

@@ -118,23 +118,16 @@ struct Inner {
     /// ([`Vault::fresh`]), so that the server acts on it (ends revoked handles) now rather
     /// than at its next poll.
     followed: Arc<tokio::sync::Notify>,
-    /// The SQLite store's thread that reads large sessions' peer maps
-    /// ([`sqlite::KeyBuilds`]); `None` on PostgreSQL (no maps).
-    key_builds: Option<sqlite::KeyBuilds>,
 }
 
-/// Starts the SQLite store's thread that reads large sessions' peer maps, if `engine` runs
-/// on one; without it (it could not start: logged) every map is read on the storage thread.
-fn read_maps_elsewhere(engine: &mut SqliteEngine) -> Option<sqlite::KeyBuilds> {
-    match engine.store() {
-        backend::Backend::Sqlite(s) => match s.read_maps_elsewhere() {
-            Ok(builds) => Some(builds),
-            Err(e) => {
-                tracing::warn!(error = %e, "vault reads every peer map on its storage thread");
-                None
-            }
-        },
-        backend::Backend::Postgres(_) => None,
+/// Starts the SQLite store's thread that reads large sessions' peer maps
+/// ([`sqlite::KeyBuilds`]), if `engine` runs on one; without it (it could not start: logged)
+/// every map is read on the storage thread.
+fn read_maps_elsewhere(engine: &mut SqliteEngine) {
+    if let backend::Backend::Sqlite(s) = engine.store() {
+        if let Err(e) = s.read_maps_elsewhere() {
+            tracing::warn!(error = %e, "vault reads every peer map on its storage thread");
+        }
     }
 }
 
@@ -171,9 +164,9 @@ impl Vault {
                 let opened = location.open().and_then(Engine::new);
                 match opened {
                     Ok(mut engine) => {
-                        let key_builds = read_maps_elsewhere(&mut engine);
+                        read_maps_elsewhere(&mut engine);
                         let shared = Shared::new(engine, flush_interval);
-                        let _ = ready_tx.send(Ok((Arc::clone(&shared), key_builds)));
+                        let _ = ready_tx.send(Ok(Arc::clone(&shared)));
                         worker::run(shared, rx);
                     }
                     Err(e) => {
@@ -185,8 +178,8 @@ impl Vault {
                 kind: StorageErrorKind::Other,
                 message: format!("cannot start the storage thread: {e}"),
             })?;
-        let (shared, key_builds) = match ready_rx.recv() {
-            Ok(Ok(opened)) => opened,
+        let shared = match ready_rx.recv() {
+            Ok(Ok(shared)) => shared,
             Ok(Err(e)) => {
                 let _ = thread.join();
                 return Err(e);
@@ -204,7 +197,6 @@ impl Vault {
                 path,
                 postgres,
                 followed: Arc::new(tokio::sync::Notify::new()),
-                key_builds,
             }),
         })
     }
@@ -436,15 +428,15 @@ impl Vault {
     ) -> Result<T> {
         let mut rounds = 0;
         loop {
-            let (session, generation) = match attempt().await {
+            let (session, generation, builds) = match attempt().await {
                 Err(EngineError::KeysNeeded {
                     session,
                     generation,
-                }) => (session, generation),
+                    builds,
+                }) => (session, generation, builds),
                 other => return other,
             };
             rounds += 1;
-            let builds = self.inner.key_builds.as_ref().ok_or(EngineError::Closed)?;
             if rounds >= sqlite::BUILD_ROUNDS {
                 tracing::warn!(
                     session_id = session,

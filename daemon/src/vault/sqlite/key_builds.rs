@@ -87,9 +87,16 @@ struct Builds {
     waiting: Mutex<HashMap<i64, Waiters>>,
 }
 
-/// A handle to the thread that reads maps; cheap to clone (the `Vault` keeps one).
+/// A handle to the thread that reads maps; cheap to clone (each [`EngineError::KeysNeeded`]
+/// carries one).
 #[derive(Clone)]
 pub struct KeyBuilds(Arc<Builds>);
+
+impl std::fmt::Debug for KeyBuilds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeyBuilds")
+    }
+}
 
 /// The thread; stops and closes its connection when dropped (before the storage connection,
 /// which closes last and removes the WAL).

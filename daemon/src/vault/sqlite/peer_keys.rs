@@ -398,12 +398,16 @@ impl PeerKeys {
         }
     }
 
-    /// Notes that session `session` holds more rows than are read here: the error that has
-    /// its map read elsewhere.
+    /// The error that has session `session`'s map read elsewhere (a store without that
+    /// thread never asks: [`PeerKeys::read_where`] reads every map here then).
     pub fn too_large(&self, session: i64) -> EngineError {
-        EngineError::KeysNeeded {
-            session,
-            generation: self.generation,
+        match &self.elsewhere {
+            Some(e) => EngineError::KeysNeeded {
+                session,
+                generation: self.generation,
+                builds: e.builds.clone(),
+            },
+            None => EngineError::NotInline,
         }
     }
 

@@ -125,6 +125,7 @@ fn a_map_read_elsewhere_is_taken_only_while_it_is_the_tables() {
         Err(EngineError::KeysNeeded {
             session,
             generation,
+            ..
         }) if session == sid => generation,
         other => panic!("expected the map to be asked for, got {other:?}"),
     };
