@@ -81,6 +81,9 @@ struct Builds {
     tx: Mutex<Option<Sender<Task>>>,
     /// Commits of the storage connection (see the module docs).
     commits: AtomicU64,
+    /// The generation of maps now ([`KeyBuilds::clear`]): a read asked for in an older one is
+    /// dropped when it ends rather than kept.
+    generation: AtomicU64,
     /// Maps read and not yet taken, oldest first.
     built: Mutex<Vec<Built>>,
     /// Callers waiting for a session's read, by session: the first one asked for it.
@@ -124,6 +127,7 @@ impl KeyBuilder {
         let builds = KeyBuilds(Arc::new(Builds {
             tx: Mutex::new(Some(tx)),
             commits: AtomicU64::new(0),
+            generation: AtomicU64::new(0),
             built: Mutex::new(Vec::new()),
             waiting: Mutex::new(HashMap::new()),
         }));
@@ -202,8 +206,10 @@ impl KeyBuilds {
         }
     }
 
-    /// Drops every map read and not taken (the vault locked).
-    pub fn clear(&self) {
+    /// Drops every map read and not taken, and any read of an older generation than
+    /// `generation` when it ends (the vault locked).
+    pub fn clear(&self, generation: u64) {
+        self.0.generation.fetch_max(generation, Ordering::SeqCst);
         let maps = std::mem::take(&mut *locked(&self.0.built));
         for b in maps {
             self.discard(b.keys);
@@ -218,6 +224,9 @@ impl KeyBuilds {
     /// Keeps `b` to be taken, within [`MAX_KEYS`] entries of maps not taken (dropping the
     /// oldest, and any older read of the same session).
     fn deposit(&self, b: Built) {
+        if b.generation < self.0.generation.load(Ordering::SeqCst) {
+            return;
+        }
         let mut built = locked(&self.0.built);
         built.retain(|old| old.session != b.session);
         built.push(b);

@@ -584,11 +584,13 @@ impl PeerKeys {
         for (_, keys) in std::mem::take(&mut self.sessions) {
             self.dispose(keys);
         }
-        if let Some(e) = &mut self.elsewhere {
-            e.builds.clear();
-            e.large.clear();
-        }
         self.generation += 1;
+        if let Some(e) = &mut self.elsewhere {
+            e.builds.clear(self.generation);
+            e.large.clear();
+            // Reads begun from now on see every commit so far; older ones are not taken.
+            e.touched.clear();
+        }
         self.held = 0;
         self.in_txn.clear();
         self.in_op.clear();
