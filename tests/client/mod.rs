@@ -1,6 +1,7 @@
 //! `VaultSession` (the grammers `Session` served by the vault) against the real `vaultd`.
 //!
 //! - [`cache`]: the exclusive client's cache answers what the daemon would;
+//! - [`large`]: a session whose peer map the daemon reads on its map thread, after a restart;
 //! - [`conformance`]: random sequences of every trait operation give the same answers as
 //!   grammers' `MemorySession`, before and after a daemon restart;
 //! - [`processes`]: eight processes with a session each, concurrently; two processes wanting
@@ -16,6 +17,7 @@
 
 mod cache;
 mod conformance;
+mod large;
 mod locked;
 mod plaintext;
 mod processes;
