@@ -30,6 +30,9 @@ pub enum Workload {
     /// as Telethon's and Pyrogram's clients send them (grammers' peers carry none); sent
     /// straight as `cache_peers` requests on a handle of the session.
     CachePeersNamed,
+    /// `export` of the whole session (its peers included) in a loop, as one non-admin
+    /// request each: what a large session's export costs the other sessions' requests.
+    Export,
 }
 
 /// Arguments of `load`.
@@ -85,7 +88,8 @@ pub async fn run(a: LoadArgs) -> Result<()> {
         Workload::ColdPeer
         | Workload::MixNocache
         | Workload::CachePeers
-        | Workload::CachePeersNamed => 0,
+        | Workload::CachePeersNamed
+        | Workload::Export => 0,
     };
     if let Workload::CachePeersNamed = a.workload {
         return cache_peers_named(&a).await;
@@ -134,6 +138,17 @@ pub async fn run(a: LoadArgs) -> Result<()> {
                     (seen, vec![r.into_weighted()])
                 }
                 Workload::CachePeersNamed => unreachable!("run by cache_peers_named"),
+                Workload::Export => {
+                    let mut r = Reservoir::new(100_000, k as u64);
+                    while Instant::now() < end {
+                        let t = Instant::now();
+                        let data = s.export().await.expect("export");
+                        assert!(data.peer_infos.len() as u64 <= peers);
+                        r.push(t.elapsed().as_nanos() as u64);
+                    }
+                    let seen = r.seen();
+                    (seen, vec![r.into_weighted()])
+                }
                 Workload::Mix | Workload::MixNocache => {
                     let st = crate::mix::client_loop(&*s, 1 + k as u64, peers, start, end).await;
                     (st.ops, vec![st.peer, st.cache_peers, st.set_state])

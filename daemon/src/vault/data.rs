@@ -9,6 +9,7 @@ use session_vault_proto::model::{
 
 use super::engine::{self, IfExists, SessionId};
 use super::error::Result;
+use super::store::Table;
 use super::worker::Class;
 use super::{INLINE_PEERS, INLINE_STATE_ROWS, Vault};
 
@@ -22,6 +23,9 @@ pub const EXPORT_ROWS_MAX: u64 = 1_000_000;
 
 /// Channel states per storage job of [`Vault::updates_state`].
 pub const STATE_PAGE: u32 = 512;
+
+/// DC options and sent files per storage job of [`Vault::export_in_pages`].
+pub const EXPORT_PAGE: u32 = 512;
 
 impl Vault {
     /// Creates an empty session (grammers' defaults). Durable.
@@ -57,17 +61,100 @@ impl Vault {
 
     /// Everything a session holds, if it has at most `max_rows` rows (else `Invalid`, before
     /// anything is read: its peers are read in pages, [`Self::peers_page`]). A non-admin's is
-    /// bounded by [`EXPORT_ROWS_MAX`].
+    /// bounded by [`EXPORT_ROWS_MAX`], and read in pages ([`Self::export_in_pages`]); an
+    /// admin's (`u64::MAX`) in one job, one snapshot.
     pub async fn export_at_most(&self, sid: SessionId, max_rows: u64) -> Result<SessionData> {
+        if max_rows != u64::MAX {
+            return self.export_in_pages(sid, max_rows, true).await;
+        }
         self.fresh(Class::Read, move |e| e.export(sid, max_rows))
             .await
     }
 
     /// Everything a session holds but its peers (read with [`Self::peers_page`]), if it has
-    /// at most `max_rows` other rows.
+    /// at most `max_rows` other rows; in pages as [`Self::export_at_most`].
     pub async fn export_without_peers(&self, sid: SessionId, max_rows: u64) -> Result<SessionData> {
+        if max_rows != u64::MAX {
+            return self.export_in_pages(sid, max_rows, false).await;
+        }
         self.fresh(Class::Read, move |e| e.export_without_peers(sid, max_rows))
             .await
+    }
+
+    /// [`Self::export_at_most`] (`with_peers`) or [`Self::export_without_peers`] read in
+    /// bounded jobs: the record, then each table in pages ([`EXPORT_PAGE`] rows, peers
+    /// [`PEER_PAGE_MAX`](session_vault_proto::message::PEER_PAGE_MAX)), so that a session of a
+    /// million rows, which any uid may fill, does not hold every other request up while it
+    /// is decrypted (one job took about a second). Not one snapshot: a row written meanwhile
+    /// is read at one of its values, a peer added after the first page of peers is left out,
+    /// and rows added past `max_rows` meanwhile make it `Invalid` as a larger session would.
+    pub async fn export_in_pages(
+        &self,
+        sid: SessionId,
+        max_rows: u64,
+        with_peers: bool,
+    ) -> Result<SessionData> {
+        let mut data = self
+            .fresh(Class::Read, move |e| {
+                e.export_record(sid, max_rows, with_peers)
+            })
+            .await?;
+        let mut dc_options: Vec<DcOption> = self.rows_in_pages(sid, Table::DcOptions).await?;
+        dc_options.sort_by_key(|d| d.id);
+        data.dc_options = dc_options;
+        data.updates_state = self.updates_state(sid).await?;
+        data.sent_files = self.rows_in_pages(sid, Table::SentFiles).await?;
+        if with_peers {
+            let mut before = None;
+            loop {
+                let (page, next) = self.peers_page(sid, before, 0).await?;
+                data.peers.extend(page);
+                match next {
+                    Some(n) => before = Some(n),
+                    None => break,
+                }
+            }
+            // Pages come newest first; an export lists peers oldest first.
+            data.peers.reverse();
+        }
+        let rows = [
+            data.dc_options.len(),
+            data.updates_state.channels.len(),
+            data.sent_files.len(),
+            data.peers.len(),
+        ]
+        .iter()
+        .map(|n| *n as u64)
+        .sum::<u64>();
+        if rows > max_rows {
+            return Err(engine::export_too_large(rows, max_rows));
+        }
+        Ok(data)
+    }
+
+    /// Every row of `table` of session `sid`, read [`EXPORT_PAGE`] at a time in key order
+    /// (one job each), returned in write order.
+    async fn rows_in_pages<T: serde::de::DeserializeOwned + Send + 'static>(
+        &self,
+        sid: SessionId,
+        table: Table,
+    ) -> Result<Vec<T>> {
+        let mut rows: Vec<(i64, T)> = Vec::new();
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let (page, next) = self
+                .fresh(Class::Read, move |e| {
+                    e.rows_page::<T>(sid, table, after.as_deref(), EXPORT_PAGE)
+                })
+                .await?;
+            rows.extend(page);
+            match next {
+                Some(n) => after = Some(n),
+                None => break,
+            }
+        }
+        rows.sort_by_key(|(pos, _)| *pos);
+        Ok(rows.into_iter().map(|(_, r)| r).collect())
     }
 
     /// Resolves a session name.

@@ -74,6 +74,9 @@ pub struct SqliteStore {
     /// The file is below schema version 5 (opened so by tests, [`SqliteStore::open_at_version`]):
     /// its peers table is keyed by `UNIQUE (session, k)` and written like the other tables.
     keyed_peers: bool,
+    /// Whole-table reads of a session ([`Store::scan`]) so far (tests).
+    #[cfg(test)]
+    pub whole_scans: u64,
 }
 
 impl SqliteStore {
@@ -471,6 +474,10 @@ impl Store for SqliteStore {
     }
 
     fn scan(&mut self, table: Table, session: i64) -> Result<Vec<Row>> {
+        #[cfg(test)]
+        {
+            self.whole_scans += 1;
+        }
         match table {
             Table::Peers if !self.keyed_peers => self.peers_scan(session),
             _ => self.do_scan(table, session),

@@ -45,6 +45,11 @@ impl PeerWrites {
 /// scrubs cost less than the one larger scrub.
 const SCRUB_ONCE_MIN: usize = 4;
 
+/// The most DC options a session keeps. Telegram has five data centers (with test and media
+/// addresses of them, a dozen or so options); the bound keeps `dc_options`, one read of them
+/// all, small whatever a client sends.
+pub const DC_OPTIONS_MAX: u64 = 64;
+
 /// The self user a peer as kept names, if it is one (`is_self == Some(true)`).
 fn self_user(p: &Peer) -> Option<SelfUser> {
     (p.kind == PeerKind::User && p.is_self == Some(true)).then(|| SelfUser {
@@ -96,6 +101,16 @@ impl<S: Store> Engine<S> {
     /// Inserts or replaces a DC option (auth key included). Durable.
     pub fn set_dc_option(&mut self, sid: SessionId, dc: &DcOption) -> Result<()> {
         let k = self.row_key(sid, Table::DcOptions, &dc.id.to_be_bytes())?;
+        // Counted first (one small read), looked for only at the bound: a kept one may change.
+        if self.store.count(Table::DcOptions, sid.0)? >= DC_OPTIONS_MAX
+            && self.store.get(Table::DcOptions, sid.0, &k)?.is_none()
+        {
+            return Err(EngineError::Invalid(format!(
+                "a session keeps at most {DC_OPTIONS_MAX} DC options and this one has that \
+                 many; DC {} is not added",
+                dc.id
+            )));
+        }
         let row = self.seal_row(sid, Table::DcOptions, &k, dc)?;
         self.store
             .put(Table::DcOptions, sid.0, &row, [None, None])?;

@@ -51,6 +51,7 @@ mod verify;
 #[cfg(test)]
 pub(crate) use data::FORCED_PEER_WRITES;
 pub use names::validate_name;
+pub use sessions::export_too_large;
 
 pub use manifest::Manifest;
 

@@ -80,6 +80,29 @@ impl<S: Store> Engine<S> {
         let rows = self.store.scan(table, sid.0)?;
         rows.iter().map(|r| self.open_row(sid, table, r)).collect()
     }
+
+    /// Up to `limit` rows of `table` in key order after key `after` (from the first with
+    /// `None`), each with its position (its place in write order), and the key to continue
+    /// after (`None` after the last page). Pages of separate calls are not one snapshot.
+    #[allow(clippy::type_complexity)]
+    pub fn rows_page<T: DeserializeOwned>(
+        &mut self,
+        sid: SessionId,
+        table: Table,
+        after: Option<&[u8]>,
+        limit: u32,
+    ) -> Result<(Vec<(i64, T)>, Option<Vec<u8>>)> {
+        self.live(sid)?;
+        let rows = self.store.scan_keys_after(table, sid.0, after, limit)?;
+        let next = (rows.len() == limit as usize)
+            .then(|| rows.last().map(|(_, r)| r.key.clone()))
+            .flatten();
+        let opened = rows
+            .iter()
+            .map(|(pos, r)| Ok((*pos, self.open_row(sid, table, r)?)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok((opened, next))
+    }
 }
 
 /// The blind key of the row keyed `key` with the keys of `u`: what [`Engine::row_key`] does,

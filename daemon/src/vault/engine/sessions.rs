@@ -21,6 +21,16 @@ const EXPORTED: [Table; 4] = [
     Table::SentFiles,
 ];
 
+/// The answer to an export of a session of `rows` rows (peers, DC options, channel states,
+/// sent files) when one answer carries at most `max_rows`.
+pub fn export_too_large(rows: u64, max_rows: u64) -> EngineError {
+    EngineError::Invalid(format!(
+        "the session holds {rows} rows (peers, DC options, channel states, sent files), more \
+         than one export answer carries ({max_rows}); an exclusive holder reads the peers in \
+         pages (export without_peers, then list_peers; protocol 1.5 and later)"
+    ))
+}
+
 impl<S: Store> Engine<S> {
     // ---- sessions -------------------------------------------------------------------------
 
@@ -140,14 +150,37 @@ impl<S: Store> Engine<S> {
             rows = rows.saturating_add(self.store.count(t, sid.0)?);
         }
         if rows > max_rows {
-            return Err(EngineError::Invalid(format!(
-                "the session holds {rows} rows (peers, DC options, channel states, sent files), \
-                 more than one export answer carries ({max_rows}); an exclusive holder reads \
-                 the peers in pages (export without_peers, then list_peers; protocol 1.5 and \
-                 later)"
-            )));
+            return Err(export_too_large(rows, max_rows));
         }
         Ok(())
+    }
+
+    /// What [`Self::export`] holds besides the session's rows (home DC, self user, extras;
+    /// the rest left empty and default), once the session is found to hold at most
+    /// `max_rows` rows (of every table, or all but its peers): the first of the jobs that
+    /// read a session in pages (`Vault::export_at_most`).
+    pub fn export_record(
+        &mut self,
+        sid: SessionId,
+        max_rows: u64,
+        with_peers: bool,
+    ) -> Result<SessionData> {
+        let tables = if with_peers {
+            &EXPORTED[..]
+        } else {
+            &EXPORTED[1..]
+        };
+        self.check_export_rows(sid, tables, max_rows)?;
+        let record = self.session_record(sid)?;
+        Ok(SessionData {
+            home_dc: record.home_dc,
+            dc_options: Vec::new(),
+            self_user: record.self_user,
+            peers: Vec::new(),
+            updates_state: Default::default(),
+            sent_files: Vec::new(),
+            extras: record.extras,
+        })
     }
 
     fn export_unbounded_without_peers(&mut self, sid: SessionId) -> Result<SessionData> {

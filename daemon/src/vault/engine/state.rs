@@ -60,16 +60,7 @@ impl<S: Store> Engine<S> {
                 None
             }
         };
-        let rows = self
-            .store
-            .scan_keys_after(Table::Channels, sid.0, after, limit)?;
-        let next = (rows.len() == limit as usize)
-            .then(|| rows.last().map(|(_, r)| r.key.clone()))
-            .flatten();
-        let channels = rows
-            .iter()
-            .map(|(pos, r)| Ok((*pos, self.open_row(sid, Table::Channels, r)?)))
-            .collect::<Result<Vec<_>>>()?;
+        let (channels, next) = self.rows_page(sid, Table::Channels, after, limit)?;
         Ok((scalars, channels, next))
     }
 

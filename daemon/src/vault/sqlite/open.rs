@@ -87,6 +87,8 @@ impl SqliteStore {
             backup: None,
             checkpointer: None,
             key_builder: None,
+            #[cfg(test)]
+            whole_scans: 0,
             unguarded: None,
             peer_keys: Default::default(),
             keyed_peers: false,

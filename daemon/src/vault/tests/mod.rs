@@ -8,6 +8,7 @@ mod support;
 mod backup;
 mod crash;
 mod durability;
+mod export_pages;
 mod format_compat;
 mod migrations;
 mod passphrase;

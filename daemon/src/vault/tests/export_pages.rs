@@ -1,0 +1,132 @@
+//! A non-admin's `export` of a session read in bounded jobs (`Vault::export_in_pages`): the
+//! same answer as the one-job export, no job reading a whole table of the session, the row
+//! bound kept; and the bound on DC options that keeps their one read small.
+
+use session_vault_proto::model::{
+    ChannelState, DcOption, Peer, PeerKind, SentFile, UpdateStateChange, UpdatesState,
+};
+
+use super::support::*;
+use crate::vault::EngineError;
+
+fn dc(id: i32) -> DcOption {
+    DcOption {
+        id,
+        ipv4: Some(format!("10.0.0.{}:443", id % 250).parse().unwrap()),
+        ipv6: None,
+        auth_key: None,
+    }
+}
+
+fn sent_file(i: i64) -> SentFile {
+    SentFile {
+        md5_digest: i.to_be_bytes().repeat(2),
+        file_size: 1000 + i,
+        file_type: (i % 3) as i32,
+        id: i,
+        hash: i * 7,
+    }
+}
+
+#[tokio::test]
+async fn a_bounded_export_read_in_pages_is_the_one_job_export() {
+    let (_t, vault, sid) = vault_with_session(Default::default()).await;
+    // Every table past its page size (peers 1000, channels and sent files 512), written in an
+    // order that is not key order.
+    for id in [5, 2, 4, 1, 3, 10004] {
+        vault.set_dc_option(sid, dc(id)).await.unwrap();
+    }
+    for chunk in 0..25i64 {
+        let peers = (0..100)
+            .map(|i| {
+                let id = (chunk * 100 + i) * 7919 % 100_003;
+                let mut p = Peer::new(PeerKind::User, id);
+                p.access_hash = Some(id * 3);
+                p
+            })
+            .collect();
+        vault.cache_peers(sid, peers).await.unwrap();
+    }
+    let channels = (0..1100)
+        .map(|i| ChannelState {
+            id: (i * 31) % 1103 + 1,
+            pts: i as i32,
+        })
+        .collect();
+    let state = UpdatesState {
+        pts: 1,
+        qts: 2,
+        date: 3,
+        seq: 4,
+        channels,
+    };
+    vault
+        .set_update_state(sid, UpdateStateChange::All(state))
+        .await
+        .unwrap();
+    for i in (0..600).rev() {
+        vault.put_sent_file(sid, sent_file(i)).await.unwrap();
+    }
+
+    let whole = vault.export(sid).await.unwrap();
+    let scans = || async {
+        vault
+            .with_sqlite_store(|s| s.whole_scans)
+            .await
+            .expect("a SQLite vault")
+    };
+    let before = scans().await;
+    let paged = vault.export_at_most(sid, 1_000_000).await.unwrap();
+    assert_eq!(
+        scans().await,
+        before,
+        "no job read a whole table of the session"
+    );
+    assert_eq!(paged.peers.len(), 2500);
+    assert_eq!(paged.updates_state.channels.len(), 1100);
+    assert_eq!(paged.sent_files.len(), 600);
+    assert_eq!(paged, whole);
+
+    let mut without = whole.clone();
+    without.peers.clear();
+    assert_eq!(
+        vault.export_without_peers(sid, 1_000_000).await.unwrap(),
+        without
+    );
+
+    // The bound counts every table (peers included, unless left out).
+    let rows = 6 + 2500 + 1100 + 600;
+    for (max, with_peers) in [(rows - 1, true), (rows - 2500 - 1, false)] {
+        let refused = if with_peers {
+            vault.export_at_most(sid, max).await
+        } else {
+            vault.export_without_peers(sid, max).await
+        };
+        match refused {
+            Err(EngineError::Invalid(m)) => assert!(m.contains("rows"), "{m}"),
+            other => panic!("expected Invalid past {max} rows, got {other:?}"),
+        }
+    }
+    assert_eq!(vault.export_at_most(sid, rows).await.unwrap(), whole);
+    close(vault).await;
+}
+
+#[tokio::test]
+async fn a_session_keeps_at_most_64_dc_options() {
+    let (_t, vault, sid) = vault_with_session(Default::default()).await;
+    for id in 1..=64 {
+        vault.set_dc_option(sid, dc(id)).await.unwrap();
+    }
+    match vault.set_dc_option(sid, dc(65)).await {
+        Err(EngineError::Invalid(m)) => assert!(m.contains("at most 64 DC options"), "{m}"),
+        other => panic!("expected the 65th DC option refused, got {other:?}"),
+    }
+    // One already kept may still change.
+    let mut changed = dc(7);
+    changed.ipv4 = Some("10.9.9.9:80".parse().unwrap());
+    vault.set_dc_option(sid, changed.clone()).await.unwrap();
+    let kept = vault.dc_options(sid).await.unwrap();
+    assert_eq!(kept.len(), 64);
+    assert_eq!(kept[6], changed);
+    close(vault).await;
+}
