@@ -211,7 +211,24 @@ async fn run_request(
         None
     };
     let response = run_guarded(&c, request.id, request.request).await;
-    let answer = frame(request.id, response);
+    let answer = if heavy {
+        // A whole session's answer (up to a million rows, ~100 MB) takes a second to encode:
+        // off the runtime, whose worker would hold up every task queued behind it meanwhile.
+        let id = request.id;
+        tokio::task::spawn_blocking(move || frame(id, response))
+            .await
+            .unwrap_or_else(|_| {
+                frame(
+                    id,
+                    Response::Error(wire_error(
+                        ErrorCode::Internal,
+                        "internal error: the daemon could not encode this answer",
+                    )),
+                )
+            })
+    } else {
+        frame(request.id, response)
+    };
     drop((daemon_heavy, running, memory));
     if let Some(f) = answer {
         slot.send(f).await;
