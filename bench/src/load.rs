@@ -33,6 +33,10 @@ pub enum Workload {
     /// `export` of the whole session (its peers included) in a loop, as one non-admin
     /// request each: what a large session's export costs the other sessions' requests.
     Export,
+    /// `import` of an empty session over the stored peers, then the peers stored again, in a
+    /// loop: what replacing a large session costs the other sessions' requests (the imports
+    /// are timed).
+    Replace,
 }
 
 /// Arguments of `load`.
@@ -89,7 +93,8 @@ pub async fn run(a: LoadArgs) -> Result<()> {
         | Workload::MixNocache
         | Workload::CachePeers
         | Workload::CachePeersNamed
-        | Workload::Export => 0,
+        | Workload::Export
+        | Workload::Replace => 0,
     };
     if let Workload::CachePeersNamed = a.workload {
         return cache_peers_named(&a).await;
@@ -138,6 +143,18 @@ pub async fn run(a: LoadArgs) -> Result<()> {
                     (seen, vec![r.into_weighted()])
                 }
                 Workload::CachePeersNamed => unreachable!("run by cache_peers_named"),
+                Workload::Replace => {
+                    let mut r = Reservoir::new(100_000, k as u64);
+                    let empty = grammers_session::SessionData::default();
+                    while Instant::now() < end {
+                        let t = Instant::now();
+                        s.import(&empty).await.expect("import");
+                        r.push(t.elapsed().as_nanos() as u64);
+                        fill(&*s, 0, peers, 1_000).await.expect("fill");
+                    }
+                    let seen = r.seen();
+                    (seen, vec![r.into_weighted()])
+                }
                 Workload::Export => {
                     let mut r = Reservoir::new(100_000, k as u64);
                     while Instant::now() < end {

@@ -27,6 +27,10 @@ pub const STATE_PAGE: u32 = 512;
 /// DC options and sent files per storage job of [`Vault::export_in_pages`].
 pub const EXPORT_PAGE: u32 = 512;
 
+/// Rows deleted per storage job when a session's table is cleared in slices (about 8 ms for
+/// peers): [`Vault::replace_contents`], and a whole update state replacing many channels.
+pub const CLEAR_SLICE: u32 = 20_000;
+
 impl Vault {
     /// Creates an empty session (grammers' defaults). Durable.
     pub async fn create_session(&self, name: &str, acl: SessionAcl) -> Result<SessionId> {
@@ -48,10 +52,41 @@ impl Vault {
             .await
     }
 
-    /// Replaces everything a session holds, keeping its name and ACL. Durable.
+    /// Replaces everything a session holds, keeping its name and ACL. Durable. The rows it
+    /// held are deleted first, in bounded jobs ([`Self::clear_in_slices`]): a session's
+    /// million peers went in one job of half a second, which any uid could have sent again
+    /// and again (an import into its own session). A failure after that leaves the session
+    /// with those rows gone and the rest as it was, as an import interrupted after its first
+    /// request does.
     pub async fn replace_contents(&self, sid: SessionId, data: SessionData) -> Result<()> {
+        for table in [Table::Peers, Table::Channels, Table::SentFiles] {
+            self.clear_in_slices(sid, table, 0).await?;
+        }
         self.call(Class::Durable, move |e| e.replace_contents(sid, &data))
             .await
+    }
+
+    /// Deletes the session's rows of `table` in jobs of [`CLEAR_SLICE`] rows (cache class)
+    /// while more than `keep` are left, so that the whole-table write that follows deletes
+    /// at most `keep`. Not on PostgreSQL, where a job waits on the server, not the CPU.
+    async fn clear_in_slices(&self, sid: SessionId, table: Table, keep: u32) -> Result<()> {
+        if self.inner.postgres {
+            return Ok(());
+        }
+        loop {
+            let left = self
+                .read(move |e| e.count_up_to(sid, table, keep + 1))
+                .await?;
+            if left <= u64::from(keep) {
+                return Ok(());
+            }
+            let deleted = self
+                .call(Class::Cache, move |e| e.clear_some(sid, table, CLEAR_SLICE))
+                .await?;
+            if deleted == 0 {
+                return Ok(());
+            }
+        }
     }
 
     /// Everything a session holds (for admins: any size).
@@ -348,10 +383,16 @@ impl Vault {
         self.read(move |e| e.update_state_grows(sid, &change)).await
     }
 
-    /// Applies an update-state change. Cache class.
+    /// Applies an update-state change. Cache class. A whole state replacing more than
+    /// [`CLEAR_SLICE`] channels (a session can gather any number, one channel update at a
+    /// time) has them deleted in slices first.
     pub async fn set_update_state(&self, sid: SessionId, change: UpdateStateChange) -> Result<()> {
         let rows = match &change {
-            UpdateStateChange::All(state) => 1 + state.channels.len(),
+            UpdateStateChange::All(state) => {
+                self.clear_in_slices(sid, Table::Channels, CLEAR_SLICE)
+                    .await?;
+                1 + state.channels.len()
+            }
             _ => 1,
         };
         self.call_cache(rows <= INLINE_STATE_ROWS, move |e| {

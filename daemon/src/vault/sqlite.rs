@@ -77,6 +77,9 @@ pub struct SqliteStore {
     /// Whole-table reads of a session ([`Store::scan`]) so far (tests).
     #[cfg(test)]
     pub whole_scans: u64,
+    /// The most rows one delete of a session's rows took (tests).
+    #[cfg(test)]
+    pub largest_clear: u64,
 }
 
 impl SqliteStore {
@@ -525,10 +528,17 @@ impl Store for SqliteStore {
     }
 
     fn clear(&mut self, table: Table, session: i64) -> Result<()> {
+        #[cfg(test)]
+        let before = self.conn.total_changes();
         match table {
-            Table::Peers if !self.keyed_peers => self.peers_clear(session),
-            _ => self.do_clear(table, session),
+            Table::Peers if !self.keyed_peers => self.peers_clear(session)?,
+            _ => self.do_clear(table, session)?,
         }
+        #[cfg(test)]
+        {
+            self.largest_clear = self.largest_clear.max(self.conn.total_changes() - before);
+        }
+        Ok(())
     }
 
     fn find(
@@ -548,6 +558,25 @@ impl Store for SqliteStore {
         match table {
             Table::Peers if !self.keyed_peers => self.peers_count(session),
             _ => self.do_count(table, session),
+        }
+    }
+
+    fn clear_some(&mut self, table: Table, session: i64, limit: u32) -> Result<u64> {
+        let n = match table {
+            Table::Peers if !self.keyed_peers => self.peers_clear_some(session, limit)?,
+            _ => self.do_clear_some(table, session, limit)?,
+        };
+        #[cfg(test)]
+        {
+            self.largest_clear = self.largest_clear.max(n);
+        }
+        Ok(n)
+    }
+
+    fn count_up_to(&mut self, table: Table, session: i64, limit: u32) -> Result<u64> {
+        match table {
+            Table::Peers if !self.keyed_peers => self.peers_count_up_to(session, limit),
+            _ => self.do_count_up_to(table, session, limit),
         }
     }
 

@@ -281,6 +281,13 @@ pub trait Store: Send {
     fn scan_all(&mut self, table: Table, session: i64) -> Result<Vec<IndexedRow>>;
     /// Deletes every row of a session in a table.
     fn clear(&mut self, table: Table, session: i64) -> Result<()>;
+    /// Deletes up to `limit` rows of a session in a table, so that a large session is
+    /// cleared in bounded jobs before a whole-table write (`Vault::clear_in_slices`); how
+    /// many it deleted. A store that clears only whole tables deletes none.
+    fn clear_some(&mut self, table: Table, session: i64, limit: u32) -> Result<u64>;
+    /// [`Store::count`], but counting at most `limit` (its cost grows with that, not with
+    /// the table).
+    fn count_up_to(&mut self, table: Table, session: i64, limit: u32) -> Result<u64>;
     /// The row whose index column matches `value`, if any.
     fn find(
         &mut self,

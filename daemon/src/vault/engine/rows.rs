@@ -81,6 +81,19 @@ impl<S: Store> Engine<S> {
         rows.iter().map(|r| self.open_row(sid, table, r)).collect()
     }
 
+    /// Deletes up to `limit` of the session's rows of `table` ([`Store::clear_some`]); how
+    /// many.
+    pub fn clear_some(&mut self, sid: SessionId, table: Table, limit: u32) -> Result<u64> {
+        self.live(sid)?;
+        self.store.clear_some(table, sid.0, limit)
+    }
+
+    /// The session's rows of `table`, counted up to `limit` ([`Store::count_up_to`]).
+    pub fn count_up_to(&mut self, sid: SessionId, table: Table, limit: u32) -> Result<u64> {
+        self.live(sid)?;
+        self.store.count_up_to(table, sid.0, limit)
+    }
+
     /// Up to `limit` rows of `table` in key order after key `after` (from the first with
     /// `None`), each with its position (its place in write order), and the key to continue
     /// after (`None` after the last page). Pages of separate calls are not one snapshot.

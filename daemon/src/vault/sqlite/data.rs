@@ -288,6 +288,29 @@ impl SqliteStore {
             .optional()?)
     }
 
+    pub(super) fn do_clear_some(&mut self, table: Table, session: i64, limit: u32) -> Result<u64> {
+        // Table names are the store's own (`Table::name`), never a client's.
+        let t = table.name();
+        let sql = format!(
+            "DELETE FROM {t} WHERE rowid IN (SELECT rowid FROM {t} WHERE session = ?1 LIMIT ?2)"
+        );
+        let n = self
+            .conn
+            .prepare_cached(&sql)?
+            .execute(params![session, i64::from(limit)])?;
+        Ok(n as u64)
+    }
+
+    pub(super) fn do_count_up_to(&mut self, table: Table, session: i64, limit: u32) -> Result<u64> {
+        let t = table.name();
+        let sql = format!("SELECT count(*) FROM (SELECT 1 FROM {t} WHERE session = ?1 LIMIT ?2)");
+        Ok(self
+            .conn
+            .prepare_cached(&sql)?
+            .query_row(params![session, i64::from(limit)], |r| r.get::<_, i64>(0))?
+            as u64)
+    }
+
     pub(super) fn do_count(&mut self, table: Table, session: i64) -> Result<u64> {
         let sql = per_table!(table, "SELECT count(*) FROM ", " WHERE session = ?1");
         Ok(self

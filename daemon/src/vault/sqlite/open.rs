@@ -89,6 +89,8 @@ impl SqliteStore {
             key_builder: None,
             #[cfg(test)]
             whole_scans: 0,
+            #[cfg(test)]
+            largest_clear: 0,
             unguarded: None,
             peer_keys: Default::default(),
             keyed_peers: false,

@@ -382,13 +382,16 @@ impl PeerKeys {
     }
 
     /// Where session `session`'s missing map is read: here, whole, where it must be (no
-    /// other thread reads maps; its rows changed in the open transaction, which no other
-    /// connection sees; acknowledged writes are being re-applied); here if it is small; or,
-    /// if it is known to be large, elsewhere ([`EngineError::KeysNeeded`]).
+    /// other thread reads maps; acknowledged writes are being re-applied); here if it is
+    /// small; or, if it is known to be large, elsewhere ([`EngineError::KeysNeeded`]). One
+    /// whose rows changed in the open transaction is tried here whatever it was (a clear may
+    /// have emptied it); if it is still large, the map read elsewhere is taken only once
+    /// that transaction committed, so the job waits for that rather than hold every other
+    /// session up ([`PeerKeys::take_built`]).
     pub fn read_where(&self, session: i64, replaying: bool) -> Result<ReadMap> {
         match &self.elsewhere {
-            Some(e) if !replaying && !self.in_txn.contains(&session) => {
-                if e.large.contains(&session) {
+            Some(e) if !replaying => {
+                if e.large.contains(&session) && !self.in_txn.contains(&session) {
                     Err(self.too_large(session))
                 } else {
                     Ok(ReadMap::AtMost(e.read_here_max))

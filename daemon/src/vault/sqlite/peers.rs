@@ -471,6 +471,35 @@ impl SqliteStore {
         Ok(())
     }
 
+    pub(super) fn peers_clear_some(&mut self, session: i64, limit: u32) -> Result<u64> {
+        let range = peer_keys::range(session)?;
+        let n = self
+            .conn
+            .prepare_cached(
+                "DELETE FROM peers WHERE rowid IN
+                 (SELECT rowid FROM peers WHERE rowid BETWEEN ?1 AND ?2 LIMIT ?3)",
+            )?
+            .execute(params![range.0, range.1, i64::from(limit)])?;
+        if n > 0 {
+            // The map names deleted rows: read again at its next use.
+            self.peer_keys.forget(session);
+            self.peer_keys.changed(session);
+        }
+        Ok(n as u64)
+    }
+
+    pub(super) fn peers_count_up_to(&mut self, session: i64, limit: u32) -> Result<u64> {
+        let range = peer_keys::range(session)?;
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT count(*) FROM (SELECT 1 FROM peers WHERE rowid BETWEEN ?1 AND ?2 LIMIT ?3)",
+            )?
+            .query_row(params![range.0, range.1, i64::from(limit)], |r| {
+                r.get::<_, i64>(0)
+            })? as u64)
+    }
+
     pub(super) fn peers_count(&mut self, session: i64) -> Result<u64> {
         let range = peer_keys::range(session)?;
         Ok(self

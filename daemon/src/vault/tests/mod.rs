@@ -6,9 +6,10 @@
 mod support;
 
 mod backup;
+mod bounded_jobs;
 mod crash;
 mod durability;
-mod export_pages;
+
 mod format_compat;
 mod migrations;
 mod passphrase;

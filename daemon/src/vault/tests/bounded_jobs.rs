@@ -1,6 +1,11 @@
-//! A non-admin's `export` of a session read in bounded jobs (`Vault::export_in_pages`): the
-//! same answer as the one-job export, no job reading a whole table of the session, the row
-//! bound kept; and the bound on DC options that keeps their one read small.
+//! Whole-session work a uid without admin rights can ask for, done in bounded storage jobs so
+//! that it does not hold every other session's requests up:
+//!
+//! - `export` read in pages (`Vault::export_in_pages`): the same answer as the one-job
+//!   export, no job reading a whole table of the session, the row bound kept;
+//! - an import into a session (`replace_contents`) and a whole update state over many
+//!   channels delete the old rows in slices (`Vault::clear_in_slices`);
+//! - at most 64 DC options per session, which keeps their one read small.
 
 use session_vault_proto::model::{
     ChannelState, DcOption, Peer, PeerKind, SentFile, UpdateStateChange, UpdatesState,
@@ -128,5 +133,70 @@ async fn a_session_keeps_at_most_64_dc_options() {
     let kept = vault.dc_options(sid).await.unwrap();
     assert_eq!(kept.len(), 64);
     assert_eq!(kept[6], changed);
+    close(vault).await;
+}
+
+/// The most rows one delete took, then reset (`SqliteStore::largest_clear`).
+async fn largest_clear(vault: &crate::vault::Vault) -> u64 {
+    vault
+        .with_sqlite_store(|s| std::mem::take(&mut s.largest_clear))
+        .await
+        .expect("a SQLite vault")
+}
+
+#[tokio::test]
+async fn replacing_a_large_session_or_its_channels_deletes_in_bounded_jobs() {
+    use crate::vault::data::CLEAR_SLICE;
+    use session_vault_proto::model::SessionData;
+    let (_t, vault, sid) = vault_with_session(Default::default()).await;
+    let old = 2 * CLEAR_SLICE as i64 + 5_000;
+    for start in (0..old).step_by(1000) {
+        let peers = (start..(start + 1000).min(old))
+            .map(|id| Peer::new(PeerKind::User, id + 1))
+            .collect();
+        vault.cache_peers(sid, peers).await.unwrap();
+    }
+    vault.put_sent_file(sid, sent_file(1)).await.unwrap();
+    let all = |n: i64| UpdatesState {
+        pts: 1,
+        qts: 0,
+        date: 0,
+        seq: 0,
+        channels: (1..=n).map(|id| ChannelState { id, pts: 1 }).collect(),
+    };
+    vault
+        .set_update_state(sid, UpdateStateChange::All(all(300)))
+        .await
+        .unwrap();
+    largest_clear(&vault).await;
+
+    // An import over it: the new contents, and no delete of more than a slice.
+    let mut new = SessionData {
+        home_dc: 2,
+        ..vault.export(sid).await.unwrap()
+    };
+    new.peers = vec![Peer::new(PeerKind::User, 7_000_000)];
+    new.sent_files.clear();
+    new.updates_state = all(2);
+    vault.replace_contents(sid, new.clone()).await.unwrap();
+    assert!(largest_clear(&vault).await <= u64::from(CLEAR_SLICE));
+    let now = vault.export(sid).await.unwrap();
+    assert_eq!(now.peers.len(), 1);
+    assert_eq!(now.peers[0].id, 7_000_000);
+    assert_eq!(now, new);
+
+    // A whole update state over more channels than a slice (gathered by earlier writes).
+    let many = CLEAR_SLICE as i64 + 5_000;
+    vault
+        .set_update_state(sid, UpdateStateChange::All(all(many)))
+        .await
+        .unwrap();
+    largest_clear(&vault).await;
+    vault
+        .set_update_state(sid, UpdateStateChange::All(all(3)))
+        .await
+        .unwrap();
+    assert!(largest_clear(&vault).await <= u64::from(CLEAR_SLICE));
+    assert_eq!(vault.updates_state(sid).await.unwrap(), all(3));
     close(vault).await;
 }
