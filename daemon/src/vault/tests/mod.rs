@@ -9,7 +9,6 @@ mod backup;
 mod bounded_jobs;
 mod crash;
 mod durability;
-
 mod format_compat;
 mod migrations;
 mod passphrase;
