@@ -7,6 +7,9 @@ use session_vault_proto::model::{
     UpdateStateChange, UpdatesState,
 };
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use super::engine::{self, IfExists, SessionId};
 use super::error::Result;
 use super::store::Table;
@@ -26,6 +29,15 @@ pub const STATE_PAGE: u32 = 512;
 
 /// DC options and sent files per storage job of [`Vault::export_in_pages`].
 pub const EXPORT_PAGE: u32 = 512;
+
+/// A check a multi-job write makes as each job is applied: whether its caller may still
+/// write (its handle still open; see [`Vault::cache_peers_while`]).
+pub type Still = Arc<dyn Fn() -> bool + Send + Sync>;
+
+/// A [`Still`] that always holds (callers without a handle: tests, admin tools).
+fn always() -> Still {
+    Arc::new(|| true)
+}
 
 /// Rows deleted per storage job when a session's table is cleared in slices (about 8 ms for
 /// peers): [`Vault::replace_contents`], and a whole update state replacing many channels.
@@ -59,32 +71,76 @@ impl Vault {
     /// with those rows gone and the rest as it was, as an import interrupted after its first
     /// request does.
     pub async fn replace_contents(&self, sid: SessionId, data: SessionData) -> Result<()> {
-        for table in [Table::Peers, Table::Channels, Table::SentFiles] {
-            self.clear_in_slices(sid, table, 0).await?;
-        }
-        self.call(Class::Durable, move |e| e.replace_contents(sid, &data))
+        self.replace_contents_while(sid, data, always())
             .await
+            .map(drop)
+    }
+
+    /// [`Self::replace_contents`] while `still()` holds when each of its jobs is applied
+    /// (its caller's handle open: see [`Self::cache_peers_while`]); `Ok(false)` once it did
+    /// not, and nothing more was written.
+    pub async fn replace_contents_while(
+        &self,
+        sid: SessionId,
+        data: SessionData,
+        still: Still,
+    ) -> Result<bool> {
+        for table in [Table::Peers, Table::Channels, Table::SentFiles] {
+            if !self.clear_in_slices(sid, table, 0, &still).await? {
+                return Ok(false);
+            }
+        }
+        let refused = Arc::new(AtomicBool::new(false));
+        let refusing = Arc::clone(&refused);
+        let result = self
+            .call(Class::Durable, move |e| {
+                if !still() {
+                    refusing.store(true, Ordering::SeqCst);
+                    return Err(super::EngineError::Closed);
+                }
+                e.replace_contents(sid, &data)
+            })
+            .await;
+        if refused.load(Ordering::SeqCst) {
+            return Ok(false);
+        }
+        result.map(|()| true)
     }
 
     /// Deletes the session's rows of `table` in jobs of [`CLEAR_SLICE`] rows (cache class)
     /// while more than `keep` are left, so that the whole-table write that follows deletes
-    /// at most `keep`. Not on PostgreSQL, where a job waits on the server, not the CPU.
-    async fn clear_in_slices(&self, sid: SessionId, table: Table, keep: u32) -> Result<()> {
+    /// at most `keep`; each job only while `still()` holds (`Ok(false)` once it did not).
+    /// Not on PostgreSQL, where a job waits on the server, not the CPU.
+    async fn clear_in_slices(
+        &self,
+        sid: SessionId,
+        table: Table,
+        keep: u32,
+        still: &Still,
+    ) -> Result<bool> {
         if self.inner.postgres {
-            return Ok(());
+            return Ok(true);
         }
         loop {
             let left = self
                 .read(move |e| e.count_up_to(sid, table, keep + 1))
                 .await?;
             if left <= u64::from(keep) {
-                return Ok(());
+                return Ok(true);
             }
+            let still = Arc::clone(still);
             let deleted = self
-                .call(Class::Cache, move |e| e.clear_some(sid, table, CLEAR_SLICE))
+                .call(Class::Cache, move |e| {
+                    if !still() {
+                        return Ok(None);
+                    }
+                    e.clear_some(sid, table, CLEAR_SLICE).map(Some)
+                })
                 .await?;
-            if deleted == 0 {
-                return Ok(());
+            match deleted {
+                None => return Ok(false),
+                Some(0) => return Ok(true),
+                Some(_) => {}
             }
         }
     }
@@ -311,11 +367,21 @@ impl Vault {
         &self,
         sid: SessionId,
         peers: Vec<Peer>,
-        still: impl Fn() -> bool + Send + Sync + 'static,
+        still: Still,
     ) -> Result<bool> {
-        use std::sync::Arc;
-        use std::sync::atomic::{AtomicBool, Ordering};
         let small = peers.len() <= INLINE_PEERS;
+        self.call_cache_while(small, still, move |e| e.cache_peers(sid, &peers))
+            .await
+    }
+
+    /// A cache-class write `f` ([`Self::call_cache`]) applied only if `still()` holds when it
+    /// is: `Ok(false)` if it did not, and nothing was written.
+    async fn call_cache_while(
+        &self,
+        small: bool,
+        still: Still,
+        f: impl Fn(&mut super::worker::SqliteEngine) -> Result<()> + Send + Sync + 'static,
+    ) -> Result<bool> {
         let refused = Arc::new(AtomicBool::new(false));
         let first = AtomicBool::new(true);
         let refusing = Arc::clone(&refused);
@@ -328,7 +394,7 @@ impl Vault {
                     refusing.store(true, Ordering::SeqCst);
                     return Err(super::EngineError::Closed);
                 }
-                let written = e.cache_peers(sid, &peers);
+                let written = f(e);
                 first.store(written.is_err(), Ordering::SeqCst);
                 written
             })
@@ -387,15 +453,32 @@ impl Vault {
     /// [`CLEAR_SLICE`] channels (a session can gather any number, one channel update at a
     /// time) has them deleted in slices first.
     pub async fn set_update_state(&self, sid: SessionId, change: UpdateStateChange) -> Result<()> {
+        self.set_update_state_while(sid, change, always())
+            .await
+            .map(drop)
+    }
+
+    /// [`Self::set_update_state`] while `still()` holds when each of its jobs is applied
+    /// (see [`Self::cache_peers_while`]).
+    pub async fn set_update_state_while(
+        &self,
+        sid: SessionId,
+        change: UpdateStateChange,
+        still: Still,
+    ) -> Result<bool> {
         let rows = match &change {
             UpdateStateChange::All(state) => {
-                self.clear_in_slices(sid, Table::Channels, CLEAR_SLICE)
-                    .await?;
+                if !self
+                    .clear_in_slices(sid, Table::Channels, CLEAR_SLICE, &still)
+                    .await?
+                {
+                    return Ok(false);
+                }
                 1 + state.channels.len()
             }
             _ => 1,
         };
-        self.call_cache(rows <= INLINE_STATE_ROWS, move |e| {
+        self.call_cache_while(rows <= INLINE_STATE_ROWS, still, move |e| {
             e.set_update_state(sid, &change)
         })
         .await

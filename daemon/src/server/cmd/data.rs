@@ -192,13 +192,10 @@ pub async fn cache_peers(
         let sid = writable(conn, handle)?;
         let tail = rest.split_off(rest.len().min(PEERS_PER_JOB));
         let slice = std::mem::replace(&mut rest, tail);
-        let daemon = Arc::clone(&conn.daemon);
-        let id = conn.id;
-        let still = move || matches!(daemon.handles.get(id, handle), Lookup::Open(_));
         if !conn
             .daemon
             .vault
-            .cache_peers_while(sid, slice, still)
+            .cache_peers_while(sid, slice, still_open(conn, handle))
             .await?
         {
             return Err(not_open(handle, conn.daemon.handles.get(conn.id, handle)));
@@ -235,8 +232,24 @@ pub async fn set_update_state(
             return Err(refusal);
         }
     }
-    conn.daemon.vault.set_update_state(sid, change).await?;
+    // A whole state over many channels is several jobs: each checks the handle is still open.
+    if !conn
+        .daemon
+        .vault
+        .set_update_state_while(sid, change, still_open(conn, handle))
+        .await?
+    {
+        return Err(not_open(handle, conn.daemon.handles.get(conn.id, handle)));
+    }
     Ok(Response::Ok)
+}
+
+/// Whether `handle` of `conn` is still open, asked as each job of a multi-job write is
+/// applied, in order with the act that may end it (see `Vault::cache_peers_while`).
+fn still_open(conn: &Conn, handle: HandleId) -> crate::vault::Still {
+    let daemon = Arc::clone(&conn.daemon);
+    let id = conn.id;
+    Arc::new(move || matches!(daemon.handles.get(id, handle), Lookup::Open(_)))
 }
 
 /// `get_extras`.
@@ -332,6 +345,14 @@ pub async fn import(
             "import replaces the whole session: open it exclusively first",
         ));
     }
-    conn.daemon.vault.replace_contents(h.sid, data).await?;
+    // Several jobs (the old rows go in slices first): each checks the handle is still open.
+    if !conn
+        .daemon
+        .vault
+        .replace_contents_while(h.sid, data, still_open(conn, handle))
+        .await?
+    {
+        return Err(not_open(handle, conn.daemon.handles.get(conn.id, handle)));
+    }
     Ok(Response::Ok)
 }

@@ -200,3 +200,65 @@ async fn replacing_a_large_session_or_its_channels_deletes_in_bounded_jobs() {
     assert_eq!(vault.updates_state(sid).await.unwrap(), all(3));
     close(vault).await;
 }
+
+#[tokio::test]
+async fn a_sliced_import_stops_at_the_first_job_after_its_handle_ended() {
+    use crate::vault::data::CLEAR_SLICE;
+    use session_vault_proto::model::SessionData;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    let (_t, vault, sid) = vault_with_session(Default::default()).await;
+    let old = CLEAR_SLICE as i64 + 1000;
+    for start in (0..old).step_by(1000) {
+        let peers = (start..start + 1000)
+            .map(|id| Peer::new(PeerKind::User, id + 1))
+            .collect();
+        vault.cache_peers(sid, peers).await.unwrap();
+    }
+    let before = vault.export(sid).await.unwrap();
+    // The handle "ends" after the first job asked.
+    let asked = Arc::new(AtomicU32::new(0));
+    let counting = Arc::clone(&asked);
+    let still: crate::vault::Still = Arc::new(move || counting.fetch_add(1, Ordering::SeqCst) < 1);
+    let new = SessionData {
+        home_dc: before.home_dc + 1,
+        peers: vec![Peer::new(PeerKind::User, 9_999_999)],
+        ..before.clone()
+    };
+    let done = vault.replace_contents_while(sid, new, still).await.unwrap();
+    assert!(!done, "refused once the handle ended");
+    assert_eq!(
+        asked.load(Ordering::SeqCst),
+        2,
+        "asked by the first two jobs only"
+    );
+    let after = vault.export(sid).await.unwrap();
+    assert_eq!(
+        after.home_dc, before.home_dc,
+        "the replace itself never ran"
+    );
+    assert_eq!(after.peers.len() as i64, old - i64::from(CLEAR_SLICE));
+    assert!(after.peers.iter().all(|p| p.id != 9_999_999));
+
+    // A whole update state over many channels, likewise.
+    let all = |n: i64| UpdatesState {
+        pts: 1,
+        qts: 0,
+        date: 0,
+        seq: 0,
+        channels: (1..=n).map(|id| ChannelState { id, pts: 1 }).collect(),
+    };
+    let many = CLEAR_SLICE as i64 * 2;
+    vault
+        .set_update_state(sid, UpdateStateChange::All(all(many)))
+        .await
+        .unwrap();
+    let never: crate::vault::Still = Arc::new(|| false);
+    let done = vault
+        .set_update_state_while(sid, UpdateStateChange::All(all(1)), never)
+        .await
+        .unwrap();
+    assert!(!done);
+    assert_eq!(vault.updates_state(sid).await.unwrap(), all(many));
+    close(vault).await;
+}
