@@ -65,7 +65,7 @@ impl Vault {
     }
 
     /// Replaces everything a session holds, keeping its name and ACL. Durable. The rows it
-    /// held are deleted first, in bounded jobs ([`Self::clear_in_slices`]): a session's
+    /// held are deleted first, in bounded jobs (`clear_in_slices`): a session's
     /// million peers went in one job of half a second, which any uid could have sent again
     /// and again (an import into its own session). A failure after that leaves the session
     /// with those rows gone and the rest as it was, as an import interrupted after its first

@@ -83,8 +83,8 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
-    /// Reads the peer maps of sessions holding more than [`peer_keys::READ_HERE_MAX`] rows on
-    /// a thread of their own ([`key_builds`]); the handle to ask it through (`Vault`).
+    /// Reads the peer maps of sessions holding more than 50k rows (`peer_keys::READ_HERE_MAX`)
+    /// on a thread of their own (`key_builds`); the handle to ask it through (`Vault`).
     pub fn read_maps_elsewhere(&mut self) -> Result<KeyBuilds> {
         self.read_maps_elsewhere_above(peer_keys::READ_HERE_MAX)
     }
