@@ -32,7 +32,7 @@ use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::Connection;
 
 use crate::vault::error::Result;
 
@@ -62,12 +62,7 @@ pub struct Checkpointer {
 impl Checkpointer {
     /// Opens a second connection to the vault at `path` and starts the thread.
     pub fn start(path: &Path) -> Result<Checkpointer> {
-        let conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE
-                | OpenFlags::SQLITE_OPEN_NO_MUTEX
-                | OpenFlags::SQLITE_OPEN_NOFOLLOW,
-        )?;
+        let conn = super::file::second_connection(path)?;
         conn.execute_batch(
             "PRAGMA synchronous = FULL;
              PRAGMA secure_delete = ON;

@@ -37,6 +37,19 @@ pub(super) fn check_whole_pages(file: &mut std::fs::File) -> std::result::Result
 /// truncates an existing file, and never follows a symbolic link (`O_NOFOLLOW`; every file
 /// std opens is `O_CLOEXEC`): a link planted where the vault belongs could otherwise make a
 /// root daemon write its database into the file the link points at.
+/// Another connection of this process to the vault file the storage connection opened (the
+/// background checkpointer's, the peer map thread's): read-write (WAL readers write the
+/// shared-memory index), one thread only, never through a symbolic link.
+pub(super) fn second_connection(path: &Path) -> rusqlite::Result<rusqlite::Connection> {
+    use rusqlite::OpenFlags;
+    rusqlite::Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_NOFOLLOW,
+    )
+}
+
 pub(super) fn open_private(path: &Path) -> Result<std::fs::File> {
     let storage = |e: std::io::Error, what: &str| EngineError::Storage {
         kind: match e.kind() {

@@ -42,7 +42,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use rusqlite::{Connection, OpenFlags, params};
+use rusqlite::{Connection, params};
 
 use super::peer_keys::{self, MAX_KEYS, SessionKeys};
 use crate::vault::error::{EngineError, Result, StorageErrorKind};
@@ -115,12 +115,7 @@ fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl KeyBuilder {
     /// Opens another connection to the vault at `path` (it only reads) and starts the thread.
     pub fn start(path: &Path) -> Result<KeyBuilder> {
-        let conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE
-                | OpenFlags::SQLITE_OPEN_NO_MUTEX
-                | OpenFlags::SQLITE_OPEN_NOFOLLOW,
-        )?;
+        let conn = super::file::second_connection(path)?;
         conn.execute_batch("PRAGMA query_only = ON;")?;
         conn.busy_timeout(Duration::from_secs(5))?;
         let (tx, rx) = channel();

@@ -23,6 +23,27 @@ fn dc(id: i32) -> DcOption {
     }
 }
 
+/// A whole update state following channels 1 to `n`.
+fn channels(n: i64) -> UpdatesState {
+    UpdatesState {
+        pts: 1,
+        qts: 0,
+        date: 0,
+        seq: 0,
+        channels: (1..=n).map(|id| ChannelState { id, pts: 1 }).collect(),
+    }
+}
+
+/// Stores users 1 to `n` in session `sid`, a thousand a call.
+async fn fill(vault: &crate::vault::Vault, sid: crate::vault::SessionId, n: i64) {
+    for start in (0..n).step_by(1000) {
+        let peers = (start..(start + 1000).min(n))
+            .map(|id| Peer::new(PeerKind::User, id + 1))
+            .collect();
+        vault.cache_peers(sid, peers).await.unwrap();
+    }
+}
+
 fn sent_file(i: i64) -> SentFile {
     SentFile {
         md5_digest: i.to_be_bytes().repeat(2),
@@ -149,23 +170,10 @@ async fn replacing_a_large_session_or_its_channels_deletes_in_bounded_jobs() {
     use crate::vault::data::CLEAR_SLICE;
     use session_vault_proto::model::SessionData;
     let (_t, vault, sid) = vault_with_session(Default::default()).await;
-    let old = 2 * CLEAR_SLICE as i64 + 5_000;
-    for start in (0..old).step_by(1000) {
-        let peers = (start..(start + 1000).min(old))
-            .map(|id| Peer::new(PeerKind::User, id + 1))
-            .collect();
-        vault.cache_peers(sid, peers).await.unwrap();
-    }
+    fill(&vault, sid, 2 * CLEAR_SLICE as i64 + 5_000).await;
     vault.put_sent_file(sid, sent_file(1)).await.unwrap();
-    let all = |n: i64| UpdatesState {
-        pts: 1,
-        qts: 0,
-        date: 0,
-        seq: 0,
-        channels: (1..=n).map(|id| ChannelState { id, pts: 1 }).collect(),
-    };
     vault
-        .set_update_state(sid, UpdateStateChange::All(all(300)))
+        .set_update_state(sid, UpdateStateChange::All(channels(300)))
         .await
         .unwrap();
     largest_clear(&vault).await;
@@ -177,7 +185,7 @@ async fn replacing_a_large_session_or_its_channels_deletes_in_bounded_jobs() {
     };
     new.peers = vec![Peer::new(PeerKind::User, 7_000_000)];
     new.sent_files.clear();
-    new.updates_state = all(2);
+    new.updates_state = channels(2);
     vault.replace_contents(sid, new.clone()).await.unwrap();
     assert!(largest_clear(&vault).await <= u64::from(CLEAR_SLICE));
     let now = vault.export(sid).await.unwrap();
@@ -188,16 +196,16 @@ async fn replacing_a_large_session_or_its_channels_deletes_in_bounded_jobs() {
     // A whole update state over more channels than a slice (gathered by earlier writes).
     let many = CLEAR_SLICE as i64 + 5_000;
     vault
-        .set_update_state(sid, UpdateStateChange::All(all(many)))
+        .set_update_state(sid, UpdateStateChange::All(channels(many)))
         .await
         .unwrap();
     largest_clear(&vault).await;
     vault
-        .set_update_state(sid, UpdateStateChange::All(all(3)))
+        .set_update_state(sid, UpdateStateChange::All(channels(3)))
         .await
         .unwrap();
     assert!(largest_clear(&vault).await <= u64::from(CLEAR_SLICE));
-    assert_eq!(vault.updates_state(sid).await.unwrap(), all(3));
+    assert_eq!(vault.updates_state(sid).await.unwrap(), channels(3));
     close(vault).await;
 }
 
@@ -209,12 +217,7 @@ async fn a_sliced_import_stops_at_the_first_job_after_its_handle_ended() {
     use std::sync::atomic::{AtomicU32, Ordering};
     let (_t, vault, sid) = vault_with_session(Default::default()).await;
     let old = CLEAR_SLICE as i64 + 1000;
-    for start in (0..old).step_by(1000) {
-        let peers = (start..start + 1000)
-            .map(|id| Peer::new(PeerKind::User, id + 1))
-            .collect();
-        vault.cache_peers(sid, peers).await.unwrap();
-    }
+    fill(&vault, sid, old).await;
     let before = vault.export(sid).await.unwrap();
     // The handle "ends" after the first job asked.
     let asked = Arc::new(AtomicU32::new(0));
@@ -241,24 +244,17 @@ async fn a_sliced_import_stops_at_the_first_job_after_its_handle_ended() {
     assert!(after.peers.iter().all(|p| p.id != 9_999_999));
 
     // A whole update state over many channels, likewise.
-    let all = |n: i64| UpdatesState {
-        pts: 1,
-        qts: 0,
-        date: 0,
-        seq: 0,
-        channels: (1..=n).map(|id| ChannelState { id, pts: 1 }).collect(),
-    };
     let many = CLEAR_SLICE as i64 * 2;
     vault
-        .set_update_state(sid, UpdateStateChange::All(all(many)))
+        .set_update_state(sid, UpdateStateChange::All(channels(many)))
         .await
         .unwrap();
     let never: crate::vault::Still = Arc::new(|| false);
     let done = vault
-        .set_update_state_while(sid, UpdateStateChange::All(all(1)), never)
+        .set_update_state_while(sid, UpdateStateChange::All(channels(1)), never)
         .await
         .unwrap();
     assert!(!done);
-    assert_eq!(vault.updates_state(sid).await.unwrap(), all(many));
+    assert_eq!(vault.updates_state(sid).await.unwrap(), channels(many));
     close(vault).await;
 }
