@@ -42,8 +42,8 @@ const CHILD_FLUSH_MS: u64 = 50;
 const CHILD_LIFETIME: Duration = Duration::from_secs(20);
 
 /// The value of a DC option's auth key, derived from its id.
-fn dc_key_seed(id: i32) -> u64 {
-    0xdc00_0000 ^ id as u64
+fn dc_key_seed(n: u64) -> u64 {
+    0xdc00_0000 ^ n
 }
 
 /// Base id of the peers the cache stream writes in `round`.
@@ -121,21 +121,32 @@ async fn sessions_stream(vault: &Vault, round: u64, deadline: Instant) {
     }
 }
 
+/// DC ids the stream writes, again and again (a session keeps at most 64 DC options).
+const DC_SLOTS: u64 = 40;
+
+/// The DC option the stream's write `n` (unique across rounds) sets: id `100 + n % DC_SLOTS`,
+/// `n` in its IPv6 address, an auth key derived from `n`.
+fn dc_write(n: u64) -> DcOption {
+    DcOption {
+        id: (100 + n % DC_SLOTS) as i32,
+        ipv4: Some("10.0.0.1:443".parse().unwrap()),
+        ipv6: Some(std::net::SocketAddrV6::new(u128::from(n).into(), 443, 0, 0)),
+        auth_key: Some(auth_key(dc_key_seed(n))),
+    }
+}
+
 async fn dc_stream(vault: &Vault, main: SessionId, round: u64, deadline: Instant) {
     for i in 0.. {
         if Instant::now() > deadline {
             break;
         }
-        let id = (round * 10_000 + 100 + i) as i32;
-        let dc = DcOption {
-            id,
-            ipv4: Some("10.0.0.1:443".parse().unwrap()),
-            ipv6: None,
-            auth_key: Some(auth_key(dc_key_seed(id))),
-        };
-        say(&format!("SEND dc {id}"));
-        vault.set_dc_option(main, dc).await.expect("set dc");
-        say(&format!("ACK dc {id}"));
+        let n = round * 1_000_000 + i;
+        say(&format!("SEND dc {n}"));
+        vault
+            .set_dc_option(main, dc_write(n))
+            .await
+            .expect("set dc");
+        say(&format!("ACK dc {n}"));
     }
 }
 
@@ -376,22 +387,36 @@ async fn verify(db: &Path, log: &Log, home_before: i32, ctx: &str) -> i32 {
         }
     }
 
-    // DC options: every acknowledged one, with its own auth key; none never sent.
+    // DC options: each id holds a write that was sent, whole (its own auth key), and none
+    // older than the last acknowledged write of that id.
     let dcs = vault.dc_options(main).await.expect("dc options");
-    for id in log.acked("dc") {
-        let id: i32 = id.parse().unwrap();
-        let dc = dcs.iter().find(|d| d.id == id);
+    let mut last_acked = std::collections::HashMap::new();
+    for n in log.acked("dc") {
+        let n: u64 = n.parse().unwrap();
+        let id = dc_write(n).id;
+        let last = last_acked.entry(id).or_insert(n);
+        *last = (*last).max(n);
+    }
+    for (id, acked) in &last_acked {
+        let dc = dcs.iter().find(|d| d.id == *id);
         assert!(dc.is_some(), "{ctx}: acknowledged dc {id} lost");
-        let want = auth_key(dc_key_seed(id));
+        let n = dc.unwrap().ipv6.map_or(0, |a| u128::from(*a.ip()) as u64);
         assert!(
-            dc.unwrap().auth_key.as_ref() == Some(&want),
-            "{ctx}: dc {id} has another auth key"
+            n >= *acked,
+            "{ctx}: dc {id} holds write {n}, older than acknowledged {acked}"
         );
     }
     for dc in dcs.iter().filter(|d| d.id >= 100) {
+        let n = dc.ipv6.map_or(0, |a| u128::from(*a.ip()) as u64);
         assert!(
-            log.was_sent("dc", &dc.id.to_string()),
-            "{ctx}: dc {} was never sent",
+            log.was_sent("dc", &n.to_string()),
+            "{ctx}: dc {} holds write {n}, never sent",
+            dc.id
+        );
+        assert_eq!(
+            dc,
+            &dc_write(n),
+            "{ctx}: dc {} is not write {n} whole",
             dc.id
         );
     }
