@@ -425,7 +425,8 @@ pub enum Request {
         /// Session handle.
         handle: u32,
     },
-    /// Durable (auth keys live here). → [`Response::Ok`].
+    /// Durable (auth keys live here). → [`Response::Ok`]; `invalid_request` for a new DC id
+    /// once the session keeps 64 DC options.
     SetDcOption {
         /// Session handle.
         handle: u32,
