@@ -40,6 +40,7 @@ mod data;
 mod file;
 mod key_builds;
 mod open;
+mod peer_hash;
 mod peer_keys;
 mod peers;
 mod schema;
