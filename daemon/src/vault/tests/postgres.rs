@@ -26,6 +26,18 @@ mod isolation;
 /// The store-agnostic tests of the suite, by name.
 const CASES: &[(&str, fn())] = &[
     (
+        "bounded_jobs::a_bounded_export_read_in_pages_is_the_one_job_export",
+        super::bounded_jobs::a_bounded_export_read_in_pages_is_the_one_job_export,
+    ),
+    (
+        "bounded_jobs::a_session_keeps_at_most_64_dc_options",
+        super::bounded_jobs::a_session_keeps_at_most_64_dc_options,
+    ),
+    (
+        "bounded_jobs::replacing_a_large_session_or_its_channels_deletes_in_bounded_jobs",
+        super::bounded_jobs::replacing_a_large_session_or_its_channels_deletes_in_bounded_jobs,
+    ),
+    (
         "roundtrip::full_session_round_trips_through_lock_and_reopen",
         super::roundtrip::full_session_round_trips_through_lock_and_reopen,
     ),
