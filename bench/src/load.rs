@@ -37,6 +37,9 @@ pub enum Workload {
     /// loop: what replacing a large session costs the other sessions' requests (the imports
     /// are timed).
     Replace,
+    /// `set_update_state` of a whole state following `--peers` channels, in a loop: what the
+    /// largest update state a frame carries costs the other sessions' requests.
+    StateAll,
 }
 
 /// Arguments of `load`.
@@ -94,7 +97,8 @@ pub async fn run(a: LoadArgs) -> Result<()> {
         | Workload::CachePeers
         | Workload::CachePeersNamed
         | Workload::Export
-        | Workload::Replace => 0,
+        | Workload::Replace
+        | Workload::StateAll => 0,
     };
     if let Workload::CachePeersNamed = a.workload {
         return cache_peers_named(&a).await;
@@ -143,6 +147,24 @@ pub async fn run(a: LoadArgs) -> Result<()> {
                     (seen, vec![r.into_weighted()])
                 }
                 Workload::CachePeersNamed => unreachable!("run by cache_peers_named"),
+                Workload::StateAll => {
+                    let mut r = Reservoir::new(100_000, k as u64);
+                    let mut i = 0;
+                    while Instant::now() < end {
+                        let state = crate::workload::full_state(i, peers as usize);
+                        i += 1;
+                        let t = Instant::now();
+                        grammers_session::Session::set_update_state(
+                            &*s,
+                            grammers_session::types::UpdateState::All(state),
+                        )
+                        .await
+                        .expect("set_update_state");
+                        r.push(t.elapsed().as_nanos() as u64);
+                    }
+                    let seen = r.seen();
+                    (seen, vec![r.into_weighted()])
+                }
                 Workload::Replace => {
                     let mut r = Reservoir::new(100_000, k as u64);
                     let empty = grammers_session::SessionData::default();

@@ -30,7 +30,7 @@ pub mod backend;
 pub mod backup;
 pub mod crypto;
 mod data;
-pub use data::{CLEAR_SLICE, EXPORT_PAGE, EXPORT_ROWS_MAX, STATE_PAGE, Still};
+pub use data::{CLEAR_SLICE, EXPORT_PAGE, EXPORT_ROWS_MAX, STATE_CHUNK, STATE_PAGE, Still};
 pub mod engine;
 pub mod error;
 mod host_leases;

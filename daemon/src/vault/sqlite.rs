@@ -78,12 +78,32 @@ pub struct SqliteStore {
     /// Whole-table reads of a session ([`Store::scan`]) so far (tests).
     #[cfg(test)]
     pub whole_scans: u64,
-    /// The most rows one delete of a session's rows took (tests).
+    /// The connection's count of changed rows when the current operation began, and the most
+    /// rows one operation (one job's write) changed (tests).
     #[cfg(test)]
-    pub largest_clear: u64,
+    op_start: u64,
+    #[cfg(test)]
+    pub largest_op: u64,
 }
 
 impl SqliteStore {
+    /// An operation begins (tests count the rows each changes).
+    fn op_began_stats(&mut self) {
+        #[cfg(test)]
+        {
+            self.op_start = self.conn.total_changes();
+        }
+    }
+
+    /// An operation ends: the rows it changed (tests).
+    fn op_ended_stats(&mut self) {
+        #[cfg(test)]
+        {
+            let n = self.conn.total_changes().saturating_sub(self.op_start);
+            self.largest_op = self.largest_op.max(n);
+        }
+    }
+
     /// Reads the peer maps of sessions holding more than 50k rows (`peer_keys::READ_HERE_MAX`)
     /// on a thread of their own (`key_builds`); the handle to ask it through (`Vault`).
     pub fn read_maps_elsewhere(&mut self) -> Result<KeyBuilds> {
@@ -155,6 +175,7 @@ impl Store for SqliteStore {
     }
 
     fn release_op(&mut self) -> Result<Result<()>> {
+        self.op_ended_stats();
         if self.unguarded.take().is_some() {
             self.peer_keys.op_ended();
             return Ok(Ok(()));
@@ -344,6 +365,7 @@ impl Store for SqliteStore {
     fn savepoint(&mut self) -> Result<()> {
         self.conn.execute_batch("SAVEPOINT op")?;
         self.peer_keys.op_ended();
+        self.op_began_stats();
         Ok(())
     }
 
@@ -356,6 +378,7 @@ impl Store for SqliteStore {
     fn unguarded_op(&mut self) -> Result<bool> {
         self.unguarded = Some(self.conn.total_changes());
         self.peer_keys.op_ended();
+        self.op_began_stats();
         Ok(true)
     }
 
@@ -529,17 +552,10 @@ impl Store for SqliteStore {
     }
 
     fn clear(&mut self, table: Table, session: i64) -> Result<()> {
-        #[cfg(test)]
-        let before = self.conn.total_changes();
         match table {
-            Table::Peers if !self.keyed_peers => self.peers_clear(session)?,
-            _ => self.do_clear(table, session)?,
+            Table::Peers if !self.keyed_peers => self.peers_clear(session),
+            _ => self.do_clear(table, session),
         }
-        #[cfg(test)]
-        {
-            self.largest_clear = self.largest_clear.max(self.conn.total_changes() - before);
-        }
-        Ok(())
     }
 
     fn find(
@@ -563,15 +579,10 @@ impl Store for SqliteStore {
     }
 
     fn clear_some(&mut self, table: Table, session: i64, limit: u32) -> Result<u64> {
-        let n = match table {
-            Table::Peers if !self.keyed_peers => self.peers_clear_some(session, limit)?,
-            _ => self.do_clear_some(table, session, limit)?,
-        };
-        #[cfg(test)]
-        {
-            self.largest_clear = self.largest_clear.max(n);
+        match table {
+            Table::Peers if !self.keyed_peers => self.peers_clear_some(session, limit),
+            _ => self.do_clear_some(table, session, limit),
         }
-        Ok(n)
     }
 
     fn count_up_to(&mut self, table: Table, session: i64, limit: u32) -> Result<u64> {

@@ -70,6 +70,17 @@ impl<S: Store> Engine<S> {
         self.store.put(Table::State, sid.0, &row, [None, None])
     }
 
+    /// Appends channel states after those the session holds, in order, as the rest of a
+    /// whole state written in several jobs (`Vault::set_update_state`): each as
+    /// [`UpdateStateChange::Channel`] writes it. Cache class.
+    pub fn append_channels(&mut self, sid: SessionId, channels: &[ChannelState]) -> Result<()> {
+        self.live(sid)?;
+        for c in channels {
+            self.put_channel(sid, c)?;
+        }
+        self.touch(sid)
+    }
+
     fn put_channel(&mut self, sid: SessionId, c: &ChannelState) -> Result<()> {
         let k = self.row_key(sid, Table::Channels, &c.id.to_be_bytes())?;
         let row = self.seal_row(sid, Table::Channels, &k, c)?;

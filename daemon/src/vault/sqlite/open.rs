@@ -90,7 +90,9 @@ impl SqliteStore {
             #[cfg(test)]
             whole_scans: 0,
             #[cfg(test)]
-            largest_clear: 0,
+            op_start: 0,
+            #[cfg(test)]
+            largest_op: 0,
             unguarded: None,
             peer_keys: Default::default(),
             keyed_peers: false,

@@ -173,7 +173,8 @@ pub(super) async fn update_state_changes_follow_memory_session() {
 #[tokio::test]
 pub(super) async fn a_state_of_many_channels_reads_back_whole_in_write_order() {
     let (t, vault, sid) = vault_with_session(VaultConfig::default()).await;
-    let n = 3 * crate::vault::STATE_PAGE as i64 + 7;
+    // Written in three jobs (`STATE_CHUNK`), read in 17 pages (`STATE_PAGE`).
+    let n = 2 * crate::vault::STATE_CHUNK as i64 + 7;
     // Ids in an order unrelated to their blind keys or their values.
     let mut model = UpdatesState {
         pts: 5,
