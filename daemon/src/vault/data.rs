@@ -490,7 +490,8 @@ impl Vault {
         } else {
             Vec::new()
         };
-        let small = 1 + state.channels.len() <= INLINE_STATE_ROWS;
+        // Its rows: the scalars and each channel.
+        let small = state.channels.len() < INLINE_STATE_ROWS;
         let change = UpdateStateChange::All(state);
         if !self
             .call_cache_while(small, Arc::clone(&still), move |e| {
