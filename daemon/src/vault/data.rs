@@ -454,9 +454,9 @@ impl Vault {
     }
 
     /// Applies an update-state change. Cache class. A whole state replacing more than
-    /// [`CLEAR_SLICE`] channels (a session can gather any number, one channel update at a
-    /// time) has them deleted in slices first, and one of more than [`STATE_CHUNK`] channels
-    /// is written a chunk per job.
+    /// [`STATE_CHUNK`] channels (a session can gather any number, one channel update at a
+    /// time) has them deleted in slices of [`CLEAR_SLICE`] first, and one of more than
+    /// [`STATE_CHUNK`] channels is written a chunk per job.
     pub async fn set_update_state(&self, sid: SessionId, change: UpdateStateChange) -> Result<()> {
         self.set_update_state_while(sid, change, always())
             .await
@@ -476,8 +476,9 @@ impl Vault {
                 .call_cache_while(true, still, move |e| e.set_update_state(sid, &change))
                 .await;
         };
+        // The whole state's own job then deletes at most a chunk's worth.
         if !self
-            .clear_in_slices(sid, Table::Channels, CLEAR_SLICE, &still)
+            .clear_in_slices(sid, Table::Channels, STATE_CHUNK as u32, &still)
             .await?
         {
             return Ok(false);
