@@ -35,7 +35,9 @@ pub fn from_engine(err: &EngineError, retry_after: Duration) -> WireError {
         EngineError::Storage { .. } => ErrorCode::Storage,
         EngineError::Closed => ErrorCode::ShuttingDown,
         // Queued by the worker, never answered; should one escape, it is the daemon's fault.
-        EngineError::NotInline | EngineError::KeysNeeded { .. } => ErrorCode::Storage,
+        EngineError::NotInline | EngineError::KeysNeeded { .. } | EngineError::ClearFirst => {
+            ErrorCode::Storage
+        }
     };
     let message = match err {
         EngineError::Locked => "the vault is locked (run `vaultctl unlock`)".to_owned(),

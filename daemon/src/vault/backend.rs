@@ -163,6 +163,7 @@ forward! {
     fn clear(&mut self, table: Table, session: i64) -> Result<()>;
     fn clear_some(&mut self, table: Table, session: i64, limit: u32) -> Result<u64>;
     fn count_up_to(&mut self, table: Table, session: i64, limit: u32) -> Result<u64>;
+    fn clears_in_slices(&mut self) -> bool;
     fn find(&mut self, table: Table, session: i64, index: Index, value: &[u8]) -> Result<Option<Row>>;
     fn count(&mut self, table: Table, session: i64) -> Result<u64>;
     fn prepare_peers(&mut self, session: i64) -> Result<()>;

@@ -453,10 +453,10 @@ impl Vault {
         self.read(move |e| e.update_state_grows(sid, &change)).await
     }
 
-    /// Applies an update-state change. Cache class. A whole state replacing more than
-    /// [`STATE_CHUNK`] channels (a session can gather any number, one channel update at a
-    /// time) has them deleted in slices of [`CLEAR_SLICE`] first, and one of more than
-    /// [`STATE_CHUNK`] channels is written a chunk per job.
+    /// Applies an update-state change. Cache class. A whole state replacing more than 4096
+    /// channels (a session can gather any number, one channel update at a time) has them
+    /// deleted in slices of [`CLEAR_SLICE`] first, and one of more than [`STATE_CHUNK`]
+    /// channels is written a chunk per job.
     pub async fn set_update_state(&self, sid: SessionId, change: UpdateStateChange) -> Result<()> {
         self.set_update_state_while(sid, change, always())
             .await
@@ -476,13 +476,6 @@ impl Vault {
                 .call_cache_while(true, still, move |e| e.set_update_state(sid, &change))
                 .await;
         };
-        // The whole state's own job then deletes at most a chunk's worth.
-        if !self
-            .clear_in_slices(sid, Table::Channels, STATE_CHUNK as u32, &still)
-            .await?
-        {
-            return Ok(false);
-        }
         // Past a chunk, the channels after the first go in jobs of their own (a frame holds
         // ~70k: one job of them held every other request up for ~160 ms). Readers between
         // two of them see the first ones only, as a paged read between two writes may.
@@ -493,14 +486,31 @@ impl Vault {
         };
         // Its rows: the scalars and each channel.
         let small = state.channels.len() < INLINE_STATE_ROWS;
-        let change = UpdateStateChange::All(state);
-        if !self
-            .call_cache_while(small, Arc::clone(&still), move |e| {
-                e.set_update_state(sid, &change)
-            })
-            .await?
-        {
-            return Ok(false);
+        let change = Arc::new(UpdateStateChange::All(state));
+        let mut rounds = 0;
+        loop {
+            let change = Arc::clone(&change);
+            let first = self
+                .call_cache_while(small, Arc::clone(&still), move |e| {
+                    e.set_update_state(sid, &change)
+                })
+                .await;
+            match first {
+                // More old channels than its job deletes (a session gathers any number, one
+                // channel update at a time): deleted in slices first.
+                Err(super::EngineError::ClearFirst) if rounds < 3 => {
+                    rounds += 1;
+                    let keep = engine::CLEAR_HERE_MAX;
+                    if !self
+                        .clear_in_slices(sid, Table::Channels, keep, &still)
+                        .await?
+                    {
+                        return Ok(false);
+                    }
+                }
+                Ok(true) => break,
+                other => return other,
+            }
         }
         for chunk in rest.chunks(STATE_CHUNK) {
             let chunk = chunk.to_vec();

@@ -95,6 +95,11 @@ pub enum EngineError {
         /// The thread of the store that asked (a restore replaces the store, and its thread).
         builds: super::sqlite::KeyBuilds,
     },
+    /// A whole update state refused before it wrote anything because the session holds more
+    /// channel states than one job deletes: the caller deletes them in slices
+    /// (`Vault::set_update_state_while`) and sends it again. Never an answer.
+    #[error("this session's channel states are being deleted; try again")]
+    ClearFirst,
 }
 
 /// Classification of a [`EngineError::Storage`].

@@ -585,6 +585,10 @@ impl Store for SqliteStore {
         }
     }
 
+    fn clears_in_slices(&mut self) -> bool {
+        true
+    }
+
     fn count_up_to(&mut self, table: Table, session: i64, limit: u32) -> Result<u64> {
         match table {
             Table::Peers if !self.keyed_peers => self.peers_count_up_to(session, limit),

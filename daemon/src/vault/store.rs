@@ -288,6 +288,9 @@ pub trait Store: Send {
     /// [`Store::count`], but counting at most `limit` (its cost grows with that, not with
     /// the table).
     fn count_up_to(&mut self, table: Table, session: i64, limit: u32) -> Result<u64>;
+    /// Whether [`Store::clear_some`] deletes anything here (whole-table writes are then
+    /// preceded by deletes in slices).
+    fn clears_in_slices(&mut self) -> bool;
     /// The row whose index column matches `value`, if any.
     fn find(
         &mut self,

@@ -52,6 +52,7 @@ mod verify;
 pub(crate) use data::FORCED_PEER_WRITES;
 pub use names::validate_name;
 pub use sessions::export_too_large;
+pub use state::CLEAR_HERE_MAX;
 
 pub use manifest::Manifest;
 

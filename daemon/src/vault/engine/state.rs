@@ -5,7 +5,11 @@
 use session_vault_proto::model::{ChannelState, UpdateStateChange, UpdatesState};
 
 use super::{Engine, STATE_UPDATES, ScalarState, SessionId};
-use crate::vault::error::Result;
+use crate::vault::error::{EngineError, Result};
+
+/// The most old channel states a whole update state deletes in its own job; more are deleted
+/// in slices first (`Vault::set_update_state_while`, [`EngineError::ClearFirst`]).
+pub const CLEAR_HERE_MAX: u32 = 4096;
 use crate::vault::store::{Store, Table};
 
 impl<S: Store> Engine<S> {
@@ -114,6 +118,17 @@ impl<S: Store> Engine<S> {
     pub fn set_update_state(&mut self, sid: SessionId, change: &UpdateStateChange) -> Result<()> {
         match change {
             UpdateStateChange::All(all) => {
+                // More old channels than one job deletes: refused before anything is written,
+                // to be deleted in slices first (never while acknowledged writes are re-applied).
+                if self.store.clears_in_slices()
+                    && !crate::vault::worker::replaying()
+                    && self
+                        .store
+                        .count_up_to(Table::Channels, sid.0, CLEAR_HERE_MAX + 1)?
+                        > u64::from(CLEAR_HERE_MAX)
+                {
+                    return Err(EngineError::ClearFirst);
+                }
                 let s = ScalarState {
                     pts: all.pts,
                     qts: all.qts,

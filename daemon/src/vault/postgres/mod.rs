@@ -442,6 +442,10 @@ impl Store for PostgresStore {
         Ok(0)
     }
 
+    fn clears_in_slices(&mut self) -> bool {
+        false
+    }
+
     fn count_up_to(&mut self, table: Table, session: i64, limit: u32) -> Result<u64> {
         Ok(self.do_count(table, session)?.min(u64::from(limit)))
     }
