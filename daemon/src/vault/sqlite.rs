@@ -87,6 +87,27 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
+    /// A store on `conn` (the file at `path`), with no backup, background thread or peer map
+    /// yet: what opening a file or an empty vault in memory starts from.
+    fn with_connection(conn: Connection, path: PathBuf) -> SqliteStore {
+        SqliteStore {
+            backup: None,
+            checkpointer: None,
+            key_builder: None,
+            #[cfg(test)]
+            whole_scans: 0,
+            #[cfg(test)]
+            op_start: 0,
+            #[cfg(test)]
+            largest_op: 0,
+            unguarded: None,
+            peer_keys: Default::default(),
+            keyed_peers: false,
+            conn,
+            path,
+        }
+    }
+
     /// An operation begins (tests count the rows each changes).
     fn op_began_stats(&mut self) {
         #[cfg(test)]

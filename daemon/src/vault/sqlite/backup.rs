@@ -161,22 +161,7 @@ impl SqliteStore {
     /// the files (see `vault::backup`).
     pub fn in_memory() -> Result<SqliteStore> {
         let conn = Connection::open_in_memory()?;
-        let mut store = SqliteStore {
-            backup: None,
-            checkpointer: None,
-            key_builder: None,
-            #[cfg(test)]
-            whole_scans: 0,
-            #[cfg(test)]
-            op_start: 0,
-            #[cfg(test)]
-            largest_op: 0,
-            unguarded: None,
-            peer_keys: Default::default(),
-            keyed_peers: false,
-            conn,
-            path: ":memory:".into(),
-        };
+        let mut store = SqliteStore::with_connection(conn, ":memory:".into());
         store.migrate(0, SCHEMA_VERSION)?;
         Ok(store)
     }

@@ -83,22 +83,7 @@ impl SqliteStore {
              PRAGMA foreign_keys = OFF;",
         )?;
         conn.set_prepared_statement_cache_capacity(64);
-        let mut store = SqliteStore {
-            backup: None,
-            checkpointer: None,
-            key_builder: None,
-            #[cfg(test)]
-            whole_scans: 0,
-            #[cfg(test)]
-            op_start: 0,
-            #[cfg(test)]
-            largest_op: 0,
-            unguarded: None,
-            peer_keys: Default::default(),
-            keyed_peers: false,
-            conn,
-            path: path.to_owned(),
-        };
+        let mut store = SqliteStore::with_connection(conn, path.to_owned());
         store.migrate(version, target)?;
         store.keyed_peers = store.schema_version()? < schema::PEERS_BY_ROWID;
         store.checkpointer = Some(checkpoint::Checkpointer::start(path)?);
