@@ -87,60 +87,6 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
-    /// A store on `conn` (the file at `path`), with no backup, background thread or peer map
-    /// yet: what opening a file or an empty vault in memory starts from.
-    fn with_connection(conn: Connection, path: PathBuf) -> SqliteStore {
-        SqliteStore {
-            backup: None,
-            checkpointer: None,
-            key_builder: None,
-            #[cfg(test)]
-            whole_scans: 0,
-            #[cfg(test)]
-            op_start: 0,
-            #[cfg(test)]
-            largest_op: 0,
-            unguarded: None,
-            peer_keys: Default::default(),
-            keyed_peers: false,
-            conn,
-            path,
-        }
-    }
-
-    /// An operation begins (tests count the rows each changes).
-    fn op_began_stats(&mut self) {
-        #[cfg(test)]
-        {
-            self.op_start = self.conn.total_changes();
-        }
-    }
-
-    /// An operation ends: the rows it changed (tests).
-    fn op_ended_stats(&mut self) {
-        #[cfg(test)]
-        {
-            let n = self.conn.total_changes().saturating_sub(self.op_start);
-            self.largest_op = self.largest_op.max(n);
-        }
-    }
-
-    /// Reads the peer maps of sessions holding more than 50k rows (`peer_keys::READ_HERE_MAX`)
-    /// on a thread of their own (`key_builds`); the handle to ask it through (`Vault`).
-    pub fn read_maps_elsewhere(&mut self) -> Result<KeyBuilds> {
-        self.read_maps_elsewhere_above(peer_keys::READ_HERE_MAX)
-    }
-
-    /// [`Self::read_maps_elsewhere`] for sessions of more than `max` rows (tests).
-    #[doc(hidden)]
-    pub fn read_maps_elsewhere_above(&mut self, max: usize) -> Result<KeyBuilds> {
-        let builder = key_builds::KeyBuilder::start(&self.path)?;
-        let builds = builder.builds();
-        self.peer_keys.read_elsewhere(builds.clone(), max);
-        self.key_builder = Some(builder);
-        Ok(builds)
-    }
-
     fn meta(&mut self, k: &str) -> Result<Option<Vec<u8>>> {
         Ok(self
             .conn
