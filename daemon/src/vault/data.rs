@@ -94,21 +94,13 @@ impl Vault {
                 return Ok(false);
             }
         }
-        let refused = Arc::new(AtomicBool::new(false));
-        let refusing = Arc::clone(&refused);
-        let result = self
-            .call(Class::Durable, move |e| {
-                if !still() {
-                    refusing.store(true, Ordering::SeqCst);
-                    return Err(super::EngineError::Closed);
-                }
-                e.replace_contents(sid, &data)
-            })
-            .await;
-        if refused.load(Ordering::SeqCst) {
-            return Ok(false);
-        }
-        result.map(|()| true)
+        self.call(Class::Durable, move |e| {
+            if !still() {
+                return Ok(false);
+            }
+            e.replace_contents(sid, &data).map(|()| true)
+        })
+        .await
     }
 
     /// Deletes the session's rows of `table` in jobs of [`CLEAR_SLICE`] rows (cache class)
@@ -472,9 +464,12 @@ impl Vault {
         still: Still,
     ) -> Result<bool> {
         let UpdateStateChange::All(mut state) = change else {
+            // One small job, as any single write (not asked: `still` is for writes of
+            // several jobs).
             return self
-                .call_cache_while(true, still, move |e| e.set_update_state(sid, &change))
-                .await;
+                .call_cache(true, move |e| e.set_update_state(sid, &change))
+                .await
+                .map(|()| true);
         };
         // Past a chunk, the channels after the first go in jobs of their own (a frame holds
         // ~70k: one job of them held every other request up for ~160 ms). Readers between

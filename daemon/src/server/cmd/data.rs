@@ -198,7 +198,7 @@ pub async fn cache_peers(
             .cache_peers_while(sid, slice, still_open(conn, handle))
             .await?
         {
-            return Err(not_open(handle, conn.daemon.handles.get(conn.id, handle)));
+            return Err(ended(conn, handle));
         }
         if rest.is_empty() {
             return Ok(Response::Ok);
@@ -239,9 +239,14 @@ pub async fn set_update_state(
         .set_update_state_while(sid, change, still_open(conn, handle))
         .await?
     {
-        return Err(not_open(handle, conn.daemon.handles.get(conn.id, handle)));
+        return Err(ended(conn, handle));
     }
     Ok(Response::Ok)
+}
+
+/// The answer to a multi-job write stopped because `handle` ended meanwhile.
+fn ended(conn: &Conn, handle: HandleId) -> WireError {
+    not_open(handle, conn.daemon.handles.get(conn.id, handle))
 }
 
 /// Whether `handle` of `conn` is still open, asked as each job of a multi-job write is
@@ -352,7 +357,7 @@ pub async fn import(
         .replace_contents_while(h.sid, data, still_open(conn, handle))
         .await?
     {
-        return Err(not_open(handle, conn.daemon.handles.get(conn.id, handle)));
+        return Err(ended(conn, handle));
     }
     Ok(Response::Ok)
 }

@@ -6,26 +6,11 @@
 //! - a map read elsewhere is taken only if it is still the table's: not if a commit after its
 //!   read changed the session, not if the open transaction did, not after a lock.
 
-use session_vault_proto::model::{Peer, PeerKind};
-
+use super::peer_rows::{random_row, user};
 use super::support::*;
 use crate::vault::EngineError;
 use crate::vault::sqlite::SqliteStore;
 use crate::vault::store::{Row, Store, Table};
-
-fn user(id: i64) -> Peer {
-    let mut p = Peer::new(PeerKind::User, id);
-    p.access_hash = Some(id * 31);
-    p
-}
-
-fn row(rng: &mut Rng) -> Row {
-    let mut key = vec![0u8; 16];
-    rng.fill(&mut key);
-    let mut value = vec![0u8; 64];
-    rng.fill(&mut value);
-    Row { key, value }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_sessions_maps_are_read_off_the_storage_thread_and_every_peer_stays_found() {
@@ -115,7 +100,7 @@ fn a_map_read_elsewhere_is_taken_only_while_it_is_the_tables() {
     let mut rng = Rng(17);
     store.begin().unwrap();
     let sid = store.insert_session("acct", 0).unwrap();
-    let mut rows: Vec<Row> = (0..20).map(|_| row(&mut rng)).collect();
+    let mut rows: Vec<Row> = (0..20).map(|_| random_row(&mut rng)).collect();
     for r in &rows {
         store.put(Table::Peers, sid, r, [None, None]).unwrap();
     }
@@ -143,7 +128,7 @@ fn a_map_read_elsewhere_is_taken_only_while_it_is_the_tables() {
 
     // Read before a commit that changed the session: not taken (it lacks the new row).
     rt.block_on(builds.build(sid, generation)).unwrap();
-    rows.push(row(&mut rng));
+    rows.push(random_row(&mut rng));
     store
         .put(Table::Peers, sid, &rows[20], [None, None])
         .unwrap();
@@ -162,7 +147,7 @@ fn a_map_read_elsewhere_is_taken_only_while_it_is_the_tables() {
     // here (the storage thread would hold every session up for it); it is taken once read
     // again after that transaction committed.
     rt.block_on(builds.build(sid, generation)).unwrap();
-    rows.push(row(&mut rng));
+    rows.push(random_row(&mut rng));
     store
         .put(Table::Peers, sid, &rows[21], [None, None])
         .unwrap();

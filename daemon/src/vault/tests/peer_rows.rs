@@ -17,7 +17,7 @@ use crate::vault::store::{Row, Store, Table};
 use crate::vault::{EngineError, SessionId, VaultConfig};
 
 /// A row as a peer's would be: a random 16-byte blind key, a 120-byte sealed value.
-fn random_row(rng: &mut Rng) -> Row {
+pub(super) fn random_row(rng: &mut Rng) -> Row {
     let mut key = vec![0u8; 16];
     rng.fill(&mut key);
     let mut value = vec![0u8; 120];
@@ -205,7 +205,7 @@ fn usernames_and_phones_are_found_through_the_map_across_hand_overs_rollbacks_an
     assert_eq!(find(&mut store, Index::Username, b"short"), None);
 }
 
-fn user(id: i64) -> Peer {
+pub(super) fn user(id: i64) -> Peer {
     let mut p = Peer::new(PeerKind::User, id);
     p.access_hash = Some(id * 31);
     p
