@@ -14,7 +14,7 @@ use super::engine::{self, IfExists, SessionId};
 use super::error::Result;
 use super::store::Table;
 use super::worker::Class;
-use super::{INLINE_PEERS, INLINE_STATE_ROWS, Vault};
+use super::{INLINE_STATE_ROWS, Vault, inline_peers};
 
 /// The most rows (peers, DC options, channel states, sent files) one non-admin `export`
 /// answer carries: the whole session is decrypted into one frame, held until the client
@@ -365,7 +365,7 @@ impl Vault {
         peers: Vec<Peer>,
         still: Still,
     ) -> Result<bool> {
-        let small = peers.len() <= INLINE_PEERS;
+        let small = inline_peers(&peers);
         self.call_cache_while(small, still, move |e| e.cache_peers(sid, &peers))
             .await
     }
@@ -403,7 +403,7 @@ impl Vault {
 
     /// Caches a batch of peers (merging). Cache class.
     pub async fn cache_peers(&self, sid: SessionId, peers: Vec<Peer>) -> Result<()> {
-        let small = peers.len() <= INLINE_PEERS;
+        let small = inline_peers(&peers);
         self.call_cache(small, move |e| e.cache_peers(sid, &peers))
             .await
     }

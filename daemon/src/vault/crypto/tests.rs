@@ -155,6 +155,29 @@ fn blind_is_the_hmac_of_the_length_prefixed_fields() {
 }
 
 #[test]
+fn a_blinder_gives_each_value_the_blind_index_of_its_own_call() {
+    let k = keys();
+    // Values of several lengths, one past a SHA-256 block with the fields before it, each
+    // blinded after the others: the shared midstate must not carry one value into the next.
+    let values: [&[u8]; 4] = [b"\x01value", b"", &[7u8; 80], b"\x01value"];
+    let batch: Vec<_> = k.with_blinder("peers", 7, "key", |b| {
+        values.iter().map(|v| b.blind(v)).collect()
+    });
+    for (v, got) in values.iter().zip(&batch) {
+        assert_eq!(*got, k.blind("peers", 7, "key", v));
+    }
+    assert_eq!(batch[0], batch[3]);
+    assert_ne!(batch[0], batch[1]);
+    // The table, session and field are the blinder's, as in a single call.
+    assert_ne!(
+        k.with_blinder("peers", 8, "key", |b| b.blind(values[0])),
+        batch[0]
+    );
+    let shown = k.with_blinder("peers", 7, "key", |b| format!("{b:?}"));
+    assert_eq!(shown, "Blinder(<keyed>)");
+}
+
+#[test]
 fn keyslot_round_trip_wrong_passphrase_and_edits() {
     let vid = [3u8; VAULT_ID_LEN];
     let dek = SecretKey::random().unwrap();

@@ -6,8 +6,9 @@ use session_vault_proto::model::{DcOption, Peer, PeerKey, PeerKind, SelfUser, Se
 
 use session_vault_proto::message::PEER_PAGE_MAX;
 
-use super::rows::{blind_in, open_in, par_map, seal_in};
+use super::rows::{open_in, par_map, seal_in};
 use super::{Engine, SessionId, kind_byte, normalize_phone, normalize_username};
+use crate::vault::crypto::records::Blinder;
 use crate::vault::error::{EngineError, Result};
 use crate::vault::store::{Index, Row, Store, Table};
 
@@ -281,22 +282,27 @@ impl<S: Store> Engine<S> {
                 .iter()
                 .all(|p| p.username.is_none() && p.phone.is_none());
         let u = self.live(sid)?;
-        let blind = |p: &Peer| blind_in(u, sid, Table::Peers, &Self::peer_key_bytes(p.key()));
-        let (new_self, new) = if insert_first {
-            // Blinded and sealed in one pass (on two threads for a large batch).
-            let sealed = par_map(peers, PARALLEL_SEAL_MIN, |p| {
-                let k = blind(p);
-                Ok((k, seal_in(u, sid, Table::Peers, &k, p)?))
+        let blind = |b: &Blinder, p: &Peer| b.blind(&Self::peer_key_bytes(p.key()));
+        let (keys, rows) = u
+            .keys
+            .with_blinder(Table::Peers.name(), sid.0, "key", |b| {
+                if insert_first {
+                    // Blinded and sealed in one pass (on two threads for a large batch).
+                    let sealed = par_map(peers, PARALLEL_SEAL_MIN, |p| {
+                        let k = blind(b, p);
+                        Ok((k, seal_in(u, sid, Table::Peers, &k, p)?))
+                    })?;
+                    let (keys, rows): (Vec<_>, Vec<_>) = sealed.into_iter().unzip();
+                    Ok::<_, EngineError>((keys, Some(rows)))
+                } else {
+                    Ok((peers.iter().map(|p| blind(b, p)).collect(), None))
+                }
             })?;
-            let (keys, rows): (Vec<_>, Vec<_>) = sealed.into_iter().unzip();
-            if all_distinct(&keys) {
+        let (new_self, new) = match rows {
+            Some(rows) if all_distinct(&keys) => {
                 self.insert_peers_first(sid, peers, &keys, rows)?
-            } else {
-                self.read_peers_first(sid, peers, &keys)?
             }
-        } else {
-            let keys: Vec<[u8; 16]> = peers.iter().map(blind).collect();
-            self.read_peers_first(sid, peers, &keys)?
+            _ => self.read_peers_first(sid, peers, &keys)?,
         };
         self.peer_writes.record(new, peers.len());
         if let Some(me) = new_self {
