@@ -32,7 +32,7 @@ async fn add_peers(c: &Connection, h: u32, from: i64, to: i64) {
         let r = c
             .call(Request::CachePeers {
                 handle: h,
-                peers: vec![peer(i)],
+                peers: vec![peer(i)].into(),
             })
             .await;
         assert!(matches!(r, Ok(Response::Ok)), "cache_peers {i}: {r:?}");

@@ -288,7 +288,7 @@ async fn write_cache_class(
     let r = c
         .call(Request::CachePeers {
             handle,
-            peers: vec![peer],
+            peers: vec![peer].into(),
         })
         .await;
     assert!(matches!(r, Ok(Response::Ok)), "{r:?}");

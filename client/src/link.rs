@@ -301,11 +301,13 @@ impl Linked {
         }
     }
 
-    /// Sends a request built for the current handle, through reconnects and a locked vault
-    /// as the policy says. Returns the daemon's answer, errors turned into [`VaultError`].
-    pub(crate) async fn call(
+    /// Sends a request built for the link it is sent on (its handle, and what its daemon
+    /// speaks: [`Connection::server_minor`], which a reconnect may change), through
+    /// reconnects and a locked vault as the policy says. Returns the daemon's answer, errors
+    /// turned into [`VaultError`].
+    pub(crate) async fn call_on(
         &self,
-        make: impl Fn(u32) -> Request,
+        make: impl Fn(&Link) -> Request,
         reopened: &(dyn Fn(&Opened) + Sync),
     ) -> Result<Response, VaultError> {
         let mut lock_wait = LockWait::new(self.config.wait_for_unlock);
@@ -315,7 +317,7 @@ impl Linked {
         loop {
             let link = self.link(&mut lock_wait, reopened).await?;
             let mut events = link.conn.events();
-            match link.conn.call(make(link.handle)).await {
+            match link.conn.call(make(&link)).await {
                 Ok(r) => return Ok(r),
                 Err(e) => match Failure::of(e, &self.config.name) {
                     Failure::Transient(_) if self.kicked() => {

@@ -72,11 +72,7 @@ impl VaultSession {
         });
         for batch in rest.chunks(PEERS_PER_REQUEST) {
             let guard = WriteGuard::new(self.cache.as_deref(), |c| c.forget_peers(batch));
-            self.call_ok("cache_peers", |handle| Request::CachePeers {
-                handle,
-                peers: batch.to_vec(),
-            })
-            .await?;
+            self.cache_peers_now(batch).await?;
             guard.done(|c| c.wrote_peers(batch));
         }
         Ok(())

@@ -27,7 +27,7 @@ pub use request::{PeerQuery, Request};
 /// of different majors refuse each other in the handshake.
 pub const PROTOCOL_MAJOR: u16 = 1;
 /// Protocol minor version: bumped by hand when messages are added compatibly.
-pub const PROTOCOL_MINOR: u16 = 7;
+pub const PROTOCOL_MINOR: u16 = 8;
 
 /// The most peers one [`Response::PeerPage`] carries: far below the frame limit (a peer with
 /// every field set is a few hundred bytes).

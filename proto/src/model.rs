@@ -232,6 +232,90 @@ impl Peer {
     }
 }
 
+/// The peers of a `cache_peers` request (`PROTOCOL.md` §9): each one a map of [`Peer`]'s
+/// fields, or, from minor 8, an array of exactly those nine fields in their declaration order
+/// (`kind, id, access_hash, bot, is_self, channel_kind, username, phone, name`). The array
+/// form ([`PeerBatch::compact`]) is a quarter of the bytes and decodes in half the time,
+/// because no field name is written or matched; the daemon reads either form, per peer.
+///
+/// `compact` is only how the batch is written: decoding leaves it `false`, and equality
+/// compares the peers alone.
+#[derive(Clone, Default)]
+pub struct PeerBatch {
+    /// The peers, in call order.
+    pub peers: Vec<Peer>,
+    /// Write each peer as an array of its fields (for a daemon of minor 8 or later).
+    pub compact: bool,
+}
+
+impl PeerBatch {
+    /// `peers`, written as arrays if `compact`.
+    pub fn new(peers: Vec<Peer>, compact: bool) -> Self {
+        PeerBatch { peers, compact }
+    }
+}
+
+impl From<Vec<Peer>> for PeerBatch {
+    /// Peers written as maps (every daemon reads those).
+    fn from(peers: Vec<Peer>) -> Self {
+        PeerBatch::new(peers, false)
+    }
+}
+
+impl FromIterator<Peer> for PeerBatch {
+    fn from_iter<I: IntoIterator<Item = Peer>>(iter: I) -> Self {
+        PeerBatch::from(iter.into_iter().collect::<Vec<_>>())
+    }
+}
+
+impl PartialEq for PeerBatch {
+    fn eq(&self, other: &Self) -> bool {
+        self.peers == other.peers
+    }
+}
+
+impl Eq for PeerBatch {}
+
+impl fmt::Debug for PeerBatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // `Peer`'s own `Debug`, which hides access hashes and phones.
+        self.peers.fmt(f)
+    }
+}
+
+impl Serialize for PeerBatch {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        if !self.compact {
+            return self.peers.serialize(s);
+        }
+        let mut seq = s.serialize_seq(Some(self.peers.len()))?;
+        for p in &self.peers {
+            // Each field by its own `Serialize`, as in the map form; the order is what the
+            // derived `Deserialize` reads from an array (a test checks them against each other).
+            seq.serialize_element(&(
+                p.kind,
+                p.id,
+                p.access_hash,
+                p.bot,
+                p.is_self,
+                p.channel_kind,
+                &p.username,
+                &p.phone,
+                &p.name,
+            ))?;
+        }
+        seq.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for PeerBatch {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // `Peer`'s derived code takes a map or an array of exactly its nine fields.
+        Vec::<Peer>::deserialize(d).map(PeerBatch::from)
+    }
+}
+
 /// The logged-in account of a session.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SelfUser {

@@ -83,7 +83,7 @@ async fn write_flat_out(c: Connection, hb: u32) -> (i64, String) {
         } else {
             c.call(Request::CachePeers {
                 handle: hb,
-                peers: vec![p],
+                peers: vec![p].into(),
             })
             .await
         };

@@ -74,7 +74,7 @@ async fn a_host_paused_inside_a_transaction_holds_a_takeover_up_for_its_idle_tim
         let r = ca
             .call(Request::CachePeers {
                 handle: h,
-                peers: vec![peer(id)],
+                peers: vec![peer(id)].into(),
             })
             .await;
         assert!(matches!(r, Ok(Response::Ok)), "cache write on A: {r:?}");
@@ -146,7 +146,7 @@ async fn a_host_paused_inside_a_transaction_holds_a_takeover_up_for_its_idle_tim
     let r = ca
         .call(Request::CachePeers {
             handle: h,
-            peers: vec![peer(100)],
+            peers: vec![peer(100)].into(),
         })
         .await;
     assert!(r.is_err(), "and its cache-class writes too: {r:?}");

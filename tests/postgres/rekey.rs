@@ -120,7 +120,7 @@ async fn after_a_rekey_elsewhere_a_host_with_the_old_key_writes_nothing() {
     let cache = |id: i64| {
         cb.call(Request::CachePeers {
             handle: hb,
-            peers: vec![peer(id)],
+            peers: vec![peer(id)].into(),
         })
     };
     assert!(

@@ -477,7 +477,7 @@ async fn the_flush_interval_holds_under_a_steady_stream_of_writes() {
                     let r = c
                         .call(Request::CachePeers {
                             handle: h,
-                            peers: vec![p],
+                            peers: vec![p].into(),
                         })
                         .await;
                     if r.is_err() {
@@ -497,7 +497,7 @@ async fn the_flush_interval_holds_under_a_steady_stream_of_writes() {
     let r = c
         .call(Request::CachePeers {
             handle: h,
-            peers: vec![marker],
+            peers: vec![marker].into(),
         })
         .await;
     assert!(matches!(r, Ok(Response::Ok)), "{r:?}");
@@ -516,7 +516,7 @@ async fn the_flush_interval_holds_under_a_steady_stream_of_writes() {
     let r = c
         .call(Request::CachePeers {
             handle: h,
-            peers: vec![marker2],
+            peers: vec![marker2].into(),
         })
         .await;
     assert!(matches!(r, Ok(Response::Ok)), "{r:?}");

@@ -140,7 +140,7 @@ fn big_cache_peers(handle: u32) -> (Vec<u8>, usize) {
             id: 2,
             request: Request::CachePeers {
                 handle,
-                peers: peers_of(n),
+                peers: peers_of(n).into(),
             },
         })
         .expect("encode")

@@ -182,7 +182,7 @@ async fn a_full_disk_fails_writes_with_storage_keeps_reads_and_recovers() {
     let r = c
         .call(Request::CachePeers {
             handle: h,
-            peers: batch(next),
+            peers: batch(next).into(),
         })
         .await;
     assert!(

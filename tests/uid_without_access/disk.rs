@@ -51,7 +51,7 @@ async fn under_the_disk_reserve_a_uids_cache_writes_are_refused_and_auth_keys_st
     let requests = vec![
         Request::CachePeers {
             handle: 1,
-            peers: peers(),
+            peers: peers().into(),
         },
         Request::SetUpdateState {
             handle: 1,
@@ -116,7 +116,7 @@ async fn under_the_disk_reserve_a_uids_cache_writes_are_refused_and_auth_keys_st
     let r = c
         .call(Request::CachePeers {
             handle: h,
-            peers: peers(),
+            peers: peers().into(),
         })
         .await;
     assert!(

@@ -29,7 +29,7 @@ async fn swapped_index_values_are_corrupt_not_another_peer() {
         &c,
         Request::CachePeers {
             handle: h,
-            peers: vec![alice.clone(), bob.clone()],
+            peers: vec![alice.clone(), bob.clone()].into(),
         },
         "cache peers",
     )

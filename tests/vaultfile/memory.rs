@@ -148,7 +148,7 @@ async fn work(c: &Connection) {
             c,
             Request::CachePeers {
                 handle: h,
-                peers: vec![peer(i)],
+                peers: vec![peer(i)].into(),
             },
             "one peer",
         )

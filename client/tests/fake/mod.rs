@@ -44,11 +44,16 @@ pub async fn next_request(stream: &mut UnixStream) -> Option<ClientFrame> {
 /// Accepts one connection and answers its `hello` (protocol 1.7, unlocked) and its
 /// `open_session` (handle 1, home DC 2).
 pub async fn accept_and_open(listener: &UnixListener) -> UnixStream {
+    accept_and_open_at(listener, 7).await
+}
+
+/// [`accept_and_open`] as a daemon of protocol minor `minor`.
+pub async fn accept_and_open_at(listener: &UnixListener, minor: u16) -> UnixStream {
     let (mut s, _) = listener.accept().await.expect("accepts");
     let hello = next_request(&mut s).await.expect("hello");
     let welcome = Response::Welcome {
         protocol_major: 1,
-        protocol_minor: 7,
+        protocol_minor: minor,
         server: "fake".into(),
         vault_state: VaultState::Unlocked,
     };

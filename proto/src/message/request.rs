@@ -9,7 +9,7 @@ use super::{KdfSpec, Passphrase};
 use super::{PEER_PAGE_MAX, PROTOCOL_MAJOR, PROTOCOL_MINOR, Response};
 use crate::backup::Blob;
 use crate::model::{
-    DcOption, Peer, PeerKey, SentFile, SessionData, SessionExtras, UpdateStateChange,
+    DcOption, PeerBatch, PeerKey, SentFile, SessionData, SessionExtras, UpdateStateChange,
 };
 
 /// How to name a peer in [`Request::GetPeer`].
@@ -359,8 +359,8 @@ pub enum Request {
     CachePeers {
         /// Session handle.
         handle: u32,
-        /// Peers to merge in.
-        peers: Vec<Peer>,
+        /// Peers to merge in (written as arrays for a daemon of minor 8 or later).
+        peers: PeerBatch,
     },
     /// → [`Response::UpdatesState`].
     GetUpdatesState {

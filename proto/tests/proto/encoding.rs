@@ -9,7 +9,9 @@ use session_vault_proto::codec::decode_payload;
 use session_vault_proto::message::{
     ClientFrame, ErrorCode, Event, KdfSpec, Passphrase, Request, Response,
 };
-use session_vault_proto::model::{AuthKey, DcOption, Peer, PeerKind, SentFile, UpdateStateChange};
+use session_vault_proto::model::{
+    AuthKey, ChannelKind, DcOption, Peer, PeerBatch, PeerKind, SentFile, UpdateStateChange,
+};
 
 use crate::{hex, payload, samples, unhex};
 
@@ -293,6 +295,61 @@ fn a_minimal_peer() {
          a7 69735f73656c66 c0 ac 6368616e6e656c5f6b696e64 c0 a8 757365726e616d65 c0 \
          a5 70686f6e65 c0 a4 6e616d65 c0",
     );
+}
+
+/// A peer with every field known, each value distinct, so that a field read into its
+/// neighbour's place shows.
+fn full_peer() -> Peer {
+    let mut p = Peer::new(PeerKind::Channel, 4_000_000_001);
+    p.access_hash = Some(-77);
+    p.bot = Some(true);
+    p.is_self = Some(false);
+    p.channel_kind = Some(ChannelKind::Megagroup);
+    p.username = Some("durov".into());
+    p.phone = Some("15550001".into());
+    p.name = Some("Pavel".into());
+    p
+}
+
+#[test]
+fn cache_peers_may_carry_each_peer_as_an_array_of_its_fields() {
+    // PROTOCOL.md §4's example: user 5, nothing else known.
+    let minimal = PeerBatch::new(vec![Peer::new(PeerKind::User, 5)], true);
+    pinned(&minimal, "91 99 a4 75736572 05 c0 c0 c0 c0 c0 c0 c0");
+    // Every field where the derived decoder reads it, and the same peer as the map form.
+    let full = PeerBatch::new(vec![full_peer(), Peer::new(PeerKind::Chat, 9)], true);
+    let compact = payload(&full);
+    let named = payload(&PeerBatch::from(full.peers.clone()));
+    assert!(
+        compact.len() * 2 < named.len(),
+        "{} vs {}",
+        compact.len(),
+        named.len()
+    );
+    let back: PeerBatch = decode_payload(&compact).expect("decodes");
+    assert_eq!(back.peers, full.peers);
+    assert!(!back.compact, "decoding does not claim a form");
+    // One request may mix the forms, peer by peer.
+    let one_map = payload(&Peer::new(PeerKind::User, 5));
+    let mut mixed = vec![0x92];
+    mixed.extend_from_slice(&one_map);
+    mixed.extend_from_slice(&unhex("99 a4 75736572 06 c0 c0 c0 c0 c0 c0 c0"));
+    let both: PeerBatch = decode_payload(&mixed).expect("mixed forms decode");
+    assert_eq!(both.peers.iter().map(|p| p.id).collect::<Vec<_>>(), [5, 6]);
+    // Only arrays of exactly nine fields.
+    refused::<PeerBatch>("91 98 a4 75736572 05 c0 c0 c0 c0 c0 c0");
+    refused::<PeerBatch>("91 9a a4 75736572 05 c0 c0 c0 c0 c0 c0 c0 c0");
+    // The field order is the map form's: a string where the id goes is refused.
+    refused::<PeerBatch>("91 99 a4 75736572 a1 35 c0 c0 c0 c0 c0 c0 c0");
+    // In a request, and through the frame's own decoding.
+    let request = Request::CachePeers {
+        handle: 3,
+        peers: PeerBatch::new(vec![full_peer()], true),
+    };
+    match decode_payload(&payload(&request)).expect("request decodes") {
+        Request::CachePeers { handle: 3, peers } => assert_eq!(peers.peers, [full_peer()]),
+        other => panic!("decoded as {other:?}"),
+    }
 }
 
 #[test]

@@ -84,7 +84,7 @@ async fn a_thousand_idle_or_half_open_connections_do_not_stop_new_clients() {
         let r = c
             .call(Request::CachePeers {
                 handle: h,
-                peers: vec![user(7, 70 + i)],
+                peers: vec![user(7, 70 + i)].into(),
             })
             .await;
         assert!(matches!(r, Ok(Response::Ok)), "{r:?}");

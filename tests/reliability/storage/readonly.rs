@@ -152,7 +152,7 @@ async fn a_file_system_turning_read_only_under_the_daemon_fails_writes_with_stor
     let r = c
         .call(Request::CachePeers {
             handle: h,
-            peers: batch(1),
+            peers: batch(1).into(),
         })
         .await;
     assert!(matches!(r, Ok(Response::Ok)), "{r:?}");
@@ -199,7 +199,7 @@ async fn a_file_system_turning_read_only_under_the_daemon_fails_writes_with_stor
     let r = c
         .call(Request::CachePeers {
             handle: h,
-            peers: batch(1_000),
+            peers: batch(1_000).into(),
         })
         .await;
     assert!(matches!(r, Ok(Response::Ok)), "{r:?}");
@@ -266,7 +266,7 @@ async fn cache_class_writes_during_a_storage_fault_are_refused_or_kept() {
     let r = c
         .call(Request::CachePeers {
             handle: h,
-            peers: batch(1),
+            peers: batch(1).into(),
         })
         .await;
     if code(&r) == Some(ErrorCode::Storage) {
@@ -292,7 +292,7 @@ async fn cache_class_writes_during_a_storage_fault_are_refused_or_kept() {
     let during = c
         .call(Request::CachePeers {
             handle: h,
-            peers: batch(1_000_000),
+            peers: batch(1_000_000).into(),
         })
         .await;
     assert_eq!(code(&during), Some(ErrorCode::Storage), "{during:?}");

@@ -21,7 +21,7 @@ async fn vault_with_sessions(env: &Env) {
         let r = c
             .call(Request::CachePeers {
                 handle: h,
-                peers: batch(1 + s * BATCH),
+                peers: batch(1 + s * BATCH).into(),
             })
             .await;
         assert!(matches!(r, Ok(Response::Ok)), "{r:?}");

@@ -233,7 +233,9 @@ async fn run(conn: &Conn, request: Request) -> Result<Response, WireError> {
             before,
             limit,
         } => data::list_peers(conn, HandleId(handle), before, limit).await,
-        R::CachePeers { handle, peers } => data::cache_peers(conn, HandleId(handle), peers).await,
+        R::CachePeers { handle, peers } => {
+            data::cache_peers(conn, HandleId(handle), peers.peers).await
+        }
         R::GetUpdatesState { handle } => data::get_updates_state(conn, HandleId(handle)).await,
         R::SetUpdateState { handle, change } => {
             data::set_update_state(conn, HandleId(handle), change).await

@@ -194,7 +194,7 @@ pub fn requests() -> Vec<Request> {
         },
         Request::CachePeers {
             handle: h,
-            peers: peers(),
+            peers: peers().into(),
         },
         Request::GetUpdatesState { handle: h },
         Request::GetExtras { handle: h },
