@@ -18,18 +18,16 @@ use fake::{accept_and_open_at, remove, send, socket_path};
 /// Serves one `cache_peers` as a daemon of `minor`; answers its raw payload and decoded peers.
 async fn recording_daemon(listener: UnixListener, minor: u16) -> (Vec<u8>, Vec<Peer>) {
     let mut s = accept_and_open_at(&listener, minor).await;
-    loop {
-        let payload = codec::read_frame(&mut s, DEFAULT_MAX_FRAME)
-            .await
-            .expect("reads")
-            .expect("a request before the client closes");
-        let frame: ClientFrame = codec::decode_payload(&payload).expect("decodes");
-        if let Request::CachePeers { peers, .. } = frame.request {
-            send(&mut s, frame.id, Response::Ok).await;
-            return (payload.to_vec(), peers.peers);
-        }
+    let payload = codec::read_frame(&mut s, DEFAULT_MAX_FRAME)
+        .await
+        .expect("reads")
+        .expect("a request before the client closes");
+    let frame: ClientFrame = codec::decode_payload(&payload).expect("decodes");
+    let Request::CachePeers { peers, .. } = frame.request else {
         panic!("unexpected request {:?}", frame.request);
-    }
+    };
+    send(&mut s, frame.id, Response::Ok).await;
+    (payload.to_vec(), peers.peers)
 }
 
 async fn cache_two_users(minor: u16) -> (Vec<u8>, Vec<Peer>) {
