@@ -16,10 +16,14 @@ use crate::vault::store::{Index, IndexedRow, Row};
 /// reset, bindings cleared) for many rows rather than for each.
 const INSERT_CHUNK: usize = 32;
 
-/// `INSERT INTO peers (id, session, k, v) VALUES (?, ?, ?, ?), …` of [`INSERT_CHUNK`] rows.
+/// `INSERT OR FAIL INTO peers (id, session, k, v) VALUES (?, ?, ?, ?), …` of
+/// [`INSERT_CHUNK`] rows. `OR FAIL` rather than the default `ABORT`: a statement that may
+/// abort after writing some of its rows makes SQLite copy every page it touches into a
+/// statement journal first, to undo them alone; a failing row here fails the whole
+/// operation, which the worker rolls back (transaction or savepoint) anyway.
 static INSERT_MANY: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     let values = vec!["(?, ?, ?, ?)"; INSERT_CHUNK].join(", ");
-    format!("INSERT INTO peers (id, session, k, v) VALUES {values}")
+    format!("INSERT OR FAIL INTO peers (id, session, k, v) VALUES {values}")
 });
 
 impl SqliteStore {
