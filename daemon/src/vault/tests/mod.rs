@@ -12,6 +12,7 @@ mod durability;
 mod format_compat;
 mod migrations;
 mod passphrase;
+mod peer_inserts;
 mod peer_maps;
 mod peer_rows;
 mod peers;
