@@ -6,14 +6,13 @@
 
 use grammers_session::Session;
 use grammers_session::types::{PeerAuth, PeerInfo};
-use session_vault_client::VaultSession;
 use session_vault_proto::codec::{self, DEFAULT_MAX_FRAME};
 use session_vault_proto::message::{ClientFrame, Request, Response};
 use session_vault_proto::model::{Peer, PeerKind};
 use tokio::net::UnixListener;
 
 mod fake;
-use fake::{accept_and_open_at, remove, send, socket_path};
+use fake::{accept_and_open_at, connect, remove, send, socket_path};
 
 /// Serves one `cache_peers` as a daemon of `minor`; answers its raw payload and decoded peers.
 async fn recording_daemon(listener: UnixListener, minor: u16) -> (Vec<u8>, Vec<Peer>) {
@@ -34,12 +33,7 @@ async fn cache_two_users(minor: u16) -> (Vec<u8>, Vec<Peer>) {
     let path = socket_path("cp");
     let listener = UnixListener::bind(&path).expect("binds");
     let daemon = tokio::spawn(recording_daemon(listener, minor));
-    let session = VaultSession::builder("s")
-        .socket(&path)
-        .warm_start(false)
-        .connect()
-        .await
-        .expect("opens");
+    let session = connect(&path).await;
     let users = [(7, 70), (8, 80)].map(|(id, hash)| PeerInfo::User {
         id,
         auth: Some(PeerAuth::from_hash(hash)),

@@ -12,13 +12,13 @@ use std::sync::Arc;
 
 use grammers_session::Session;
 use grammers_session::types::PeerId;
-use session_vault_client::{VaultError, VaultSession};
+use session_vault_client::VaultError;
 use session_vault_proto::message::{ErrorCode, Request, Response, WireError};
 use session_vault_proto::model::{Peer, PeerKind};
 use tokio::net::UnixListener;
 
 mod fake;
-use fake::{accept_and_open, next_request, remove, send, socket_path};
+use fake::{accept_and_open, connect, next_request, remove, send, socket_path};
 
 /// Serves one connection; returns how many requests came after the handle was ended.
 async fn ending_daemon(listener: UnixListener) -> u32 {
@@ -55,14 +55,7 @@ async fn an_ended_handle_is_not_answered_from_the_cache() {
     let listener = UnixListener::bind(&path).expect("binds");
     let daemon = tokio::spawn(ending_daemon(listener));
 
-    let session = Arc::new(
-        VaultSession::builder("s")
-            .socket(&path)
-            .warm_start(false)
-            .connect()
-            .await
-            .expect("opens"),
-    );
+    let session = Arc::new(connect(&path).await);
     let id = PeerId::user(42).expect("a user id");
     assert!(session.peer(id).await.expect("first read").is_some());
 
@@ -97,12 +90,7 @@ async fn an_ended_lease_stops_serving_the_dc_copy() {
     let listener = UnixListener::bind(&path).expect("binds");
     let daemon = tokio::spawn(ending_daemon(listener));
 
-    let session = VaultSession::builder("s")
-        .socket(&path)
-        .warm_start(false)
-        .connect()
-        .await
-        .expect("opens");
+    let session = connect(&path).await;
     let id = PeerId::user(42).expect("a user id");
     assert!(session.peer(id).await.expect("first read").is_some());
     let err = session.set_home_dc_id(4).await.expect_err("refused");

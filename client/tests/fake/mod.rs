@@ -22,6 +22,17 @@ pub fn socket_path(tag: &str) -> PathBuf {
     dir.join("s")
 }
 
+/// The session "s" opened through the fake daemon listening at `path`, without warm start
+/// (the fake answers only what each test scripts).
+pub async fn connect(path: &std::path::Path) -> session_vault_client::VaultSession {
+    session_vault_client::VaultSession::builder("s")
+        .socket(path)
+        .warm_start(false)
+        .connect()
+        .await
+        .expect("opens")
+}
+
 /// Removes the directory of a [`socket_path`].
 pub fn remove(path: &std::path::Path) {
     let _ = std::fs::remove_dir_all(path.parent().expect("in a dir"));

@@ -10,11 +10,12 @@ use session_vault_proto::model::{
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use super::Vault;
 use super::engine::{self, IfExists, SessionId};
 use super::error::Result;
 use super::store::Table;
 use super::worker::Class;
-use super::{INLINE_STATE_ROWS, Vault, inline_peers};
+use super::worker::{INLINE_STATE_ROWS, inline_peers};
 
 /// The most rows (peers, DC options, channel states, sent files) one non-admin `export`
 /// answer carries: the whole session is decrypted into one frame, held until the client

@@ -57,36 +57,6 @@ pub use backend::StoreLocation;
 use engine::Engine;
 use worker::{Class, Job, Redo, Shared, SqliteEngine};
 
-/// How much a `cache_peers` may weigh and still run inline on the caller's thread (see
-/// [`worker`]), counted by [`inline_peers`]: a new peer without username or phone costs about
-/// 1.5 µs of engine work since the map of peer keys and the sealing helper (issue 17,
-/// BENCHMARKS-session.md optimisations 20–22 and 29), one with either about twice that, so a
-/// batch within this bound holds a runtime thread 0.1–0.3 ms, no longer than its queued job
-/// would hold the storage thread, and saves the two thread wake-ups of the hop. Larger
-/// batches are queued.
-pub const INLINE_PEERS: usize = 128;
-
-/// Whether a `cache_peers` of `peers` is light enough to run inline ([`INLINE_PEERS`]): each
-/// peer weighs 1, or 2 if it brings a username or phone (their map entries and hand-overs).
-pub fn inline_peers(peers: &[session_vault_proto::model::Peer]) -> bool {
-    let mut weight = 0;
-    for p in peers {
-        weight += if p.username.is_some() || p.phone.is_some() {
-            2
-        } else {
-            1
-        };
-        if weight > INLINE_PEERS {
-            return false;
-        }
-    }
-    true
-}
-
-/// The most rows (1 + channels) a `set_update_state` may write and still run inline: each is
-/// a small sealed row (2–3 µs).
-pub const INLINE_STATE_ROWS: usize = 32;
-
 /// How many times a write conflicting with another daemon's is tried in all
 /// (`Vault::call_retrying`).
 pub const CONFLICT_TRIES: u32 = 3;
@@ -414,8 +384,8 @@ impl Vault {
     }
 
     /// A cache-class write; `f` may run again if a failed commit rolled it back after it was
-    /// acknowledged (see [`worker`]). `small` (a few rows: [`inline_peers`],
-    /// [`INLINE_STATE_ROWS`]) lets it run inline when the storage thread is idle, like a
+    /// acknowledged (see [`worker`]). `small` (a few rows: [`worker::inline_peers`],
+    /// [`worker::INLINE_STATE_ROWS`]) lets it run inline when the storage thread is idle, like a
     /// point read.
     async fn call_cache(
         &self,

@@ -4,32 +4,17 @@
 //! as if nothing happened, so that the worker rolls the whole transaction back
 //! (`Worker::undo_unguarded`) instead of committing part of a failed batch.
 
-use super::peer_rows::random_row;
+use super::peer_rows::{random_row, store_with_intruder};
 use super::support::*;
-use crate::vault::sqlite::SqliteStore;
 use crate::vault::store::{Row, Store, Table};
 
 #[test]
 fn a_batch_failing_midway_without_a_savepoint_keeps_none_of_its_rows() {
     let t = TestDir::new();
-    let mut store = SqliteStore::open(&t.db()).unwrap();
     let mut rng = Rng(21);
-    store.begin().unwrap();
-    let sid = store.insert_session("acct", 0).unwrap();
-    let old = random_row(&mut rng);
-    store.put(Table::Peers, sid, &old, [None, None]).unwrap();
-    store.commit().unwrap();
-    // Another writer takes a rowid the batch's first 32-row statement will use, past its
-    // first rows: those are inserted before the statement fails.
-    let (first, _) = crate::vault::sqlite::peer_rowids(sid).unwrap();
-    let intruder = random_row(&mut rng);
-    rusqlite::Connection::open(t.db())
-        .unwrap()
-        .execute(
-            "INSERT INTO peers (id, session, k, v) VALUES (?1, ?2, ?3, ?4)",
-            rusqlite::params![first + 11, sid, intruder.key, intruder.value],
-        )
-        .unwrap();
+    // A rowid the batch's first 32-row statement will use, past its first rows, is taken:
+    // those are inserted before the statement fails.
+    let (mut store, sid, old, intruder) = store_with_intruder(&t, &mut rng, 1, 11);
     let new: Vec<Row> = (0..40).map(|_| random_row(&mut rng)).collect();
     let batch: Vec<(Row, [Option<&[u8]>; 2])> =
         new.iter().map(|r| (r.clone(), [None, None])).collect();
@@ -56,7 +41,7 @@ fn a_batch_failing_midway_without_a_savepoint_keeps_none_of_its_rows() {
         assert_eq!(store.get(Table::Peers, sid, &r.key).unwrap(), None);
     }
     store.commit().unwrap();
-    let all: Vec<Row> = [old, intruder, before].into();
+    let all: Vec<Row> = old.into_iter().chain([intruder, before]).collect();
     assert_eq!(store.scan(Table::Peers, sid).unwrap(), all);
     // Tried again: the map is read from the table, and the whole batch goes in.
     store.begin().unwrap();

@@ -378,29 +378,42 @@ fn a_batch_of_new_peers_is_numbered_in_order_and_a_key_given_twice_inserted_once
     }
 }
 
-#[test]
-fn a_batch_whose_insert_fails_leaves_the_map_as_the_table_is() {
-    let t = TestDir::new();
+/// A store with a session of `old` random peers, committed, and a row another writer (an
+/// edited file: the store is the only one) put at the rowid `offset` after the first one the
+/// session's map gives next: a batch of new peers fails at that row. Answers the store, the
+/// session, the old rows and the intruder's.
+pub(super) fn store_with_intruder(
+    t: &TestDir,
+    rng: &mut Rng,
+    old: usize,
+    offset: i64,
+) -> (SqliteStore, i64, Vec<Row>, Row) {
     let mut store = SqliteStore::open(&t.db()).unwrap();
-    let mut rng = Rng(12);
     store.begin().unwrap();
     let sid = store.insert_session("acct", 0).unwrap();
-    let old: Vec<Row> = (0..2).map(|_| random_row(&mut rng)).collect();
+    let old: Vec<Row> = (0..old).map(|_| random_row(rng)).collect();
     for r in &old {
         store.put(Table::Peers, sid, r, [None, None]).unwrap();
     }
     store.commit().unwrap();
-    // Another writer (an edited file: the store is the only one) takes the rowid the map
-    // gives next, so that the batch's first statement fails.
     let (first, _) = crate::vault::sqlite::peer_rowids(sid).unwrap();
-    let intruder = random_row(&mut rng);
+    let intruder = random_row(rng);
     rusqlite::Connection::open(t.db())
         .unwrap()
         .execute(
             "INSERT INTO peers (id, session, k, v) VALUES (?1, ?2, ?3, ?4)",
-            rusqlite::params![first + 3, sid, intruder.key, intruder.value],
+            rusqlite::params![first + offset, sid, intruder.key, intruder.value],
         )
         .unwrap();
+    (store, sid, old, intruder)
+}
+
+#[test]
+fn a_batch_whose_insert_fails_leaves_the_map_as_the_table_is() {
+    let t = TestDir::new();
+    let mut rng = Rng(12);
+    // The rowid the map gives third is taken, so that the batch's first statement fails.
+    let (mut store, sid, old, intruder) = store_with_intruder(&t, &mut rng, 2, 3);
     let new: Vec<Row> = (0..40).map(|_| random_row(&mut rng)).collect();
     let batch: Vec<(Row, [Option<&[u8]>; 2])> =
         new.iter().map(|r| (r.clone(), [None, None])).collect();
