@@ -48,7 +48,9 @@ use super::store::Store;
 mod inline;
 mod replay;
 use inline::inline;
-pub use inline::{INLINE_PEERS, INLINE_STATE_ROWS, inline_peers, replaying, running_inline};
+pub use inline::{
+    INLINE_PEERS, INLINE_STATE_ROWS, INLINE_TEXT_PER_PEER, inline_peers, replaying, running_inline,
+};
 
 /// The engine as the storage thread runs it, on whichever store the vault was opened with
 /// (the name predates the PostgreSQL store).
