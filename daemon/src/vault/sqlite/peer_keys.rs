@@ -36,7 +36,7 @@
 use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasherDefault;
 
-use super::peer_hash::{KeyHasher, SessionHasher};
+use super::peer_hash::{KeyMap, SessionHasher};
 
 use zeroize::Zeroize;
 
@@ -104,11 +104,11 @@ type BySession = BuildHasherDefault<SessionHasher>;
 /// One session's peers: key → rowid, index value (blind username, blind phone) → the rowid
 /// holding it, and the next rowid to give.
 pub struct SessionKeys {
-    rows: HashMap<Key, i64, BuildHasherDefault<KeyHasher>>,
+    rows: KeyMap,
     /// `[usernames, phones]`: each value → the row that took it last. An entry may be stale
     /// (its row gave the value up since); then no row holds the value, since a row taking it
     /// replaces the entry ([`SessionKeys::holder`]).
-    values: [HashMap<Key, i64, BuildHasherDefault<KeyHasher>>; 2],
+    values: [KeyMap; 2],
     next: i64,
     /// When it was last used ([`PeerKeys`]'s clock).
     used: u64,
@@ -123,11 +123,8 @@ impl SessionKeys {
         range: (i64, i64),
         rows: impl Iterator<Item = Result<StoredRow>>,
     ) -> Result<Self> {
-        let mut map = HashMap::with_hasher(BuildHasherDefault::default());
-        let mut values = [
-            HashMap::with_hasher(BuildHasherDefault::default()),
-            HashMap::with_hasher(BuildHasherDefault::default()),
-        ];
+        let mut map = KeyMap::default();
+        let mut values = [KeyMap::default(), KeyMap::default()];
         let mut last = range.0;
         for row in rows {
             let (id, k, idx) = row?;
@@ -170,12 +167,12 @@ impl SessionKeys {
     /// The row that took index value `v` of index `j` (0: username, 1: phone) last, if any:
     /// the row holding it, unless that row gave it up since (the caller checks the row).
     pub fn holder(&self, j: usize, v: &Key) -> Option<i64> {
-        self.values[j].get(v).copied()
+        self.values[j].get(v)
     }
 
     /// The rowid of `k`, if the session holds it.
     pub fn get(&self, k: &Key) -> Option<i64> {
-        self.rows.get(k).copied()
+        self.rows.get(k)
     }
 
     /// The rowid the next new peer gets; past the range's end, an error.
@@ -193,7 +190,8 @@ impl SessionKeys {
 
 impl Drop for SessionKeys {
     fn drop(&mut self) {
-        let values = self.values.iter_mut().flat_map(HashMap::drain);
+        let [usernames, phones] = &mut self.values;
+        let values = usernames.drain().chain(phones.drain());
         for (mut k, _) in self.rows.drain().chain(values) {
             k.zeroize();
         }
