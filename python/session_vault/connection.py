@@ -23,7 +23,7 @@ import msgpack
 from . import errors
 from .errors import DaemonUnavailable, ProtocolError
 
-PROTOCOL_MAJOR, PROTOCOL_MINOR = 1, 7
+PROTOCOL_MAJOR, PROTOCOL_MINOR = 1, 8
 DEFAULT_TIMEOUT = 10.0
 MAX_FRAME = 256 << 20  # what we accept from the daemon (a big export)
 MAX_REQUEST = 1 << 20  # the daemon's default frame limit

@@ -41,6 +41,7 @@ DEFAULT_RECONNECT_TIMEOUT = 30.0
 RETRYABLE = (VaultLocked, StorageFailed)
 POLL = 0.05
 PAGED_EXPORT_MINOR = 7  # `export` with `without_peers`
+COMPACT_PEERS_MINOR = 8  # a peer of `cache_peers` as the array of its fields
 PEER_PAGE = 1000  # the daemon's largest `list_peers` page
 
 
@@ -182,9 +183,8 @@ class SessionLink:
         while True:
             if self.conn is None:
                 self._reconnect()
-            req = dict(fields or {}, handle=self.handle)
             try:
-                resp = self.conn.call({name: req})
+                resp = self.conn.call(self._request(name, fields))
             except ConnectionLost:
                 self._reconnect()
                 continue
@@ -262,7 +262,17 @@ class SessionLink:
                 if self._deferred is None:
                     self._deferred = error
 
-        self.conn.post({name: dict(fields, handle=self.handle)}, answered)
+        self.conn.post(self._request(name, fields), answered)
+
+    def _request(self, name, fields):
+        """The request `name` with `fields` on the session's handle, as the connection's daemon
+        reads it best: from minor 8 a `cache_peers` carries each peer as the array of its nine
+        fields (PROTOCOL.md section 4), a third of the bytes, packed and decoded faster. Built
+        anew for each send, so a request sent again after a reconnect suits the new daemon."""
+        req = dict(fields or {}, handle=self.handle)
+        if name == "cache_peers" and self.conn.server_minor >= COMPACT_PEERS_MINOR:
+            req["peers"] = [_peer_array(p) for p in req["peers"]]
+        return {name: req}
 
     def take_refused(self):
         """The posted writes the daemon refused since the last call, oldest first."""
@@ -361,3 +371,13 @@ class SessionLink:
                         pass  # the connection ends next anyway, which frees it too
                 self.conn.close()
             self.conn = None
+
+
+def _peer_array(p):
+    """A peer (a dict of its fields) as the array of its nine fields, in PROTOCOL.md's order;
+    a field it lacks is nil (unknown), as it would be in the map form."""
+    g = p.get
+    return [
+        g("kind"), g("id"), g("access_hash"), g("bot"), g("is_self"),
+        g("channel_kind"), g("username"), g("phone"), g("name"),
+    ]
