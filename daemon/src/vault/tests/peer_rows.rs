@@ -378,66 +378,6 @@ fn a_batch_of_new_peers_is_numbered_in_order_and_a_key_given_twice_inserted_once
     }
 }
 
-/// A store with a session of `old` random peers, committed, and a row another writer (an
-/// edited file: the store is the only one) put at the rowid `offset` after the first one the
-/// session's map gives next: a batch of new peers fails at that row. Answers the store, the
-/// session, the old rows and the intruder's.
-pub(super) fn store_with_intruder(
-    t: &TestDir,
-    rng: &mut Rng,
-    old: usize,
-    offset: i64,
-) -> (SqliteStore, i64, Vec<Row>, Row) {
-    let mut store = SqliteStore::open(&t.db()).unwrap();
-    store.begin().unwrap();
-    let sid = store.insert_session("acct", 0).unwrap();
-    let old: Vec<Row> = (0..old).map(|_| random_row(rng)).collect();
-    for r in &old {
-        store.put(Table::Peers, sid, r, [None, None]).unwrap();
-    }
-    store.commit().unwrap();
-    let (first, _) = crate::vault::sqlite::peer_rowids(sid).unwrap();
-    let intruder = random_row(rng);
-    rusqlite::Connection::open(t.db())
-        .unwrap()
-        .execute(
-            "INSERT INTO peers (id, session, k, v) VALUES (?1, ?2, ?3, ?4)",
-            rusqlite::params![first + offset, sid, intruder.key, intruder.value],
-        )
-        .unwrap();
-    (store, sid, old, intruder)
-}
-
-#[test]
-fn a_batch_whose_insert_fails_leaves_the_map_as_the_table_is() {
-    let t = TestDir::new();
-    let mut rng = Rng(12);
-    // The rowid the map gives third is taken, so that the batch's first statement fails.
-    let (mut store, sid, old, intruder) = store_with_intruder(&t, &mut rng, 2, 3);
-    let new: Vec<Row> = (0..40).map(|_| random_row(&mut rng)).collect();
-    let batch: Vec<(Row, [Option<&[u8]>; 2])> =
-        new.iter().map(|r| (r.clone(), [None, None])).collect();
-    store.begin().unwrap();
-    store.savepoint().unwrap();
-    assert!(store.insert_absent(Table::Peers, sid, &batch).is_err());
-    store.rollback_to_savepoint().unwrap();
-    for r in &new {
-        assert_eq!(store.get(Table::Peers, sid, &r.key).unwrap(), None);
-    }
-    // Tried again: the map is read from the table, the intruder's row with it.
-    let answers = store.insert_absent(Table::Peers, sid, &batch).unwrap();
-    assert!(answers.iter().all(Option::is_none));
-    store.commit().unwrap();
-    let all: Vec<Row> = old.iter().chain([&intruder]).chain(&new).cloned().collect();
-    assert_eq!(store.scan(Table::Peers, sid).unwrap(), all);
-    for r in &all {
-        assert_eq!(
-            store.get(Table::Peers, sid, &r.key).unwrap(),
-            Some(r.value.clone())
-        );
-    }
-}
-
 #[tokio::test]
 async fn a_peer_key_stored_twice_or_of_the_wrong_length_is_corrupt() {
     for (what, edit) in [
