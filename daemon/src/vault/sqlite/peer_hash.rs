@@ -60,14 +60,12 @@ pub struct KeyMap {
     /// Boxed: a map is moved between threads and kept per session (16 empty tables are
     /// 512 bytes).
     shards: Box<[HashMap<Key, i64, BuildHasherDefault<KeyHasher>>; SHARDS]>,
-    len: usize,
 }
 
 impl Default for KeyMap {
     fn default() -> Self {
         KeyMap {
             shards: Box::new(std::array::from_fn(|_| HashMap::default())),
-            len: 0,
         }
     }
 }
@@ -78,9 +76,9 @@ impl KeyMap {
         usize::from(k[8]) % SHARDS
     }
 
-    /// Entries held.
+    /// Entries held (asked when a map is read or dropped, not per peer).
     pub fn len(&self) -> usize {
-        self.len
+        self.shards.iter().map(HashMap::len).sum()
     }
 
     /// The rowid of `k`.
@@ -90,21 +88,16 @@ impl KeyMap {
 
     /// Maps `k` to `id`; the rowid it had, if any.
     pub fn insert(&mut self, k: Key, id: i64) -> Option<i64> {
-        let old = self.shards[Self::shard(&k)].insert(k, id);
-        self.len += usize::from(old.is_none());
-        old
+        self.shards[Self::shard(&k)].insert(k, id)
     }
 
     /// Unmaps `k`; the rowid it had, if any.
     pub fn remove(&mut self, k: &Key) -> Option<i64> {
-        let old = self.shards[Self::shard(k)].remove(k);
-        self.len -= usize::from(old.is_some());
-        old
+        self.shards[Self::shard(k)].remove(k)
     }
 
     /// Takes every entry out, shard by shard.
     pub fn drain(&mut self) -> impl Iterator<Item = (Key, i64)> + '_ {
-        self.len = 0;
         self.shards.iter_mut().flat_map(HashMap::drain)
     }
 
