@@ -34,6 +34,9 @@ impl PostgresStore {
             manifest_at_savepoint: None,
             begin_sql: begin_sql(None),
             idle_in_force: None,
+            cache: Default::default(),
+            instance: None,
+            point_reads: 0,
             target,
         };
         store.connect()?;
@@ -81,6 +84,12 @@ impl PostgresStore {
         self.held.rows()
     }
 
+    /// How many point reads were sent to the server (tests).
+    #[cfg(test)]
+    pub fn point_reads(&self) -> u64 {
+        self.point_reads
+    }
+
     /// The connection string, without its password.
     pub fn display(&self) -> &str {
         self.target.display()
@@ -99,6 +108,9 @@ impl PostgresStore {
         // A paused `vaultd`'s open transaction must not hold its locks for as long as the
         // pause lasts (see `idle`).
         self.idle_in_force = Some(idle::apply(&mut client, self.target.idle_timeout())?);
+        if let Some(instance) = &self.instance {
+            set_instance(&mut client, instance)?;
+        }
         Ok(self.client.insert(client))
     }
 
@@ -222,4 +234,16 @@ impl PostgresStore {
         )?;
         Ok(())
     }
+}
+
+/// Names this daemon instance on `client`'s connection (`session_vault.instance`, read by the
+/// trigger that keeps each lease's `cache_owner`: see [`super::cache`]).
+pub(super) fn set_instance(client: &mut Client, instance: &str) -> Result<()> {
+    client
+        .execute(
+            "SELECT set_config('session_vault.instance', $1, false)",
+            &[&instance],
+        )
+        .map_err(pg_error)?;
+    Ok(())
 }

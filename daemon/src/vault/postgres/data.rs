@@ -4,9 +4,9 @@
 
 use std::collections::HashMap;
 
-use super::PostgresStore;
 use super::errors::pg_error;
 use super::rows::{data_row, positioned_row};
+use super::{PostgresStore, cache};
 use crate::vault::error::Result;
 use crate::vault::store::{Index, IndexedRow, Row, Store, Table};
 
@@ -23,9 +23,32 @@ impl PostgresStore {
         if let Some(v) = self.held_row(table, session, key) {
             return Ok(v);
         }
-        Ok(self
+        // Then the lease holder's cache of committed rows (see `cache`).
+        if let Some(v) = self.cache.get(table, session, key) {
+            return Ok(v);
+        }
+        self.point_reads += 1;
+        let v: Option<Vec<u8>> = self
             .query_opt_now(sql, &[&session, &key])?
-            .map(|r| r.get(0)))
+            .map(|r| r.get(0));
+        self.cache.fill(table, session, key, v.as_deref());
+        Ok(v)
+    }
+
+    pub(super) fn do_prepare_peers(&mut self, session: i64) -> Result<()> {
+        // The peer keys of a session this daemon holds the lease of, so that a new peer is
+        // known new without asking (see `cache`); once per lease, bounded.
+        if !self.cache.wants_peer_keys(session) {
+            return Ok(());
+        }
+        let rows = self.query(
+            "SELECT k FROM peers WHERE session = $1 LIMIT $2",
+            &[&session, &(cache::PEER_KEYS_MAX + 1)],
+        )?;
+        let whole = rows.len() as i64 <= cache::PEER_KEYS_MAX;
+        let keys = whole.then(|| rows.iter().map(|r| r.get::<_, Vec<u8>>(0)).collect());
+        self.cache.set_peer_keys(session, keys);
+        Ok(())
     }
 
     pub(super) fn do_get_many(
@@ -37,10 +60,14 @@ impl PostgresStore {
         if keys.len() < 2 {
             return keys.iter().map(|k| self.get(table, session, k)).collect();
         }
-        // What the deferred writes decide (as in `get`), then the rest in one statement.
+        // What the deferred writes or the cache decide (as in `get`), then the rest in one
+        // statement.
         let answers: Vec<Option<Option<Vec<u8>>>> = keys
             .iter()
-            .map(|k| self.held_row(table, session, k))
+            .map(|k| {
+                self.held_row(table, session, k)
+                    .or_else(|| self.cache.get(table, session, k))
+            })
             .collect();
         let asked: Vec<&[u8]> = keys
             .iter()
@@ -63,9 +90,14 @@ impl PostgresStore {
                 " WHERE session = $1 AND k = u.k LIMIT 1) AS p"
             );
             // The held writes cannot change these rows (see `get`).
+            self.point_reads += 1;
             let (client, stmt) = self.stmt(sql)?;
             let rows = client.query(&stmt, &[&session, &asked]).map_err(pg_error)?;
             found = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+            for k in &asked {
+                self.cache
+                    .fill(table, session, k, found.get(*k).map(Vec::as_slice));
+            }
         }
         Ok(answers
             .into_iter()

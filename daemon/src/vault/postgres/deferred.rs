@@ -254,6 +254,17 @@ impl Held {
         }
     }
 
+    /// Tells the row cache what sending these writes will leave: the clears, then each
+    /// row's last value.
+    pub(super) fn tell(&self, mut to: super::cache::Sending<'_>) {
+        for (table, session) in &self.cleared {
+            to.clear(*table, *session);
+        }
+        for ((table, session, key), r) in &self.rows {
+            to.row(*table, *session, key, &r.value);
+        }
+    }
+
     /// Appends the statements that leave the held rows as the writes did, each ended by `;`.
     pub(super) fn render(&self, sql: &mut String) {
         use std::fmt::Write as _;
@@ -391,7 +402,9 @@ impl PostgresStore {
             self.fence_deferred()?;
         }
         let mut sql = String::new();
-        std::mem::take(&mut self.held).render(&mut sql);
+        let held = std::mem::take(&mut self.held);
+        held.tell(self.cache.sending());
+        held.render(&mut sql);
         if op_pending {
             if !self.deferred.sent {
                 sql.push_str("SAVEPOINT op;");

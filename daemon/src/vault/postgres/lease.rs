@@ -21,7 +21,7 @@
 //! transaction: a write checked under the old token commits before the new holder's token
 //! exists, never after.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::PostgresStore;
 use crate::vault::error::{EngineError, Result, StorageErrorKind};
@@ -97,18 +97,32 @@ impl PostgresStore {
     ) -> Result<Acquired> {
         let pid = holder.pid.map(i64::from);
         let uid = holder.uid.map(i64::from);
+        if self.instance.as_deref() != Some(&holder.instance) {
+            // Before the lease is ours: this daemon's writes of it must keep its
+            // `cache_owner` from the first.
+            super::conn::set_instance(self.client()?, &holder.instance)?;
+            self.instance = Some(holder.instance.clone());
+        }
+        // The lease's time to live counts from before the statement: the database's expiry,
+        // dated when the row is written, is never earlier than this host's.
+        let since = Instant::now();
+        // `cache_kept`: the row, locked, still named this instance as the owner of a current
+        // cache of the session (no other instance's write since, see `cache`).
         let row = self.query_opt(
-            "INSERT INTO leases AS l (session, token, host, instance, pid, uid, expires_at)
+            "INSERT INTO leases AS l (session, token, host, instance, pid, uid, expires_at,
+                                      cache_owner, cache_kept)
              SELECT $1, nextval('lease_token'), $2, $3, $4, $5,
-                    clock_timestamp() + $6::bigint * interval '1 millisecond'
+                    clock_timestamp() + $6::bigint * interval '1 millisecond', $3, false
              WHERE NOT EXISTS (SELECT 1 FROM leases WHERE session = $1 AND instance <> $3
                                AND expires_at > clock_timestamp())
              ON CONFLICT (session) DO UPDATE SET token = nextval('lease_token'),
                  host = excluded.host, instance = excluded.instance, pid = excluded.pid,
                  uid = excluded.uid,
-                 expires_at = clock_timestamp() + $6::bigint * interval '1 millisecond'
+                 expires_at = clock_timestamp() + $6::bigint * interval '1 millisecond',
+                 cache_owner = excluded.instance,
+                 cache_kept = coalesce(l.cache_owner = excluded.instance, false)
              WHERE l.expires_at <= clock_timestamp() OR l.instance = excluded.instance
-             RETURNING token",
+             RETURNING token, cache_kept",
             &[
                 &session,
                 &holder.host,
@@ -122,6 +136,7 @@ impl PostgresStore {
             let token: i64 = r.get(0);
             self.leases.insert(session, token);
             self.lost.remove(&session);
+            self.cache.taken(session, r.get(1), since, ttl);
             return Ok(Acquired::Token(token));
         }
         let r = self.query_opt(
@@ -142,6 +157,7 @@ impl PostgresStore {
         let held: Vec<(i64, i64)> = self.leases.iter().map(|(s, t)| (*s, *t)).collect();
         let mut lost = Vec::new();
         for (session, token) in held {
+            let since = Instant::now();
             let n = self.exec(
                 "UPDATE leases SET expires_at = clock_timestamp() + $3::bigint * interval '1 millisecond'
                  WHERE session = $1 AND token = $2 AND expires_at > clock_timestamp()",
@@ -150,7 +166,10 @@ impl PostgresStore {
             if n == 0 {
                 self.leases.remove(&session);
                 self.lost.insert(session);
+                self.cache.drop_session(session);
                 lost.push(session);
+            } else {
+                self.cache.renewed(session, since, ttl);
             }
         }
         Ok(lost)
@@ -188,6 +207,7 @@ impl PostgresStore {
     pub fn release_lease(&mut self, session: i64) -> Result<()> {
         self.lost.remove(&session);
         if let Some(token) = self.leases.remove(&session) {
+            self.cache.given_back(session);
             self.exec(
                 "UPDATE leases SET expires_at = '-infinity' WHERE session = $1 AND token = $2",
                 &[&session, &token],
@@ -240,6 +260,7 @@ impl PostgresStore {
             (Some(&mine), _) => {
                 self.leases.remove(&session);
                 self.lost.insert(session);
+                self.cache.drop_session(session);
                 return Err(fenced(format!(
                     "write refused: the lease of session id {session} lapsed or passed to \
                      another holder (fencing token {mine} is stale); re-open the session"

@@ -63,6 +63,7 @@ use super::crypto::Keyslot;
 use super::error::Result;
 use super::store::{Header, Index, IndexedRow, Row, SessionRow, Store, Table};
 
+mod cache;
 mod conn;
 mod deferred;
 mod errors;
@@ -195,6 +196,13 @@ pub struct PostgresStore {
     begin_sql: String,
     /// The `idle_in_transaction_session_timeout` of the current connection ([`idle`]).
     idle_in_force: Option<idle::InForce>,
+    /// The rows of the sessions this daemon holds the lease of ([`cache`]).
+    cache: cache::RowCache,
+    /// This daemon's instance id, once a lease was taken: set on each connection as
+    /// `session_vault.instance`, so that its own writes leave its leases' `cache_owner`.
+    instance: Option<String>,
+    /// Point reads sent to the server (`get`, `get_many`; tests of the cache count them).
+    point_reads: u64,
 }
 
 impl Store for PostgresStore {
@@ -243,10 +251,13 @@ impl Store for PostgresStore {
     }
 
     fn set_data_key_id(&mut self, id: Option<[u8; 16]>) {
+        // Other keys: what was cached under the old ones is not kept.
+        self.cache.drop_all();
         self.do_set_data_key_id(id)
     }
 
     fn replace_data_key_id(&mut self, id: &[u8; 16]) -> Result<()> {
+        self.cache.drop_all();
         self.do_replace_data_key_id(id)
     }
 
@@ -345,6 +356,7 @@ impl Store for PostgresStore {
     }
 
     fn delete_session(&mut self, id: i64) -> Result<()> {
+        self.cache.drop_session(id);
         self.do_delete_session(id)
     }
 
@@ -369,6 +381,7 @@ impl Store for PostgresStore {
         row: &Row,
         idx: [Option<&[u8]>; 2],
     ) -> Result<()> {
+        self.cache.wrote(table, session, &row.key);
         self.do_put(table, session, row, idx)
     }
 
@@ -382,6 +395,7 @@ impl Store for PostgresStore {
     }
 
     fn put_last(&mut self, table: Table, session: i64, row: &Row) -> Result<()> {
+        self.cache.wrote(table, session, &row.key);
         self.do_put_last(table, session, row)
     }
 
@@ -418,6 +432,7 @@ impl Store for PostgresStore {
     }
 
     fn clear(&mut self, table: Table, session: i64) -> Result<()> {
+        self.cache.cleared(table, session);
         self.do_clear(table, session)
     }
 
@@ -450,8 +465,7 @@ impl Store for PostgresStore {
         Ok(self.do_count(table, session)?.min(u64::from(limit)))
     }
 
-    // Every look-up is one query; nothing to read ahead.
-    fn prepare_peers(&mut self, _session: i64) -> Result<()> {
-        Ok(())
+    fn prepare_peers(&mut self, session: i64) -> Result<()> {
+        self.do_prepare_peers(session)
     }
 }

@@ -48,6 +48,50 @@ pub const MIGRATIONS: &[&str] = &[
     // 4: the peers' table in `seq` order per session, for a client's warm start
     // (`scan_page`): a page reads its rows from the index instead of sorting the session.
     "CREATE INDEX peers_order ON peers (session, seq);",
+    // 5: the lease holder's row cache (`cache`): `cache_owner` names the daemon instance
+    // whose cache of the session is current; any other instance's write of the session's
+    // rows clears it (this trigger, so that daemons of every version take part), and a take
+    // of the lease says in `cache_kept` whether it still named the taker.
+    "ALTER TABLE leases ADD COLUMN cache_owner TEXT,
+         ADD COLUMN cache_kept BOOLEAN NOT NULL DEFAULT false;
+     CREATE FUNCTION session_vault_unown() RETURNS trigger LANGUAGE plpgsql AS $f$
+     BEGIN
+         UPDATE leases SET cache_owner = NULL
+          WHERE cache_owner IS NOT NULL
+            AND cache_owner IS DISTINCT FROM current_setting('session_vault.instance', true)
+            AND session IN (SELECT DISTINCT session FROM changed);
+         RETURN NULL;
+     END $f$;
+     CREATE TRIGGER dc_options_i AFTER INSERT ON dc_options REFERENCING NEW TABLE AS changed
+         FOR EACH STATEMENT EXECUTE FUNCTION session_vault_unown();
+     CREATE TRIGGER dc_options_u AFTER UPDATE ON dc_options REFERENCING NEW TABLE AS changed
+         FOR EACH STATEMENT EXECUTE FUNCTION session_vault_unown();
+     CREATE TRIGGER dc_options_d AFTER DELETE ON dc_options REFERENCING OLD TABLE AS changed
+         FOR EACH STATEMENT EXECUTE FUNCTION session_vault_unown();
+     CREATE TRIGGER peers_i AFTER INSERT ON peers REFERENCING NEW TABLE AS changed
+         FOR EACH STATEMENT EXECUTE FUNCTION session_vault_unown();
+     CREATE TRIGGER peers_u AFTER UPDATE ON peers REFERENCING NEW TABLE AS changed
+         FOR EACH STATEMENT EXECUTE FUNCTION session_vault_unown();
+     CREATE TRIGGER peers_d AFTER DELETE ON peers REFERENCING OLD TABLE AS changed
+         FOR EACH STATEMENT EXECUTE FUNCTION session_vault_unown();
+     CREATE TRIGGER state_i AFTER INSERT ON state REFERENCING NEW TABLE AS changed
+         FOR EACH STATEMENT EXECUTE FUNCTION session_vault_unown();
+     CREATE TRIGGER state_u AFTER UPDATE ON state REFERENCING NEW TABLE AS changed
+         FOR EACH STATEMENT EXECUTE FUNCTION session_vault_unown();
+     CREATE TRIGGER state_d AFTER DELETE ON state REFERENCING OLD TABLE AS changed
+         FOR EACH STATEMENT EXECUTE FUNCTION session_vault_unown();
+     CREATE TRIGGER channels_i AFTER INSERT ON channels REFERENCING NEW TABLE AS changed
+         FOR EACH STATEMENT EXECUTE FUNCTION session_vault_unown();
+     CREATE TRIGGER channels_u AFTER UPDATE ON channels REFERENCING NEW TABLE AS changed
+         FOR EACH STATEMENT EXECUTE FUNCTION session_vault_unown();
+     CREATE TRIGGER channels_d AFTER DELETE ON channels REFERENCING OLD TABLE AS changed
+         FOR EACH STATEMENT EXECUTE FUNCTION session_vault_unown();
+     CREATE TRIGGER sent_files_i AFTER INSERT ON sent_files REFERENCING NEW TABLE AS changed
+         FOR EACH STATEMENT EXECUTE FUNCTION session_vault_unown();
+     CREATE TRIGGER sent_files_u AFTER UPDATE ON sent_files REFERENCING NEW TABLE AS changed
+         FOR EACH STATEMENT EXECUTE FUNCTION session_vault_unown();
+     CREATE TRIGGER sent_files_d AFTER DELETE ON sent_files REFERENCING OLD TABLE AS changed
+         FOR EACH STATEMENT EXECUTE FUNCTION session_vault_unown();",
 ];
 
 /// The schema version this build writes.

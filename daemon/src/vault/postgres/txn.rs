@@ -21,6 +21,7 @@ impl PostgresStore {
             return Err(e);
         }
         self.in_txn = true;
+        self.cache.begun();
         self.manifest_at_begin = self.manifest_seen.clone();
         Ok(())
     }
@@ -32,10 +33,16 @@ impl PostgresStore {
                 self.sync()?;
             }
             let mut sql = String::new();
-            std::mem::take(&mut self.held).render(&mut sql);
+            let held = std::mem::take(&mut self.held);
+            held.tell(self.cache.sending());
+            held.render(&mut sql);
             sql.push_str("COMMIT");
             self.client()?.batch_execute(&sql).map_err(pg_error)
         })();
+        match &done {
+            Ok(()) => self.cache.committed(),
+            Err(_) => self.cache.commit_failed(),
+        }
         self.end_txn();
         self.send_each = done.is_err();
         if done.is_err() {
@@ -65,6 +72,7 @@ impl PostgresStore {
         self.end_txn();
         if was {
             self.manifest_seen = self.manifest_at_begin.take();
+            self.cache.rolled_back();
         }
         match self.client.as_mut() {
             // A dead connection took its transaction with it: nothing to roll back.

@@ -10,7 +10,8 @@
 //!
 //! Beside the suite, tests of the PostgreSQL store itself, with two stores standing for two
 //! daemons on one database: leases and fencing ([`fencing`]), the transaction's held writes
-//! ([`held_writes`]) and what one store's transactions meet of another's ([`isolation`]).
+//! ([`held_writes`]) what one store's transactions meet of another's ([`isolation`]), and the lease holder's
+//! row cache ([`row_cache`]).
 
 use std::sync::Arc;
 
@@ -22,6 +23,7 @@ mod busy;
 mod fencing;
 mod held_writes;
 mod isolation;
+mod row_cache;
 
 /// The store-agnostic tests of the suite, by name.
 const CASES: &[(&str, fn())] = &[
