@@ -20,6 +20,7 @@ mod leases;
 mod pause;
 mod rekey;
 mod revocation;
+mod row_cache;
 
 /// `--store URL --store-password-file FILE` for `env`, the password file written there.
 fn store_args(env: &Env, cluster: &Cluster, db: &str) -> Vec<String> {
