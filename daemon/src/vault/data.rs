@@ -318,12 +318,9 @@ impl Vault {
 
     /// Prepares the store for look-ups of `sid`'s peers, on the storage thread (an open does it:
     /// SQLite reads the session's map of peer keys then, not at a first look-up that may run
-    /// inline on a runtime thread).
+    /// inline on a runtime thread; PostgreSQL, for a session whose lease this daemon holds,
+    /// the session's peer keys, so that a new peer is known new without a query).
     pub async fn prepare_peers(&self, sid: SessionId) -> Result<()> {
-        if self.inner.postgres {
-            // Nothing to prepare there: spare the open a storage-thread hop.
-            return Ok(());
-        }
         self.fresh(Class::Read, move |e| e.prepare_peers(sid)).await
     }
 
