@@ -45,6 +45,11 @@
 //! commit ([`Store::lock_audit`]). Leases with fencing tokens live in [`lease`], taken by
 //! the server's `host_leases`.
 //!
+//! Reads: the lease holder keeps the committed rows of its leased sessions and their peer
+//! keys ([`cache`]), so a point read or a new peer's write of such a session costs no round
+//! trip; what another daemon wrote while this one did not hold the lease is never answered
+//! from it (the lease row's `cache_owner`, kept by a trigger, says).
+//!
 //! Errors: only PostgreSQL's SQLSTATE and primary message are kept (never `DETAIL`, which
 //! may quote key values); the connection string is shown without its password.
 //!

@@ -162,3 +162,41 @@ fn a_holders_cache_answers_its_reads_and_never_what_another_writer_changed() {
         (Some(b"taken over".to_vec()), true)
     );
 }
+
+/// A database an older `vaultd` left at schema 4, with a session, a peer and a live lease of
+/// that daemon's instance: it migrates, and the lease taken again by the same instance keeps
+/// no cache (none was kept under schema 4), then fills one as ever.
+#[test]
+fn a_schema_4_database_migrates_and_no_lease_of_it_keeps_a_cache() {
+    let Some(cluster) = Cluster::start_or_skip("the row cache's migration") else {
+        return;
+    };
+    let (_dir, db, target) = new_database(&cluster);
+    let mut sql = String::from(
+        "CREATE TABLE session_vault_schema (application TEXT NOT NULL, version INTEGER NOT NULL);
+         INSERT INTO session_vault_schema VALUES ('session-vault', 4);",
+    );
+    for step in &crate::vault::postgres::MIGRATIONS[..4] {
+        sql.push_str(step);
+        sql.push(';');
+    }
+    sql.push_str(
+        "INSERT INTO sessions (name, created_at, updated_at, record) VALUES ('old', 1, 1, '\\x00');
+         INSERT INTO peers (session, k, v) VALUES (1, '\\x6b', '\\x76');
+         INSERT INTO leases VALUES (1, 7, 'host-a', 'host-a-instance', 11, 1000, 'infinity');",
+    );
+    cluster.psql(&db, &sql);
+
+    let mut a = PostgresStore::open(target).unwrap();
+    assert_eq!(
+        cluster.psql(&db, "SELECT version FROM session_vault_schema"),
+        crate::vault::postgres::SCHEMA_VERSION.to_string()
+    );
+    assert_eq!(
+        cluster.psql(&db, "SELECT coalesce(cache_owner, '(none)') FROM leases"),
+        "(none)"
+    );
+    take(&mut a, 1, &holder("host-a", 11));
+    assert_eq!(read(&mut a, 1, b"k"), (Some(b"v".to_vec()), true));
+    assert_eq!(read(&mut a, 1, b"k"), (Some(b"v".to_vec()), false));
+}
