@@ -62,8 +62,6 @@ struct Cached {
     rows: HashMap<(Table, Vec<u8>), Option<Vec<u8>>>,
     /// A superset of the session's stored peer keys, when known (see the module doc).
     peer_keys: Option<HashSet<Vec<u8>>>,
-    /// Whether loading `peer_keys` was tried since the lease was taken.
-    keys_tried: bool,
     bytes: usize,
     used: u64,
 }
@@ -74,7 +72,6 @@ impl Cached {
             until: Some(until),
             rows: HashMap::new(),
             peer_keys: None,
-            keys_tried: false,
             bytes: 0,
             used: 0,
         }
@@ -116,6 +113,8 @@ pub(super) struct RowCache {
     max_bytes: usize,
     tick: u64,
     txn: TxnWrites,
+    /// Sessions found to hold more than [`PEER_KEYS_MAX`] peers.
+    too_many_peers: HashSet<i64>,
 }
 
 impl Default for RowCache {
@@ -133,6 +132,7 @@ impl RowCache {
             max_bytes,
             tick: 0,
             txn: TxnWrites::default(),
+            too_many_peers: HashSet::new(),
         }
     }
 
@@ -143,10 +143,7 @@ impl RowCache {
     pub(super) fn taken(&mut self, session: i64, kept: bool, since: Instant, ttl: Duration) {
         let until = since + ttl;
         match self.sessions.get_mut(&session) {
-            Some(c) if kept => {
-                c.until = Some(until);
-                c.keys_tried = false;
-            }
+            Some(c) if kept => c.until = Some(until),
             _ => {
                 self.drop_session(session);
                 self.sessions.insert(session, Cached::new(until));
@@ -244,20 +241,24 @@ impl RowCache {
         self.bound(session);
     }
 
-    /// Whether `session`'s peer keys should be loaded now (its cache answers and has none).
+    /// Whether `session`'s peer keys should be loaded now (an open asks): its cache answers
+    /// and has none, and the session was not found too large for them.
     pub(super) fn wants_peer_keys(&self, session: i64) -> bool {
-        self.sessions
-            .get(&session)
-            .is_some_and(|c| c.answering(Instant::now()) && c.peer_keys.is_none() && !c.keys_tried)
+        !self.too_many_peers.contains(&session)
+            && self
+                .sessions
+                .get(&session)
+                .is_some_and(|c| c.answering(Instant::now()) && c.peer_keys.is_none())
     }
 
-    /// Keeps `session`'s peer keys as loaded (`None`: too many to keep).
+    /// Keeps `session`'s peer keys as loaded (`None`: too many to keep, which is remembered
+    /// until the session's peers are cleared, so that each open does not read them again).
     pub(super) fn set_peer_keys(&mut self, session: i64, keys: Option<HashSet<Vec<u8>>>) {
-        let Some(c) = self.sessions.get_mut(&session) else {
+        let Some(mut keys) = keys else {
+            self.too_many_peers.insert(session);
             return;
         };
-        c.keys_tried = true;
-        let Some(mut keys) = keys else {
+        let Some(c) = self.sessions.get_mut(&session) else {
             return;
         };
         // Written (and not yet committed) in the open transaction: a superset stays one.
@@ -293,6 +294,10 @@ impl RowCache {
 
     /// A clear of `session`'s `table` in the open transaction.
     pub(super) fn cleared(&mut self, table: Table, session: i64) {
+        if table == Table::Peers {
+            // Perhaps no longer too many (if the clear is rolled back, one more try).
+            self.too_many_peers.remove(&session);
+        }
         if !self.sessions.contains_key(&session) {
             return;
         }
@@ -356,11 +361,10 @@ impl RowCache {
             self.bytes -= freed;
         }
         let mut values = txn.values;
-        for (table, session, key) in txn.touched {
-            let Some(c) = self.sessions.get_mut(&session) else {
+        for id in txn.touched {
+            let Some(c) = self.sessions.get_mut(&id.1) else {
                 continue;
             };
-            let id = (table, session, key);
             let value = if with_values {
                 values.remove(&id)
             } else {
@@ -375,14 +379,15 @@ impl RowCache {
                 added += ENTRY_OVERHEAD + key.len();
                 keys.insert(key.clone());
             }
+            let len = key.len();
             let old = match value {
                 Some(v) => {
-                    added += row_bytes(&key, Some(&v));
-                    c.rows.insert((table, key.clone()), Some(v))
+                    added += ENTRY_OVERHEAD + len + v.len();
+                    c.rows.insert((table, key), Some(v))
                 }
-                None => c.rows.remove(&(table, key.clone())),
+                None => c.rows.remove(&(table, key)),
             };
-            let freed = old.map_or(0, |o| row_bytes(&key, o.as_deref()));
+            let freed = old.map_or(0, |o| ENTRY_OVERHEAD + len + o.map_or(0, |v| v.len()));
             c.bytes = c.bytes + added - freed;
             self.bytes = self.bytes + added - freed;
         }

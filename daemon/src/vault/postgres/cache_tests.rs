@@ -100,6 +100,13 @@ fn peer_keys_answer_absent_only_for_keys_never_written() {
     assert_eq!(c.get(P, 1, b"never"), Some(None), "kept across a re-take");
     c.taken(1, false, Instant::now(), Duration::from_secs(60));
     assert_eq!(c.get(P, 1, b"never"), None, "not kept");
+    // A session too large for its keys is not read again at each open, until it is cleared.
+    assert!(c.wants_peer_keys(1));
+    c.set_peer_keys(1, None);
+    c.taken(1, false, Instant::now(), Duration::from_secs(60));
+    assert!(!c.wants_peer_keys(1));
+    c.cleared(P, 1);
+    assert!(c.wants_peer_keys(1));
 }
 
 #[test]
