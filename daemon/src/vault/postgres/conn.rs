@@ -36,6 +36,7 @@ impl PostgresStore {
             idle_in_force: None,
             cache: Default::default(),
             instance: None,
+            data_key_id: None,
             point_reads: 0,
             target,
         };

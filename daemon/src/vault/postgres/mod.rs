@@ -206,6 +206,8 @@ pub struct PostgresStore {
     /// This daemon's instance id, once a lease was taken: set on each connection as
     /// `session_vault.instance`, so that its own writes leave its leases' `cache_owner`.
     instance: Option<String>,
+    /// The data key's id the engine holds, as last told ([`Store::set_data_key_id`]).
+    data_key_id: Option<[u8; 16]>,
     /// Point reads sent to the server (`get`, `get_many`; tests of the cache count them).
     point_reads: u64,
 }
@@ -256,8 +258,12 @@ impl Store for PostgresStore {
     }
 
     fn set_data_key_id(&mut self, id: Option<[u8; 16]>) {
-        // Other keys: what was cached under the old ones is not kept.
-        self.cache.drop_all();
+        // Told after every change of the engine's keys and after every re-read of its state
+        // (a failed write): what was cached is kept while the key stays the same.
+        if id != self.data_key_id {
+            self.cache.drop_all();
+            self.data_key_id = id;
+        }
         self.do_set_data_key_id(id)
     }
 

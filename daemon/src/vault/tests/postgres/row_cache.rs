@@ -87,6 +87,20 @@ fn a_holders_cache_answers_its_reads_and_never_what_another_writer_changed() {
     put(&mut a, sid, b"k1", b"v1b");
     assert_eq!(read(&mut a, sid, b"k1"), (Some(b"v1b".to_vec()), false));
 
+    // The engine tells the store its key after every re-read of its state (each failed
+    // write): the same key keeps the cache; another (or none: locked) drops it, and the
+    // sessions are cached again from their next lease take.
+    a.set_data_key_id(None);
+    assert_eq!(read(&mut a, sid, b"k1"), (Some(b"v1b".to_vec()), false));
+    a.set_data_key_id(Some([7; 16]));
+    assert_eq!(read(&mut a, sid, b"k1"), (Some(b"v1b".to_vec()), true));
+    assert!(read(&mut a, sid, b"k1").1, "dropped until taken again");
+    take(&mut a, sid, &ha);
+    a.prepare_peers(sid).unwrap();
+    assert!(read(&mut a, sid, b"k1").1);
+    a.set_data_key_id(Some([7; 16]));
+    assert_eq!(read(&mut a, sid, b"k1"), (Some(b"v1b".to_vec()), false));
+
     // Written, then sent before the commit (a scan sends the held writes first): the
     // transaction reads its own write, and once committed the cache has it.
     a.begin().unwrap();
