@@ -46,7 +46,7 @@
 //! the server's `host_leases`.
 //!
 //! Reads: the lease holder keeps the committed rows of its leased sessions and their peer
-//! keys ([`cache`]), so a point read or a new peer's write of such a session costs no round
+//! keys (`cache.rs`), so a point read or a new peer's write of such a session costs no round
 //! trip; what another daemon wrote while this one did not hold the lease is never answered
 //! from it (the lease row's `cache_owner`, kept by a trigger, says).
 //!
