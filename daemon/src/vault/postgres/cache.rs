@@ -372,12 +372,11 @@ impl RowCache {
             };
             let (table, _, key) = id;
             let mut added = 0;
-            if table == Table::Peers
-                && let Some(keys) = &mut c.peer_keys
-                && !keys.contains(&key)
-            {
-                added += ENTRY_OVERHEAD + key.len();
-                keys.insert(key.clone());
+            if let Some(keys) = c.peer_keys.as_mut().filter(|_| table == Table::Peers) {
+                if !keys.contains(&key) {
+                    added += ENTRY_OVERHEAD + key.len();
+                    keys.insert(key.clone());
+                }
             }
             let len = key.len();
             let old = match value {
