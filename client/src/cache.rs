@@ -203,22 +203,28 @@ impl Cache {
     }
 
     fn get(&mut self, key: PeerKey) -> Lookup<Option<Peer>> {
+        self.get_with(key, |p| p.cloned())
+    }
+
+    /// What `f` makes of the cached peer (`None`: known absent), without copying it.
+    fn get_with<T>(&mut self, key: PeerKey, f: impl FnOnce(Option<&Peer>) -> T) -> Lookup<T> {
         if let Some(v) = self.young.get(&key) {
-            return Lookup::Hit(v.clone());
+            return Lookup::Hit(f(v.as_ref()));
         }
         if self.young.len() >= self.half {
             // No room to promote it without dropping the old generation (a full cache, as a
             // warm start leaves it, would lose half of itself on the first hit): it stays old.
             if let Some(v) = self.old.get(&key) {
-                return Lookup::Hit(v.clone());
+                return Lookup::Hit(f(v.as_ref()));
             }
         }
         match self.old.remove(&key) {
             Some(v) => {
-                self.insert(key, v.clone());
-                Lookup::Hit(v)
+                let out = f(v.as_ref());
+                self.insert(key, v);
+                Lookup::Hit(out)
             }
-            None if self.authoritative => Lookup::Hit(None),
+            None if self.authoritative => Lookup::Hit(f(None)),
             None => Lookup::Miss,
         }
     }
@@ -240,6 +246,15 @@ impl Cache {
     /// A peer, if the cache knows whether it exists.
     pub(crate) fn peer(&mut self, key: PeerKey) -> Lookup<Option<Peer>> {
         self.get(key)
+    }
+
+    /// What `f` makes of a peer (`None`: known absent), if the cache knows whether it exists.
+    pub(crate) fn peer_with<T>(
+        &mut self,
+        key: PeerKey,
+        f: impl FnOnce(Option<&Peer>) -> T,
+    ) -> Lookup<T> {
+        self.get_with(key, f)
     }
 
     /// The self user's peer as the daemon would answer it, if known.

@@ -36,7 +36,10 @@ impl Session for VaultSession {
     }
 
     fn peer(&self, peer: PeerId) -> BoxFuture<'_, Result<Option<PeerInfo>, VaultError>> {
-        Box::pin(self.peer_info(peer))
+        match self.peer_info_now(peer) {
+            Some(answer) => Box::pin(std::future::ready(answer)),
+            None => Box::pin(self.peer_info(peer)),
+        }
     }
 
     fn cache_peer(&self, peer: PeerInfo) -> BoxFuture<'_, Result<(), VaultError>> {
@@ -48,7 +51,10 @@ impl Session for VaultSession {
     }
 
     fn updates_state(&self) -> BoxFuture<'_, Result<UpdatesState, VaultError>> {
-        Box::pin(self.updates_state_now())
+        match self.updates_state_cached() {
+            Some(answer) => Box::pin(std::future::ready(answer)),
+            None => Box::pin(self.updates_state_now()),
+        }
     }
 
     fn set_update_state(&self, update: UpdateState) -> BoxFuture<'_, Result<(), VaultError>> {
