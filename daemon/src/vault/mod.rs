@@ -372,12 +372,18 @@ impl Vault {
 
     /// A point read (one row or a few): runs inline when the storage thread is idle and has
     /// nothing queued (see [`worker`]), else queued like [`Vault::call`]. Not for reads that
-    /// scan a whole session or vault, which would hold a runtime thread.
+    /// scan a whole session or vault, which would hold a runtime thread. On PostgreSQL it
+    /// runs inline only as far as the store answers without a statement (the lease holder's
+    /// cache); a read that met another daemon's newer record is queued too, to be followed
+    /// there ([`Vault::fresh`]).
     async fn read<T: Send + 'static>(
         &self,
         f: impl Fn(&mut SqliteEngine) -> Result<T> + Send + Sync + 'static,
     ) -> Result<T> {
         match self.inner.shared.try_read(&f) {
+            Some(Err(e)) if self.inner.postgres && engine::manifest::is_newer_than_manifest(&e) => {
+                self.fresh(Class::Read, f).await
+            }
             Some(answer) => answer,
             None => self.fresh(Class::Read, f).await,
         }

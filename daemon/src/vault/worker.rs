@@ -97,23 +97,31 @@ pub struct Job {
     pub redo: Option<Redo>,
 }
 
+/// Runs `f` as an inline job would run on a runtime thread (tests of what a store does then).
+#[cfg(test)]
+pub fn run_inline<T>(f: impl FnOnce() -> T) -> T {
+    inline(f)
+}
+
 /// What the storage thread and inline readers share.
 pub struct Shared {
     worker: Mutex<Worker>,
     /// Jobs sent and not yet applied. Inline reads run only when it is zero.
     queued: AtomicUsize,
-    /// Whether reads and small writes may run on the caller's thread: for SQLite (a few
-    /// µs), never for PostgreSQL, whose client runs a runtime of its own (not allowed on a
-    /// runtime thread) and whose round trips would hold a runtime worker.
-    inline: bool,
+    /// Whether small writes may run on the caller's thread: for SQLite (a few µs), never for
+    /// PostgreSQL, whose client runs a runtime of its own (not allowed on a runtime thread)
+    /// and whose round trips would hold a runtime worker. Point reads may on either: the
+    /// PostgreSQL store answers inline only what its lease holder's cache holds, and refuses
+    /// ([`EngineError::NotInline`]) before any statement, so that the read is queued.
+    inline_writes: bool,
 }
 
 impl Shared {
     /// Wraps `engine` for [`run`].
     pub fn new(mut engine: SqliteEngine, flush_interval: Duration) -> Arc<Shared> {
-        let inline = matches!(engine.store(), Backend::Sqlite(_));
+        let inline_writes = matches!(engine.store(), Backend::Sqlite(_));
         Arc::new(Shared {
-            inline,
+            inline_writes,
             worker: Mutex::new(Worker {
                 engine: Some(engine),
                 flush_interval,
@@ -145,6 +153,9 @@ impl Shared {
     /// `Some((answer, wake))`: the write's answer, and whether the storage thread must be woken
     /// (sent an empty job) to commit it, because nothing was waiting for a commit before it.
     pub fn try_cache(&self, redo: &Redo) -> Option<(Result<(), EngineError>, bool)> {
+        if !self.inline_writes {
+            return None;
+        }
         let mut w = self.idle_worker()?;
         if w.failing || w.stopping || w.engine.is_none() {
             return None;
@@ -178,7 +189,7 @@ impl Shared {
     /// The worker, if no job is queued or running (so every job sent before this call has
     /// been applied) and nobody holds it; never waits.
     fn idle_worker(&self) -> Option<MutexGuard<'_, Worker>> {
-        if !self.inline || self.queued.load(Ordering::SeqCst) != 0 {
+        if self.queued.load(Ordering::SeqCst) != 0 {
             return None;
         }
         match self.worker.try_lock() {

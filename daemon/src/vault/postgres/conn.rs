@@ -97,6 +97,7 @@ impl PostgresStore {
     }
 
     pub(super) fn connect(&mut self) -> Result<&mut Client> {
+        refuse_inline()?;
         self.statements.clear();
         let mut client = self.target.connect()?;
         // Durable-class writes are answered after `COMMIT` returns: it must mean "flushed".
@@ -123,6 +124,7 @@ impl PostgresStore {
 
     /// The live connection; reconnects first if it died outside a transaction.
     pub(super) fn client(&mut self) -> Result<&mut Client> {
+        refuse_inline()?;
         let dead = self.client.as_ref().is_none_or(Client::is_closed);
         if dead {
             if self.in_txn {
@@ -140,6 +142,7 @@ impl PostgresStore {
 
     /// The prepared statement for `sql` on the current connection.
     pub(super) fn stmt(&mut self, sql: &'static str) -> Result<(&mut Client, Statement)> {
+        refuse_inline()?;
         let client_alive = self.client.as_ref().is_some_and(|c| !c.is_closed());
         if !client_alive {
             self.client()?;
@@ -246,5 +249,17 @@ pub(super) fn set_instance(client: &mut Client, instance: &str) -> Result<()> {
             &[&instance],
         )
         .map_err(pg_error)?;
+    Ok(())
+}
+
+/// Every statement goes through the connection, which must not be used on a runtime thread
+/// (the client's own runtime would be entered from another): a job running inline there
+/// ([`crate::vault::worker::running_inline`]) is refused before any statement, and queued
+/// for the storage thread. What the store answers without a statement (the held writes, the
+/// lease holder's cache) it answers inline.
+pub(super) fn refuse_inline() -> Result<()> {
+    if crate::vault::worker::running_inline() {
+        return Err(EngineError::NotInline);
+    }
     Ok(())
 }

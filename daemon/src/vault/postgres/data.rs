@@ -27,10 +27,10 @@ impl PostgresStore {
         if let Some(v) = self.cache.get(table, session, key) {
             return Ok(v);
         }
-        self.point_reads += 1;
         let v: Option<Vec<u8>> = self
             .query_opt_now(sql, &[&session, &key])?
             .map(|r| r.get(0));
+        self.point_reads += 1;
         self.cache.fill(table, session, key, v.as_deref());
         Ok(v)
     }
@@ -90,9 +90,9 @@ impl PostgresStore {
                 " WHERE session = $1 AND k = u.k LIMIT 1) AS p"
             );
             // The held writes cannot change these rows (see `get`).
-            self.point_reads += 1;
             let (client, stmt) = self.stmt(sql)?;
             let rows = client.query(&stmt, &[&session, &asked]).map_err(pg_error)?;
+            self.point_reads += 1;
             found = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
             for k in &asked {
                 self.cache

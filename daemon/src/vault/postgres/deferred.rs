@@ -393,6 +393,8 @@ impl PostgresStore {
     /// operation's: the engine fails it and the worker rolls back to the savepoint (if the
     /// transaction's part failed, that fails too and the transaction is lost).
     pub(super) fn sync(&mut self) -> Result<()> {
+        // Refused before the held writes are taken (they would be lost with the refusal).
+        super::conn::refuse_inline()?;
         let op_pending =
             self.in_savepoint && !(self.deferred.sent && self.deferred.writes.is_empty());
         if !op_pending && self.held.is_empty() {
@@ -403,7 +405,6 @@ impl PostgresStore {
         }
         let mut sql = String::new();
         let held = std::mem::take(&mut self.held);
-        held.tell(self.cache.sending());
         held.render(&mut sql);
         if op_pending {
             if !self.deferred.sent {
@@ -413,7 +414,11 @@ impl PostgresStore {
             // Sent (or lost with the connection) from here on: a failure rolls back to it.
             self.deferred.sent = true;
         }
-        self.client()?.batch_execute(&sql).map_err(pg_error)
+        self.client()?.batch_execute(&sql).map_err(pg_error)?;
+        // Only what reached the transaction may reach the row cache at its commit (written
+        // but not told, a key is dropped from the cache then instead).
+        held.tell(self.cache.sending());
+        Ok(())
     }
 
     /// The fencing checks of the sessions the deferred writes touch.

@@ -5,9 +5,11 @@
 use std::time::Duration;
 
 use super::{holder, new_database};
+use crate::vault::error::EngineError;
 use crate::vault::postgres::test_cluster::Cluster;
 use crate::vault::postgres::{Acquired, Holder, PostgresStore};
 use crate::vault::store::{Row, Store, Table};
+use crate::vault::worker::run_inline;
 
 const TTL: Duration = Duration::from_secs(30);
 
@@ -118,6 +120,36 @@ fn a_holders_cache_answers_its_reads_and_never_what_another_writer_changed() {
         read(&mut a, sid, b"k3"),
         (Some(b"sent early".to_vec()), false)
     );
+
+    // Run inline (a point read on a runtime thread), the store answers what needs no
+    // statement and refuses the rest before sending anything, its held writes kept.
+    assert_eq!(
+        run_inline(|| a.get(Table::Peers, sid, b"k1")).unwrap(),
+        Some(b"v1b".to_vec())
+    );
+    assert_eq!(
+        run_inline(|| a.get(Table::Peers, sid, b"new3")).unwrap(),
+        None
+    );
+    let before = a.point_reads();
+    let refused = run_inline(|| a.get(Table::State, sid, b"never read"));
+    assert!(
+        matches!(refused, Err(EngineError::NotInline)),
+        "{refused:?}"
+    );
+    assert_eq!(a.point_reads(), before);
+    a.begin().unwrap();
+    a.savepoint().unwrap();
+    a.put(Table::Peers, sid, &row(b"k4", b"held"), [None, None])
+        .unwrap();
+    a.release_op().unwrap().unwrap();
+    let refused = run_inline(|| a.scan(Table::Peers, sid));
+    assert!(
+        matches!(refused, Err(EngineError::NotInline)),
+        "{refused:?}"
+    );
+    a.commit().unwrap();
+    assert_eq!(read(&mut a, sid, b"k4"), (Some(b"held".to_vec()), false));
 
     // Given back and taken again with nobody writing meanwhile: the cache is kept (this
     // store's own writes did not clear the lease's cache owner).
