@@ -39,6 +39,7 @@ use crate::link::{Link, Linked, Opened};
 use crate::warm::WarmStart;
 
 mod builder;
+mod hits;
 pub use builder::VaultSessionBuilder;
 
 /// Peers a session caches by default (exclusive sessions only).
@@ -366,45 +367,6 @@ impl VaultSession {
         {
             Response::Peer(p) => Ok(p),
             _ => Err(unexpected("get_peer")),
-        }
-    }
-
-    /// [`Self::peer_info`] when the cache answers it, at once: `None` when the daemon must be
-    /// asked. grammers boxes the future of each `peer`, and the whole lookup's state machine
-    /// (a daemon round trip's included) is large: a hit boxes only its answer.
-    pub(crate) fn peer_info_now(&self, id: PeerId) -> Option<Result<Option<PeerInfo>, VaultError>> {
-        if let Err(e) = self.still_open() {
-            return Some(Err(e));
-        }
-        let cache = self.cache.as_ref()?;
-        let mut c = lock(cache);
-        let hit = match convert::peer_key(id) {
-            Some(key) => c.peer_with(key, |p| p.and_then(convert::peer_from_wire)),
-            None => match c.self_peer() {
-                // As `peer_info`: the self user only while its info still says so.
-                Lookup::Hit(p) => Lookup::Hit(
-                    p.filter(|p| p.is_self == Some(true))
-                        .as_ref()
-                        .and_then(convert::peer_from_wire),
-                ),
-                Lookup::Miss => Lookup::Miss,
-            },
-        };
-        match hit {
-            Lookup::Hit(info) => Some(Ok(info)),
-            Lookup::Miss => None,
-        }
-    }
-
-    /// [`Self::updates_state_now`] when the cache holds the state, at once (as
-    /// [`Self::peer_info_now`]).
-    pub(crate) fn updates_state_cached(&self) -> Option<Result<GUpdatesState, VaultError>> {
-        if let Err(e) = self.still_open() {
-            return Some(Err(e));
-        }
-        match lock(self.cache.as_ref()?).state() {
-            Lookup::Hit(s) => Some(Ok(convert::state_from_wire(&s))),
-            Lookup::Miss => None,
         }
     }
 
