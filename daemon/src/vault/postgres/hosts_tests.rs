@@ -92,7 +92,8 @@ fn database(what: &str) -> Option<Db> {
     })
 }
 
-fn new_session(s: &mut PostgresStore, name: &str) -> i64 {
+/// A new session named `name`, committed (also used by `vault::tests::postgres`).
+pub(crate) fn new_session(s: &mut PostgresStore, name: &str) -> i64 {
     s.begin().unwrap();
     let sid = s.insert_session(name, 1).unwrap();
     s.commit().unwrap();

@@ -73,7 +73,7 @@ mod conn;
 mod deferred;
 mod errors;
 #[cfg(test)]
-mod hosts_tests;
+pub(crate) mod hosts_tests;
 pub mod idle;
 pub mod lease;
 #[cfg(test)]

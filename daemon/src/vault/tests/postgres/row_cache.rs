@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::{holder, new_database};
 use crate::vault::error::EngineError;
+use crate::vault::postgres::hosts_tests::new_session;
 use crate::vault::postgres::test_cluster::Cluster;
 use crate::vault::postgres::{Acquired, Holder, PostgresStore};
 use crate::vault::store::{Row, Store, Table};
@@ -39,13 +40,6 @@ fn read(s: &mut PostgresStore, sid: i64, k: &[u8]) -> (Option<Vec<u8>>, bool) {
     let before = s.point_reads();
     let v = s.get(Table::Peers, sid, k).unwrap();
     (v, s.point_reads() != before)
-}
-
-fn new_session(s: &mut PostgresStore, name: &str) -> i64 {
-    s.begin().unwrap();
-    let sid = s.insert_session(name, 1).unwrap();
-    s.commit().unwrap();
-    sid
 }
 
 #[test]
