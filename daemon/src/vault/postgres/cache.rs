@@ -8,7 +8,9 @@
 //! lease's expiry as this host counts it: the instant before the statement that took or
 //! renewed the lease, plus its time to live (the database dates the expiry from a later
 //! instant, so the local deadline is never later than the real one). Past it, or once the
-//! lease was found lost, reads go to PostgreSQL again.
+//! lease was found lost, reads go to PostgreSQL again. (The deadline is on the monotonic
+//! clock, as the lease's renewal timers are: a host suspended past the expiry, not merely
+//! paused, may answer from its cache until its next renewal finds the lease lost.)
 //!
 //! **Across a re-take.** A lease given back parks its cache (kept, not answered from). The
 //! lease row's `cache_owner` names the daemon instance whose cache of the session is current:
@@ -24,8 +26,12 @@
 //! in the transaction) is never answered from the cache nor filled by a read, since the server
 //! may be answering with the transaction's own unsent or uncommitted writes. At a successful
 //! `COMMIT` each touched key takes the value the transaction's held writes last gave it when
-//! they say (`Held`, captured as each is sent), and is dropped otherwise; a failed commit
-//! (its outcome unknown) drops every touched key; a rollback leaves the cache as it was.
+//! they say (`Held`, captured once each send succeeded), and is dropped otherwise; a failed
+//! commit (its outcome unknown) drops every touched key; a rollback leaves the cache as it was.
+//!
+//! **Inline.** What the cache answers needs no statement, so a point read of a leased session
+//! may run on a runtime thread (`Vault::read`); the store refuses every statement there
+//! (`conn::refuse_inline`), and such a read is queued for the storage thread instead.
 //!
 //! **Peers known whole.** When the session is opened, its peer keys are loaded (bounded):
 //! from then on a peer key not among them is known absent, so a new peer's `cache_peer` makes
