@@ -8,9 +8,9 @@
 //! lease's expiry as this host counts it: the instant before the statement that took or
 //! renewed the lease, plus its time to live (the database dates the expiry from a later
 //! instant, so the local deadline is never later than the real one). Past it, or once the
-//! lease was found lost, reads go to PostgreSQL again. (The deadline is on the monotonic
-//! clock, as the lease's renewal timers are: a host suspended past the expiry, not merely
-//! paused, may answer from its cache until its next renewal finds the lease lost.)
+//! lease was found lost, reads go to PostgreSQL again. The deadline is kept on a clock that
+//! goes on counting while the host is suspended ([`Stamp`]), as the database's does: a host
+//! that slept past its lease's expiry does not answer from its cache when it wakes.
 //!
 //! **Across a re-take.** A lease given back parks its cache (kept, not answered from). The
 //! lease row's `cache_owner` names the daemon instance whose cache of the session is current:
@@ -43,7 +43,7 @@
 //! holds: sealed values and blind keys, never plaintext.
 
 use std::collections::{HashMap, HashSet};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::vault::store::Table;
 
@@ -61,10 +61,38 @@ const ENTRY_OVERHEAD: usize = 64;
 /// end instead (an import does not grow the bookkeeping without bound).
 const TOUCHED_MAX: usize = 100_000;
 
+/// A reading of the clock the cache's deadlines are kept on: on Linux `CLOCK_BOOTTIME`, which
+/// counts the time a host spends suspended (the monotonic clock, and so `Instant`, stops then,
+/// while the database's clock and the lease's expiry go on); elsewhere the monotonic clock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) struct Stamp(Duration);
+
+impl Stamp {
+    /// Now.
+    pub(super) fn now() -> Stamp {
+        #[cfg(target_os = "linux")]
+        {
+            let t = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);
+            let secs = u64::try_from(t.tv_sec).unwrap_or(0);
+            let nanos = u32::try_from(t.tv_nsec).unwrap_or(0);
+            Stamp(Duration::new(secs, nanos))
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+            Stamp(START.get_or_init(std::time::Instant::now).elapsed())
+        }
+    }
+
+    fn after(self, d: Duration) -> Stamp {
+        Stamp(self.0.saturating_add(d))
+    }
+}
+
 /// A cached session's rows.
 struct Cached {
     /// Reads may be answered until then; `None`: parked (the lease was given back).
-    until: Option<Instant>,
+    until: Option<Stamp>,
     rows: HashMap<(Table, Vec<u8>), Option<Vec<u8>>>,
     /// A superset of the session's stored peer keys, when known (see the module doc).
     peer_keys: Option<HashSet<Vec<u8>>>,
@@ -73,7 +101,7 @@ struct Cached {
 }
 
 impl Cached {
-    fn new(until: Instant) -> Cached {
+    fn new(until: Stamp) -> Cached {
         Cached {
             until: Some(until),
             rows: HashMap::new(),
@@ -83,7 +111,7 @@ impl Cached {
         }
     }
 
-    fn answering(&self, now: Instant) -> bool {
+    fn answering(&self, now: Stamp) -> bool {
         self.until.is_some_and(|u| now < u)
     }
 
@@ -146,8 +174,8 @@ impl RowCache {
 
     /// The lease of `session` was taken at `since` for `ttl`; `kept`: the database says no
     /// other instance wrote the session since this one's cache of it was current.
-    pub(super) fn taken(&mut self, session: i64, kept: bool, since: Instant, ttl: Duration) {
-        let until = since + ttl;
+    pub(super) fn taken(&mut self, session: i64, kept: bool, since: Stamp, ttl: Duration) {
+        let until = since.after(ttl);
         match self.sessions.get_mut(&session) {
             Some(c) if kept => c.until = Some(until),
             _ => {
@@ -158,9 +186,9 @@ impl RowCache {
     }
 
     /// The lease of `session` was renewed at `since` for `ttl`.
-    pub(super) fn renewed(&mut self, session: i64, since: Instant, ttl: Duration) {
+    pub(super) fn renewed(&mut self, session: i64, since: Stamp, ttl: Duration) {
         if let Some(c) = self.sessions.get_mut(&session) {
-            c.until = Some(since + ttl);
+            c.until = Some(since.after(ttl));
         }
     }
 
@@ -189,7 +217,7 @@ impl RowCache {
 
     fn answerable(&self, table: Table, session: i64, key: &[u8]) -> Option<&Cached> {
         let c = self.sessions.get(&session)?;
-        if !c.answering(Instant::now())
+        if !c.answering(Stamp::now())
             || self.txn.cleared.contains(&(table, session))
             || self.txn.spoiled.contains(&session)
             || self.txn.touched.contains(&(table, session, key.to_vec()))
@@ -254,7 +282,7 @@ impl RowCache {
             && self
                 .sessions
                 .get(&session)
-                .is_some_and(|c| c.answering(Instant::now()) && c.peer_keys.is_none())
+                .is_some_and(|c| c.answering(Stamp::now()) && c.peer_keys.is_none())
     }
 
     /// Keeps `session`'s peer keys as loaded (`None`: too many to keep, which is remembered

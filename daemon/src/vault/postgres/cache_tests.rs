@@ -1,9 +1,9 @@
 //! The row cache's own rules, without a server: what a transaction's end leaves, the peer keys
 //! as a superset, the bound.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use super::RowCache;
+use super::{RowCache, Stamp};
 use crate::vault::store::Table;
 
 const P: Table = Table::Peers;
@@ -11,7 +11,7 @@ const P: Table = Table::Peers;
 fn leased(sessions: &[i64]) -> RowCache {
     let mut c = RowCache::default();
     for &s in sessions {
-        c.taken(s, false, Instant::now(), Duration::from_secs(60));
+        c.taken(s, false, Stamp::now(), Duration::from_secs(60));
     }
     c
 }
@@ -96,14 +96,14 @@ fn peer_keys_answer_absent_only_for_keys_never_written() {
     // Parked, nothing is answered; dropped, nothing is kept.
     c.given_back(1);
     assert_eq!(c.get(P, 1, b"never"), None);
-    c.taken(1, true, Instant::now(), Duration::from_secs(60));
+    c.taken(1, true, Stamp::now(), Duration::from_secs(60));
     assert_eq!(c.get(P, 1, b"never"), Some(None), "kept across a re-take");
-    c.taken(1, false, Instant::now(), Duration::from_secs(60));
+    c.taken(1, false, Stamp::now(), Duration::from_secs(60));
     assert_eq!(c.get(P, 1, b"never"), None, "not kept");
     // A session too large for its keys is not read again at each open, until it is cleared.
     assert!(c.wants_peer_keys(1));
     c.set_peer_keys(1, None);
-    c.taken(1, false, Instant::now(), Duration::from_secs(60));
+    c.taken(1, false, Stamp::now(), Duration::from_secs(60));
     assert!(!c.wants_peer_keys(1));
     c.cleared(P, 1);
     assert!(c.wants_peer_keys(1));
@@ -113,7 +113,7 @@ fn peer_keys_answer_absent_only_for_keys_never_written() {
 fn the_cache_stays_within_its_bound_dropping_parked_then_least_recent_sessions() {
     let mut c = RowCache::with_max_bytes(64 << 10);
     for s in 1..=3 {
-        c.taken(s, false, Instant::now(), Duration::from_secs(60));
+        c.taken(s, false, Stamp::now(), Duration::from_secs(60));
     }
     let value = vec![7u8; 1000];
     for i in 0..20u32 {
@@ -127,7 +127,7 @@ fn the_cache_stays_within_its_bound_dropping_parked_then_least_recent_sessions()
         c.fill(P, 3, &i.to_be_bytes(), Some(&value));
         assert!(c.bytes() <= 64 << 10, "{} bytes", c.bytes());
     }
-    c.taken(2, true, Instant::now(), Duration::from_secs(60));
+    c.taken(2, true, Stamp::now(), Duration::from_secs(60));
     assert!(
         c.get(P, 2, &0u32.to_be_bytes()).is_none(),
         "the parked one went"
@@ -142,4 +142,23 @@ fn the_cache_stays_within_its_bound_dropping_parked_then_least_recent_sessions()
         c.fill(P, 3, &i.to_be_bytes(), Some(&value));
     }
     assert!(c.bytes() <= 64 << 10);
+}
+
+#[test]
+fn a_lease_past_its_time_to_live_by_the_clock_is_not_answered_from() {
+    let mut c = RowCache::default();
+    let ttl = Duration::from_millis(50);
+    c.taken(1, false, Stamp::now(), ttl);
+    c.fill(P, 1, b"a", Some(b"v"));
+    assert_eq!(c.get(P, 1, b"a"), Some(Some(b"v".to_vec())));
+    std::thread::sleep(Duration::from_millis(80));
+    assert_eq!(c.get(P, 1, b"a"), None, "expired as this host counts it");
+    c.renewed(1, Stamp::now(), ttl);
+    assert_eq!(c.get(P, 1, b"a"), Some(Some(b"v".to_vec())), "renewed");
+    // Taken long before now (a host that slept through its lease): nothing answered.
+    let a_while_ago = Stamp(Stamp::now().0.saturating_sub(Duration::from_secs(3600)));
+    c.taken(2, false, a_while_ago, Duration::from_secs(60));
+    c.fill(P, 2, b"a", Some(b"v"));
+    assert_eq!(c.get(P, 2, b"a"), None);
+    assert!(Stamp::now() >= a_while_ago);
 }

@@ -21,7 +21,7 @@
 //! transaction: a write checked under the old token commits before the new holder's token
 //! exists, never after.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::PostgresStore;
 use crate::vault::error::{EngineError, Result, StorageErrorKind};
@@ -105,7 +105,7 @@ impl PostgresStore {
         }
         // The lease's time to live counts from before the statement: the database's expiry,
         // dated when the row is written, is never earlier than this host's.
-        let since = Instant::now();
+        let since = super::cache::Stamp::now();
         // `cache_kept`: the row, locked, still named this instance as the owner of a current
         // cache of the session (no other instance's write since, see `cache`).
         let row = self.query_opt(
@@ -157,7 +157,7 @@ impl PostgresStore {
         let held: Vec<(i64, i64)> = self.leases.iter().map(|(s, t)| (*s, *t)).collect();
         let mut lost = Vec::new();
         for (session, token) in held {
-            let since = Instant::now();
+            let since = super::cache::Stamp::now();
             let n = self.exec(
                 "UPDATE leases SET expires_at = clock_timestamp() + $3::bigint * interval '1 millisecond'
                  WHERE session = $1 AND token = $2 AND expires_at > clock_timestamp()",
