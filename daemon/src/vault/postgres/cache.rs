@@ -220,7 +220,9 @@ impl RowCache {
         if !c.answering(Stamp::now())
             || self.txn.cleared.contains(&(table, session))
             || self.txn.spoiled.contains(&session)
-            || self.txn.touched.contains(&(table, session, key.to_vec()))
+            // (Asked only while the transaction wrote something: the probe copies the key.)
+            || (!self.txn.touched.is_empty()
+                && self.txn.touched.contains(&(table, session, key.to_vec())))
         {
             return None;
         }
